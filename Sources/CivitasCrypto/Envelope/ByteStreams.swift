@@ -1,0 +1,154 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A source of bytes read front to back: a file, a pipe, or memory.
+public protocol ByteSource: AnyObject {
+    /// Fills `buffer` as far as the data allows; returns the number of bytes
+    /// read, which is less than `buffer.count` only at the end of the data.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+}
+
+/// A destination for an envelope: bytes are appended, and the reserved
+/// header is filled in once the ciphertext hash is known.
+public protocol EnvelopeSink: AnyObject, Sendable {
+    /// Appends bytes.
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+    /// Overwrites already-written bytes starting at `offset`.
+    func overwrite(at offset: UInt64, with bytes: [UInt8]) throws
+}
+
+/// A destination for plain bytes written front to back.
+public protocol ByteSink: AnyObject {
+    /// Appends bytes.
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+}
+
+/// Reads from an open file descriptor (a file, a pipe or standard input).
+public final class FileDescriptorSource: ByteSource {
+    private let descriptor: Int32
+    private let name: String
+
+    /// Reads from `descriptor`; `name` identifies it in errors. The descriptor is not closed.
+    public init(descriptor: Int32, name: String) {
+        self.descriptor = descriptor
+        self.name = name
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        var filled = 0
+        while filled < buffer.count {
+            let n = Glibc.read(descriptor, buffer.baseAddress.map { $0 + filled }, buffer.count - filled)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CryptoError(.io, "reading \(name) failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            filled += n
+        }
+        return filled
+    }
+}
+
+/// Writes to an open file descriptor; positioned overwrites need a regular file.
+public final class FileDescriptorSink: EnvelopeSink, ByteSink, @unchecked Sendable {
+    private let descriptor: Int32
+    private let name: String
+    private let startOffset: UInt64
+
+    /// Writes to `descriptor` from its current position; `name` identifies it in errors. The descriptor is not closed.
+    public init(descriptor: Int32, name: String) {
+        self.descriptor = descriptor
+        self.name = name
+        let position = lseek(descriptor, 0, SEEK_CUR)
+        self.startOffset = position > 0 ? UInt64(position) : 0
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var written = 0
+        while written < bytes.count {
+            let n = Glibc.write(descriptor, bytes.baseAddress.map { $0 + written }, bytes.count - written)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CryptoError(.io, "writing \(name) failed: \(String(cString: strerror(errno)))")
+            }
+            written += n
+        }
+    }
+
+    public func overwrite(at offset: UInt64, with bytes: [UInt8]) throws {
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in
+                pwrite(descriptor, raw.baseAddress.map { $0 + written }, raw.count - written,
+                       off_t(startOffset + offset) + off_t(written))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CryptoError(.io, "writing the envelope header to \(name) failed: \(String(cString: strerror(errno)))")
+            }
+            written += n
+        }
+    }
+}
+
+/// Reads from bytes in memory.
+public final class MemorySource: ByteSource {
+    private let bytes: [UInt8]
+    private var position = 0
+
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let count = min(buffer.count, bytes.count - position)
+        guard count > 0 else { return 0 }
+        bytes.withUnsafeBytes { source in
+            if let base = source.baseAddress, let target = buffer.baseAddress {
+                target.copyMemory(from: base + position, byteCount: count)
+            }
+        }
+        position += count
+        return count
+    }
+}
+
+/// Collects written bytes in memory (for small payloads and tests).
+public final class MemorySink: EnvelopeSink, ByteSink, @unchecked Sendable {
+    private var storage: [UInt8] = []
+    private let lock = Mutex()
+
+    public init() {}
+
+    /// Everything written so far.
+    public var bytes: [UInt8] { lock.withLock { storage } }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        lock.withLock { storage.append(contentsOf: bytes) }
+    }
+
+    public func overwrite(at offset: UInt64, with bytes: [UInt8]) throws {
+        try lock.withLock {
+            let start = Int(offset)
+            guard start + bytes.count <= storage.count else {
+                throw CryptoError(.io, "overwrite past the end of the written envelope")
+            }
+            storage.replaceSubrange(start..<start + bytes.count, with: bytes)
+        }
+    }
+}
+
+/// A minimal pthread mutex (usable from Swift 6 strict concurrency on Linux and macOS).
+final class Mutex: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    func withLock<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
+    }
+}

@@ -1,0 +1,120 @@
+internal import CSodium
+
+/// Process-wide libsodium initialisation and the small primitives every
+/// other part of the module uses: randomness, constant-time comparison,
+/// hex and base64.
+public enum Sodium {
+    private static let initialised: Bool = sodium_init() >= 0
+
+    /// Makes sure libsodium is initialised; throws if it cannot be.
+    public static func ensureInitialised() throws {
+        guard initialised else {
+            throw CryptoError(.libraryUnavailable, "libsodium could not be initialised")
+        }
+    }
+
+    /// `count` bytes from the operating system's CSPRNG (libsodium `randombytes_buf`).
+    public static func randomBytes(_ count: Int) -> [UInt8] {
+        _ = initialised
+        var bytes = [UInt8](repeating: 0, count: count)
+        randombytes_buf(&bytes, count)
+        return bytes
+    }
+
+    /// Compares two byte strings in time that depends only on their lengths.
+    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.withUnsafeBytes { pa in
+            b.withUnsafeBytes { pb in
+                guard pa.count == pb.count else { return false }
+                if pa.count == 0 { return true }
+                return sodium_memcmp(pa.baseAddress, pb.baseAddress, pa.count) == 0
+            }
+        }
+    }
+
+    /// Overwrites the bytes with zeros in a way the compiler cannot remove.
+    public static func wipe(_ bytes: inout [UInt8]) {
+        bytes.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) }
+    }
+}
+
+/// Lower-case hexadecimal encoding and decoding.
+public enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    /// Lower-case hex of the bytes.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Decodes lower- or upper-case hex; nil for odd length or a non-hex character.
+    public static func decode(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(chars.count / 2)
+        var index = 0
+        while index < chars.count {
+            guard let high = value(chars[index]), let low = value(chars[index + 1]) else { return nil }
+            out.append(high << 4 | low)
+            index += 2
+        }
+        return out
+    }
+
+    private static func value(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 section 4), strict on decode.
+public enum Base64 {
+    /// Encodes the bytes as standard, padded base64.
+    public static func encode(_ bytes: [UInt8]) -> String {
+        bytes.withUnsafeBytes { encode(raw: $0) }
+    }
+
+    static func encode(raw: UnsafeRawBufferPointer) -> String {
+        _ = try? Sodium.ensureInitialised()
+        let variant = sodium_base64_VARIANT_ORIGINAL
+        let length = sodium_base64_encoded_len(raw.count, variant)
+        var out = [CChar](repeating: 0, count: length)
+        _ = sodium_bin2base64(&out, length, raw.nonNullBytes, raw.count, variant)
+        return String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Decodes strict standard padded base64; nil on any deviation.
+    public static func decode(_ text: String) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: text.utf8.count / 4 * 3 + 3)
+        guard let length = decode(text, into: &out) else { return nil }
+        return Array(out.prefix(length))
+    }
+
+    /// Decodes strict base64 into the given buffer (used to decode secrets
+    /// straight into wiped memory); returns the decoded length or nil.
+    static func decode(_ text: String, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        _ = try? Sodium.ensureInitialised()
+        let chars = text.utf8.map { CChar(bitPattern: $0) }
+        var decoded = 0
+        // A nil end pointer makes libsodium refuse any trailing or invalid character.
+        let status = sodium_base642bin(buffer.nonNullBytes, buffer.count, chars, chars.count, nil, &decoded, nil,
+                                       sodium_base64_VARIANT_ORIGINAL)
+        guard status == 0 else { return nil }
+        return decoded
+    }
+
+    static func decode(_ text: String, into bytes: inout [UInt8]) -> Int? {
+        bytes.withUnsafeMutableBytes { decode(text, into: $0) }
+    }
+}

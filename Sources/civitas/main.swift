@@ -1,0 +1,2 @@
+import CivitasCrypto
+print("civitas")
