@@ -1,0 +1,135 @@
+import CivitasCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reading the process environment.
+enum Environment {
+    static func value(of name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+}
+
+/// File helpers for the CLI: bounded reads, atomic writes with explicit modes.
+enum Files {
+    static func errorText() -> String { String(cString: strerror(errno)) }
+
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
+
+    /// Reads a whole small file, refusing anything longer than `limit` bytes.
+    static func read(_ path: String, limit: Int, what: String) throws -> [UInt8] {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw CLIError("cannot read \(what) \(path): \(errorText())") }
+        defer { close(descriptor) }
+        var bytes = [UInt8](repeating: 0, count: limit + 1)
+        let count = try bytes.withUnsafeMutableBytes {
+            try FileDescriptorSource(descriptor: descriptor, name: path).read(into: $0)
+        }
+        guard count <= limit else { throw CLIError("\(what) \(path) is larger than \(limit) bytes") }
+        bytes.removeLast(bytes.count - count)
+        return bytes
+    }
+
+    /// Reads a public key file.
+    static func publicKeys(_ path: String) throws -> PublicKeys {
+        try KeyFile.parsePublic(read(path, limit: KeyFile.maximumSize + 1, what: "public key file"), source: path)
+    }
+
+    /// Reads (and if protected, decrypts) a secret key file.
+    static func secretKeys(_ path: String, passphrase: PassphraseOptions) throws -> SecretKeys {
+        var bytes = try read(path, limit: KeyFile.maximumSize + 1, what: "secret key file")
+        defer { Sodium.wipe(&bytes) }
+        let secret = try KeyFile.isProtected(bytes, source: path) ? passphrase.passphrase() : nil
+        let keys = try KeyFile.parseSecret(bytes, source: path, passphrase: secret)
+        warnIfExposed(path)
+        return keys
+    }
+
+    /// Warns on standard error if a secret key file is readable by group or others.
+    static func warnIfExposed(_ path: String) {
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & 0o077 != 0 {
+            Output.warn("warning: \(path) is readable by other users (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 600 \(path)")
+        }
+    }
+
+    /// A file being written under a temporary name beside its final path and
+    /// renamed into place only by ``commit()``; removed if never committed.
+    final class AtomicFile {
+        let path: String
+        let temporaryPath: String
+        let descriptor: Int32
+        private var committed = false
+
+        init(path: String, mode: mode_t) throws {
+            self.path = path
+            var template = Array("\(path).tmp-XXXXXX".utf8CString)
+            let descriptor = mkstemp(&template)
+            guard descriptor >= 0 else { throw CLIError("cannot create \(path): \(Files.errorText())") }
+            self.descriptor = descriptor
+            self.temporaryPath = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard fchmod(descriptor, mode) == 0 else {
+                close(descriptor)
+                unlink(temporaryPath)
+                throw CLIError("cannot set the mode of \(path): \(Files.errorText())")
+            }
+        }
+
+        /// Flushes the file to disk and renames it to its final path.
+        func commit(replacing: Bool) throws {
+            guard fsync(descriptor) == 0 else { throw CLIError("cannot flush \(path): \(Files.errorText())") }
+            if !replacing && Files.exists(path) {
+                throw CLIError("\(path) already exists (use --force to replace it)")
+            }
+            guard rename(temporaryPath, path) == 0 else { throw CLIError("cannot write \(path): \(Files.errorText())") }
+            committed = true
+        }
+
+        deinit {
+            close(descriptor)
+            if !committed { unlink(temporaryPath) }
+        }
+    }
+
+    /// An anonymous temporary file (already unlinked) for spooling unseekable streams.
+    static func anonymousTemporaryFile() throws -> Int32 {
+        let directory = Environment.value(of: "TMPDIR") ?? "/tmp"
+        var template = Array("\(directory)/civitas-spool-XXXXXX".utf8CString)
+        let descriptor = mkstemp(&template)
+        guard descriptor >= 0 else { throw CLIError("cannot create a temporary file in \(directory): \(errorText())") }
+        unlink(template)
+        return descriptor
+    }
+
+    /// Copies everything from one descriptor to another in 1 MiB steps.
+    static func copy(from source: Int32, to target: Int32, name: String) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        let reader = FileDescriptorSource(descriptor: source, name: name)
+        let writer = FileDescriptorSink(descriptor: target, name: "standard output")
+        while true {
+            let count = try reader.read(into: buffer)
+            if count == 0 { break }
+            try writer.write(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            if count < buffer.count { break }
+        }
+    }
+
+    /// Size of a regular file open at `descriptor`, or nil for pipes and terminals.
+    static func regularFileSize(_ descriptor: Int32) -> UInt64? {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return UInt64(info.st_size) - UInt64(max(0, lseek(descriptor, 0, SEEK_CUR)))
+    }
+}
+
+/// Output helpers: results to standard output, diagnostics to standard error.
+enum Output {
+    static func warn(_ line: String) {
+        var text = Array((line + "\n").utf8)
+        _ = write(2, &text, text.count)
+    }
+}

@@ -1,0 +1,106 @@
+import ArgumentParser
+import CivitasCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct KeysCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys",
+        abstract: "Create and inspect participant keys.",
+        subcommands: [Generate.self, Show.self]
+    )
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create NAME.secret (mode 0600) and NAME.pub in the key directory.",
+            discussion: """
+                NAME.secret holds an Ed25519 signing key and an X25519 encryption key; NAME.pub
+                holds both public keys and the key id. With --passphrase-env or --passphrase-file
+                the secret file is protected with Argon2id and XChaCha20-Poly1305.
+                See Keys/README.md for the file layout.
+                """
+        )
+
+        @Option(help: "Participant name: 1-64 letters, digits, '.', '_' or '-'.")
+        var name: String
+
+        @Option(help: "Key directory.")
+        var dir: String = "Keys"
+
+        @Flag(help: "Replace existing key files of this name.")
+        var force = false
+
+        @OptionGroup var passphrase: PassphraseOptions
+
+        @Option(help: "Argon2id cost for a protected file: moderate (256 MiB, default) or interactive (64 MiB).")
+        var passphraseCost: CostLevel = .moderate
+
+        enum CostLevel: String, ExpressibleByArgument {
+            case moderate, interactive
+            var cost: PassphraseCost { self == .moderate ? .moderate : .interactive }
+        }
+
+        func run() throws {
+            let generated = try KeyGeneration.generate(name: name, directory: dir, force: force,
+                                                       passphrase: passphrase.passphrase(), cost: passphraseCost.cost)
+            print("created \(generated.secretPath) (secret, mode 0600\(generated.isProtected ? ", passphrase-protected" : ""))")
+            print("created \(generated.publicPath) (public)")
+            print("key id \(generated.keys.keyID)")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the name and key id of a public key file.")
+
+        @Argument(help: "A .pub file.")
+        var file: String
+
+        func run() throws {
+            let keys = try Files.publicKeys(file)
+            print("name    \(keys.name)")
+            print("key id  \(keys.keyID)")
+            print("ed25519 \(Base64.encode(keys.signingKey))")
+            print("x25519  \(Base64.encode(keys.encryptionKey))")
+        }
+    }
+}
+
+/// Writing a new key pair to a key directory.
+enum KeyGeneration {
+    struct Generated {
+        let keys: SecretKeys
+        let secretPath: String
+        let publicPath: String
+        let isProtected: Bool
+    }
+
+    static func generate(name: String, directory: String, force: Bool, passphrase: [UInt8]?,
+                         cost: PassphraseCost) throws -> Generated {
+        try KeyName.validate(name)
+        if !Files.exists(directory) {
+            guard mkdir(directory, 0o755) == 0 else {
+                throw CLIError("cannot create key directory \(directory): \(Files.errorText())")
+            }
+        }
+        let secretPath = "\(directory)/\(name).secret"
+        let publicPath = "\(directory)/\(name).pub"
+        if !force {
+            for path in [secretPath, publicPath] where Files.exists(path) {
+                throw CLIError("\(path) already exists (use --force to replace it)")
+            }
+        }
+        let keys = try SecretKeys.generate(name: name)
+        var secretText = Array(try KeyFile.secretText(keys, passphrase: passphrase, cost: cost).utf8)
+        defer { Sodium.wipe(&secretText) }
+        let secretFile = try Files.AtomicFile(path: secretPath, mode: 0o600)
+        try secretText.withUnsafeBytes { try FileDescriptorSink(descriptor: secretFile.descriptor, name: secretPath).write($0) }
+        let publicFile = try Files.AtomicFile(path: publicPath, mode: 0o644)
+        try Array(KeyFile.publicText(keys.publicKeys).utf8).withUnsafeBytes {
+            try FileDescriptorSink(descriptor: publicFile.descriptor, name: publicPath).write($0)
+        }
+        try secretFile.commit(replacing: force)
+        try publicFile.commit(replacing: force)
+        return Generated(keys: keys, secretPath: secretPath, publicPath: publicPath, isProtected: passphrase != nil)
+    }
+}

@@ -1,2 +1,0 @@
-import CivitasCrypto
-print("civitas")
