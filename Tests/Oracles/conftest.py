@@ -1,0 +1,41 @@
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def civitas_bin():
+    path = pathlib.Path(os.environ.get("CIVITAS_BIN", ROOT / ".build" / "debug" / "civitas"))
+    if not path.exists():
+        pytest.fail(f"{path} does not exist: build the package first (scripts/test does)")
+    return str(path)
+
+
+class CLI:
+    def __init__(self, binary, cwd):
+        self.binary = binary
+        self.cwd = cwd
+
+    def run(self, *args, input=None, env=None, check=True):
+        result = subprocess.run([self.binary, *map(str, args)], cwd=self.cwd, input=input,
+                                capture_output=True, env={**os.environ, **(env or {})}, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"civitas {' '.join(map(str, args))} failed: {result.stderr.decode()}")
+        return result
+
+    def fails(self, *args, **kwargs):
+        """Runs a command that must fail with exactly one line on standard error."""
+        result = self.run(*args, check=False, **kwargs)
+        assert result.returncode != 0, f"civitas {' '.join(map(str, args))} succeeded but should have failed"
+        lines = [line for line in result.stderr.decode().splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected a one-line reason, got: {lines}"
+        return lines[0]
+
+
+@pytest.fixture
+def cli(civitas_bin, tmp_path):
+    return CLI(civitas_bin, tmp_path)
