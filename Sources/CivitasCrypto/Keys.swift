@@ -178,13 +178,12 @@ public final class SecretKeys: Sendable {
         return try material.withUnsafeBytes(body)
     }
 
-    /// Opens a `crypto_box_seal` ciphertext addressed to this key's X25519 public key.
-    func openSealed(_ ciphertext: [UInt8], into plaintext: SecretBytes) -> Bool {
-        guard ciphertext.count == plaintext.count + Int(crypto_box_sealbytes()) else { return false }
-        return plaintext.withUnsafeUInt8Pointer { out in
-            encryptionSecret.withUnsafeUInt8Pointer { sk in
-                crypto_box_seal_open(out, ciphertext, UInt64(ciphertext.count), publicKeys.encryptionKey, sk) == 0
-            }
+    /// Opens a `crypto_box_seal` ciphertext addressed to this key's X25519 public key into `plaintext`,
+    /// which must have room for the ciphertext length minus the 48-byte seal overhead.
+    func openSealed(_ ciphertext: [UInt8], into plaintext: UnsafeMutablePointer<UInt8>, capacity: Int) -> Bool {
+        guard ciphertext.count == capacity + Int(crypto_box_sealbytes()) else { return false }
+        return encryptionSecret.withUnsafeUInt8Pointer { sk in
+            crypto_box_seal_open(plaintext, ciphertext, UInt64(ciphertext.count), publicKeys.encryptionKey, sk) == 0
         }
     }
 }

@@ -21,8 +21,8 @@ struct SealCommand: ParsableCommand {
     @Option(help: ArgumentHelp("A JSON object recorded in the manifest's metadata.", valueName: "JSON"))
     var metadata: String?
 
-    @Option(help: "Plaintext bytes per chunk (1024 to 16777216).")
-    var chunkSize: Int = EnvelopeFormat.defaultChunkSize
+    @Option(help: "Plaintext bytes per chunk, 1024 to 4194304 (default: 64 KiB, or 1 MiB for payloads of 16 MiB and more).")
+    var chunkSize: Int?
 
     @OptionGroup var passphrase: PassphraseOptions
 

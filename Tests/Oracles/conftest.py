@@ -9,7 +9,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def civitas_bin():
-    path = pathlib.Path(os.environ.get("CIVITAS_BIN", ROOT / ".build" / "debug" / "civitas"))
+    path = pathlib.Path(os.environ.get("CIVITAS_BIN", ROOT / ".build" / "debug" / "civitas")).resolve()
     if not path.exists():
         pytest.fail(f"{path} does not exist: build the package first (scripts/test does)")
     return str(path)

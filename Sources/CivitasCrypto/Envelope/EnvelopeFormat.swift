@@ -11,10 +11,15 @@ public enum EnvelopeFormat {
     public static let formatName = "civitas-envelope/1"
     /// Bytes signed before the manifest, so a manifest signature means nothing in another protocol.
     public static let signatureContext: [UInt8] = Array("civitas-envelope/1 manifest\n".utf8)
-    /// Default plaintext bytes per chunk.
-    public static let defaultChunkSize = 64 * 1024
-    /// Allowed plaintext bytes per chunk.
-    public static let chunkSizeRange = 1024...(16 * 1024 * 1024)
+    /// Allowed plaintext bytes per chunk. The upper bound caps what a reader allocates.
+    public static let chunkSizeRange = 1024...(4 * 1024 * 1024)
+
+    /// The chunk size a sealer uses unless told otherwise: 64 KiB below 16 MiB of
+    /// payload (so small payloads still spread over both cores), 1 MiB above
+    /// (fewer per-chunk costs; secretstream runs about 10% faster).
+    public static func automaticChunkSize(payloadLength: UInt64) -> Int {
+        payloadLength < 16 << 20 ? 64 * 1024 : 1024 * 1024
+    }
     /// The largest manifest accepted.
     public static let maximumManifestLength = 64 * 1024
     /// The largest payload accepted (2^50 bytes, far below secretstream's limits).

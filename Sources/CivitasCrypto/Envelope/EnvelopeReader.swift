@@ -71,7 +71,8 @@ public enum EnvelopeVerifier {
         let manifest = header.manifest
         let expectedLength = EnvelopeFormat.bodyLength(payloadLength: manifest.payloadLength, chunkSize: manifest.chunkSize)
         let hasher = try SHA256Hasher()
-        let buffer = PipelineBuffer(capacity: 1 << 20)
+        let buffer = PipelineBuffer.take(capacity: 1 << 20)
+        defer { PipelineBuffer.recycle(buffer) }
         var remaining = expectedLength
         while remaining > 0 {
             let want = Int(min(UInt64(buffer.capacity), remaining))
@@ -132,90 +133,61 @@ public struct EnvelopeOpener: Sendable {
         guard Sodium.constantTimeEqual(SHA256Hasher.hash(keyAndHeader), manifest.keyCommitment) else {
             throw CryptoError(.keyCommitmentMismatch, "the sealed key or stream header does not match the manifest's key_commitment")
         }
-        let streamKey = try SecretBytes(count: Int(crypto_secretstream_xchacha20poly1305_keybytes()))
-        guard recipient.openSealed(sealedKey, into: streamKey) else {
+        let opened = try SecretStream.pull(header: streamHeader) { key, length in
+            recipient.openSealed(sealedKey, into: key, capacity: length)
+        }
+        guard let stream = opened else {
             throw CryptoError(.sealedKeyRejected, "the sealed stream key does not open with \(recipient.publicKeys.name)'s key")
         }
-        let state = try SecretBytes(count: Int(crypto_secretstream_xchacha20poly1305_statebytes()))
-        let initStatus = state.withPointer(to: crypto_secretstream_xchacha20poly1305_state.self) { st in
-            streamKey.withUnsafeUInt8Pointer { key in
-                crypto_secretstream_xchacha20poly1305_init_pull(st, streamHeader, key)
-            }
-        }
-        guard initStatus == 0 else { throw CryptoError(.chunkRejected, "the stream header is invalid") }
 
         let hasher = try SHA256Hasher()
         hasher.update(keyAndHeader)
         let associated = EnvelopeFormat.chunkAssociatedData(
             issuer: manifest.issuer, recipient: manifest.recipient,
             payloadLength: manifest.payloadLength, chunkSize: manifest.chunkSize)
-        let chunkSize = manifest.chunkSize
-        let chunkCount = EnvelopeFormat.chunkCount(payloadLength: manifest.payloadLength, chunkSize: chunkSize)
-        let overhead = EnvelopeFormat.chunkOverhead
-        let chunksPerBatch = max(1, (256 * 1024) / chunkSize)
-        let depth = 3
-        let stage = BackgroundStage(depth: depth)
-        let batches = (0..<depth).map { _ in PipelineBuffer(capacity: chunksPerBatch * (chunkSize + overhead)) }
-        let plain = PipelineBuffer(capacity: chunkSize)
-        let finalTag = UInt8(crypto_secretstream_xchacha20poly1305_tag_final())
-        var remaining = manifest.payloadLength
-        var chunkIndex: UInt64 = 0
-        var batchIndex = 0
-        do {
-            while chunkIndex < chunkCount {
-                try stage.reserveSlot()
-                var submitted = false
-                defer { if !submitted { stage.releaseReservation() } }
-                let batch = batches[batchIndex % depth]
-                batchIndex += 1
-                // Sizes of this batch's chunks follow from the manifest.
-                var sizes: [Int] = []
-                var plannedRemaining = remaining
-                while sizes.count < chunksPerBatch && chunkIndex + UInt64(sizes.count) < chunkCount {
-                    let size = Int(min(UInt64(chunkSize), plannedRemaining))
-                    sizes.append(size + overhead)
-                    plannedRemaining -= UInt64(size)
-                }
-                let want = sizes.reduce(0, +)
-                let got = try source.read(into: UnsafeMutableRawBufferPointer(start: batch.pointer, count: want))
-                batch.count = got
-                submitted = true
-                stage.submit { hasher.update(batch.filled) }
-                var offset = 0
-                for size in sizes {
-                    let number = chunkIndex + 1
-                    guard offset + size <= got else {
-                        throw CryptoError(.truncated, "truncated envelope: it ends inside chunk \(number) of \(chunkCount)")
-                    }
-                    var plainLength: UInt64 = 0
-                    var tag: UInt8 = 0
-                    let status = state.withPointer(to: crypto_secretstream_xchacha20poly1305_state.self) { st in
-                        crypto_secretstream_xchacha20poly1305_pull(
-                            st, plain.pointer.assumingMemoryBound(to: UInt8.self), &plainLength, &tag,
-                            batch.pointer.advanced(by: offset).assumingMemoryBound(to: UInt8.self), UInt64(size),
-                            associated, UInt64(associated.count))
-                    }
-                    guard status == 0 else {
-                        throw CryptoError(.chunkRejected, "chunk \(number) of \(chunkCount) failed authentication (tampered, reordered, dropped, or moved from another envelope)")
-                    }
-                    let isLast = number == chunkCount
-                    guard (tag == finalTag) == isLast else {
-                        throw CryptoError(.chunkRejected, isLast
-                            ? "chunk \(number) of \(chunkCount) should end the stream but is not marked final"
-                            : "chunk \(number) of \(chunkCount) is marked final: the stream was cut short")
-                    }
-                    plain.count = Int(plainLength)
-                    try sink.write(plain.filled)
-                    offset += size
-                    remaining -= plainLength
-                    chunkIndex += 1
-                }
-            }
-            try stage.drain()
-        } catch {
-            try? stage.drain()
-            throw error
+        // Pipeline: this thread reads, decrypts and writes batch after batch; the
+        // worker hashes each batch's ciphertext beside it.
+        let plan = BatchPlan(payloadLength: manifest.payloadLength, chunkSize: manifest.chunkSize)
+        let worker = PipelineWorker()
+        let slots = (0..<BatchPlan.ringSize).map { _ in
+            PipelineSlot(plainCapacity: plan.batchPlainCapacity, cipherCapacity: plan.batchCipherCapacity)
         }
+        defer {
+            try? worker.finish()
+            slots.forEach { $0.recycle() }
+        }
+        for batch in 0..<plan.batchCount {
+            let slot = slots[Int(batch % UInt64(BatchPlan.ringSize))]
+            if let pending = slot.pending { try worker.wait(through: pending) }
+            let (firstChunk, lengths) = plan.cipherChunkLengths(ofBatch: batch)
+            let want = lengths.reduce(0, +)
+            slot.cipher.count = try source.read(into: UnsafeMutableRawBufferPointer(start: slot.cipher.pointer, count: want))
+            slot.pending = worker.submit { hasher.update(slot.cipher.filled) }
+            let cipherBase = slot.cipher.pointer.assumingMemoryBound(to: UInt8.self)
+            let plainBase = slot.plain.pointer.assumingMemoryBound(to: UInt8.self)
+            var offset = 0
+            slot.plain.count = 0
+            for (index, length) in lengths.enumerated() {
+                let number = firstChunk + UInt64(index)
+                guard offset + length <= slot.cipher.count else {
+                    throw CryptoError(.truncated, "truncated envelope: it ends inside chunk \(number) of \(plan.chunkCount)")
+                }
+                guard let (plainLength, tag) = stream.pull(cipherBase + offset, length: length,
+                                                           into: plainBase + slot.plain.count, associatedData: associated) else {
+                    throw CryptoError(.chunkRejected, "chunk \(number) of \(plan.chunkCount) failed authentication (tampered, reordered, dropped, or moved from another envelope)")
+                }
+                let isLast = number == plan.chunkCount
+                guard (tag == SecretStream.finalTag) == isLast else {
+                    throw CryptoError(.chunkRejected, isLast
+                        ? "chunk \(number) of \(plan.chunkCount) should end the stream but is not marked final"
+                        : "chunk \(number) of \(plan.chunkCount) is marked final: the stream was cut short")
+                }
+                offset += length
+                slot.plain.count += plainLength
+            }
+            try sink.write(slot.plain.filled)
+        }
+        try worker.finish()
         try EnvelopeVerifier.expectEnd(of: source)
         let digest = hasher.finish()
         guard Sodium.constantTimeEqual(digest, manifest.ciphertextSHA256) else {

@@ -14,11 +14,11 @@ public struct EnvelopeSealer: Sendable {
     public var contentType: String
     /// Open metadata recorded in the manifest.
     public var metadata: [String: JSONValue]
-    /// Plaintext bytes per chunk.
-    public var chunkSize: Int
+    /// Plaintext bytes per chunk; nil chooses ``EnvelopeFormat/automaticChunkSize(payloadLength:)``.
+    public var chunkSize: Int?
 
     public init(issuer: SecretKeys, recipient: PublicKeys, contentType: String = "application/octet-stream",
-                metadata: [String: JSONValue] = [:], chunkSize: Int = EnvelopeFormat.defaultChunkSize) {
+                metadata: [String: JSONValue] = [:], chunkSize: Int? = nil) {
         self.issuer = issuer
         self.recipient = recipient
         self.contentType = contentType
@@ -42,6 +42,7 @@ public struct EnvelopeSealer: Sendable {
     public func seal(from source: ByteSource, payloadLength: UInt64, to sink: EnvelopeSink,
                      created: Date = Date()) throws -> EnvelopeManifest {
         try Sodium.ensureInitialised()
+        let chunkSize = self.chunkSize ?? EnvelopeFormat.automaticChunkSize(payloadLength: payloadLength)
         var manifest = EnvelopeManifest(
             issuer: issuer.keyID, recipient: recipient.keyID, contentType: contentType,
             payloadLength: payloadLength, chunkSize: chunkSize, created: Self.timestamp(created),
@@ -60,87 +61,64 @@ public struct EnvelopeSealer: Sendable {
         try prefix.withUnsafeBytes { try sink.write($0) }
 
         // Fresh stream key, sealed to the recipient.
-        let streamKey = try SecretBytes(count: Int(crypto_secretstream_xchacha20poly1305_keybytes()))
-        streamKey.withUnsafeUInt8Pointer { crypto_secretstream_xchacha20poly1305_keygen($0) }
+        let (stream, header) = try SecretStream.push()
         var sealedKey = [UInt8](repeating: 0, count: EnvelopeFormat.sealedKeyLength)
-        let sealStatus = streamKey.withUnsafeUInt8Pointer { key in
-            crypto_box_seal(&sealedKey, key, UInt64(streamKey.count), recipient.encryptionKey)
+        let sealStatus = stream.withKey { key, length in
+            crypto_box_seal(&sealedKey, key, UInt64(length), recipient.encryptionKey)
         }
         guard sealStatus == 0 else {
             throw CryptoError(.invalidArgument, "the recipient's X25519 key \(recipient.keyID) cannot be sealed to")
         }
-        let state = try SecretBytes(count: Int(crypto_secretstream_xchacha20poly1305_statebytes()))
-        var header = [UInt8](repeating: 0, count: EnvelopeFormat.streamHeaderLength)
-        let initStatus = state.withPointer(to: crypto_secretstream_xchacha20poly1305_state.self) { st in
-            streamKey.withUnsafeUInt8Pointer { key in
-                crypto_secretstream_xchacha20poly1305_init_push(st, &header, key)
-            }
-        }
-        guard initStatus == 0 else { throw CryptoError(.libraryUnavailable, "secretstream could not start") }
-
         let keyAndHeader = sealedKey + header
         manifest.keyCommitment = SHA256Hasher.hash(keyAndHeader)
         let hasher = try SHA256Hasher()
         hasher.update(keyAndHeader)
         try keyAndHeader.withUnsafeBytes { try sink.write($0) }
 
-        // Pipeline: this thread reads and encrypts a batch of chunks; the background
-        // stage hashes and writes it.
+        // Pipeline: this thread reads and encrypts batch after batch; the worker
+        // hashes and writes each one behind it.
         let associated = EnvelopeFormat.chunkAssociatedData(
             issuer: issuer.keyID, recipient: recipient.keyID, payloadLength: payloadLength, chunkSize: chunkSize)
-        let chunkCount = EnvelopeFormat.chunkCount(payloadLength: payloadLength, chunkSize: chunkSize)
-        let chunksPerBatch = max(1, (256 * 1024) / chunkSize)
-        let depth = 3
-        let stage = BackgroundStage(depth: depth)
-        let plain = PipelineBuffer(capacity: chunkSize)
-        let batches = (0..<depth).map { _ in
-            PipelineBuffer(capacity: chunksPerBatch * (chunkSize + EnvelopeFormat.chunkOverhead))
+        let plan = BatchPlan(payloadLength: payloadLength, chunkSize: chunkSize)
+        let worker = PipelineWorker()
+        let slots = (0..<BatchPlan.ringSize).map { _ in
+            PipelineSlot(plainCapacity: plan.batchPlainCapacity, cipherCapacity: plan.batchCipherCapacity)
         }
-        var remaining = payloadLength
+        defer {
+            try? worker.finish()
+            slots.forEach { $0.recycle() }
+        }
         var chunkIndex: UInt64 = 0
-        var batchIndex = 0
-        do {
-            while chunkIndex < chunkCount {
-                try stage.reserveSlot()
-                var submitted = false
-                defer { if !submitted { stage.releaseReservation() } }
-                let batch = batches[batchIndex % depth]
-                batchIndex += 1
-                batch.count = 0
-                var inBatch = 0
-                while inBatch < chunksPerBatch && chunkIndex < chunkCount {
-                    let want = Int(min(UInt64(chunkSize), remaining))
-                    let got = try source.read(into: UnsafeMutableRawBufferPointer(start: plain.pointer, count: want))
-                    guard got == want else {
-                        throw CryptoError(.io, "the input ended after \(payloadLength - remaining + UInt64(got)) of \(payloadLength) bytes")
-                    }
-                    remaining -= UInt64(want)
-                    chunkIndex += 1
-                    let tag = chunkIndex == chunkCount
-                        ? UInt8(crypto_secretstream_xchacha20poly1305_tag_final())
-                        : UInt8(crypto_secretstream_xchacha20poly1305_tag_message())
-                    var written: UInt64 = 0
-                    let status = state.withPointer(to: crypto_secretstream_xchacha20poly1305_state.self) { st in
-                        crypto_secretstream_xchacha20poly1305_push(
-                            st, batch.pointer.advanced(by: batch.count).assumingMemoryBound(to: UInt8.self), &written,
-                            plain.pointer.assumingMemoryBound(to: UInt8.self), UInt64(want),
-                            associated, UInt64(associated.count), tag)
-                    }
-                    guard status == 0 else { throw CryptoError(.libraryUnavailable, "secretstream push failed") }
-                    batch.count += Int(written)
-                    inBatch += 1
-                }
-                submitted = true
-                stage.submit {
-                    hasher.update(batch.filled)
-                    try sink.write(batch.filled)
-                }
+        for batch in 0..<plan.batchCount {
+            let slot = slots[Int(batch % UInt64(BatchPlan.ringSize))]
+            if let pending = slot.pending { try worker.wait(through: pending) }
+            let range = plan.plainRange(ofBatch: batch)
+            let want = Int(range.upperBound - range.lowerBound)
+            let got = try source.read(into: UnsafeMutableRawBufferPointer(start: slot.plain.pointer, count: want))
+            guard got == want else {
+                throw CryptoError(.io, "the input ended after \(range.lowerBound + UInt64(got)) of \(payloadLength) bytes")
             }
-            try stage.drain()
-        } catch {
-            try? stage.drain()
-            throw error
+            slot.plain.count = got
+            let plainBase = slot.plain.pointer.assumingMemoryBound(to: UInt8.self)
+            let cipherBase = slot.cipher.pointer.assumingMemoryBound(to: UInt8.self)
+            var consumed = 0
+            slot.cipher.count = 0
+            repeat {
+                let length = min(chunkSize, slot.plain.count - consumed)
+                chunkIndex += 1
+                guard let written = stream.push(plainBase + consumed, length: length, into: cipherBase + slot.cipher.count,
+                                                associatedData: associated, final: chunkIndex == plan.chunkCount) else {
+                    throw CryptoError(.libraryUnavailable, "secretstream push failed")
+                }
+                consumed += length
+                slot.cipher.count += written
+            } while consumed < slot.plain.count
+            slot.pending = worker.submit {
+                hasher.update(slot.cipher.filled)
+                try sink.write(slot.cipher.filled)
+            }
         }
+        try worker.finish()
         var probe: UInt8 = 0
         let extra = try withUnsafeMutableBytes(of: &probe) { try source.read(into: $0) }
         guard extra == 0 else {
