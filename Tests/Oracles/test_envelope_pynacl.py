@@ -6,9 +6,15 @@ import os
 import stat
 import struct
 
+import pathlib
+
+import jsonschema
 import pytest
 
 import civitas_format as oracle
+
+MANIFEST_SCHEMA = json.loads(
+    (pathlib.Path(__file__).parents[2] / "Schemas" / "envelope-manifest.schema.json").read_text())
 
 
 @pytest.fixture
@@ -98,6 +104,7 @@ def test_pynacl_verifies_and_opens_civitas_envelope(cli, parties, tmp_path, size
     envelope = civitas_seal(cli, parties, tmp_path, data, "--chunk-size", str(chunk))
     manifest = oracle.verify(envelope, parties["agency"]["public"])
     assert manifest["payload_length"] == size and manifest["chunk_size"] == chunk
+    jsonschema.validate(manifest, MANIFEST_SCHEMA)
     _, opened = oracle.open_envelope(envelope, parties["partner"]["private"], parties["agency"]["public"])
     assert opened == data
 
