@@ -67,26 +67,33 @@ public enum KeyFile {
         guard fields.count == 5 else {
             throw CryptoError(.malformedKeyFile, "\(source): truncated or corrupt public key file (expected 5 fields, found \(fields.count))")
         }
-        guard fields[3].hasPrefix("ed25519:"), fields[4].hasPrefix("x25519:"),
-              let signing = Base64.decode(String(fields[3].dropFirst(8))), signing.count == 32,
-              let encryption = Base64.decode(String(fields[4].dropFirst(7))), encryption.count == 32 else {
+        let signingField = text(fields[3]), encryptionField = text(fields[4])
+        guard signingField.hasPrefix("ed25519:"), encryptionField.hasPrefix("x25519:"),
+              let signing = Base64.decode(String(signingField.dropFirst(8))), signing.count == 32,
+              let encryption = Base64.decode(String(encryptionField.dropFirst(7))), encryption.count == 32 else {
             throw CryptoError(.malformedKeyFile, "\(source): corrupt public key file (the ed25519: or x25519: field is not a 32-byte base64 key)")
         }
-        let keys = try PublicKeys(name: fields[1], signingKey: signing, encryptionKey: encryption)
-        guard keys.keyID.hex == fields[2] else {
-            throw CryptoError(.keyIDMismatch, "\(source): key id \(fields[2].prefix(40)) does not match the keys in the file (they give \(keys.keyID))")
+        let keys = try PublicKeys(name: text(fields[1]), signingKey: signing, encryptionKey: encryption)
+        guard keys.keyID.hex == text(fields[2]) else {
+            throw CryptoError(.keyIDMismatch, "\(source): key id \(text(fields[2]).prefix(40)) does not match the keys in the file (they give \(keys.keyID))")
         }
         return keys
     }
 
     // MARK: Secret key files
 
-    /// The one-line secret key file text, protected with Argon2id when a passphrase is given.
-    public static func secretText(_ keys: SecretKeys, passphrase: [UInt8]?, cost: PassphraseCost = .moderate) throws -> String {
+    /// The bytes of a one-line secret key file, protected with Argon2id when a passphrase is given.
+    /// The result holds the secret (encoded or encrypted): wipe it with ``Sodium/wipe(_:)`` after writing.
+    public static func secretFileContents(_ keys: SecretKeys, passphrase: [UInt8]?,
+                                          cost: PassphraseCost = .moderate) throws -> [UInt8] {
         let head = "\(secretTag) \(keys.publicKeys.name) \(keys.keyID.hex)"
         guard let passphrase else {
-            let encoded = try keys.withStoredMaterial { Base64.encode(raw: $0) }
-            return "\(head) plain \(encoded)\n"
+            // Encoded straight into a byte array the caller wipes, never into a String.
+            var contents = Array("\(head) plain ".utf8)
+            contents.reserveCapacity(contents.count + 128)  // no reallocation may leave a copy behind
+            try keys.withStoredMaterial { Base64.append(raw: $0, to: &contents) }
+            contents.append(0x0A)
+            return contents
         }
         try validatePassphrase(passphrase)
         try cost.validate()
@@ -104,13 +111,13 @@ public enum KeyFile {
                     associated, UInt64(associated.count), nil, nonce, k)
             }
         }
-        return "\(header) \(Base64.encode(nonce + sealed))\n"
+        return Array("\(header) \(Base64.encode(nonce + sealed))\n".utf8)
     }
 
     /// Whether a secret key file is passphrase-protected (without opening it).
     public static func isProtected(_ bytes: [UInt8], source: String) throws -> Bool {
         let fields = try fieldsOfKeyFile(bytes, expecting: .secret, source: source)
-        return fields.count > 3 && fields[3] == "argon2id"
+        return fields.count > 3 && text(fields[3]) == "argon2id"
     }
 
     /// Parses and, if protected, decrypts a secret key file; `source` names the file in errors.
@@ -119,15 +126,15 @@ public enum KeyFile {
         guard fields.count >= 4 else {
             throw CryptoError(.malformedKeyFile, "\(source): truncated or corrupt secret key file (expected at least 4 fields, found \(fields.count))")
         }
-        let name = fields[1]
-        let material: SecretBytes
-        switch fields[3] {
+        let name = text(fields[1])
+        let material: ProtectedBytes
+        switch text(fields[3]) {
         case "plain":
             guard fields.count == 5 else {
                 throw CryptoError(.malformedKeyFile, "\(source): truncated or corrupt secret key file (expected 5 fields, found \(fields.count))")
             }
-            material = try SecretBytes(count: SecretKeys.storedLength)
-            let decoded = material.withUnsafeMutableBytes { Base64.decode(fields[4], into: $0) }
+            material = try ProtectedBytes(count: SecretKeys.storedLength)
+            let decoded = material.withUnsafeMutableBytes { Base64.decode(bytes: fields[4], into: $0) }
             guard decoded == SecretKeys.storedLength else {
                 throw CryptoError(.malformedKeyFile, "\(source): truncated or corrupt secret key file (the key field is not 64 bytes of base64)")
             }
@@ -138,9 +145,9 @@ public enum KeyFile {
             guard let passphrase else {
                 throw CryptoError(.passphraseRequired, "\(source) is passphrase-protected: pass --passphrase-env VAR or --passphrase-file FILE")
             }
-            guard let operations = UInt64(fields[4]), let memory = Int(fields[5]),
-                  let salt = Base64.decode(fields[6]), salt.count == Int(crypto_pwhash_saltbytes()),
-                  let sealed = Base64.decode(fields[7]) else {
+            guard let operations = UInt64(text(fields[4])), let memory = Int(text(fields[5])),
+                  let salt = Base64.decode(text(fields[6])), salt.count == Int(crypto_pwhash_saltbytes()),
+                  let sealed = Base64.decode(text(fields[7])) else {
                 throw CryptoError(.malformedKeyFile, "\(source): corrupt protected secret key file (cost, salt or ciphertext field unreadable)")
             }
             let cost = PassphraseCost(operations: operations, memoryBytes: memory)
@@ -152,8 +159,8 @@ public enum KeyFile {
             }
             try validatePassphrase(passphrase)
             let key = try deriveKey(passphrase: passphrase, salt: salt, cost: cost)
-            let associated = Array(fields[0..<7].joined(separator: " ").utf8)
-            material = try SecretBytes(count: SecretKeys.storedLength)
+            let associated = Array(fields[0..<7].joined(separator: [0x20]))
+            material = try ProtectedBytes(count: SecretKeys.storedLength)
             let nonce = Array(sealed.prefix(nonceLength))
             let ciphertext = Array(sealed.dropFirst(nonceLength))
             let opened = material.withUnsafeUInt8Pointer { out in
@@ -167,11 +174,11 @@ public enum KeyFile {
                 throw CryptoError(.wrongPassphrase, "\(source): wrong passphrase (or the protected file was altered)")
             }
         default:
-            throw CryptoError(.malformedKeyFile, "\(source): unknown secret key protection '\(fields[3].prefix(20))' (expected plain or argon2id)")
+            throw CryptoError(.malformedKeyFile, "\(source): unknown secret key protection '\(text(fields[3]).prefix(20))' (expected plain or argon2id)")
         }
         let keys = try SecretKeys(name: name, material: material)
-        guard keys.keyID.hex == fields[2] else {
-            throw CryptoError(.keyIDMismatch, "\(source): key id \(fields[2].prefix(40)) does not match the secret keys in the file")
+        guard keys.keyID.hex == text(fields[2]) else {
+            throw CryptoError(.keyIDMismatch, "\(source): key id \(text(fields[2]).prefix(40)) does not match the secret keys in the file")
         }
         return keys
     }
@@ -180,33 +187,42 @@ public enum KeyFile {
 
     private enum Kind { case `public`, secret }
 
-    private static func fieldsOfKeyFile(_ bytes: [UInt8], expecting kind: Kind, source: String) throws -> [String] {
+    /// Splits a key file's single line into fields. Fields stay bytes so that a
+    /// secret field is never copied into a String (which cannot be wiped); use
+    /// ``text(_:)`` for the others.
+    private static func fieldsOfKeyFile(_ bytes: [UInt8], expecting kind: Kind, source: String) throws -> [ArraySlice<UInt8>] {
         guard bytes.count <= maximumSize else {
             throw CryptoError(.wrongKeyKind, "\(source) is \(bytes.count) bytes: too large to be a Civitas key file")
         }
         if bytes.starts(with: EnvelopeFormat.magic) {
             throw CryptoError(.wrongKeyKind, "\(source) is an envelope, not a key file")
         }
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw CryptoError(.wrongKeyKind, "\(source) is not a Civitas key file (not text)")
+        var line = bytes[...]
+        if line.last == 0x0A { line = line.dropLast() }
+        if line.last == 0x0D { line = line.dropLast() }
+        guard line.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
+            if line.contains(0x0A) {
+                throw CryptoError(.malformedKeyFile, "\(source): a key file holds exactly one line")
+            }
+            throw CryptoError(.wrongKeyKind, "\(source) is not a Civitas key file (not a line of printable ASCII)")
         }
-        var line = Substring(text)
-        if line.hasSuffix("\n") { line = line.dropLast() }
-        if line.hasSuffix("\r") { line = line.dropLast() }
-        guard !line.contains("\n") else {
-            throw CryptoError(.malformedKeyFile, "\(source): a key file holds exactly one line")
-        }
-        let fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
-        switch (fields.first, kind) {
-        case (publicTag?, .public), (secretTag?, .secret):
+        let fields = line.split(separator: 0x20, omittingEmptySubsequences: false)
+        let tag = fields.first.map(text) ?? ""
+        switch (tag, kind) {
+        case (publicTag, .public), (secretTag, .secret):
             return fields
-        case (publicTag?, .secret):
+        case (publicTag, .secret):
             throw CryptoError(.wrongKeyKind, "\(source) is a public key file; a secret key file (.secret) is needed here")
-        case (secretTag?, .public):
+        case (secretTag, .public):
             throw CryptoError(.wrongKeyKind, "\(source) is a secret key file; give the public key file (.pub) instead")
         default:
             throw CryptoError(.wrongKeyKind, "\(source) is not a Civitas \(kind == .public ? "public" : "secret") key file")
         }
+    }
+
+    /// A non-secret field as text.
+    private static func text(_ field: ArraySlice<UInt8>) -> String {
+        String(decoding: field, as: UTF8.self)
     }
 
     private static func validatePassphrase(_ passphrase: [UInt8]) throws {
@@ -215,8 +231,8 @@ public enum KeyFile {
         }
     }
 
-    private static func deriveKey(passphrase: [UInt8], salt: [UInt8], cost: PassphraseCost) throws -> SecretBytes {
-        let key = try SecretBytes(count: Int(crypto_aead_xchacha20poly1305_ietf_keybytes()))
+    private static func deriveKey(passphrase: [UInt8], salt: [UInt8], cost: PassphraseCost) throws -> ProtectedBytes {
+        let key = try ProtectedBytes(count: Int(crypto_aead_xchacha20poly1305_ietf_keybytes()))
         let status = key.withUnsafeUInt8Pointer { k in
             passphrase.withNonNullPointer { pw, count in
                 pw.withMemoryRebound(to: CChar.self, capacity: count) { pw in

@@ -112,23 +112,23 @@ public final class SecretKeys: Sendable {
     /// The matching public keys.
     public let publicKeys: PublicKeys
     /// Ed25519 secret key in libsodium's 64-byte form (seed || public key).
-    private let signingSecret: SecretBytes
+    private let signingSecret: ProtectedBytes
     /// X25519 secret scalar, 32 bytes.
-    private let encryptionSecret: SecretBytes
+    private let encryptionSecret: ProtectedBytes
 
     /// Generates a fresh key pair for `name` from the operating system's CSPRNG.
     public static func generate(name: String) throws -> SecretKeys {
-        let material = try SecretBytes.random(count: storedLength)
+        let material = try ProtectedBytes.random(count: storedLength)
         return try SecretKeys(name: name, material: material)
     }
 
     /// Rebuilds keys from stored material (32-byte Ed25519 seed then 32-byte X25519 secret key).
-    init(name: String, material: SecretBytes) throws {
+    init(name: String, material: ProtectedBytes) throws {
         guard material.count == Self.storedLength else {
             throw CryptoError(.malformedKeyFile, "secret key material must be 64 bytes, got \(material.count)")
         }
-        let signingSecret = try SecretBytes(count: 64)
-        let encryptionSecret = try SecretBytes(count: 32)
+        let signingSecret = try ProtectedBytes(count: 64)
+        let encryptionSecret = try ProtectedBytes(count: 32)
         var signingPublic = [UInt8](repeating: 0, count: 32)
         var encryptionPublic = [UInt8](repeating: 0, count: 32)
         let ok: Bool = material.withUnsafeUInt8Pointer { stored in
@@ -165,7 +165,7 @@ public final class SecretKeys: Sendable {
 
     /// Runs `body` with the stored secret material (Ed25519 seed || X25519 secret key) in protected memory.
     func withStoredMaterial<R>(_ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
-        let material = try SecretBytes(count: Self.storedLength)
+        let material = try ProtectedBytes(count: Self.storedLength)
         material.withUnsafeUInt8Pointer { out in
             signingSecret.withUnsafeUInt8Pointer { sk in
                 // libsodium's Ed25519 secret key starts with the 32-byte seed.

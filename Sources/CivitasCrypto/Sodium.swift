@@ -86,12 +86,26 @@ public enum Base64 {
     }
 
     static func encode(raw: UnsafeRawBufferPointer) -> String {
+        var out: [UInt8] = []
+        append(raw: raw, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the base64 of `raw` to `bytes`, with no intermediate copy left behind.
+    static func append(raw: UnsafeRawBufferPointer, to bytes: inout [UInt8]) {
         _ = try? Sodium.ensureInitialised()
         let variant = sodium_base64_VARIANT_ORIGINAL
-        let length = sodium_base64_encoded_len(raw.count, variant)
-        var out = [CChar](repeating: 0, count: length)
-        _ = sodium_bin2base64(&out, length, raw.nonNullBytes, raw.count, variant)
-        return String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let length = sodium_base64_encoded_len(raw.count, variant)  // includes the terminating NUL
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: length))
+        bytes.withUnsafeMutableBufferPointer { buffer in
+            (buffer.baseAddress.map { $0 + start }).map { target in
+                target.withMemoryRebound(to: CChar.self, capacity: length) {
+                    _ = sodium_bin2base64($0, length, raw.nonNullBytes, raw.count, variant)
+                }
+            }
+        }
+        bytes.removeLast()  // the NUL
     }
 
     /// Decodes strict standard padded base64; nil on any deviation.
@@ -104,12 +118,21 @@ public enum Base64 {
     /// Decodes strict base64 into the given buffer (used to decode secrets
     /// straight into wiped memory); returns the decoded length or nil.
     static func decode(_ text: String, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        decode(bytes: Array(text.utf8)[...], into: buffer)
+    }
+
+    /// Decodes base64 given as bytes (so secret text need not become a String).
+    static func decode(bytes: ArraySlice<UInt8>, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         _ = try? Sodium.ensureInitialised()
-        let chars = text.utf8.map { CChar(bitPattern: $0) }
         var decoded = 0
-        // A nil end pointer makes libsodium refuse any trailing or invalid character.
-        let status = sodium_base642bin(buffer.nonNullBytes, buffer.count, chars, chars.count, nil, &decoded, nil,
-                                       sodium_base64_VARIANT_ORIGINAL)
+        let status = bytes.withUnsafeBufferPointer { input -> Int32 in
+            guard let base = input.baseAddress else { return -1 }
+            return base.withMemoryRebound(to: CChar.self, capacity: input.count) { chars in
+                // A nil end pointer makes libsodium refuse any trailing or invalid character.
+                sodium_base642bin(buffer.nonNullBytes, buffer.count, chars, input.count, nil, &decoded, nil,
+                                  sodium_base64_VARIANT_ORIGINAL)
+            }
+        }
         guard status == 0 else { return nil }
         return decoded
     }

@@ -12,6 +12,9 @@ enum Environment {
 
 /// File helpers for the CLI: bounded reads, atomic writes with explicit modes.
 enum Files {
+    /// The six trailing characters mkstemp(3) replaces with a unique suffix.
+    static let randomSuffixTemplate = String(repeating: "X", count: 6)
+
     static func errorText() -> String { String(cString: strerror(errno)) }
 
     static func exists(_ path: String) -> Bool {
@@ -66,7 +69,7 @@ enum Files {
 
         init(path: String, mode: mode_t) throws {
             self.path = path
-            var template = Array("\(path).tmp-XXXXXX".utf8CString)
+            var template = Array("\(path).tmp-\(Files.randomSuffixTemplate)".utf8CString)
             let descriptor = mkstemp(&template)
             guard descriptor >= 0 else { throw CLIError("cannot create \(path): \(Files.errorText())") }
             self.descriptor = descriptor
@@ -97,7 +100,7 @@ enum Files {
     /// An anonymous temporary file (already unlinked) for spooling unseekable streams.
     static func anonymousTemporaryFile() throws -> Int32 {
         let directory = Environment.value(of: "TMPDIR") ?? "/tmp"
-        var template = Array("\(directory)/civitas-spool-XXXXXX".utf8CString)
+        var template = Array("\(directory)/civitas-spool-\(randomSuffixTemplate)".utf8CString)
         let descriptor = mkstemp(&template)
         guard descriptor >= 0 else { throw CLIError("cannot create a temporary file in \(directory): \(errorText())") }
         unlink(template)

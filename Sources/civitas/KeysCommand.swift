@@ -91,10 +91,10 @@ enum KeyGeneration {
             }
         }
         let keys = try SecretKeys.generate(name: name)
-        var secretText = Array(try KeyFile.secretText(keys, passphrase: passphrase, cost: cost).utf8)
-        defer { Sodium.wipe(&secretText) }
+        var secretContents = try KeyFile.secretFileContents(keys, passphrase: passphrase, cost: cost)
+        defer { Sodium.wipe(&secretContents) }
         let secretFile = try Files.AtomicFile(path: secretPath, mode: 0o600)
-        try secretText.withUnsafeBytes { try FileDescriptorSink(descriptor: secretFile.descriptor, name: secretPath).write($0) }
+        try secretContents.withUnsafeBytes { try FileDescriptorSink(descriptor: secretFile.descriptor, name: secretPath).write($0) }
         let publicFile = try Files.AtomicFile(path: publicPath, mode: 0o644)
         try Array(KeyFile.publicText(keys.publicKeys).utf8).withUnsafeBytes {
             try FileDescriptorSink(descriptor: publicFile.descriptor, name: publicPath).write($0)

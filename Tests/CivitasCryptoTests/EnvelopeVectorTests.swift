@@ -29,7 +29,7 @@ struct EnvelopeVectorTests {
     static func exampleKeys(_ name: String) throws -> SecretKeys {
         var material = SHA256Hasher.hash(Array("civitas example \(name) ed25519".utf8))
             + SHA256Hasher.hash(Array("civitas example \(name) x25519".utf8))
-        return try SecretKeys(name: name, material: SecretBytes.taking(&material))
+        return try SecretKeys(name: name, material: ProtectedBytes.taking(&material))
     }
 
     @Test("Derived example keys match the recorded public keys and key ids")

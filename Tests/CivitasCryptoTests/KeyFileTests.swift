@@ -17,7 +17,7 @@ struct KeyFileTests {
     @Test("Unprotected secret key file round-trips and signs the same")
     func secretRoundTrip() throws {
         let keys = try SecretKeys.generate(name: "health")
-        let text = try KeyFile.secretText(keys, passphrase: nil)
+        let text = String(decoding: try KeyFile.secretFileContents(keys, passphrase: nil), as: UTF8.self)
         let parsed = try KeyFile.parseSecret(Array(text.utf8), source: "health.secret", passphrase: nil)
         #expect(parsed.publicKeys == keys.publicKeys)
         let message = Array("hello".utf8)
@@ -28,7 +28,7 @@ struct KeyFileTests {
     func protectedSecret() throws {
         let keys = try SecretKeys.generate(name: "auditor")
         let passphrase = Array("correct horse battery staple".utf8)
-        let text = try KeyFile.secretText(keys, passphrase: passphrase, cost: .interactive)
+        let text = String(decoding: try KeyFile.secretFileContents(keys, passphrase: passphrase, cost: .interactive), as: UTF8.self)
         #expect(text.contains(" argon2id "))
         #expect(try KeyFile.isProtected(Array(text.utf8), source: "a.secret"))
         let opened = try KeyFile.parseSecret(Array(text.utf8), source: "a.secret", passphrase: passphrase)
@@ -49,7 +49,7 @@ struct KeyFileTests {
     @Test("A crafted cost is refused before Argon2id runs")
     func hostileCost() throws {
         let keys = try SecretKeys.generate(name: "x")
-        let text = try KeyFile.secretText(keys, passphrase: Array("pw".utf8), cost: .interactive)
+        let text = String(decoding: try KeyFile.secretFileContents(keys, passphrase: Array("pw".utf8), cost: .interactive), as: UTF8.self)
         var fields = text.dropLast().split(separator: " ").map(String.init)
         fields[5] = String(1 << 40)
         #expect(throws: CryptoError(.malformedKeyFile, "")) {
@@ -60,7 +60,7 @@ struct KeyFileTests {
     @Test("Truncated files are refused with a one-line reason")
     func truncated() throws {
         let keys = try SecretKeys.generate(name: "t")
-        let secret = Array(try KeyFile.secretText(keys, passphrase: nil).utf8)
+        let secret = try KeyFile.secretFileContents(keys, passphrase: nil)
         let pub = Array(KeyFile.publicText(keys.publicKeys).utf8)
         for cut in [secret.count - 5, secret.count / 2, 30] {
             #expect(throws: CryptoError(.malformedKeyFile, "")) {
@@ -77,7 +77,7 @@ struct KeyFileTests {
     @Test("A file of the wrong kind is named as such")
     func wrongKind() throws {
         let keys = try SecretKeys.generate(name: "k")
-        let secret = Array(try KeyFile.secretText(keys, passphrase: nil).utf8)
+        let secret = try KeyFile.secretFileContents(keys, passphrase: nil)
         let pub = Array(KeyFile.publicText(keys.publicKeys).utf8)
         #expect(throws: CryptoError(.wrongKeyKind, "")) { try KeyFile.parsePublic(secret, source: "k.secret") }
         #expect(throws: CryptoError(.wrongKeyKind, "")) { try KeyFile.parseSecret(pub, source: "k.pub", passphrase: nil) }

@@ -133,7 +133,7 @@ public struct EnvelopeOpener: Sendable {
         guard Sodium.constantTimeEqual(SHA256Hasher.hash(keyAndHeader), manifest.keyCommitment) else {
             throw CryptoError(.keyCommitmentMismatch, "the sealed key or stream header does not match the manifest's key_commitment")
         }
-        let opened = try SecretStream.pull(header: streamHeader) { key, length in
+        let opened = try StreamCipher.pull(header: streamHeader) { key, length in
             recipient.openSealed(sealedKey, into: key, capacity: length)
         }
         guard let stream = opened else {
@@ -148,21 +148,14 @@ public struct EnvelopeOpener: Sendable {
         // Pipeline: this thread reads, decrypts and writes batch after batch; the
         // worker hashes each batch's ciphertext beside it.
         let plan = BatchPlan(payloadLength: manifest.payloadLength, chunkSize: manifest.chunkSize)
-        let worker = PipelineWorker()
-        let slots = (0..<BatchPlan.ringSize).map { _ in
-            PipelineSlot(plainCapacity: plan.batchPlainCapacity, cipherCapacity: plan.batchCipherCapacity)
-        }
-        defer {
-            try? worker.finish()
-            slots.forEach { $0.recycle() }
-        }
+        let ring = PipelineRing(plan: plan)
+        defer { ring.close() }
         for batch in 0..<plan.batchCount {
-            let slot = slots[Int(batch % UInt64(BatchPlan.ringSize))]
-            if let pending = slot.pending { try worker.wait(through: pending) }
+            let slot = try ring.slot(forBatch: batch)
             let (firstChunk, lengths) = plan.cipherChunkLengths(ofBatch: batch)
             let want = lengths.reduce(0, +)
             slot.cipher.count = try source.read(into: UnsafeMutableRawBufferPointer(start: slot.cipher.pointer, count: want))
-            slot.pending = worker.submit { hasher.update(slot.cipher.filled) }
+            slot.pending = ring.worker.submit { hasher.update(slot.cipher.filled) }
             let cipherBase = slot.cipher.pointer.assumingMemoryBound(to: UInt8.self)
             let plainBase = slot.plain.pointer.assumingMemoryBound(to: UInt8.self)
             var offset = 0
@@ -177,7 +170,7 @@ public struct EnvelopeOpener: Sendable {
                     throw CryptoError(.chunkRejected, "chunk \(number) of \(plan.chunkCount) failed authentication (tampered, reordered, dropped, or moved from another envelope)")
                 }
                 let isLast = number == plan.chunkCount
-                guard (tag == SecretStream.finalTag) == isLast else {
+                guard (tag == StreamCipher.finalTag) == isLast else {
                     throw CryptoError(.chunkRejected, isLast
                         ? "chunk \(number) of \(plan.chunkCount) should end the stream but is not marked final"
                         : "chunk \(number) of \(plan.chunkCount) is marked final: the stream was cut short")
@@ -187,7 +180,7 @@ public struct EnvelopeOpener: Sendable {
             }
             try sink.write(slot.plain.filled)
         }
-        try worker.finish()
+        try ring.worker.finish()
         try EnvelopeVerifier.expectEnd(of: source)
         let digest = hasher.finish()
         guard Sodium.constantTimeEqual(digest, manifest.ciphertextSHA256) else {

@@ -61,7 +61,7 @@ public struct EnvelopeSealer: Sendable {
         try prefix.withUnsafeBytes { try sink.write($0) }
 
         // Fresh stream key, sealed to the recipient.
-        let (stream, header) = try SecretStream.push()
+        let (stream, header) = try StreamCipher.push()
         var sealedKey = [UInt8](repeating: 0, count: EnvelopeFormat.sealedKeyLength)
         let sealStatus = stream.withKey { key, length in
             crypto_box_seal(&sealedKey, key, UInt64(length), recipient.encryptionKey)
@@ -80,18 +80,11 @@ public struct EnvelopeSealer: Sendable {
         let associated = EnvelopeFormat.chunkAssociatedData(
             issuer: issuer.keyID, recipient: recipient.keyID, payloadLength: payloadLength, chunkSize: chunkSize)
         let plan = BatchPlan(payloadLength: payloadLength, chunkSize: chunkSize)
-        let worker = PipelineWorker()
-        let slots = (0..<BatchPlan.ringSize).map { _ in
-            PipelineSlot(plainCapacity: plan.batchPlainCapacity, cipherCapacity: plan.batchCipherCapacity)
-        }
-        defer {
-            try? worker.finish()
-            slots.forEach { $0.recycle() }
-        }
+        let ring = PipelineRing(plan: plan)
+        defer { ring.close() }
         var chunkIndex: UInt64 = 0
         for batch in 0..<plan.batchCount {
-            let slot = slots[Int(batch % UInt64(BatchPlan.ringSize))]
-            if let pending = slot.pending { try worker.wait(through: pending) }
+            let slot = try ring.slot(forBatch: batch)
             let range = plan.plainRange(ofBatch: batch)
             let want = Int(range.upperBound - range.lowerBound)
             let got = try source.read(into: UnsafeMutableRawBufferPointer(start: slot.plain.pointer, count: want))
@@ -113,12 +106,12 @@ public struct EnvelopeSealer: Sendable {
                 consumed += length
                 slot.cipher.count += written
             } while consumed < slot.plain.count
-            slot.pending = worker.submit {
+            slot.pending = ring.worker.submit {
                 hasher.update(slot.cipher.filled)
                 try sink.write(slot.cipher.filled)
             }
         }
-        try worker.finish()
+        try ring.worker.finish()
         var probe: UInt8 = 0
         let extra = try withUnsafeMutableBytes(of: &probe) { try source.read(into: $0) }
         guard extra == 0 else {

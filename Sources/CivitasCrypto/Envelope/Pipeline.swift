@@ -70,6 +70,31 @@ final class PipelineWorker: @unchecked Sendable {
     }
 }
 
+/// The worker and the ring of slots one seal or open uses. Call ``close()``
+/// when done (also after a failure): it waits for the worker and recycles the buffers.
+struct PipelineRing {
+    let worker = PipelineWorker()
+    private let slots: [PipelineSlot]
+
+    init(plan: BatchPlan) {
+        slots = (0..<BatchPlan.ringSize).map { _ in
+            PipelineSlot(plainCapacity: plan.batchPlainCapacity, cipherCapacity: plan.batchCipherCapacity)
+        }
+    }
+
+    /// The slot for a batch, once the worker has finished with what it last held.
+    func slot(forBatch batch: UInt64) throws -> PipelineSlot {
+        let slot = slots[Int(batch % UInt64(slots.count))]
+        if let pending = slot.pending { try worker.wait(through: pending) }
+        return slot
+    }
+
+    func close() {
+        try? worker.finish()
+        slots.forEach { $0.recycle() }
+    }
+}
+
 /// One slot of the pipeline ring: the buffers a batch of chunks moves through.
 final class PipelineSlot: @unchecked Sendable {
     let plain: PipelineBuffer

@@ -2,21 +2,21 @@ internal import CSodium
 
 /// A crypto_secretstream_xchacha20poly1305 key and state in one protected,
 /// wiped-on-free allocation.
-final class SecretStream {
-    private let memory: SecretBytes
+final class StreamCipher {
+    private let memory: ProtectedBytes
     private static let keyLength = Int(crypto_secretstream_xchacha20poly1305_keybytes())
     private static let memoryLength = keyLength + Int(crypto_secretstream_xchacha20poly1305_statebytes())
 
     // Protected allocations are reused: mapping and unmapping guarded pages on every
     // envelope costs more than sealing a small payload. Memory is wiped before reuse.
     private static let poolLock = Mutex()
-    nonisolated(unsafe) private static var pool: [SecretBytes] = []
+    nonisolated(unsafe) private static var pool: [ProtectedBytes] = []
 
     static let finalTag = UInt8(crypto_secretstream_xchacha20poly1305_tag_final())
     static let messageTag = UInt8(crypto_secretstream_xchacha20poly1305_tag_message())
 
     private init() throws {
-        memory = try Self.poolLock.withLock { Self.pool.popLast() } ?? SecretBytes(count: Self.memoryLength)
+        memory = try Self.poolLock.withLock { Self.pool.popLast() } ?? ProtectedBytes(count: Self.memoryLength)
     }
 
     deinit {
@@ -25,8 +25,8 @@ final class SecretStream {
     }
 
     /// A stream for encrypting under a fresh random key; returns the stream and its header.
-    static func push() throws -> (SecretStream, [UInt8]) {
-        let stream = try SecretStream()
+    static func push() throws -> (StreamCipher, [UInt8]) {
+        let stream = try StreamCipher()
         var header = [UInt8](repeating: 0, count: EnvelopeFormat.streamHeaderLength)
         let status = stream.memory.withUnsafeUInt8Pointer { base in
             crypto_secretstream_xchacha20poly1305_keygen(base)
@@ -40,8 +40,8 @@ final class SecretStream {
 
     /// A stream for decrypting: `fillKey` writes the 32-byte key straight into protected memory
     /// and returns false if it cannot. Returns nil when the key could not be filled.
-    static func pull(header: [UInt8], fillKey: (UnsafeMutablePointer<UInt8>, Int) -> Bool) throws -> SecretStream? {
-        let stream = try SecretStream()
+    static func pull(header: [UInt8], fillKey: (UnsafeMutablePointer<UInt8>, Int) -> Bool) throws -> StreamCipher? {
+        let stream = try StreamCipher()
         guard stream.memory.withUnsafeUInt8Pointer({ fillKey($0, keyLength) }) else { return nil }
         let status = stream.memory.withUnsafeUInt8Pointer { base in
             base.advanced(by: keyLength).withMemoryRebound(to: crypto_secretstream_xchacha20poly1305_state.self, capacity: 1) {

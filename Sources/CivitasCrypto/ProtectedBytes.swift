@@ -3,10 +3,10 @@ internal import CSodium
 /// Fixed-size secret bytes in memory that libsodium allocates with guard
 /// pages, keeps out of swap where it can, and wipes when the value is freed.
 /// Copies are never made implicitly: the class is shared by reference.
-public final class SecretBytes: @unchecked Sendable {
+final class ProtectedBytes: @unchecked Sendable {
     private let pointer: UnsafeMutableRawPointer
     /// Number of secret bytes held.
-    public let count: Int
+    let count: Int
 
     /// Allocates `count` zeroed secret bytes.
     init(count: Int) throws {
@@ -20,15 +20,15 @@ public final class SecretBytes: @unchecked Sendable {
     }
 
     /// Allocates secret bytes and fills them with CSPRNG output.
-    static func random(count: Int) throws -> SecretBytes {
-        let secret = try SecretBytes(count: count)
+    static func random(count: Int) throws -> ProtectedBytes {
+        let secret = try ProtectedBytes(count: count)
         randombytes_buf(secret.pointer, count)
         return secret
     }
 
     /// Copies `bytes` into new secret memory and wipes the source array.
-    static func taking(_ bytes: inout [UInt8]) throws -> SecretBytes {
-        let secret = try SecretBytes(count: bytes.count)
+    static func taking(_ bytes: inout [UInt8]) throws -> ProtectedBytes {
+        let secret = try ProtectedBytes(count: bytes.count)
         bytes.withUnsafeBytes { source in
             if let base = source.baseAddress {
                 secret.pointer.copyMemory(from: base, byteCount: source.count)
