@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "civitas", targets: ["civitas"]),
         .library(name: "CivitasCrypto", targets: ["CivitasCrypto"]),
+        .library(name: "CivitasLog", targets: ["CivitasLog"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,11 +31,18 @@ let package = Package(
             dependencies: ["CSodium", "COpenSSL"]
         ),
 
+        // Merkle log: tree hashing, proofs, checkpoints, entries, the auditor's verifier.
+        .target(
+            name: "CivitasLog",
+            dependencies: ["CivitasCrypto"]
+        ),
+
         // The command-line tool.
         .executableTarget(
             name: "civitas",
             dependencies: [
                 "CivitasCrypto",
+                "CivitasLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -42,12 +50,16 @@ let package = Package(
         // Throughput and memory benchmark (run in release; see BENCHMARKS.md).
         .executableTarget(
             name: "civitas-bench",
-            dependencies: ["CivitasCrypto", "CSodium"]
+            dependencies: ["CivitasCrypto", "CivitasLog", "CSodium"]
         ),
 
         .testTarget(
             name: "CivitasCryptoTests",
             dependencies: ["CivitasCrypto"]
+        ),
+        .testTarget(
+            name: "CivitasLogTests",
+            dependencies: ["CivitasLog", "CivitasCrypto"]
         ),
     ]
 )
