@@ -73,9 +73,7 @@ public struct PublicKeys: Hashable, Sendable {
 
     /// Verifies an Ed25519 signature (RFC 8032) over `message`.
     public func isValidSignature(_ signature: [UInt8], for message: [UInt8]) -> Bool {
-        guard signature.count == Ed25519.signatureLength else { return false }
-        _ = try? Sodium.ensureInitialised()
-        return crypto_sign_verify_detached(signature, message, UInt64(message.count), signingKey) == 0
+        Ed25519.isValidSignature(signature, for: message, publicKey: signingKey)
     }
 }
 
@@ -85,6 +83,13 @@ public enum Ed25519 {
     public static let signatureLength = 64
     /// Length of an Ed25519 seed (the secret from which the key pair is derived).
     public static let seedLength = 32
+
+    /// Verifies an Ed25519 signature (RFC 8032) over `message` with a 32-byte public key.
+    public static func isValidSignature(_ signature: [UInt8], for message: [UInt8], publicKey: [UInt8]) -> Bool {
+        guard signature.count == signatureLength, publicKey.count == 32 else { return false }
+        _ = try? Sodium.ensureInitialised()
+        return crypto_sign_verify_detached(signature, message, UInt64(message.count), publicKey) == 0
+    }
 }
 
 /// Rules for participant names used in key files.

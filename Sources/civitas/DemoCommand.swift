@@ -46,7 +46,7 @@ struct DemoCommand: ParsableCommand {
                                     metadata: ["dataset": "montgomery-911", "purpose": "public-health-surveillance"])
         var manifest: EnvelopeManifest?
         let sealTime = try clock.measure {
-            manifest = try EnvelopeFiles.seal(input: payloadPath, output: envelopePath, sealer: sealer)
+            manifest = try EnvelopeFiles.seal(input: payloadPath, output: envelopePath, sealer: sealer).manifest
         }
         let envelopeBytes = try fileSize(envelopePath)
         detail("\(envelopePath): \(envelopeBytes) bytes (\(envelopeBytes - payloadBytes) bytes of manifest, signature, key and tags) in \(milliseconds(sealTime)) ms")

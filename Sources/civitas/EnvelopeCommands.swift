@@ -44,7 +44,7 @@ struct SealCommand: ParsableCommand {
         let recipient = try Files.publicKeys(to)
         let sealer = EnvelopeSealer(issuer: issuer, recipient: recipient,
                                     contentType: contentType, metadata: members, chunkSize: chunkSize)
-        let manifest = try EnvelopeFiles.seal(input: input, output: output, sealer: sealer)
+        let manifest = try EnvelopeFiles.seal(input: input, output: output, sealer: sealer).manifest
         if output != "-" {
             print("sealed \(manifest.payloadLength) bytes for \(recipient.name) (\(recipient.keyID)) into \(output)")
             print("ciphertext sha256 \(Hex.encode(manifest.ciphertextSHA256))")

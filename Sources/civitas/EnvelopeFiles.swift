@@ -16,7 +16,7 @@ enum EnvelopeFiles {
 
     /// Seals the file at `input` into an envelope at `output`.
     @discardableResult
-    static func seal(input: String, output: String, sealer: EnvelopeSealer, replacing: Bool = true) throws -> EnvelopeManifest {
+    static func seal(input: String, output: String, sealer: EnvelopeSealer, replacing: Bool = true) throws -> EnvelopeSummary {
         var descriptor = try openInput(input)
         defer { if descriptor > 2 { close(descriptor) } }
         // The payload length goes into the manifest first, so a pipe is spooled to know it.
@@ -36,24 +36,24 @@ enum EnvelopeFiles {
             // The header is written last, so the envelope is assembled in a temporary file first.
             let scratch = try Files.anonymousTemporaryFile()
             defer { close(scratch) }
-            let manifest = try sealer.seal(from: source, payloadLength: length,
-                                           to: FileDescriptorSink(descriptor: scratch, name: "temporary envelope"))
+            let summary = try sealer.seal(from: source, payloadLength: length,
+                                          to: FileDescriptorSink(descriptor: scratch, name: "temporary envelope"))
             lseek(scratch, 0, SEEK_SET)
             try Files.copy(from: scratch, to: 1, name: "temporary envelope")
-            return manifest
+            return summary
         }
         let file = try Files.AtomicFile(path: output, mode: 0o644)
-        let manifest = try sealer.seal(from: source, payloadLength: length,
-                                       to: FileDescriptorSink(descriptor: file.descriptor, name: output))
+        let summary = try sealer.seal(from: source, payloadLength: length,
+                                      to: FileDescriptorSink(descriptor: file.descriptor, name: output))
         try file.commit(replacing: replacing)
-        return manifest
+        return summary
     }
 
     /// Opens the envelope at `input` and writes its payload to `output` (mode 0600).
     /// A file output appears only if everything verified; standard output receives
     /// verified chunks as they are decrypted.
     @discardableResult
-    static func open(input: String, output: String, opener: EnvelopeOpener) throws -> VerifiedEnvelope {
+    static func open(input: String, output: String, opener: EnvelopeOpener) throws -> EnvelopeSummary {
         let descriptor = try openInput(input)
         defer { if descriptor > 2 { close(descriptor) } }
         let source = FileDescriptorSource(descriptor: descriptor, name: input == "-" ? "standard input" : input)
@@ -67,7 +67,7 @@ enum EnvelopeFiles {
     }
 
     /// Verifies the envelope at `input` without decrypting it.
-    static func verify(input: String, issuer: PublicKeys) throws -> VerifiedEnvelope {
+    static func verify(input: String, issuer: PublicKeys) throws -> EnvelopeSummary {
         let descriptor = try openInput(input)
         defer { if descriptor > 2 { close(descriptor) } }
         return try EnvelopeVerifier.verify(

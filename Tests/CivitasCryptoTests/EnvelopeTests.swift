@@ -23,7 +23,7 @@ private struct Parties {
         try EnvelopeOpener(recipient: recipient, issuer: issuer.publicKeys).open(envelope).payload
     }
 
-    func verify(_ envelope: [UInt8]) throws -> VerifiedEnvelope {
+    func verify(_ envelope: [UInt8]) throws -> EnvelopeSummary {
         try EnvelopeVerifier.verify(MemorySource(envelope), issuer: issuer.publicKeys)
     }
 }

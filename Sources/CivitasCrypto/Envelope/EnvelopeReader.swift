@@ -50,14 +50,21 @@ public struct EnvelopeHeader: Sendable {
     }
 }
 
-/// What a successful verification or opening established.
-public struct VerifiedEnvelope: Sendable {
-    /// The manifest, whose signature verified.
+/// An envelope's signed manifest, its signature and its ciphertext hash: what
+/// sealing produced, or what verifying or opening established.
+public struct EnvelopeSummary: Sendable {
+    /// The manifest.
     public let manifest: EnvelopeManifest
     /// The manifest signature.
     public let signature: [UInt8]
-    /// The SHA-256 computed over the ciphertext, equal to the manifest's.
+    /// The SHA-256 of the ciphertext, equal to the manifest's.
     public let ciphertextSHA256: [UInt8]
+
+    public init(manifest: EnvelopeManifest, signature: [UInt8], ciphertextSHA256: [UInt8]) {
+        self.manifest = manifest
+        self.signature = signature
+        self.ciphertextSHA256 = ciphertextSHA256
+    }
 }
 
 /// Checks an envelope without decrypting it, as an auditor does: the
@@ -65,7 +72,7 @@ public struct VerifiedEnvelope: Sendable {
 /// exactly the length and SHA-256 the manifest states.
 public enum EnvelopeVerifier {
     /// Verifies the envelope read from `source` against the issuer's public keys.
-    public static func verify(_ source: ByteSource, issuer: PublicKeys) throws -> VerifiedEnvelope {
+    public static func verify(_ source: ByteSource, issuer: PublicKeys) throws -> EnvelopeSummary {
         let header = try EnvelopeHeader.read(from: source)
         try header.verifySignature(issuer: issuer)
         let manifest = header.manifest
@@ -90,7 +97,7 @@ public enum EnvelopeVerifier {
             throw CryptoError(.ciphertextHashMismatch,
                               "ciphertext SHA-256 is \(Hex.encode(digest)), the manifest states \(Hex.encode(manifest.ciphertextSHA256))")
         }
-        return VerifiedEnvelope(manifest: manifest, signature: header.signature, ciphertextSHA256: digest)
+        return EnvelopeSummary(manifest: manifest, signature: header.signature, ciphertextSHA256: digest)
     }
 
     static func expectEnd(of source: ByteSource) throws {
@@ -120,7 +127,7 @@ public struct EnvelopeOpener: Sendable {
     /// On any failure the sink may hold a partial payload: callers writing to
     /// files write to a temporary file and keep it only on success.
     @discardableResult
-    public func open(_ source: ByteSource, to sink: ByteSink) throws -> VerifiedEnvelope {
+    public func open(_ source: ByteSource, to sink: ByteSink) throws -> EnvelopeSummary {
         let header = try EnvelopeHeader.read(from: source)
         try header.verifySignature(issuer: issuer)
         let manifest = header.manifest
@@ -187,11 +194,11 @@ public struct EnvelopeOpener: Sendable {
             throw CryptoError(.ciphertextHashMismatch,
                               "ciphertext SHA-256 is \(Hex.encode(digest)), the manifest states \(Hex.encode(manifest.ciphertextSHA256))")
         }
-        return VerifiedEnvelope(manifest: manifest, signature: header.signature, ciphertextSHA256: digest)
+        return EnvelopeSummary(manifest: manifest, signature: header.signature, ciphertextSHA256: digest)
     }
 
     /// Opens an in-memory envelope and returns the payload.
-    public func open(_ envelope: [UInt8]) throws -> (payload: [UInt8], envelope: VerifiedEnvelope) {
+    public func open(_ envelope: [UInt8]) throws -> (payload: [UInt8], envelope: EnvelopeSummary) {
         let sink = MemorySink()
         let verified = try open(MemorySource(envelope), to: sink)
         return (sink.bytes, verified)

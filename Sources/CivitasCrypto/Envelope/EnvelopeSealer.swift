@@ -37,10 +37,10 @@ public struct EnvelopeSealer: Sendable {
 
     /// Reads exactly `payloadLength` bytes from `source` and writes the envelope to `sink`.
     /// Throws ``CryptoError`` if the source holds fewer or more bytes, or on any I/O failure.
-    /// Returns the signed manifest.
+    /// Returns the signed manifest and its signature.
     @discardableResult
     public func seal(from source: ByteSource, payloadLength: UInt64, to sink: EnvelopeSink,
-                     created: Date = Date()) throws -> EnvelopeManifest {
+                     created: Date = Date()) throws -> EnvelopeSummary {
         try Sodium.ensureInitialised()
         let chunkSize = self.chunkSize ?? EnvelopeFormat.automaticChunkSize(payloadLength: payloadLength)
         var manifest = EnvelopeManifest(
@@ -125,7 +125,7 @@ public struct EnvelopeSealer: Sendable {
         }
         let signature = issuer.sign(EnvelopeFormat.signatureContext + manifestBytes)
         try sink.overwrite(at: UInt64(EnvelopeFormat.manifestOffset), with: manifestBytes + signature)
-        return manifest
+        return EnvelopeSummary(manifest: manifest, signature: signature, ciphertextSHA256: manifest.ciphertextSHA256)
     }
 
     /// Seals an in-memory payload and returns the envelope bytes.

@@ -1,0 +1,296 @@
+import CivitasCrypto
+
+/// One thing the auditor found wrong, with the evidence to show someone else.
+public struct AuditFinding: Sendable, Equatable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case malformedExport, wrongLogKey, invalidEntry, entryOutOfOrder, entryAltered
+        case badCheckpoint, checkpointMismatch, uncoveredEntries, rollback, fork
+        case badEnvelopeSignature, unknownAgreement, agreementNotActive, releaseOutsideAgreement, budgetExceeded
+        case unknownParticipant, timeWentBack
+    }
+
+    public let code: Code
+    /// The entry at fault, when one can be named.
+    public let entry: UInt64?
+    public let message: String
+    /// Named pieces of evidence (hashes, checkpoints, proofs), as text.
+    public let evidence: [String: String]
+
+    init(_ code: Code, entry: UInt64? = nil, _ message: String, evidence: [String: String] = [:]) {
+        self.code = code
+        self.entry = entry
+        self.message = message
+        self.evidence = evidence
+    }
+
+    public var description: String {
+        (entry.map { "entry \($0): " } ?? "") + message
+    }
+}
+
+/// Per-agreement figures the auditor replayed.
+public struct AgreementAudit: Sendable, Equatable {
+    public let agreement: String
+    public let partner: KeyID
+    public let budgetMicro: UInt64
+    public var spentMicro: UInt64 = 0
+    public var releases: Int = 0
+}
+
+/// What the auditor established: counts, the latest verified checkpoint and
+/// the findings (empty when the log is sound).
+public struct AuditReport: Sendable {
+    public var entries: UInt64 = 0
+    public var checkpointsVerified = 0
+    public var latestCheckpoint: Checkpoint?
+    /// The latest checkpoint's signed note, to save for the next audit.
+    public var latestCheckpointNote: String?
+    public var releasesVerified = 0
+    public var agreements: [String: AgreementAudit] = [:]
+    public var findings: [AuditFinding] = []
+    public var passed: Bool { findings.isEmpty }
+}
+
+/// The auditor's offline verifier: reads an export, recomputes the tree,
+/// verifies every checkpoint, checks the history against the auditor's last
+/// checkpoint, verifies each release's envelope signature and replays
+/// compliance. Stops at the first integrity failure (what follows a broken
+/// entry cannot be trusted); reports compliance failures in log order.
+public struct Auditor {
+    /// The broker's public keys: they sign checkpoints and envelope manifests.
+    public let broker: PublicKeys
+
+    public init(broker: PublicKeys) { self.broker = broker }
+
+    /// Audits the export read from `source`. `savedCheckpoint` is the signed note
+    /// the auditor kept from its previous audit, if any.
+    public func audit(_ source: ByteSource, savedCheckpoint: String? = nil) -> AuditReport {
+        var report = AuditReport()
+        do {
+            try run(source, savedCheckpoint: savedCheckpoint, report: &report)
+        } catch let finding as AuditFinding {
+            report.findings.insert(finding, at: 0)
+        } catch {
+            report.findings.insert(AuditFinding(.malformedExport, "\(error)"), at: 0)
+        }
+        return report
+    }
+
+    private func run(_ source: ByteSource, savedCheckpoint: String?, report: inout AuditReport) throws {
+        let reader = LogExport.LineReader(source)
+        guard let first = try reader.next() else { throw AuditFinding(.malformedExport, "the export is empty") }
+        let header: LogExport.Header
+        do { header = try LogExport.parseHeader(first) } catch { throw AuditFinding(.malformedExport, "\(error)") }
+        let key = try NoteKey(name: header.origin, publicKey: broker.signingKey)
+        guard header.logKey == key else {
+            throw AuditFinding(.wrongLogKey, "the export's log key \(header.logKey.verifierKey) is not the broker key given (\(key.verifierKey))")
+        }
+        var tree = MerkleTree()
+        var previous: MerkleDigest = [UInt8](repeating: 0, count: MerkleHash.size)
+        var lastTime = ""
+        var replay = ComplianceReplay(broker: broker)
+        var checkpointNotes: [(Checkpoint, String)] = []
+
+        while let line = try reader.next() {
+            switch try LogExport.parseLine(line, number: reader.lineNumber) {
+            case .entry(let bytes):
+                let position = tree.size
+                let entry: LogEntry
+                do { entry = try LogEntry.parse(bytes, position: position) } catch {
+                    throw AuditFinding(.invalidEntry, entry: position, "\(error)")
+                }
+                guard entry.index == position else {
+                    throw AuditFinding(.entryOutOfOrder, entry: position,
+                                       "the entry at position \(position) says it is entry \(entry.index): an entry was dropped, duplicated or moved",
+                                       evidence: ["line": String(reader.lineNumber)])
+                }
+                guard entry.previous == previous else {
+                    throw AuditFinding(.entryAltered, entry: position - 1,
+                                       "entry \(position - 1) does not match the hash entry \(position) recorded: one of them was altered",
+                                       evidence: ["recorded": Hex.encode(entry.previous), "computed": Hex.encode(previous)])
+                }
+                if entry.time < lastTime {
+                    report.findings.append(AuditFinding(.timeWentBack, entry: position, "time \(entry.time) is earlier than the entry before (\(lastTime))"))
+                }
+                lastTime = max(lastTime, entry.time)
+                previous = MerkleHash.leaf(bytes)
+                tree.append(leafHash: previous)
+                report.findings += replay.apply(entry, report: &report)
+            case .checkpoint(let note):
+                let checkpoint: Checkpoint
+                do { checkpoint = try Checkpoint.verify(note: note, key: key) } catch {
+                    throw AuditFinding(.badCheckpoint, "line \(reader.lineNumber): \(error)", evidence: ["checkpoint": note])
+                }
+                guard checkpoint.origin == header.origin, checkpoint.size <= tree.size else {
+                    throw AuditFinding(.badCheckpoint, "line \(reader.lineNumber): checkpoint for \(checkpoint.size) entries of \(checkpoint.origin) appears after only \(tree.size) entries",
+                                       evidence: ["checkpoint": note])
+                }
+                let root = try tree.root(atSize: checkpoint.size)
+                guard root == checkpoint.rootHash else {
+                    let last = checkpoint.size == 0 ? nil : checkpoint.size - 1
+                    throw AuditFinding(.checkpointMismatch, entry: last,
+                                       "the entries up to \(checkpoint.size) do not hash to the signed checkpoint: the log was rewritten",
+                                       evidence: ["checkpoint": note, "signed_root": Hex.encode(checkpoint.rootHash), "computed_root": Hex.encode(root)])
+                }
+                report.checkpointsVerified += 1
+                checkpointNotes.append((checkpoint, note))
+            }
+        }
+        report.entries = tree.size
+        guard let (latest, latestNote) = checkpointNotes.last else {
+            throw AuditFinding(.uncoveredEntries, "the export has no checkpoint: nothing in it is signed")
+        }
+        guard latest.size == tree.size else {
+            throw AuditFinding(.uncoveredEntries, entry: latest.size,
+                               "entries \(latest.size) to \(tree.size - 1) are not covered by any checkpoint")
+        }
+        report.latestCheckpoint = latest
+        report.latestCheckpointNote = latestNote
+        if let savedCheckpoint {
+            try checkHistory(saved: savedCheckpoint, latest: latest, latestNote: latestNote, key: key, tree: tree)
+        }
+    }
+
+    /// The auditor's last checkpoint must be a prefix of this log: same origin, not larger, same root.
+    private func checkHistory(saved note: String, latest: Checkpoint, latestNote: String, key: NoteKey, tree: MerkleTree) throws {
+        let saved: Checkpoint
+        do { saved = try Checkpoint.verify(note: note, key: key) } catch {
+            throw AuditFinding(.badCheckpoint, "the saved checkpoint does not verify: \(error)", evidence: ["saved": note])
+        }
+        guard saved.size <= latest.size else {
+            throw AuditFinding(.rollback, "the log went back: the saved checkpoint has \(saved.size) entries, this export \(latest.size)",
+                               evidence: ["saved": note, "latest": latestNote])
+        }
+        guard saved.size > 0 else { return }
+        let proof = try tree.consistencyProof(from: saved.size, to: latest.size)
+        do {
+            try MerkleVerifier.verifyConsistency(size1: saved.size, size2: latest.size, root1: saved.rootHash,
+                                                 root2: latest.rootHash, proof: proof)
+        } catch let error as MerkleProofError {
+            throw AuditFinding(.fork, "the log forked: the saved checkpoint at \(saved.size) entries is not a prefix of this log (\(error.message))",
+                               evidence: ["saved": note, "latest": latestNote, "proof": error.proof.joined(separator: ","),
+                                          "computed_root": error.computedRoot ?? "", "expected_root": error.expectedRoot ?? ""])
+        }
+    }
+}
+
+extension AuditFinding: Error {}
+
+/// Replays agreements, releases and budgets in log order.
+struct ComplianceReplay {
+    struct Agreement {
+        let offer: LogEntry
+        var acceptedAt: String?
+        var endedAt: String?
+    }
+
+    let broker: PublicKeys
+    var participants: Set<KeyID> = []
+    var agreements: [String: Agreement] = [:]
+
+    init(broker: PublicKeys) { self.broker = broker }
+
+    mutating func apply(_ entry: LogEntry, report: inout AuditReport) -> [AuditFinding] {
+        let i = entry.index
+        switch entry.type {
+        case .participantRegistered:
+            if let id = entry.keyID("participant") { participants.insert(id) }
+        case .keyRotated:
+            if let id = entry.keyID("replacement") { participants.insert(id) }
+        case .agreementOffered:
+            guard let id = entry.string("agreement"), let partner = entry.keyID("partner") else { return [] }
+            var findings: [AuditFinding] = []
+            for role in ["publisher", "partner"] {
+                if let key = entry.keyID(role), !participants.contains(key) {
+                    findings.append(AuditFinding(.unknownParticipant, entry: i, "agreement \(id) names \(role) \(key), who was never registered"))
+                }
+            }
+            agreements[id] = Agreement(offer: entry)
+            report.agreements[id] = AgreementAudit(agreement: id, partner: partner, budgetMicro: entry.count("epsilon_budget_micro") ?? 0)
+            return findings
+        case .agreementAccepted:
+            guard let id = entry.string("agreement") else { return [] }
+            guard var agreement = agreements[id] else {
+                return [AuditFinding(.unknownAgreement, entry: i, "acceptance of agreement \(id), which was never offered")]
+            }
+            guard entry.keyID("partner") == agreement.offer.keyID("partner") else {
+                return [AuditFinding(.unknownParticipant, entry: i, "agreement \(id) accepted by someone other than its partner")]
+            }
+            agreement.acceptedAt = entry.time
+            agreements[id] = agreement
+        case .agreementRevoked, .agreementExpired:
+            guard let id = entry.string("agreement") else { return [] }
+            guard var agreement = agreements[id] else {
+                return [AuditFinding(.unknownAgreement, entry: i, "\(entry.type.rawValue) for agreement \(id), which was never offered")]
+            }
+            agreement.endedAt = agreement.endedAt ?? entry.time
+            agreements[id] = agreement
+        case .releaseDelivered:
+            return release(entry, report: &report)
+        case .datasetRegistered, .consentGranted, .consentRevoked, .releaseRefused:
+            break
+        }
+        return []
+    }
+
+    private mutating func release(_ entry: LogEntry, report: inout AuditReport) -> [AuditFinding] {
+        let i = entry.index
+        var findings: [AuditFinding] = []
+        // The envelope: canonical manifest signed by the broker, addressed to the partner.
+        if let manifestObject = entry.members["envelope_manifest"],
+           let signature = entry.string("envelope_signature").flatMap(Base64.decode),
+           let bytes = try? CanonicalJSON.encode(manifestObject) {
+            let signed = broker.isValidSignature(signature, for: EnvelopeFormat.signatureContext + bytes)
+            let manifest = try? EnvelopeManifest.parse(bytes)
+            if !signed || manifest?.issuer != broker.keyID {
+                findings.append(AuditFinding(.badEnvelopeSignature, entry: i, "the envelope manifest is not signed by the broker's key \(broker.keyID)",
+                                             evidence: ["manifest": String(decoding: bytes, as: UTF8.self)]))
+            } else if manifest?.recipient != entry.keyID("partner") {
+                findings.append(AuditFinding(.releaseOutsideAgreement, entry: i, "the envelope is addressed to \(manifest?.recipient.hex ?? "?"), not to the release's partner"))
+            } else {
+                report.releasesVerified += 1
+            }
+        }
+        guard let id = entry.string("agreement"), let agreement = agreements[id] else {
+            return findings + [AuditFinding(.unknownAgreement, entry: i, "release under agreement \(entry.string("agreement") ?? "?"), which was never offered")]
+        }
+        let offer = agreement.offer
+        let time = entry.time
+        if agreement.acceptedAt.map({ $0 > time }) ?? true {
+            findings.append(AuditFinding(.agreementNotActive, entry: i, "release under agreement \(id) before the partner accepted it"))
+        }
+        if let ended = agreement.endedAt, ended <= time {
+            findings.append(AuditFinding(.agreementNotActive, entry: i, "release under agreement \(id) after it was revoked or expired (\(ended))"))
+        }
+        if let from = offer.string("valid_from"), let until = offer.string("valid_until"), time < from || time > until {
+            findings.append(AuditFinding(.agreementNotActive, entry: i, "release at \(time) is outside agreement \(id)'s validity (\(from) to \(until))"))
+        }
+        if entry.keyID("partner") != offer.keyID("partner") || entry.string("dataset") != offer.string("dataset")
+            || entry.string("policy_sha256") != offer.string("policy_sha256") {
+            findings.append(AuditFinding(.releaseOutsideAgreement, entry: i, "release's partner, dataset or policy differs from agreement \(id)"))
+        }
+        if case .array(let purposes)? = offer.members["purposes"], let purpose = entry.members["purpose"], !purposes.contains(purpose) {
+            findings.append(AuditFinding(.releaseOutsideAgreement, entry: i, "purpose \(entry.string("purpose") ?? "?") is not among agreement \(id)'s purposes"))
+        }
+        if var audit = report.agreements[id] {
+            audit.spentMicro += entry.count("epsilon_micro") ?? 0
+            audit.releases += 1
+            report.agreements[id] = audit
+            if audit.spentMicro > audit.budgetMicro {
+                findings.append(AuditFinding(.budgetExceeded, entry: i,
+                                             "agreement \(id) has now spent ε \(Self.decimal(audit.spentMicro)) of its budget \(Self.decimal(audit.budgetMicro))"))
+            }
+        }
+        return findings
+    }
+
+    /// Micro-units as a decimal (1500000 → "1.5").
+    static func decimal(_ micro: UInt64) -> String {
+        let whole = micro / 1_000_000, fraction = micro % 1_000_000
+        guard fraction > 0 else { return String(whole) }
+        var digits = String(fraction)
+        digits = String(repeating: "0", count: 6 - digits.count) + digits
+        while digits.hasSuffix("0") { digits.removeLast() }
+        return "\(whole).\(digits)"
+    }
+}

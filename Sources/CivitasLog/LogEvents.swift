@@ -1,0 +1,45 @@
+import CivitasCrypto
+
+/// Builders for the members of each entry type, so writers cannot misspell a member.
+public enum LogEvents {
+    public static func participantRegistered(_ keys: PublicKeys, role: String) -> [String: JSONValue] {
+        ["participant": .string(keys.keyID.hex), "name": .string(keys.name), "role": .string(role),
+         "ed25519": .string(Base64.encode(keys.signingKey)), "x25519": .string(Base64.encode(keys.encryptionKey))]
+    }
+
+    public static func datasetRegistered(dataset: String, publisher: KeyID, schemaSHA256: [UInt8]) -> [String: JSONValue] {
+        ["dataset": .string(dataset), "publisher": .string(publisher.hex), "schema_sha256": .string(Hex.encode(schemaSHA256))]
+    }
+
+    /// An offered agreement; the budget is ε × 10^6 as an integer.
+    public static func agreementOffered(agreement: String, dataset: String, publisher: KeyID, partner: KeyID,
+                                        purposes: [String], policySHA256: [UInt8], legalBasis: String,
+                                        validFrom: String, validUntil: String, epsilonBudgetMicro: UInt64) -> [String: JSONValue] {
+        ["agreement": .string(agreement), "dataset": .string(dataset), "publisher": .string(publisher.hex),
+         "partner": .string(partner.hex), "purposes": .array(purposes.map(JSONValue.string)),
+         "policy_sha256": .string(Hex.encode(policySHA256)), "legal_basis": .string(legalBasis),
+         "valid_from": .string(validFrom), "valid_until": .string(validUntil),
+         "epsilon_budget_micro": .number(Double(epsilonBudgetMicro))]
+    }
+
+    public static func agreementAccepted(agreement: String, partner: KeyID) -> [String: JSONValue] {
+        ["agreement": .string(agreement), "partner": .string(partner.hex)]
+    }
+
+    public static func agreementRevoked(agreement: String, by: KeyID) -> [String: JSONValue] {
+        ["agreement": .string(agreement), "by": .string(by.hex)]
+    }
+
+    /// A delivered release: the envelope's signed manifest and signature (no payload), what the
+    /// privacy treatment achieved, and the ε charged (× 10^6). `kAchieved` is 0 when no k-anonymity step ran.
+    public static func releaseDelivered(release: String, agreement: String, dataset: String, partner: KeyID, purpose: String,
+                                        policySHA256: [UInt8], envelope: EnvelopeSummary, recordsReleased: UInt64,
+                                        recordsSuppressed: UInt64, kAchieved: UInt64, epsilonMicro: UInt64,
+                                        transforms: [String: JSONValue]) -> [String: JSONValue] {
+        ["release": .string(release), "agreement": .string(agreement), "dataset": .string(dataset),
+         "partner": .string(partner.hex), "purpose": .string(purpose), "policy_sha256": .string(Hex.encode(policySHA256)),
+         "envelope_manifest": envelope.manifest.jsonValue, "envelope_signature": .string(Base64.encode(envelope.signature)),
+         "records_released": .number(Double(recordsReleased)), "records_suppressed": .number(Double(recordsSuppressed)),
+         "k_achieved": .number(Double(kAchieved)), "epsilon_micro": .number(Double(epsilonMicro)), "transforms": .object(transforms)]
+    }
+}
