@@ -106,7 +106,7 @@ public struct Auditor {
                 }
                 guard entry.previous == previous else {
                     throw AuditFinding(.entryAltered, entry: position - 1,
-                                       "entry \(position - 1) does not match the hash entry \(position) recorded: one of them was altered",
+                                       "does not match the hash entry \(position) recorded for it: one of the two was altered",
                                        evidence: ["recorded": Hex.encode(entry.previous), "computed": Hex.encode(previous)])
                 }
                 if entry.time < lastTime {
@@ -115,6 +115,7 @@ public struct Auditor {
                 lastTime = max(lastTime, entry.time)
                 previous = MerkleHash.leaf(bytes)
                 tree.append(leafHash: previous)
+                report.entries = tree.size
                 report.findings += replay.apply(entry, report: &report)
             case .checkpoint(let note):
                 let checkpoint: Checkpoint
@@ -278,14 +279,17 @@ struct ComplianceReplay {
             report.agreements[id] = audit
             if audit.spentMicro > audit.budgetMicro {
                 findings.append(AuditFinding(.budgetExceeded, entry: i,
-                                             "agreement \(id) has now spent ε \(Self.decimal(audit.spentMicro)) of its budget \(Self.decimal(audit.budgetMicro))"))
+                                             "agreement \(id) has now spent ε \(MicroUnits.decimal(audit.spentMicro)) of its budget \(MicroUnits.decimal(audit.budgetMicro))"))
             }
         }
         return findings
     }
+}
 
-    /// Micro-units as a decimal (1500000 → "1.5").
-    static func decimal(_ micro: UInt64) -> String {
+/// Privacy budgets in the log are integers in millionths (ε × 10^6), so sums are exact.
+public enum MicroUnits {
+    /// Millionths as a decimal: 1500000 → "1.5".
+    public static func decimal(_ micro: UInt64) -> String {
         let whole = micro / 1_000_000, fraction = micro % 1_000_000
         guard fraction > 0 else { return String(whole) }
         var digits = String(fraction)

@@ -1,0 +1,110 @@
+import CivitasCrypto
+import Foundation
+
+/// A log kept in a directory, for a single process (the demo and local tools):
+/// `entries.jsonl` holds each entry's canonical bytes on a line,
+/// `checkpoints.jsonl` each signed checkpoint as a `{"checkpoint":…}` line.
+/// Both files are only ever appended to. The broker's database store writes the
+/// same entries and checkpoints; the export an auditor reads is the same either way.
+public final class LogDirectory {
+    public let path: String
+    public private(set) var log: ExchangeLog
+    public private(set) var checkpoints: [String] = []
+    private let signer: SecretKeys
+
+    private var entriesPath: String { path + "/entries.jsonl" }
+    private var checkpointsPath: String { path + "/checkpoints.jsonl" }
+    private var originPath: String { path + "/origin" }
+
+    /// Opens the log in `path`, creating it with `origin` if it does not exist.
+    public init(path: String, origin: String, signer: SecretKeys) throws {
+        self.path = path
+        self.signer = signer
+        let files = FileManager.default
+        if !files.fileExists(atPath: path + "/origin") {
+            try files.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try Data((origin + "\n").utf8).write(to: URL(fileURLWithPath: path + "/origin"))
+            _ = files.createFile(atPath: path + "/entries.jsonl", contents: nil)
+            _ = files.createFile(atPath: path + "/checkpoints.jsonl", contents: nil)
+        }
+        let stored = try String(contentsOfFile: path + "/origin", encoding: .utf8).trimmingCharacters(in: .newlines)
+        guard stored == origin else {
+            throw LogError(.invalidArgument, "\(path) holds the log \(stored), not \(origin)")
+        }
+        log = try ExchangeLog(origin: origin)
+        for (number, line) in try Self.lines(of: path + "/entries.jsonl").enumerated() {
+            let entry = try LogEntry.parse(line, position: UInt64(number))
+            let appended = try log.append(time: entry.time, type: entry.type, members: entry.members)
+            guard try appended.canonicalBytes() == line else {
+                throw LogError(.invalidEntry, "\(path)/entries.jsonl line \(number + 1) does not follow from the lines before it")
+            }
+        }
+        for line in try Self.lines(of: path + "/checkpoints.jsonl") {
+            guard let note = (try? JSONParser.parse(line))?["checkpoint"]?.stringValue else {
+                throw LogError(.malformedExport, "\(path)/checkpoints.jsonl holds a line that is not a checkpoint")
+            }
+            checkpoints.append(note)
+        }
+    }
+
+    /// Appends an event and writes it through to disk.
+    @discardableResult
+    public func append(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> LogEntry {
+        var next = log
+        let entry = try next.append(time: time, type: type, members: members)
+        try Self.append(line: try entry.canonicalBytes(), to: entriesPath)
+        log = next
+        return entry
+    }
+
+    /// Signs and stores a checkpoint of the log as it is now; returns its note.
+    @discardableResult
+    public func checkpoint() throws -> String {
+        let note = try log.checkpoint(signer: signer)
+        try Self.append(line: try LogExport.checkpointLine(note), to: checkpointsPath)
+        checkpoints.append(note)
+        return note
+    }
+
+    /// Writes the export an auditor takes away: header, entries, and each checkpoint after the entries it covers.
+    public func export(to sink: ByteSink) throws {
+        let key = try NoteKey(name: log.origin, publicKey: signer.publicKeys.signingKey)
+        var sizes: [(UInt64, String)] = []
+        for note in checkpoints {
+            sizes.append((try Checkpoint.verify(note: note, key: key).size, note))
+        }
+        var out = try LogExport.header(origin: log.origin, logKey: key) + [0x0A]
+        var next = 0
+        func flush(upTo size: UInt64) throws {
+            while next < sizes.count, sizes[next].0 <= size {
+                out += try LogExport.checkpointLine(sizes[next].1) + [0x0A]
+                next += 1
+            }
+        }
+        try flush(upTo: 0)
+        for (index, entry) in log.entries.enumerated() {
+            out += entry + [0x0A]
+            try flush(upTo: UInt64(index + 1))
+            if out.count > 1 << 20 {
+                try out.withUnsafeBytes { try sink.write($0) }
+                out.removeAll(keepingCapacity: true)
+            }
+        }
+        try out.withUnsafeBytes { try sink.write($0) }
+    }
+
+    private static func lines(of path: String) throws -> [[UInt8]] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        return data.split(separator: 0x0A).map(Array.init)
+    }
+
+    private static func append(line: [UInt8], to path: String) throws {
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            throw LogError(.invalidArgument, "cannot append to \(path)")
+        }
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: line + [0x0A])
+        try handle.synchronize()
+    }
+}

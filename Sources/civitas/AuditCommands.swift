@@ -1,0 +1,144 @@
+import ArgumentParser
+import CivitasCrypto
+import CivitasLog
+import Foundation
+
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Verify a log export offline: entries, tree, checkpoints, envelopes and compliance.",
+        discussion: """
+            Recomputes the Merkle tree from the entries, verifies every checkpoint's signature and root,
+            checks the history against your last saved checkpoint (a rollback or fork is refused with
+            both checkpoints and the proof as evidence), verifies each release's envelope signature,
+            and replays compliance: every release under an agreement that was active at that moment,
+            and no agreement's privacy budget exceeded. Exits non-zero naming the first bad entry.
+            """
+    )
+
+    @Option(help: ArgumentHelp("The broker's public key file (it signs checkpoints and envelopes).", valueName: "BROKER.pub"))
+    var broker: String
+
+    @Option(help: ArgumentHelp("Your last verified checkpoint: compared with this export, then replaced by its latest checkpoint if the audit passes.", valueName: "FILE"))
+    var checkpoint: String?
+
+    @Option(help: ArgumentHelp("Write the full report as JSON to this file ('-' for standard output).", valueName: "FILE"))
+    var json: String?
+
+    @Argument(help: "The log export ('civitas log export'), or '-' for standard input.")
+    var export: String
+
+    func run() throws {
+        let brokerKeys = try Files.publicKeys(broker)
+        var saved: String?
+        if let checkpoint, Files.exists(checkpoint) {
+            saved = String(decoding: try Files.read(checkpoint, limit: 16 * 1024, what: "checkpoint file"), as: UTF8.self)
+        }
+        let descriptor = try EnvelopeFiles.openInput(export)
+        defer { if descriptor > 2 { close(descriptor) } }
+        let report = Auditor(broker: brokerKeys).audit(
+            FileDescriptorSource(descriptor: descriptor, name: export == "-" ? "standard input" : export), savedCheckpoint: saved)
+
+        if let json {
+            let text = String(decoding: try CanonicalJSON.encode(AuditReportJSON.value(of: report)), as: UTF8.self) + "\n"
+            if json == "-" { print(text, terminator: "") } else { try Data(text.utf8).write(to: URL(fileURLWithPath: json)) }
+        }
+        if json != "-" { printSummary(report, brokerKeys: brokerKeys) }
+        guard report.passed else {
+            let first = report.findings[0]
+            throw CLIError("audit failed: \(first)" + (report.findings.count > 1 ? " (and \(report.findings.count - 1) more finding(s))" : ""))
+        }
+        if let checkpoint, let note = report.latestCheckpointNote {
+            try Data(note.utf8).write(to: URL(fileURLWithPath: checkpoint))
+        }
+    }
+
+    private func printSummary(_ report: AuditReport, brokerKeys: PublicKeys) {
+        print("broker \(brokerKeys.name) (\(brokerKeys.keyID))" + (report.latestCheckpoint.map { ", log \($0.origin)" } ?? ""))
+        print("  entries              \(report.entries)")
+        print("  checkpoints verified \(report.checkpointsVerified)" + (report.latestCheckpoint.map { " (latest: size \($0.size), root \(Hex.encode($0.rootHash)))" } ?? ""))
+        print("  envelopes verified   \(report.releasesVerified)")
+        for agreement in report.agreements.values.sorted(by: { $0.agreement < $1.agreement }) {
+            print("  agreement \(agreement.agreement): \(agreement.releases) release(s), ε spent \(MicroUnits.decimal(agreement.spentMicro)) of \(MicroUnits.decimal(agreement.budgetMicro))")
+        }
+        if report.passed {
+            print("audit OK")
+            return
+        }
+        print("audit FAILED: \(report.findings.count) finding(s)")
+        for finding in report.findings {
+            print("  \(finding.code.rawValue): \(finding)")
+            for (name, value) in finding.evidence.sorted(by: { $0.key < $1.key }) {
+                print("    \(name): \(value.replacingOccurrences(of: "\n", with: "\n      "))")
+            }
+        }
+    }
+}
+
+/// The JSON form of an audit report (`civitas audit --json`).
+enum AuditReportJSON {
+    static func value(of report: AuditReport) -> JSONValue {
+        var object: [String: JSONValue] = [
+            "passed": .bool(report.passed),
+            "entries": .number(Double(report.entries)),
+            "checkpoints_verified": .number(Double(report.checkpointsVerified)),
+            "envelopes_verified": .number(Double(report.releasesVerified)),
+            "agreements": .array(report.agreements.values.sorted { $0.agreement < $1.agreement }.map {
+                .object(["agreement": .string($0.agreement), "partner": .string($0.partner.hex), "releases": .number(Double($0.releases)),
+                         "epsilon_spent": .string(MicroUnits.decimal($0.spentMicro)), "epsilon_budget": .string(MicroUnits.decimal($0.budgetMicro))])
+            }),
+            "findings": .array(report.findings.map { finding in
+                var item: [String: JSONValue] = ["code": .string(finding.code.rawValue), "message": .string(finding.message),
+                                                 "evidence": .object(finding.evidence.mapValues(JSONValue.string))]
+                if let entry = finding.entry { item["entry"] = .number(Double(entry)) }
+                return .object(item)
+            }),
+        ]
+        if let latest = report.latestCheckpoint {
+            object["latest_checkpoint"] = .object(["origin": .string(latest.origin), "size": .number(Double(latest.size)),
+                                                   "root": .string(Hex.encode(latest.rootHash))])
+        }
+        return .object(object)
+    }
+}
+
+struct LogCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "log",
+        abstract: "Work with an exchange log.",
+        subcommands: [Export.self]
+    )
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the export an auditor takes away: entries and signed checkpoints, as JSON Lines."
+        )
+
+        @Option(help: ArgumentHelp("The log directory.", valueName: "DIR"))
+        var log: String
+
+        @Option(help: ArgumentHelp("The broker's secret key file (to name the log key in the export header).", valueName: "BROKER.secret"))
+        var key: String
+
+        @OptionGroup var passphrase: PassphraseOptions
+
+        @Argument(help: "Output file, or '-' for standard output.")
+        var output: String
+
+        func run() throws {
+            let signer = try Files.secretKeys(key, passphrase: passphrase)
+            guard let origin = try? String(contentsOfFile: log + "/origin", encoding: .utf8).trimmingCharacters(in: .newlines) else {
+                throw CLIError("\(log) is not a log directory (no origin file)")
+            }
+            let directory = try LogDirectory(path: log, origin: origin, signer: signer)
+            if output == "-" {
+                try directory.export(to: FileDescriptorSink(descriptor: 1, name: "standard output"))
+                return
+            }
+            let file = try Files.AtomicFile(path: output, mode: 0o644)
+            try directory.export(to: FileDescriptorSink(descriptor: file.descriptor, name: output))
+            try file.commit(replacing: true)
+            print("exported \(directory.log.size) entries and \(directory.checkpoints.count) checkpoint(s) to \(output)")
+        }
+    }
+}
