@@ -1,0 +1,150 @@
+"""Independent checks of the exchange log that `civitas demo` writes, and the
+tampering `civitas audit` must detect and name."""
+
+import base64
+import json
+
+import nacl.signing
+import pytest
+
+import civitas_format as envelope_oracle
+import civitas_log as oracle
+
+
+@pytest.fixture(scope="module")
+def demo(civitas_bin, tmp_path_factory):
+    import subprocess
+    folder = tmp_path_factory.mktemp("demo")
+    subprocess.run([civitas_bin, "demo", "--keep", str(folder / "out")], check=True, capture_output=True, timeout=300)
+    out = folder / "out"
+    broker_pub = envelope_oracle.read_public(out / "Keys" / "broker.pub")
+    broker_secret = envelope_oracle.read_secret(out / "Keys" / "broker.secret")
+    return {"dir": out, "export": out / "log-export.jsonl", "broker_pub": broker_pub, "broker_secret": broker_secret}
+
+
+def audit(cli, demo, export, *extra):
+    return cli.run("audit", "--broker", demo["dir"] / "Keys" / "broker.pub", *extra, export, check=False)
+
+
+def test_oracle_recomputes_the_tree_and_verifies_the_checkpoint(demo):
+    header, entries, checkpoints = oracle.read_export(demo["export"])
+    assert header["format"] == "civitas-log-export/1"
+    public = demo["broker_pub"]["ed25519"]
+    name, key_hash, key_b64 = header["log_key"].split("+", 2)
+    assert base64.b64decode(key_b64) == b"\x01" + public
+    assert bytes.fromhex(key_hash) == oracle.note_key_hash(name, public)
+    previous = bytes(32)
+    for i, entry in enumerate(entries):
+        value = json.loads(entry)
+        assert oracle.rfc8785.dumps(value) == entry, f"entry {i} is not canonical"
+        assert value["index"] == i and bytes.fromhex(value["prev"]) == previous
+        previous = oracle.leaf_hash(entry)
+    assert checkpoints, "the export carries no checkpoint"
+    for at, note in checkpoints:
+        origin, size, root = oracle.verify_checkpoint(note, header["origin"], public)
+        assert size == at and origin == header["origin"]
+        assert root == oracle.root([oracle.leaf_hash(e) for e in entries[:size]])
+
+
+def test_logged_envelope_manifest_is_the_envelope_and_is_signed_by_the_broker(demo):
+    _, entries, _ = oracle.read_export(demo["export"])
+    releases = [json.loads(e) for e in entries if json.loads(e)["type"] == "release.delivered"]
+    assert len(releases) == 1
+    release = releases[0]
+    manifest_bytes = oracle.rfc8785.dumps(release["envelope_manifest"])
+    signature = base64.b64decode(release["envelope_signature"])
+    nacl.signing.VerifyKey(demo["broker_pub"]["ed25519"]).verify(envelope_oracle.SIGNATURE_CONTEXT + manifest_bytes, signature)
+    stored, stored_signature, _ = envelope_oracle.split((demo["dir"] / "911-calls.envelope").read_bytes())
+    assert stored == manifest_bytes and stored_signature == signature
+    # No personal data: the release entry carries ids, hashes and counts only.
+    assert set(release) == {"index", "prev", "time", "type", "release", "agreement", "dataset", "partner", "purpose",
+                            "policy_sha256", "envelope_manifest", "envelope_signature", "records_released",
+                            "records_suppressed", "k_achieved", "epsilon_micro", "transforms"}
+
+
+def test_sound_export_passes_and_saves_the_checkpoint(cli, demo, tmp_path):
+    saved = tmp_path / "saved.checkpoint"
+    result = audit(cli, demo, demo["export"], "--checkpoint", saved, "--json", tmp_path / "report.json")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["passed"] and report["envelopes_verified"] == 1
+    _, entries, _ = oracle.read_export(demo["export"])
+    assert report["entries"] == len(entries)
+    oracle.verify_checkpoint(saved.read_text(), "civitas.example/demo-log", demo["broker_pub"]["ed25519"])
+
+
+def test_every_flipped_byte_dropped_or_reordered_entry_is_named(cli, demo, tmp_path):
+    header, entries, checkpoints = oracle.read_export(demo["export"])
+    cases = {}
+    for i, entry in enumerate(entries):
+        # A change that keeps the JSON valid and canonical: one digit of the time.
+        at = entry.index(b'"time":"') + len(b'"time":"2026-11-2')
+        changed = bytearray(entry)
+        changed[at] = ord("1") if entry[at] != ord("1") else ord("2")
+        cases[f"flip time digit of entry {i}"] = ([*entries[:i], bytes(changed), *entries[i + 1:]], i)
+        # A change that breaks the JSON.
+        broken = bytearray(entry)
+        broken[len(entry) // 2] ^= 0x22
+        cases[f"break entry {i}"] = ([*entries[:i], bytes(broken), *entries[i + 1:]], i)
+        if i < len(entries) - 1:
+            cases[f"drop entry {i}"] = ([*entries[:i], *entries[i + 1:]], i)
+            cases[f"swap entries {i} and {i + 1}"] = ([*entries[:i], entries[i + 1], entries[i], *entries[i + 2:]], i)
+    for name, (mutated, expected) in cases.items():
+        path = tmp_path / "mutated.jsonl"
+        # Checkpoints stay where they were: after the same number of lines.
+        oracle.write_export(path, header, mutated, [(min(at, len(mutated)), note) for at, note in checkpoints])
+        result = audit(cli, demo, path)
+        assert result.returncode != 0, f"{name}: audit passed"
+        line = result.stderr.decode().strip().splitlines()[-1]
+        assert f"entry {expected}" in line, f"{name}: {line}"
+
+
+def test_a_fork_resigned_with_the_broker_key_is_refused_against_the_saved_checkpoint(cli, demo, tmp_path):
+    saved = tmp_path / "saved.checkpoint"
+    assert audit(cli, demo, demo["export"], "--checkpoint", saved).returncode == 0
+    header, entries, _ = oracle.read_export(demo["export"])
+    # The operator rewrites history with the real key: entry 1 changed, all links recomputed, re-signed.
+    forked = [*entries]
+    value = json.loads(forked[1])
+    value["role"] = "auditor"
+    forked[1] = oracle.rfc8785.dumps(value)
+    forked = oracle.rechain(forked, 2)
+    root = oracle.root([oracle.leaf_hash(e) for e in forked])
+    note = oracle.sign_checkpoint(header["origin"], len(forked), root, demo["broker_secret"]["signing"])
+    path = tmp_path / "forked.jsonl"
+    oracle.write_export(path, header, forked, [(len(forked), note)])
+    # Internally consistent, so on its own it passes...
+    assert audit(cli, demo, path).returncode == 0
+    # ...but the auditor who kept the earlier checkpoint sees the fork, with both checkpoints and the proof.
+    result = audit(cli, demo, path, "--checkpoint", saved)
+    assert result.returncode != 0
+    assert "forked" in result.stderr.decode()
+    out = result.stdout.decode()
+    assert "saved:" in out and "latest:" in out and "proof:" in out
+
+
+def test_a_rollback_is_refused(cli, demo, tmp_path):
+    saved = tmp_path / "saved.checkpoint"
+    assert audit(cli, demo, demo["export"], "--checkpoint", saved).returncode == 0
+    header, entries, _ = oracle.read_export(demo["export"])
+    shorter = entries[:-1]
+    root = oracle.root([oracle.leaf_hash(e) for e in shorter])
+    note = oracle.sign_checkpoint(header["origin"], len(shorter), root, demo["broker_secret"]["signing"])
+    path = tmp_path / "short.jsonl"
+    oracle.write_export(path, header, shorter, [(len(shorter), note)])
+    result = audit(cli, demo, path, "--checkpoint", saved)
+    assert result.returncode != 0 and "went back" in result.stderr.decode()
+
+
+def test_checkpoints_signed_by_the_oracle_verify_in_civitas(cli, demo, tmp_path):
+    header, entries, _ = oracle.read_export(demo["export"])
+    root = oracle.root([oracle.leaf_hash(e) for e in entries])
+    note = oracle.sign_checkpoint(header["origin"], len(entries), root, demo["broker_secret"]["signing"])
+    path = tmp_path / "resigned.jsonl"
+    oracle.write_export(path, header, entries, [(len(entries), note)])
+    assert audit(cli, demo, path).returncode == 0
+    stranger = nacl.signing.SigningKey.generate()
+    forged = oracle.sign_checkpoint(header["origin"], len(entries), root, stranger)
+    oracle.write_export(path, header, entries, [(len(entries), forged)])
+    result = audit(cli, demo, path)
+    assert result.returncode != 0 and "no signature by" in result.stderr.decode()
