@@ -8,7 +8,8 @@ public struct ExchangeLog: Sendable {
     public let origin: String
     public private(set) var tree = MerkleTree()
     public private(set) var entries: [[UInt8]] = []
-    private var lastLeafHash: MerkleDigest = [UInt8](repeating: 0, count: MerkleHash.size)
+    /// Leaf hash of the last entry (32 zero bytes while the log is empty): the next entry's `prev`.
+    public private(set) var lastLeafHash: MerkleDigest = [UInt8](repeating: 0, count: MerkleHash.size)
 
     public init(origin: String) throws {
         try NoteKey.validateName(origin, what: "origin")
@@ -21,12 +22,33 @@ public struct ExchangeLog: Sendable {
     /// Appends an event; returns the entry as stored.
     @discardableResult
     public mutating func append(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> LogEntry {
-        let entry = try LogEntry(index: tree.size, previous: lastLeafHash, time: time, type: type, members: members)
+        let prepared = try Self.prepare(index: tree.size, previous: lastLeafHash, time: time, type: type, members: members)
+        commit(prepared)
+        return prepared.entry
+    }
+
+    /// An entry encoded and hashed but not yet added, so that a store can write it first.
+    public struct PreparedEntry: Sendable {
+        public let entry: LogEntry
+        public let bytes: [UInt8]
+        public let leafHash: MerkleDigest
+    }
+
+    /// Builds the entry that would follow `previous` at `index`, without changing any log.
+    public static func prepare(index: UInt64, previous: MerkleDigest, time: String, type: LogEntryType,
+                               members: [String: JSONValue]) throws -> PreparedEntry {
+        let entry = try LogEntry(index: index, previous: previous, time: time, type: type, members: members)
         let bytes = try entry.canonicalBytes()
-        lastLeafHash = MerkleHash.leaf(bytes)
-        tree.append(leafHash: lastLeafHash)
-        entries.append(bytes)
-        return entry
+        return PreparedEntry(entry: entry, bytes: bytes, leafHash: MerkleHash.leaf(bytes))
+    }
+
+    /// Adds a prepared entry; it must be the next one (built from ``size`` and ``lastLeafHash``).
+    public mutating func commit(_ prepared: PreparedEntry) {
+        precondition(prepared.entry.index == tree.size && prepared.entry.previous == lastLeafHash,
+                     "a prepared entry must follow the log's last entry")
+        lastLeafHash = prepared.leafHash
+        tree.append(leafHash: prepared.leafHash)
+        entries.append(prepared.bytes)
     }
 
     /// A signed checkpoint of the log as it is now.

@@ -32,6 +32,7 @@ public final class LogDirectory {
             throw LogError(.invalidArgument, "\(path) holds the log \(stored), not \(origin)")
         }
         log = try ExchangeLog(origin: origin)
+        try Self.dropUnfinishedLine(of: path + "/entries.jsonl")
         for (number, line) in try Self.lines(of: path + "/entries.jsonl").enumerated() {
             let entry = try LogEntry.parse(line, position: UInt64(number))
             let appended = try log.append(time: entry.time, type: entry.type, members: entry.members)
@@ -50,11 +51,27 @@ public final class LogDirectory {
     /// Appends an event and writes it through to disk.
     @discardableResult
     public func append(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> LogEntry {
-        var next = log
-        let entry = try next.append(time: time, type: type, members: members)
-        try Self.append(line: try entry.canonicalBytes(), to: entriesPath)
-        log = next
-        return entry
+        let prepared = try ExchangeLog.prepare(index: log.size, previous: log.lastLeafHash, time: time, type: type, members: members)
+        try Self.append(line: prepared.bytes, to: entriesPath)
+        log.commit(prepared)
+        return prepared.entry
+    }
+
+    /// Appends several events with one write and one flush to disk: all of them or, on error, none.
+    public func append(batch events: [(time: String, type: LogEntryType, members: [String: JSONValue])]) throws {
+        var prepared: [ExchangeLog.PreparedEntry] = []
+        var bytes: [UInt8] = []
+        var previous = log.lastLeafHash
+        for (offset, event) in events.enumerated() {
+            let next = try ExchangeLog.prepare(index: log.size + UInt64(offset), previous: previous,
+                                               time: event.time, type: event.type, members: event.members)
+            previous = next.leafHash
+            bytes += next.bytes
+            bytes.append(0x0A)
+            prepared.append(next)
+        }
+        try Self.append(raw: bytes, to: entriesPath)
+        for entry in prepared { log.commit(entry) }
     }
 
     /// Signs and stores a checkpoint of the log as it is now; returns its note.
@@ -93,18 +110,36 @@ public final class LogDirectory {
         try out.withUnsafeBytes { try sink.write($0) }
     }
 
+    /// A crash between writing a batch and flushing it can leave a partial last line.
+    /// That batch was never acknowledged, so the partial line is removed.
+    private static func dropUnfinishedLine(of path: String) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        guard let last = data.last, last != 0x0A else { return }
+        let keep = (data.lastIndex(of: 0x0A).map { $0 + 1 }) ?? 0
+        guard let handle = FileHandle(forWritingAtPath: path) else {
+            throw LogError(.invalidArgument, "cannot repair \(path)")
+        }
+        defer { try? handle.close() }
+        try handle.truncate(atOffset: UInt64(keep))
+        try handle.synchronize()
+    }
+
     private static func lines(of path: String) throws -> [[UInt8]] {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         return data.split(separator: 0x0A).map(Array.init)
     }
 
     private static func append(line: [UInt8], to path: String) throws {
+        try append(raw: line + [0x0A], to: path)
+    }
+
+    private static func append(raw bytes: [UInt8], to path: String) throws {
         guard let handle = FileHandle(forWritingAtPath: path) else {
             throw LogError(.invalidArgument, "cannot append to \(path)")
         }
         defer { try? handle.close() }
         try handle.seekToEnd()
-        try handle.write(contentsOf: line + [0x0A])
+        try handle.write(contentsOf: bytes)
         try handle.synchronize()
     }
 }

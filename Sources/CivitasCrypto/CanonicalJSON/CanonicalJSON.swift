@@ -31,12 +31,12 @@ public enum CanonicalJSON {
         case .object(let members):
             out.append(UInt8(ascii: "{"))
             // RFC 8785 section 3.2.3: member names sorted by their UTF-16 code units.
-            let sorted = members.keys.map { ($0, Array($0.utf16)) }.sorted { $0.1.lexicographicallyPrecedes($1.1) }
-            for (i, (name, _)) in sorted.enumerated() {
+            let sorted = members.sorted { $0.key.utf16.lexicographicallyPrecedes($1.key.utf16) }
+            for (i, member) in sorted.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                writeString(name, to: &out)
+                writeString(member.key, to: &out)
                 out.append(UInt8(ascii: ":"))
-                if let member = members[name] { try write(member, to: &out) }
+                try write(member.value, to: &out)
             }
             out.append(UInt8(ascii: "}"))
         }
@@ -47,6 +47,12 @@ public enum CanonicalJSON {
     /// RFC 8785 section 3.2.2.2: the ECMAScript JSON.stringify string form.
     private static func writeString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Fast path: nothing to escape.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            out.append(contentsOf: s.utf8)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in s.utf8 {
             switch byte {
             case 0x22: out.append(contentsOf: [0x5C, 0x22])
@@ -76,6 +82,10 @@ public enum ECMAScriptNumber {
             throw CryptoError(.notCanonicalizable, "\(value) cannot be written as canonical JSON (RFC 8785 forbids NaN and infinities)")
         }
         if value == 0 { return "0" }
+        // Integers below 2^53 print as themselves (the common case: sizes, counts, indexes).
+        if value.magnitude < 9_007_199_254_740_992, value == value.rounded(.towardZero) {
+            return String(Int64(value))
+        }
         let (digits, exponent) = shortestDigits(abs(value))
         let sign = value < 0 ? "-" : ""
         // value = 0.d1d2...dk × 10^n, following ECMA-262's k and n.
