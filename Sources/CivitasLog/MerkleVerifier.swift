@@ -25,23 +25,11 @@ public enum MerkleVerifier {
         var fn = index
         var sn = treeSize - 1
         var r = leafHash
-        for p in proof {
-            guard sn != 0 else {
-                throw MerkleProofError(.malformedProof, "inclusion proof for leaf \(index) of \(treeSize) has \(proof.count) hashes, too many", proof: proof)
-            }
-            if fn & 1 == 1 || fn == sn {
-                r = MerkleHash.node(p, r)
-                if fn & 1 == 0 {
-                    repeat {
-                        fn >>= 1
-                        sn >>= 1
-                    } while fn & 1 == 0 && fn != 0
-                }
-            } else {
-                r = MerkleHash.node(r, p)
-            }
-            fn >>= 1
-            sn >>= 1
+        let complete = walk(proof[...], fn: &fn, sn: &sn) { sibling, onLeft in
+            r = onLeft ? MerkleHash.node(sibling, r) : MerkleHash.node(r, sibling)
+        }
+        guard complete else {
+            throw MerkleProofError(.malformedProof, "inclusion proof for leaf \(index) of \(treeSize) has \(proof.count) hashes, too many", proof: proof)
         }
         guard sn == 0 else {
             throw MerkleProofError(.malformedProof, "inclusion proof for leaf \(index) of \(treeSize) has \(proof.count) hashes, too few", proof: proof)
@@ -87,24 +75,16 @@ public enum MerkleVerifier {
         }
         var fr = path[0]
         var sr = path[0]
-        for c in path.dropFirst() {
-            guard sn != 0 else {
-                throw MerkleProofError(.malformedProof, "consistency proof from \(size1) to \(size2) has too many hashes", proof: proof)
-            }
-            if fn & 1 == 1 || fn == sn {
-                fr = MerkleHash.node(c, fr)
-                sr = MerkleHash.node(c, sr)
-                if fn & 1 == 0 {
-                    repeat {
-                        fn >>= 1
-                        sn >>= 1
-                    } while fn & 1 == 0 && fn != 0
-                }
+        let complete = walk(path.dropFirst(), fn: &fn, sn: &sn) { sibling, onLeft in
+            if onLeft {
+                fr = MerkleHash.node(sibling, fr)
+                sr = MerkleHash.node(sibling, sr)
             } else {
-                sr = MerkleHash.node(sr, c)
+                sr = MerkleHash.node(sr, sibling)
             }
-            fn >>= 1
-            sn >>= 1
+        }
+        guard complete else {
+            throw MerkleProofError(.malformedProof, "consistency proof from \(size1) to \(size2) has too many hashes", proof: proof)
         }
         guard sn == 0 else {
             throw MerkleProofError(.malformedProof, "consistency proof from \(size1) to \(size2) has too few hashes", proof: proof)
@@ -117,5 +97,29 @@ public enum MerkleVerifier {
             throw MerkleProofError(.rootMismatch, "consistency proof does not lead to the second tree's root (\(size2) leaves)",
                                    expected: root2, computed: sr, proof: proof)
         }
+    }
+
+    /// The walk both verifications share (RFC 9162 2.1.3.2 step 3 and 2.1.4.2 step 6):
+    /// for each proof hash, whether it is a left sibling, given the bit patterns of
+    /// `fn` and `sn`. Returns false if the proof has more hashes than the tree has levels.
+    private static func walk(_ path: ArraySlice<MerkleDigest>, fn: inout UInt64, sn: inout UInt64,
+                             step: (MerkleDigest, Bool) -> Void) -> Bool {
+        for sibling in path {
+            guard sn != 0 else { return false }
+            if fn & 1 == 1 || fn == sn {
+                step(sibling, true)
+                if fn & 1 == 0 {
+                    repeat {
+                        fn >>= 1
+                        sn >>= 1
+                    } while fn & 1 == 0 && fn != 0
+                }
+            } else {
+                step(sibling, false)
+            }
+            fn >>= 1
+            sn >>= 1
+        }
+        return true
     }
 }
