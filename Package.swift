@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "civitas", targets: ["civitas"]),
         .library(name: "CivitasCrypto", targets: ["CivitasCrypto"]),
         .library(name: "CivitasLog", targets: ["CivitasLog"]),
+        .library(name: "CivitasPrivacy", targets: ["CivitasPrivacy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -37,12 +38,20 @@ let package = Package(
             dependencies: ["CivitasCrypto"]
         ),
 
+        // Privacy transforms: pseudonyms, generalization, k-anonymity, differential privacy.
+        // Pure: no I/O, no clock; randomness and keys are passed in.
+        .target(
+            name: "CivitasPrivacy",
+            dependencies: ["CivitasCrypto"]
+        ),
+
         // The command-line tool.
         .executableTarget(
             name: "civitas",
             dependencies: [
                 "CivitasCrypto",
                 "CivitasLog",
+                "CivitasPrivacy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -60,6 +69,10 @@ let package = Package(
         .testTarget(
             name: "CivitasLogTests",
             dependencies: ["CivitasLog", "CivitasCrypto"]
+        ),
+        .testTarget(
+            name: "CivitasPrivacyTests",
+            dependencies: ["CivitasPrivacy", "CivitasCrypto"]
         ),
     ]
 )

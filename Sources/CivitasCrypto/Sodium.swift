@@ -21,6 +21,13 @@ public enum Sodium {
         return bytes
     }
 
+    /// Fills `buffer` from the operating system's CSPRNG (libsodium `randombytes_buf`).
+    public static func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) {
+        _ = initialised
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+        randombytes_buf(base, buffer.count)
+    }
+
     /// Compares two byte strings in time that depends only on their lengths.
     public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         a.withUnsafeBytes { pa in
