@@ -27,11 +27,15 @@ enum Files {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw CLIError("cannot read \(what) \(path): \(errorText())") }
         defer { close(descriptor) }
-        var bytes = [UInt8](repeating: 0, count: limit + 1)
+        var info = stat()
+        let size = fstat(descriptor, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG ? Int(info.st_size) : 64 * 1024
+        guard size <= limit else { throw CLIError("\(what) \(path) is larger than \(limit) bytes") }
+        var bytes = [UInt8](repeating: 0, count: min(limit, size) + 1)
         let count = try bytes.withUnsafeMutableBytes {
             try FileDescriptorSource(descriptor: descriptor, name: path).read(into: $0)
         }
         guard count <= limit else { throw CLIError("\(what) \(path) is larger than \(limit) bytes") }
+        guard count < bytes.count else { throw CLIError("\(what) \(path) grew while it was being read") }
         bytes.removeLast(bytes.count - count)
         return bytes
     }

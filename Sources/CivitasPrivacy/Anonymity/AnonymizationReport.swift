@@ -1,0 +1,56 @@
+import CivitasCrypto
+
+/// What an anonymization did and achieved, for the publisher and the log.
+public struct AnonymizationReport: Sendable, Equatable {
+    public var algorithm: String
+    public var k: Int
+    public var diversity: String?
+    public var records: Int
+    public var released: Int
+    public var suppressed: Int
+    /// Optimal search: the generalization level chosen per quasi-identifier.
+    public var levels: [String: Int]
+    /// Mondrian: the number of partitions.
+    public var partitions: Int
+    public var classes: Int
+    /// Class size → number of classes of that size.
+    public var classSizeHistogram: [Int: Int]
+    /// The loss metric (docs/privacy.md): mean normalized generalization of the released
+    /// records, with each suppressed record counting as fully generalized. 0 = original, 1 = nothing left.
+    public var loss: Double
+    /// Highest re-identification risk of a released record under the prosecutor model: 1 / smallest class.
+    public var maximumProsecutorRisk: Double
+    /// Average prosecutor risk over released records: classes / released records.
+    public var averageProsecutorRisk: Double
+    /// Optimal search: lattice nodes checked against the data, and lattice size.
+    public var nodesChecked: Int
+    public var latticeSize: Int
+
+    /// The report as JSON (used by `civitas anonymize --report`).
+    public var jsonValue: JSONValue {
+        var object: [String: JSONValue] = [
+            "algorithm": .string(algorithm), "k": .number(Double(k)),
+            "records": .number(Double(records)), "released": .number(Double(released)),
+            "suppressed": .number(Double(suppressed)), "classes": .number(Double(classes)),
+            "class_size_histogram": .object(Dictionary(uniqueKeysWithValues: classSizeHistogram.map { (String($0.key), .number(Double($0.value))) })),
+            "loss": .number((loss * 1e6).rounded() / 1e6),
+            "max_prosecutor_risk": .number((maximumProsecutorRisk * 1e6).rounded() / 1e6),
+            "avg_prosecutor_risk": .number((averageProsecutorRisk * 1e6).rounded() / 1e6),
+        ]
+        if let diversity { object["l_diversity"] = .string(diversity) }
+        if algorithm == "optimal" {
+            object["levels"] = .object(levels.mapValues { .number(Double($0)) })
+            object["nodes_checked"] = .number(Double(nodesChecked))
+            object["lattice_size"] = .number(Double(latticeSize))
+        } else {
+            object["partitions"] = .number(Double(partitions))
+        }
+        return .object(object)
+    }
+}
+
+/// A released table and how it was made.
+public struct AnonymizedTable: Sendable {
+    public let table: CSVTable
+    public internal(set) var report: AnonymizationReport
+}

@@ -1,0 +1,156 @@
+import Foundation
+
+/// Groups weighted cells into equivalence classes for one generalization and
+/// decides which classes meet k (and l): the inner loop of every search.
+/// Uses an open-addressing table reused across evaluations.
+final class ClassEvaluator {
+    let table: EncodedTable
+    let requirements: AnonymityRequirements
+    private var capacity: Int
+    private var keys: [UInt64]
+    private var sizes: [Int32]
+    private var used: [Int32] = []
+    private var pairKeys: [UInt64]
+    private var pairCounts: [Int32]
+    private var pairUsed: [Int32] = []
+    /// Per cell, the class slot of the last evaluation.
+    private(set) var slotOfCell: [Int32]
+    /// Per slot, whether the class was kept (meets k and l) in the last evaluation.
+    private(set) var kept: [Bool]
+    private static let empty = UInt64.max
+
+    init(table: EncodedTable, requirements: AnonymityRequirements) {
+        self.table = table
+        self.requirements = requirements
+        var capacity = 1024
+        while capacity < table.cellCount.count * 2 { capacity <<= 1 }
+        self.capacity = capacity
+        keys = [UInt64](repeating: Self.empty, count: capacity)
+        sizes = [Int32](repeating: 0, count: capacity)
+        kept = [Bool](repeating: false, count: capacity)
+        let pairCapacity = requirements.diversity == nil ? 1 : capacity * 2
+        pairKeys = [UInt64](repeating: Self.empty, count: pairCapacity)
+        pairCounts = [Int32](repeating: 0, count: pairCapacity)
+        slotOfCell = [Int32](repeating: 0, count: table.cellCount.count)
+    }
+
+    struct Outcome {
+        /// Records in classes that fail k or l: these would be suppressed.
+        var suppressed: Int
+        var classes: Int
+        var keptClasses: Int
+    }
+
+    /// Multipliers that turn a generalized tuple into a unique 64-bit key, or nil if they would overflow.
+    func multipliers(_ levels: [Int]) -> [UInt64]? {
+        var result = [UInt64](repeating: 0, count: levels.count)
+        var product: UInt64 = 1
+        for (q, size) in table.domainSizes(levels).enumerated() {
+            result[q] = product
+            let (next, overflow) = product.multipliedReportingOverflow(by: UInt64(max(size, 1)))
+            if overflow { return nil }
+            product = next
+        }
+        return result
+    }
+
+    /// Evaluates the full-domain generalization at `levels`.
+    func evaluate(levels: [Int]) throws -> Outcome {
+        guard let multipliers = multipliers(levels) else {
+            throw PrivacyError(.invalidParameter, "too many distinct quasi-identifier combinations for the optimal search; use --algorithm mondrian")
+        }
+        let q = levels.count
+        let levelCodes = (0..<q).map { table.codes[$0][levels[$0]] }
+        reset()
+        let mask = capacity - 1
+        table.cellLeaves.withUnsafeBufferPointer { leaves in
+            keys.withUnsafeMutableBufferPointer { keys in
+                sizes.withUnsafeMutableBufferPointer { sizes in
+                    for cell in 0..<table.cellCount.count {
+                        var key: UInt64 = 0
+                        let base = cell * q
+                        for column in 0..<q {
+                            key &+= UInt64(levelCodes[column][Int(leaves[base + column])]) &* multipliers[column]
+                        }
+                        var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+                        while keys[slot] != key && keys[slot] != Self.empty { slot = (slot + 1) & mask }
+                        if keys[slot] == Self.empty {
+                            keys[slot] = key
+                            used.append(Int32(slot))
+                        }
+                        sizes[slot] += table.cellCount[cell]
+                        slotOfCell[cell] = Int32(slot)
+                    }
+                }
+            }
+        }
+        var diversityOK: [Int32: Bool] = [:]
+        if let diversity = requirements.diversity {
+            diversityOK = classDiversity(diversity)
+        }
+        var outcome = Outcome(suppressed: 0, classes: used.count, keptClasses: 0)
+        let k = Int32(requirements.k)
+        for slot in used {
+            let ok = sizes[Int(slot)] >= k && (requirements.diversity == nil || diversityOK[slot] == true)
+            kept[Int(slot)] = ok
+            if ok { outcome.keptClasses += 1 } else { outcome.suppressed += Int(sizes[Int(slot)]) }
+        }
+        return outcome
+    }
+
+    /// Size of the class in `slot` after the last evaluation.
+    func size(ofSlot slot: Int32) -> Int { Int(sizes[Int(slot)]) }
+
+    /// Slots used by the last evaluation.
+    var usedSlots: [Int32] { used }
+
+    private func classDiversity(_ diversity: DiversityRequirement) -> [Int32: Bool] {
+        let mask = pairKeys.count - 1
+        for cell in 0..<table.cellCount.count {
+            let key = UInt64(UInt32(bitPattern: slotOfCell[cell])) << 32 | UInt64(table.cellSensitive[cell])
+            var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+            while pairKeys[slot] != key && pairKeys[slot] != Self.empty { slot = (slot + 1) & mask }
+            if pairKeys[slot] == Self.empty {
+                pairKeys[slot] = key
+                pairUsed.append(Int32(slot))
+            }
+            pairCounts[slot] += table.cellCount[cell]
+        }
+        var distinct: [Int32: Int] = [:]
+        var plogp: [Int32: Double] = [:]
+        for slot in pairUsed {
+            let classSlot = Int32(truncatingIfNeeded: pairKeys[Int(slot)] >> 32)
+            let count = Double(pairCounts[Int(slot)])
+            distinct[classSlot, default: 0] += 1
+            plogp[classSlot, default: 0] += count * log(count)
+        }
+        var result: [Int32: Bool] = [:]
+        for slot in used {
+            let values = distinct[slot] ?? 0
+            switch diversity {
+            case .distinct(let l):
+                result[slot] = values >= l
+            case .entropy(let l):
+                let n = Double(sizes[Int(slot)])
+                let entropy = log(n) - (plogp[slot] ?? 0) / n
+                // A small tolerance so that exactly l equally frequent values pass.
+                result[slot] = values >= l && entropy >= log(Double(l)) - 1e-12
+            }
+        }
+        return result
+    }
+
+    private func reset() {
+        for slot in used {
+            keys[Int(slot)] = Self.empty
+            sizes[Int(slot)] = 0
+            kept[Int(slot)] = false
+        }
+        used.removeAll(keepingCapacity: true)
+        for slot in pairUsed {
+            pairKeys[Int(slot)] = Self.empty
+            pairCounts[Int(slot)] = 0
+        }
+        pairUsed.removeAll(keepingCapacity: true)
+    }
+}

@@ -1,0 +1,128 @@
+/// A table's quasi-identifiers encoded for fast search: every value becomes a
+/// leaf code, every label at every level a dense code; records with the same
+/// leaf codes and sensitive value are merged into weighted cells.
+struct EncodedTable {
+    let quasiIdentifiers: [QuasiIdentifier]
+    let columnIndexes: [Int]
+    let sensitiveIndex: Int?
+    let rowCount: Int
+    /// Per QI: the leaf code of every row.
+    let leafOfRow: [[UInt32]]
+    /// Per QI, per level: leaf code → label code.
+    let codes: [[[UInt32]]]
+    /// Per QI, per level: label code → label text.
+    let labels: [[[String]]]
+    /// Per row: sensitive value code (0 when there is no sensitive column).
+    let sensitiveOfRow: [UInt32]
+    let sensitiveValues: [String]
+    /// Merged records: leaf codes (flattened, `quasiIdentifiers.count` per cell), sensitive code, weight.
+    let cellLeaves: [UInt32]
+    let cellSensitive: [UInt32]
+    let cellCount: [Int32]
+    /// Per row: the cell it was merged into.
+    let cellOfRow: [Int32]
+
+    var heights: [Int] { quasiIdentifiers.map(\.hierarchy.height) }
+
+    init(table: CSVTable, quasiIdentifiers: [QuasiIdentifier], sensitive: String?) throws {
+        guard !quasiIdentifiers.isEmpty else { throw PrivacyError(.invalidParameter, "at least one quasi-identifier is needed") }
+        guard Set(quasiIdentifiers.map(\.column)).count == quasiIdentifiers.count else {
+            throw PrivacyError(.invalidParameter, "a quasi-identifier is named twice")
+        }
+        self.quasiIdentifiers = quasiIdentifiers
+        columnIndexes = try quasiIdentifiers.map { try table.index(of: $0.column) }
+        sensitiveIndex = try sensitive.map { try table.index(of: $0) }
+        if let sensitive, quasiIdentifiers.contains(where: { $0.column == sensitive }) {
+            throw PrivacyError(.invalidParameter, "column '\(sensitive)' cannot be both quasi-identifying and sensitive")
+        }
+        rowCount = table.rows.count
+        var leafOfRow: [[UInt32]] = []
+        var codes: [[[UInt32]]] = []
+        var labels: [[[String]]] = []
+        for (q, qi) in quasiIdentifiers.enumerated() {
+            let column = columnIndexes[q]
+            let height = qi.hierarchy.height
+            var leafIndex: [String: UInt32] = [:]
+            var leaves = [UInt32](repeating: 0, count: table.rows.count)
+            var levelCodes = [[UInt32]](repeating: [], count: height)
+            var levelLabels = [[String]](repeating: [], count: height)
+            var labelIndex = [[String: UInt32]](repeating: [:], count: height)
+            for (r, row) in table.rows.enumerated() {
+                let value = row[column]
+                if let existing = leafIndex[value] {
+                    leaves[r] = existing
+                    continue
+                }
+                let chain: [String]
+                do { chain = try qi.hierarchy.labels(for: value) } catch let error as PrivacyError {
+                    throw PrivacyError(.invalidValue, "row \(r + 1), column '\(qi.column)': \(error.message)")
+                }
+                let leaf = UInt32(leafIndex.count)
+                leafIndex[value] = leaf
+                leaves[r] = leaf
+                for level in 0..<height {
+                    let label = chain[level]
+                    let code: UInt32
+                    if let known = labelIndex[level][label] { code = known } else {
+                        code = UInt32(levelLabels[level].count)
+                        labelIndex[level][label] = code
+                        levelLabels[level].append(label)
+                    }
+                    levelCodes[level].append(code)
+                }
+            }
+            leafOfRow.append(leaves)
+            codes.append(levelCodes)
+            labels.append(levelLabels)
+        }
+        var sensitiveOfRow = [UInt32](repeating: 0, count: table.rows.count)
+        var sensitiveValues: [String] = []
+        if let sensitiveIndex {
+            var index: [String: UInt32] = [:]
+            for (r, row) in table.rows.enumerated() {
+                let value = row[sensitiveIndex]
+                if let known = index[value] { sensitiveOfRow[r] = known } else {
+                    let code = UInt32(sensitiveValues.count)
+                    index[value] = code
+                    sensitiveValues.append(value)
+                    sensitiveOfRow[r] = code
+                }
+            }
+        }
+        // Merge identical (leaves, sensitive) records into weighted cells.
+        var cellIndex: [[UInt32]: Int] = [:]
+        var cellLeaves: [UInt32] = []
+        var cellSensitive: [UInt32] = []
+        var cellCount: [Int32] = []
+        var cellOfRow = [Int32](repeating: 0, count: table.rows.count)
+        var key = [UInt32](repeating: 0, count: quasiIdentifiers.count + 1)
+        for r in 0..<table.rows.count {
+            for q in 0..<quasiIdentifiers.count { key[q] = leafOfRow[q][r] }
+            key[quasiIdentifiers.count] = sensitiveOfRow[r]
+            if let existing = cellIndex[key] {
+                cellCount[existing] += 1
+                cellOfRow[r] = Int32(existing)
+            } else {
+                cellOfRow[r] = Int32(cellCount.count)
+                cellIndex[key] = cellCount.count
+                cellLeaves += key.prefix(quasiIdentifiers.count)
+                cellSensitive.append(sensitiveOfRow[r])
+                cellCount.append(1)
+            }
+        }
+        self.leafOfRow = leafOfRow
+        self.codes = codes
+        self.labels = labels
+        self.sensitiveOfRow = sensitiveOfRow
+        self.sensitiveValues = sensitiveValues
+        self.cellLeaves = cellLeaves
+        self.cellSensitive = cellSensitive
+        self.cellCount = cellCount
+        self.cellOfRow = cellOfRow
+    }
+
+    /// Number of distinct labels of each QI at the given levels.
+    func domainSizes(_ levels: [Int]) -> [Int] {
+        levels.enumerated().map { labels[$0.offset][$0.element].count }
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+
+/// Mondrian multidimensional partitioning (LeFevre, DeWitt and Ramakrishnan,
+/// ICDE 2006, strict version): records are split recursively at the median of
+/// the quasi-identifier with the widest normalized range, as long as both halves
+/// meet k (and l). Numeric columns are ordered by value and released as ranges;
+/// other columns are ordered by their hierarchy (siblings adjacent) and released
+/// as the lowest hierarchy label that covers the partition.
+public struct Mondrian {
+    public init() {}
+
+    public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
+                          keepColumns: [String] = []) throws -> AnonymizedTable {
+        let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive)
+        let dimensions = try quasiIdentifiers.enumerated().map { try Dimension(encoded: encoded, column: $0.offset) }
+        let n = encoded.rowCount
+        // rank[q][row]: the row's position in column q's order.
+        let ranks: [[Int32]] = dimensions.enumerated().map { q, dimension in
+            encoded.leafOfRow[q].map { dimension.rankOfLeaf[Int($0)] }
+        }
+        var partitions: [[Int32]] = []
+        var work: [[Int32]] = [Array(0..<Int32(n))]
+        let whole = Array(0..<Int32(n))
+        guard allowed(whole, encoded: encoded, requirements: requirements) else {
+            throw PrivacyError(.invalidParameter, "the whole table (\(n) records) does not meet k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? ""); nothing can be released")
+        }
+        while let partition = work.popLast() {
+            // Dimensions by normalized range, widest first.
+            var order: [(Double, Int, Int32, Int32)] = []
+            for (q, dimension) in dimensions.enumerated() {
+                var low = Int32.max, high = Int32.min
+                for row in partition {
+                    let r = ranks[q][Int(row)]
+                    low = min(low, r)
+                    high = max(high, r)
+                }
+                let width = dimension.count > 1 ? Double(high - low) / Double(dimension.count - 1) : 0
+                if high > low { order.append((width, q, low, high)) }
+            }
+            order.sort { ($0.0, -$0.1) > ($1.0, -$1.1) }
+            var split = false
+            for (_, q, _, _) in order {
+                let sorted = partition.map { ranks[q][Int($0)] }.sorted()
+                let median = sorted[(sorted.count - 1) / 2]
+                var left: [Int32] = [], right: [Int32] = []
+                left.reserveCapacity(partition.count / 2 + 1)
+                right.reserveCapacity(partition.count / 2 + 1)
+                for row in partition {
+                    if ranks[q][Int(row)] <= median { left.append(row) } else { right.append(row) }
+                }
+                if !left.isEmpty, !right.isEmpty,
+                   allowed(left, encoded: encoded, requirements: requirements),
+                   allowed(right, encoded: encoded, requirements: requirements) {
+                    work.append(left)
+                    work.append(right)
+                    split = true
+                    break
+                }
+            }
+            if !split { partitions.append(partition) }
+        }
+
+        // Release: per partition, each quasi-identifier's covering label.
+        var labelOfRow = [[String]](repeating: [], count: quasiIdentifiers.count)
+        for q in 0..<quasiIdentifiers.count { labelOfRow[q] = [String](repeating: "", count: n) }
+        var totalPenalty = 0.0
+        for partition in partitions {
+            for (q, dimension) in dimensions.enumerated() {
+                let (label, penalty) = dimension.cover(partition.map { encoded.leafOfRow[q][Int($0)] })
+                for row in partition { labelOfRow[q][Int(row)] = label }
+                totalPenalty += penalty * Double(partition.count)
+            }
+        }
+        let keptIndexes = try keepColumns.map { try table.index(of: $0) }
+        var columns = quasiIdentifiers.map(\.column)
+        if let sensitive = requirements.sensitive { columns.append(sensitive) }
+        columns += keepColumns.filter { !columns.contains($0) }
+        var rows: [[String]] = []
+        rows.reserveCapacity(n)
+        var classSizes: [[String]: Int] = [:]
+        for (r, row) in table.rows.enumerated() {
+            let labels = (0..<quasiIdentifiers.count).map { labelOfRow[$0][r] }
+            classSizes[labels, default: 0] += 1
+            var out = labels
+            if let index = encoded.sensitiveIndex { out.append(row[index]) }
+            for index in keptIndexes where !encoded.columnIndexes.contains(index) && index != encoded.sensitiveIndex {
+                out.append(row[index])
+            }
+            rows.append(out)
+        }
+        var report = Release.report(records: n, classSizes: Array(classSizes.values), requirements: requirements)
+        report.algorithm = "mondrian"
+        report.partitions = partitions.count
+        report.loss = n > 0 ? totalPenalty / Double(n * quasiIdentifiers.count) : 0
+        return AnonymizedTable(table: CSVTable(columns: columns, rows: rows), report: report)
+    }
+
+    private func allowed(_ rows: [Int32], encoded: EncodedTable, requirements: AnonymityRequirements) -> Bool {
+        guard rows.count >= requirements.k else { return false }
+        guard let diversity = requirements.diversity else { return true }
+        var counts: [UInt32: Int] = [:]
+        for row in rows { counts[encoded.sensitiveOfRow[Int(row)], default: 0] += 1 }
+        switch diversity {
+        case .distinct(let l):
+            return counts.count >= l
+        case .entropy(let l):
+            let total = Double(rows.count)
+            let entropy = -counts.values.reduce(0.0) { $0 + Double($1) / total * log(Double($1) / total) }
+            return counts.count >= l && entropy >= log(Double(l)) - 1e-12
+        }
+    }
+}
+
+/// One quasi-identifier's order and how a set of its values is released.
+private struct Dimension {
+    let rankOfLeaf: [Int32]
+    let count: Int
+    let numeric: [Double]?
+    let encoded: EncodedTable
+    let column: Int
+
+    init(encoded: EncodedTable, column: Int) throws {
+        self.encoded = encoded
+        self.column = column
+        let leaves = encoded.labels[column][0]
+        let hierarchy = encoded.quasiIdentifiers[column].hierarchy
+        let isNumeric: Bool
+        switch hierarchy {
+        case .intervals, .geoGrid: isNumeric = true
+        default: isNumeric = false
+        }
+        var order: [Int]
+        if isNumeric {
+            let values = leaves.map { Double($0) }
+            numeric = values.map { $0 ?? -.infinity }
+            order = Array(leaves.indices).sorted { (values[$0] ?? -.infinity, $0) < (values[$1] ?? -.infinity, $1) }
+        } else {
+            numeric = nil
+            // Siblings adjacent: order leaves by their labels from the root down.
+            let height = hierarchy.height
+            let paths = leaves.indices.map { leaf in
+                (0..<height).reversed().map { encoded.labels[column][$0][Int(encoded.codes[column][$0][leaf])] }
+            }
+            order = Array(leaves.indices).sorted { paths[$0].lexicographicallyPrecedes(paths[$1]) }
+        }
+        var rank = [Int32](repeating: 0, count: leaves.count)
+        // Equal numeric values share a rank.
+        var current: Int32 = -1
+        var previous: Double?
+        for leaf in order {
+            if let numeric {
+                if previous != numeric[leaf] { current += 1 }
+                previous = numeric[leaf]
+            } else {
+                current += 1
+            }
+            rank[leaf] = current
+        }
+        rankOfLeaf = rank
+        count = Int(current) + 1
+    }
+
+    /// The label released for a partition holding these leaves, and its normalized penalty (0…1).
+    func cover(_ leaves: [UInt32]) -> (String, Double) {
+        let values = encoded.labels[column][0]
+        if let numeric {
+            var low = leaves[0], high = leaves[0]
+            for leaf in leaves {
+                if numeric[Int(leaf)] < numeric[Int(low)] { low = leaf }
+                if numeric[Int(leaf)] > numeric[Int(high)] { high = leaf }
+            }
+            let finite = numeric.filter(\.isFinite)
+            let span = (finite.max() ?? 0) - (finite.min() ?? 0)
+            if low == high || numeric[Int(low)] == numeric[Int(high)] {
+                return (values[Int(low)], 0)
+            }
+            let width = numeric[Int(high)] - numeric[Int(low)]
+            return ("\(values[Int(low)])-\(values[Int(high)])", span > 0 && width.isFinite ? width / span : 1)
+        }
+        let height = encoded.quasiIdentifiers[column].hierarchy.height
+        for level in 0..<height {
+            let first = encoded.codes[column][level][Int(leaves[0])]
+            if leaves.allSatisfy({ encoded.codes[column][level][Int($0)] == first }) {
+                let label = encoded.labels[column][level][Int(first)]
+                // Penalty: share of the domain's leaves under this label.
+                let covered = encoded.codes[column][level].filter { $0 == first }.count
+                let total = values.count
+                return (label, total > 1 ? Double(covered - 1) / Double(total - 1) : 0)
+            }
+        }
+        return ("*", 1)
+    }
+}

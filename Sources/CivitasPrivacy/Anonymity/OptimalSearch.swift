@@ -1,0 +1,166 @@
+/// Optimal full-domain generalization: searches the lattice of per-column
+/// generalization levels for the node that meets k (and l) within the
+/// suppression limit at the least loss.
+///
+/// The search follows the ideas of ARX's Flash (Kohlmayer et al. 2012):
+/// feasibility is monotone in the lattice, so a node found feasible tags all
+/// its generalizations feasible, and a node found infeasible tags all its
+/// specializations infeasible (predictive tagging); unknown nodes are resolved
+/// by binary search along upward paths, so only a fraction of the lattice is
+/// ever checked against the data. The loss is bounded below by the node's
+/// precision (which needs no data), so candidates are then scored in order of
+/// precision and the scan stops once no remaining node can do better.
+public struct OptimalSearch {
+    public init() {}
+
+    public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
+                          keepColumns: [String] = []) throws -> AnonymizedTable {
+        let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive)
+        let evaluator = ClassEvaluator(table: encoded, requirements: requirements)
+        let lattice = Lattice(heights: encoded.heights)
+        let maxSuppressed = Int((requirements.maxSuppression * Double(encoded.rowCount)).rounded(.down))
+        var tags = [Tag](repeating: .unknown, count: lattice.size)
+        var suppressedCache = [Int32](repeating: -1, count: lattice.size)
+        var checked = 0
+
+        func check(_ node: Int) throws -> Bool {
+            let outcome = try evaluator.evaluate(levels: lattice.levels(of: node))
+            checked += 1
+            suppressedCache[node] = Int32(outcome.suppressed)
+            let feasible = outcome.suppressed <= maxSuppressed
+            if feasible { lattice.tagUp(node, as: .feasible, in: &tags) } else { lattice.tagDown(node, as: .infeasible, in: &tags) }
+            return feasible
+        }
+
+        // Phase 1: resolve every node's feasibility with as few checks as possible.
+        for start in lattice.bottomUpOrder where tags[start] == .unknown {
+            var path = [start]
+            while let next = lattice.successors(of: path[path.count - 1]).first(where: { tags[$0] == .unknown }) {
+                path.append(next)
+            }
+            var low = 0, high = path.count - 1
+            while low <= high {
+                let middle = (low + high) / 2
+                let node = path[middle]
+                let feasible = tags[node] == .unknown ? try check(node) : tags[node] == .feasible
+                if feasible { high = middle - 1 } else { low = middle + 1 }
+            }
+        }
+
+        // Phase 2: score feasible nodes in order of precision, a lower bound of their loss.
+        let candidates = (0..<lattice.size).filter { tags[$0] == .feasible }.sorted {
+            (lattice.precision($0), $0) < (lattice.precision($1), $1)
+        }
+        guard !candidates.isEmpty else {
+            throw PrivacyError(.invalidParameter, "k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? "") cannot be reached with at most \(maxSuppressed) of \(encoded.rowCount) records suppressed, even with every column fully generalized")
+        }
+        var best: (node: Int, loss: Double)?
+        for node in candidates {
+            let precision = lattice.precision(node)
+            if let best, precision >= best.loss { break }
+            if suppressedCache[node] < 0 { _ = try check(node) }
+            let suppressed = Double(suppressedCache[node])
+            let n = Double(encoded.rowCount)
+            let loss = (n - suppressed) / n * precision + suppressed / n
+            if loss < (best?.loss ?? .infinity) { best = (node, loss) }
+        }
+        guard let (node, loss) = best else {
+            throw PrivacyError(.invalidParameter, "no generalization meets the requirements")
+        }
+        let levels = lattice.levels(of: node)
+        var released = try Release.build(table: table, encoded: encoded, evaluator: evaluator, levels: levels,
+                                         requirements: requirements, keepColumns: keepColumns)
+        released.report.algorithm = "optimal"
+        released.report.levels = Dictionary(uniqueKeysWithValues: zip(quasiIdentifiers.map(\.column), levels))
+        released.report.loss = loss
+        released.report.nodesChecked = checked
+        released.report.latticeSize = lattice.size
+        return AnonymizedTable(table: released.table, report: released.report)
+    }
+}
+
+enum Tag: UInt8 { case unknown, feasible, infeasible }
+
+/// The generalization lattice: one node per combination of levels.
+struct Lattice {
+    let heights: [Int]
+    let strides: [Int]
+    let size: Int
+    let bottomUpOrder: [Int]
+    private let precisionOf: [Double]
+
+    init(heights: [Int]) {
+        self.heights = heights
+        var strides: [Int] = []
+        var size = 1
+        for height in heights {
+            strides.append(size)
+            size *= height
+        }
+        self.strides = strides
+        self.size = size
+        var levelSums = [Int](repeating: 0, count: size)
+        var precision = [Double](repeating: 0, count: size)
+        for node in 0..<size {
+            var rest = node
+            var sum = 0, fraction = 0.0
+            for height in heights {
+                let level = rest % height
+                rest /= height
+                sum += level
+                fraction += height > 1 ? Double(level) / Double(height - 1) : 0
+            }
+            levelSums[node] = sum
+            precision[node] = fraction / Double(heights.count)
+        }
+        bottomUpOrder = (0..<size).sorted { (levelSums[$0], $0) < (levelSums[$1], $1) }
+        precisionOf = precision
+    }
+
+    func levels(of node: Int) -> [Int] {
+        var rest = node
+        return heights.map { height in
+            defer { rest /= height }
+            return rest % height
+        }
+    }
+
+    /// Mean normalized level: the node's generalization, without looking at data.
+    func precision(_ node: Int) -> Double { precisionOf[node] }
+
+    func successors(of node: Int) -> [Int] {
+        var result: [Int] = []
+        for (q, height) in heights.enumerated() where (node / strides[q]) % height < height - 1 {
+            result.append(node + strides[q])
+        }
+        return result
+    }
+
+    func predecessors(of node: Int) -> [Int] {
+        var result: [Int] = []
+        for (q, height) in heights.enumerated() where (node / strides[q]) % height > 0 {
+            result.append(node - strides[q])
+        }
+        return result
+    }
+
+    /// Tags `node` and every generalization of it.
+    func tagUp(_ node: Int, as tag: Tag, in tags: inout [Tag]) {
+        var stack = [node]
+        while let current = stack.popLast() {
+            guard tags[current] != tag else { continue }
+            tags[current] = tag
+            stack += successors(of: current).filter { tags[$0] != tag }
+        }
+    }
+
+    /// Tags `node` and every specialization of it.
+    func tagDown(_ node: Int, as tag: Tag, in tags: inout [Tag]) {
+        var stack = [node]
+        while let current = stack.popLast() {
+            guard tags[current] != tag else { continue }
+            tags[current] = tag
+            stack += predecessors(of: current).filter { tags[$0] != tag }
+        }
+    }
+}

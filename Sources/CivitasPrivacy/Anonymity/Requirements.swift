@@ -1,0 +1,50 @@
+/// A quasi-identifying column and how it may be generalized.
+public struct QuasiIdentifier: Sendable, Equatable {
+    public let column: String
+    public let hierarchy: Hierarchy
+
+    public init(column: String, hierarchy: Hierarchy) {
+        self.column = column
+        self.hierarchy = hierarchy
+    }
+}
+
+/// l-diversity of the sensitive column within every released class.
+public enum DiversityRequirement: Sendable, Equatable {
+    /// At least l distinct sensitive values per class.
+    case distinct(Int)
+    /// Entropy of the sensitive values per class at least log(l).
+    case entropy(Int)
+
+    public var l: Int {
+        switch self {
+        case .distinct(let l), .entropy(let l): l
+        }
+    }
+}
+
+/// What a released table must satisfy. Checked when built.
+public struct AnonymityRequirements: Sendable, Equatable {
+    /// Every released class has at least k records.
+    public let k: Int
+    /// The sensitive column, required when `diversity` is set.
+    public let sensitive: String?
+    public let diversity: DiversityRequirement?
+    /// The largest fraction of records that may be suppressed (removed entirely), 0 to 1.
+    public let maxSuppression: Double
+
+    public init(k: Int, sensitive: String? = nil, diversity: DiversityRequirement? = nil, maxSuppression: Double = 0) throws {
+        guard k >= 1, k <= 1_000_000 else { throw PrivacyError(.invalidParameter, "k must be between 1 and 1,000,000, not \(k)") }
+        guard (0...1).contains(maxSuppression) else {
+            throw PrivacyError(.invalidParameter, "the suppression limit is a fraction from 0 to 1, not \(maxSuppression)")
+        }
+        if let diversity {
+            guard sensitive != nil else { throw PrivacyError(.invalidParameter, "l-diversity needs a sensitive column") }
+            guard diversity.l >= 1, diversity.l <= 1000 else { throw PrivacyError(.invalidParameter, "l must be between 1 and 1000, not \(diversity.l)") }
+        }
+        self.k = k
+        self.sensitive = sensitive
+        self.diversity = diversity
+        self.maxSuppression = maxSuppression
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+
+/// How one quasi-identifier is generalized, level by level. Level 0 is the
+/// value itself; the top level is `*` (suppressed). Each level's label is
+/// a function of the value, so equal labels mean equal released values.
+public enum Hierarchy: Sendable, Equatable {
+    /// An explicit tree, as in ARX's hierarchy CSV: per value, its labels at levels 1…
+    case explicit(levels: [String: [String]], height: Int)
+    /// Numeric intervals: per level, the interval width (e.g. 5, 10, 20), then `*`.
+    case intervals(widths: [Int])
+    /// Timestamps `YYYY-MM-DD HH:MM:SS` (or with `T`) truncated per level to these units, then `*`.
+    case dateTruncation(units: [DateUnit])
+    /// Strings masked from the right with `*`, this many characters per level, then `*`.
+    case masking(steps: [Int])
+    /// Decimal coordinates rounded down per level to these numbers of fraction digits, then `*`.
+    case geoGrid(fractionDigits: [Int])
+    /// Only the value itself, or `*`.
+    case suppressionOnly
+
+    /// Units of date truncation.
+    public enum DateUnit: String, Sendable, CaseIterable {
+        case minute, hour, day, month, year
+    }
+
+    /// Number of levels, including level 0 and the `*` level.
+    public var height: Int {
+        switch self {
+        case .explicit(_, let height): height
+        case .intervals(let widths): widths.count + 2
+        case .dateTruncation(let units): units.count + 2
+        case .masking(let steps): steps.count + 2
+        case .geoGrid(let digits): digits.count + 2
+        case .suppressionOnly: 2
+        }
+    }
+
+    /// The value's label at every level (index 0 is the value itself).
+    /// Throws for a value this hierarchy cannot generalize, naming the value.
+    public func labels(for value: String) throws -> [String] {
+        var labels = [value]
+        switch self {
+        case .explicit(let levels, let height):
+            guard let upper = levels[value] else {
+                throw PrivacyError(.invalidValue, "value '\(value.prefix(60))' is not in the hierarchy")
+            }
+            labels += upper
+            guard labels.count == height else {
+                throw PrivacyError(.invalidValue, "value '\(value.prefix(60))' has \(labels.count) levels in the hierarchy, expected \(height)")
+            }
+            return labels
+        case .intervals(let widths):
+            guard let number = Int64(value.split(separator: ".").first.map(String.init) ?? value) else {
+                if value.isEmpty { return labels + Array(repeating: "", count: widths.count) + ["*"] }
+                throw PrivacyError(.invalidValue, "value '\(value.prefix(60))' is not a whole number for an interval hierarchy")
+            }
+            for width in widths {
+                let w = Int64(width)
+                let low = number >= 0 ? number / w * w : -((-number + w - 1) / w) * w
+                labels.append("\(low)-\(low + w - 1)")
+            }
+        case .dateTruncation(let units):
+            let text = value.replacingOccurrences(of: "T", with: " ")
+            for unit in units {
+                labels.append(Self.truncate(text, to: unit))
+            }
+        case .masking(let steps):
+            let characters = Array(Self.maskable(value))
+            var masked = 0
+            for step in steps {
+                masked = min(characters.count, masked + step)
+                labels.append(String(characters.prefix(characters.count - masked)) + String(repeating: "*", count: masked))
+            }
+        case .geoGrid(let digits):
+            for fraction in digits {
+                labels.append(Self.truncateDecimal(value, fractionDigits: fraction))
+            }
+        case .suppressionOnly:
+            break
+        }
+        labels.append("*")
+        return labels
+    }
+
+    /// Postal codes and similar: the leading digits of values written like `19422.0`.
+    private static func maskable(_ value: String) -> Substring {
+        if value.hasSuffix(".0"), value.dropLast(2).allSatisfy(\.isNumber) { return value.dropLast(2) }
+        return Substring(value)
+    }
+
+    private static func truncate(_ text: String, to unit: DateUnit) -> String {
+        let keep: Int
+        switch unit {
+        case .minute: keep = 16
+        case .hour: keep = 13
+        case .day: keep = 10
+        case .month: keep = 7
+        case .year: keep = 4
+        }
+        return String(text.prefix(keep))
+    }
+
+    /// Rounds a decimal toward negative infinity to `fractionDigits` digits, on the text (no floating point).
+    static func truncateDecimal(_ value: String, fractionDigits: Int) -> String {
+        let parts = value.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let whole = parts.first, !value.isEmpty else { return value }
+        let fraction = parts.count > 1 ? String(parts[1]) : ""
+        let negative = whole.hasPrefix("-")
+        var kept = String(fraction.prefix(fractionDigits))
+        kept += String(repeating: "0", count: max(0, fractionDigits - kept.count))
+        let dropped = fraction.dropFirst(fractionDigits)
+        let exact = dropped.allSatisfy { $0 == "0" }
+        if !negative || exact {
+            return fractionDigits == 0 ? String(whole) : "\(whole).\(kept)"
+        }
+        // Negative and inexact: step one unit away from zero so the cell is [v, v + unit).
+        var digits = Array(String(whole.dropFirst()) + kept)
+        var index = digits.count - 1
+        while index >= 0 {
+            if digits[index] == "9" { digits[index] = "0"; index -= 1 } else {
+                digits[index] = Character(String((digits[index].wholeNumberValue ?? 0) + 1))
+                break
+            }
+        }
+        if index < 0 { digits.insert("1", at: 0) }
+        let text = String(digits)
+        let integerPart = String(text.dropLast(fractionDigits))
+        return "-" + (fractionDigits == 0 ? integerPart : integerPart + "." + String(text.suffix(fractionDigits)))
+    }
+
+    /// Reads an ARX hierarchy CSV: one row per leaf value, then its labels up to the root.
+    public static func arx(_ table: [[String]]) throws -> Hierarchy {
+        guard let height = table.first?.count, height >= 2 else {
+            throw PrivacyError(.invalidValue, "a hierarchy needs at least two columns (value and *)")
+        }
+        var levels: [String: [String]] = [:]
+        for (number, row) in table.enumerated() {
+            guard row.count == height else {
+                throw PrivacyError(.invalidValue, "hierarchy row \(number + 1) has \(row.count) levels, the first has \(height)")
+            }
+            guard levels.updateValue(Array(row.dropFirst()), forKey: row[0]) == nil else {
+                throw PrivacyError(.invalidValue, "hierarchy row \(number + 1) repeats the value '\(row[0].prefix(60))'")
+            }
+        }
+        return .explicit(levels: levels, height: height)
+    }
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import CivitasCrypto
+import CivitasPrivacy
+import Foundation
+
+/// Reading tables and hierarchies for the privacy commands.
+enum TableFiles {
+    static func readTable(_ path: String, delimiter: String?) throws -> (CSVTable, UInt8) {
+        let bytes = try Files.read(path, limit: 2 << 30, what: "CSV file")
+        let separator = try delimiter.map(delimiterByte) ?? CSVTable.detectDelimiter(bytes)
+        return (try CSVTable.parse(bytes, delimiter: separator), separator)
+    }
+
+    static func delimiterByte(_ text: String) throws -> UInt8 {
+        switch text {
+        case ",", "comma": return 0x2C
+        case ";", "semicolon": return 0x3B
+        case "\\t", "tab", "\t": return 0x09
+        case "|", "pipe": return 0x7C
+        default: throw CLIError("--delimiter must be one of , ; tab |")
+        }
+    }
+
+    /// `COL=FILE` (an ARX hierarchy CSV) or `COL=KIND:PARAMS`: `intervals:5,10,20`, `date:hour,day,month,year`,
+    /// `mask:1,1,1`, `geo:3,2,1,0`, `suppress`.
+    static func hierarchy(_ spec: String) throws -> (String, Hierarchy) {
+        guard let equals = spec.firstIndex(of: "=") else { throw CLIError("--hierarchy takes COL=FILE or COL=KIND:PARAMS, got '\(spec)'") }
+        let column = String(spec[..<equals])
+        let value = String(spec[spec.index(after: equals)...])
+        let parts = value.split(separator: ":", maxSplits: 1).map(String.init)
+        func numbers() throws -> [Int] {
+            guard parts.count == 2 else { throw CLIError("--hierarchy \(column): \(parts[0]) needs parameters, e.g. \(parts[0]):1,2") }
+            return try parts[1].split(separator: ",").map {
+                guard let n = Int($0), n >= 0 else { throw CLIError("--hierarchy \(column): '\($0)' is not a number") }
+                return n
+            }
+        }
+        switch parts[0] {
+        case "intervals":
+            let widths = try numbers()
+            guard widths.allSatisfy({ $0 > 0 }) else { throw CLIError("--hierarchy \(column): interval widths must be positive") }
+            return (column, .intervals(widths: widths))
+        case "mask": return (column, .masking(steps: try numbers()))
+        case "geo": return (column, .geoGrid(fractionDigits: try numbers()))
+        case "suppress": return (column, .suppressionOnly)
+        case "date":
+            guard parts.count == 2 else { throw CLIError("--hierarchy \(column): date needs units, e.g. date:hour,day,month,year") }
+            let units = try parts[1].split(separator: ",").map { name -> Hierarchy.DateUnit in
+                guard let unit = Hierarchy.DateUnit(rawValue: String(name)) else {
+                    throw CLIError("--hierarchy \(column): unknown date unit '\(name)' (minute, hour, day, month, year)")
+                }
+                return unit
+            }
+            return (column, .dateTruncation(units: units))
+        default:
+            let (table, _) = try readTable(value, delimiter: nil)
+            return (column, try Hierarchy.arx([table.columns] + table.rows))
+        }
+    }
+}
+
+struct AnonymizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "anonymize",
+        abstract: "Generalize and suppress a CSV table until it is k-anonymous (and l-diverse); preview what a partner would receive.",
+        discussion: """
+            Quasi-identifiers are generalized along their hierarchies (ARX hierarchy files, or generated:
+            intervals:W1,W2,…  date:hour,day,month,year  mask:N1,N2,…  geo:D1,D2,…  suppress); records
+            in classes that still fail k or l are removed entirely, within --max-suppression. The output
+            holds the quasi-identifiers, the sensitive column and any --keep columns; every other column
+            is dropped. The optimal algorithm searches all full-domain generalizations for the least loss;
+            Mondrian partitions the records instead and scales to any number of distinct values.
+            """
+    )
+
+    @Argument(help: "Input CSV.") var input: String
+    @Argument(help: "Output CSV.") var output: String
+
+    @Option(help: "Quasi-identifying columns, comma-separated.") var qi: String
+    @Option(help: "The sensitive column (passed through; used for l-diversity).") var sensitive: String?
+    @Option(help: "Columns passed through unchanged, comma-separated.") var keep: String?
+    @Option(help: "Minimum class size.") var k: Int
+    @Option(help: "Minimum number of distinct (or entropy-equivalent) sensitive values per class.") var l: Int?
+    @Option(help: "l-diversity: distinct or entropy.") var lKind: String = "distinct"
+    @Option(help: "Largest fraction of records that may be suppressed (0 to 1).") var maxSuppression: Double = 0
+    @Option(help: ArgumentHelp("A column's hierarchy: COL=FILE or COL=KIND:PARAMS (repeatable).", valueName: "COL=SPEC"))
+    var hierarchy: [String] = []
+    @Option(help: "optimal or mondrian.") var algorithm: String = "optimal"
+    @Option(help: "Write the report as JSON here.") var report: String?
+    @Option(help: "Field delimiter (default: detected from the header).") var delimiter: String?
+
+    func run() throws {
+        let (table, separator) = try TableFiles.readTable(input, delimiter: delimiter)
+        var hierarchies: [String: Hierarchy] = [:]
+        for spec in hierarchy {
+            let (column, value) = try TableFiles.hierarchy(spec)
+            hierarchies[column] = value
+        }
+        let columns = qi.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        for column in columns + hierarchies.keys { _ = try table.index(of: column) }
+        if let unknown = hierarchies.keys.first(where: { !columns.contains($0) }) {
+            throw CLIError("--hierarchy names '\(unknown)', which is not in --qi")
+        }
+        let quasiIdentifiers = columns.map { QuasiIdentifier(column: $0, hierarchy: hierarchies[$0] ?? .suppressionOnly) }
+        let diversity: DiversityRequirement? = try l.map {
+            switch lKind {
+            case "distinct": return .distinct($0)
+            case "entropy": return .entropy($0)
+            default: throw CLIError("--l-kind must be distinct or entropy")
+            }
+        }
+        let requirements = try AnonymityRequirements(k: k, sensitive: sensitive, diversity: diversity, maxSuppression: maxSuppression)
+        let keepColumns = keep.map { $0.split(separator: ",").map(String.init) } ?? []
+        let result: AnonymizedTable
+        switch algorithm {
+        case "optimal":
+            result = try OptimalSearch().anonymize(table, quasiIdentifiers: quasiIdentifiers, requirements: requirements, keepColumns: keepColumns)
+        case "mondrian":
+            result = try Mondrian().anonymize(table, quasiIdentifiers: quasiIdentifiers, requirements: requirements, keepColumns: keepColumns)
+        default:
+            throw CLIError("--algorithm must be optimal or mondrian")
+        }
+        let file = try Files.AtomicFile(path: output, mode: 0o600)
+        try result.table.csv(delimiter: separator).withUnsafeBytes {
+            try FileDescriptorSink(descriptor: file.descriptor, name: output).write($0)
+        }
+        try file.commit(replacing: true)
+        if let report {
+            try Data(try CanonicalJSON.encode(result.report.jsonValue) + [0x0A]).write(to: URL(fileURLWithPath: report))
+        }
+        let r = result.report
+        print("\(r.algorithm): k=\(r.k)\(r.diversity.map { ", \($0)" } ?? ""); \(r.released) of \(r.records) records released, \(r.suppressed) suppressed; \(r.classes) classes; loss \(String(format: "%.4f", r.loss)); max prosecutor risk \(String(format: "%.4f", r.maximumProsecutorRisk))")
+        if r.algorithm == "optimal" {
+            print("levels: " + columns.map { "\($0)=\(r.levels[$0] ?? 0)" }.joined(separator: " ") + " (\(r.nodesChecked) of \(r.latticeSize) lattice nodes checked)")
+        }
+    }
+}
