@@ -133,8 +133,7 @@ final class ClassEvaluator {
             case .entropy(let l):
                 let n = Double(sizes[Int(slot)])
                 let entropy = log(n) - (plogp[slot] ?? 0) / n
-                // A small tolerance so that exactly l equally frequent values pass.
-                result[slot] = values >= l && entropy >= log(Double(l)) - 1e-12
+                result[slot] = values >= l && entropy >= log(Double(l)) + DiversityRequirement.entropyMargin
             }
         }
         return result

@@ -3,7 +3,7 @@ import Foundation
 /// Mondrian multidimensional partitioning (LeFevre, DeWitt and Ramakrishnan,
 /// ICDE 2006, strict version): records are split recursively at the median of
 /// the quasi-identifier with the widest normalized range, as long as both halves
-/// meet k (and l). Numeric columns are ordered by value and released as ranges;
+/// meet k (and l). Numeric columns are ordered by value and released as ranges `low..high`;
 /// other columns are ordered by their hierarchy (siblings adjacent) and released
 /// as the lowest hierarchy label that covers the partition.
 public struct Mondrian {
@@ -106,7 +106,7 @@ public struct Mondrian {
         case .entropy(let l):
             let total = Double(rows.count)
             let entropy = -counts.values.reduce(0.0) { $0 + Double($1) / total * log(Double($1) / total) }
-            return counts.count >= l && entropy >= log(Double(l)) - 1e-12
+            return counts.count >= l && entropy >= log(Double(l)) + DiversityRequirement.entropyMargin
         }
     }
 }
@@ -175,7 +175,7 @@ private struct Dimension {
                 return (values[Int(low)], 0)
             }
             let width = numeric[Int(high)] - numeric[Int(low)]
-            return ("\(values[Int(low)])-\(values[Int(high)])", span > 0 && width.isFinite ? width / span : 1)
+            return ("\(values[Int(low)])..\(values[Int(high)])", span > 0 && width.isFinite ? width / span : 1)
         }
         let height = encoded.quasiIdentifiers[column].hierarchy.height
         for level in 0..<height {

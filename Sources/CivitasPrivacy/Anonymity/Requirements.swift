@@ -16,6 +16,10 @@ public enum DiversityRequirement: Sendable, Equatable {
     /// Entropy of the sensitive values per class at least log(l).
     case entropy(Int)
 
+    /// Entropy must exceed log(l) by this many nats: a class exactly at the boundary
+    /// (l equally frequent values) is judged either way by floating-point checkers, so it is not released.
+    static let entropyMargin = 1e-9
+
     public var l: Int {
         switch self {
         case .distinct(let l), .entropy(let l): l
