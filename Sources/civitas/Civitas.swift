@@ -10,7 +10,7 @@ struct Civitas: ParsableCommand {
             Every command exits 0 on success and non-zero with a one-line reason on failure.
             '-' stands for standard input or standard output where a file is expected.
             """,
-        subcommands: [KeysCommand.self, SealCommand.self, OpenCommand.self, VerifyCommand.self, AuditCommand.self, LogCommand.self, AnonymizeCommand.self, DemoCommand.self]
+        subcommands: [KeysCommand.self, SealCommand.self, OpenCommand.self, VerifyCommand.self, AuditCommand.self, LogCommand.self, AnonymizeCommand.self, AggregateCommand.self, DemoCommand.self]
     )
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CivitasCrypto
+import CivitasLog
 import CivitasPrivacy
 import Foundation
 
@@ -133,5 +134,92 @@ struct AnonymizeCommand: ParsableCommand {
         if r.algorithm == "optimal" {
             print("levels: " + columns.map { "\($0)=\(r.levels[$0] ?? 0)" }.joined(separator: " ") + " (\(r.nodesChecked) of \(r.latticeSize) lattice nodes checked)")
         }
+    }
+}
+
+struct AggregateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aggregate",
+        abstract: "Differentially private counts, sums or means per group, printed as CSV.",
+        discussion: """
+            Noise is exact discrete Laplace (ε-DP) or discrete Gaussian (ρ-zCDP, --mechanism gaussian
+            with --rho). Values are clamped to --bounds; each subject (--subject COL) contributes at most
+            --max-groups groups and --max-rows rows per group. Group keys are not noised: declare them
+            with --groups FILE (a CSV with the group-by columns), or pass --public-groups to assert that
+            the values present in the data are public (for example, a county's townships).
+            """
+    )
+
+    @Argument(help: "Input CSV.") var input: String
+    @Option(help: "ε for the Laplace mechanism (a decimal).") var epsilon: String?
+    @Option(help: "ρ for the Gaussian mechanism (a decimal).") var rho: String?
+    @Flag(help: "Count rows.") var count = false
+    @Option(help: "Sum this column (needs --bounds).") var sum: String?
+    @Option(help: "Average this column (needs --bounds).") var mean: String?
+    @Option(help: ArgumentHelp("Clamp values to LO:HI.", valueName: "LO:HI")) var bounds: String?
+    @Option(help: "Group by these columns, comma-separated.") var groupBy: String?
+    @Option(help: "CSV of the public group keys (columns named like --group-by).") var groups: String?
+    @Flag(help: "Treat the group keys found in the data as public.") var publicGroups = false
+    @Option(help: "laplace or gaussian.") var mechanism: String = "laplace"
+    @Option(help: "The column identifying the data subject.") var subject: String?
+    @Option(help: "Groups one subject may contribute to.") var maxGroups: Int = 1
+    @Option(help: "Rows one subject may contribute per group.") var maxRows: Int = 1
+    @Option(help: "Field delimiter (default: detected).") var delimiter: String?
+
+    func run() throws {
+        let (table, separator) = try TableFiles.readTable(input, delimiter: delimiter)
+        let statistics = [count ? "count" : nil, sum.map { _ in "sum" }, mean.map { _ in "mean" }].compactMap { $0 }
+        guard statistics.count == 1 else { throw CLIError("give exactly one of --count, --sum COL, --mean COL") }
+        func parsedBounds() throws -> (String, String) {
+            guard let bounds, let colon = bounds.lastIndex(of: ":"), colon != bounds.startIndex else {
+                throw CLIError("--sum and --mean need --bounds LO:HI")
+            }
+            return (String(bounds[..<colon]), String(bounds[bounds.index(after: colon)...]))
+        }
+        let statistic: DPAggregate.Statistic
+        if let sum {
+            let (low, high) = try parsedBounds()
+            statistic = .sum(column: sum, lower: low, upper: high)
+        } else if let mean {
+            let (low, high) = try parsedBounds()
+            statistic = .mean(column: mean, lower: low, upper: high)
+        } else {
+            statistic = .count
+        }
+        let noise: DPAggregate.NoiseMechanism
+        switch mechanism {
+        case "laplace":
+            guard let epsilon else { throw CLIError("the Laplace mechanism needs --epsilon") }
+            noise = .laplace(epsilon: try Rational(decimal: epsilon))
+        case "gaussian":
+            guard let rho else { throw CLIError("the Gaussian mechanism needs --rho (zero-concentrated DP)") }
+            noise = .gaussian(rho: try Rational(decimal: rho))
+        default:
+            throw CLIError("--mechanism must be laplace or gaussian")
+        }
+        let groupColumns = groupBy.map { $0.split(separator: ",").map(String.init) } ?? []
+        var keys: [[String]]
+        if groupColumns.isEmpty {
+            keys = [[]]
+        } else if let groups {
+            let (declared, _) = try TableFiles.readTable(groups, delimiter: nil)
+            let indexes = try groupColumns.map { try declared.index(of: $0) }
+            keys = declared.rows.map { row in indexes.map { row[$0] } }
+        } else if publicGroups {
+            let indexes = try groupColumns.map { try table.index(of: $0) }
+            keys = Array(Set(table.rows.map { row in indexes.map { row[$0] } })).sorted { $0.lexicographicallyPrecedes($1) }
+        } else {
+            throw CLIError("group keys are not noised: declare them with --groups FILE, or pass --public-groups if the values in the data are public")
+        }
+        let aggregate = try DPAggregate(statistic: statistic, groupBy: groupColumns, mechanism: noise, subject: subject,
+                                        maxGroupsPerSubject: maxGroups, maxRowsPerSubject: maxRows)
+        var sampler = ExactSampler(random: SystemRandomness())
+        let result = try aggregate.run(table, groups: keys, using: &sampler)
+        let bytes = result.csv(delimiter: separator)
+        try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
+        let charge = try aggregate.charge()
+        Output.warn(charge.rhoMicro > 0
+            ? "charged ρ = \(MicroUnits.decimal(charge.rhoMicro)) (zCDP)"
+            : "charged ε = \(MicroUnits.decimal(charge.epsilonMicro))")
     }
 }

@@ -10,6 +10,11 @@ public struct ExactSampler<Source: RandomWords> {
         self.random = random
     }
 
+    /// A uniform integer in 0..<bound.
+    mutating func randomUniform(below bound: UInt128) -> UInt128 {
+        random.uniform(below: bound)
+    }
+
     /// Bernoulli(p) for rational p in [0, 1].
     public mutating func bernoulli(_ p: Rational) -> Bool {
         random.uniform(below: p.denominator) < p.numerator
@@ -65,7 +70,8 @@ public struct ExactSampler<Source: RandomWords> {
 
     /// A sample of the discrete Gaussian with variance parameter σ² = n/d:
     /// P(x) ∝ exp(−x² / (2σ²)) on the integers (CKS20 Algorithm 3).
-    /// σ²'s numerator and denominator must each be below 2^24 (checked by ``DiscreteGaussian``).
+    /// σ²'s numerator and denominator must each be below 2^40 (checked by ``DiscreteGaussianMechanism``),
+    /// which keeps every intermediate product within 128 bits except for |y| beyond 16σ or so.
     public mutating func discreteGaussian(sigmaSquared: Rational) -> Int64 {
         let n = sigmaSquared.numerator, d = sigmaSquared.denominator
         // t = floor(σ) + 1, with floor(σ) the largest k such that k² d ≤ n.
@@ -79,7 +85,7 @@ public struct ExactSampler<Source: RandomWords> {
             guard let numerator = checkedMultiply(difference, difference),
                   let denominator = checkedMultiply(2 * n, d).flatMap({ checkedMultiply($0, t) }).flatMap({ checkedMultiply($0, t) }),
                   let gamma = try? Rational(numerator, denominator) else {
-                // Only for |y| beyond 2^40 or so, where exp(−γ) is below 2^-1000: reject.
+                // Only for |y| far in the tail (beyond about 2^24), where exp(−γ) is below e^-100: reject.
                 continue
             }
             if bernoulliExpMinus(gamma) { return y }

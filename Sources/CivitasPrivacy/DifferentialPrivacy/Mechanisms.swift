@@ -39,8 +39,8 @@ public struct DiscreteGaussianMechanism: Sendable {
         guard sensitivity > 0 else { throw PrivacyError(.invalidParameter, "sensitivity must be at least 1") }
         let s = UInt128(sensitivity)
         let sigma = try Rational(s * s * rho.denominator, 2 * rho.numerator)
-        guard sigma.numerator < 1 << 24, sigma.denominator < 1 << 24 else {
-            throw PrivacyError(.invalidParameter, "σ² = \(sigma) is outside the supported range (numerator and denominator below 2^24); choose a simpler ρ")
+        guard sigma.numerator < 1 << 40, sigma.denominator < 1 << 40 else {
+            throw PrivacyError(.invalidParameter, "σ² = \(sigma) is outside the supported range (numerator and denominator below 2^40); choose a simpler ρ")
         }
         self.rho = rho
         self.sensitivity = sensitivity
