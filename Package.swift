@@ -59,7 +59,7 @@ let package = Package(
         // Throughput and memory benchmark (run in release; see BENCHMARKS.md).
         .executableTarget(
             name: "civitas-bench",
-            dependencies: ["CivitasCrypto", "CivitasLog", "CSodium"]
+            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasPrivacy", "CSodium"]
         ),
 
         .testTarget(

@@ -1,6 +1,7 @@
 // Benchmarks. Run in release:
 //   swift run -c release civitas-bench          (envelopes)
 //   swift run -c release civitas-bench log      (the exchange log)
+//   swift run -c release civitas-bench privacy  (the privacy engine)
 // Prints Civitas seal+sign and open+verify throughput for 1 MiB and 256 MiB
 // payloads beside the raw libsodium primitives measured in the same run,
 // and the peak RSS growth of each Civitas operation.
@@ -60,6 +61,11 @@ func throughput(bytes: Int, repeats: Int, _ body: () throws -> Void) rethrows ->
 
 func gb(_ rate: Double) -> String { String(format: "%.2f GB/s", rate / 1e9) }
 func mib(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+
+if CommandLine.arguments.dropFirst().first == "privacy" {
+    try runPrivacyBenchmark(shared: CommandLine.arguments.dropFirst(2).first ?? "../shared/data")
+    exit(0)
+}
 
 if CommandLine.arguments.dropFirst().first == "log" {
     try runLogBenchmark()

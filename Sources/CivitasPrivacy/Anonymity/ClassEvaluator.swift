@@ -54,32 +54,60 @@ final class ClassEvaluator {
         return result
     }
 
+    /// Per column and level, the leaf → code tables laid out in one buffer, and where each starts.
+    private lazy var flatCodes: [UInt32] = table.codes.flatMap { $0.flatMap { $0 } }
+    private lazy var codeOffsets: [[Int]] = {
+        var offsets: [[Int]] = []
+        var position = 0
+        for column in table.codes {
+            var levelOffsets: [Int] = []
+            for level in column {
+                levelOffsets.append(position)
+                position += level.count
+            }
+            offsets.append(levelOffsets)
+        }
+        return offsets
+    }()
+
     /// Evaluates the full-domain generalization at `levels`.
     func evaluate(levels: [Int]) throws -> Outcome {
         guard let multipliers = multipliers(levels) else {
             throw PrivacyError(.invalidParameter, "too many distinct quasi-identifier combinations for the optimal search; use --algorithm mondrian")
         }
         let q = levels.count
-        let levelCodes = (0..<q).map { table.codes[$0][levels[$0]] }
+        let offsets = (0..<q).map { codeOffsets[$0][levels[$0]] }
         reset()
         let mask = capacity - 1
-        table.cellLeaves.withUnsafeBufferPointer { leaves in
-            keys.withUnsafeMutableBufferPointer { keys in
-                sizes.withUnsafeMutableBufferPointer { sizes in
-                    for cell in 0..<table.cellCount.count {
-                        var key: UInt64 = 0
-                        let base = cell * q
-                        for column in 0..<q {
-                            key &+= UInt64(levelCodes[column][Int(leaves[base + column])]) &* multipliers[column]
+        let cellCount = table.cellCount.count
+        flatCodes.withUnsafeBufferPointer { codes in
+            offsets.withUnsafeBufferPointer { offsets in
+                multipliers.withUnsafeBufferPointer { multipliers in
+                    table.cellLeaves.withUnsafeBufferPointer { leaves in
+                        table.cellCount.withUnsafeBufferPointer { weights in
+                            keys.withUnsafeMutableBufferPointer { keys in
+                                sizes.withUnsafeMutableBufferPointer { sizes in
+                                    slotOfCell.withUnsafeMutableBufferPointer { slotOfCell in
+                                        var base = 0
+                                        for cell in 0..<cellCount {
+                                            var key: UInt64 = 0
+                                            for column in 0..<q {
+                                                key &+= UInt64(codes[offsets[column] &+ Int(leaves[base &+ column])]) &* multipliers[column]
+                                            }
+                                            base &+= q
+                                            var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+                                            while keys[slot] != key && keys[slot] != Self.empty { slot = (slot &+ 1) & mask }
+                                            if keys[slot] == Self.empty {
+                                                keys[slot] = key
+                                                used.append(Int32(slot))
+                                            }
+                                            sizes[slot] &+= weights[cell]
+                                            slotOfCell[cell] = Int32(slot)
+                                        }
+                                    }
+                                }
+                            }
                         }
-                        var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
-                        while keys[slot] != key && keys[slot] != Self.empty { slot = (slot + 1) & mask }
-                        if keys[slot] == Self.empty {
-                            keys[slot] = key
-                            used.append(Int32(slot))
-                        }
-                        sizes[slot] += table.cellCount[cell]
-                        slotOfCell[cell] = Int32(slot)
                     }
                 }
             }

@@ -89,25 +89,59 @@ struct EncodedTable {
                 }
             }
         }
-        // Merge identical (leaves, sensitive) records into weighted cells.
-        var cellIndex: [[UInt32]: Int] = [:]
+        // Merge identical (leaves, sensitive) records into weighted cells, keyed by a
+        // mixed-radix number when it fits in 64 bits (it does for typical tables).
+        let radixes = quasiIdentifiers.indices.map { UInt64(max(labels[$0][0].count, 1)) } + [UInt64(max(sensitiveValues.count, 1))]
+        var fits = true
+        var product: UInt64 = 1
+        for radix in radixes {
+            let (next, overflow) = product.multipliedReportingOverflow(by: radix)
+            if overflow { fits = false; break }
+            product = next
+        }
         var cellLeaves: [UInt32] = []
         var cellSensitive: [UInt32] = []
         var cellCount: [Int32] = []
         var cellOfRow = [Int32](repeating: 0, count: table.rows.count)
-        var key = [UInt32](repeating: 0, count: quasiIdentifiers.count + 1)
-        for r in 0..<table.rows.count {
-            for q in 0..<quasiIdentifiers.count { key[q] = leafOfRow[q][r] }
-            key[quasiIdentifiers.count] = sensitiveOfRow[r]
-            if let existing = cellIndex[key] {
-                cellCount[existing] += 1
-                cellOfRow[r] = Int32(existing)
-            } else {
-                cellOfRow[r] = Int32(cellCount.count)
-                cellIndex[key] = cellCount.count
-                cellLeaves += key.prefix(quasiIdentifiers.count)
-                cellSensitive.append(sensitiveOfRow[r])
-                cellCount.append(1)
+        let q = quasiIdentifiers.count
+        func addCell(row r: Int) {
+            cellOfRow[r] = Int32(cellCount.count)
+            for column in 0..<q { cellLeaves.append(leafOfRow[column][r]) }
+            cellSensitive.append(sensitiveOfRow[r])
+            cellCount.append(1)
+        }
+        if fits {
+            var cellIndex: [UInt64: Int32] = [:]
+            cellIndex.reserveCapacity(table.rows.count / 2)
+            for r in 0..<table.rows.count {
+                var key: UInt64 = 0
+                var multiplier: UInt64 = 1
+                for column in 0..<q {
+                    key &+= UInt64(leafOfRow[column][r]) &* multiplier
+                    multiplier &*= radixes[column]
+                }
+                key &+= UInt64(sensitiveOfRow[r]) &* multiplier
+                if let existing = cellIndex[key] {
+                    cellCount[Int(existing)] += 1
+                    cellOfRow[r] = existing
+                } else {
+                    cellIndex[key] = Int32(cellCount.count)
+                    addCell(row: r)
+                }
+            }
+        } else {
+            var cellIndex: [[UInt32]: Int32] = [:]
+            var key = [UInt32](repeating: 0, count: q + 1)
+            for r in 0..<table.rows.count {
+                for column in 0..<q { key[column] = leafOfRow[column][r] }
+                key[q] = sensitiveOfRow[r]
+                if let existing = cellIndex[key] {
+                    cellCount[Int(existing)] += 1
+                    cellOfRow[r] = existing
+                } else {
+                    cellIndex[key] = Int32(cellCount.count)
+                    addCell(row: r)
+                }
             }
         }
         self.leafOfRow = leafOfRow

@@ -1,0 +1,104 @@
+import CivitasCrypto
+import CivitasPrivacy
+import CSodium
+import Foundation
+
+/// Privacy benchmarks (see BENCHMARKS.md): optimal search and Mondrian on the
+/// ARX Adult file, pseudonyms, discrete Laplace samples, and a generated
+/// 1.2 M-row census-shaped table.
+func runPrivacyBenchmark(shared: String) throws {
+    func time(_ repeats: Int, _ body: () throws -> Void) rethrows -> Double {
+        var best = Double.infinity
+        for _ in 0..<repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+        }
+        return best
+    }
+    print("| what | Civitas | peer |")
+    print("|---|---|---|")
+    let adultPath = shared + "/arx-adult/adult.csv"
+    if FileManager.default.fileExists(atPath: adultPath) {
+        let table = try CSVTable.parse(Array(try Data(contentsOf: URL(fileURLWithPath: adultPath))))
+        let columns = ["sex", "age", "race", "marital-status", "education", "native-country", "workclass", "occupation"]
+        let qis = try columns.map { column -> QuasiIdentifier in
+            let file = try CSVTable.parse(Array(try Data(contentsOf: URL(fileURLWithPath: shared + "/adult-hierarchies/adult_hierarchy_\(column).csv"))), delimiter: 0x3B)
+            return QuasiIdentifier(column: column, hierarchy: try Hierarchy.arx([file.columns] + file.rows))
+        }
+        let k5 = try AnonymityRequirements(k: 5)
+        var checked = 0
+        let optimal = try time(20) { checked = try OptimalSearch().anonymize(table, quasiIdentifiers: qis, requirements: k5).report.nodesChecked }
+        print(String(format: "| optimal k=5, arx-adult, 8 QIs, ARX hierarchies, 0%% suppression (search and release; %d nodes checked) | %.1f ms | ARX Flash: 28.4 ms (published, 2014 quad-core) |", checked, optimal))
+        var mondrianQIs = qis
+        mondrianQIs[1] = QuasiIdentifier(column: "age", hierarchy: .intervals(widths: [5, 10, 20]))
+        let k10 = try AnonymityRequirements(k: 10)
+        let mondrian = try time(10) { _ = try Mondrian().anonymize(table, quasiIdentifiers: mondrianQIs, requirements: k10) }
+        print(String(format: "| Mondrian k=10, arx-adult, 8 QIs | %.1f ms | anonypy: see the row measured by scripts/bench-peers |", mondrian))
+    } else {
+        print("| (../shared/data absent: Adult rows skipped) | | |")
+    }
+
+    // Pseudonyms: HMAC-SHA-256 under a per-domain key, 16-byte identifiers, hex output.
+    let master = try PseudonymMasterKey.generate()
+    let prf = try master.prf(domain: "agreement=a1;partner=p1;purpose=research;epoch=2026")
+    let identifiers = (0..<200_000).map { String(format: "%016d", $0 &* 7919) }
+    var sink = 0
+    let ours = try time(5) { for id in identifiers { sink &+= Int(prf.mac(id)[0]) } }
+    var key = [UInt8](repeating: 7, count: 32)
+    var out = [UInt8](repeating: 0, count: 32)
+    let raw = time(5) {
+        for id in identifiers {
+            let bytes = Array(id.utf8)
+            crypto_auth_hmacsha256(&out, bytes, UInt64(bytes.count), &key)
+            sink &+= Int(out[0])
+        }
+    }
+    print(String(format: "| pseudonyms (HMAC-SHA-256, per-domain key, 16-character ids) | %.0f /s | raw libsodium crypto_auth_hmacsha256: %.0f /s (%.2f×) |",
+                 Double(identifiers.count) / ours * 1000, Double(identifiers.count) / raw * 1000, raw / ours))
+
+    // Discrete Laplace samples at scale 1/ε = 2.
+    var sampler = ExactSampler(random: SystemRandomness())
+    let samples = 1_000_000
+    let laplace = time(3) { for _ in 0..<samples { sink &+= Int(sampler.discreteLaplace(scaleNumerator: 2, scaleDenominator: 1)) } }
+    print(String(format: "| discrete Laplace samples, scale 2 (CKS20, CSPRNG) | %.0f /s | OpenDP from Python: see scripts/bench-peers |", Double(samples) / laplace * 1000))
+    let four = try Rational(4)
+    let gaussian = time(3) { for _ in 0..<samples / 4 { sink &+= Int(sampler.discreteGaussian(sigmaSquared: four)) } }
+    print(String(format: "| discrete Gaussian samples, σ² = 4 | %.0f /s | |", Double(samples / 4) / gaussian * 1000))
+
+    // A generated census-shaped table of 1.2 M rows.
+    let census = CensusGenerator.table(rows: 1_200_000)
+    let censusQIs = [
+        QuasiIdentifier(column: "age", hierarchy: .intervals(widths: [5, 10, 20, 40])),
+        QuasiIdentifier(column: "zip", hierarchy: .masking(steps: [1, 1, 1, 2])),
+        QuasiIdentifier(column: "sex", hierarchy: .suppressionOnly),
+        QuasiIdentifier(column: "education", hierarchy: .suppressionOnly),
+        QuasiIdentifier(column: "marital", hierarchy: .suppressionOnly),
+    ]
+    var censusChecked = 0
+    let censusTime = try time(1) {
+        censusChecked = try OptimalSearch().anonymize(census, quasiIdentifiers: censusQIs, requirements: try AnonymityRequirements(k: 10, maxSuppression: 0.01)).report.nodesChecked
+    }
+    print(String(format: "| optimal k=10, generated census table, 1.2 M rows, 5 QIs, 1%% suppression (%d nodes checked) | %.0f ms | goal ≤ 2000 ms |", censusChecked, censusTime))
+    if sink == 42 { print("") }
+}
+
+/// A deterministic census-shaped table (not real people).
+enum CensusGenerator {
+    static func table(rows: Int) -> CSVTable {
+        var state: UInt64 = 0x2545F4914F6CDD1D
+        func next(_ bound: Int) -> Int {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Int(state % UInt64(bound))
+        }
+        let educations = ["Bachelors", "HS-grad", "Masters", "Some-college", "Doctorate", "Assoc", "11th", "9th"]
+        let marital = ["Never-married", "Married", "Divorced", "Widowed", "Separated"]
+        var data: [[String]] = []
+        data.reserveCapacity(rows)
+        for _ in 0..<rows {
+            data.append([String(17 + next(74)), String(19000 + next(900)), next(2) == 0 ? "F" : "M",
+                         educations[next(educations.count)], marital[next(marital.count)]])
+        }
+        return CSVTable(columns: ["age", "zip", "sex", "education", "marital"], rows: data)
+    }
+}
