@@ -1,0 +1,120 @@
+import CivitasCrypto
+
+/// Pseudonyms for one domain (agreement, partner, purpose, epoch): the same
+/// input gives the same pseudonym within the domain; pseudonyms of different
+/// domains cannot be joined without the master key.
+public struct PseudonymDomain: Sendable, Equatable, CustomStringConvertible {
+    public let agreement: String
+    public let partner: String
+    public let purpose: String
+    public let epoch: String
+
+    public init(agreement: String, partner: String, purpose: String, epoch: String) {
+        self.agreement = agreement
+        self.partner = partner
+        self.purpose = purpose
+        self.epoch = epoch
+    }
+
+    /// The domain's canonical text, from which its key is derived.
+    public var description: String {
+        (try? CanonicalJSON.encode(["agreement": .string(agreement), "partner": .string(partner),
+                                    "purpose": .string(purpose), "epoch": .string(epoch)]))
+            .map { String(decoding: $0, as: UTF8.self) } ?? ""
+    }
+}
+
+/// Keyed pseudonyms, reversible pseudonyms and date shifting for one domain.
+public struct Pseudonymizer: Sendable {
+    private let prf: DomainPRF
+    private let master: PseudonymMasterKey
+    public let domain: PseudonymDomain
+
+    public init(master: PseudonymMasterKey, domain: PseudonymDomain) throws {
+        self.master = master
+        self.domain = domain
+        self.prf = try master.prf(domain: domain.description)
+    }
+
+    /// A one-way pseudonym: HMAC-SHA-256 under the domain key, first 128 bits, 32 hex characters.
+    public func pseudonym(_ value: String) -> String {
+        Hex.encode(prf.mac(value).prefix(16))
+    }
+
+    /// A reversible pseudonym of a numeric identifier (FF1, radix 10, same length); only the
+    /// holder of the master key can reverse it. Refuses identifiers shorter than 6 digits (domains below 10^6).
+    public func reversible(_ digits: String) throws -> String {
+        try master.ff1(domain: domain.description, radix: 10).encrypt(digits, tweak: [])
+    }
+
+    /// Reverses ``reversible(_:)``.
+    public func reverse(_ digits: String) throws -> String {
+        try master.ff1(domain: domain.description, radix: 10).decrypt(digits, tweak: [])
+    }
+
+    /// The subject's date offset, in days, within ±`maximumDays`: keyed, so the same
+    /// subject always moves by the same amount and intervals within a subject survive.
+    public func dateOffset(subject: String, maximumDays: Int) -> Int {
+        precondition(maximumDays > 0, "a date shift needs a positive range")
+        let span = UInt64(2 * maximumDays + 1)
+        // Rejection keeps the offset uniform: draw again (from the next HMAC) past the last full span.
+        var input = "date-shift:" + subject
+        while true {
+            let word = prf.mac(input).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            if word < UInt64.max - UInt64.max % span { return Int(word % span) - maximumDays }
+            input += "+"
+        }
+    }
+
+    /// Shifts a date `YYYY-MM-DD` or timestamp `YYYY-MM-DD[T ]HH:MM:SS…` by the subject's offset;
+    /// the time of day is unchanged. Throws for anything else.
+    public func shiftDate(_ text: String, subject: String, maximumDays: Int) throws -> String {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 10, bytes[4] == 45, bytes[7] == 45,
+              let year = Int(String(decoding: bytes[0..<4], as: UTF8.self)),
+              let month = Int(String(decoding: bytes[5..<7], as: UTF8.self)),
+              let day = Int(String(decoding: bytes[8..<10], as: UTF8.self)),
+              (1...12).contains(month), (1...CivilDate.daysIn(month: month, year: year)).contains(day) else {
+            throw PrivacyError(.invalidValue, "'\(text.prefix(40))' is not a date like 2026-11-26")
+        }
+        let shifted = CivilDate.fromDays(CivilDate.days(year: year, month: month, day: day)
+                                         + dateOffset(subject: subject, maximumDays: maximumDays))
+        let date = String(format4(shifted.year)) + "-" + pad2(shifted.month) + "-" + pad2(shifted.day)
+        return date + String(decoding: bytes[10...], as: UTF8.self)
+    }
+
+    private func pad2(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+    private func format4(_ n: Int) -> String { String(repeating: "0", count: max(0, 4 - String(n).count)) + String(n) }
+}
+
+/// Proleptic Gregorian calendar arithmetic on day numbers (days since 1970-01-01), integers only.
+enum CivilDate {
+    static func days(year: Int, month: Int, day: Int) -> Int {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
+    }
+
+    static func fromDays(_ days: Int) -> (year: Int, month: Int, day: Int) {
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+}
