@@ -54,63 +54,45 @@ final class ClassEvaluator {
         return result
     }
 
-    /// Per column and level, the leaf → code tables laid out in one buffer, and where each starts.
-    private lazy var flatCodes: [UInt32] = table.codes.flatMap { $0.flatMap { $0 } }
-    private lazy var codeOffsets: [[Int]] = {
-        var offsets: [[Int]] = []
-        var position = 0
-        for column in table.codes {
-            var levelOffsets: [Int] = []
-            for level in column {
-                levelOffsets.append(position)
-                position += level.count
-            }
-            offsets.append(levelOffsets)
-        }
-        return offsets
-    }()
+    /// The classes of an earlier evaluation, kept so later, coarser generalizations can be
+    /// computed from them instead of from every cell (roll-up, as ARX's snapshots do).
+    private struct Snapshot {
+        let levels: [Int]
+        let codes: [UInt32]
+        let sizes: [Int32]
+    }
+    private var snapshots: [Snapshot] = []
+    private static let snapshotLimit = 24
+    /// Label codes (one per column) of each class created by the last evaluation, in creation order.
+    private var classCodes: [UInt32] = []
 
-    /// Evaluates the full-domain generalization at `levels`.
-    func evaluate(levels: [Int]) throws -> Outcome {
+    /// Drops the stored classes (so that every search starts from the cells).
+    func forgetSnapshots() { snapshots.removeAll() }
+
+    /// Evaluates the full-domain generalization at `levels`. Unless `fromCells` is set (needed when
+    /// the release must know each cell's class), it starts from the smallest stored set of classes
+    /// that the new generalization coarsens.
+    func evaluate(levels: [Int], fromCells: Bool = false) throws -> Outcome {
         guard let multipliers = multipliers(levels) else {
             throw PrivacyError(.invalidParameter, "too many distinct quasi-identifier combinations for the optimal search; use --algorithm mondrian")
         }
         let q = levels.count
-        let offsets = (0..<q).map { codeOffsets[$0][levels[$0]] }
         reset()
-        let mask = capacity - 1
-        let cellCount = table.cellCount.count
-        flatCodes.withUnsafeBufferPointer { codes in
-            offsets.withUnsafeBufferPointer { offsets in
-                multipliers.withUnsafeBufferPointer { multipliers in
-                    table.cellLeaves.withUnsafeBufferPointer { leaves in
-                        table.cellCount.withUnsafeBufferPointer { weights in
-                            keys.withUnsafeMutableBufferPointer { keys in
-                                sizes.withUnsafeMutableBufferPointer { sizes in
-                                    slotOfCell.withUnsafeMutableBufferPointer { slotOfCell in
-                                        var base = 0
-                                        for cell in 0..<cellCount {
-                                            var key: UInt64 = 0
-                                            for column in 0..<q {
-                                                key &+= UInt64(codes[offsets[column] &+ Int(leaves[base &+ column])]) &* multipliers[column]
-                                            }
-                                            base &+= q
-                                            var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
-                                            while keys[slot] != key && keys[slot] != Self.empty { slot = (slot &+ 1) & mask }
-                                            if keys[slot] == Self.empty {
-                                                keys[slot] = key
-                                                used.append(Int32(slot))
-                                            }
-                                            sizes[slot] &+= weights[cell]
-                                            slotOfCell[cell] = Int32(slot)
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+        let canRollUp = !fromCells && requirements.diversity == nil
+        let source = canRollUp ? snapshots.filter { snapshot in
+            zip(snapshot.levels, levels).allSatisfy { $0 <= $1 }
+        }.min { $0.sizes.count < $1.sizes.count } : nil
+        if let source, source.sizes.count < table.cellCount.count {
+            group(input: source.codes, tables: (0..<q).map { table.rollup[$0][source.levels[$0]][levels[$0]] },
+                  multipliers: multipliers, weights: source.sizes, recordCells: false)
+        } else {
+            group(input: table.cellLeaves, tables: (0..<q).map { table.codes[$0][levels[$0]] },
+                  multipliers: multipliers, weights: table.cellCount, recordCells: true)
+        }
+        if canRollUp {
+            let classSizes = used.map { sizes[Int($0)] }
+            if snapshots.count == Self.snapshotLimit { snapshots.removeFirst() }
+            snapshots.append(Snapshot(levels: levels, codes: classCodes, sizes: classSizes))
         }
         var diversityOK: [Int32: Bool] = [:]
         if let diversity = requirements.diversity {
@@ -124,6 +106,57 @@ final class ClassEvaluator {
             if ok { outcome.keptClasses += 1 } else { outcome.suppressed += Int(sizes[Int(slot)]) }
         }
         return outcome
+    }
+
+    /// Hashes each item's generalized codes into the class table, adding its weight. `input`
+    /// holds one code per column per item; `tables[column]` maps it to the target level's code.
+    private func group(input: [UInt32], tables: [[UInt32]], multipliers: [UInt64], weights: [Int32], recordCells: Bool) {
+        let q = tables.count
+        var offsets: [Int] = []
+        var flat: [UInt32] = []
+        for table in tables {
+            offsets.append(flat.count)
+            flat += table
+        }
+        let mask = capacity - 1
+        let items = weights.count
+        var newClasses: [UInt32] = []
+        flat.withUnsafeBufferPointer { flat in
+            offsets.withUnsafeBufferPointer { offsets in
+                multipliers.withUnsafeBufferPointer { multipliers in
+                    input.withUnsafeBufferPointer { input in
+                        weights.withUnsafeBufferPointer { weights in
+                            keys.withUnsafeMutableBufferPointer { keys in
+                                sizes.withUnsafeMutableBufferPointer { sizes in
+                                    slotOfCell.withUnsafeMutableBufferPointer { slotOfCell in
+                                        var base = 0
+                                        for item in 0..<items {
+                                            var key: UInt64 = 0
+                                            for column in 0..<q {
+                                                key &+= UInt64(flat[offsets[column] &+ Int(input[base &+ column])]) &* multipliers[column]
+                                            }
+                                            var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+                                            while keys[slot] != key && keys[slot] != Self.empty { slot = (slot &+ 1) & mask }
+                                            if keys[slot] == Self.empty {
+                                                keys[slot] = key
+                                                used.append(Int32(slot))
+                                                for column in 0..<q {
+                                                    newClasses.append(flat[offsets[column] &+ Int(input[base &+ column])])
+                                                }
+                                            }
+                                            sizes[slot] &+= weights[item]
+                                            if recordCells { slotOfCell[item] = Int32(slot) }
+                                            base &+= q
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        classCodes = newClasses
     }
 
     /// Size of the class in `slot` after the last evaluation.
@@ -174,6 +207,7 @@ final class ClassEvaluator {
             kept[Int(slot)] = false
         }
         used.removeAll(keepingCapacity: true)
+        classCodes.removeAll(keepingCapacity: true)
         for slot in pairUsed {
             pairKeys[Int(slot)] = Self.empty
             pairCounts[Int(slot)] = 0

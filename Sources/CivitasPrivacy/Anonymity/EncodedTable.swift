@@ -36,44 +36,39 @@ struct EncodedTable {
             throw PrivacyError(.invalidParameter, "column '\(sensitive)' cannot be both quasi-identifying and sensitive")
         }
         rowCount = table.rows.count
-        var leafOfRow: [[UInt32]] = []
-        var codes: [[[UInt32]]] = []
-        var labels: [[[String]]] = []
-        for (q, qi) in quasiIdentifiers.enumerated() {
-            let column = columnIndexes[q]
-            let height = qi.hierarchy.height
-            var leafIndex: [String: UInt32] = [:]
-            var leaves = [UInt32](repeating: 0, count: table.rows.count)
-            var levelCodes = [[UInt32]](repeating: [], count: height)
-            var levelLabels = [[String]](repeating: [], count: height)
-            var labelIndex = [[String: UInt32]](repeating: [:], count: height)
-            for (r, row) in table.rows.enumerated() {
-                let value = row[column]
-                if let existing = leafIndex[value] {
-                    leaves[r] = existing
+        let q = quasiIdentifiers.count
+        var leafOfRow = [[UInt32]](repeating: [UInt32](repeating: 0, count: table.rows.count), count: q)
+        var leafIndex = [[String: UInt32]](repeating: [:], count: q)
+        var codes = quasiIdentifiers.map { [[UInt32]](repeating: [], count: $0.hierarchy.height) }
+        var labels = quasiIdentifiers.map { [[String]](repeating: [], count: $0.hierarchy.height) }
+        var labelIndex = quasiIdentifiers.map { [[String: UInt32]](repeating: [:], count: $0.hierarchy.height) }
+        let columnIndexes = self.columnIndexes
+        for (r, row) in table.rows.enumerated() {
+            for column in 0..<q {
+                let value = row[columnIndexes[column]]
+                if let existing = leafIndex[column][value] {
+                    leafOfRow[column][r] = existing
                     continue
                 }
+                let qi = quasiIdentifiers[column]
                 let chain: [String]
                 do { chain = try qi.hierarchy.labels(for: value) } catch let error as PrivacyError {
                     throw PrivacyError(.invalidValue, "row \(r + 1), column '\(qi.column)': \(error.message)")
                 }
-                let leaf = UInt32(leafIndex.count)
-                leafIndex[value] = leaf
-                leaves[r] = leaf
-                for level in 0..<height {
+                let leaf = UInt32(leafIndex[column].count)
+                leafIndex[column][value] = leaf
+                leafOfRow[column][r] = leaf
+                for level in 0..<qi.hierarchy.height {
                     let label = chain[level]
                     let code: UInt32
-                    if let known = labelIndex[level][label] { code = known } else {
-                        code = UInt32(levelLabels[level].count)
-                        labelIndex[level][label] = code
-                        levelLabels[level].append(label)
+                    if let known = labelIndex[column][level][label] { code = known } else {
+                        code = UInt32(labels[column][level].count)
+                        labelIndex[column][level][label] = code
+                        labels[column][level].append(label)
                     }
-                    levelCodes[level].append(code)
+                    codes[column][level].append(code)
                 }
             }
-            leafOfRow.append(leaves)
-            codes.append(levelCodes)
-            labels.append(levelLabels)
         }
         var sensitiveOfRow = [UInt32](repeating: 0, count: table.rows.count)
         var sensitiveValues: [String] = []
@@ -103,7 +98,6 @@ struct EncodedTable {
         var cellSensitive: [UInt32] = []
         var cellCount: [Int32] = []
         var cellOfRow = [Int32](repeating: 0, count: table.rows.count)
-        let q = quasiIdentifiers.count
         func addCell(row r: Int) {
             cellOfRow[r] = Int32(cellCount.count)
             for column in 0..<q { cellLeaves.append(leafOfRow[column][r]) }
@@ -153,7 +147,35 @@ struct EncodedTable {
         self.cellSensitive = cellSensitive
         self.cellCount = cellCount
         self.cellOfRow = cellOfRow
+        var rollup: [[[[UInt32]]]] = []
+        for (q, qi) in quasiIdentifiers.enumerated() {
+            let height = qi.hierarchy.height
+            var byFrom: [[[UInt32]]] = []
+            for from in 0..<height {
+                var byTo: [[UInt32]] = []
+                for to in 0..<height {
+                    guard to >= from else { byTo.append([]); continue }
+                    var map = [UInt32](repeating: UInt32.max, count: labels[q][from].count)
+                    for leaf in 0..<labels[q][0].count {
+                        let source = Int(codes[q][from][leaf]), target = codes[q][to][leaf]
+                        if map[source] == UInt32.max {
+                            map[source] = target
+                        } else if map[source] != target {
+                            throw PrivacyError(.invalidValue, "the hierarchy of '\(qi.column)' is not a tree: '\(labels[q][from][source].prefix(40))' at level \(from) generalizes to both '\(labels[q][to][Int(map[source])].prefix(40))' and '\(labels[q][to][Int(target)].prefix(40))' at level \(to)")
+                        }
+                    }
+                    byTo.append(map)
+                }
+                byFrom.append(byTo)
+            }
+            rollup.append(byFrom)
+        }
+        self.rollup = rollup
     }
+
+    /// Per column, per pair of levels from ≤ to: label code at `from` → label code at `to`.
+    /// Exists because hierarchies are trees: equal labels stay equal when generalized further.
+    let rollup: [[[[UInt32]]]]
 
     /// Number of distinct labels of each QI at the given levels.
     func domainSizes(_ levels: [Int]) -> [Int] {

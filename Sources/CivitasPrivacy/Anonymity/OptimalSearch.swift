@@ -13,69 +13,109 @@
 public struct OptimalSearch {
     public init() {}
 
+    /// Encodes, searches and releases in one call.
     public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
                           keepColumns: [String] = []) throws -> AnonymizedTable {
+        let prepared = try prepare(table, quasiIdentifiers: quasiIdentifiers, requirements: requirements)
+        return try prepared.release(try prepared.search(), keepColumns: keepColumns)
+    }
+
+    /// Encodes the table for searching (the part that reads every row).
+    public func prepare(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements) throws -> Prepared {
         let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive)
-        let evaluator = ClassEvaluator(table: encoded, requirements: requirements)
-        let lattice = Lattice(heights: encoded.heights)
-        let maxSuppressed = Int((requirements.maxSuppression * Double(encoded.rowCount)).rounded(.down))
-        var tags = [Tag](repeating: .unknown, count: lattice.size)
-        var suppressedCache = [Int32](repeating: -1, count: lattice.size)
-        var checked = 0
+        return Prepared(table: table, encoded: encoded, requirements: requirements,
+                        evaluator: ClassEvaluator(table: encoded, requirements: requirements))
+    }
 
-        func check(_ node: Int) throws -> Bool {
-            let outcome = try evaluator.evaluate(levels: lattice.levels(of: node))
-            checked += 1
-            suppressedCache[node] = Int32(outcome.suppressed)
-            let feasible = outcome.suppressed <= maxSuppressed
-            if feasible { lattice.tagUp(node, as: .feasible, in: &tags) } else { lattice.tagDown(node, as: .infeasible, in: &tags) }
-            return feasible
+    /// The generalization the search chose.
+    public struct Solution: Sendable, Equatable {
+        public let levels: [Int]
+        public let loss: Double
+        public let nodesChecked: Int
+        public let latticeSize: Int
+    }
+
+    /// A table encoded for one set of quasi-identifiers and requirements.
+    public final class Prepared {
+        let table: CSVTable
+        let encoded: EncodedTable
+        let requirements: AnonymityRequirements
+        let evaluator: ClassEvaluator
+
+        init(table: CSVTable, encoded: EncodedTable, requirements: AnonymityRequirements, evaluator: ClassEvaluator) {
+            self.table = table
+            self.encoded = encoded
+            self.requirements = requirements
+            self.evaluator = evaluator
         }
 
-        // Phase 1: resolve every node's feasibility with as few checks as possible.
-        for start in lattice.bottomUpOrder where tags[start] == .unknown {
-            var path = [start]
-            while let next = lattice.successors(of: path[path.count - 1]).first(where: { tags[$0] == .unknown }) {
-                path.append(next)
+        /// Finds the least-loss generalization that meets the requirements; throws if none does.
+        public func search() throws -> Solution {
+            evaluator.forgetSnapshots()
+            let lattice = Lattice(heights: encoded.heights)
+            let maxSuppressed = Int((requirements.maxSuppression * Double(encoded.rowCount)).rounded(.down))
+            var tags = [Tag](repeating: .unknown, count: lattice.size)
+            var suppressedCache = [Int32](repeating: -1, count: lattice.size)
+            var checked = 0
+
+            func check(_ node: Int) throws -> Bool {
+                let outcome = try evaluator.evaluate(levels: lattice.levels(of: node))
+                checked += 1
+                suppressedCache[node] = Int32(outcome.suppressed)
+                let feasible = outcome.suppressed <= maxSuppressed
+                if feasible { lattice.tagUp(node, as: .feasible, in: &tags) } else { lattice.tagDown(node, as: .infeasible, in: &tags) }
+                return feasible
             }
-            var low = 0, high = path.count - 1
-            while low <= high {
-                let middle = (low + high) / 2
-                let node = path[middle]
-                let feasible = tags[node] == .unknown ? try check(node) : tags[node] == .feasible
-                if feasible { high = middle - 1 } else { low = middle + 1 }
+
+            // Phase 1: resolve every node's feasibility with as few checks as possible.
+            for start in lattice.bottomUpOrder where tags[start] == .unknown {
+                var path = [start]
+                while let next = lattice.successors(of: path[path.count - 1]).first(where: { tags[$0] == .unknown }) {
+                    path.append(next)
+                }
+                var low = 0, high = path.count - 1
+                while low <= high {
+                    let middle = (low + high) / 2
+                    let node = path[middle]
+                    let feasible = tags[node] == .unknown ? try check(node) : tags[node] == .feasible
+                    if feasible { high = middle - 1 } else { low = middle + 1 }
+                }
             }
+
+            // Phase 2: score feasible nodes in order of precision, a lower bound of their loss.
+            let candidates = (0..<lattice.size).filter { tags[$0] == .feasible }.sorted {
+                (lattice.precision($0), $0) < (lattice.precision($1), $1)
+            }
+            guard !candidates.isEmpty else {
+                throw PrivacyError(.invalidParameter, "k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? "") cannot be reached with at most \(maxSuppressed) of \(encoded.rowCount) records suppressed, even with every column fully generalized")
+            }
+            var best: (node: Int, loss: Double)?
+            for node in candidates {
+                let precision = lattice.precision(node)
+                if let best, precision >= best.loss { break }
+                if suppressedCache[node] < 0 { _ = try check(node) }
+                let suppressed = Double(suppressedCache[node])
+                let n = Double(encoded.rowCount)
+                let loss = (n - suppressed) / n * precision + suppressed / n
+                if loss < (best?.loss ?? .infinity) { best = (node, loss) }
+            }
+            guard let (node, loss) = best else {
+                throw PrivacyError(.invalidParameter, "no generalization meets the requirements")
+            }
+            return Solution(levels: lattice.levels(of: node), loss: loss, nodesChecked: checked, latticeSize: lattice.size)
         }
 
-        // Phase 2: score feasible nodes in order of precision, a lower bound of their loss.
-        let candidates = (0..<lattice.size).filter { tags[$0] == .feasible }.sorted {
-            (lattice.precision($0), $0) < (lattice.precision($1), $1)
+        /// Builds the released table for a solution.
+        public func release(_ solution: Solution, keepColumns: [String] = []) throws -> AnonymizedTable {
+            var released = try Release.build(table: table, encoded: encoded, evaluator: evaluator, levels: solution.levels,
+                                             requirements: requirements, keepColumns: keepColumns)
+            released.report.algorithm = "optimal"
+            released.report.levels = Dictionary(uniqueKeysWithValues: zip(encoded.quasiIdentifiers.map(\.column), solution.levels))
+            released.report.loss = solution.loss
+            released.report.nodesChecked = solution.nodesChecked
+            released.report.latticeSize = solution.latticeSize
+            return released
         }
-        guard !candidates.isEmpty else {
-            throw PrivacyError(.invalidParameter, "k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? "") cannot be reached with at most \(maxSuppressed) of \(encoded.rowCount) records suppressed, even with every column fully generalized")
-        }
-        var best: (node: Int, loss: Double)?
-        for node in candidates {
-            let precision = lattice.precision(node)
-            if let best, precision >= best.loss { break }
-            if suppressedCache[node] < 0 { _ = try check(node) }
-            let suppressed = Double(suppressedCache[node])
-            let n = Double(encoded.rowCount)
-            let loss = (n - suppressed) / n * precision + suppressed / n
-            if loss < (best?.loss ?? .infinity) { best = (node, loss) }
-        }
-        guard let (node, loss) = best else {
-            throw PrivacyError(.invalidParameter, "no generalization meets the requirements")
-        }
-        let levels = lattice.levels(of: node)
-        var released = try Release.build(table: table, encoded: encoded, evaluator: evaluator, levels: levels,
-                                         requirements: requirements, keepColumns: keepColumns)
-        released.report.algorithm = "optimal"
-        released.report.levels = Dictionary(uniqueKeysWithValues: zip(quasiIdentifiers.map(\.column), levels))
-        released.report.loss = loss
-        released.report.nodesChecked = checked
-        released.report.latticeSize = lattice.size
-        return AnonymizedTable(table: released.table, report: released.report)
     }
 }
 

@@ -4,7 +4,7 @@
 enum Release {
     static func build(table: CSVTable, encoded: EncodedTable, evaluator: ClassEvaluator, levels: [Int],
                       requirements: AnonymityRequirements, keepColumns: [String]) throws -> AnonymizedTable {
-        _ = try evaluator.evaluate(levels: levels)
+        _ = try evaluator.evaluate(levels: levels, fromCells: true)
         let keptIndexes = try keepColumns.map { try table.index(of: $0) }
         var columns = encoded.quasiIdentifiers.map(\.column)
         if let sensitive = requirements.sensitive { columns.append(sensitive) }
