@@ -1,0 +1,135 @@
+import Testing
+@testable import CivitasPrivacy
+
+/// A small generated table with values already '*' and missing values.
+func sampleTable(rows: Int, seed: UInt64) -> CSVTable {
+    var state = seed
+    func next(_ bound: Int) -> Int {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Int((state >> 33) % UInt64(bound))
+    }
+    let zips = ["19401", "19403", "19406", "19422", "19446", "*", ""]
+    let data = (0..<rows).map { _ in
+        [String(18 + next(60)), zips[next(zips.count)], ["F", "M", "*"][next(3)], ["a", "b", "c", "d"][next(4)]]
+    }
+    return CSVTable(columns: ["age", "zip", "sex", "disease"], rows: data)
+}
+
+let sampleQIs = [
+    QuasiIdentifier(column: "age", hierarchy: .intervals(widths: [5, 10, 20])),
+    QuasiIdentifier(column: "zip", hierarchy: .masking(steps: [1, 1, 2])),
+    QuasiIdentifier(column: "sex", hierarchy: .suppressionOnly),
+]
+
+/// Class sizes by plain equality of the released quasi-identifier values, as an outside checker computes them.
+func releasedClasses(_ table: CSVTable, qi: [String]) throws -> [[String]: [String]] {
+    let indexes = try qi.map { try table.index(of: $0) }
+    var classes: [[String]: [String]] = [:]
+    for row in table.rows { classes[indexes.map { row[$0] }, default: []].append(row.last ?? "") }
+    return classes
+}
+
+@Suite("Anonymization engine")
+struct AnonymizationTests {
+    @Test("The optimal search finds the same least-loss node as brute force over the whole lattice", arguments: [2, 3, 5, 8])
+    func optimalMatchesBruteForce(k: Int) throws {
+        let table = sampleTable(rows: 400, seed: UInt64(k))
+        let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.05)
+        let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
+        let solution = try prepared.search()
+        // Brute force: evaluate every node from the cells.
+        let lattice = Lattice(heights: prepared.encoded.heights)
+        var best = Double.infinity
+        let evaluator = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let limit = Int(0.05 * 400)
+        for node in 0..<lattice.size {
+            let outcome = try evaluator.evaluate(levels: lattice.levels(of: node), fromCells: true)
+            guard outcome.suppressed <= limit else { continue }
+            let loss = Double(400 - outcome.suppressed) / 400 * lattice.precision(node) + Double(outcome.suppressed) / 400
+            best = min(best, loss)
+        }
+        #expect(abs(solution.loss - best) < 1e-12, "search found \(solution.loss), brute force \(best)")
+        #expect(solution.nodesChecked < lattice.size)
+    }
+
+    @Test("Released tables are k-anonymous under plain equality; suppressed records leave entirely", arguments: ["optimal", "mondrian"])
+    func releasedTablesAreKAnonymous(algorithm: String) throws {
+        for k in [2, 4, 10] {
+            let table = sampleTable(rows: 600, seed: 99)
+            let requirements = try AnonymityRequirements(k: k, sensitive: "disease", diversity: .distinct(2), maxSuppression: 0.1)
+            let result = algorithm == "optimal"
+                ? try OptimalSearch().anonymize(table, quasiIdentifiers: sampleQIs, requirements: requirements)
+                : try Mondrian().anonymize(table, quasiIdentifiers: sampleQIs, requirements: requirements)
+            let classes = try releasedClasses(result.table, qi: ["age", "zip", "sex"])
+            #expect(classes.values.allSatisfy { $0.count >= k }, "\(algorithm) k=\(k)")
+            #expect(classes.values.allSatisfy { Set($0).count >= 2 })
+            #expect(result.table.rows.count + result.report.suppressed == 600)
+            #expect(result.table.columns == ["age", "zip", "sex", "disease"])
+            #expect(result.report.released == result.table.rows.count)
+            #expect(result.report.maximumProsecutorRisk == 1 / Double(classes.values.map(\.count).min() ?? 1))
+            #expect(abs(result.report.averageProsecutorRisk - Double(classes.count) / Double(result.table.rows.count)) < 1e-12)
+        }
+    }
+
+    @Test("An input '*' and a generalized '*' are one released value, counted as one class")
+    func starsAreNotWildcards() throws {
+        // Two records already '*' in zip, two generalized to '*': one class of four, not two of two.
+        let table = CSVTable(columns: ["zip", "x"], rows: [["*", "1"], ["*", "2"], ["19401", "3"], ["19502", "4"]])
+        let result = try OptimalSearch().anonymize(table, quasiIdentifiers: [QuasiIdentifier(column: "zip", hierarchy: .masking(steps: [5]))],
+                                                   requirements: try AnonymityRequirements(k: 4))
+        #expect(result.table.rows.map { $0[0] } == ["*", "*", "*", "*"])
+        #expect(result.report.classes == 1)
+        // And with k = 2 the input '*' records form their own class without borrowing others.
+        let looser = try OptimalSearch().anonymize(table, quasiIdentifiers: [QuasiIdentifier(column: "zip", hierarchy: .masking(steps: [3, 2]))],
+                                                   requirements: try AnonymityRequirements(k: 2))
+        let classes = try releasedClasses(looser.table, qi: ["zip"])
+        #expect(classes.values.allSatisfy { $0.count >= 2 })
+    }
+
+    @Test("Generalization hierarchies produce the documented labels")
+    func hierarchies() throws {
+        #expect(try Hierarchy.intervals(widths: [5, 10]).labels(for: "37") == ["37", "35-39", "30-39", "*"])
+        #expect(try Hierarchy.intervals(widths: [10]).labels(for: "-3") == ["-3", "-10--1", "*"])
+        #expect(try Hierarchy.masking(steps: [1, 2]).labels(for: "19422.0") == ["19422.0", "1942*", "19***", "*"])
+        #expect(try Hierarchy.dateTruncation(units: [.hour, .day, .year]).labels(for: "2019-07-31 05:13:54")
+                == ["2019-07-31 05:13:54", "2019-07-31 05", "2019-07-31", "2019", "*"])
+        #expect(try Hierarchy.geoGrid(fractionDigits: [2, 0]).labels(for: "-75.2497639") == ["-75.2497639", "-75.25", "-76", "*"])
+        #expect(try Hierarchy.geoGrid(fractionDigits: [1]).labels(for: "40.169545") == ["40.169545", "40.1", "*"])
+        #expect(throws: PrivacyError(.invalidValue, "")) { try Hierarchy.intervals(widths: [5]).labels(for: "abc") }
+        let tree = try Hierarchy.arx([["F", "*"], ["M", "*"]])
+        #expect(throws: PrivacyError(.invalidValue, "")) { try tree.labels(for: "X") }
+        #expect(throws: PrivacyError(.invalidValue, "")) { try Hierarchy.arx([["F", "*"], ["F", "*"]]) }
+    }
+
+    @Test("A hierarchy that is not a tree, unknown columns and impossible requirements are refused with their names")
+    func refusals() throws {
+        let notATree = try Hierarchy.arx([["a", "x", "*"], ["b", "x", "*"], ["c", "y", "*"], ["d", "y", "**"]])
+        let table = CSVTable(columns: ["v"], rows: [["a"], ["b"], ["c"], ["d"]])
+        #expect(throws: PrivacyError(.invalidValue, "")) {
+            try OptimalSearch().anonymize(table, quasiIdentifiers: [QuasiIdentifier(column: "v", hierarchy: notATree)],
+                                          requirements: try AnonymityRequirements(k: 2))
+        }
+        #expect(throws: PrivacyError(.invalidParameter, "")) {
+            try OptimalSearch().anonymize(table, quasiIdentifiers: [QuasiIdentifier(column: "w", hierarchy: .suppressionOnly)],
+                                          requirements: try AnonymityRequirements(k: 2))
+        }
+        #expect(throws: PrivacyError(.invalidParameter, "")) {
+            try OptimalSearch().anonymize(table, quasiIdentifiers: [QuasiIdentifier(column: "v", hierarchy: .suppressionOnly)],
+                                          requirements: try AnonymityRequirements(k: 5))
+        }
+        #expect(throws: PrivacyError(.invalidParameter, "")) { try AnonymityRequirements(k: 2, diversity: .distinct(2)) }
+        #expect(throws: PrivacyError(.invalidParameter, "")) { try AnonymityRequirements(k: 2, maxSuppression: 1.5) }
+    }
+
+    @Test("CSV round trip with quotes, delimiters and line breaks; ragged rows are named")
+    func csv() throws {
+        let text = "a;b;c\r\n1;\"x;y\";\"he said \"\"hi\"\"\"\n2;\"line\nbreak\";\n"
+        let table = try CSVTable.parse(Array(text.utf8))
+        #expect(table.columns == ["a", "b", "c"])
+        #expect(table.rows == [["1", "x;y", "he said \"hi\""], ["2", "line\nbreak", ""]])
+        #expect(try CSVTable.parse(table.csv(delimiter: 0x3B), delimiter: 0x3B) == table)
+        #expect(throws: PrivacyError(.invalidValue, "")) { try CSVTable.parse(Array("a,b\n1,2,3\n".utf8)) }
+        #expect(throws: PrivacyError(.invalidValue, "")) { try CSVTable.parse(Array("a,a\n1,2\n".utf8)) }
+        #expect(throws: PrivacyError(.invalidValue, "")) { try CSVTable.parse(Array("a,b\n\"1,2\n".utf8)) }
+    }
+}
