@@ -98,6 +98,14 @@ public enum Base64 {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// The base64 of `bytes` as UTF-8 bytes (for secrets: wipe the result, it never becomes a String).
+    public static func encodedBytes(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 4 / 3 + 8)
+        bytes.withUnsafeBytes { append(raw: $0, to: &out) }
+        return out
+    }
+
     /// Appends the base64 of `raw` to `bytes`, with no intermediate copy left behind.
     static func append(raw: UnsafeRawBufferPointer, to bytes: inout [UInt8]) {
         _ = try? Sodium.ensureInitialised()

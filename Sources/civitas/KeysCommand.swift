@@ -8,7 +8,7 @@ struct KeysCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys",
         abstract: "Create and inspect participant keys.",
-        subcommands: [Generate.self, Show.self]
+        subcommands: [Generate.self, Show.self, PseudonymKey.self]
     )
 
     struct Generate: ParsableCommand {
@@ -62,6 +62,35 @@ struct KeysCommand: ParsableCommand {
             print("key id  \(keys.keyID)")
             print("ed25519 \(Base64.encode(keys.signingKey))")
             print("x25519  \(Base64.encode(keys.encryptionKey))")
+        }
+    }
+}
+
+extension KeysCommand {
+    struct PseudonymKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "pseudonym-key",
+            abstract: "Create a pseudonym master key file (mode 0600); per-domain keys are derived from it."
+        )
+
+        @Option(help: "The key file to create.") var out: String
+        @Flag(help: "Replace an existing file.") var force = false
+
+        func run() throws {
+            if !force && Files.exists(out) { throw CLIError("\(out) already exists (use --force to replace it)") }
+            var key = Sodium.randomBytes(32)
+            var line = Array("\(PseudonymKeyFile.tag) ".utf8)
+            line.reserveCapacity(line.count + 48)
+            var encoded = Base64.encodedBytes(key)
+            line += encoded
+            line.append(0x0A)
+            Sodium.wipe(&encoded)
+            Sodium.wipe(&key)
+            defer { Sodium.wipe(&line) }
+            let file = try Files.AtomicFile(path: out, mode: 0o600)
+            try line.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: out).write($0) }
+            try file.commit(replacing: force)
+            print("created \(out) (pseudonym master key, mode 0600)")
         }
     }
 }

@@ -77,7 +77,12 @@ struct AnonymizeCommand: ParsableCommand {
     @Argument(help: "Input CSV.") var input: String
     @Argument(help: "Output CSV.") var output: String
 
-    @Option(help: "Quasi-identifying columns, comma-separated.") var qi: String
+    @Option(help: "Quasi-identifying columns, comma-separated (default: from --schema).") var qi: String?
+    @Option(help: "A dataset schema (JSON Schema with x-privacy): records are validated, identifiers pseudonymized, drop fields removed, quasi-identifiers and hierarchies taken from it.")
+    var schema: String?
+    @Option(help: "Pseudonym master key file (civitas keys pseudonym-key), needed for identifier fields.") var pseudonymKey: String?
+    @Option(help: ArgumentHelp("The pseudonym domain.", valueName: "agreement=A,partner=P,purpose=U,epoch=E"))
+    var domain: String = "agreement=preview,partner=preview,purpose=preview,epoch=preview"
     @Option(help: "The sensitive column (passed through; used for l-diversity).") var sensitive: String?
     @Option(help: "Columns passed through unchanged, comma-separated.") var keep: String?
     @Option(help: "Minimum class size.") var k: Int
@@ -91,15 +96,40 @@ struct AnonymizeCommand: ParsableCommand {
     @Option(help: "Field delimiter (default: detected from the header).") var delimiter: String?
 
     func run() throws {
-        let (table, separator) = try TableFiles.readTable(input, delimiter: delimiter)
+        var (table, separator) = try TableFiles.readTable(input, delimiter: delimiter)
         var hierarchies: [String: Hierarchy] = [:]
+        var sensitiveColumn = sensitive
+        var keepColumns = keep.map { $0.split(separator: ",").map(String.init) } ?? []
+        var columns = qi.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
+        if let schema {
+            let parsed = try DatasetSchema.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
+            let issues = parsed.validate(table)
+            if let first = issues.first {
+                throw CLIError("\(input) does not match \(schema): \(first)" + (issues.count > 1 ? " (and \(issues.count - 1) more)" : ""))
+            }
+            let present = table.columns.compactMap { parsed.field($0) }
+            if qi == nil { columns = present.filter { $0.privacy == .quasiIdentifier }.map(\.name) }
+            for field in present where field.privacy == .quasiIdentifier {
+                if let hierarchy = field.hierarchy { hierarchies[field.name] = hierarchy }
+            }
+            if sensitiveColumn == nil { sensitiveColumn = present.first { $0.privacy == .sensitive }?.name }
+            keepColumns += present.filter { [.public, .measure, .identifier, .subject].contains($0.privacy) }.map(\.name)
+            let pseudonymized = present.filter { $0.privacy == .identifier || $0.privacy == .subject }
+            if !pseudonymized.isEmpty {
+                guard let pseudonymKey else {
+                    throw CLIError("\(pseudonymized.map(\.name).joined(separator: ", ")) must be pseudonymized: give --pseudonym-key FILE")
+                }
+                let pseudonymizer = try Pseudonymizer(master: try PseudonymKeyFile.read(pseudonymKey), domain: try PseudonymKeyFile.domain(domain))
+                table = try PseudonymKeyFile.apply(pseudonymizer, to: table, fields: pseudonymized)
+            }
+        }
         for spec in hierarchy {
             let (column, value) = try TableFiles.hierarchy(spec)
             hierarchies[column] = value
         }
-        let columns = qi.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        guard !columns.isEmpty else { throw CLIError("name the quasi-identifiers with --qi or give a --schema that has some") }
         for column in columns + hierarchies.keys { _ = try table.index(of: column) }
-        if let unknown = hierarchies.keys.first(where: { !columns.contains($0) }) {
+        if let unknown = hierarchies.keys.first(where: { !columns.contains($0) }), schema == nil {
             throw CLIError("--hierarchy names '\(unknown)', which is not in --qi")
         }
         let quasiIdentifiers = columns.map { QuasiIdentifier(column: $0, hierarchy: hierarchies[$0] ?? .suppressionOnly) }
@@ -110,8 +140,8 @@ struct AnonymizeCommand: ParsableCommand {
             default: throw CLIError("--l-kind must be distinct or entropy")
             }
         }
-        let requirements = try AnonymityRequirements(k: k, sensitive: sensitive, diversity: diversity, maxSuppression: maxSuppression)
-        let keepColumns = keep.map { $0.split(separator: ",").map(String.init) } ?? []
+        let requirements = try AnonymityRequirements(k: k, sensitive: sensitiveColumn, diversity: diversity, maxSuppression: maxSuppression)
+        keepColumns = keepColumns.filter { !columns.contains($0) && $0 != sensitiveColumn }
         let result: AnonymizedTable
         switch algorithm {
         case "optimal":
@@ -221,5 +251,66 @@ struct AggregateCommand: ParsableCommand {
         Output.warn(charge.rhoMicro > 0
             ? "charged ρ = \(MicroUnits.decimal(charge.rhoMicro)) (zCDP)"
             : "charged ε = \(MicroUnits.decimal(charge.epsilonMicro))")
+    }
+}
+
+/// Pseudonym master key files: one line `civitas-pseudonym-key/1 BASE64(32 bytes)`, mode 0600.
+enum PseudonymKeyFile {
+    static let tag = "civitas-pseudonym-key/1"
+
+    static func read(_ path: String) throws -> PseudonymMasterKey {
+        var bytes = try Files.read(path, limit: 256, what: "pseudonym key file")
+        defer { Sodium.wipe(&bytes) }
+        let fields = bytes.split(separator: 0x20)
+        guard fields.count == 2, Array(fields[0]) == Array(tag.utf8) else {
+            throw CLIError("\(path) is not a pseudonym key file")
+        }
+        var encoded = Array(fields[1])
+        if encoded.last == 0x0A { encoded.removeLast() }
+        guard var key = Base64.decode(String(decoding: encoded, as: UTF8.self)), key.count == 32 else {
+            Sodium.wipe(&encoded)
+            throw CLIError("\(path): the key is not 32 bytes of base64")
+        }
+        Sodium.wipe(&encoded)
+        Files.warnIfExposed(path)
+        return try PseudonymMasterKey(bytes: &key)
+    }
+
+    static func domain(_ text: String) throws -> PseudonymDomain {
+        var parts: [String: String] = [:]
+        for item in text.split(separator: ",") {
+            let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2 else { throw CLIError("--domain takes agreement=…,partner=…,purpose=…,epoch=…") }
+            parts[pair[0]] = pair[1]
+        }
+        guard let agreement = parts["agreement"], let partner = parts["partner"], let purpose = parts["purpose"], let epoch = parts["epoch"] else {
+            throw CLIError("--domain needs agreement, partner, purpose and epoch")
+        }
+        return PseudonymDomain(agreement: agreement, partner: partner, purpose: purpose, epoch: epoch)
+    }
+
+    /// Replaces identifier and subject fields by their pseudonyms (FF1 keeps non-digits in place).
+    static func apply(_ pseudonymizer: Pseudonymizer, to table: CSVTable, fields: [DatasetSchema.Field]) throws -> CSVTable {
+        var result = table
+        for field in fields {
+            let column = try table.index(of: field.name)
+            for r in result.rows.indices where !result.rows[r][column].isEmpty {
+                let value = result.rows[r][column]
+                switch field.pseudonym ?? .hmac {
+                case .hmac:
+                    result.rows[r][column] = pseudonymizer.pseudonym(value)
+                case .ff1:
+                    let digits = value.filter(\.isNumber)
+                    let encrypted = Array(try pseudonymizer.reversible(String(digits)))
+                    var position = 0
+                    result.rows[r][column] = String(value.map { character -> Character in
+                        guard character.isNumber else { return character }
+                        defer { position += 1 }
+                        return encrypted[position]
+                    })
+                }
+            }
+        }
+        return result
     }
 }

@@ -1,0 +1,251 @@
+import CivitasCrypto
+import Foundation
+
+/// A dataset schema: JSON Schema 2020-12 whose properties carry an `x-privacy`
+/// annotation saying how each field is treated (docs/privacy.md#schemas).
+public struct DatasetSchema: Sendable {
+    /// How a field is treated when records are released.
+    public enum PrivacyClass: String, Sendable, CaseIterable {
+        /// Directly identifies someone: replaced by a pseudonym (or dropped).
+        case identifier
+        /// Identifies in combination: generalized along its hierarchy.
+        case quasiIdentifier = "quasi-identifier"
+        /// What must not be linked to a person: passed through, protected by k and l.
+        case sensitive
+        /// A bounded number: passed through in tables, noised in aggregates.
+        case measure
+        /// The data subject's id: pseudonymized; used for consent and contribution bounds.
+        case subject
+        /// Not about a person: passed through.
+        case `public`
+        /// Never released.
+        case drop
+    }
+
+    /// How an identifier becomes a pseudonym.
+    public enum PseudonymKind: String, Sendable {
+        /// One-way keyed hash (HMAC-SHA-256 under the domain key).
+        case hmac
+        /// Reversible for the publisher (FF1 on the digits).
+        case ff1
+    }
+
+    /// One property of the schema.
+    public struct Field: Sendable {
+        public let name: String
+        public let types: Set<String>
+        public let required: Bool
+        public let privacy: PrivacyClass
+        public let hierarchy: Hierarchy?
+        public let pseudonym: PseudonymKind?
+        public let bounds: (lower: String, upper: String)?
+        let allowed: [String]?
+        let minimum: Double?
+        let maximum: Double?
+        let minLength: Int?
+        let maxLength: Int?
+        let pattern: String?
+    }
+
+    public let title: String
+    public let fields: [Field]
+    public let allowsOtherColumns: Bool
+
+    /// The field named `name`.
+    public func field(_ name: String) -> Field? { fields.first { $0.name == name } }
+
+    /// Parses a schema; errors name the property and what is wrong with its annotation.
+    public static func parse(_ bytes: [UInt8]) throws -> DatasetSchema {
+        let root: JSONValue
+        do { root = try JSONParser.parse(bytes) } catch let error as CryptoError {
+            throw PrivacyError(.invalidParameter, "schema: \(error.message)")
+        }
+        guard let properties = root["properties"]?.objectValue else {
+            throw PrivacyError(.invalidParameter, "schema has no properties")
+        }
+        var required: Set<String> = []
+        if case .array(let names)? = root["required"] { required = Set(names.compactMap(\.stringValue)) }
+        var fields: [Field] = []
+        for (name, property) in properties.sorted(by: { $0.key < $1.key }) {
+            fields.append(try field(name: name, property: property, required: required.contains(name)))
+        }
+        let additional: Bool
+        if case .bool(let value)? = root["additionalProperties"] { additional = value } else { additional = true }
+        return DatasetSchema(title: root["title"]?.stringValue ?? "", fields: fields, allowsOtherColumns: additional)
+    }
+
+    private static func field(name: String, property: JSONValue, required: Bool) throws -> Field {
+        guard let privacy = property["x-privacy"] else {
+            throw PrivacyError(.invalidParameter, "property '\(name)' has no x-privacy annotation")
+        }
+        guard let className = privacy["class"]?.stringValue, let privacyClass = PrivacyClass(rawValue: className) else {
+            throw PrivacyError(.invalidParameter, "property '\(name)': x-privacy class must be one of \(PrivacyClass.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        var types: Set<String> = []
+        switch property["type"] {
+        case .string(let type)?: types = [type]
+        case .array(let list)?: types = Set(list.compactMap(\.stringValue))
+        default: types = []
+        }
+        var hierarchy: Hierarchy?
+        if privacyClass == .quasiIdentifier {
+            guard let spec = privacy["hierarchy"]?.objectValue, spec.count == 1, let (kind, value) = spec.first else {
+                throw PrivacyError(.invalidParameter, "property '\(name)': a quasi-identifier needs x-privacy.hierarchy with one of intervals, date, mask, geo, suppress, tree")
+            }
+            hierarchy = try Self.hierarchy(kind: kind, value: value, property: name)
+        }
+        var pseudonym: PseudonymKind?
+        if privacyClass == .identifier || privacyClass == .subject {
+            let kind = privacy["pseudonym"]?.stringValue ?? "hmac"
+            guard let parsed = PseudonymKind(rawValue: kind) else {
+                throw PrivacyError(.invalidParameter, "property '\(name)': pseudonym must be hmac or ff1")
+            }
+            pseudonym = parsed
+        }
+        var bounds: (String, String)?
+        if privacyClass == .measure {
+            guard case .array(let pair)? = privacy["bounds"], pair.count == 2, let low = pair[0].stringValue, let high = pair[1].stringValue else {
+                throw PrivacyError(.invalidParameter, "property '\(name)': a measure needs x-privacy.bounds as two decimal strings")
+            }
+            bounds = (low, high)
+        }
+        var allowed: [String]?
+        if case .array(let values)? = property["enum"] { allowed = values.compactMap(Self.text) }
+        if let constant = property["const"] { allowed = Self.text(constant).map { [$0] } }
+        return Field(name: name, types: types, required: required, privacy: privacyClass, hierarchy: hierarchy,
+                     pseudonym: pseudonym, bounds: bounds, allowed: allowed,
+                     minimum: property["minimum"]?.numberValue, maximum: property["maximum"]?.numberValue,
+                     minLength: property["minLength"]?.exactUnsignedInteger.map(Int.init),
+                     maxLength: property["maxLength"]?.exactUnsignedInteger.map(Int.init),
+                     pattern: property["pattern"]?.stringValue)
+    }
+
+    private static func text(_ value: JSONValue) -> String? {
+        switch value {
+        case .string(let s): return s
+        case .number(let n): return try? ECMAScriptNumber.format(n)
+        case .bool(let b): return b ? "true" : "false"
+        default: return nil
+        }
+    }
+
+    private static func numbers(_ value: JSONValue, property: String) throws -> [Int] {
+        guard case .array(let items) = value, !items.isEmpty, items.count <= 16 else {
+            throw PrivacyError(.invalidParameter, "property '\(property)': hierarchy parameters must be a list of 1 to 16 numbers")
+        }
+        return try items.map {
+            guard let n = $0.exactUnsignedInteger, n <= 1_000_000 else {
+                throw PrivacyError(.invalidParameter, "property '\(property)': hierarchy parameter is not a whole number")
+            }
+            return Int(n)
+        }
+    }
+
+    private static func hierarchy(kind: String, value: JSONValue, property: String) throws -> Hierarchy {
+        switch kind {
+        case "intervals":
+            let widths = try numbers(value, property: property)
+            guard widths.allSatisfy({ $0 > 0 }) else { throw PrivacyError(.invalidParameter, "property '\(property)': interval widths must be positive") }
+            return .intervals(widths: widths)
+        case "mask": return .masking(steps: try numbers(value, property: property))
+        case "geo": return .geoGrid(fractionDigits: try numbers(value, property: property))
+        case "suppress": return .suppressionOnly
+        case "date":
+            guard case .array(let items) = value else { throw PrivacyError(.invalidParameter, "property '\(property)': date levels must be a list") }
+            return .dateTruncation(units: try items.map {
+                guard let unit = $0.stringValue.flatMap(Hierarchy.DateUnit.init(rawValue:)) else {
+                    throw PrivacyError(.invalidParameter, "property '\(property)': date levels are minute, hour, day, month, year")
+                }
+                return unit
+            })
+        case "tree":
+            guard let leaves = value.objectValue, !leaves.isEmpty else {
+                throw PrivacyError(.invalidParameter, "property '\(property)': a tree maps each value to its labels up to *")
+            }
+            let rows = try leaves.sorted { $0.key < $1.key }.map { leaf, labels -> [String] in
+                guard case .array(let chain) = labels, let texts = Optional(chain.compactMap(\.stringValue)), texts.count == chain.count, texts.last == "*" else {
+                    throw PrivacyError(.invalidParameter, "property '\(property)': tree value '\(leaf.prefix(40))' needs a list of labels ending in *")
+                }
+                return [leaf] + texts
+            }
+            return try Hierarchy.arx(rows)
+        default:
+            throw PrivacyError(.invalidParameter, "property '\(property)': unknown hierarchy '\(kind.prefix(20))'")
+        }
+    }
+
+    // MARK: - Validation
+
+    /// A record that does not fit the schema.
+    public struct Issue: Sendable, Equatable, CustomStringConvertible {
+        /// 1-based data row (0 for the header).
+        public let row: Int
+        public let field: String
+        public let reason: String
+        public var description: String { row == 0 ? "header, column '\(field)': \(reason)" : "row \(row), field '\(field)': \(reason)" }
+    }
+
+    /// Checks a table's header and every cell against the schema; returns at most `limit` issues.
+    public func validate(_ table: CSVTable, limit: Int = 20) -> [Issue] {
+        var issues: [Issue] = []
+        for field in fields where field.required && !table.columns.contains(field.name) {
+            issues.append(Issue(row: 0, field: field.name, reason: "required column is missing"))
+        }
+        if !allowsOtherColumns {
+            for column in table.columns where field(column) == nil {
+                issues.append(Issue(row: 0, field: column, reason: "column is not in the schema"))
+            }
+        }
+        guard issues.isEmpty else { return Array(issues.prefix(limit)) }
+        let checks: [(Int, Field, NSRegularExpression?)] = table.columns.enumerated().compactMap { index, column in
+            guard let field = field(column) else { return nil }
+            let regex = field.pattern.flatMap { try? NSRegularExpression(pattern: $0) }
+            return (index, field, regex)
+        }
+        for (r, row) in table.rows.enumerated() {
+            for (index, field, regex) in checks {
+                if let reason = Self.problem(row[index], field: field, regex: regex) {
+                    issues.append(Issue(row: r + 1, field: field.name, reason: reason))
+                    if issues.count >= limit { return issues }
+                }
+            }
+        }
+        return issues
+    }
+
+    private static func problem(_ value: String, field: Field, regex: NSRegularExpression?) -> String? {
+        if value.isEmpty {
+            if field.types.contains("null") || field.types.isEmpty { return nil }
+            if field.types == ["string"] && (field.minLength ?? 0) == 0 && field.pattern == nil && field.allowed == nil { return nil }
+            return "missing value"
+        }
+        if let allowed = field.allowed, !allowed.contains(value) {
+            return "'\(value.prefix(40))' is not one of the allowed values"
+        }
+        let numeric = Double(value)
+        if field.types.contains("integer") && !field.types.contains("string") && !field.types.contains("number") {
+            guard Int64(value) != nil else { return "'\(value.prefix(40))' is not an integer" }
+        } else if field.types.contains("number") && !field.types.contains("string") {
+            guard numeric != nil, value.range(of: #"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"#, options: .regularExpression) != nil else {
+                return "'\(value.prefix(40))' is not a number"
+            }
+        } else if field.types == ["boolean"] {
+            guard value == "true" || value == "false" else { return "'\(value.prefix(40))' is not true or false" }
+        } else if !field.types.isEmpty && field.types.isDisjoint(with: ["string", "number", "integer", "boolean", "null"]) {
+            return "an \(field.types.sorted().joined(separator: "/")) cannot come from a CSV cell"
+        }
+        if let numeric, !field.types.contains("string") {
+            if let minimum = field.minimum, numeric < minimum { return "\(value) is below the minimum \(minimum)" }
+            if let maximum = field.maximum, numeric > maximum { return "\(value) is above the maximum \(maximum)" }
+        }
+        if field.types.contains("string") || field.types.isEmpty {
+            let length = value.count
+            if let minLength = field.minLength, length < minLength { return "shorter than \(minLength) characters" }
+            if let maxLength = field.maxLength, length > maxLength { return "longer than \(maxLength) characters" }
+            if let regex, regex.firstMatch(in: value, range: NSRange(value.startIndex..., in: value)) == nil {
+                return "'\(value.prefix(40))' does not match the pattern \(field.pattern ?? "")"
+            }
+        }
+        return nil
+    }
+}
