@@ -16,6 +16,25 @@ func runPrivacyBenchmark(shared: String) throws {
         }
         return best
     }
+    // Peers run in the same invocation, from the Python venv scripts/bench prepares.
+    var peers: [String: Double] = [:]
+    let python = ProcessInfo.processInfo.environment["CIVITAS_PEERS_PYTHON"] ?? ".venv-peers/bin/python"
+    if FileManager.default.isExecutableFile(atPath: python) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = ["scripts/peers/privacy_peers.py", shared]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        if let object = (try? JSONParser.parse(Array(output)))?.objectValue {
+            for (key, value) in object { peers[key] = value.numberValue }
+        }
+    }
+    func peer(_ key: String, _ format: String, _ scale: Double = 1) -> String {
+        peers[key].map { String(format: format, $0 * scale) } ?? "not measured (run scripts/bench)"
+    }
     print("| what | Civitas | peer |")
     print("|---|---|---|")
     let adultPath = shared + "/arx-adult/adult.csv"
@@ -38,7 +57,9 @@ func runPrivacyBenchmark(shared: String) throws {
         mondrianQIs[1] = QuasiIdentifier(column: "age", hierarchy: .intervals(widths: [5, 10, 20]))
         let k10 = try AnonymityRequirements(k: 10)
         let mondrian = try time(10) { _ = try Mondrian().anonymize(table, quasiIdentifiers: mondrianQIs, requirements: k10) }
-        print(String(format: "| Mondrian k=10, arx-adult, 8 QIs | %.1f ms | anonypy: see the row measured by scripts/bench-peers |", mondrian))
+        let anonypy = peers["anonypy_mondrian_k10_ms"]
+        print(String(format: "| Mondrian k=10, arx-adult, 8 QIs, whole file | %.1f ms | anonypy 0.2.1: %@%@ |", mondrian,
+                     peer("anonypy_mondrian_k10_ms", "%.0f ms"), anonypy.map { String(format: " (Civitas %.0f× faster; goal ≥ 100×)", $0 / mondrian) } ?? ""))
     } else {
         print("| (../shared/data absent: Adult rows skipped) | | |")
     }
@@ -65,7 +86,11 @@ func runPrivacyBenchmark(shared: String) throws {
     var sampler = ExactSampler(random: SystemRandomness())
     let samples = 1_000_000
     let laplace = time(3) { for _ in 0..<samples { sink &+= Int(sampler.discreteLaplace(scaleNumerator: 2, scaleDenominator: 1)) } }
-    print(String(format: "| discrete Laplace samples, scale 2 (CKS20, CSPRNG) | %.0f /s | OpenDP from Python: see scripts/bench-peers |", Double(samples) / laplace * 1000))
+    let ourRate = Double(samples) / laplace * 1000
+    let vectorRate = peers["opendp_discrete_laplace_vector_per_s"]
+    print(String(format: "| discrete Laplace samples, scale 2 (CKS20, CSPRNG) | %.0f /s | OpenDP 0.16 from Python: %@ vectorized, %@ one call per sample%@ |", ourRate,
+                 peer("opendp_discrete_laplace_vector_per_s", "%.0f /s"), peer("opendp_discrete_laplace_calls_per_s", "%.0f /s"),
+                 vectorRate.map { String(format: " (Civitas %.0f× the vectorized rate; goal ≥ 10×)", ourRate / $0) } ?? ""))
     let four = try Rational(4)
     let gaussian = time(3) { for _ in 0..<samples / 4 { sink &+= Int(sampler.discreteGaussian(sigmaSquared: four)) } }
     print(String(format: "| discrete Gaussian samples, σ² = 4 | %.0f /s | |", Double(samples / 4) / gaussian * 1000))
