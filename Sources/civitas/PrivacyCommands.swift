@@ -182,7 +182,8 @@ struct AggregateCommand: ParsableCommand {
 
     @Argument(help: "Input CSV.") var input: String
     @Option(help: "ε for the Laplace mechanism (a decimal).") var epsilon: String?
-    @Option(help: "ρ for the Gaussian mechanism (a decimal).") var rho: String?
+    @Option(help: "ρ for the Gaussian mechanism (a decimal); or give --epsilon and --delta instead.") var rho: String?
+    @Option(help: "δ when the Gaussian mechanism is given --epsilon (ρ is then the largest that implies (ε, δ)-DP).") var delta: Double = 1e-6
     @Flag(help: "Count rows.") var count = false
     @Option(help: "Sum this column (needs --bounds).") var sum: String?
     @Option(help: "Average this column (needs --bounds).") var mean: String?
@@ -222,8 +223,14 @@ struct AggregateCommand: ParsableCommand {
             guard let epsilon else { throw CLIError("the Laplace mechanism needs --epsilon") }
             noise = .laplace(epsilon: try Rational(decimal: epsilon))
         case "gaussian":
-            guard let rho else { throw CLIError("the Gaussian mechanism needs --rho (zero-concentrated DP)") }
-            noise = .gaussian(rho: try Rational(decimal: rho))
+            if let rho {
+                noise = .gaussian(rho: try Rational(decimal: rho))
+            } else if let epsilon {
+                guard delta > 0, delta < 1 else { throw CLIError("--delta must be between 0 and 1") }
+                noise = .gaussian(rho: try Self.rho(epsilon: try Rational(decimal: epsilon), delta: delta))
+            } else {
+                throw CLIError("the Gaussian mechanism needs --rho, or --epsilon (with --delta)")
+            }
         default:
             throw CLIError("--mechanism must be laplace or gaussian")
         }
@@ -248,9 +255,29 @@ struct AggregateCommand: ParsableCommand {
         let bytes = result.csv(delimiter: separator)
         try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
         let charge = try aggregate.charge()
-        Output.warn(charge.rhoMicro > 0
-            ? "charged ρ = \(MicroUnits.decimal(charge.rhoMicro)) (zCDP)"
-            : "charged ε = \(MicroUnits.decimal(charge.epsilonMicro))")
+        if charge.rhoMicro > 0 {
+            let implied = PrivacyBudget(epsilonBudgetMicro: 0, rhoBudgetMicro: charge.rhoMicro)
+                .approximateEpsilon(rhoMicro: charge.rhoMicro, delta: delta)
+            Output.warn("charged ρ = \(MicroUnits.decimal(charge.rhoMicro)) (zCDP; implies (ε = \(String(format: "%.4f", implied)), δ = \(delta))-DP)")
+        } else {
+            Output.warn("charged ε = \(MicroUnits.decimal(charge.epsilonMicro))")
+        }
+    }
+
+    /// The largest ρ (in millionths, rounded down) whose (ε, δ) conversion ε' = ρ + 2√(ρ ln(1/δ)) stays within ε.
+    static func rho(epsilon: Rational, delta: Double) throws -> Rational {
+        let e = Double(epsilon.numerator) / Double(epsilon.denominator)
+        let l = log(1 / delta)
+        let root = (l + e).squareRoot() - l.squareRoot()
+        var micro = UInt128((root * root * 1_000_000).rounded(.down))
+        // Step down until the conversion, computed the way it is reported, is within ε.
+        while micro > 0 {
+            let r = Double(micro) / 1_000_000
+            if r + 2 * (r * l).squareRoot() <= e { break }
+            micro -= 1
+        }
+        guard micro > 0 else { throw CLIError("ε = \(epsilon) with δ = \(delta) leaves no ρ for the Gaussian mechanism") }
+        return try Rational(micro, 1_000_000)
     }
 }
 
