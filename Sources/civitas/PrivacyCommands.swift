@@ -141,7 +141,8 @@ struct AnonymizeCommand: ParsableCommand {
             }
         }
         let requirements = try AnonymityRequirements(k: k, sensitive: sensitiveColumn, diversity: diversity, maxSuppression: maxSuppression)
-        keepColumns = keepColumns.filter { !columns.contains($0) && $0 != sensitiveColumn }
+        var seen = Set(columns + [sensitiveColumn].compactMap { $0 })
+        keepColumns = keepColumns.filter { seen.insert($0).inserted }
         let result: AnonymizedTable
         switch algorithm {
         case "optimal":
