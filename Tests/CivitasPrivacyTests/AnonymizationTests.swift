@@ -118,6 +118,11 @@ struct AnonymizationTests {
                                           requirements: try AnonymityRequirements(k: 5))
         }
         #expect(throws: PrivacyError(.invalidParameter, "")) { try AnonymityRequirements(k: 2, diversity: .distinct(2)) }
+        let wide = CSVTable(columns: (0..<12).map { "c\($0)" }, rows: [Array(repeating: "1", count: 12)])
+        #expect(throws: PrivacyError(.invalidParameter, "")) {
+            try OptimalSearch().anonymize(wide, quasiIdentifiers: wide.columns.map { QuasiIdentifier(column: $0, hierarchy: .intervals(widths: [2, 4, 8])) },
+                                          requirements: try AnonymityRequirements(k: 1))
+        }
         #expect(throws: PrivacyError(.invalidParameter, "")) { try AnonymityRequirements(k: 2, maxSuppression: 1.5) }
     }
 

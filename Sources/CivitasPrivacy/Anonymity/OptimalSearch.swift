@@ -11,6 +11,9 @@
 /// precision (which needs no data), so candidates are then scored in order of
 /// precision and the scan stops once no remaining node can do better.
 public struct OptimalSearch {
+    /// The largest lattice searched (nodes = product of hierarchy heights).
+    public static let maximumLatticeSize = 4_000_000
+
     public init() {}
 
     /// Encodes, searches and releases in one call.
@@ -22,6 +25,10 @@ public struct OptimalSearch {
 
     /// Encodes the table for searching (the part that reads every row).
     public func prepare(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements) throws -> Prepared {
+        let size = quasiIdentifiers.reduce(1.0) { $0 * Double($1.hierarchy.height) }
+        guard size <= Double(Self.maximumLatticeSize) else {
+            throw PrivacyError(.invalidParameter, "\(quasiIdentifiers.count) quasi-identifiers with these hierarchies give \(Int(size)) generalization combinations, above the optimal search's limit of \(Self.maximumLatticeSize); use --algorithm mondrian or shorter hierarchies")
+        }
         let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive)
         return Prepared(table: table, encoded: encoded, requirements: requirements,
                         evaluator: ClassEvaluator(table: encoded, requirements: requirements))
