@@ -9,9 +9,11 @@ let package = Package(
         .library(name: "CivitasCrypto", targets: ["CivitasCrypto"]),
         .library(name: "CivitasLog", targets: ["CivitasLog"]),
         .library(name: "CivitasPrivacy", targets: ["CivitasPrivacy"]),
+        .library(name: "CivitasStore", targets: ["CivitasStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // System libraries, reached only through the crypto target.
@@ -45,6 +47,12 @@ let package = Package(
             dependencies: ["CivitasCrypto"]
         ),
 
+        // Persistence: the broker's state on embedded SQLite (GRDB, WAL).
+        .target(
+            name: "CivitasStore",
+            dependencies: ["CivitasCrypto", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+
         // The command-line tool.
         .executableTarget(
             name: "civitas",
@@ -69,6 +77,10 @@ let package = Package(
         .testTarget(
             name: "CivitasLogTests",
             dependencies: ["CivitasLog", "CivitasCrypto"]
+        ),
+        .testTarget(
+            name: "CivitasStoreTests",
+            dependencies: ["CivitasStore", "CivitasCrypto", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(
             name: "CivitasPrivacyTests",

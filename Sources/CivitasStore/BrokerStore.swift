@@ -1,0 +1,306 @@
+import CivitasCrypto
+import Foundation
+import GRDB
+
+/// A participant of the data space and what it may do.
+public struct Participant: Sendable, Equatable {
+    public enum Role: String, Sendable, CaseIterable {
+        case operator_ = "operator", agency, partner, auditor, consentService = "consent-service"
+    }
+    public let keys: PublicKeys
+    public let role: Role
+    public let registered: String
+}
+
+/// A registered dataset.
+public struct Dataset: Sendable, Equatable {
+    public let id: String
+    public let publisher: KeyID
+    public let schema: [UInt8]
+    public let schemaSHA256: [UInt8]
+    public let registered: String
+}
+
+/// A stored batch of records.
+public struct Batch: Sendable, Equatable {
+    public let dataset: String
+    /// Position of the batch in its dataset, from 1, without gaps.
+    public let sequence: Int64
+    public let records: Int
+    public let idempotencyKey: String?
+    /// SHA-256 of the batch's canonical content (columns and rows).
+    public let contentSHA256: [UInt8]
+    /// True when an earlier upload with the same idempotency key is returned instead of a new batch.
+    public let replayed: Bool
+}
+
+/// The broker's state on embedded SQLite: participants, request nonces, datasets and
+/// batches of records. Records are stored encrypted (XChaCha20-Poly1305 under a
+/// per-dataset key, itself wrapped by the store key) in segments bound to their
+/// dataset, batch and position. Every change is one transaction.
+public final class BrokerStore: Sendable {
+    private let pool: DatabasePool
+    private let storageKey: SealedStorageKey
+    /// Records per encrypted segment.
+    public static let segmentRows = 1000
+
+    /// Opens (creating if needed) the database at `path` in WAL mode and applies migrations.
+    public init(path: String, storageKey: SealedStorageKey) throws {
+        do {
+            var configuration = Configuration()
+            configuration.foreignKeysEnabled = true
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch let error as DatabaseError {
+            throw StoreError(.database, "cannot open the store at \(path): \(error.message ?? "\(error.resultCode)")")
+        }
+        self.storageKey = storageKey
+    }
+
+    /// Migrations are registered by name and never edited once released; new ones are appended.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("2026-11-27 participants") { db in
+            try db.create(table: "participant") { t in
+                t.primaryKey("key_id", .text)
+                t.column("name", .text).notNull()
+                t.column("role", .text).notNull()
+                t.column("ed25519", .blob).notNull()
+                t.column("x25519", .blob).notNull()
+                t.column("registered", .text).notNull()
+            }
+        }
+        migrator.registerMigration("2026-11-27 request nonces") { db in
+            try db.create(table: "request_nonce") { t in
+                t.column("key_id", .text).notNull()
+                t.column("nonce", .text).notNull()
+                t.column("created", .integer).notNull().indexed()
+                t.primaryKey(["key_id", "nonce"])
+            }
+        }
+        migrator.registerMigration("2026-11-27 datasets and batches") { db in
+            try db.create(table: "dataset") { t in
+                t.primaryKey("id", .text)
+                t.column("publisher", .text).notNull().references("participant", column: "key_id")
+                t.column("schema", .blob).notNull()
+                t.column("schema_sha256", .blob).notNull()
+                t.column("wrapped_key", .blob).notNull()
+                t.column("registered", .text).notNull()
+            }
+            try db.create(table: "batch") { t in
+                t.column("dataset", .text).notNull().references("dataset", column: "id")
+                t.column("sequence", .integer).notNull()
+                t.column("records", .integer).notNull()
+                t.column("idempotency_key", .text)
+                t.column("content_sha256", .blob).notNull()
+                t.column("created", .text).notNull()
+                t.primaryKey(["dataset", "sequence"])
+                t.uniqueKey(["dataset", "idempotency_key"])
+            }
+            try db.create(table: "segment") { t in
+                t.column("dataset", .text).notNull()
+                t.column("sequence", .integer).notNull()
+                t.column("position", .integer).notNull()
+                t.column("sealed", .blob).notNull()
+                t.primaryKey(["dataset", "sequence", "position"])
+                t.foreignKey(["dataset", "sequence"], references: "batch")
+            }
+        }
+        return migrator
+    }
+
+    /// Names of the migrations applied to this database, in order.
+    public func appliedMigrations() throws -> [String] {
+        try wrap { try pool.read { db in try Self.migrator.appliedMigrations(db) } }
+    }
+
+    // MARK: Participants
+
+    /// Registers a participant; throws ``StoreError/Code/duplicate`` if its key id is already registered.
+    @discardableResult
+    public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, now: String) throws -> Participant {
+        try wrap {
+            try pool.write { db in
+                if try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [keys.keyID.hex]) != nil {
+                    throw StoreError(.duplicate, "participant \(keys.keyID) (\(keys.name)) is already registered")
+                }
+                try db.execute(sql: "INSERT INTO participant (key_id, name, role, ed25519, x25519, registered) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [keys.keyID.hex, keys.name, role.rawValue, Data(keys.signingKey), Data(keys.encryptionKey), now])
+            }
+            return Participant(keys: keys, role: role, registered: now)
+        }
+    }
+
+    /// The participant with this key id, if registered.
+    public func participant(_ keyID: KeyID) throws -> Participant? {
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM participant WHERE key_id = ?", arguments: [keyID.hex]) } }
+            .map(Self.participant(from:))
+    }
+
+    /// All participants, by name.
+    public func participants() throws -> [Participant] {
+        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM participant ORDER BY name") } }.map(Self.participant(from:))
+    }
+
+    private static func participant(from row: Row) throws -> Participant {
+        let signing: Data = row["ed25519"], encryption: Data = row["x25519"]
+        guard let role = Participant.Role(rawValue: row["role"]) else {
+            throw StoreError(.corrupt, "participant \(row["key_id"] as String? ?? "?") has an unknown role")
+        }
+        let keys = try PublicKeys(name: row["name"], signingKey: Array(signing), encryptionKey: Array(encryption))
+        guard keys.keyID.hex == row["key_id"] else { throw StoreError(.corrupt, "participant \(keys.keyID): stored key id does not match its keys") }
+        return Participant(keys: keys, role: role, registered: row["registered"])
+    }
+
+    // MARK: Replay protection
+
+    /// Records a request nonce; throws ``StoreError/Code/replayed`` if this key used it within the window.
+    /// Nonces older than the window are forgotten (their requests are refused as stale anyway).
+    public func recordNonce(keyID: String, nonce: String, created: Int64, oldestAccepted: Int64) throws {
+        guard (1...256).contains(nonce.utf8.count) else { throw StoreError(.invalidArgument, "a request nonce must be 1 to 256 bytes") }
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM request_nonce WHERE created < ?", arguments: [oldestAccepted])
+                if try Row.fetchOne(db, sql: "SELECT 1 FROM request_nonce WHERE key_id = ? AND nonce = ?", arguments: [keyID, nonce]) != nil {
+                    throw StoreError(.replayed, "nonce \(nonce.prefix(40)) was already used by key \(keyID.prefix(40))")
+                }
+                try db.execute(sql: "INSERT INTO request_nonce (key_id, nonce, created) VALUES (?, ?, ?)", arguments: [keyID, nonce, created])
+            }
+        }
+    }
+
+    // MARK: Datasets
+
+    /// Registers a dataset with a fresh encryption key; throws ``StoreError/Code/duplicate`` if the id exists.
+    @discardableResult
+    public func registerDataset(id: String, publisher: KeyID, schema: [UInt8], now: String) throws -> Dataset {
+        guard (1...128).contains(id.utf8.count), id.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }) else {
+            throw StoreError(.invalidArgument, "dataset id '\(id.prefix(60))' must be 1-128 of a-z 0-9 . _ -")
+        }
+        let key = try SealedStorageKey.generate()
+        let wrapped = storageKey.wrap(key, associatedData: Array("dataset-key:\(id)".utf8))
+        let hash = SHA256Hasher.hash(schema)
+        try wrap {
+            try pool.write { db in
+                if try Row.fetchOne(db, sql: "SELECT 1 FROM dataset WHERE id = ?", arguments: [id]) != nil {
+                    throw StoreError(.duplicate, "dataset \(id) is already registered")
+                }
+                guard try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [publisher.hex]) != nil else {
+                    throw StoreError(.notFound, "publisher \(publisher) is not a registered participant")
+                }
+                try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, registered) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [id, publisher.hex, Data(schema), Data(hash), Data(wrapped), now])
+            }
+        }
+        return Dataset(id: id, publisher: publisher, schema: schema, schemaSHA256: hash, registered: now)
+    }
+
+    /// The dataset with this id, if registered.
+    public func dataset(_ id: String) throws -> Dataset? {
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]) } }.map { row in
+            let schema: Data = row["schema"], hash: Data = row["schema_sha256"]
+            guard let publisher = KeyID(hex: row["publisher"]) else { throw StoreError(.corrupt, "dataset \(id) has a malformed publisher") }
+            return Dataset(id: row["id"], publisher: publisher, schema: Array(schema), schemaSHA256: Array(hash), registered: row["registered"])
+        }
+    }
+
+    /// All datasets, by id.
+    public func datasets() throws -> [Dataset] {
+        let ids: [String] = try wrap { try pool.read { db in try String.fetchAll(db, sql: "SELECT id FROM dataset ORDER BY id") } }
+        return try ids.compactMap { try dataset($0) }
+    }
+
+    // MARK: Batches
+
+    /// Stores a validated batch in one transaction: the batch row and its encrypted segments, or
+    /// nothing. With an idempotency key already used for this dataset, returns the earlier batch
+    /// (``Batch/replayed``) and stores nothing — unless the content differs, which is refused.
+    public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: String) throws -> Batch {
+        if let idempotencyKey, !(1...200).contains(idempotencyKey.utf8.count) {
+            throw StoreError(.invalidArgument, "an idempotency key must be 1 to 200 bytes")
+        }
+        let content = try CanonicalJSON.encode(.object(["columns": .array(columns.map(JSONValue.string)),
+                                                         "rows": .array(rows.map { .array($0.map(JSONValue.string)) })]))
+        let contentHash = SHA256Hasher.hash(content)
+        let datasetKey = try self.datasetKey(id)
+        return try wrap {
+            try pool.write { db -> Batch in
+                if let idempotencyKey, let existing = try Row.fetchOne(db, sql: "SELECT * FROM batch WHERE dataset = ? AND idempotency_key = ?",
+                                                                       arguments: [id, idempotencyKey]) {
+                    let storedHash: Data = existing["content_sha256"]
+                    guard Array(storedHash) == contentHash else {
+                        throw StoreError(.duplicate, "idempotency key \(idempotencyKey.prefix(60)) was used for a different batch of \(id)")
+                    }
+                    return Batch(dataset: id, sequence: existing["sequence"], records: existing["records"], idempotencyKey: idempotencyKey,
+                                 contentSHA256: contentHash, replayed: true)
+                }
+                let sequence = (try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM batch WHERE dataset = ?", arguments: [id]) ?? 0) + 1
+                try db.execute(sql: "INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, created) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [id, sequence, rows.count, idempotencyKey, Data(contentHash), now])
+                var position = 0
+                for start in stride(from: 0, to: max(rows.count, 1), by: Self.segmentRows) {
+                    let slice = rows.isEmpty ? [] : Array(rows[start..<min(rows.count, start + Self.segmentRows)])
+                    let plaintext = try CanonicalJSON.encode(.object(["columns": .array(columns.map(JSONValue.string)),
+                                                                       "rows": .array(slice.map { .array($0.map(JSONValue.string)) })]))
+                    let sealed = datasetKey.seal(plaintext, associatedData: Self.segmentBinding(id, sequence, position))
+                    try db.execute(sql: "INSERT INTO segment (dataset, sequence, position, sealed) VALUES (?, ?, ?, ?)",
+                                   arguments: [id, sequence, position, Data(sealed)])
+                    position += 1
+                }
+                return Batch(dataset: id, sequence: sequence, records: rows.count, idempotencyKey: idempotencyKey,
+                             contentSHA256: contentHash, replayed: false)
+            }
+        }
+    }
+
+    /// The dataset's records, batch by batch, segment by segment, each segment decrypted and checked.
+    public func records(of id: String, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
+        let datasetKey = try self.datasetKey(id)
+        let segments = try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT sequence, position, sealed FROM segment WHERE dataset = ? ORDER BY sequence, position", arguments: [id])
+            }
+        }
+        for row in segments {
+            let sequence: Int64 = row["sequence"], position: Int = row["position"], sealed: Data = row["sealed"]
+            let plaintext: [UInt8]
+            do {
+                plaintext = try datasetKey.open(Array(sealed), associatedData: Self.segmentBinding(id, sequence, position))
+            } catch {
+                throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) failed authentication")
+            }
+            guard let object = (try? JSONParser.parse(plaintext))?.objectValue,
+                  case .array(let columnValues)? = object["columns"], case .array(let rowValues)? = object["rows"] else {
+                throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) does not parse")
+            }
+            let columns = columnValues.compactMap(\.stringValue)
+            let rows: [[String]] = rowValues.map { value in
+                if case .array(let cells) = value { return cells.compactMap(\.stringValue) }
+                return []
+            }
+            try handle(columns, rows)
+        }
+    }
+
+    private func datasetKey(_ id: String) throws -> SealedStorageKey {
+        guard let wrapped = try wrap({ try pool.read { db in try Data.fetchOne(db, sql: "SELECT wrapped_key FROM dataset WHERE id = ?", arguments: [id]) } }) else {
+            throw StoreError(.notFound, "dataset \(id) is not registered")
+        }
+        do {
+            return try storageKey.unwrap(Array(wrapped), associatedData: Array("dataset-key:\(id)".utf8))
+        } catch {
+            throw StoreError(.corrupt, "the key of dataset \(id) does not open with this store key")
+        }
+    }
+
+    /// Associated data binding a segment to its place: moving it elsewhere makes it fail to open.
+    static func segmentBinding(_ dataset: String, _ sequence: Int64, _ position: Int) -> [UInt8] {
+        Array("segment:\(dataset):\(sequence):\(position)".utf8)
+    }
+
+    private func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as StoreError { throw error } catch let error as DatabaseError {
+            throw StoreError(.database, "database: \(error.message ?? "\(error.resultCode)")")
+        }
+    }
+}

@@ -1,0 +1,28 @@
+/// The store's one error type: a stable code and a message naming the record at fault.
+public struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
+    public enum Code: String, Sendable {
+        /// A record with this identity already exists.
+        case duplicate
+        /// The record does not exist.
+        case notFound
+        /// A request nonce was seen before within the window.
+        case replayed
+        /// Stored data failed authentication or does not parse.
+        case corrupt
+        /// A value is outside what the store accepts.
+        case invalidArgument
+        /// The database reported a failure.
+        case database
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+    public static func == (lhs: StoreError, rhs: StoreError) -> Bool { lhs.code == rhs.code }
+}
