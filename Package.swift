@@ -10,10 +10,13 @@ let package = Package(
         .library(name: "CivitasLog", targets: ["CivitasLog"]),
         .library(name: "CivitasPrivacy", targets: ["CivitasPrivacy"]),
         .library(name: "CivitasStore", targets: ["CivitasStore"]),
+        .library(name: "CivitasServer", targets: ["CivitasServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System libraries, reached only through the crypto target.
@@ -53,6 +56,16 @@ let package = Package(
             dependencies: ["CivitasCrypto", .product(name: "GRDB", package: "GRDB.swift")]
         ),
 
+        // The HTTP API (Hummingbird 2): signed requests, participants, datasets, catalog, metrics.
+        .target(
+            name: "CivitasServer",
+            dependencies: [
+                "CivitasCrypto", "CivitasStore", "CivitasPrivacy",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+
         // The command-line tool.
         .executableTarget(
             name: "civitas",
@@ -81,6 +94,13 @@ let package = Package(
         .testTarget(
             name: "CivitasStoreTests",
             dependencies: ["CivitasStore", "CivitasCrypto", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .testTarget(
+            name: "CivitasServerTests",
+            dependencies: [
+                "CivitasServer", "CivitasStore", "CivitasCrypto",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
         ),
         .testTarget(
             name: "CivitasPrivacyTests",

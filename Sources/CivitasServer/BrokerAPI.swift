@@ -1,0 +1,229 @@
+import CivitasCrypto
+import CivitasPrivacy
+import CivitasStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Prometheus
+
+/// The broker's HTTP API: public routes (health, metrics, OpenAPI, catalog) and routes that
+/// need a signed request from a registered participant with the right role.
+public struct BrokerAPI: Sendable {
+    /// Largest request body accepted (a batch upload).
+    public static let maximumBodySize = 64 << 20
+    /// Most rows in one batch.
+    public static let maximumBatchRows = 1_000_000
+    /// Most problems listed when a batch is refused.
+    public static let maximumReportedProblems = 20
+
+    static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
+
+    let store: BrokerStore
+    let metrics: PrometheusCollectorRegistry
+    let clock: @Sendable () -> Int64
+
+    public init(store: BrokerStore, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+                clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+    }
+
+    /// The router with every route of the API.
+    public func router() -> Router<CivitasRequestContext> {
+        let router = Router(context: CivitasRequestContext.self)
+        router.add(middleware: RequestMetrics(registry: metrics))
+        router.get("healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
+        router.get("metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.emitToBuffer())))
+        }
+        router.get("openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"],
+                     body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
+        router.get("catalog") { _, _ in try catalog() }
+
+        let signed = router.group().add(middleware: SignatureAuthenticator(store: store, clock: clock))
+        signed.post("admin/participants") { _, context in try addParticipant(context) }
+        signed.get("participants") { _, context in try listParticipants(context) }
+        signed.post("datasets") { _, context in try registerDataset(context) }
+        signed.get("datasets/:dataset") { _, context in try showDataset(context) }
+        signed.post("datasets/:dataset/batches") { request, context in try uploadBatch(request, context) }
+        return router
+    }
+
+    // MARK: Handlers
+
+    private func require(_ context: CivitasRequestContext, roles: Set<Participant.Role>) throws -> Participant {
+        guard let participant = context.participant else { throw APIError.unauthorized("a signed request is required") }
+        guard roles.contains(participant.role) else {
+            throw APIError.forbidden("\(participant.keys.name) (\(participant.role.rawValue)) may not do this; it needs the role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
+        }
+        return participant
+    }
+
+    private func jsonBody(_ context: CivitasRequestContext) throws -> [String: JSONValue] {
+        guard let object = (try? JSONParser.parse(context.body))?.objectValue else {
+            throw APIError.badRequest("the body must be a JSON object")
+        }
+        return object
+    }
+
+    private func now() -> String {
+        EnvelopeSealer.timestamp(Date(timeIntervalSince1970: TimeInterval(clock())))
+    }
+
+    func addParticipant(_ context: CivitasRequestContext) throws -> Response {
+        _ = try require(context, roles: [.operator_])
+        let body = try jsonBody(context)
+        guard let name = body["name"]?.stringValue, let roleName = body["role"]?.stringValue,
+              let ed = body["ed25519"]?.stringValue.flatMap(Base64.decode), let x = body["x25519"]?.stringValue.flatMap(Base64.decode) else {
+            throw APIError.badRequest("a participant needs name, role, ed25519 and x25519 (base64)")
+        }
+        guard let role = Participant.Role(rawValue: roleName) else {
+            throw APIError.badRequest("role must be one of \(Participant.Role.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let keys: PublicKeys
+        do { keys = try PublicKeys(name: name, signingKey: ed, encryptionKey: x) } catch let error as CryptoError {
+            throw APIError.badRequest(error.message)
+        }
+        do {
+            let participant = try store.registerParticipant(keys, role: role, now: now())
+            return JSONResponse.make(status: .created, Self.json(participant))
+        } catch let error as StoreError where error.code == .duplicate {
+            throw APIError.conflict(error.message)
+        }
+    }
+
+    func listParticipants(_ context: CivitasRequestContext) throws -> Response {
+        _ = try require(context, roles: Set(Participant.Role.allCases))
+        return JSONResponse.make(.object(["participants": .array(try store.participants().map(Self.json))]))
+    }
+
+    func registerDataset(_ context: CivitasRequestContext) throws -> Response {
+        let publisher = try require(context, roles: [.agency])
+        let body = try jsonBody(context)
+        guard let id = body["id"]?.stringValue, let schema = body["schema"], schema.objectValue != nil else {
+            throw APIError.badRequest("a dataset needs an id and a schema (a JSON object)")
+        }
+        let schemaBytes = try CanonicalJSON.encode(schema)
+        do { _ = try DatasetSchema.parse(schemaBytes) } catch let error as PrivacyError {
+            throw APIError(.unprocessableContent, "invalid_schema", error.message)
+        }
+        do {
+            let dataset = try store.registerDataset(id: id, publisher: publisher.keys.keyID, schema: schemaBytes, now: now())
+            return JSONResponse.make(status: .created, Self.json(dataset))
+        } catch let error as StoreError where error.code == .duplicate {
+            throw APIError.conflict(error.message)
+        } catch let error as StoreError where error.code == .invalidArgument {
+            throw APIError.badRequest(error.message)
+        }
+    }
+
+    func showDataset(_ context: CivitasRequestContext) throws -> Response {
+        _ = try require(context, roles: Set(Participant.Role.allCases))
+        let id = context.parameters.get("dataset") ?? ""
+        guard let dataset = try store.dataset(id) else { throw APIError.notFound("dataset \(id) is not registered") }
+        return JSONResponse.make(Self.json(dataset))
+    }
+
+    func uploadBatch(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
+        let publisher = try require(context, roles: [.agency])
+        let id = context.parameters.get("dataset") ?? ""
+        guard let dataset = try store.dataset(id) else { throw APIError.notFound("dataset \(id) is not registered") }
+        guard dataset.publisher == publisher.keys.keyID else {
+            throw APIError.forbidden("only the publisher of \(id) may upload to it")
+        }
+        let contentType = request.headers[.contentType]?.split(separator: ";").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
+        guard contentType == "text/csv" else {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type", "batches are uploaded as text/csv")
+        }
+        var limits = CSVTable.Limits()
+        limits.maximumRows = Self.maximumBatchRows
+        let table: CSVTable
+        do { table = try CSVTable.parse(context.body, limits: limits) } catch let error as PrivacyError {
+            throw APIError(.unprocessableContent, "invalid_batch", "the batch is not valid CSV: \(error.message)")
+        }
+        let schema = try DatasetSchema.parse(dataset.schema)
+        let problems = schema.validate(table, limit: Self.maximumReportedProblems)
+        guard problems.isEmpty else {
+            throw APIError(.unprocessableContent, "invalid_batch",
+                           "the batch does not match the schema of \(id); nothing was stored", details: problems.map(\.description))
+        }
+        let idempotencyKey = Self.idempotencyHeader.flatMap { request.headers[$0] }
+        do {
+            let batch = try store.appendBatch(dataset: id, columns: table.columns, rows: table.rows, idempotencyKey: idempotencyKey, now: now())
+            return JSONResponse.make(status: batch.replayed ? .ok : .created, .object([
+                "dataset": .string(id), "sequence": .number(Double(batch.sequence)), "records": .number(Double(batch.records)),
+                "content_sha256": .string(Hex.encode(batch.contentSHA256)), "replayed": .bool(batch.replayed),
+            ]))
+        } catch let error as StoreError where error.code == .duplicate {
+            throw APIError.conflict(error.message)
+        } catch let error as StoreError where error.code == .invalidArgument {
+            throw APIError.badRequest(error.message)
+        }
+    }
+
+    /// The catalog as DCAT-AP JSON-LD: datasets, publishers, schemas. Nothing personal.
+    func catalog() throws -> Response {
+        let participants = Dictionary(uniqueKeysWithValues: try store.participants().map { ($0.keys.keyID, $0) })
+        let datasets: [JSONValue] = try store.datasets().map { dataset in
+            let schema = (try? JSONParser.parse(dataset.schema)) ?? .null
+            var entry: [String: JSONValue] = [
+                "@id": .string("urn:civitas:dataset:\(dataset.id)"),
+                "@type": "dcat:Dataset",
+                "dct:identifier": .string(dataset.id),
+                "dct:title": .string(schema["title"]?.stringValue ?? dataset.id),
+                "dct:issued": .string(dataset.registered),
+                "dct:publisher": .object(["@type": "foaf:Agent", "foaf:name": .string(participants[dataset.publisher]?.keys.name ?? dataset.publisher.hex),
+                                          "dct:identifier": .string(dataset.publisher.hex)]),
+                "spdx:checksum": .object(["spdx:algorithm": "SHA-256", "spdx:checksumValue": .string(Hex.encode(dataset.schemaSHA256))]),
+            ]
+            if let description = schema["description"]?.stringValue { entry["dct:description"] = .string(description) }
+            if let id = schema["$id"]?.stringValue { entry["dct:conformsTo"] = .object(["@id": .string(id)]) }
+            return .object(entry)
+        }
+        return JSONResponse.make(.object([
+            "@context": .object(["dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/",
+                                 "foaf": "http://xmlns.com/foaf/0.1/", "spdx": "http://spdx.org/rdf/terms#"]),
+            "@type": "dcat:Catalog",
+            "dct:title": "Civitas data space catalog",
+            "dcat:dataset": .array(datasets),
+        ]), contentType: "application/ld+json")
+    }
+
+    static func json(_ participant: Participant) -> JSONValue {
+        .object(["key_id": .string(participant.keys.keyID.hex), "name": .string(participant.keys.name),
+                 "role": .string(participant.role.rawValue), "ed25519": .string(Base64.encode(participant.keys.signingKey)),
+                 "x25519": .string(Base64.encode(participant.keys.encryptionKey)), "registered": .string(participant.registered)])
+    }
+
+    static func json(_ dataset: Dataset) -> JSONValue {
+        .object(["id": .string(dataset.id), "publisher": .string(dataset.publisher.hex),
+                 "schema_sha256": .string(Hex.encode(dataset.schemaSHA256)), "registered": .string(dataset.registered)])
+    }
+}
+
+/// Counts requests by method and status for /metrics.
+struct RequestMetrics: RouterMiddleware {
+    typealias Context = CivitasRequestContext
+    let registry: PrometheusCollectorRegistry
+    static var requests: MetricNameDescriptor { MetricNameDescriptor(namespace: "civitas", subsystem: "http", metricName: "requests", unitName: "total",
+                                               helpText: "HTTP requests by method and status") }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            let response = try await next(request, context)
+            count(request, status: response.status.code)
+            return response
+        } catch let error as HTTPResponseError {
+            count(request, status: error.status.code)
+            throw error
+        }
+    }
+
+    private func count(_ request: Request, status: Int) {
+        registry.makeCounter(descriptor: Self.requests, labels: [("method", request.method.rawValue), ("status", String(status))]).increment()
+    }
+}

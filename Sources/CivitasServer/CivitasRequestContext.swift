@@ -1,0 +1,19 @@
+import CivitasStore
+import Hummingbird
+
+/// The per-request context: the authenticated participant (set by ``SignatureAuthenticator``)
+/// and the request body it verified.
+public struct CivitasRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The participant whose signature the request carries, once verified.
+    public var participant: Participant?
+    /// The request body, collected and checked against Content-Digest.
+    public var body: [UInt8] = []
+
+    public init(source: Source) {
+        coreContext = .init(source: source)
+    }
+
+    /// Bodies above this size are refused before they are read further.
+    public var maxUploadSize: Int { BrokerAPI.maximumBodySize }
+}

@@ -1,0 +1,63 @@
+import CivitasCrypto
+import CivitasStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Authenticates every request with an HTTP Message Signature (RFC 9421, Ed25519) by a
+/// registered participant. The signature must cover `@method`, `@target-uri` and
+/// `content-digest` (RFC 9530, checked against the body), carry `created` within the
+/// allowed skew, a nonce not seen before from that key, `keyid` = the participant's key id,
+/// and `alg="ed25519"`. Missing or bad signatures get 401.
+struct SignatureAuthenticator: RouterMiddleware {
+    typealias Context = CivitasRequestContext
+    let store: BrokerStore
+    let clock: @Sendable () -> Int64
+    static let allowedSkew: Int64 = 300
+    static let requiredComponents: Set<String> = ["@method", "@target-uri", "content-digest"]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let buffer = try await request.body.collect(upTo: context.maxUploadSize)
+        let body = Array(buffer.readableBytesView)
+        let authority = request.head.authority ?? "localhost"
+        let target = "http://\(authority)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")"
+        let signed = SignedRequest(method: request.method.rawValue, targetURI: target,
+                                   headers: request.headers.map { ($0.name.canonicalName, $0.value) })
+        guard let digest = signed.field("content-digest"), ContentDigest.matches(digest, body: body) else {
+            throw APIError.unauthorized("Content-Digest is missing or does not match the body")
+        }
+        let verified: HTTPMessageSignature.Verified
+        do {
+            verified = try HTTPMessageSignature.verify(signed) { keyID in
+                guard let id = KeyID(hex: keyID), let participant = try? store.participant(id) else { return nil }
+                return participant.keys.signingKey
+            }
+        } catch let failure as HTTPMessageSignature.Failure {
+            throw APIError.unauthorized("signature refused: \(failure.message)")
+        }
+        let parameters = verified.parameters
+        guard Self.requiredComponents.isSubset(of: Set(parameters.components)) else {
+            throw APIError.unauthorized("the signature must cover @method, @target-uri and content-digest")
+        }
+        guard parameters.algorithm == "ed25519" else { throw APIError.unauthorized("the signature must declare alg=\"ed25519\"") }
+        let now = clock()
+        guard let created = parameters.created, abs(now - created) <= Self.allowedSkew else {
+            throw APIError.unauthorized("the signature's created time is missing or more than \(Self.allowedSkew) s away from the server's clock")
+        }
+        if let expires = parameters.expires, expires < now { throw APIError.unauthorized("the signature has expired") }
+        guard let nonce = parameters.nonce, let keyID = parameters.keyID, let id = KeyID(hex: keyID),
+              let participant = try store.participant(id) else {
+            throw APIError.unauthorized("the signature must carry a nonce and the participant's key id")
+        }
+        do {
+            try store.recordNonce(keyID: keyID, nonce: nonce, created: created, oldestAccepted: now - Self.allowedSkew)
+        } catch let error as StoreError where error.code == .replayed {
+            throw APIError.unauthorized("replayed request: this nonce was already used")
+        }
+        context.participant = participant
+        context.body = body
+        context.logger[metadataKey: "participant"] = .string(participant.keys.keyID.hex)
+        return try await next(request, context)
+    }
+}

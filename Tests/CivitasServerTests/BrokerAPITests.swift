@@ -1,0 +1,215 @@
+import CivitasCrypto
+import CivitasStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+@testable import CivitasServer
+
+/// A broker on a fresh database, with an operator, an agency and a partner.
+struct TestBroker {
+    let store: BrokerStore
+    let api: BrokerAPI
+    let operatorKeys: SecretKeys
+    let agency: SecretKeys
+    let partner: SecretKeys
+    static let now: Int64 = 1_795_000_000
+
+    init() throws {
+        let directory = NSTemporaryDirectory() + "civitas-api-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        store = try BrokerStore(path: directory + "/broker.sqlite", storageKey: try SealedStorageKey.generate())
+        api = BrokerAPI(store: store, clock: { TestBroker.now })
+        operatorKeys = try SecretKeys.generate(name: "operator")
+        agency = try SecretKeys.generate(name: "emergency-services")
+        partner = try SecretKeys.generate(name: "health")
+        try store.registerParticipant(operatorKeys.publicKeys, role: .operator_, now: "2026-11-27T00:00:00Z")
+        try store.registerParticipant(agency.publicKeys, role: .agency, now: "2026-11-27T00:00:00Z")
+        try store.registerParticipant(partner.publicKeys, role: .partner, now: "2026-11-27T00:00:00Z")
+    }
+
+    var application: some ApplicationProtocol { Application(router: api.router()) }
+
+    /// A request as the test client sends it.
+    struct Outgoing {
+        var method: HTTPRequest.Method
+        var path: String
+        var headers: HTTPFields
+        var body: ByteBuffer
+    }
+
+    /// A signed request as the CLI sends it (the router test client's authority is localhost).
+    static func signed(_ method: HTTPRequest.Method, _ path: String, body: [UInt8] = [], key: SecretKeys, created: Int64 = TestBroker.now,
+                       nonce: String? = nil, contentType: String = "application/json", extra: HTTPFields = [:]) throws -> Outgoing {
+        var headers = extra
+        headers[.contentType] = contentType
+        for (name, value) in try RequestSigner.headers(method: method.rawValue, targetURI: "http://localhost\(path)", body: body,
+                                                       key: key, created: created, nonce: nonce) {
+            if let field = HTTPField.Name(name) { headers[field] = value }
+        }
+        return Outgoing(method: method, path: path, headers: headers, body: ByteBuffer(bytes: body))
+    }
+}
+
+extension TestClientProtocol {
+    func execute(_ request: TestBroker.Outgoing) async throws -> TestResponse {
+        try await execute(uri: request.path, method: request.method, headers: request.headers, body: request.body)
+    }
+}
+
+func json(_ response: TestResponse) throws -> JSONValue {
+    try JSONParser.parse(Array(response.body.readableBytesView))
+}
+
+let callSchema = #"{"title":"Calls","type":"object","required":["twp","title"],"additionalProperties":false,"properties":{"twp":{"type":"string","maxLength":60,"x-privacy":{"class":"quasi-identifier","hierarchy":{"suppress":true}}},"title":{"type":"string","minLength":1,"x-privacy":{"class":"sensitive"}},"age":{"type":["integer","null"],"minimum":0,"maximum":120,"x-privacy":{"class":"quasi-identifier","hierarchy":{"intervals":[10]}}}}}"#
+
+@Suite("Broker HTTP API (in process)")
+struct BrokerAPITests {
+    @Test("Public routes answer without a signature")
+    func publicRoutes() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            let health = try await client.execute(uri: "/healthz", method: .get)
+            #expect(health.status == .ok)
+            let catalog = try await client.execute(uri: "/catalog", method: .get)
+            #expect(catalog.status == .ok)
+            #expect(try json(catalog)["@type"] == "dcat:Catalog")
+            let openapi = try await client.execute(uri: "/openapi.json", method: .get)
+            #expect(try json(openapi)["openapi"] == "3.1.0")
+            _ = try await client.execute(uri: "/healthz", method: .get)
+            let metrics = try await client.execute(uri: "/metrics", method: .get)
+            #expect(String(buffer: metrics.body).contains("civitas_http_requests_total"))
+        }
+    }
+
+    @Test("Registration, dataset and batch upload through signed requests")
+    func flow() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            let newcomer = try SecretKeys.generate(name: "transport")
+            let add = Array(try CanonicalJSON.encode(["name": "transport", "role": "agency",
+                                                       "ed25519": .string(Base64.encode(newcomer.publicKeys.signingKey)),
+                                                       "x25519": .string(Base64.encode(newcomer.publicKeys.encryptionKey))]))
+            let created = try await client.execute(try TestBroker.signed(.post, "/admin/participants", body: add, key: broker.operatorKeys))
+            #expect(created.status == .created)
+            #expect(try json(created)["key_id"]?.stringValue == newcomer.keyID.hex)
+            let again = try await client.execute(try TestBroker.signed(.post, "/admin/participants", body: add, key: broker.operatorKeys))
+            #expect(again.status == .conflict)
+
+            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            let dataset = try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency))
+            #expect(dataset.status == .created)
+            let csv = Array("twp,title,age\nAMBLER,EMS: FALL VICTIM,81\nNORRISTOWN,Fire: ALARM,\n".utf8)
+            var idempotency = HTTPFields()
+            idempotency[HTTPField.Name("Idempotency-Key")!] = "upload-1"
+            let upload = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency,
+                                                                       contentType: "text/csv", extra: idempotency))
+            #expect(upload.status == .created)
+            #expect(try json(upload)["records"] == 2)
+            let retry = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency,
+                                                                      contentType: "text/csv", extra: idempotency))
+            #expect(retry.status == .ok)
+            #expect(try json(retry)["replayed"] == true)
+            var stored: [[String]] = []
+            try broker.store.records(of: "calls") { _, rows in stored += rows }
+            #expect(stored.count == 2)
+
+            let catalog = try json(try await client.execute(uri: "/catalog", method: .get))
+            guard case .array(let datasets)? = catalog["dcat:dataset"] else { Issue.record("no datasets in the catalog"); return }
+            #expect(datasets.count == 1 && datasets[0]["dct:title"] == "Calls")
+        }
+    }
+
+    @Test("A bad batch is refused with row, field and reason, and nothing is stored")
+    func badBatch() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            _ = try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency))
+            let csv = Array("twp,title,age\nAMBLER,EMS: FALL VICTIM,181\nNORRISTOWN,,12\nX,Y,abc\n".utf8)
+            let response = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency, contentType: "text/csv"))
+            #expect(response.status == .unprocessableContent)
+            let error = try json(response)["error"]
+            guard case .array(let details)? = error?["details"] else { Issue.record("no details"); return }
+            let lines = details.compactMap(\.stringValue)
+            #expect(lines.contains { $0.contains("row 1, field 'age'") && $0.contains("above the maximum") })
+            #expect(lines.contains { $0.contains("row 2, field 'title'") })
+            #expect(lines.contains { $0.contains("row 3, field 'age'") && $0.contains("not an integer") })
+            var stored = 0
+            try broker.store.records(of: "calls") { _, rows in stored += rows.count }
+            #expect(stored == 0)
+            let extra = Array("twp,title,secret\nA,B,C\n".utf8)
+            let unknownColumn = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: extra, key: broker.agency, contentType: "text/csv"))
+            #expect(unknownColumn.status == .unprocessableContent)
+            let json415 = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: Array("{}".utf8), key: broker.agency))
+            #expect(json415.status == .unsupportedMediaType)
+        }
+    }
+
+    @Test("Every refusal path: no signature, bad signature, stale, replayed, unknown key, wrong digest (401); wrong role (403)")
+    func refusals() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            let noSignature = try await client.execute(uri: "/participants", method: .get, headers: [.contentType: "application/json"])
+            #expect(noSignature.status == .unauthorized)
+            #expect(try json(noSignature)["error"]?["code"] == "unauthorized")
+
+            let stale = try await client.execute(try TestBroker.signed(.get, "/participants", key: broker.partner, created: TestBroker.now - 3600))
+            #expect(stale.status == .unauthorized)
+
+            let first = try TestBroker.signed(.get, "/participants", key: broker.partner, nonce: "n-1")
+            #expect(try await client.execute(first).status == .ok)
+            #expect(try await client.execute(first).status == .unauthorized, "a replayed request must be refused")
+
+            let stranger = try SecretKeys.generate(name: "stranger")
+            #expect(try await client.execute(try TestBroker.signed(.get, "/participants", key: stranger)).status == .unauthorized)
+
+            var tampered = try TestBroker.signed(.post, "/datasets", body: Array("{\"id\":\"x\"}".utf8), key: broker.agency)
+            tampered.body = ByteBuffer(string: "{\"id\":\"y\"}")
+            #expect(try await client.execute(tampered).status == .unauthorized)
+
+            var wrongPath = try TestBroker.signed(.get, "/participants", key: broker.partner)
+            wrongPath.path = "/datasets/other"
+            #expect(try await client.execute(wrongPath).status == .unauthorized)
+
+            var forged = try TestBroker.signed(.get, "/participants", key: broker.partner)
+            if let signature = HTTPField.Name("Signature") {
+                forged.headers[signature] = "sig1=:" + Base64.encode([UInt8](repeating: 1, count: 64)) + ":"
+            }
+            #expect(try await client.execute(forged).status == .unauthorized)
+
+            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            let partnerRegisters = try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.partner))
+            #expect(partnerRegisters.status == .forbidden)
+            let agencyAdds = try await client.execute(try TestBroker.signed(.post, "/admin/participants", body: Array("{}".utf8), key: broker.agency))
+            #expect(agencyAdds.status == .forbidden)
+        }
+    }
+
+    @Test("Every route in the OpenAPI document is served")
+    func openAPICoverage() async throws {
+        let broker = try TestBroker()
+        let document = try JSONParser.parse(OpenAPIDocument.json)
+        guard let paths = document["paths"]?.objectValue else { Issue.record("no paths"); return }
+        try await broker.application.test(.router) { client in
+            for (path, operations) in paths.sorted(by: { $0.key < $1.key }) {
+                for method in (operations.objectValue ?? [:]).keys.sorted() {
+                    let concrete = path.replacingOccurrences(of: "{dataset}", with: "calls")
+                    let httpMethod = HTTPRequest.Method(method.uppercased()) ?? .get
+                    let signed = operations[method]?["security"] != nil
+                    let response = signed
+                        ? try await client.execute(try TestBroker.signed(httpMethod, concrete, body: Array("{}".utf8), key: broker.operatorKeys))
+                        : try await client.execute(uri: concrete, method: httpMethod)
+                    // A route the router does not know gives a bare 404; a served route's own 404 names the missing record.
+                    if response.status == .notFound {
+                        #expect(try json(response)["error"]?["code"] == "not_found", "\(method) \(path) is not served")
+                    }
+                    #expect(response.status != .methodNotAllowed, "\(method) \(path)")
+                    #expect(response.status.code < 500, "\(method) \(path) failed: \(response.status)")
+                }
+            }
+        }
+    }
+}
