@@ -73,6 +73,9 @@ let package = Package(
                 "CivitasCrypto",
                 "CivitasLog",
                 "CivitasPrivacy",
+                "CivitasStore",
+                "CivitasServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

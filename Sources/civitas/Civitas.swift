@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct Civitas: ParsableCommand {
+struct Civitas: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "civitas",
         abstract: "Civitas: a privacy-preserving data-sharing broker for cities.",
@@ -10,7 +10,9 @@ struct Civitas: ParsableCommand {
             Every command exits 0 on success and non-zero with a one-line reason on failure.
             '-' stands for standard input or standard output where a file is expected.
             """,
-        subcommands: [KeysCommand.self, SealCommand.self, OpenCommand.self, VerifyCommand.self, AuditCommand.self, LogCommand.self, AnonymizeCommand.self, AggregateCommand.self, DemoCommand.self]
+        subcommands: [KeysCommand.self, SealCommand.self, OpenCommand.self, VerifyCommand.self, AuditCommand.self, LogCommand.self,
+                      AnonymizeCommand.self, AggregateCommand.self, ServeCommand.self, ParticipantsCommand.self, DatasetsCommand.self,
+                      PublishCommand.self, DemoCommand.self]
     )
 }
 

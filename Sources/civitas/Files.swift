@@ -135,6 +135,12 @@ enum Files {
 
 /// Output helpers: results to standard output, diagnostics to standard error.
 enum Output {
+    /// Writes a line to standard output at once (not buffered), for lines other processes wait for.
+    static func line(_ line: String) {
+        var text = Array((line + "\n").utf8)
+        _ = write(1, &text, text.count)
+    }
+
     static func warn(_ line: String) {
         var text = Array((line + "\n").utf8)
         _ = write(2, &text, text.count)

@@ -68,6 +68,24 @@ struct HTTPSignatureTests {
         #expect(throws: HTTPMessageSignature.Failure(.malformed, "")) { try HTTPMessageSignature.verify(garbled, publicKey: lookup) }
     }
 
+    @Test("The signer's parameter order is kept in the signature base (RFC 9421 §2.3)")
+    func parameterOrder() throws {
+        let key = try rfcKey()
+        var parameters = SignatureParameters(components: ["@method", "@target-uri"], created: 1_700_000_000, nonce: "n1",
+                                             keyID: "test-key-ed25519", algorithm: "ed25519")
+        parameters.order = ["created", "keyid", "alg", "nonce"]
+        let request = SignedRequest(method: "GET", targetURI: "http://127.0.0.1:8080/participants", headers: [])
+        let (input, signature) = try HTTPMessageSignature.sign(request, parameters: parameters, key: key)
+        #expect(input.hasSuffix(#";created=1700000000;keyid="test-key-ed25519";alg="ed25519";nonce="n1""#))
+        var signed = request
+        signed.headers = [("Signature-Input", input), ("Signature", signature)]
+        let verified = try HTTPMessageSignature.verify(signed) { _ in key.publicKeys.signingKey }
+        #expect(verified.parameters.order == ["created", "keyid", "alg", "nonce"])
+        var duplicated = signed
+        duplicated.headers[0].value = input + ";nonce=\"n2\""
+        #expect(throws: HTTPMessageSignature.Failure(.malformed, "")) { try HTTPMessageSignature.verify(duplicated) { _ in key.publicKeys.signingKey } }
+    }
+
     @Test("Content-Digest matches RFC 9530's examples")
     func contentDigest() {
         #expect(ContentDigest.header(for: Array(#"{"hello": "world"}"#.utf8)) == "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:")

@@ -46,6 +46,9 @@ public struct SignatureParameters: Sendable, Equatable {
     public var keyID: String?
     public var algorithm: String?
     public var tag: String?
+    /// The order the parameters are serialized in. The signature base must repeat the order the
+    /// signer used (RFC 9421 §2.3), so a parsed Signature-Input keeps its own order.
+    public var order: [String] = ["created", "expires", "nonce", "keyid", "alg", "tag"]
 
     public init(components: [String], created: Int64? = nil, expires: Int64? = nil, nonce: String? = nil,
                 keyID: String? = nil, algorithm: String? = nil, tag: String? = nil) {
@@ -61,12 +64,17 @@ public struct SignatureParameters: Sendable, Equatable {
     /// The structured-field serialization used in Signature-Input and in the signature base.
     public var serialized: String {
         var text = "(" + components.map { "\"\($0)\"" }.joined(separator: " ") + ")"
-        if let created { text += ";created=\(created)" }
-        if let expires { text += ";expires=\(expires)" }
-        if let nonce { text += ";nonce=\"\(nonce)\"" }
-        if let keyID { text += ";keyid=\"\(keyID)\"" }
-        if let algorithm { text += ";alg=\"\(algorithm)\"" }
-        if let tag { text += ";tag=\"\(tag)\"" }
+        for name in order {
+            switch name {
+            case "created": if let created { text += ";created=\(created)" }
+            case "expires": if let expires { text += ";expires=\(expires)" }
+            case "nonce": if let nonce { text += ";nonce=\"\(nonce)\"" }
+            case "keyid": if let keyID { text += ";keyid=\"\(keyID)\"" }
+            case "alg": if let algorithm { text += ";alg=\"\(algorithm)\"" }
+            case "tag": if let tag { text += ";tag=\"\(tag)\"" }
+            default: break
+            }
+        }
         return text
     }
 }

@@ -72,10 +72,13 @@ enum StructuredFields {
                 guard components.count <= 32 else { throw Failure(.malformed, "too many covered components") }
             }
             var parameters = SignatureParameters(components: components)
+            parameters.order = []
             while scanner.current == ";" {
                 scanner.index += 1
                 let name = try scanner.key()
                 try scanner.expect("=")
+                guard !parameters.order.contains(name) else { throw Failure(.malformed, "signature parameter '\(name)' appears twice") }
+                parameters.order.append(name)
                 switch name {
                 case "created": parameters.created = try scanner.integer()
                 case "expires": parameters.expires = try scanner.integer()

@@ -1,0 +1,137 @@
+import ArgumentParser
+import CivitasCrypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Options every command that talks to a broker takes.
+struct BrokerOptions: ParsableArguments {
+    @Option(help: "The broker's URL (default: $CIVITAS_BROKER or http://127.0.0.1:8080).") var broker: String?
+    @Option(help: ArgumentHelp("Your secret key file; requests are signed with it.", valueName: "KEY.secret")) var key: String
+    @OptionGroup var passphrase: PassphraseOptions
+
+    var baseURL: String {
+        var url = broker ?? Environment.value(of: "CIVITAS_BROKER") ?? "http://127.0.0.1:8080"
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
+    }
+}
+
+/// Sends signed requests (RFC 9421) to the broker and reads its JSON answers.
+struct BrokerClient {
+    let baseURL: String
+    let keys: SecretKeys
+
+    init(_ options: BrokerOptions) throws {
+        baseURL = options.baseURL
+        keys = try Files.secretKeys(options.key, passphrase: options.passphrase)
+    }
+
+    /// Sends a signed request; returns the status and the parsed JSON body, or throws the broker's error as one line.
+    func send(_ method: String, _ path: String, body: [UInt8] = [], contentType: String = "application/json",
+              headers extra: [String: String] = [:]) async throws -> (status: Int, json: JSONValue) {
+        let target = baseURL + path
+        guard let url = URL(string: target) else { throw CLIError("'\(target)' is not a URL") }
+        var request = URLRequest(url: url)
+        request.httpMethod = method
+        request.httpBody = Data(body)
+        request.setValue(contentType, forHTTPHeaderField: "Content-Type")
+        for (name, value) in extra { request.setValue(value, forHTTPHeaderField: name) }
+        for (name, value) in try RequestSigner.headers(method: method, targetURI: target, body: body, key: keys,
+                                                       created: Int64(Date().timeIntervalSince1970)) {
+            request.setValue(value, forHTTPHeaderField: name)
+        }
+        let (data, response): (Data, URLResponse)
+        do { (data, response) = try await URLSession.shared.data(for: request) } catch {
+            throw CLIError("cannot reach the broker at \(baseURL): \(error.localizedDescription)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let json = (try? JSONParser.parse(Array(data))) ?? .null
+        guard (200..<300).contains(status) else {
+            let message = json["error"]?["message"]?.stringValue ?? "HTTP \(status)"
+            var line = "broker refused (\(status)): \(message)"
+            if case .array(let details)? = json["error"]?["details"] {
+                line += "; " + details.compactMap(\.stringValue).prefix(5).joined(separator: "; ")
+                if details.count > 5 { line += "; …" }
+            }
+            throw CLIError(line)
+        }
+        return (status, json)
+    }
+}
+
+struct ParticipantsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "participants", abstract: "Register and list participants.",
+                                                    subcommands: [Add.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Register a participant's public key with a role (operator only).")
+        @OptionGroup var options: BrokerOptions
+        @Option(help: "operator, agency, partner, auditor or consent-service.") var role: String
+        @Argument(help: "The participant's .pub file.") var publicKey: String
+
+        func run() async throws {
+            let keys = try Files.publicKeys(publicKey)
+            let body = try CanonicalJSON.encode(["name": .string(keys.name), "role": .string(role),
+                                                 "ed25519": .string(Base64.encode(keys.signingKey)),
+                                                 "x25519": .string(Base64.encode(keys.encryptionKey))])
+            _ = try await BrokerClient(options).send("POST", "/admin/participants", body: body)
+            print("registered \(keys.name) (\(keys.keyID)) as \(role)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the registered participants.")
+        @OptionGroup var options: BrokerOptions
+
+        func run() async throws {
+            let (_, json) = try await BrokerClient(options).send("GET", "/participants")
+            guard case .array(let participants)? = json["participants"] else { return }
+            for participant in participants {
+                print("\(participant["key_id"]?.stringValue ?? "?")  \(participant["role"]?.stringValue ?? "?")  \(participant["name"]?.stringValue ?? "?")")
+            }
+        }
+    }
+}
+
+struct DatasetsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "datasets", abstract: "Register datasets.", subcommands: [Register.self])
+
+    struct Register: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Register a dataset with its schema (agency).")
+        @OptionGroup var options: BrokerOptions
+        @Option(help: "Dataset id: 1-128 of a-z 0-9 . _ -") var id: String
+        @Option(help: "Dataset schema (JSON Schema with x-privacy), e.g. Schemas/datasets/emergency-call.schema.json.") var schema: String
+
+        func run() async throws {
+            let schemaValue = try JSONParser.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
+            let body = try CanonicalJSON.encode(["id": .string(id), "schema": schemaValue])
+            let (_, json) = try await BrokerClient(options).send("POST", "/datasets", body: body)
+            print("registered dataset \(id) (schema sha256 \(json["schema_sha256"]?.stringValue ?? "?"))")
+        }
+    }
+}
+
+struct PublishCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "publish",
+        abstract: "Upload a CSV batch to a dataset (its publisher only).",
+        discussion: "The batch is validated whole: if any record fails the schema, nothing is stored and the first problems are printed. Retrying with the same --idempotency-key never stores a batch twice."
+    )
+    @OptionGroup var options: BrokerOptions
+    @Option(help: "Makes retries safe (default: the SHA-256 of the file).") var idempotencyKey: String?
+    @Argument(help: "Dataset id.") var dataset: String
+    @Argument(help: "CSV file.") var file: String
+
+    func run() async throws {
+        let body = try Files.read(file, limit: 64 << 20, what: "batch file")
+        let key = idempotencyKey ?? Hex.encode(SHA256Hasher.hash(body))
+        let (status, json) = try await BrokerClient(options).send("POST", "/datasets/\(dataset)/batches", body: body, contentType: "text/csv",
+                                                                   headers: ["Idempotency-Key": key])
+        let records = json["records"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
+        let sequence = json["sequence"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
+        print(status == 200 ? "already stored as batch \(sequence) of \(dataset) (\(records) records)"
+                            : "stored \(records) records as batch \(sequence) of \(dataset)")
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import CivitasCrypto
+import CivitasServer
+import CivitasStore
+import Foundation
+import Hummingbird
+import Logging
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the broker's HTTP API on embedded SQLite.",
+        discussion: """
+            Listens on 127.0.0.1 unless told otherwise. The database (SQLite, WAL) is at --db or $CIVITAS_DB.
+            Records are encrypted at rest under per-dataset keys wrapped by the storage key file
+            (created with mode 0600 if missing). --operator registers the operator's public key at start.
+            """
+    )
+
+    @Option(help: "SQLite database file (default: $CIVITAS_DB or civitas.sqlite).") var db: String?
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Port (0 picks a free one and prints it).") var port: Int = 8080
+    @Option(help: "Storage key file (default: the database path + .storage-key).") var storageKey: String?
+    @Option(help: ArgumentHelp("Register this public key as the operator at start.", valueName: "OPERATOR.pub")) var `operator`: String?
+
+    func run() async throws {
+        let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
+        let key = try StorageKeyFile.loadOrCreate(storageKey ?? path + ".storage-key")
+        let store = try BrokerStore(path: path, storageKey: key)
+        if let `operator` {
+            let keys = try Files.publicKeys(`operator`)
+            if try store.participant(keys.keyID) == nil {
+                try store.registerParticipant(keys, role: .operator_, now: EnvelopeSealer.timestamp(Date()))
+            }
+        }
+        var logger = Logger(label: "civitas")
+        logger.logLevel = .info
+        let app = Application(
+            router: BrokerAPI(store: store).router(),
+            configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
+            onServerRunning: { channel in
+                Output.line("civitas broker listening on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(path))")
+            },
+            logger: logger)
+        try await app.runService()
+    }
+}
+
+/// The storage key file: `civitas-storage-key/1 BASE64(32 bytes)`, mode 0600.
+enum StorageKeyFile {
+    static let tag = "civitas-storage-key/1"
+
+    static func loadOrCreate(_ path: String) throws -> SealedStorageKey {
+        if !Files.exists(path) {
+            var key = Sodium.randomBytes(32)
+            var line = Array("\(tag) ".utf8)
+            var encoded = Base64.encodedBytes(key)
+            line += encoded
+            line.append(0x0A)
+            Sodium.wipe(&encoded)
+            Sodium.wipe(&key)
+            defer { Sodium.wipe(&line) }
+            let file = try Files.AtomicFile(path: path, mode: 0o600)
+            try line.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: path).write($0) }
+            try file.commit(replacing: false)
+        }
+        var bytes = try Files.read(path, limit: 256, what: "storage key file")
+        defer { Sodium.wipe(&bytes) }
+        let fields = bytes.split(separator: 0x20)
+        guard fields.count == 2, Array(fields[0]) == Array(tag.utf8) else { throw CLIError("\(path) is not a storage key file") }
+        var encoded = Array(fields[1])
+        if encoded.last == 0x0A { encoded.removeLast() }
+        defer { Sodium.wipe(&encoded) }
+        guard var key = Base64.decode(String(decoding: encoded, as: UTF8.self)), key.count == 32 else {
+            throw CLIError("\(path): the key is not 32 bytes of base64")
+        }
+        Files.warnIfExposed(path)
+        return try SealedStorageKey(bytes: &key)
+    }
+}
