@@ -136,20 +136,29 @@ public struct BrokerAPI: Sendable {
             throw APIError.forbidden("only the publisher of \(id) may upload to it")
         }
         let contentType = request.headers[.contentType]?.split(separator: ";").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
-        guard contentType == "text/csv" else {
-            throw APIError(.unsupportedMediaType, "unsupported_media_type", "batches are uploaded as text/csv")
-        }
-        var limits = CSVTable.Limits()
-        limits.maximumRows = Self.maximumBatchRows
-        let table: CSVTable
-        do { table = try CSVTable.parse(context.body, limits: limits) } catch let error as PrivacyError {
-            throw APIError(.unprocessableContent, "invalid_batch", "the batch is not valid CSV: \(error.message)")
-        }
         let schema = try DatasetSchema.parse(dataset.schema)
-        let problems = schema.validate(table, limit: Self.maximumReportedProblems)
-        guard problems.isEmpty else {
-            throw APIError(.unprocessableContent, "invalid_batch",
-                           "the batch does not match the schema of \(id); nothing was stored", details: problems.map(\.description))
+        let table: CSVTable
+        do {
+            switch contentType {
+            case "text/csv":
+                var limits = CSVTable.Limits()
+                limits.maximumRows = Self.maximumBatchRows
+                table = try CSVTable.parse(context.body, limits: limits)
+                let problems = schema.validate(table, limit: Self.maximumReportedProblems)
+                guard problems.isEmpty else { throw Self.refusal(id, problems) }
+            case "application/x-ndjson", "application/jsonl", "application/ld+json", "application/json":
+                let records = contentType == "application/ld+json" || contentType == "application/json"
+                    ? try JSONRecords.parseNGSILD(context.body, maximumRecords: Self.maximumBatchRows)
+                    : try JSONRecords.parseJSONLines(context.body, maximumRecords: Self.maximumBatchRows)
+                let (coerced, problems) = JSONRecords.validate(records, schema: schema, limit: Self.maximumReportedProblems)
+                guard problems.isEmpty else { throw Self.refusal(id, problems) }
+                table = try JSONRecords.table(coerced)
+            default:
+                throw APIError(.unsupportedMediaType, "unsupported_media_type",
+                               "batches are text/csv, application/x-ndjson (JSON Lines) or application/ld+json (NGSI-LD, normalized or key-values)")
+            }
+        } catch let error as PrivacyError {
+            throw APIError(.unprocessableContent, "invalid_batch", "the batch cannot be read: \(error.message); nothing was stored")
         }
         let idempotencyKey = Self.idempotencyHeader.flatMap { request.headers[$0] }
         do {
@@ -163,6 +172,11 @@ public struct BrokerAPI: Sendable {
         } catch let error as StoreError where error.code == .invalidArgument {
             throw APIError.badRequest(error.message)
         }
+    }
+
+    static func refusal(_ dataset: String, _ problems: [DatasetSchema.Issue]) -> APIError {
+        APIError(.unprocessableContent, "invalid_batch", "the batch does not match the schema of \(dataset); nothing was stored",
+                 details: problems.map(\.description))
     }
 
     /// The catalog as DCAT-AP JSON-LD: datasets, publishers, schemas. Nothing personal.

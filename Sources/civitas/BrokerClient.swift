@@ -116,18 +116,26 @@ struct DatasetsCommand: AsyncParsableCommand {
 struct PublishCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "publish",
-        abstract: "Upload a CSV batch to a dataset (its publisher only).",
+        abstract: "Upload a batch of records to a dataset (its publisher only).",
         discussion: "The batch is validated whole: if any record fails the schema, nothing is stored and the first problems are printed. Retrying with the same --idempotency-key never stores a batch twice."
     )
     @OptionGroup var options: BrokerOptions
     @Option(help: "Makes retries safe (default: the SHA-256 of the file).") var idempotencyKey: String?
+    @Option(help: "text/csv, application/x-ndjson or application/ld+json (default: from the file name: .csv, .jsonl/.ndjson, .json/.jsonld).")
+    var contentType: String?
     @Argument(help: "Dataset id.") var dataset: String
-    @Argument(help: "CSV file.") var file: String
+    @Argument(help: "The batch: CSV, JSON Lines, or NGSI-LD entities (normalized or key-values).") var file: String
 
     func run() async throws {
         let body = try Files.read(file, limit: 64 << 20, what: "batch file")
         let key = idempotencyKey ?? Hex.encode(SHA256Hasher.hash(body))
-        let (status, json) = try await BrokerClient(options).send("POST", "/datasets/\(dataset)/batches", body: body, contentType: "text/csv",
+        let type = contentType ?? {
+            let lower = file.lowercased()
+            if lower.hasSuffix(".jsonl") || lower.hasSuffix(".ndjson") { return "application/x-ndjson" }
+            if lower.hasSuffix(".json") || lower.hasSuffix(".jsonld") { return "application/ld+json" }
+            return "text/csv"
+        }()
+        let (status, json) = try await BrokerClient(options).send("POST", "/datasets/\(dataset)/batches", body: body, contentType: type,
                                                                    headers: ["Idempotency-Key": key])
         let records = json["records"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         let sequence = json["sequence"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"

@@ -213,3 +213,76 @@ struct BrokerAPITests {
         }
     }
 }
+
+@Suite("Ingestion of JSON Lines and NGSI-LD")
+struct IngestionTests {
+    static let shared = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("../shared/data/smart-data-models").standardizedFileURL
+    static let schemas = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Schemas/datasets")
+    static var available: Bool { FileManager.default.fileExists(atPath: shared.path) }
+
+    func register(_ client: some TestClientProtocol, _ broker: TestBroker, id: String, schemaFile: String) async throws {
+        let schema = try JSONParser.parse(Array(try Data(contentsOf: Self.schemas.appendingPathComponent(schemaFile))))
+        let body = try CanonicalJSON.encode(["id": .string(id), "schema": schema])
+        let response = try await client.execute(try TestBroker.signed(.post, "/datasets", body: body, key: broker.agency))
+        #expect(response.status == .created, "\(id): \(String(buffer: response.body))")
+    }
+
+    @Test("Every Smart Data Models example ingests, NGSI-LD normalized and key-values",
+          .enabled(if: available, "../shared/data/smart-data-models is absent"))
+    func smartDataModels() async throws {
+        let broker = try TestBroker()
+        let pairs = [("call-user", "CallComplaints.CallUser"), ("complaint", "CallComplaints.Complaint"),
+                     ("traffic-flow-observed", "Transportation.TrafficFlowObserved"),
+                     ("air-quality-observed", "Environment.AirQualityObserved"), ("waste-container", "WasteManagement.WasteContainer")]
+        try await broker.application.test(.router) { client in
+            for (schema, folder) in pairs {
+                try await register(client, broker, id: schema, schemaFile: "\(schema).schema.json")
+                for example in ["example.jsonld", "example-normalized.jsonld", "example.json"] {
+                    let body = Array(try Data(contentsOf: Self.shared.appendingPathComponent("\(folder)/\(example)")))
+                    let response = try await client.execute(try TestBroker.signed(.post, "/datasets/\(schema)/batches", body: body,
+                                                                                  key: broker.agency, contentType: "application/ld+json"))
+                    #expect(response.status == .created, "\(folder)/\(example): \(String(buffer: response.body))")
+                }
+            }
+        }
+    }
+
+    @Test("JSON Lines batches are validated whole and stored as a table")
+    func jsonLines() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            try await register(client, broker, id: "air", schemaFile: "air-quality-observed.schema.json")
+            let good = Array(#"""
+                {"id":"urn:ngsi-ld:AirQualityObserved:1","type":"AirQualityObserved","no2":"45.5","temperature":12.2}
+                {"id":"urn:ngsi-ld:AirQualityObserved:2","type":"AirQualityObserved","no2":61,"location":{"type":"Point","coordinates":[-3.7,40.4]}}
+                """#.utf8)
+            let stored = try await client.execute(try TestBroker.signed(.post, "/datasets/air/batches", body: good, key: broker.agency,
+                                                                        contentType: "application/x-ndjson"))
+            #expect(stored.status == .created, "\(String(buffer: stored.body))")
+            var rows: [[String]] = []
+            var columns: [String] = []
+            try broker.store.records(of: "air") { c, r in columns = c; rows += r }
+            #expect(columns == ["id", "location", "no2", "temperature", "type"])
+            #expect(rows[0][2] == "45.5" && rows[1][1] == #"{"coordinates":[-3.7,40.4],"type":"Point"}"#)
+            let bad = Array(#"""
+                {"id":"urn:x:1","type":"AirQualityObserved","temperature":"hot"}
+                {"type":"AirQualityObserved"}
+                not json
+                """#.utf8)
+            let refused = try await client.execute(try TestBroker.signed(.post, "/datasets/air/batches", body: bad, key: broker.agency,
+                                                                         contentType: "application/x-ndjson"))
+            #expect(refused.status == .unprocessableContent)
+            #expect(String(buffer: refused.body).contains("line 3"))
+            let wrongTypes = Array(#"{"id":"urn:x:1","type":"AirQualityObserved","temperature":"hot"}"#.utf8)
+            let typed = try await client.execute(try TestBroker.signed(.post, "/datasets/air/batches", body: wrongTypes, key: broker.agency,
+                                                                       contentType: "application/x-ndjson"))
+            #expect(typed.status == .unprocessableContent)
+            #expect(String(buffer: typed.body).contains("row 1, field 'temperature'"))
+            var count = 0
+            try broker.store.records(of: "air") { _, r in count += r.count }
+            #expect(count == 2, "refused batches store nothing")
+        }
+    }
+}

@@ -213,6 +213,18 @@ public struct DatasetSchema: Sendable {
         return issues
     }
 
+    /// Checks a JSON string value's enum, length and pattern constraints.
+    static func cellProblem(_ value: String, field: Field) -> String? {
+        if let allowed = field.allowed, !allowed.contains(value) { return "'\(value.prefix(40))' is not one of the allowed values" }
+        if let minLength = field.minLength, value.count < minLength { return "shorter than \(minLength) characters" }
+        if let maxLength = field.maxLength, value.count > maxLength { return "longer than \(maxLength) characters" }
+        if let pattern = field.pattern, let regex = try? NSRegularExpression(pattern: pattern),
+           regex.firstMatch(in: value, range: NSRange(value.startIndex..., in: value)) == nil {
+            return "'\(value.prefix(40))' does not match the pattern \(pattern)"
+        }
+        return nil
+    }
+
     private static func problem(_ value: String, field: Field, regex: NSRegularExpression?) -> String? {
         if value.isEmpty {
             if field.types.contains("null") || field.types.isEmpty { return nil }

@@ -1,0 +1,131 @@
+import CivitasCrypto
+
+/// Records that arrive as JSON (JSON Lines, or NGSI-LD entities in normalized or key-values form)
+/// turned into the flat table the rest of the broker works on.
+public enum JSONRecords {
+    /// Parses JSON Lines: one JSON object per non-empty line. Errors name the line.
+    public static func parseJSONLines(_ bytes: [UInt8], maximumRecords: Int) throws -> [[String: JSONValue]] {
+        var records: [[String: JSONValue]] = []
+        for (number, line) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+            let trimmed = Array(line.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D })
+            if trimmed.isEmpty { continue }
+            guard let object = (try? JSONParser.parse(Array(line)))?.objectValue else {
+                throw PrivacyError(.invalidValue, "line \(number + 1) is not a JSON object")
+            }
+            records.append(object)
+            guard records.count <= maximumRecords else { throw PrivacyError(.invalidValue, "more than \(maximumRecords) records") }
+        }
+        return records
+    }
+
+    /// Parses NGSI-LD: an entity or an array of entities, normalized (attributes as
+    /// Property / Relationship / GeoProperty objects) or key-values. Returns key-values
+    /// records; `@context` is dropped.
+    public static func parseNGSILD(_ bytes: [UInt8], maximumRecords: Int) throws -> [[String: JSONValue]] {
+        let value: JSONValue
+        do { value = try JSONParser.parse(bytes) } catch let error as CryptoError {
+            throw PrivacyError(.invalidValue, "the body is not JSON: \(error.message)")
+        }
+        let entities: [JSONValue]
+        switch value {
+        case .array(let items): entities = items
+        case .object: entities = [value]
+        default: throw PrivacyError(.invalidValue, "NGSI-LD content is an entity or an array of entities")
+        }
+        guard entities.count <= maximumRecords else { throw PrivacyError(.invalidValue, "more than \(maximumRecords) entities") }
+        return try entities.enumerated().map { index, entity in
+            guard var object = entity.objectValue else { throw PrivacyError(.invalidValue, "entity \(index + 1) is not a JSON object") }
+            object.removeValue(forKey: "@context")
+            for (name, attribute) in object where name != "id" && name != "type" {
+                if let members = attribute.objectValue, let kind = members["type"]?.stringValue {
+                    switch kind {
+                    case "Property", "GeoProperty", "LanguageProperty", "VocabProperty", "ListProperty", "JsonProperty":
+                        if let inner = members["value"] ?? members["languageMap"] ?? members["vocab"] ?? members["valueList"] ?? members["json"] {
+                            object[name] = typedLiteral(inner)
+                        }
+                    case "Relationship", "ListRelationship":
+                        if let inner = members["object"] ?? members["objectList"] { object[name] = inner }
+                    default: break
+                    }
+                }
+            }
+            return object
+        }
+    }
+
+    /// A JSON-LD typed literal `{"@type": "DateTime", "@value": "…"}` (some publishers write `value`)
+    /// becomes its plain value; anything else is returned unchanged.
+    static func typedLiteral(_ value: JSONValue) -> JSONValue {
+        guard let members = value.objectValue, members["@type"] != nil, members.count == 2,
+              let inner = members["@value"] ?? members["value"] else { return value }
+        return inner
+    }
+
+    /// Checks records against the schema, coercing what key-values payloads are known to carry
+    /// loosely (numbers written as strings where the schema declares a number). Returns the
+    /// (coerced) records and at most `limit` problems naming record, field and reason.
+    public static func validate(_ records: [[String: JSONValue]], schema: DatasetSchema, limit: Int) -> ([[String: JSONValue]], [DatasetSchema.Issue]) {
+        var issues: [DatasetSchema.Issue] = []
+        var result: [[String: JSONValue]] = []
+        for (index, record) in records.enumerated() {
+            var coerced = record
+            for field in schema.fields where field.required && record[field.name] == nil {
+                issues.append(.init(row: index + 1, field: field.name, reason: "required field is missing"))
+            }
+            for (name, value) in record {
+                guard let field = schema.field(name) else {
+                    if !schema.allowsOtherColumns { issues.append(.init(row: index + 1, field: name, reason: "field is not in the schema")) }
+                    continue
+                }
+                var checked = value
+                if case .string(let text) = value, !field.types.contains("string"),
+                   field.types.contains("number") || field.types.contains("integer"), let number = Double(text), number.isFinite {
+                    checked = .number(number)
+                    coerced[name] = checked
+                }
+                if let reason = problem(checked, field: field) { issues.append(.init(row: index + 1, field: name, reason: reason)) }
+            }
+            if issues.count >= limit { return (result, Array(issues.prefix(limit))) }
+            result.append(coerced)
+        }
+        return (result, issues)
+    }
+
+    private static func problem(_ value: JSONValue, field: DatasetSchema.Field) -> String? {
+        let types = field.types
+        guard !types.isEmpty else { return nil }
+        let actual: String
+        switch value {
+        case .null: actual = "null"
+        case .bool: actual = "boolean"
+        case .number(let n): actual = n.rounded() == n && types.contains("integer") ? "integer" : "number"
+        case .string: actual = "string"
+        case .array: actual = "array"
+        case .object: actual = "object"
+        }
+        let accepted = types.contains(actual) || (actual == "integer" && types.contains("number"))
+        guard accepted else { return "a \(actual) where the schema expects \(types.sorted().joined(separator: " or "))" }
+        if case .string(let text) = value { return DatasetSchema.cellProblem(text, field: field) }
+        if case .number(let n) = value {
+            if let minimum = field.minimum, n < minimum { return "\(n) is below the minimum \(minimum)" }
+            if let maximum = field.maximum, n > maximum { return "\(n) is above the maximum \(maximum)" }
+        }
+        return nil
+    }
+
+    /// The records as a table: columns are the union of fields (sorted); strings as they are,
+    /// numbers in their canonical form, objects and arrays as canonical JSON, null as empty.
+    public static func table(_ records: [[String: JSONValue]]) throws -> CSVTable {
+        let columns = Set(records.flatMap(\.keys)).sorted()
+        let rows = try records.map { record in
+            try columns.map { column -> String in
+                switch record[column] {
+                case nil, .null?: return ""
+                case .string(let text)?: return text
+                case let other?: return String(decoding: try CanonicalJSON.encode(other), as: UTF8.self)
+                }
+            }
+        }
+        return CSVTable(columns: columns, rows: rows)
+    }
+}
