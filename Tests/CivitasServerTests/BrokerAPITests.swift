@@ -143,8 +143,8 @@ struct BrokerAPITests {
             let extra = Array("twp,title,secret\nA,B,C\n".utf8)
             let unknownColumn = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: extra, key: broker.agency, contentType: "text/csv"))
             #expect(unknownColumn.status == .unprocessableContent)
-            let json415 = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: Array("{}".utf8), key: broker.agency))
-            #expect(json415.status == .unsupportedMediaType)
+            let xml = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: Array("<rows/>".utf8), key: broker.agency, contentType: "application/xml"))
+            #expect(xml.status == .unsupportedMediaType)
         }
     }
 
