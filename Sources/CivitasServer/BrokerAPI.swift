@@ -4,6 +4,8 @@ import CivitasStore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
+import Metrics
 import Prometheus
 
 /// The broker's HTTP API: public routes (health, metrics, OpenAPI, catalog) and routes that
@@ -32,7 +34,7 @@ public struct BrokerAPI: Sendable {
     /// The router with every route of the API.
     public func router() -> Router<CivitasRequestContext> {
         let router = Router(context: CivitasRequestContext.self)
-        router.add(middleware: RequestMetrics(registry: metrics))
+        router.add(middleware: RequestObserver(metrics: PrometheusMetricsFactory(registry: metrics)))
         router.get("healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -219,25 +221,61 @@ public struct BrokerAPI: Sendable {
     }
 }
 
-/// Counts requests by method and status for /metrics.
-struct RequestMetrics: RouterMiddleware {
+/// Records every request in the metrics (through the swift-metrics API, backed by the Prometheus
+/// registry that /metrics serves) and in one structured log line carrying the request id.
+/// Logs name the method, route, status and duration only: never a body, a header value or a query.
+struct RequestObserver: RouterMiddleware {
     typealias Context = CivitasRequestContext
-    let registry: PrometheusCollectorRegistry
-    static var requests: MetricNameDescriptor { MetricNameDescriptor(namespace: "civitas", subsystem: "http", metricName: "requests", unitName: "total",
-                                               helpText: "HTTP requests by method and status") }
+    let metrics: PrometheusMetricsFactory
+    static let requestIDHeader = HTTPField.Name("Request-Id")
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
         do {
-            let response = try await next(request, context)
-            count(request, status: response.status.code)
+            var response = try await next(request, context)
+            if let name = Self.requestIDHeader { response.headers[name] = context.id }
+            record(request, context: context, status: response.status.code, code: nil, started: started)
             return response
+        } catch let error as APIError {
+            // Refusals of authentication and role name the reason (about the signature, never the data).
+            let reason = error.status == .unauthorized || error.status == .forbidden ? error.message : nil
+            record(request, context: context, status: error.status.code, code: error.code, reason: reason, started: started)
+            throw RequestIDError(error: error, requestID: context.id)
         } catch let error as HTTPResponseError {
-            count(request, status: error.status.code)
+            record(request, context: context, status: error.status.code, code: nil, started: started)
+            throw error
+        } catch {
+            record(request, context: context, status: 500, code: "internal", started: started)
+            context.logger.error("request failed", metadata: ["error_type": "\(type(of: error))"])
             throw error
         }
     }
 
-    private func count(_ request: Request, status: Int) {
-        registry.makeCounter(descriptor: Self.requests, labels: [("method", request.method.rawValue), ("status", String(status))]).increment()
+    private func record(_ request: Request, context: Context, status: Int, code: String?, reason: String? = nil,
+                        started: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - started
+        let route = context.endpointPath ?? "unmatched"
+        let dimensions = [("method", request.method.rawValue), ("route", route), ("status", String(status))]
+        Counter(label: "civitas_http_requests_total", dimensions: dimensions, factory: metrics).increment()
+        Metrics.Timer(label: "civitas_http_request_duration_seconds", dimensions: [("route", route)], factory: metrics)
+            .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        var metadata: Logger.Metadata = ["method": "\(request.method.rawValue)", "route": "\(route)", "status": "\(status)",
+                                         "duration_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"]
+        if let code { metadata["error"] = "\(code)" }
+        if let reason { metadata["reason"] = "\(reason)" }
+        context.logger.log(level: status >= 500 ? .error : .info, "request", metadata: metadata)
+    }
+}
+
+/// An API error that also carries the request id, so a refused client can quote it.
+struct RequestIDError: HTTPResponseError {
+    let error: APIError
+    let requestID: String
+    var status: HTTPResponse.Status { error.status }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try error.response(from: request, context: context)
+        if let name = RequestObserver.requestIDHeader { response.headers[name] = requestID }
+        return response
     }
 }

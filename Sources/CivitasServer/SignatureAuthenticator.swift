@@ -24,6 +24,9 @@ struct SignatureAuthenticator: RouterMiddleware {
         let target = "http://\(authority)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")"
         let signed = SignedRequest(method: request.method.rawValue, targetURI: target,
                                    headers: request.headers.map { ($0.name.canonicalName, $0.value) })
+        guard signed.field("signature-input") != nil, signed.field("signature") != nil else {
+            throw APIError.unauthorized("the request is not signed: Signature and Signature-Input headers are required (RFC 9421)")
+        }
         guard let digest = signed.field("content-digest"), ContentDigest.matches(digest, body: body) else {
             throw APIError.unauthorized("Content-Digest is missing or does not match the body")
         }
