@@ -1,5 +1,6 @@
 import ArgumentParser
 import CivitasCrypto
+import CivitasServer
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -31,21 +32,50 @@ struct BrokerClient {
     /// Sends a signed request; returns the status and the parsed JSON body, or throws the broker's error as one line.
     func send(_ method: String, _ path: String, body: [UInt8] = [], contentType: String = "application/json",
               headers extra: [String: String] = [:]) async throws -> (status: Int, json: JSONValue) {
-        let target = baseURL + path
-        guard let url = URL(string: target) else { throw CLIError("'\(target)' is not a URL") }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
+        var request = try signedRequest(method, path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: extra)
         request.httpBody = Data(body)
-        request.setValue(contentType, forHTTPHeaderField: "Content-Type")
-        for (name, value) in extra { request.setValue(value, forHTTPHeaderField: name) }
-        for (name, value) in try RequestSigner.headers(method: method, targetURI: target, body: body, key: keys,
-                                                       created: Int64(Date().timeIntervalSince1970)) {
-            request.setValue(value, forHTTPHeaderField: name)
-        }
         let (data, response): (Data, URLResponse)
         do { (data, response) = try await URLSession.shared.data(for: request) } catch {
             throw CLIError("cannot reach the broker at \(baseURL): \(error.localizedDescription)")
         }
+        return try answer(data, response)
+    }
+
+    /// Streams a file as the body of a signed POST, drawing progress on a terminal; the file is never held in memory whole.
+    func upload(_ path: String, file: UploadFile, contentType: String, headers extra: [String: String],
+                progress: UploadProgress) async throws -> (status: Int, json: JSONValue) {
+        var request = try signedRequest("POST", path, bodySHA256: file.sha256, contentType: contentType, headers: extra)
+        request.setValue(String(file.size), forHTTPHeaderField: "Content-Length")
+        let delegate = UploadDelegate(progress: progress)
+        let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
+        defer { session.finishTasksAndInvalidate() }
+        let task = session.uploadTask(with: request, fromFile: URL(fileURLWithPath: file.path))
+        let (data, response): (Data, URLResponse?)
+        do { (data, response) = try await delegate.wait(for: task) } catch {
+            if progress.enabled { Output.progress("\n") }
+            throw CLIError("cannot reach the broker at \(baseURL): \(error.localizedDescription)")
+        }
+        progress.finish()
+        guard let response else { throw CLIError("the broker at \(baseURL) closed the connection without an answer") }
+        return try answer(data, response)
+    }
+
+    private func signedRequest(_ method: String, _ path: String, bodySHA256: [UInt8], contentType: String,
+                               headers extra: [String: String]) throws -> URLRequest {
+        let target = baseURL + path
+        guard let url = URL(string: target) else { throw CLIError("'\(target)' is not a URL") }
+        var request = URLRequest(url: url)
+        request.httpMethod = method
+        request.setValue(contentType, forHTTPHeaderField: "Content-Type")
+        for (name, value) in extra { request.setValue(value, forHTTPHeaderField: name) }
+        for (name, value) in try RequestSigner.headers(method: method, targetURI: target, bodySHA256: bodySHA256, key: keys,
+                                                       created: Int64(Date().timeIntervalSince1970)) {
+            request.setValue(value, forHTTPHeaderField: name)
+        }
+        return request
+    }
+
+    private func answer(_ data: Data, _ response: URLResponse) throws -> (status: Int, json: JSONValue) {
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         let json = (try? JSONParser.parse(Array(data))) ?? .null
         guard (200..<300).contains(status) else {
@@ -54,6 +84,9 @@ struct BrokerClient {
             if case .array(let details)? = json["error"]?["details"] {
                 line += "; " + details.compactMap(\.stringValue).prefix(5).joined(separator: "; ")
                 if details.count > 5 { line += "; …" }
+            }
+            if let requestID = (response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Request-Id") {
+                line += " (request id \(requestID))"
             }
             throw CLIError(line)
         }
@@ -123,20 +156,22 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(help: "Makes retries safe (default: the SHA-256 of the file).") var idempotencyKey: String?
     @Option(help: "text/csv, application/x-ndjson or application/ld+json (default: from the file name: .csv, .jsonl/.ndjson, .json/.jsonld).")
     var contentType: String?
+    @Flag(help: "Do not draw the upload's progress bar (it is drawn only when standard error is a terminal).") var noProgress = false
     @Argument(help: "Dataset id.") var dataset: String
     @Argument(help: "The batch: CSV, JSON Lines, or NGSI-LD entities (normalized or key-values).") var file: String
 
     func run() async throws {
-        let body = try Files.read(file, limit: 64 << 20, what: "batch file")
-        let key = idempotencyKey ?? Hex.encode(SHA256Hasher.hash(body))
+        let upload = try UploadFile(path: file, limit: BrokerAPI.maximumBodySize)
+        let key = idempotencyKey ?? Hex.encode(upload.sha256)
         let type = contentType ?? {
             let lower = file.lowercased()
             if lower.hasSuffix(".jsonl") || lower.hasSuffix(".ndjson") { return "application/x-ndjson" }
             if lower.hasSuffix(".json") || lower.hasSuffix(".jsonld") { return "application/ld+json" }
             return "text/csv"
         }()
-        let (status, json) = try await BrokerClient(options).send("POST", "/datasets/\(dataset)/batches", body: body, contentType: type,
-                                                                   headers: ["Idempotency-Key": key])
+        let progress = UploadProgress(total: upload.size, label: "uploading \(dataset)", enabled: !noProgress && upload.size >= 1 << 20)
+        let (status, json) = try await BrokerClient(options).upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
+                                                                     headers: ["Idempotency-Key": key], progress: progress)
         let records = json["records"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         let sequence = json["sequence"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         print(status == 200 ? "already stored as batch \(sequence) of \(dataset) (\(records) records)"

@@ -141,6 +141,12 @@ enum Output {
         _ = write(1, &text, text.count)
     }
 
+    /// Writes text to standard error without a newline (a progress line being redrawn).
+    static func progress(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = write(2, &bytes, bytes.count)
+    }
+
     static func warn(_ line: String) {
         var text = Array((line + "\n").utf8)
         _ = write(2, &text, text.count)

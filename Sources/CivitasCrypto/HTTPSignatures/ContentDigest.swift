@@ -2,7 +2,12 @@
 public enum ContentDigest {
     /// `sha-256=:BASE64(SHA-256(body)):`
     public static func header(for body: [UInt8]) -> String {
-        "sha-256=:\(Base64.encode(SHA256Hasher.hash(body))):"
+        header(sha256: SHA256Hasher.hash(body))
+    }
+
+    /// The field for a body whose SHA-256 was computed elsewhere (a body streamed from a file).
+    public static func header(sha256 digest: [UInt8]) -> String {
+        "sha-256=:\(Base64.encode(digest)):"
     }
 
     /// Whether a Content-Digest field value carries a `sha-256` digest equal to the body's.

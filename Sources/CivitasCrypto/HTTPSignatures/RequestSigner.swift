@@ -6,7 +6,15 @@ public enum RequestSigner {
     public static func headers(method: String, targetURI: String, body: [UInt8], key: SecretKeys,
                                created: Int64, nonce: String? = nil,
                                extraHeaders: [(name: String, value: String)] = []) throws -> [(name: String, value: String)] {
-        let digest = ContentDigest.header(for: body)
+        try headers(method: method, targetURI: targetURI, bodySHA256: SHA256Hasher.hash(body), key: key, created: created,
+                    nonce: nonce, extraHeaders: extraHeaders)
+    }
+
+    /// The same header fields for a body known by its SHA-256 (a file streamed to the broker).
+    public static func headers(method: String, targetURI: String, bodySHA256: [UInt8], key: SecretKeys,
+                               created: Int64, nonce: String? = nil,
+                               extraHeaders: [(name: String, value: String)] = []) throws -> [(name: String, value: String)] {
+        let digest = ContentDigest.header(sha256: bodySHA256)
         let parameters = SignatureParameters(components: ["@method", "@target-uri", "content-digest"], created: created,
                                              nonce: nonce ?? Hex.encode(Sodium.randomBytes(16)),
                                              keyID: key.keyID.hex, algorithm: "ed25519")

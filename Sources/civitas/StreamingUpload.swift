@@ -1,0 +1,123 @@
+import CivitasCrypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A file to be sent as a request body without holding it in memory: its size and SHA-256,
+/// computed in one bounded pass so the request can be signed before the upload starts.
+struct UploadFile {
+    let path: String
+    let size: Int
+    let sha256: [UInt8]
+
+    /// Reads the file once in 1 MiB chunks; refuses anything that is not a regular file or is larger than `limit`.
+    init(path: String, limit: Int) throws {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw CLIError("cannot read batch file \(path): \(Files.errorText())") }
+        defer { close(descriptor) }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw CLIError("batch file \(path) is not a regular file (publish needs its size up front)")
+        }
+        guard Int(info.st_size) <= limit else {
+            throw CLIError("batch file \(path) is \(info.st_size) bytes; the broker accepts at most \(limit) bytes per batch: split it")
+        }
+        let hasher = try SHA256Hasher()
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var total = 0
+        while true {
+            let count = try chunk.withUnsafeMutableBytes { try FileDescriptorSource(descriptor: descriptor, name: path).read(into: $0) }
+            if count == 0 { break }
+            total += count
+            guard total <= limit else { throw CLIError("batch file \(path) grew past \(limit) bytes while it was being read") }
+            chunk.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            if count < chunk.count { break }
+        }
+        guard total == Int(info.st_size) else { throw CLIError("batch file \(path) changed while it was being read") }
+        self.path = path
+        size = total
+        sha256 = hasher.finish()
+    }
+}
+
+/// Draws an upload's progress on standard error when it is a terminal: a bar, bytes sent and the rate.
+final class UploadProgress: @unchecked Sendable {
+    private let total: Int
+    private let label: String
+    private let started = Date()
+    private let lock = NSLock()
+    private var lastDrawn = Date.distantPast
+    let enabled: Bool
+
+    init(total: Int, label: String, enabled: Bool) {
+        self.total = total
+        self.label = label
+        self.enabled = enabled && isatty(2) == 1
+    }
+
+    func update(sent: Int64) {
+        guard enabled else { return }
+        lock.withLock {
+            let now = Date()
+            guard Int(sent) >= total || now.timeIntervalSince(lastDrawn) >= 0.1 else { return }
+            lastDrawn = now
+            Output.progress(Self.render(label: label, sent: Int(sent), total: total, seconds: now.timeIntervalSince(started)))
+        }
+    }
+
+    func finish() {
+        guard enabled else { return }
+        Output.progress(Self.render(label: label, sent: total, total: total, seconds: Date().timeIntervalSince(started)) + "\n")
+    }
+
+    /// One line: `label [#####.....]  42%  12.0/28.5 MiB  9.1 MiB/s`.
+    static func render(label: String, sent: Int, total: Int, seconds: Double) -> String {
+        let width = 30
+        let fraction = total == 0 ? 1 : min(1, Double(sent) / Double(total))
+        let filled = Int(fraction * Double(width))
+        let mebibyte = 1_048_576.0
+        let rate = seconds > 0 ? Double(sent) / mebibyte / seconds : 0
+        return "\r\(label) [" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+            + String(format: "%3d%%  %.1f/%.1f MiB  %.1f MiB/s", Int(fraction * 100), Double(sent) / mebibyte, Double(total) / mebibyte, rate)
+    }
+}
+
+/// Receives an upload task's progress, answer and completion.
+final class UploadDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+    private let progress: UploadProgress
+    private let lock = NSLock()
+    private var received = Data()
+    private var continuation: CheckedContinuation<(Data, URLResponse?), Error>?
+    /// Bounds the broker's answer (it is a short JSON document).
+    static let maximumAnswer = 1 << 20
+
+    init(progress: UploadProgress) { self.progress = progress }
+
+    func wait(for task: URLSessionTask) async throws -> (Data, URLResponse?) {
+        try await withCheckedThrowingContinuation { continuation in
+            lock.withLock { self.continuation = continuation }
+            task.resume()
+        }
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didSendBodyData bytesSent: Int64,
+                    totalBytesSent: Int64, totalBytesExpectedToSend: Int64) {
+        progress.update(sent: totalBytesSent)
+    }
+
+    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+        lock.withLock { if received.count + data.count <= Self.maximumAnswer { received.append(data) } }
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
+        let (continuation, data) = lock.withLock { () -> (CheckedContinuation<(Data, URLResponse?), Error>?, Data) in
+            defer { self.continuation = nil }
+            return (self.continuation, received)
+        }
+        if let error { continuation?.resume(throwing: error) } else { continuation?.resume(returning: (data, task.response)) }
+    }
+}
