@@ -5,6 +5,9 @@ import CivitasStore
 import Foundation
 import Hummingbird
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,6 +28,8 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
+        // The database, its WAL and shared-memory files and the storage key are the operator's alone.
+        umask(0o077)
         let key = try StorageKeyFile.loadOrCreate(storageKey ?? path + ".storage-key")
         let store = try BrokerStore(path: path, storageKey: key)
         if let `operator` {

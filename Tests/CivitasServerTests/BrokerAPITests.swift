@@ -280,6 +280,12 @@ struct IngestionTests {
                                                                        contentType: "application/x-ndjson"))
             #expect(typed.status == .unprocessableContent)
             #expect(String(buffer: typed.body).contains("row 1, field 'temperature'"))
+            let longValue = String(repeating: "x", count: 64 * 1024 + 1)
+            let tooLong = Array(#"{"id":"urn:x:1","type":"\#(longValue)"}"#.utf8)
+            let long = try await client.execute(try TestBroker.signed(.post, "/datasets/air/batches", body: tooLong, key: broker.agency,
+                                                                      contentType: "application/x-ndjson"))
+            #expect(long.status == .unprocessableContent)
+            #expect(String(buffer: long.body).contains("row 1, field 'type': value is longer than 65536 bytes"))
             var count = 0
             try broker.store.records(of: "air") { _, r in count += r.count }
             #expect(count == 2, "refused batches store nothing")

@@ -23,7 +23,7 @@ public enum JSONRecords {
     /// records; `@context` is dropped.
     public static func parseNGSILD(_ bytes: [UInt8], maximumRecords: Int) throws -> [[String: JSONValue]] {
         let value: JSONValue
-        do { value = try JSONParser.parse(bytes) } catch let error as CryptoError {
+        do { value = try JSONParser.parse(bytes, limits: .init(maximumDepth: 64, maximumBytes: max(bytes.count, 1))) } catch let error as CryptoError {
             throw PrivacyError(.invalidValue, "the body is not JSON: \(error.message)")
         }
         let entities: [JSONValue]
@@ -61,9 +61,13 @@ public enum JSONRecords {
         return inner
     }
 
-    /// Checks records against the schema, coercing what key-values payloads are known to carry
-    /// loosely (numbers written as strings where the schema declares a number). Returns the
-    /// (coerced) records and at most `limit` problems naming record, field and reason.
+    /// Longest string value accepted in a record, as for a CSV field.
+    public static let maximumFieldLength = 64 * 1024
+
+    /// Checks records against the schema (types, bounds, required and unknown fields, string
+    /// length), coercing what key-values payloads are known to carry loosely (numbers written as
+    /// strings where the schema declares a number). Returns the (coerced) records and at most
+    /// `limit` problems naming record, field and reason.
     public static func validate(_ records: [[String: JSONValue]], schema: DatasetSchema, limit: Int) -> ([[String: JSONValue]], [DatasetSchema.Issue]) {
         var issues: [DatasetSchema.Issue] = []
         var result: [[String: JSONValue]] = []
@@ -75,6 +79,10 @@ public enum JSONRecords {
             for (name, value) in record {
                 guard let field = schema.field(name) else {
                     if !schema.allowsOtherColumns { issues.append(.init(row: index + 1, field: name, reason: "field is not in the schema")) }
+                    continue
+                }
+                if case .string(let text) = value, text.utf8.count > maximumFieldLength {
+                    issues.append(.init(row: index + 1, field: name, reason: "value is longer than \(maximumFieldLength) bytes"))
                     continue
                 }
                 var checked = value
