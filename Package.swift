@@ -80,6 +80,7 @@ let package = Package(
                 "CivitasStore",
                 "CivitasServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -29,6 +29,11 @@ struct BrokerClient {
         keys = try Files.secretKeys(options.key, passphrase: options.passphrase)
     }
 
+    init(baseURL: String, keys: SecretKeys) {
+        self.baseURL = baseURL
+        self.keys = keys
+    }
+
     /// Sends a signed request; returns the status and the parsed JSON body, or throws the broker's error as one line.
     func send(_ method: String, _ path: String, body: [UInt8] = [], contentType: String = "application/json",
               headers extra: [String: String] = [:]) async throws -> (status: Int, json: JSONValue) {

@@ -1,15 +1,24 @@
 import ArgumentParser
 import CivitasCrypto
 import CivitasLog
+import CivitasPrivacy
+import CivitasServer
+import CivitasStore
 import Foundation
+import Hummingbird
+import Logging
 
-struct DemoCommand: ParsableCommand {
+struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
         abstract: "Run a complete exchange: keys, agreement, a signed and encrypted release, the log, an offline audit, and refused tampering.",
         discussion: """
-            Emergency services share 911 dispatches with the health department under an agreement;
-            the broker seals the release for health and records every step in its log; an auditor
+            The broker starts on embedded SQLite on a loopback port; its operator registers emergency
+            services and health over signed HTTP requests; emergency services registers the 911 dataset
+            with its annotated schema and publishes a batch, which the broker validates and stores
+            encrypted (a bad batch is refused whole). Emergency services shares the dispatches with the
+            health department under an agreement; the broker seals the release from its store for health
+            and records every step in its log; an auditor
             verifies the envelope and the whole log offline, without any secret; health opens the
             envelope; tampered copies of the envelope and the log are refused. Uses
             ../shared/data/montgomery-911/911_sample.csv when present, otherwise generated rows of
@@ -23,7 +32,10 @@ struct DemoCommand: ParsableCommand {
     @Option(help: ArgumentHelp("CSV file to send (default: the Montgomery County 911 sample if present).", valueName: "FILE"))
     var data: String?
 
-    func run() throws {
+    @Option(help: ArgumentHelp("The dataset's annotated schema.", valueName: "FILE"))
+    var schema = "Schemas/datasets/emergency-call.schema.json"
+
+    func run() async throws {
         let directory = try keep ?? makeTemporaryDirectory()
         defer { if keep == nil { try? FileManager.default.removeItem(atPath: directory) } }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -44,18 +56,71 @@ struct DemoCommand: ParsableCommand {
             detail("\(name.padding(toLength: 19, withPad: " ", startingAt: 0)) key id \(key.keyID)  (\(keyDirectory)/\(name).secret, mode 0600)")
         }
 
-        step(2, "The broker registers them in its tamper-evident log (ids and public keys only).")
+        step(2, "The broker starts on SQLite; its operator registers the participants over signed HTTP requests.")
+        guard FileManager.default.fileExists(atPath: schema) else {
+            throw CLIError("dataset schema \(schema) not found: run the demo from the repository root or pass --schema")
+        }
+        let store = try BrokerStore(path: "\(directory)/broker.sqlite",
+                                    storageKey: try StorageKeyFile.loadOrCreate("\(directory)/broker.sqlite.storage-key"))
+        try store.registerParticipant(broker.publicKeys, role: .operator_, now: EnvelopeSealer.timestamp(Date()))
+        let server = try await DemoServer.start(store: store)
+        defer { server.stop() }
+        detail("broker listening on \(server.url) (database \(directory)/broker.sqlite, records encrypted at rest)")
+        let operatorClient = BrokerClient(baseURL: server.url, keys: broker)
+        let agencyClient = BrokerClient(baseURL: server.url, keys: agency)
         let log = try LogDirectory(path: "\(directory)/log", origin: "civitas.example/demo-log", signer: broker)
-        try log.append(time: time.next(), type: .participantRegistered, members: LogEvents.participantRegistered(agency.publicKeys, role: "agency"))
-        try log.append(time: time.next(), type: .participantRegistered, members: LogEvents.participantRegistered(partner.publicKeys, role: "partner"))
+        for (participant, role) in [(agency, "agency"), (partner, "partner")] {
+            let body = try CanonicalJSON.encode(["name": .string(participant.publicKeys.name), "role": .string(role),
+                                                 "ed25519": .string(Base64.encode(participant.publicKeys.signingKey)),
+                                                 "x25519": .string(Base64.encode(participant.publicKeys.encryptionKey))])
+            _ = try await operatorClient.send("POST", "/admin/participants", body: body)
+            try log.append(time: time.next(), type: .participantRegistered,
+                           members: LogEvents.participantRegistered(participant.publicKeys, role: role))
+            detail("POST /admin/participants  \(participant.publicKeys.name) as \(role): 201, logged")
+        }
+        do {
+            _ = try await BrokerClient(baseURL: server.url, keys: partner).send("POST", "/admin/participants", body: Array("{}".utf8))
+            throw CLIError("the broker let a partner act as its operator")
+        } catch let refusal as CLIError where refusal.description.contains("(403)") {
+            detail("the same request signed by health: \(refusal.description)")
+        }
+
+        step(3, "Emergency services registers the dataset with its annotated schema and publishes a batch.")
         let payloadPath = try preparePayload(in: directory)
         let payloadBytes = try fileSize(payloadPath)
-        let header = try firstLine(of: payloadPath)
+        let schemaValue = try JSONParser.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
+        let registered = try await agencyClient.send("POST", "/datasets", body: try CanonicalJSON.encode(["id": "montgomery-911", "schema": schemaValue]))
+        let schemaHash = Hex.decode(registered.json["schema_sha256"]?.stringValue ?? "") ?? []
         try log.append(time: time.next(), type: .datasetRegistered, members: LogEvents.datasetRegistered(
-            dataset: "montgomery-911", publisher: agency.keyID, schemaSHA256: SHA256Hasher.hash(Array(header.utf8))))
-        detail("dataset montgomery-911: \(payloadPath), \(payloadBytes) bytes, columns \(header)")
+            dataset: "montgomery-911", publisher: agency.keyID, schemaSHA256: schemaHash))
+        detail("POST /datasets  montgomery-911 with \(schema): 201, schema sha256 \(Hex.encode(schemaHash).prefix(16))…, logged")
+        let badBatch = Array("lat,lng,desc,zip,title,timeStamp,twp,addr,e\n40.1,-75.3,x,19401,EMS: FALL VICTIM,2016-03-01 09:00:00,NORRISTOWN,MAIN ST,1\n140.1,-75.3,x,19401,EMS: FALL VICTIM,2016-03-01 09:00:00,NORRISTOWN,MAIN ST,1\n".utf8)
+        do {
+            _ = try await agencyClient.send("POST", "/datasets/montgomery-911/batches", body: badBatch, contentType: "text/csv")
+            throw CLIError("the broker stored a batch with an impossible latitude")
+        } catch let refusal as CLIError where refusal.description.contains("(422)") {
+            detail("a batch whose second row has latitude 140: \(refusal.description.prefix(150))…")
+        }
+        let upload = try UploadFile(path: payloadPath, limit: BrokerAPI.maximumBodySize)
+        let published = try await agencyClient.upload("/datasets/montgomery-911/batches", file: upload, contentType: "text/csv",
+                                                      headers: ["Idempotency-Key": Hex.encode(upload.sha256)],
+                                                      progress: UploadProgress(total: upload.size, label: "", enabled: false))
+        let retried = try await agencyClient.upload("/datasets/montgomery-911/batches", file: upload, contentType: "text/csv",
+                                                    headers: ["Idempotency-Key": Hex.encode(upload.sha256)],
+                                                    progress: UploadProgress(total: upload.size, label: "", enabled: false))
+        let recordCount = published.json["records"]?.numberValue.map { Int($0) } ?? 0
+        detail("POST /datasets/montgomery-911/batches  \(payloadPath) (\(payloadBytes) bytes): \(published.status), \(recordCount) records validated and stored encrypted")
+        detail("the same upload retried: \(retried.status), already stored as batch \(retried.json["sequence"]?.numberValue.map { Int($0) } ?? 0); nothing stored twice")
+        var released = CSVTable(columns: [], rows: [])
+        try store.records(of: "montgomery-911") { columns, rows in
+            released.columns = columns
+            released.rows += rows
+        }
+        let releasePath = "\(directory)/911-calls.release.csv"
+        try Data(released.csv()).write(to: URL(fileURLWithPath: releasePath))
+        let header = released.columns.joined(separator: ",")
 
-        step(3, "Emergency services offer health an agreement; health accepts. Both steps are logged.")
+        step(4, "Emergency services offer health an agreement; health accepts. Both steps are logged.")
         let policy: JSONValue = ["dataset": "montgomery-911", "purposes": ["public-health-surveillance"],
                                  "fields": .array(header.split(separator: ",").map { .string(String($0)) }),
                                  "legal_basis": "public-task", "epsilon_budget": 1.0]
@@ -67,31 +132,32 @@ struct DemoCommand: ParsableCommand {
         try log.append(time: time.next(), type: .agreementAccepted,
                        members: LogEvents.agreementAccepted(agreement: "ag-911-health", partner: partner.keyID))
         detail("agreement ag-911-health: policy sha256 \(Hex.encode(policyHash).prefix(16))…, ε budget 1.0")
-        detail("(the privacy treatment itself — pseudonyms, k-anonymity, noise — comes with the privacy engine;")
-        detail(" this release carries the rows as published and charges no ε)")
+        detail("(this release carries the stored rows as published and charges no ε; the treatment an agreement")
+        detail(" names is previewed with `civitas anonymize` and `civitas aggregate`)")
 
-        step(4, "The broker seals the release for health: signed manifest, payload encrypted to health's key.")
+        step(5, "The broker seals the release for health: signed manifest, payload encrypted to health's key.")
         let envelopePath = "\(directory)/911-calls.envelope"
         let sealer = EnvelopeSealer(issuer: broker, recipient: partner.publicKeys, contentType: "text/csv",
                                     metadata: ["agreement": "ag-911-health", "dataset": "montgomery-911",
                                                "log_index": .number(Double(log.log.size))])
         var sealed: EnvelopeSummary?
         let sealTime = try clock.measure {
-            sealed = try EnvelopeFiles.seal(input: payloadPath, output: envelopePath, sealer: sealer)
+            sealed = try EnvelopeFiles.seal(input: releasePath, output: envelopePath, sealer: sealer)
         }
         guard let sealed else { throw CLIError("sealing produced no envelope") }
         let envelopeBytes = try fileSize(envelopePath)
         try log.append(time: time.next(), type: .releaseDelivered, members: LogEvents.releaseDelivered(
             release: "rel-1", agreement: "ag-911-health", dataset: "montgomery-911", partner: partner.keyID,
             purpose: "public-health-surveillance", policySHA256: policyHash, envelope: sealed,
-            recordsReleased: UInt64(try lineCount(of: payloadPath) - 1), recordsSuppressed: 0, kAchieved: 0,
+            recordsReleased: UInt64(released.rows.count), recordsSuppressed: 0, kAchieved: 0,
             epsilonMicro: 0, transforms: [:]))
         let checkpoint = try log.checkpoint()
-        detail("\(envelopePath): \(envelopeBytes) bytes (\(envelopeBytes - payloadBytes) of manifest, signature, key and tags), sealed in \(milliseconds(sealTime)) ms")
+        let releaseBytes = try fileSize(releasePath)
+        detail("\(envelopePath): \(envelopeBytes) bytes (\(envelopeBytes - releaseBytes) of manifest, signature, key and tags), sealed in \(milliseconds(sealTime)) ms")
         detail("log: \(log.log.size) entries; checkpoint signed by the broker:")
         for line in checkpoint.split(separator: "\n") { detail("  \(line)") }
 
-        step(5, "The broker exports its log; an auditor checks it and the envelope with public keys only.")
+        step(6, "The broker exports its log; an auditor checks it and the envelope with public keys only.")
         let exportPath = "\(directory)/log-export.jsonl"
         let exportFile = try Files.AtomicFile(path: exportPath, mode: 0o644)
         try log.export(to: FileDescriptorSink(descriptor: exportFile.descriptor, name: exportPath))
@@ -103,17 +169,17 @@ struct DemoCommand: ParsableCommand {
         detail("log: \(report.entries) entries, \(report.checkpointsVerified) checkpoint(s) and \(report.releasesVerified) envelope signature(s) verified;")
         detail("     agreement ag-911-health active at release, ε spent \(MicroUnits.decimal(report.agreements["ag-911-health"]?.spentMicro ?? 0)) of 1")
 
-        step(6, "Health opens the envelope: signature, recipient, every chunk and the hash are checked.")
+        step(7, "Health opens the envelope: signature, recipient, every chunk and the hash are checked.")
         let openedPath = "\(directory)/911-calls.received.csv"
         let openTime = try clock.measure {
             try EnvelopeFiles.open(input: envelopePath, output: openedPath,
                                    opener: EnvelopeOpener(recipient: partner, issuer: broker.publicKeys))
         }
-        let same = FileManager.default.contentsEqual(atPath: payloadPath, andPath: openedPath)
+        let same = FileManager.default.contentsEqual(atPath: releasePath, andPath: openedPath)
         detail("\(openedPath): \(try fileSize(openedPath)) bytes in \(milliseconds(openTime)) ms; identical to what was sent: \(same ? "yes" : "NO")")
         guard same else { throw CLIError("the opened payload differs from what was sealed") }
 
-        step(7, "Tampering: one flipped byte in the envelope, then in a log entry. Each is refused and named.")
+        step(8, "Tampering: one flipped byte in the envelope, then in a log entry. Each is refused and named.")
         var tampered = try Array(Data(contentsOf: URL(fileURLWithPath: envelopePath)))
         tampered[tampered.count / 2] ^= 0x01
         let tamperedPath = "\(directory)/911-calls.tampered.envelope"
@@ -169,17 +235,6 @@ struct DemoCommand: ParsableCommand {
         return path
     }
 
-    private func firstLine(of path: String) throws -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw CLIError("cannot read \(path)") }
-        defer { try? handle.close() }
-        let start = try handle.read(upToCount: 64 * 1024) ?? Data()
-        return String(decoding: start.prefix { $0 != 0x0A && $0 != 0x0D }, as: UTF8.self)
-    }
-
-    private func lineCount(of path: String) throws -> Int {
-        try Data(contentsOf: URL(fileURLWithPath: path)).reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
-    }
-
     private func makeTemporaryDirectory() throws -> String {
         let path = NSTemporaryDirectory() + "civitas-demo-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -204,6 +259,35 @@ struct DemoCommand: ParsableCommand {
     private func detail(_ text: String) {
         print("   \(text)")
     }
+}
+
+/// The broker's HTTP API on a free loopback port for the length of the demo.
+struct DemoServer {
+    let url: String
+    private let task: Task<Void, Error>
+
+    static func start(store: BrokerStore) async throws -> DemoServer {
+        let (ports, announce) = AsyncStream.makeStream(of: Int.self)
+        var logger = Logger(label: "civitas-demo")
+        logger.logLevel = .critical  // stopping the demo's server cancels its connections; that is not an error
+        let application = Application(
+            router: BrokerAPI(store: store).router(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "civitas"),
+            onServerRunning: { channel in
+                announce.yield(channel.localAddress?.port ?? 0)
+                announce.finish()
+            },
+            logger: logger)
+        let task = Task { try await application.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else {
+            task.cancel()
+            throw CLIError("the demo broker did not start")
+        }
+        return DemoServer(url: "http://127.0.0.1:\(port)", task: task)
+    }
+
+    func stop() { task.cancel() }
 }
 
 /// Log times for the demo: the current time, then one second later per entry,
