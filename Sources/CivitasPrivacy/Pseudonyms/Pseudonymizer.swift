@@ -89,6 +89,30 @@ public struct Pseudonymizer: Sendable {
 
 /// Proleptic Gregorian calendar arithmetic on day numbers (days since 1970-01-01), integers only.
 enum CivilDate {
+    /// Why `text` is not a calendar date `YYYY-MM-DD`, optionally followed by a time of day
+    /// `[T ]HH:MM[:SS]` and anything after it (fractions, a zone); nil when it is one.
+    static func problem(_ text: String) -> String? {
+        let bytes = Array(text.utf8)
+        func number(_ range: Range<Int>) -> Int? {
+            guard range.upperBound <= bytes.count, bytes[range].allSatisfy({ (48...57).contains($0) }) else { return nil }
+            return Int(String(decoding: bytes[range], as: UTF8.self))
+        }
+        guard bytes.count >= 10, bytes[4] == 45, bytes[7] == 45, let year = number(0..<4), let month = number(5..<7),
+              let day = number(8..<10) else { return "'\(text.prefix(40))' is not a date like 2016-03-01 09:00:00" }
+        guard (1...12).contains(month) else { return "'\(text.prefix(40))' has no month \(month)" }
+        guard (1...daysIn(month: month, year: year)).contains(day) else {
+            return "'\(text.prefix(40))' has no day \(day) in month \(month) of \(year)"
+        }
+        guard bytes.count > 10 else { return nil }
+        guard bytes[10] == 0x54 || bytes[10] == 0x20, bytes.count >= 16, bytes[13] == 58, let hour = number(11..<13),
+              let minute = number(14..<16) else { return "'\(text.prefix(40))' has no time of day like 09:00" }
+        guard hour <= 23, minute <= 59 else { return "'\(text.prefix(40))' has no time \(hour):\(minute)" }
+        if bytes.count >= 19, bytes[16] == 58 {
+            guard let second = number(17..<19), second <= 60 else { return "'\(text.prefix(40))' has an impossible second" }
+        }
+        return nil
+    }
+
     static func days(year: Int, month: Int, day: Int) -> Int {
         let y = month <= 2 ? year - 1 : year
         let era = (y >= 0 ? y : y - 399) / 400

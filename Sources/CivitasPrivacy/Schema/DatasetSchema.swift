@@ -215,6 +215,7 @@ public struct DatasetSchema: Sendable {
 
     /// Checks a JSON string value's enum, length and pattern constraints.
     static func cellProblem(_ value: String, field: Field) -> String? {
+        if let problem = dateProblem(value, field: field) { return problem }
         if let allowed = field.allowed, !allowed.contains(value) { return "'\(value.prefix(40))' is not one of the allowed values" }
         if let minLength = field.minLength, value.count < minLength { return "shorter than \(minLength) characters" }
         if let maxLength = field.maxLength, value.count > maxLength { return "longer than \(maxLength) characters" }
@@ -223,6 +224,13 @@ public struct DatasetSchema: Sendable {
             return "'\(value.prefix(40))' does not match the pattern \(pattern)"
         }
         return nil
+    }
+
+    /// A quasi-identifier generalized by date truncation must hold a real calendar date (a pattern
+    /// alone lets 2016-13-45 through, and truncating it would release a date that never was).
+    private static func dateProblem(_ value: String, field: Field) -> String? {
+        guard case .dateTruncation? = field.hierarchy, !value.isEmpty else { return nil }
+        return CivilDate.problem(value)
     }
 
     private static func problem(_ value: String, field: Field, regex: NSRegularExpression?) -> String? {
@@ -250,6 +258,7 @@ public struct DatasetSchema: Sendable {
             if let minimum = field.minimum, numeric < minimum { return "\(value) is below the minimum \(minimum)" }
             if let maximum = field.maximum, numeric > maximum { return "\(value) is above the maximum \(maximum)" }
         }
+        if let problem = dateProblem(value, field: field) { return problem }
         if field.types.contains("string") || field.types.isEmpty {
             let length = value.count
             if let minLength = field.minLength, length < minLength { return "shorter than \(minLength) characters" }

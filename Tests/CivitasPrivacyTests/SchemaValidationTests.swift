@@ -1,0 +1,47 @@
+import CivitasCrypto
+import Testing
+@testable import CivitasPrivacy
+
+@Suite("Dataset schema validation")
+struct SchemaValidationTests {
+    static let schema = #"""
+    {"type":"object","properties":{
+      "when":{"type":"string","pattern":"^[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?$",
+              "x-privacy":{"class":"quasi-identifier","hierarchy":{"date":["hour","day","month","year"]}}},
+      "note":{"type":"string","pattern":"^[0-9]{4}-[0-9]{2}-[0-9]{2}$","x-privacy":{"class":"public"}}}}
+    """#
+
+    @Test("A date-generalized field holds real calendar dates: the pattern alone is not enough",
+          arguments: [
+            ("2016-03-01 09:00:00", nil),
+            ("2016-02-29", nil),
+            ("2000-02-29 23:59:59", nil),
+            ("2016-13-01", "no month 13"),
+            ("2016-02-30", "no day 30 in month 2 of 2016"),
+            ("2015-02-29", "no day 29 in month 2 of 2015"),
+            ("1900-02-29", "no day 29 in month 2 of 1900"),
+            ("2016-04-31 10:00:00", "no day 31 in month 4"),
+            ("2016-03-01 24:00:00", "no time 24:0"),
+            ("2016-03-01 23:60:00", "no time 23:60"),
+            ("2016-03-01 23:59:61", "impossible second"),
+          ] as [(String, String?)])
+    func calendarDates(value: String, expected: String?) throws {
+        let schema = try DatasetSchema.parse(Array(Self.schema.utf8))
+        let issues = schema.validate(CSVTable(columns: ["when"], rows: [[value]]))
+        if let expected {
+            #expect(issues.count == 1)
+            #expect(issues.first?.description.contains("row 1, field 'when'") == true)
+            #expect(issues.first?.reason.contains(expected) == true, "\(issues)")
+        } else {
+            #expect(issues.isEmpty, "\(issues)")
+        }
+        let (_, jsonIssues) = JSONRecords.validate([["when": .string(value)]], schema: schema, limit: 5)
+        #expect(jsonIssues.map(\.reason) == issues.map(\.reason))
+    }
+
+    @Test("Fields without a date hierarchy are checked by their pattern only")
+    func otherFields() throws {
+        let schema = try DatasetSchema.parse(Array(Self.schema.utf8))
+        #expect(schema.validate(CSVTable(columns: ["note"], rows: [["2016-13-45"]])).isEmpty)
+    }
+}
