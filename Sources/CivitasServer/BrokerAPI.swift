@@ -109,12 +109,19 @@ public struct BrokerAPI: Sendable {
         guard let id = body["id"]?.stringValue, let schema = body["schema"], schema.objectValue != nil else {
             throw APIError.badRequest("a dataset needs an id and a schema (a JSON object)")
         }
+        var purposes: [String] = []
+        if let offered = body["purposes"] {
+            guard case .array(let items) = offered, let codes = Optional(items.compactMap(\.stringValue)), codes.count == items.count else {
+                throw APIError.badRequest("purposes must be a list of purpose codes")
+            }
+            purposes = codes
+        }
         let schemaBytes = try CanonicalJSON.encode(schema)
         do { _ = try DatasetSchema.parse(schemaBytes) } catch let error as PrivacyError {
             throw APIError(.unprocessableContent, "invalid_schema", error.message)
         }
         do {
-            let dataset = try store.registerDataset(id: id, publisher: publisher.keys.keyID, schema: schemaBytes, now: now())
+            let dataset = try store.registerDataset(id: id, publisher: publisher.keys.keyID, schema: schemaBytes, purposes: purposes, now: now())
             return JSONResponse.make(status: .created, Self.json(dataset))
         } catch let error as StoreError where error.code == .duplicate {
             throw APIError.conflict(error.message)
@@ -181,7 +188,8 @@ public struct BrokerAPI: Sendable {
                  details: problems.map(\.description))
     }
 
-    /// The catalog as DCAT-AP JSON-LD: datasets, publishers, schemas. Nothing personal.
+    /// The catalog as DCAT-AP JSON-LD: datasets, publishers, schemas and the purposes each is
+    /// offered for (DPV `hasPurpose`). Nothing personal.
     func catalog() throws -> Response {
         let participants = Dictionary(uniqueKeysWithValues: try store.participants().map { ($0.keys.keyID, $0) })
         let datasets: [JSONValue] = try store.datasets().map { dataset in
@@ -197,12 +205,18 @@ public struct BrokerAPI: Sendable {
                 "spdx:checksum": .object(["spdx:algorithm": "SHA-256", "spdx:checksumValue": .string(Hex.encode(dataset.schemaSHA256))]),
             ]
             if let description = schema["description"]?.stringValue { entry["dct:description"] = .string(description) }
+            if !dataset.purposes.isEmpty {
+                entry["dpv:hasPurpose"] = .array(dataset.purposes.map {
+                    .object(["@id": .string("urn:civitas:purpose:\($0)"), "dct:identifier": .string($0)])
+                })
+            }
             if let id = schema["$id"]?.stringValue { entry["dct:conformsTo"] = .object(["@id": .string(id)]) }
             return .object(entry)
         }
         return JSONResponse.make(.object([
             "@context": .object(["dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/",
-                                 "foaf": "http://xmlns.com/foaf/0.1/", "spdx": "http://spdx.org/rdf/terms#"]),
+                                 "foaf": "http://xmlns.com/foaf/0.1/", "spdx": "http://spdx.org/rdf/terms#",
+                                 "dpv": "https://w3id.org/dpv#"]),
             "@type": "dcat:Catalog",
             "dct:title": "Civitas data space catalog",
             "dcat:dataset": .array(datasets),
@@ -217,7 +231,8 @@ public struct BrokerAPI: Sendable {
 
     static func json(_ dataset: Dataset) -> JSONValue {
         .object(["id": .string(dataset.id), "publisher": .string(dataset.publisher.hex),
-                 "schema_sha256": .string(Hex.encode(dataset.schemaSHA256)), "registered": .string(dataset.registered)])
+                 "schema_sha256": .string(Hex.encode(dataset.schemaSHA256)),
+                 "purposes": .array(dataset.purposes.map(JSONValue.string)), "registered": .string(dataset.registered)])
     }
 }
 

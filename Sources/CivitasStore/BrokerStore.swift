@@ -18,6 +18,8 @@ public struct Dataset: Sendable, Equatable {
     public let publisher: KeyID
     public let schema: [UInt8]
     public let schemaSHA256: [UInt8]
+    /// Purposes the publisher offers the dataset for (codes such as `public-health-surveillance`).
+    public let purposes: [String]
     public let registered: String
 }
 
@@ -106,7 +108,27 @@ public final class BrokerStore: Sendable {
                 t.foreignKey(["dataset", "sequence"], references: "batch")
             }
         }
+        migrator.registerMigration("2026-11-28 dataset purposes") { db in
+            try db.alter(table: "dataset") { t in
+                t.add(column: "purposes", .text).notNull().defaults(to: "[]")
+            }
+        }
         return migrator
+    }
+
+    /// Most purposes one dataset may be offered for.
+    public static let maximumPurposes = 32
+
+    /// Checks purpose codes: 1-64 of a-z 0-9 - _ . each, no repeats, at most ``maximumPurposes``.
+    static func checkPurposes(_ purposes: [String]) throws {
+        guard purposes.count <= maximumPurposes else { throw StoreError(.invalidArgument, "at most \(maximumPurposes) purposes") }
+        for purpose in purposes {
+            guard (1...64).contains(purpose.utf8.count),
+                  purpose.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }) else {
+                throw StoreError(.invalidArgument, "purpose '\(purpose.prefix(60))' must be 1-64 of a-z 0-9 . _ -")
+            }
+        }
+        guard Set(purposes).count == purposes.count else { throw StoreError(.invalidArgument, "a purpose is listed twice") }
     }
 
     /// Names of the migrations applied to this database, in order.
@@ -173,10 +195,12 @@ public final class BrokerStore: Sendable {
 
     /// Registers a dataset with a fresh encryption key; throws ``StoreError/Code/duplicate`` if the id exists.
     @discardableResult
-    public func registerDataset(id: String, publisher: KeyID, schema: [UInt8], now: String) throws -> Dataset {
+    public func registerDataset(id: String, publisher: KeyID, schema: [UInt8], purposes: [String] = [], now: String) throws -> Dataset {
         guard (1...128).contains(id.utf8.count), id.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }) else {
             throw StoreError(.invalidArgument, "dataset id '\(id.prefix(60))' must be 1-128 of a-z 0-9 . _ -")
         }
+        try Self.checkPurposes(purposes)
+        let purposesJSON = String(decoding: try CanonicalJSON.encode(.array(purposes.map(JSONValue.string))), as: UTF8.self)
         let key = try SealedStorageKey.generate()
         let wrapped = storageKey.wrap(key, associatedData: Array("dataset-key:\(id)".utf8))
         let hash = SHA256Hasher.hash(schema)
@@ -188,11 +212,11 @@ public final class BrokerStore: Sendable {
                 guard try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [publisher.hex]) != nil else {
                     throw StoreError(.notFound, "publisher \(publisher) is not a registered participant")
                 }
-                try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, registered) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [id, publisher.hex, Data(schema), Data(hash), Data(wrapped), now])
+                try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, purposes, registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               arguments: [id, publisher.hex, Data(schema), Data(hash), Data(wrapped), purposesJSON, now])
             }
         }
-        return Dataset(id: id, publisher: publisher, schema: schema, schemaSHA256: hash, registered: now)
+        return Dataset(id: id, publisher: publisher, schema: schema, schemaSHA256: hash, purposes: purposes, registered: now)
     }
 
     /// The dataset with this id, if registered.
@@ -200,7 +224,12 @@ public final class BrokerStore: Sendable {
         try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]) } }.map { row in
             let schema: Data = row["schema"], hash: Data = row["schema_sha256"]
             guard let publisher = KeyID(hex: row["publisher"]) else { throw StoreError(.corrupt, "dataset \(id) has a malformed publisher") }
-            return Dataset(id: row["id"], publisher: publisher, schema: Array(schema), schemaSHA256: Array(hash), registered: row["registered"])
+            let purposesText: String = row["purposes"]
+            guard case .array(let items)? = try? JSONParser.parse(Array(purposesText.utf8)) else {
+                throw StoreError(.corrupt, "dataset \(id) has malformed purposes")
+            }
+            return Dataset(id: row["id"], publisher: publisher, schema: Array(schema), schemaSHA256: Array(hash),
+                           purposes: items.compactMap(\.stringValue), registered: row["registered"])
         }
     }
 

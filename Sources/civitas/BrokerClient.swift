@@ -141,10 +141,13 @@ struct DatasetsCommand: AsyncParsableCommand {
         @OptionGroup var options: BrokerOptions
         @Option(help: "Dataset id: 1-128 of a-z 0-9 . _ -") var id: String
         @Option(help: "Dataset schema (JSON Schema with x-privacy), e.g. Schemas/datasets/emergency-call.schema.json.") var schema: String
+        @Option(name: .customLong("purpose"), help: "A purpose the dataset is offered for (repeatable), e.g. public-health-surveillance.")
+        var purposes: [String] = []
 
         func run() async throws {
             let schemaValue = try JSONParser.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
-            let body = try CanonicalJSON.encode(["id": .string(id), "schema": schemaValue])
+            let body = try CanonicalJSON.encode(["id": .string(id), "schema": schemaValue,
+                                                 "purposes": .array(purposes.map(JSONValue.string))])
             let (_, json) = try await BrokerClient(options).send("POST", "/datasets", body: body)
             print("registered dataset \(id) (schema sha256 \(json["schema_sha256"]?.stringValue ?? "?"))")
         }

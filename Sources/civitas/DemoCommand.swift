@@ -89,7 +89,8 @@ struct DemoCommand: AsyncParsableCommand {
         let payloadPath = try preparePayload(in: directory)
         let payloadBytes = try fileSize(payloadPath)
         let schemaValue = try JSONParser.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
-        let registered = try await agencyClient.send("POST", "/datasets", body: try CanonicalJSON.encode(["id": "montgomery-911", "schema": schemaValue]))
+        let registered = try await agencyClient.send("POST", "/datasets", body: try CanonicalJSON.encode(["id": "montgomery-911", "schema": schemaValue,
+                                                                                                      "purposes": ["public-health-surveillance"]]))
         let schemaHash = Hex.decode(registered.json["schema_sha256"]?.stringValue ?? "") ?? []
         try log.append(time: time.next(), type: .datasetRegistered, members: LogEvents.datasetRegistered(
             dataset: "montgomery-911", publisher: agency.keyID, schemaSHA256: schemaHash))

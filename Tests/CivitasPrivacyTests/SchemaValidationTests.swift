@@ -45,3 +45,36 @@ struct SchemaValidationTests {
         #expect(schema.validate(CSVTable(columns: ["note"], rows: [["2016-13-45"]])).isEmpty)
     }
 }
+
+@Suite("NGSI entity forms")
+struct NGSIFormsTests {
+    @Test("NGSI-LD normalized, NGSI v2 normalized and key-values give the same record")
+    func sameRecord() throws {
+        let keyValues = #"{"id":"urn:x:1","type":"AirQualityObserved","temperature":12.2,"dateObserved":"2016-03-15T11:00:00Z","location":{"type":"Point","coordinates":[-3.7,40.4]},"refDevice":"urn:d:1"}"#
+        let linkedData = #"""
+            {"id":"urn:x:1","type":"AirQualityObserved","@context":["https://example.org/ctx.jsonld"],
+             "temperature":{"type":"Property","value":12.2,"unitCode":"CEL"},
+             "dateObserved":{"type":"Property","value":{"@type":"DateTime","@value":"2016-03-15T11:00:00Z"}},
+             "location":{"type":"GeoProperty","value":{"type":"Point","coordinates":[-3.7,40.4]}},
+             "refDevice":{"type":"Relationship","object":"urn:d:1"}}
+            """#
+        let version2 = #"""
+            {"id":"urn:x:1","type":"AirQualityObserved",
+             "temperature":{"type":"Number","value":12.2,"metadata":{"unitCode":{"value":"CEL"}}},
+             "dateObserved":{"type":"DateTime","value":"2016-03-15T11:00:00Z"},
+             "location":{"type":"geo:json","value":{"type":"Point","coordinates":[-3.7,40.4]}},
+             "refDevice":{"type":"Relationship","value":"urn:d:1"}}
+            """#
+        let expected = try JSONRecords.parseNGSILD(Array(keyValues.utf8), maximumRecords: 1)
+        #expect(try JSONRecords.parseNGSILD(Array(linkedData.utf8), maximumRecords: 1) == expected)
+        #expect(try JSONRecords.parseNGSILD(Array(version2.utf8), maximumRecords: 1) == expected)
+    }
+
+    @Test("Key-values objects that merely have a type member are left alone")
+    func keyValuesObjects() throws {
+        let record = #"{"id":"a","type":"T","address":{"type":"PostalAddress","streetAddress":"25 Walbrook"},"shape":{"type":"Point","coordinates":[1,2]}}"#
+        let parsed = try JSONRecords.parseNGSILD(Array(record.utf8), maximumRecords: 1)
+        #expect(parsed.first?["address"]?["streetAddress"]?.stringValue == "25 Walbrook")
+        #expect(parsed.first?["shape"]?["type"]?.stringValue == "Point")
+    }
+}

@@ -98,9 +98,14 @@ struct BrokerAPITests {
             let again = try await client.execute(try TestBroker.signed(.post, "/admin/participants", body: add, key: broker.operatorKeys))
             #expect(again.status == .conflict)
 
-            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            let badPurpose = Array(#"{"id":"calls","schema":\#(callSchema),"purposes":["Public Health"]}"#.utf8)
+            let refusedPurpose = try await client.execute(try TestBroker.signed(.post, "/datasets", body: badPurpose, key: broker.agency))
+            #expect(refusedPurpose.status == .badRequest)
+            #expect(String(buffer: refusedPurpose.body).contains("purpose 'Public Health'"))
+            let register = Array(#"{"id":"calls","schema":\#(callSchema),"purposes":["public-health-surveillance","transport-planning"]}"#.utf8)
             let dataset = try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency))
             #expect(dataset.status == .created)
+            #expect(try json(dataset)["purposes"] == .array(["public-health-surveillance", "transport-planning"]))
             let csv = Array("twp,title,age\nAMBLER,EMS: FALL VICTIM,81\nNORRISTOWN,Fire: ALARM,\n".utf8)
             var idempotency = HTTPFields()
             idempotency[HTTPField.Name("Idempotency-Key")!] = "upload-1"
@@ -119,6 +124,8 @@ struct BrokerAPITests {
             let catalog = try json(try await client.execute(uri: "/catalog", method: .get))
             guard case .array(let datasets)? = catalog["dcat:dataset"] else { Issue.record("no datasets in the catalog"); return }
             #expect(datasets.count == 1 && datasets[0]["dct:title"] == "Calls")
+            guard case .array(let purposes)? = datasets.first?["dpv:hasPurpose"] else { Issue.record("no purposes in the catalog"); return }
+            #expect(purposes.compactMap { $0["dct:identifier"]?.stringValue } == ["public-health-surveillance", "transport-planning"])
         }
     }
 
@@ -229,24 +236,34 @@ struct IngestionTests {
         #expect(response.status == .created, "\(id): \(String(buffer: response.body))")
     }
 
-    @Test("Every Smart Data Models example ingests, NGSI-LD normalized and key-values",
+    @Test("Every Smart Data Models example ingests (NGSI-LD and NGSI v2, normalized and key-values) except the one that breaks its own model",
           .enabled(if: available, "../shared/data/smart-data-models is absent"))
     func smartDataModels() async throws {
         let broker = try TestBroker()
         let pairs = [("call-user", "CallComplaints.CallUser"), ("complaint", "CallComplaints.Complaint"),
                      ("traffic-flow-observed", "Transportation.TrafficFlowObserved"),
-                     ("air-quality-observed", "Environment.AirQualityObserved"), ("waste-container", "WasteManagement.WasteContainer")]
-        try await broker.application.test(.router) { client in
+                     ("air-quality-observed", "Environment.AirQualityObserved"), ("waste-container", "WasteManagement.WasteContainer"),
+                     ("alert", "Alert.Alert"), ("camera", "Device.Camera"), ("device", "Device.Device"),
+                     ("smart-metering-observation", "Device.SmartMeteringObservation"),
+                     ("crowd-flow-observed", "Transportation.CrowdFlowObserved")]
+        let refused = try await broker.application.test(.router) { client -> [String: String] in
+            var refused: [String: String] = [:]
             for (schema, folder) in pairs {
                 try await register(client, broker, id: schema, schemaFile: "\(schema).schema.json")
-                for example in ["example.jsonld", "example-normalized.jsonld", "example.json"] {
+                for example in ["example.jsonld", "example-normalized.jsonld", "example.json", "example-normalized.json"] {
                     let body = Array(try Data(contentsOf: Self.shared.appendingPathComponent("\(folder)/\(example)")))
                     let response = try await client.execute(try TestBroker.signed(.post, "/datasets/\(schema)/batches", body: body,
                                                                                   key: broker.agency, contentType: "application/ld+json"))
-                    #expect(response.status == .created, "\(folder)/\(example): \(String(buffer: response.body))")
+                    if response.status != .created { refused["\(folder)/\(example)"] = String(buffer: response.body) }
                 }
             }
+            return refused
         }
+        // One upstream example is wrong: AirQualityObserved's NGSI v2 normalized file sends
+        // precipitation as Boolean false where the model's own schema.json says number. It is
+        // refused, naming the field; every other file ingests.
+        #expect(Array(refused.keys) == ["Environment.AirQualityObserved/example-normalized.json"])
+        #expect(refused.values.first?.contains("row 1, field 'precipitation': a boolean where the schema expects number") == true)
     }
 
     @Test("JSON Lines batches are validated whole and stored as a table")

@@ -29,7 +29,8 @@ struct BrokerStoreTests {
     func migrations() throws {
         let temporary = try TemporaryStore()
         let names = try temporary.store.appliedMigrations()
-        #expect(names == ["2026-11-27 participants", "2026-11-27 request nonces", "2026-11-27 datasets and batches"])
+        #expect(names == ["2026-11-27 participants", "2026-11-27 request nonces", "2026-11-27 datasets and batches",
+                          "2026-11-28 dataset purposes"])
         #expect(try temporary.reopen().appliedMigrations() == names)
     }
 

@@ -20,7 +20,9 @@ SCHEMAS = sorted((ROOT / "Schemas" / "datasets").glob("*.schema.json"))
 SHARED = ROOT.parent / "shared" / "data"
 SDM = {"call-user": "CallComplaints.CallUser", "complaint": "CallComplaints.Complaint",
        "traffic-flow-observed": "Transportation.TrafficFlowObserved",
-       "air-quality-observed": "Environment.AirQualityObserved", "waste-container": "WasteManagement.WasteContainer"}
+       "air-quality-observed": "Environment.AirQualityObserved", "waste-container": "WasteManagement.WasteContainer",
+       "alert": "Alert.Alert", "camera": "Device.Camera", "device": "Device.Device",
+       "smart-metering-observation": "Device.SmartMeteringObservation", "crowd-flow-observed": "Transportation.CrowdFlowObserved"}
 
 
 @pytest.mark.parametrize("path", SCHEMAS, ids=lambda p: p.name)

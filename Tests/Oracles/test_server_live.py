@@ -117,3 +117,47 @@ def test_911_sample_ingests(cli, broker):
             "--schema", SCHEMAS / "emergency-call.schema.json")
     out = civitas(cli, broker, "publish", "--key", "K/agency.secret", "montgomery-911", SHARED / "montgomery-911" / "911_sample.csv").stdout.decode()
     assert "stored 10000 records" in out
+
+
+SDM = {"call-user": "CallComplaints.CallUser", "complaint": "CallComplaints.Complaint",
+       "traffic-flow-observed": "Transportation.TrafficFlowObserved",
+       "air-quality-observed": "Environment.AirQualityObserved", "waste-container": "WasteManagement.WasteContainer",
+       "alert": "Alert.Alert", "camera": "Device.Camera", "device": "Device.Device",
+       "smart-metering-observation": "Device.SmartMeteringObservation", "crowd-flow-observed": "Transportation.CrowdFlowObserved"}
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
+def test_smart_data_models_examples_publish_through_the_cli(cli, broker):
+    """Every example of every Smart Data Model in ../shared (NGSI-LD and NGSI v2, normalized and
+    key-values) is published with the signed CLI to the running broker and stored, except the one
+    upstream file that contradicts its own model, which is refused naming the field; a file
+    broken by a wrong type is refused whole with its record and field."""
+    folder = broker["dir"]
+    cli.cwd = folder
+    civitas(cli, broker, "participants", "add", "--key", "K/operator.secret", "--role", "agency", "K/agency.pub", check=False)
+    published = 0
+    for name, model in sorted(SDM.items()):
+        civitas(cli, broker, "datasets", "register", "--key", "K/agency.secret", "--id", f"sdm-{name}",
+                "--schema", SCHEMAS / f"{name}.schema.json")
+        for example in ["example.json", "example-normalized.json", "example.jsonld", "example-normalized.jsonld"]:
+            path = SHARED / "smart-data-models" / model / example
+            result = civitas(cli, broker, "publish", "--key", "K/agency.secret", f"sdm-{name}", path, check=False)
+            if (model, example) == ("Environment.AirQualityObserved", "example-normalized.json"):
+                # Upstream sends precipitation as Boolean false; the model's own schema.json says number.
+                upstream = json.loads((SHARED / "smart-data-models" / model / "schema.json").read_text())
+                assert "number" in json.dumps(upstream["allOf"][-1]["properties"]["precipitation"]["type"])
+                assert json.loads(path.read_text())["precipitation"]["value"] is False
+                assert result.returncode != 0 and "field 'precipitation'" in result.stderr.decode()
+                continue
+            out = result.stdout.decode()
+            assert result.returncode == 0 and "stored 1 records" in out, (model, example, out, result.stderr.decode())
+            published += 1
+    assert published == 39
+    broken = json.loads((SHARED / "smart-data-models" / "Environment.AirQualityObserved" / "example.json").read_text())
+    broken["temperature"] = "warm"
+    (folder / "broken.json").write_text(json.dumps(broken))
+    refused = civitas(cli, broker, "publish", "--key", "K/agency.secret", "sdm-air-quality-observed", folder / "broken.json", check=False)
+    assert refused.returncode != 0
+    assert "row 1, field 'temperature'" in refused.stderr.decode()
+    catalog = requests.get(broker["url"] + "/catalog").json()
+    assert {d["dct:identifier"] for d in catalog["dcat:dataset"]} >= {f"sdm-{name}" for name in SDM}

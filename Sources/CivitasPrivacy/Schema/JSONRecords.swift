@@ -19,8 +19,9 @@ public enum JSONRecords {
     }
 
     /// Parses NGSI-LD: an entity or an array of entities, normalized (attributes as
-    /// Property / Relationship / GeoProperty objects) or key-values. Returns key-values
-    /// records; `@context` is dropped.
+    /// Property / Relationship / GeoProperty objects) or key-values; NGSI v2 entities
+    /// (attributes as `{type, value, metadata}`) are read the same way. Returns key-values
+    /// records; `@context` and attribute metadata are dropped.
     public static func parseNGSILD(_ bytes: [UInt8], maximumRecords: Int) throws -> [[String: JSONValue]] {
         let value: JSONValue
         do { value = try JSONParser.parse(bytes, limits: .init(maximumDepth: 64, maximumBytes: max(bytes.count, 1))) } catch let error as CryptoError {
@@ -44,8 +45,12 @@ public enum JSONRecords {
                             object[name] = typedLiteral(inner)
                         }
                     case "Relationship", "ListRelationship":
-                        if let inner = members["object"] ?? members["objectList"] { object[name] = inner }
-                    default: break
+                        if let inner = members["object"] ?? members["objectList"] ?? members["value"] { object[name] = inner }
+                    default:
+                        // NGSI v2 normalized: {"type": "Number", "value": …, "metadata": {…}}.
+                        if let inner = members["value"], Set(members.keys).isSubset(of: ["type", "value", "metadata"]) {
+                            object[name] = typedLiteral(inner)
+                        }
                     }
                 }
             }
