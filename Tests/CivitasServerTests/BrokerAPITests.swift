@@ -309,3 +309,55 @@ struct IngestionTests {
         }
     }
 }
+
+@Suite("Bounds and conflicts")
+struct BoundsAndConflictsTests {
+    @Test("Oversized body (413), too many rows, unknown dataset (404), another agency's dataset (403), duplicate dataset and reused idempotency key (409)")
+    func boundsAndConflicts() async throws {
+        let broker = try TestBroker()
+        let otherAgency = try SecretKeys.generate(name: "transport")
+        try broker.store.registerParticipant(otherAgency.publicKeys, role: .agency, now: "2026-11-27T00:00:00Z")
+        try await broker.application.test(.router) { client in
+            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            #expect(try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency)).status == .created)
+            let duplicate = try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency))
+            #expect(duplicate.status == .conflict)
+
+            let oversized = [UInt8](repeating: 0x41, count: BrokerAPI.maximumBodySize + 1)
+            let tooLarge = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: oversized,
+                                                                          key: broker.agency, contentType: "text/csv"))
+            #expect(tooLarge.status == .contentTooLarge)
+
+            var manyRows = Array("twp,title\n".utf8)
+            manyRows.reserveCapacity(5 * (BrokerAPI.maximumBatchRows + 2))
+            for _ in 0...BrokerAPI.maximumBatchRows { manyRows += Array("A,B\n".utf8) }
+            let tooMany = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: manyRows,
+                                                                         key: broker.agency, contentType: "text/csv"))
+            #expect(tooMany.status == .unprocessableContent)
+            #expect(String(buffer: tooMany.body).contains("\(BrokerAPI.maximumBatchRows)"))
+
+            let rows = Array("twp,title\nAMBLER,EMS: FALL VICTIM\n".utf8)
+            let unknown = try await client.execute(try TestBroker.signed(.post, "/datasets/nothing/batches", body: rows,
+                                                                         key: broker.agency, contentType: "text/csv"))
+            #expect(unknown.status == .notFound)
+            let notTheirs = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: rows,
+                                                                           key: otherAgency, contentType: "text/csv"))
+            #expect(notTheirs.status == .forbidden)
+            #expect(String(buffer: notTheirs.body).contains("only the publisher of calls"))
+
+            var key = HTTPFields()
+            if let name = HTTPField.Name("Idempotency-Key") { key[name] = "retry-7" }
+            let first = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: rows, key: broker.agency,
+                                                                       contentType: "text/csv", extra: key))
+            #expect(first.status == .created)
+            let otherBody = Array("twp,title\nNORRISTOWN,Fire: ALARM\n".utf8)
+            let reused = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: otherBody, key: broker.agency,
+                                                                        contentType: "text/csv", extra: key))
+            #expect(reused.status == .conflict)
+            #expect(String(buffer: reused.body).contains("retry-7 was used for a different batch"))
+            var stored = 0
+            try broker.store.records(of: "calls") { _, rows in stored += rows.count }
+            #expect(stored == 1)
+        }
+    }
+}
