@@ -119,12 +119,17 @@ public final class BrokerStore: Sendable {
     /// Most purposes one dataset may be offered for.
     public static let maximumPurposes = 32
 
+    /// Whether `text` uses only the characters of dataset ids and purpose codes: a-z 0-9 - _ .
+    static func isCode(_ text: String) -> Bool {
+        text.utf8.allSatisfy { (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }
+    }
+
     /// Checks purpose codes: 1-64 of a-z 0-9 - _ . each, no repeats, at most ``maximumPurposes``.
     static func checkPurposes(_ purposes: [String]) throws {
         guard purposes.count <= maximumPurposes else { throw StoreError(.invalidArgument, "at most \(maximumPurposes) purposes") }
         for purpose in purposes {
             guard (1...64).contains(purpose.utf8.count),
-                  purpose.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }) else {
+                  isCode(purpose) else {
                 throw StoreError(.invalidArgument, "purpose '\(purpose.prefix(60))' must be 1-64 of a-z 0-9 . _ -")
             }
         }
@@ -196,7 +201,7 @@ public final class BrokerStore: Sendable {
     /// Registers a dataset with a fresh encryption key; throws ``StoreError/Code/duplicate`` if the id exists.
     @discardableResult
     public func registerDataset(id: String, publisher: KeyID, schema: [UInt8], purposes: [String] = [], now: String) throws -> Dataset {
-        guard (1...128).contains(id.utf8.count), id.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }) else {
+        guard (1...128).contains(id.utf8.count), Self.isCode(id) else {
             throw StoreError(.invalidArgument, "dataset id '\(id.prefix(60))' must be 1-128 of a-z 0-9 . _ -")
         }
         try Self.checkPurposes(purposes)

@@ -65,6 +65,14 @@ struct BrokerClient {
         return try answer(data, response)
     }
 
+    /// Registers a participant's public keys with a role (the operator's request).
+    func registerParticipant(_ keys: PublicKeys, role: String) async throws {
+        let body = try CanonicalJSON.encode(["name": .string(keys.name), "role": .string(role),
+                                             "ed25519": .string(Base64.encode(keys.signingKey)),
+                                             "x25519": .string(Base64.encode(keys.encryptionKey))])
+        _ = try await send("POST", "/admin/participants", body: body)
+    }
+
     private func signedRequest(_ method: String, _ path: String, bodySHA256: [UInt8], contentType: String,
                                headers extra: [String: String]) throws -> URLRequest {
         let target = baseURL + path
@@ -111,10 +119,7 @@ struct ParticipantsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let keys = try Files.publicKeys(publicKey)
-            let body = try CanonicalJSON.encode(["name": .string(keys.name), "role": .string(role),
-                                                 "ed25519": .string(Base64.encode(keys.signingKey)),
-                                                 "x25519": .string(Base64.encode(keys.encryptionKey))])
-            _ = try await BrokerClient(options).send("POST", "/admin/participants", body: body)
+            try await BrokerClient(options).registerParticipant(keys, role: role)
             print("registered \(keys.name) (\(keys.keyID)) as \(role)")
         }
     }

@@ -70,10 +70,7 @@ struct DemoCommand: AsyncParsableCommand {
         let agencyClient = BrokerClient(baseURL: server.url, keys: agency)
         let log = try LogDirectory(path: "\(directory)/log", origin: "civitas.example/demo-log", signer: broker)
         for (participant, role) in [(agency, "agency"), (partner, "partner")] {
-            let body = try CanonicalJSON.encode(["name": .string(participant.publicKeys.name), "role": .string(role),
-                                                 "ed25519": .string(Base64.encode(participant.publicKeys.signingKey)),
-                                                 "x25519": .string(Base64.encode(participant.publicKeys.encryptionKey))])
-            _ = try await operatorClient.send("POST", "/admin/participants", body: body)
+            try await operatorClient.registerParticipant(participant.publicKeys, role: role)
             try log.append(time: time.next(), type: .participantRegistered,
                            members: LogEvents.participantRegistered(participant.publicKeys, role: role))
             detail("POST /admin/participants  \(participant.publicKeys.name) as \(role): 201, logged")
