@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "CivitasLog", targets: ["CivitasLog"]),
         .library(name: "CivitasPrivacy", targets: ["CivitasPrivacy"]),
         .library(name: "CivitasStore", targets: ["CivitasStore"]),
+        .library(name: "CivitasBroker", targets: ["CivitasBroker"]),
         .library(name: "CivitasServer", targets: ["CivitasServer"]),
     ],
     dependencies: [
@@ -52,17 +53,23 @@ let package = Package(
             dependencies: ["CivitasCrypto"]
         ),
 
-        // Persistence: the broker's state on embedded SQLite (GRDB, WAL).
+        // Persistence: the broker's state on embedded SQLite (GRDB, WAL), the exchange log included.
         .target(
             name: "CivitasStore",
-            dependencies: ["CivitasCrypto", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["CivitasCrypto", "CivitasLog", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+
+        // The use cases: agreements, consent, releases, aggregates, feeds.
+        .target(
+            name: "CivitasBroker",
+            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasPrivacy", "CivitasStore"]
         ),
 
         // The HTTP API (Hummingbird 2): signed requests, participants, datasets, catalog, metrics.
         .target(
             name: "CivitasServer",
             dependencies: [
-                "CivitasCrypto", "CivitasStore", "CivitasPrivacy",
+                "CivitasCrypto", "CivitasStore", "CivitasPrivacy", "CivitasLog", "CivitasBroker",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -78,6 +85,7 @@ let package = Package(
                 "CivitasLog",
                 "CivitasPrivacy",
                 "CivitasStore",
+                "CivitasBroker",
                 "CivitasServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -106,9 +114,13 @@ let package = Package(
         .testTarget(
             name: "CivitasServerTests",
             dependencies: [
-                "CivitasServer", "CivitasStore", "CivitasCrypto",
+                "CivitasServer", "CivitasStore", "CivitasCrypto", "CivitasBroker", "CivitasLog", "CivitasPrivacy",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
+        ),
+        .testTarget(
+            name: "CivitasBrokerTests",
+            dependencies: ["CivitasBroker", "CivitasStore", "CivitasLog", "CivitasPrivacy", "CivitasCrypto"]
         ),
         .testTarget(
             name: "CivitasPrivacyTests",

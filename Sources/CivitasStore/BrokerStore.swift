@@ -1,4 +1,5 @@
 import CivitasCrypto
+import CivitasLog
 import Foundation
 import GRDB
 
@@ -41,13 +42,17 @@ public struct Batch: Sendable, Equatable {
 /// per-dataset key, itself wrapped by the store key) in segments bound to their
 /// dataset, batch and position. Every change is one transaction.
 public final class BrokerStore: Sendable {
-    private let pool: DatabasePool
-    private let storageKey: SealedStorageKey
+    let pool: DatabasePool
+    let storageKey: SealedStorageKey
+    /// The exchange log's Merkle tree, mirrored in memory; changed only after its entries commit.
+    let logState: LockedLog
     /// Records per encrypted segment.
     public static let segmentRows = 1000
 
     /// Opens (creating if needed) the database at `path` in WAL mode and applies migrations.
-    public init(path: String, storageKey: SealedStorageKey) throws {
+    /// `logOrigin` names the exchange log (its checkpoints' origin line); it is fixed when the store is created.
+    public init(path: String, storageKey: SealedStorageKey, logOrigin: String = BrokerStore.defaultLogOrigin) throws {
+        let pool: DatabasePool
         do {
             var configuration = Configuration()
             configuration.foreignKeysEnabled = true
@@ -56,7 +61,9 @@ public final class BrokerStore: Sendable {
         } catch let error as DatabaseError {
             throw StoreError(.database, "cannot open the store at \(path): \(error.message ?? "\(error.resultCode)")")
         }
+        self.pool = pool
         self.storageKey = storageKey
+        self.logState = LockedLog(try Self.loadLog(pool, origin: logOrigin))
     }
 
     /// Migrations are registered by name and never edited once released; new ones are appended.
@@ -113,6 +120,9 @@ public final class BrokerStore: Sendable {
                 t.add(column: "purposes", .text).notNull().defaults(to: "[]")
             }
         }
+        migrator.registerMigration("2026-11-29 exchanges") { db in
+            try createExchangeTables(db)
+        }
         return migrator
     }
 
@@ -146,14 +156,13 @@ public final class BrokerStore: Sendable {
     /// Registers a participant; throws ``StoreError/Code/duplicate`` if its key id is already registered.
     @discardableResult
     public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, now: String) throws -> Participant {
-        try wrap {
-            try pool.write { db in
+        try writeLogged { db, log in
                 if try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [keys.keyID.hex]) != nil {
                     throw StoreError(.duplicate, "participant \(keys.keyID) (\(keys.name)) is already registered")
                 }
                 try db.execute(sql: "INSERT INTO participant (key_id, name, role, ed25519, x25519, registered) VALUES (?, ?, ?, ?, ?, ?)",
                                arguments: [keys.keyID.hex, keys.name, role.rawValue, Data(keys.signingKey), Data(keys.encryptionKey), now])
-            }
+                try log.append(time: now, type: .participantRegistered, members: LogEvents.participantRegistered(keys, role: role.rawValue))
             return Participant(keys: keys, role: role, registered: now)
         }
     }
@@ -209,8 +218,7 @@ public final class BrokerStore: Sendable {
         let key = try SealedStorageKey.generate()
         let wrapped = storageKey.wrap(key, associatedData: Array("dataset-key:\(id)".utf8))
         let hash = SHA256Hasher.hash(schema)
-        try wrap {
-            try pool.write { db in
+        try writeLogged { db, log in
                 if try Row.fetchOne(db, sql: "SELECT 1 FROM dataset WHERE id = ?", arguments: [id]) != nil {
                     throw StoreError(.duplicate, "dataset \(id) is already registered")
                 }
@@ -219,7 +227,8 @@ public final class BrokerStore: Sendable {
                 }
                 try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, purposes, registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                arguments: [id, publisher.hex, Data(schema), Data(hash), Data(wrapped), purposesJSON, now])
-            }
+                try log.append(time: now, type: .datasetRegistered,
+                               members: LogEvents.datasetRegistered(dataset: id, publisher: publisher, schemaSHA256: hash))
         }
         return Dataset(id: id, publisher: publisher, schema: schema, schemaSHA256: hash, purposes: purposes, registered: now)
     }
@@ -288,11 +297,14 @@ public final class BrokerStore: Sendable {
     }
 
     /// The dataset's records, batch by batch, segment by segment, each segment decrypted and checked.
-    public func records(of id: String, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
+    /// With `batches`, only those batches.
+    public func records(of id: String, batches: Range<Int64>? = nil, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
         let datasetKey = try self.datasetKey(id)
+        let range = batches ?? 0..<Int64.max
         let segments = try wrap {
             try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT sequence, position, sealed FROM segment WHERE dataset = ? ORDER BY sequence, position", arguments: [id])
+                try Row.fetchAll(db, sql: "SELECT sequence, position, sealed FROM segment WHERE dataset = ? AND sequence >= ? AND sequence < ? ORDER BY sequence, position",
+                                 arguments: [id, range.lowerBound, range.upperBound])
             }
         }
         for row in segments {
@@ -316,7 +328,7 @@ public final class BrokerStore: Sendable {
         }
     }
 
-    private func datasetKey(_ id: String) throws -> SealedStorageKey {
+    func datasetKey(_ id: String) throws -> SealedStorageKey {
         guard let wrapped = try wrap({ try pool.read { db in try Data.fetchOne(db, sql: "SELECT wrapped_key FROM dataset WHERE id = ?", arguments: [id]) } }) else {
             throw StoreError(.notFound, "dataset \(id) is not registered")
         }
@@ -332,7 +344,7 @@ public final class BrokerStore: Sendable {
         Array("segment:\(dataset):\(sequence):\(position)".utf8)
     }
 
-    private func wrap<T>(_ body: () throws -> T) throws -> T {
+    func wrap<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as StoreError { throw error } catch let error as DatabaseError {
             throw StoreError(.database, "database: \(error.message ?? "\(error.resultCode)")")
         }

@@ -11,6 +11,10 @@ public struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
         case corrupt
         /// A value is outside what the store accepts.
         case invalidArgument
+        /// The record's state does not allow the change (an agreement not active, a window already released).
+        case conflict
+        /// The change would take a privacy budget past its limit.
+        case budgetExceeded
         /// The database reported a failure.
         case database
     }

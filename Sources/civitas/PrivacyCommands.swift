@@ -120,7 +120,7 @@ struct AnonymizeCommand: ParsableCommand {
                     throw CLIError("\(pseudonymized.map(\.name).joined(separator: ", ")) must be pseudonymized: give --pseudonym-key FILE")
                 }
                 let pseudonymizer = try Pseudonymizer(master: try PseudonymKeyFile.read(pseudonymKey), domain: try PseudonymKeyFile.domain(domain))
-                table = try PseudonymKeyFile.apply(pseudonymizer, to: table, fields: pseudonymized)
+                table = try pseudonymizer.apply(to: table, fields: pseudonymized)
             }
         }
         for spec in hierarchy {
@@ -315,30 +315,5 @@ enum PseudonymKeyFile {
             throw CLIError("--domain needs agreement, partner, purpose and epoch")
         }
         return PseudonymDomain(agreement: agreement, partner: partner, purpose: purpose, epoch: epoch)
-    }
-
-    /// Replaces identifier and subject fields by their pseudonyms (FF1 keeps non-digits in place).
-    static func apply(_ pseudonymizer: Pseudonymizer, to table: CSVTable, fields: [DatasetSchema.Field]) throws -> CSVTable {
-        var result = table
-        for field in fields {
-            let column = try table.index(of: field.name)
-            for r in result.rows.indices where !result.rows[r][column].isEmpty {
-                let value = result.rows[r][column]
-                switch field.pseudonym ?? .hmac {
-                case .hmac:
-                    result.rows[r][column] = pseudonymizer.pseudonym(value)
-                case .ff1:
-                    let digits = value.filter(\.isNumber)
-                    let encrypted = Array(try pseudonymizer.reversible(String(digits)))
-                    var position = 0
-                    result.rows[r][column] = String(value.map { character -> Character in
-                        guard character.isNumber else { return character }
-                        defer { position += 1 }
-                        return encrypted[position]
-                    })
-                }
-            }
-        }
-        return result
     }
 }

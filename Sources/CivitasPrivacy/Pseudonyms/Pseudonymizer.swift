@@ -142,3 +142,30 @@ enum CivilDate {
         }
     }
 }
+
+extension Pseudonymizer {
+    /// Replaces identifier and subject fields by their pseudonyms (FF1 keeps non-digits in place).
+    public func apply(to table: CSVTable, fields: [DatasetSchema.Field]) throws -> CSVTable {
+        var result = table
+        for field in fields {
+            let column = try table.index(of: field.name)
+            for r in result.rows.indices where !result.rows[r][column].isEmpty {
+                let value = result.rows[r][column]
+                switch field.pseudonym ?? .hmac {
+                case .hmac:
+                    result.rows[r][column] = pseudonym(value)
+                case .ff1:
+                    let digits = value.filter(\.isNumber)
+                    let encrypted = Array(try reversible(String(digits)))
+                    var position = 0
+                    result.rows[r][column] = String(value.map { character -> Character in
+                        guard character.isNumber else { return character }
+                        defer { position += 1 }
+                        return encrypted[position]
+                    })
+                }
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,265 @@
+import CivitasCrypto
+import CivitasLog
+import CivitasPrivacy
+
+/// The terms of a sharing agreement (docs/exchanges.md): who shares which dataset with whom,
+/// for which purposes, under which legal basis, which fields, the privacy treatment, the ε
+/// budget, the validity window and, for feeds, how windows close. Hashed over its canonical
+/// JSON (RFC 8785), so equal policies hash equal however they were written.
+public struct AgreementPolicy: Sendable, Equatable {
+    /// GDPR Art. 6(1) legal bases, as codes.
+    public enum LegalBasis: String, Sendable, CaseIterable {
+        case consent, contract, legalObligation = "legal-obligation", vitalInterests = "vital-interests"
+        case publicTask = "public-task", legitimateInterests = "legitimate-interests"
+    }
+
+    /// How records are protected before they leave.
+    public struct Treatment: Sendable, Equatable {
+        /// Minimum equivalence-class size over the released quasi-identifiers (1: no k-anonymity step).
+        public var k: Int
+        /// Minimum distinct sensitive values per class, if any.
+        public var l: Int?
+        /// Largest fraction of records that may be suppressed to reach k.
+        public var suppressionLimit: Double
+        /// `optimal` (full-domain search) or `mondrian`.
+        public var algorithm: String
+        /// Part of the pseudonym domain: changing it gives the partner unlinkable pseudonyms.
+        public var pseudonymEpoch: String
+    }
+
+    /// DP aggregates the partner may request, each charged to the budget.
+    public struct AggregateTerms: Sendable, Equatable {
+        /// Columns the partner may group by; the publisher asserts their values are public.
+        public var groupBy: [String]
+        public var maxEpsilonPerQueryMicro: UInt64
+        public var maxRowsPerSubject: Int
+        public var maxGroupsPerSubject: Int
+    }
+
+    /// How feed windows close, and what happens to records of a window that cannot reach k.
+    public struct FeedTerms: Sendable, Equatable {
+        public enum BelowK: String, Sendable { case wait, suppress }
+        public var windowRecords: Int
+        public var windowSeconds: Int
+        public var belowK: BelowK
+    }
+
+    public let id: String
+    public let dataset: String
+    public let publisher: KeyID
+    public let partner: KeyID
+    public let purposes: [String]
+    public let legalBasis: LegalBasis
+    public let fields: [String]
+    public let treatment: Treatment
+    public let aggregates: AggregateTerms?
+    public let epsilonBudgetMicro: UInt64
+    public let validFrom: String
+    public let validUntil: String
+    public let feed: FeedTerms?
+    /// The policy's canonical bytes and their SHA-256.
+    public let canonical: [UInt8]
+    public let sha256: [UInt8]
+
+    /// Largest policy accepted, in bytes.
+    public static let maximumSize = 64 * 1024
+
+    /// Parses and checks a policy document; every problem names the member.
+    public static func parse(_ value: JSONValue) throws -> AgreementPolicy {
+        guard let object = value.objectValue else { throw invalid("the policy must be a JSON object") }
+        let known: Set<String> = ["agreement", "dataset", "publisher", "partner", "purposes", "legal_basis", "fields", "treatment",
+                                  "aggregates", "epsilon_budget", "valid_from", "valid_until", "feed"]
+        if let unknown = Set(object.keys).subtracting(known).sorted().first {
+            throw invalid("the policy has an unknown member '\(unknown.prefix(60))'")
+        }
+        let canonical = try CanonicalJSON.encode(value)
+        guard canonical.count <= maximumSize else { throw invalid("the policy is larger than \(maximumSize) bytes") }
+        let id = try code(object, "agreement", maximum: 128)
+        let dataset = try code(object, "dataset", maximum: 128)
+        let publisher = try keyID(object, "publisher")
+        let partner = try keyID(object, "partner")
+        let purposes = try codes(object, "purposes", maximum: 32)
+        guard !purposes.isEmpty else { throw invalid("policy member 'purposes' must name at least one purpose") }
+        guard let basisText = object["legal_basis"]?.stringValue, let legalBasis = LegalBasis(rawValue: basisText) else {
+            throw invalid("policy member 'legal_basis' must be one of \(LegalBasis.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let fields = try names(object, "fields", maximum: 256)
+        guard !fields.isEmpty else { throw invalid("policy member 'fields' must allow at least one field") }
+        guard let treatmentObject = object["treatment"]?.objectValue else { throw invalid("policy member 'treatment' must be an object") }
+        let treatment = Treatment(
+            k: try integer(treatmentObject, "treatment.k", key: "k", range: 1...10_000),
+            l: treatmentObject["l"] == nil ? nil : try integer(treatmentObject, "treatment.l", key: "l", range: 2...1000),
+            suppressionLimit: try fraction(treatmentObject["suppression_limit"] ?? .number(0), "treatment.suppression_limit"),
+            algorithm: treatmentObject["algorithm"]?.stringValue ?? "optimal",
+            pseudonymEpoch: treatmentObject["pseudonym_epoch"]?.stringValue ?? "1")
+        guard ["optimal", "mondrian"].contains(treatment.algorithm) else { throw invalid("treatment.algorithm must be optimal or mondrian") }
+        guard (1...64).contains(treatment.pseudonymEpoch.utf8.count) else { throw invalid("treatment.pseudonym_epoch must be 1-64 bytes") }
+        var aggregates: AggregateTerms?
+        if let terms = object["aggregates"] {
+            guard let terms = terms.objectValue else { throw invalid("policy member 'aggregates' must be an object") }
+            aggregates = AggregateTerms(
+                groupBy: try names(terms, "group_by", maximum: 8, optional: true),
+                maxEpsilonPerQueryMicro: try micro(terms["max_epsilon_per_query"], "aggregates.max_epsilon_per_query"),
+                maxRowsPerSubject: terms["max_rows_per_subject"] == nil ? 1 : try integer(terms, "aggregates.max_rows_per_subject", key: "max_rows_per_subject", range: 1...1000),
+                maxGroupsPerSubject: terms["max_groups_per_subject"] == nil ? 1 : try integer(terms, "aggregates.max_groups_per_subject", key: "max_groups_per_subject", range: 1...1000))
+        }
+        var feed: FeedTerms?
+        if let terms = object["feed"] {
+            guard let terms = terms.objectValue else { throw invalid("policy member 'feed' must be an object") }
+            let belowK = terms["below_k"]?.stringValue ?? "wait"
+            guard let mode = FeedTerms.BelowK(rawValue: belowK) else { throw invalid("feed.below_k must be wait or suppress") }
+            feed = FeedTerms(windowRecords: try integer(terms, "feed.window_records", key: "window_records", range: 1...1_000_000),
+                             windowSeconds: try integer(terms, "feed.window_seconds", key: "window_seconds", range: 1...31_536_000),
+                             belowK: mode)
+        }
+        let validFrom = try time(object, "valid_from"), validUntil = try time(object, "valid_until")
+        guard validFrom < validUntil else { throw invalid("valid_from \(validFrom) must come before valid_until \(validUntil)") }
+        return AgreementPolicy(id: id, dataset: dataset, publisher: publisher, partner: partner, purposes: purposes, legalBasis: legalBasis,
+                               fields: fields, treatment: treatment, aggregates: aggregates,
+                               epsilonBudgetMicro: try micro(object["epsilon_budget"] ?? .number(0), "epsilon_budget"),
+                               validFrom: validFrom, validUntil: validUntil, feed: feed,
+                               canonical: canonical, sha256: SHA256Hasher.hash(canonical))
+    }
+
+    /// Checks the policy against the dataset's schema and offered purposes: allowed fields exist
+    /// and none is marked `drop`; released quasi-identifiers need k ≥ 2; legal basis `consent`
+    /// needs a subject field; group-by and aggregate columns exist.
+    public func check(against schema: DatasetSchema, offeredPurposes: [String]) throws {
+        for field in fields {
+            guard let described = schema.field(field) else { throw Self.invalid("field '\(field)' is not in the schema of \(dataset)") }
+            if described.privacy == .drop { throw Self.invalid("field '\(field)' is marked drop in the schema of \(dataset) and never leaves") }
+        }
+        if let purpose = purposes.first(where: { !offeredPurposes.contains($0) }) {
+            throw Self.invalid("dataset \(dataset) is not offered for purpose \(purpose) (offered: \(offeredPurposes.joined(separator: ", ")))")
+        }
+        let quasiIdentifiers = fields.filter { schema.field($0)?.privacy == .quasiIdentifier }
+        if !quasiIdentifiers.isEmpty && treatment.k < 2 {
+            throw Self.invalid("fields \(quasiIdentifiers.joined(separator: ", ")) are quasi-identifiers: treatment.k must be at least 2")
+        }
+        if legalBasis == .consent && schema.fields.first(where: { $0.privacy == .subject }) == nil {
+            throw Self.invalid("legal basis consent needs records with a subject field; the schema of \(dataset) has none")
+        }
+        if let aggregates {
+            for column in aggregates.groupBy {
+                guard let field = schema.field(column), field.privacy != .drop, field.privacy != .identifier, field.privacy != .subject else {
+                    throw Self.invalid("aggregates.group_by '\(column)' is not a groupable field of \(dataset)")
+                }
+            }
+        }
+    }
+
+    /// The subject field of `schema`, if it has one.
+    public static func subjectField(of schema: DatasetSchema) -> String? {
+        schema.fields.first { $0.privacy == .subject }?.name
+    }
+
+    /// The policy as an ODRL 2.2 Agreement (JSON-LD): permission to use the dataset for the
+    /// purposes within the validity window, with the privacy treatment as duties.
+    public func odrl() -> JSONValue {
+        var duties: [JSONValue] = []
+        if treatment.k >= 2 {
+            var constraints: [JSONValue] = [["leftOperand": "civitas:k", "operator": "gteq", "rightOperand": .number(Double(treatment.k))],
+                                            ["leftOperand": "civitas:suppressionLimit", "operator": "lteq", "rightOperand": .number(treatment.suppressionLimit)]]
+            if let l = treatment.l { constraints.append(["leftOperand": "civitas:l", "operator": "gteq", "rightOperand": .number(Double(l))]) }
+            duties.append(["action": "anonymize", "constraint": .array(constraints)])
+        }
+        duties.append(["action": "civitas:pseudonymize", "constraint": [["leftOperand": "civitas:pseudonymDomain", "operator": "eq",
+                                                                          "rightOperand": .string("agreement \(id), partner \(partner.hex), epoch \(treatment.pseudonymEpoch)")]]])
+        if epsilonBudgetMicro > 0 {
+            duties.append(["action": "civitas:chargePrivacyBudget", "constraint": [["leftOperand": "civitas:epsilon", "operator": "lteq",
+                                                                                     "rightOperand": .number(Double(epsilonBudgetMicro) / 1e6)]]])
+        }
+        return [
+            "@context": ["http://www.w3.org/ns/odrl.jsonld", ["civitas": "https://civitas.example/ns/odrl#", "dpv": "https://w3id.org/dpv#"]],
+            "@type": "Agreement",
+            "uid": .string("urn:civitas:agreement:\(id)"),
+            "civitas:policySHA256": .string(Hex.encode(sha256)),
+            "civitas:legalBasis": .string(legalBasis.rawValue),
+            "assigner": .string("urn:civitas:participant:\(publisher.hex)"),
+            "assignee": .string("urn:civitas:participant:\(partner.hex)"),
+            "permission": [[
+                "target": .string("urn:civitas:dataset:\(dataset)"),
+                "action": "use",
+                "civitas:fields": .array(fields.map(JSONValue.string)),
+                "constraint": [
+                    ["leftOperand": "purpose", "operator": "isAnyOf", "rightOperand": .array(purposes.map { .string("urn:civitas:purpose:\($0)") })],
+                    ["leftOperand": "dateTime", "operator": "gteq", "rightOperand": ["@value": .string(validFrom), "@type": "xsd:dateTime"]],
+                    ["leftOperand": "dateTime", "operator": "lteq", "rightOperand": ["@value": .string(validUntil), "@type": "xsd:dateTime"]],
+                ],
+                "duty": .array(duties),
+            ]],
+        ]
+    }
+
+    // MARK: Signatures
+
+    /// What the publisher signs to offer the policy: a context string, a zero byte, the policy hash.
+    public static func offerMessage(policySHA256: [UInt8]) -> [UInt8] { Array("civitas-agreement-offer/1".utf8) + [0] + policySHA256 }
+    /// What the partner signs to accept it.
+    public static func acceptMessage(policySHA256: [UInt8]) -> [UInt8] { Array("civitas-agreement-accept/1".utf8) + [0] + policySHA256 }
+
+    // MARK: Member readers
+
+    static func invalid(_ message: String) -> BrokerError { BrokerError(.invalid, message) }
+
+    static func code(_ object: [String: JSONValue], _ key: String, maximum: Int) throws -> String {
+        guard let text = object[key]?.stringValue, (1...maximum).contains(text.utf8.count),
+              text.utf8.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }) else {
+            throw invalid("policy member '\(key)' must be 1-\(maximum) of a-z 0-9 . _ -")
+        }
+        return text
+    }
+
+    static func codes(_ object: [String: JSONValue], _ key: String, maximum: Int) throws -> [String] {
+        guard case .array(let items)? = object[key], items.count <= maximum else { throw invalid("policy member '\(key)' must be a list of at most \(maximum)") }
+        let values = try items.map { item -> String in try code(["item": item], "item", maximum: 64) }
+        guard Set(values).count == values.count else { throw invalid("policy member '\(key)' lists a value twice") }
+        return values
+    }
+
+    static func names(_ object: [String: JSONValue], _ key: String, maximum: Int, optional: Bool = false) throws -> [String] {
+        guard let value = object[key] else {
+            if optional { return [] }
+            throw invalid("policy member '\(key)' is missing")
+        }
+        guard case .array(let items) = value, items.count <= maximum,
+              let names = Optional(items.compactMap(\.stringValue)), names.count == items.count,
+              names.allSatisfy({ (1...128).contains($0.utf8.count) }) else {
+            throw invalid("policy member '\(key)' must be a list of at most \(maximum) field names")
+        }
+        guard Set(names).count == names.count else { throw invalid("policy member '\(key)' lists a field twice") }
+        return names
+    }
+
+    static func keyID(_ object: [String: JSONValue], _ key: String) throws -> KeyID {
+        guard let id = object[key]?.stringValue.flatMap(KeyID.init(hex:)) else { throw invalid("policy member '\(key)' must be a participant key id (32 hex digits)") }
+        return id
+    }
+
+    static func integer(_ object: [String: JSONValue], _ name: String, key: String, range: ClosedRange<Int>) throws -> Int {
+        guard let value = object[key]?.exactUnsignedInteger, value <= UInt64(range.upperBound), range.contains(Int(value)) else {
+            throw invalid("\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return Int(value)
+    }
+
+    static func fraction(_ value: JSONValue, _ name: String) throws -> Double {
+        guard let number = value.numberValue, number >= 0, number <= 1 else { throw invalid("\(name) must be a number from 0 to 1") }
+        return number
+    }
+
+    /// A non-negative ε with at most six decimals, in millionths.
+    static func micro(_ value: JSONValue?, _ name: String) throws -> UInt64 {
+        guard let number = value?.numberValue, number >= 0, number <= 1000 else { throw invalid("\(name) must be a number from 0 to 1000") }
+        let scaled = (number * 1_000_000).rounded()
+        guard abs(scaled - number * 1_000_000) < 1e-3 else { throw invalid("\(name) may have at most six decimals") }
+        return UInt64(scaled)
+    }
+
+    static func time(_ object: [String: JSONValue], _ key: String) throws -> String {
+        guard let text = object[key]?.stringValue, LogTime.isValid(text) else {
+            throw invalid("policy member '\(key)' must be an RFC 3339 UTC time like 2026-11-26T12:00:00Z")
+        }
+        return text
+    }
+}

@@ -1,0 +1,95 @@
+import CivitasCrypto
+import CivitasPrivacy
+
+/// What the treatment did to one release, for the partner, the publisher and the log.
+public struct TreatmentOutcome: Sendable {
+    /// The table as it leaves: allowed fields only, pseudonymized, generalized.
+    public let table: CSVTable
+    public let recordsSelected: Int
+    /// Records left out because their subject had no active consent (basis consent) or objected.
+    public let recordsWithoutConsent: Int
+    /// Records suppressed to reach k (and l).
+    public let recordsSuppressed: Int
+    /// Smallest equivalence class released (0 when no k-anonymity step ran).
+    public let kAchieved: Int
+    /// The anonymization report, when a k-anonymity step ran.
+    public let report: AnonymizationReport?
+
+    /// Members describing the transforms, for the log entry (names and figures only).
+    public var logTransforms: [String: JSONValue] {
+        var transforms: [String: JSONValue] = ["records_selected": .number(Double(recordsSelected)),
+                                               "records_without_consent": .number(Double(recordsWithoutConsent))]
+        if let report {
+            transforms["algorithm"] = .string(report.algorithm)
+            if !report.levels.isEmpty { transforms["levels"] = .object(report.levels.mapValues { .number(Double($0)) }) }
+            if let diversity = report.diversity { transforms["l_diversity"] = .string(diversity) }
+        }
+        return transforms
+    }
+}
+
+/// Steps 3 to 6 of the release pipeline, without I/O: consent, projection to the allowed
+/// fields, pseudonyms in the agreement's domain, and k-anonymity (with l-diversity) within the
+/// agreed suppression limit.
+public struct ReleaseTreatment {
+    public let schema: DatasetSchema
+    public let policy: AgreementPolicy
+
+    public init(schema: DatasetSchema, policy: AgreementPolicy) {
+        self.schema = schema
+        self.policy = policy
+    }
+
+    /// Treats `table`. `mayRelease` answers for a subject value whether its records may leave;
+    /// `suppressionLimit` overrides the policy's (feeds that suppress what cannot reach k).
+    public func apply(_ table: CSVTable, mayRelease: (String) -> Bool, pseudonymizer: Pseudonymizer,
+                      suppressionLimit: Double? = nil) throws -> TreatmentOutcome {
+        // 3. Consent.
+        var selected = table
+        var withoutConsent = 0
+        if let subject = AgreementPolicy.subjectField(of: schema), let column = table.columns.firstIndex(of: subject) {
+            selected.rows = table.rows.filter { mayRelease($0[column]) }
+            withoutConsent = table.rows.count - selected.rows.count
+        } else if policy.legalBasis == .consent {
+            throw BrokerError(.invalid, "legal basis consent needs the subject field, which these records lack")
+        }
+        guard !selected.rows.isEmpty else {
+            throw BrokerError(.nothingToRelease, table.rows.isEmpty ? "there are no records to release"
+                              : "none of the \(table.rows.count) records may be released: no subject has an active consent for this purpose")
+        }
+        // 4. Projection: the allowed fields present in the records, in the policy's order.
+        let kept = policy.fields.filter { selected.columns.contains($0) }
+        let indexes = try kept.map { try selected.index(of: $0) }
+        var projected = CSVTable(columns: kept, rows: selected.rows.map { row in indexes.map { row[$0] } })
+        // 5. Pseudonyms.
+        let pseudonymized = kept.compactMap { schema.field($0) }.filter { $0.privacy == .identifier || $0.privacy == .subject }
+        if !pseudonymized.isEmpty { projected = try pseudonymizer.apply(to: projected, fields: pseudonymized) }
+        // 6. k-anonymity and l-diversity.
+        let fields = kept.compactMap { schema.field($0) }
+        let quasiIdentifiers = fields.filter { $0.privacy == .quasiIdentifier }
+        guard policy.treatment.k >= 2, !quasiIdentifiers.isEmpty else {
+            return TreatmentOutcome(table: projected, recordsSelected: table.rows.count, recordsWithoutConsent: withoutConsent,
+                                    recordsSuppressed: 0, kAchieved: 0, report: nil)
+        }
+        let sensitive = fields.first { $0.privacy == .sensitive }?.name
+        let requirements = try AnonymityRequirements(k: policy.treatment.k, sensitive: sensitive,
+                                                     diversity: sensitive == nil ? nil : policy.treatment.l.map { .distinct($0) },
+                                                     maxSuppression: suppressionLimit ?? policy.treatment.suppressionLimit)
+        let identifiers = quasiIdentifiers.map { QuasiIdentifier(column: $0.name, hierarchy: $0.hierarchy ?? .suppressionOnly) }
+        let keep = kept.filter { name in !quasiIdentifiers.contains { $0.name == name } && name != sensitive }
+        let result: AnonymizedTable
+        do {
+            result = policy.treatment.algorithm == "mondrian"
+                ? try Mondrian().anonymize(projected, quasiIdentifiers: identifiers, requirements: requirements, keepColumns: keep)
+                : try OptimalSearch().anonymize(projected, quasiIdentifiers: identifiers, requirements: requirements, keepColumns: keep)
+        } catch let error as PrivacyError {
+            throw BrokerError(.kUnreachable, error.message)
+        }
+        guard !result.table.rows.isEmpty else {
+            throw BrokerError(.kUnreachable, "every record would be suppressed to reach k = \(policy.treatment.k)")
+        }
+        return TreatmentOutcome(table: result.table, recordsSelected: table.rows.count, recordsWithoutConsent: withoutConsent,
+                                recordsSuppressed: result.report.suppressed, kAchieved: result.report.classSizeHistogram.keys.min() ?? 0,
+                                report: result.report)
+    }
+}

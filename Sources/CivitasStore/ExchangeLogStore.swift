@@ -1,0 +1,246 @@
+import CivitasCrypto
+import CivitasLog
+import Foundation
+import GRDB
+
+/// Appends log entries inside a store transaction. The entries become part of the
+/// in-memory tree only once the transaction commits, so a failed change leaves the log as it was.
+public struct LogWriter {
+    let db: Database
+    var prepared: [ExchangeLog.PreparedEntry] = []
+    var nextIndex: UInt64
+    var previous: MerkleDigest
+
+    /// Appends an event; returns its index in the log.
+    @discardableResult
+    public mutating func append(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+        let entry = try ExchangeLog.prepare(index: nextIndex, previous: previous, time: time, type: type, members: members)
+        try db.execute(sql: "INSERT INTO log_entry (position, bytes, leaf) VALUES (?, ?, ?)",
+                       arguments: [Int64(nextIndex), Data(entry.bytes), Data(entry.leafHash)])
+        prepared.append(entry)
+        previous = entry.leafHash
+        nextIndex += 1
+        return entry.entry.index
+    }
+
+    /// Index the next appended entry will have.
+    public var upcomingIndex: UInt64 { nextIndex }
+}
+
+/// The in-memory log behind a lock, so that preparing, committing and mirroring entries is one step.
+final class LockedLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var log: ExchangeLog
+
+    init(_ log: ExchangeLog) { self.log = log }
+
+    func withLock<T>(_ body: (inout ExchangeLog) throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&log)
+    }
+}
+
+extension BrokerStore {
+    /// The log's origin when none is given.
+    public static let defaultLogOrigin = "civitas.local/exchange-log"
+
+    static func createExchangeTables(_ db: Database) throws {
+        try db.create(table: "store_meta") { t in
+            t.primaryKey("name", .text)
+            t.column("value", .text).notNull()
+        }
+        try db.create(table: "store_secret") { t in
+            t.primaryKey("name", .text)
+            t.column("wrapped", .blob).notNull()
+        }
+        try db.create(table: "log_entry") { t in
+            t.primaryKey("position", .integer)
+            t.column("bytes", .blob).notNull()
+            t.column("leaf", .blob).notNull()
+        }
+        try db.create(table: "log_checkpoint") { t in
+            t.primaryKey("size", .integer)
+            t.column("note", .text).notNull()
+        }
+        try db.create(table: "agreement") { t in
+            t.primaryKey("id", .text)
+            t.column("dataset", .text).notNull().references("dataset", column: "id")
+            t.column("publisher", .text).notNull().references("participant", column: "key_id")
+            t.column("partner", .text).notNull().references("participant", column: "key_id").indexed()
+            t.column("policy", .blob).notNull()
+            t.column("policy_sha256", .blob).notNull()
+            t.column("offer_signature", .blob).notNull()
+            t.column("accept_signature", .blob)
+            t.column("state", .text).notNull()
+            t.column("valid_from", .text).notNull()
+            t.column("valid_until", .text).notNull()
+            t.column("budget_micro", .integer).notNull()
+            t.column("spent_micro", .integer).notNull().defaults(to: 0)
+            t.column("offered", .text).notNull()
+            t.column("accepted", .text)
+            t.column("ended", .text)
+        }
+        try db.create(table: "consent") { t in
+            t.column("dataset", .text).notNull().references("dataset", column: "id")
+            t.column("subject", .blob).notNull()
+            t.column("purpose", .text).notNull()
+            t.column("granted", .boolean).notNull()
+            t.column("record", .blob).notNull()
+            t.column("updated", .text).notNull()
+            t.primaryKey(["dataset", "subject", "purpose"])
+        }
+        try db.create(table: "feed") { t in
+            t.primaryKey("id", .text)
+            t.column("agreement", .text).notNull().references("agreement", column: "id")
+            t.column("purpose", .text).notNull()
+            t.column("next_batch", .integer).notNull()
+            t.column("delivered", .integer).notNull().defaults(to: 0)
+            t.column("acknowledged", .integer).notNull().defaults(to: 0)
+            t.column("webhook", .text)
+            t.column("pushed", .integer).notNull().defaults(to: 0)
+            t.column("created", .text).notNull()
+        }
+        try db.create(table: "delivery") { t in
+            t.primaryKey("id", .text)
+            t.column("agreement", .text).notNull().references("agreement", column: "id")
+            t.column("partner", .text).notNull().indexed()
+            t.column("kind", .text).notNull()
+            t.column("feed", .text).references("feed", column: "id")
+            t.column("feed_sequence", .integer)
+            t.column("log_index", .integer).notNull()
+            t.column("records", .integer).notNull()
+            t.column("envelope", .blob).notNull()
+            t.column("created", .text).notNull()
+            t.uniqueKey(["feed", "feed_sequence"])
+        }
+    }
+
+    static func loadLog(_ pool: DatabasePool, origin: String) throws -> ExchangeLog {
+        do {
+            return try pool.write { db in
+                if let stored = try String.fetchOne(db, sql: "SELECT value FROM store_meta WHERE name = 'log_origin'") {
+                    guard stored == origin else {
+                        throw StoreError(.invalidArgument, "this store holds the log \(stored), not \(origin)")
+                    }
+                } else {
+                    try db.execute(sql: "INSERT INTO store_meta (name, value) VALUES ('log_origin', ?)", arguments: [origin])
+                }
+                var log = try ExchangeLog(origin: origin)
+                let rows = try Row.fetchCursor(db, sql: "SELECT position, bytes FROM log_entry ORDER BY position")
+                while let row = try rows.next() {
+                    let position: Int64 = row["position"], bytes: Data = row["bytes"]
+                    let entry = try LogEntry.parse(Array(bytes), position: UInt64(position))
+                    let appended = try log.append(time: entry.time, type: entry.type, members: entry.members)
+                    guard try appended.canonicalBytes() == Array(bytes) else {
+                        throw StoreError(.corrupt, "log entry \(position) does not follow from the entries before it")
+                    }
+                }
+                return log
+            }
+        } catch let error as DatabaseError {
+            throw StoreError(.database, "cannot read the exchange log: \(error.message ?? "\(error.resultCode)")")
+        }
+    }
+
+    /// Runs `body` in one write transaction with a log writer: the change and its log entries
+    /// commit together or not at all.
+    public func writeLogged<T>(_ body: (Database, inout LogWriter) throws -> T) throws -> T {
+        try logState.withLock { log in
+            var pending: [ExchangeLog.PreparedEntry] = []
+            let result = try wrap {
+                try pool.write { db -> T in
+                    var writer = LogWriter(db: db, nextIndex: log.size, previous: log.lastLeafHash)
+                    let value = try body(db, &writer)
+                    pending = writer.prepared
+                    return value
+                }
+            }
+            for entry in pending { log.commit(entry) }
+            return result
+        }
+    }
+
+    /// Number of entries in the exchange log.
+    public var logSize: UInt64 { logState.withLock { $0.size } }
+
+    /// The log's origin line.
+    public var logOrigin: String { logState.withLock { $0.origin } }
+
+    /// Signs a checkpoint of the log as it is now with the broker's key and keeps it, unless the
+    /// latest kept checkpoint already covers every entry; returns the latest checkpoint.
+    @discardableResult
+    public func checkpointLog(signer: SecretKeys) throws -> String {
+        try logState.withLock { log in
+            try wrap {
+                try pool.write { db in
+                    if let latest = try Row.fetchOne(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size DESC LIMIT 1"),
+                       UInt64(latest["size"] as Int64) == log.size {
+                        return latest["note"] as String
+                    }
+                    let note = try log.checkpoint(signer: signer)
+                    try db.execute(sql: "INSERT INTO log_checkpoint (size, note) VALUES (?, ?)", arguments: [Int64(log.size), note])
+                    return note
+                }
+            }
+        }
+    }
+
+    /// Inclusion proof of entry `index` in the tree of `size` entries.
+    public func logInclusionProof(index: UInt64, size: UInt64) throws -> [MerkleDigest] {
+        try logState.withLock { try $0.tree.inclusionProof(index: index, treeSize: size) }
+    }
+
+    /// Writes the export an auditor takes away (docs/log-format.md): header, entries, and each
+    /// kept checkpoint after the entries it covers. Checkpoints the log first.
+    public func exportLog(signer: SecretKeys, to sink: ByteSink) throws {
+        try checkpointLog(signer: signer)
+        let key = try NoteKey(name: logOrigin, publicKey: signer.publicKeys.signingKey)
+        try wrap {
+            try pool.read { db in
+                let checkpoints = try Row.fetchAll(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size")
+                    .map { (UInt64($0["size"] as Int64), $0["note"] as String) }
+                var out = try LogExport.header(origin: key.name, logKey: key) + [0x0A]
+                var next = 0
+                func flush(upTo size: UInt64) throws {
+                    while next < checkpoints.count, checkpoints[next].0 <= size {
+                        out += try LogExport.checkpointLine(checkpoints[next].1) + [0x0A]
+                        next += 1
+                    }
+                }
+                try flush(upTo: 0)
+                let rows = try Row.fetchCursor(db, sql: "SELECT position, bytes FROM log_entry ORDER BY position")
+                while let row = try rows.next() {
+                    let position: Int64 = row["position"], bytes: Data = row["bytes"]
+                    out += Array(bytes) + [0x0A]
+                    try flush(upTo: UInt64(position) + 1)
+                    if out.count > 1 << 20 {
+                        try out.withUnsafeBytes { try sink.write($0) }
+                        out.removeAll(keepingCapacity: true)
+                    }
+                }
+                try out.withUnsafeBytes { try sink.write($0) }
+            }
+        }
+    }
+
+    /// A secret kept in the store wrapped by the storage key, created (32 random bytes) on first use.
+    /// The caller wipes the returned bytes.
+    public func secret(named name: String) throws -> [UInt8] {
+        let associatedData = Array("store-secret:\(name)".utf8)
+        return try wrap {
+            try pool.write { db in
+                if let wrapped = try Data.fetchOne(db, sql: "SELECT wrapped FROM store_secret WHERE name = ?", arguments: [name]) {
+                    do { return try storageKey.open(Array(wrapped), associatedData: associatedData) } catch {
+                        throw StoreError(.corrupt, "the store secret \(name) does not open with this storage key")
+                    }
+                }
+                var fresh = Sodium.randomBytes(32)
+                let wrapped = storageKey.seal(fresh, associatedData: associatedData)
+                try db.execute(sql: "INSERT INTO store_secret (name, wrapped) VALUES (?, ?)", arguments: [name, Data(wrapped)])
+                defer { Sodium.wipe(&fresh) }
+                return fresh
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+import CivitasCrypto
+import CivitasLog
+import Foundation
+import GRDB
+
+/// A sharing agreement as stored: the canonical policy, both parties' signatures over its
+/// hash, its state and its privacy budget (ε in millionths).
+public struct StoredAgreement: Sendable, Equatable {
+    public enum State: String, Sendable {
+        case offered, accepted, revoked, expired
+    }
+    public let id: String
+    public let dataset: String
+    public let publisher: KeyID
+    public let partner: KeyID
+    /// The policy's canonical JSON (RFC 8785).
+    public let policy: [UInt8]
+    public let policySHA256: [UInt8]
+    public let offerSignature: [UInt8]
+    public var acceptSignature: [UInt8]?
+    public var state: State
+    public let validFrom: String
+    public let validUntil: String
+    public let budgetMicro: UInt64
+    public var spentMicro: UInt64
+    public let offered: String
+    public var accepted: String?
+    public var ended: String?
+
+    public init(id: String, dataset: String, publisher: KeyID, partner: KeyID, policy: [UInt8], policySHA256: [UInt8],
+                offerSignature: [UInt8], validFrom: String, validUntil: String, budgetMicro: UInt64, offered: String) {
+        self.id = id
+        self.dataset = dataset
+        self.publisher = publisher
+        self.partner = partner
+        self.policy = policy
+        self.policySHA256 = policySHA256
+        self.offerSignature = offerSignature
+        self.acceptSignature = nil
+        self.state = .offered
+        self.validFrom = validFrom
+        self.validUntil = validUntil
+        self.budgetMicro = budgetMicro
+        self.spentMicro = 0
+        self.offered = offered
+    }
+}
+
+/// A payload delivered to a partner: a release, an aggregate or a feed window, as its envelope.
+public struct Delivery: Sendable, Equatable {
+    public enum Kind: String, Sendable { case release, aggregate, window }
+    public let id: String
+    public let agreement: String
+    public let partner: KeyID
+    public let kind: Kind
+    public let feed: String?
+    /// Position in the feed, from 1 (feed windows only).
+    public let feedSequence: Int64?
+    /// The `release.delivered` log entry that records it.
+    public let logIndex: UInt64
+    public let records: Int
+    public let envelope: [UInt8]
+    public let created: String
+}
+
+/// A partner's subscription to new records under an agreement.
+public struct Feed: Sendable, Equatable {
+    public let id: String
+    public let agreement: String
+    public let purpose: String
+    /// The first batch not yet taken into a window.
+    public let nextBatch: Int64
+    /// Windows delivered so far (the last feed sequence).
+    public let delivered: Int64
+    /// The partner acknowledged every window up to this sequence.
+    public let acknowledged: Int64
+    /// Where windows are pushed, if anywhere, and up to which sequence they were accepted there.
+    public let webhook: String?
+    public let pushed: Int64
+    public let created: String
+}
+
+/// A stored batch's place and size, without its records.
+public struct BatchSummary: Sendable, Equatable {
+    public let sequence: Int64
+    public let records: Int
+    public let created: String
+}
+
+/// What a delivery commits besides the envelope: the ε charged, the log entry, and for a
+/// feed window the batches it consumed.
+public struct DeliveryCommit: Sendable {
+    public var id: String
+    public var agreement: String
+    public var kind: Delivery.Kind
+    public var records: Int
+    public var envelope: [UInt8]
+    public var epsilonMicro: UInt64
+    /// The `release.delivered` members (the log entry).
+    public var logMembers: [String: JSONValue]
+    /// For a feed window: the feed, the first batch of the window (which must still be the feed's
+    /// next batch) and the first batch after it.
+    public var feedWindow: (feed: String, from: Int64, to: Int64)?
+
+    public init(id: String, agreement: String, kind: Delivery.Kind, records: Int, envelope: [UInt8], epsilonMicro: UInt64,
+                logMembers: [String: JSONValue], feedWindow: (feed: String, from: Int64, to: Int64)? = nil) {
+        self.id = id
+        self.agreement = agreement
+        self.kind = kind
+        self.records = records
+        self.envelope = envelope
+        self.epsilonMicro = epsilonMicro
+        self.logMembers = logMembers
+        self.feedWindow = feedWindow
+    }
+}
+
+extension BrokerStore {
+    // MARK: Agreements
+
+    /// Stores an offered agreement and logs `agreement.offered`.
+    public func offerAgreement(_ agreement: StoredAgreement, purposes: [String], legalBasis: String) throws {
+        try writeLogged { db, log in
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM agreement WHERE id = ?", arguments: [agreement.id]) != nil {
+                throw StoreError(.duplicate, "agreement \(agreement.id) already exists")
+            }
+            try db.execute(sql: """
+                INSERT INTO agreement (id, dataset, publisher, partner, policy, policy_sha256, offer_signature, state,
+                                       valid_from, valid_until, budget_micro, offered)
+                VALUES (?, ?, ?, ?, ?, ?, ?, 'offered', ?, ?, ?, ?)
+                """, arguments: [agreement.id, agreement.dataset, agreement.publisher.hex, agreement.partner.hex, Data(agreement.policy),
+                                 Data(agreement.policySHA256), Data(agreement.offerSignature), agreement.validFrom, agreement.validUntil,
+                                 Int64(agreement.budgetMicro), agreement.offered])
+            try log.append(time: agreement.offered, type: .agreementOffered, members: LogEvents.agreementOffered(
+                agreement: agreement.id, dataset: agreement.dataset, publisher: agreement.publisher, partner: agreement.partner,
+                purposes: purposes, policySHA256: agreement.policySHA256, legalBasis: legalBasis, validFrom: agreement.validFrom,
+                validUntil: agreement.validUntil, epsilonBudgetMicro: agreement.budgetMicro))
+        }
+    }
+
+    /// Records the partner's acceptance (its signature over the policy hash) and logs `agreement.accepted`.
+    public func acceptAgreement(_ id: String, signature: [UInt8], now: String) throws -> StoredAgreement {
+        try writeLogged { db, log in
+            var agreement = try Self.agreement(id, in: db)
+            guard agreement.state == .offered else {
+                throw StoreError(.conflict, "agreement \(id) is \(agreement.state.rawValue); only an offered agreement can be accepted")
+            }
+            try db.execute(sql: "UPDATE agreement SET state = 'accepted', accept_signature = ?, accepted = ? WHERE id = ?",
+                           arguments: [Data(signature), now, id])
+            try log.append(time: now, type: .agreementAccepted, members: LogEvents.agreementAccepted(agreement: id, partner: agreement.partner))
+            agreement.state = .accepted
+            agreement.acceptSignature = signature
+            agreement.accepted = now
+            return agreement
+        }
+    }
+
+    /// Ends an offered or accepted agreement: revoked by a party (`by`), or expired (`by` nil). Logged.
+    public func endAgreement(_ id: String, as state: StoredAgreement.State, by: KeyID?, now: String) throws -> StoredAgreement {
+        precondition(state == .revoked || state == .expired, "an agreement ends revoked or expired")
+        return try writeLogged { db, log in
+            var agreement = try Self.agreement(id, in: db)
+            guard agreement.state == .offered || agreement.state == .accepted else {
+                throw StoreError(.conflict, "agreement \(id) is already \(agreement.state.rawValue)")
+            }
+            try db.execute(sql: "UPDATE agreement SET state = ?, ended = ? WHERE id = ?", arguments: [state.rawValue, now, id])
+            if state == .revoked, let by {
+                try log.append(time: now, type: .agreementRevoked, members: LogEvents.agreementRevoked(agreement: id, by: by))
+            } else {
+                try log.append(time: now, type: .agreementExpired, members: ["agreement": .string(id)])
+            }
+            agreement.state = state
+            agreement.ended = now
+            return agreement
+        }
+    }
+
+    /// The agreement with this id, if any.
+    public func agreement(_ id: String) throws -> StoredAgreement? {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM agreement WHERE id = ?", arguments: [id]).map(Self.agreement(from:))
+            }
+        }
+    }
+
+    /// Agreements a participant is a party to (all of them when `participant` is nil), by id.
+    public func agreements(involving participant: KeyID? = nil) throws -> [StoredAgreement] {
+        try wrap {
+            try pool.read { db in
+                if let participant {
+                    return try Row.fetchAll(db, sql: "SELECT * FROM agreement WHERE publisher = ? OR partner = ? ORDER BY id",
+                                            arguments: [participant.hex, participant.hex]).map(Self.agreement(from:))
+                }
+                return try Row.fetchAll(db, sql: "SELECT * FROM agreement ORDER BY id").map(Self.agreement(from:))
+            }
+        }
+    }
+
+    static func agreement(_ id: String, in db: Database) throws -> StoredAgreement {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM agreement WHERE id = ?", arguments: [id]) else {
+            throw StoreError(.notFound, "agreement \(id) does not exist")
+        }
+        return try agreement(from: row)
+    }
+
+    static func agreement(from row: Row) throws -> StoredAgreement {
+        let id: String = row["id"]
+        guard let publisher = KeyID(hex: row["publisher"]), let partner = KeyID(hex: row["partner"]),
+              let state = StoredAgreement.State(rawValue: row["state"]) else {
+            throw StoreError(.corrupt, "agreement \(id) has a malformed party or state")
+        }
+        let policy: Data = row["policy"], hash: Data = row["policy_sha256"], offer: Data = row["offer_signature"]
+        var agreement = StoredAgreement(id: id, dataset: row["dataset"], publisher: publisher, partner: partner, policy: Array(policy),
+                                        policySHA256: Array(hash), offerSignature: Array(offer), validFrom: row["valid_from"],
+                                        validUntil: row["valid_until"], budgetMicro: UInt64(row["budget_micro"] as Int64), offered: row["offered"])
+        agreement.acceptSignature = (row["accept_signature"] as Data?).map(Array.init)
+        agreement.state = state
+        agreement.spentMicro = UInt64(row["spent_micro"] as Int64)
+        agreement.accepted = row["accepted"]
+        agreement.ended = row["ended"]
+        return agreement
+    }
+
+    // MARK: Consent
+
+    /// Records a grant (`granted`) or a withdrawal of consent for one subject (a keyed hash) and
+    /// purpose, replacing the previous state, and logs it. Returns the log index.
+    @discardableResult
+    public func recordConsent(dataset: String, subject: [UInt8], purpose: String, granted: Bool, record: [UInt8],
+                              recordedBy: KeyID, now: String) throws -> UInt64 {
+        try writeLogged { db, log in
+            try db.execute(sql: """
+                INSERT INTO consent (dataset, subject, purpose, granted, record, updated) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (dataset, subject, purpose) DO UPDATE SET granted = excluded.granted, record = excluded.record, updated = excluded.updated
+                """, arguments: [dataset, Data(subject), purpose, granted, Data(record), now])
+            return try log.append(time: now, type: granted ? .consentGranted : .consentRevoked, members: [
+                "dataset": .string(dataset), "subject": .string(Hex.encode(subject)), "purpose": .string(purpose),
+                "recorded_by": .string(recordedBy.hex),
+            ])
+        }
+    }
+
+    /// The current consent state of every subject recorded for a dataset and purpose:
+    /// subject hash (hex) → granted.
+    public func consentStates(dataset: String, purpose: String) throws -> [String: Bool] {
+        try wrap {
+            try pool.read { db in
+                var states: [String: Bool] = [:]
+                let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent WHERE dataset = ? AND purpose = ?",
+                                               arguments: [dataset, purpose])
+                while let row = try rows.next() {
+                    states[Hex.encode(Array(row["subject"] as Data))] = row["granted"]
+                }
+                return states
+            }
+        }
+    }
+
+    // MARK: Batches by range
+
+    /// The dataset's batches from `sequence` on, in order.
+    public func batches(of dataset: String, from sequence: Int64 = 1) throws -> [BatchSummary] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT sequence, records, created FROM batch WHERE dataset = ? AND sequence >= ? ORDER BY sequence",
+                                 arguments: [dataset, sequence]).map {
+                    BatchSummary(sequence: $0["sequence"], records: $0["records"], created: $0["created"])
+                }
+            }
+        }
+    }
+
+    /// The last batch sequence of a dataset (0 when it has none).
+    public func lastBatch(of dataset: String) throws -> Int64 {
+        try wrap { try pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM batch WHERE dataset = ?", arguments: [dataset]) ?? 0 } }
+    }
+
+    // MARK: Deliveries
+
+    /// Commits a delivery in ONE transaction: checks the agreement is accepted and inside its
+    /// validity at `now`, charges its budget (refused past the limit), appends the
+    /// `release.delivered` entry, stores the envelope and, for a feed window, moves the feed on.
+    /// Any refusal changes nothing.
+    public func commitDelivery(_ commit: DeliveryCommit, now: String) throws -> Delivery {
+        try writeLogged { db, log in
+            let agreement = try Self.agreement(commit.agreement, in: db)
+            guard agreement.state == .accepted else {
+                throw StoreError(.conflict, "agreement \(agreement.id) is \(agreement.state.rawValue), not accepted")
+            }
+            guard agreement.validFrom <= now, now <= agreement.validUntil else {
+                throw StoreError(.conflict, "agreement \(agreement.id) is valid from \(agreement.validFrom) to \(agreement.validUntil), not at \(now)")
+            }
+            let (spent, overflow) = agreement.spentMicro.addingReportingOverflow(commit.epsilonMicro)
+            guard !overflow, spent <= agreement.budgetMicro else {
+                throw StoreError(.budgetExceeded, "agreement \(agreement.id) has ε \(MicroUnits.decimal(agreement.budgetMicro - agreement.spentMicro)) left; this needs \(MicroUnits.decimal(commit.epsilonMicro))")
+            }
+            try db.execute(sql: "UPDATE agreement SET spent_micro = ? WHERE id = ?", arguments: [Int64(spent), agreement.id])
+            var feedSequence: Int64?
+            if let window = commit.feedWindow {
+                let feed = try Self.feed(window.feed, in: db)
+                guard feed.nextBatch == window.from, window.to > window.from else {
+                    throw StoreError(.conflict, "feed \(feed.id) has moved on to batch \(feed.nextBatch); this window starts at \(window.from)")
+                }
+                feedSequence = feed.delivered + 1
+                try db.execute(sql: "UPDATE feed SET next_batch = ?, delivered = ? WHERE id = ?", arguments: [window.to, feedSequence, feed.id])
+            }
+            let index = try log.append(time: now, type: .releaseDelivered, members: commit.logMembers)
+            try db.execute(sql: """
+                INSERT INTO delivery (id, agreement, partner, kind, feed, feed_sequence, log_index, records, envelope, created)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [commit.id, agreement.id, agreement.partner.hex, commit.kind.rawValue, commit.feedWindow?.feed,
+                                 feedSequence, Int64(index), commit.records, Data(commit.envelope), now])
+            return Delivery(id: commit.id, agreement: agreement.id, partner: agreement.partner, kind: commit.kind, feed: commit.feedWindow?.feed,
+                            feedSequence: feedSequence, logIndex: index, records: commit.records, envelope: commit.envelope, created: now)
+        }
+    }
+
+    /// The delivery with this id, if any.
+    public func delivery(_ id: String) throws -> Delivery? {
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM delivery WHERE id = ?", arguments: [id]).map(Self.delivery(from:)) } }
+    }
+
+    /// A feed's windows after `sequence`, in order, at most `limit`.
+    public func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE feed = ? AND feed_sequence > ? ORDER BY feed_sequence LIMIT ?",
+                                 arguments: [feed, sequence, limit]).map(Self.delivery(from:))
+            }
+        }
+    }
+
+    /// Deliveries under an agreement, oldest first.
+    public func deliveries(agreement: String) throws -> [Delivery] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE agreement = ? ORDER BY log_index", arguments: [agreement]).map(Self.delivery(from:))
+            }
+        }
+    }
+
+    static func delivery(from row: Row) throws -> Delivery {
+        let id: String = row["id"]
+        guard let partner = KeyID(hex: row["partner"]), let kind = Delivery.Kind(rawValue: row["kind"]) else {
+            throw StoreError(.corrupt, "delivery \(id) has a malformed partner or kind")
+        }
+        let envelope: Data = row["envelope"]
+        return Delivery(id: id, agreement: row["agreement"], partner: partner, kind: kind, feed: row["feed"], feedSequence: row["feed_sequence"],
+                        logIndex: UInt64(row["log_index"] as Int64), records: row["records"], envelope: Array(envelope), created: row["created"])
+    }
+
+    // MARK: Feeds
+
+    /// Creates a feed that starts with the dataset's next batch.
+    public func createFeed(id: String, agreement: String, purpose: String, webhook: String?, now: String) throws -> Feed {
+        try wrap {
+            try pool.write { db in
+                let stored = try Self.agreement(agreement, in: db)
+                let next = (try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM batch WHERE dataset = ?", arguments: [stored.dataset]) ?? 0) + 1
+                try db.execute(sql: "INSERT INTO feed (id, agreement, purpose, next_batch, webhook, created) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [id, agreement, purpose, next, webhook, now])
+                return try Self.feed(id, in: db)
+            }
+        }
+    }
+
+    /// The feed with this id, if any.
+    public func feed(_ id: String) throws -> Feed? {
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM feed WHERE id = ?", arguments: [id]).map(Self.feed(from:)) } }
+    }
+
+    /// Every feed, by id.
+    public func feeds() throws -> [Feed] {
+        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM feed ORDER BY id").map(Self.feed(from:)) } }
+    }
+
+    /// Moves a feed past batches that produced no delivery (every record suppressed or without consent).
+    public func skipFeedBatches(_ id: String, from: Int64, to: Int64) throws {
+        try wrap {
+            try pool.write { db in
+                let feed = try Self.feed(id, in: db)
+                guard feed.nextBatch == from, to > from else {
+                    throw StoreError(.conflict, "feed \(id) has moved on to batch \(feed.nextBatch)")
+                }
+                try db.execute(sql: "UPDATE feed SET next_batch = ? WHERE id = ?", arguments: [to, id])
+            }
+        }
+    }
+
+    /// Records the partner's acknowledgement of every window up to `sequence` (never moving back).
+    public func acknowledge(feed id: String, through sequence: Int64) throws -> Feed {
+        try wrap {
+            try pool.write { db in
+                let feed = try Self.feed(id, in: db)
+                guard sequence <= feed.delivered else {
+                    throw StoreError(.invalidArgument, "feed \(id) has delivered \(feed.delivered) windows; \(sequence) cannot be acknowledged")
+                }
+                try db.execute(sql: "UPDATE feed SET acknowledged = MAX(acknowledged, ?) WHERE id = ?", arguments: [sequence, id])
+                return try Self.feed(id, in: db)
+            }
+        }
+    }
+
+    /// Records that the webhook accepted every window up to `sequence`.
+    public func markPushed(feed id: String, through sequence: Int64) throws {
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: "UPDATE feed SET pushed = MAX(pushed, ?) WHERE id = ?", arguments: [sequence, id])
+            }
+        }
+    }
+
+    static func feed(_ id: String, in db: Database) throws -> Feed {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM feed WHERE id = ?", arguments: [id]) else {
+            throw StoreError(.notFound, "feed \(id) does not exist")
+        }
+        return try feed(from: row)
+    }
+
+    static func feed(from row: Row) throws -> Feed {
+        Feed(id: row["id"], agreement: row["agreement"], purpose: row["purpose"], nextBatch: row["next_batch"], delivered: row["delivered"],
+             acknowledged: row["acknowledged"], webhook: row["webhook"], pushed: row["pushed"], created: row["created"])
+    }
+}
