@@ -1,3 +1,4 @@
+import CivitasBroker
 import CivitasCrypto
 import CivitasPrivacy
 import CivitasStore
@@ -20,13 +21,15 @@ public struct BrokerAPI: Sendable {
 
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
 
+    let broker: Broker
     let store: BrokerStore
     let metrics: PrometheusCollectorRegistry
     let clock: @Sendable () -> Int64
 
-    public init(store: BrokerStore, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+    public init(broker: Broker, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
                 clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
-        self.store = store
+        self.broker = broker
+        self.store = broker.store
         self.metrics = metrics
         self.clock = clock
     }
@@ -45,6 +48,10 @@ public struct BrokerAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
         router.get("catalog") { _, _ in try catalog() }
+        router.get("log/checkpoint") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(string: try store.checkpointLog(signer: broker.keys))))
+        }
 
         let signed = router.group().add(middleware: SignatureAuthenticator(store: store, clock: clock))
         signed.post("admin/participants") { _, context in try addParticipant(context) }
@@ -52,12 +59,13 @@ public struct BrokerAPI: Sendable {
         signed.post("datasets") { _, context in try registerDataset(context) }
         signed.get("datasets/:dataset") { _, context in try showDataset(context) }
         signed.post("datasets/:dataset/batches") { request, context in try uploadBatch(request, context) }
+        addExchangeRoutes(to: signed)
         return router
     }
 
     // MARK: Handlers
 
-    private func require(_ context: CivitasRequestContext, roles: Set<Participant.Role>) throws -> Participant {
+    func require(_ context: CivitasRequestContext, roles: Set<Participant.Role>) throws -> Participant {
         guard let participant = context.participant else { throw APIError.unauthorized("a signed request is required") }
         guard roles.contains(participant.role) else {
             throw APIError.forbidden("\(participant.keys.name) (\(participant.role.rawValue)) may not do this; it needs the role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
@@ -65,14 +73,14 @@ public struct BrokerAPI: Sendable {
         return participant
     }
 
-    private func jsonBody(_ context: CivitasRequestContext) throws -> [String: JSONValue] {
+    func jsonBody(_ context: CivitasRequestContext) throws -> [String: JSONValue] {
         guard let object = (try? JSONParser.parse(context.body))?.objectValue else {
             throw APIError.badRequest("the body must be a JSON object")
         }
         return object
     }
 
-    private func now() -> String {
+    func now() -> String {
         EnvelopeSealer.timestamp(Date(timeIntervalSince1970: TimeInterval(clock())))
     }
 
@@ -172,6 +180,12 @@ public struct BrokerAPI: Sendable {
         let idempotencyKey = Self.idempotencyHeader.flatMap { request.headers[$0] }
         do {
             let batch = try store.appendBatch(dataset: id, columns: table.columns, rows: table.rows, idempotencyKey: idempotencyKey, now: now())
+            if !batch.replayed {
+                // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
+                do { _ = try broker.closeDueWindows(now: now()) } catch {
+                    context.logger.error("closing feed windows failed", metadata: ["error": "\(error)"])
+                }
+            }
             return JSONResponse.make(status: batch.replayed ? .ok : .created, .object([
                 "dataset": .string(id), "sequence": .number(Double(batch.sequence)), "records": .number(Double(batch.records)),
                 "content_sha256": .string(Hex.encode(batch.contentSHA256)), "replayed": .bool(batch.replayed),

@@ -224,20 +224,36 @@ extension BrokerStore {
 
     // MARK: Consent
 
-    /// Records a grant (`granted`) or a withdrawal of consent for one subject (a keyed hash) and
-    /// purpose, replacing the previous state, and logs it. Returns the log index.
-    @discardableResult
-    public func recordConsent(dataset: String, subject: [UInt8], purpose: String, granted: Bool, record: [UInt8],
-                              recordedBy: KeyID, now: String) throws -> UInt64 {
+    /// A consent event to record.
+    public struct ConsentEvent: Sendable {
+        public var dataset: String
+        public var subject: [UInt8]
+        public var purpose: String
+        public var granted: Bool
+        public var record: [UInt8]
+
+        public init(dataset: String, subject: [UInt8], purpose: String, granted: Bool, record: [UInt8]) {
+            self.dataset = dataset
+            self.subject = subject
+            self.purpose = purpose
+            self.granted = granted
+            self.record = record
+        }
+    }
+
+    /// Records several consent events in one transaction, each logged; returns their log indexes.
+    public func recordConsents(_ events: [ConsentEvent], recordedBy: KeyID, now: String) throws -> [UInt64] {
         try writeLogged { db, log in
-            try db.execute(sql: """
-                INSERT INTO consent (dataset, subject, purpose, granted, record, updated) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (dataset, subject, purpose) DO UPDATE SET granted = excluded.granted, record = excluded.record, updated = excluded.updated
-                """, arguments: [dataset, Data(subject), purpose, granted, Data(record), now])
-            return try log.append(time: now, type: granted ? .consentGranted : .consentRevoked, members: [
-                "dataset": .string(dataset), "subject": .string(Hex.encode(subject)), "purpose": .string(purpose),
-                "recorded_by": .string(recordedBy.hex),
-            ])
+            try events.map { event in
+                try db.execute(sql: """
+                    INSERT INTO consent (dataset, subject, purpose, granted, record, updated) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (dataset, subject, purpose) DO UPDATE SET granted = excluded.granted, record = excluded.record, updated = excluded.updated
+                    """, arguments: [event.dataset, Data(event.subject), event.purpose, event.granted, Data(event.record), now])
+                return try log.append(time: now, type: event.granted ? .consentGranted : .consentRevoked, members: [
+                    "dataset": .string(event.dataset), "subject": .string(Hex.encode(event.subject)), "purpose": .string(event.purpose),
+                    "recorded_by": .string(recordedBy.hex),
+                ])
+            }
         }
     }
 

@@ -102,12 +102,32 @@ enum AuditReportJSON {
     }
 }
 
-struct LogCommand: ParsableCommand {
+struct LogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
         abstract: "Work with an exchange log.",
-        subcommands: [Export.self]
+        subcommands: [Export.self, Fetch.self]
     )
+
+    struct Fetch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fetch the broker's log export (any registered participant), checkpointed to its current size, for `civitas audit`."
+        )
+        @OptionGroup var options: BrokerOptions
+        @Argument(help: "Output file, or '-' for standard output.") var output: String
+
+        func run() async throws {
+            let (bytes, _) = try await BrokerClient(options).fetch("/log/export")
+            if output == "-" {
+                try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
+                return
+            }
+            let file = try Files.AtomicFile(path: output, mode: 0o644)
+            try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: output).write($0) }
+            try file.commit(replacing: true)
+            print("fetched the log export (\(bytes.count) bytes) to \(output)")
+        }
+    }
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -46,6 +46,22 @@ struct BrokerClient {
         return try answer(data, response)
     }
 
+    /// Sends a signed GET and returns the raw body (an envelope, a log export), or throws the broker's error as one line.
+    func fetch(_ path: String, accept: String = "*/*") async throws -> (bytes: [UInt8], headers: [String: String]) {
+        var request = try signedRequest("GET", path, bodySHA256: SHA256Hasher.hash([]), contentType: "application/json", headers: ["Accept": accept])
+        request.httpBody = Data()
+        let (data, response): (Data, URLResponse)
+        do { (data, response) = try await URLSession.shared.data(for: request) } catch {
+            throw CLIError("cannot reach the broker at \(baseURL): \(error.localizedDescription)")
+        }
+        _ = try answer(data, response)
+        var headers: [String: String] = [:]
+        for (name, value) in (response as? HTTPURLResponse)?.allHeaderFields ?? [:] {
+            if let name = name as? String, let value = value as? String { headers[name.lowercased()] = value }
+        }
+        return (Array(data), headers)
+    }
+
     /// Streams a file as the body of a signed POST, drawing progress on a terminal; the file is never held in memory whole.
     func upload(_ path: String, file: UploadFile, contentType: String, headers extra: [String: String],
                 progress: UploadProgress) async throws -> (status: Int, json: JSONValue) {

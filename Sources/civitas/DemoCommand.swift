@@ -1,4 +1,5 @@
 import ArgumentParser
+import CivitasBroker
 import CivitasCrypto
 import CivitasLog
 import CivitasPrivacy
@@ -11,242 +12,334 @@ import Logging
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Run a complete exchange: keys, agreement, a signed and encrypted release, the log, an offline audit, and refused tampering.",
+        abstract: "Run the data space end to end: publishing, consent, agreements, privacy-treated releases, DP aggregates, a feed, and an offline audit.",
         discussion: """
-            The broker starts on embedded SQLite on a loopback port; its operator registers emergency
-            services and health over signed HTTP requests; emergency services registers the 911 dataset
-            with its annotated schema and publishes a batch, which the broker validates and stores
-            encrypted (a bad batch is refused whole). Emergency services shares the dispatches with the
-            health department under an agreement; the broker seals the release from its store for health
-            and records every step in its log; an auditor
-            verifies the envelope and the whole log offline, without any secret; health opens the
-            envelope; tampered copies of the envelope and the log are refused. Uses
-            ../shared/data/montgomery-911/911_sample.csv when present, otherwise generated rows of
-            the same shape.
+            The broker starts on embedded SQLite on a loopback port. Emergency services publishes 911
+            calls and records its callers' consent; transport publishes traffic-flow observations; health
+            is the partner; an auditor checks everything. Every step is a signed HTTP request. Health
+            receives a consent-checked, pseudonymized, k-anonymous release of the calls, differentially
+            private traffic counts charged to a budget, and a feed window after some callers withdraw
+            consent; it verifies and decrypts each delivery. The auditor fetches the broker's log and
+            verifies it offline; tampered copies are refused. Uses
+            ../shared/data/montgomery-911/911_sample.csv when present (with generated caller numbers,
+            which the public sample lacks), otherwise generated rows of the same shape.
             """
     )
 
-    @Option(help: ArgumentHelp("Keep keys, envelopes, the log and its export in this directory.", valueName: "DIR"))
+    @Option(help: ArgumentHelp("Keep the database, keys, envelopes, received files and the log export in this directory.", valueName: "DIR"))
     var keep: String?
 
-    @Option(help: ArgumentHelp("CSV file to send (default: the Montgomery County 911 sample if present).", valueName: "FILE"))
+    @Option(help: ArgumentHelp("911 calls as CSV (default: the Montgomery County sample if present).", valueName: "FILE"))
     var data: String?
 
-    @Option(help: ArgumentHelp("The dataset's annotated schema.", valueName: "FILE"))
-    var schema = "Schemas/datasets/emergency-call.schema.json"
+    @Option(help: ArgumentHelp("The schemas folder.", valueName: "DIR"))
+    var schemas = "Schemas/datasets"
+
+    static let healthPurpose = "public-health-surveillance"
+    /// Calls held back and published after health subscribes to the feed.
+    static let laterCalls = 1000
+    /// Callers who withdraw consent before the later calls are published.
+    static let withdrawing = 40
 
     func run() async throws {
         let directory = try keep ?? makeTemporaryDirectory()
         defer { if keep == nil { try? FileManager.default.removeItem(atPath: directory) } }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let keyDirectory = "\(directory)/Keys"
-        let clock = ContinuousClock()
-        var time = DemoClock()
+        let started = ContinuousClock.now
 
         step(1, "The broker and each participant create their keys (Ed25519 to sign, X25519 to receive).")
         var keys: [String: SecretKeys] = [:]
-        for name in ["broker", "emergency-services", "health"] {
-            keys[name] = try KeyGeneration.generate(name: name, directory: keyDirectory, force: true,
-                                                    passphrase: nil, cost: .interactive).keys
+        for name in ["broker", "emergency-services", "transport", "health", "auditor"] {
+            keys[name] = try KeyGeneration.generate(name: name, directory: keyDirectory, force: true, passphrase: nil, cost: .interactive).keys
         }
-        guard let broker = keys["broker"], let agency = keys["emergency-services"], let partner = keys["health"] else {
-            throw CLIError("demo keys were not created")
-        }
-        for (name, key) in keys.sorted(by: { $0.key < $1.key }) {
-            detail("\(name.padding(toLength: 19, withPad: " ", startingAt: 0)) key id \(key.keyID)  (\(keyDirectory)/\(name).secret, mode 0600)")
+        guard let brokerKeys = keys["broker"], let emergency = keys["emergency-services"], let transport = keys["transport"],
+              let health = keys["health"], let auditor = keys["auditor"] else { throw CLIError("demo keys were not created") }
+        for name in keys.keys.sorted() {
+            detail("\(name.padding(toLength: 19, withPad: " ", startingAt: 0)) key id \(keys[name]?.keyID.hex ?? "")  (\(keyDirectory)/\(name).secret, mode 0600)")
         }
 
         step(2, "The broker starts on SQLite; its operator registers the participants over signed HTTP requests.")
-        guard FileManager.default.fileExists(atPath: schema) else {
-            throw CLIError("dataset schema \(schema) not found: run the demo from the repository root or pass --schema")
+        for schema in ["emergency-call", "traffic-flow-observed"] where !FileManager.default.fileExists(atPath: "\(schemas)/\(schema).schema.json") {
+            throw CLIError("\(schemas)/\(schema).schema.json not found: run the demo from the repository root or pass --schemas")
         }
         let store = try BrokerStore(path: "\(directory)/broker.sqlite",
-                                    storageKey: try StorageKeyFile.loadOrCreate("\(directory)/broker.sqlite.storage-key"))
-        try store.registerParticipant(broker.publicKeys, role: .operator_, now: EnvelopeSealer.timestamp(Date()))
-        let server = try await DemoServer.start(store: store)
+                                    storageKey: try StorageKeyFile.loadOrCreate("\(directory)/broker.sqlite.storage-key"),
+                                    logOrigin: "civitas.example/demo-log")
+        let broker = try Broker(store: store, keys: brokerKeys)
+        try store.registerParticipant(brokerKeys.publicKeys, role: .operator_, now: EnvelopeSealer.timestamp(Date()))
+        let server = try await DemoServer.start(broker: broker)
         defer { server.stop() }
         detail("broker listening on \(server.url) (database \(directory)/broker.sqlite, records encrypted at rest)")
-        let operatorClient = BrokerClient(baseURL: server.url, keys: broker)
-        let agencyClient = BrokerClient(baseURL: server.url, keys: agency)
-        let log = try LogDirectory(path: "\(directory)/log", origin: "civitas.example/demo-log", signer: broker)
-        for (participant, role) in [(agency, "agency"), (partner, "partner")] {
+        let operatorClient = BrokerClient(baseURL: server.url, keys: brokerKeys)
+        let emergencyClient = BrokerClient(baseURL: server.url, keys: emergency)
+        let transportClient = BrokerClient(baseURL: server.url, keys: transport)
+        let healthClient = BrokerClient(baseURL: server.url, keys: health)
+        let auditorClient = BrokerClient(baseURL: server.url, keys: auditor)
+        for (participant, role) in [(emergency, "agency"), (transport, "agency"), (health, "partner"), (auditor, "auditor")] {
             try await operatorClient.registerParticipant(participant.publicKeys, role: role)
-            try log.append(time: time.next(), type: .participantRegistered,
-                           members: LogEvents.participantRegistered(participant.publicKeys, role: role))
-            detail("POST /admin/participants  \(participant.publicKeys.name) as \(role): 201, logged")
+            detail("POST /admin/participants  \(participant.publicKeys.name) as \(role): 201")
         }
-        do {
-            _ = try await BrokerClient(baseURL: server.url, keys: partner).send("POST", "/admin/participants", body: Array("{}".utf8))
-            throw CLIError("the broker let a partner act as its operator")
-        } catch let refusal as CLIError where refusal.description.contains("(403)") {
-            detail("the same request signed by health: \(refusal.description)")
+        try await expectRefusal(403, "the same request signed by health") {
+            _ = try await healthClient.send("POST", "/admin/participants", body: Array("{}".utf8))
         }
 
-        step(3, "Emergency services registers the dataset with its annotated schema and publishes a batch.")
-        let payloadPath = try preparePayload(in: directory)
-        let payloadBytes = try fileSize(payloadPath)
-        let schemaValue = try JSONParser.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
-        let registered = try await agencyClient.send("POST", "/datasets", body: try CanonicalJSON.encode(["id": "montgomery-911", "schema": schemaValue,
-                                                                                                      "purposes": ["public-health-surveillance"]]))
-        let schemaHash = Hex.decode(registered.json["schema_sha256"]?.stringValue ?? "") ?? []
-        try log.append(time: time.next(), type: .datasetRegistered, members: LogEvents.datasetRegistered(
-            dataset: "montgomery-911", publisher: agency.keyID, schemaSHA256: schemaHash))
-        detail("POST /datasets  montgomery-911 with \(schema): 201, schema sha256 \(Hex.encode(schemaHash).prefix(16))…, logged")
-        let badBatch = Array("lat,lng,desc,zip,title,timeStamp,twp,addr,e\n40.1,-75.3,x,19401,EMS: FALL VICTIM,2016-03-01 09:00:00,NORRISTOWN,MAIN ST,1\n140.1,-75.3,x,19401,EMS: FALL VICTIM,2016-03-01 09:00:00,NORRISTOWN,MAIN ST,1\n".utf8)
-        do {
-            _ = try await agencyClient.send("POST", "/datasets/montgomery-911/batches", body: badBatch, contentType: "text/csv")
-            throw CLIError("the broker stored a batch with an impossible latitude")
-        } catch let refusal as CLIError where refusal.description.contains("(422)") {
-            detail("a batch whose second row has latitude 140: \(refusal.description.prefix(150))…")
+        step(3, "The agencies register their datasets with annotated schemas and publish batches; the broker validates and encrypts them.")
+        let calls = try prepareCalls(in: directory)
+        let firstCalls = CSVTable(columns: calls.columns, rows: Array(calls.rows.dropLast(Self.laterCalls)))
+        let laterCalls = CSVTable(columns: calls.columns, rows: Array(calls.rows.suffix(Self.laterCalls)))
+        let firstPath = "\(directory)/911-calls.first.csv"
+        try Data(firstCalls.csv()).write(to: URL(fileURLWithPath: firstPath))
+        try await register(emergencyClient, id: "montgomery-911", schema: "\(schemas)/emergency-call.schema.json", purposes: [Self.healthPurpose])
+        try await expectRefusal(422, "a batch whose second row has latitude 140") {
+            let bad = "lat,lng,desc,zip,title,timeStamp,twp,addr,e\n40.1,-75.3,x,19401,EMS: FALL VICTIM,2016-03-01 09:00:00,NORRISTOWN,MAIN ST,1\n140.1,-75.3,x,19401,EMS: FALL VICTIM,2016-03-01 09:00:00,NORRISTOWN,MAIN ST,1\n"
+            _ = try await emergencyClient.send("POST", "/datasets/montgomery-911/batches", body: Array(bad.utf8), contentType: "text/csv")
         }
-        let upload = try UploadFile(path: payloadPath, limit: BrokerAPI.maximumBodySize)
-        let published = try await agencyClient.upload("/datasets/montgomery-911/batches", file: upload, contentType: "text/csv",
-                                                      headers: ["Idempotency-Key": Hex.encode(upload.sha256)],
-                                                      progress: UploadProgress(total: upload.size, label: "", enabled: false))
-        let retried = try await agencyClient.upload("/datasets/montgomery-911/batches", file: upload, contentType: "text/csv",
-                                                    headers: ["Idempotency-Key": Hex.encode(upload.sha256)],
-                                                    progress: UploadProgress(total: upload.size, label: "", enabled: false))
-        let recordCount = published.json["records"]?.numberValue.map { Int($0) } ?? 0
-        detail("POST /datasets/montgomery-911/batches  \(payloadPath) (\(payloadBytes) bytes): \(published.status), \(recordCount) records validated and stored encrypted")
-        detail("the same upload retried: \(retried.status), already stored as batch \(retried.json["sequence"]?.numberValue.map { Int($0) } ?? 0); nothing stored twice")
-        var released = CSVTable(columns: [], rows: [])
-        try store.records(of: "montgomery-911") { columns, rows in
-            released.columns = columns
-            released.rows += rows
+        let upload = try UploadFile(path: firstPath, limit: BrokerAPI.maximumBodySize)
+        let quiet = UploadProgress(total: upload.size, label: "", enabled: false)
+        let published = try await emergencyClient.upload("/datasets/montgomery-911/batches", file: upload, contentType: "text/csv",
+                                                         headers: ["Idempotency-Key": Hex.encode(upload.sha256)], progress: quiet)
+        let retried = try await emergencyClient.upload("/datasets/montgomery-911/batches", file: upload, contentType: "text/csv",
+                                                       headers: ["Idempotency-Key": Hex.encode(upload.sha256)], progress: quiet)
+        detail("POST /datasets/montgomery-911/batches  \(integer(published.json["records"])) calls (\(upload.size) bytes): \(published.status), validated and stored encrypted")
+        detail("the same upload retried: \(retried.status), already stored as batch \(integer(retried.json["sequence"])); nothing stored twice")
+        try await register(transportClient, id: "traffic-flow", schema: "\(schemas)/traffic-flow-observed.schema.json",
+                           purposes: ["transport-planning", Self.healthPurpose])
+        let traffic = TrafficSample.csv(rows: 2000)
+        let trafficBatch = try await transportClient.send("POST", "/datasets/traffic-flow/batches", body: Array(traffic.utf8), contentType: "text/csv")
+        detail("POST /datasets/traffic-flow/batches  \(integer(trafficBatch.json["records"])) TrafficFlowObserved records: \(trafficBatch.status)")
+
+        step(4, "Emergency services records its callers' consent; the broker keeps keyed hashes only and signs a receipt for each event.")
+        let callerColumn = try calls.index(of: "caller")
+        let callers = Set(calls.rows.map { $0[callerColumn] }).sorted()
+        let consenting = callers.filter { !DemoCallers.neverConsents($0) }
+        let grants = try await recordConsent(emergencyClient, callers: consenting, granted: true)
+        detail("POST /consent  \(grants.count) grants for \(Self.healthPurpose) (\(callers.count - consenting.count) of \(callers.count) callers never consented): 201")
+        if let first = grants.first, let receipt = first["receipt"], let signature = first["signature"]?.stringValue.flatMap(Base64.decode) {
+            let valid = brokerKeys.publicKeys.isValidSignature(signature, for: Broker.receiptContext + (try CanonicalJSON.encode(receipt)))
+            detail("receipt \(receipt["record_id"]?.stringValue ?? "?"): ISO/IEC TS 27560 record, subject \(receipt["pii_principal_id"]?.stringValue?.prefix(16) ?? "?")… (a keyed hash), log entry \(integer(receipt["log_index"])), broker signature \(valid ? "valid" : "INVALID")")
+            guard valid else { throw CLIError("a consent receipt does not verify") }
         }
-        let releasePath = "\(directory)/911-calls.release.csv"
-        try Data(released.csv()).write(to: URL(fileURLWithPath: releasePath))
-        let header = released.columns.joined(separator: ",")
 
-        step(4, "Emergency services offer health an agreement; health accepts. Both steps are logged.")
-        let policy: JSONValue = ["dataset": "montgomery-911", "purposes": ["public-health-surveillance"],
-                                 "fields": .array(header.split(separator: ",").map { .string(String($0)) }),
-                                 "legal_basis": "public-task", "epsilon_budget": 1.0]
-        let policyHash = SHA256Hasher.hash(try CanonicalJSON.encode(policy))
-        try log.append(time: time.next(), type: .agreementOffered, members: LogEvents.agreementOffered(
-            agreement: "ag-911-health", dataset: "montgomery-911", publisher: agency.keyID, partner: partner.keyID,
-            purposes: ["public-health-surveillance"], policySHA256: policyHash, legalBasis: "public-task",
-            validFrom: "2026-01-01T00:00:00Z", validUntil: "2027-12-31T23:59:59Z", epsilonBudgetMicro: 1_000_000))
-        try log.append(time: time.next(), type: .agreementAccepted,
-                       members: LogEvents.agreementAccepted(agreement: "ag-911-health", partner: partner.keyID))
-        detail("agreement ag-911-health: policy sha256 \(Hex.encode(policyHash).prefix(16))…, ε budget 1.0")
-        detail("(this release carries the stored rows as published and charges no ε; the treatment an agreement")
-        detail(" names is previewed with `civitas anonymize` and `civitas aggregate`)")
-
-        step(5, "The broker seals the release for health: signed manifest, payload encrypted to health's key.")
-        let envelopePath = "\(directory)/911-calls.envelope"
-        let sealer = EnvelopeSealer(issuer: broker, recipient: partner.publicKeys, contentType: "text/csv",
-                                    metadata: ["agreement": "ag-911-health", "dataset": "montgomery-911",
-                                               "log_index": .number(Double(log.log.size))])
-        var sealed: EnvelopeSummary?
-        let sealTime = try clock.measure {
-            sealed = try EnvelopeFiles.seal(input: releasePath, output: envelopePath, sealer: sealer)
+        step(5, "The agencies offer health agreements, signing the canonical policy hash; health checks and countersigns.")
+        let now = Date()
+        let validFrom = EnvelopeSealer.timestamp(now.addingTimeInterval(-3600)), validUntil = EnvelopeSealer.timestamp(now.addingTimeInterval(365 * 86400))
+        let callsPolicy: JSONValue = [
+            "agreement": "ag-911-health", "dataset": "montgomery-911", "publisher": .string(emergency.keyID.hex), "partner": .string(health.keyID.hex),
+            "purposes": [.string(Self.healthPurpose)], "legal_basis": "consent",
+            "fields": ["caller", "lat", "lng", "zip", "title", "timeStamp", "twp", "e"],
+            "treatment": ["k": 5, "suppression_limit": 0.1, "algorithm": "optimal", "pseudonym_epoch": "2026"],
+            "feed": ["window_records": 500, "window_seconds": 3600, "below_k": "suppress"],
+            "valid_from": .string(validFrom), "valid_until": .string(validUntil),
+        ]
+        let trafficPolicy: JSONValue = [
+            "agreement": "ag-traffic-health", "dataset": "traffic-flow", "publisher": .string(transport.keyID.hex), "partner": .string(health.keyID.hex),
+            "purposes": [.string(Self.healthPurpose)], "legal_basis": "public-task",
+            "fields": ["laneId", "laneDirection", "dateObserved", "intensity", "averageVehicleSpeed"],
+            "treatment": ["k": 1],
+            "aggregates": ["group_by": ["laneId", "laneDirection"], "max_epsilon_per_query": 0.5],
+            "epsilon_budget": 1, "valid_from": .string(validFrom), "valid_until": .string(validUntil),
+        ]
+        for (client, policy) in [(emergencyClient, callsPolicy), (transportClient, trafficPolicy)] {
+            let hash = SHA256Hasher.hash(try CanonicalJSON.encode(policy))
+            let offer = try CanonicalJSON.encode(["policy": policy, "signature": .string(Base64.encode(client.keys.sign(AgreementPolicy.offerMessage(policySHA256: hash))))])
+            let offered = try await client.send("POST", "/agreements", body: offer)
+            let id = offered.json["id"]?.stringValue ?? "?"
+            let shown = try await healthClient.send("GET", "/agreements/\(id)")
+            let rehashed = SHA256Hasher.hash(try CanonicalJSON.encode(shown.json["policy"] ?? .null))
+            guard Hex.encode(rehashed) == shown.json["policy_sha256"]?.stringValue else { throw CLIError("the policy health fetched does not hash as stated") }
+            let accept = try CanonicalJSON.encode(["signature": .string(Base64.encode(health.sign(AgreementPolicy.acceptMessage(policySHA256: rehashed))))])
+            _ = try await healthClient.send("POST", "/agreements/\(id)/accept", body: accept)
+            detail("\(id): offered by \(client.keys.publicKeys.name), accepted by health; policy sha256 \(Hex.encode(rehashed).prefix(16))…, ε budget \(shown.json["epsilon_budget"]?.stringValue ?? "0")")
         }
-        guard let sealed else { throw CLIError("sealing produced no envelope") }
-        let envelopeBytes = try fileSize(envelopePath)
-        try log.append(time: time.next(), type: .releaseDelivered, members: LogEvents.releaseDelivered(
-            release: "rel-1", agreement: "ag-911-health", dataset: "montgomery-911", partner: partner.keyID,
-            purpose: "public-health-surveillance", policySHA256: policyHash, envelope: sealed,
-            recordsReleased: UInt64(released.rows.count), recordsSuppressed: 0, kAchieved: 0,
-            epsilonMicro: 0, transforms: [:]))
-        let checkpoint = try log.checkpoint()
-        let releaseBytes = try fileSize(releasePath)
-        detail("\(envelopePath): \(envelopeBytes) bytes (\(envelopeBytes - releaseBytes) of manifest, signature, key and tags), sealed in \(milliseconds(sealTime)) ms")
-        detail("log: \(log.log.size) entries; checkpoint signed by the broker:")
-        for line in checkpoint.split(separator: "\n") { detail("  \(line)") }
+        let odrl = try await healthClient.send("GET", "/agreements/ag-911-health/odrl")
+        let odrlPath = "\(directory)/ag-911-health.odrl.jsonld"
+        try Data(try CanonicalJSON.encode(odrl.json) + [0x0A]).write(to: URL(fileURLWithPath: odrlPath))
+        var duties = 0
+        if case .array(let permissions)? = odrl.json["permission"], case .array(let list)? = permissions.first?["duty"] { duties = list.count }
+        detail("GET /agreements/ag-911-health/odrl  an ODRL \(odrl.json["@type"]?.stringValue ?? "?") with \(duties) duties (\(odrlPath))")
 
-        step(6, "The broker exports its log; an auditor checks it and the envelope with public keys only.")
+        step(6, "Health asks for the 911 calls: consent, projection, pseudonyms, k-anonymity, signed and encrypted for health alone.")
+        let release = try await healthClient.send("POST", "/agreements/ag-911-health/releases",
+                                                  body: try CanonicalJSON.encode(["purpose": .string(Self.healthPurpose)]))
+        let r = release.json
+        detail("\(integer(r["records_selected"])) calls selected; \(integer(r["records_without_consent"])) left out (their caller has no active consent);")
+        detail("\(integer(r["records_suppressed"])) suppressed to reach k = 5 (k achieved: \(integer(r["k_achieved"]))); \(integer(r["records"])) released")
+        let releaseID = r["id"]?.stringValue ?? ""
+        let (envelope, _) = try await healthClient.fetch("/deliveries/\(releaseID)")
+        let envelopePath = "\(directory)/\(releaseID).envelope"
+        try Data(envelope).write(to: URL(fileURLWithPath: envelopePath))
+        let (received, summary) = try DeliveryText.open(envelope, keys: health, broker: brokerKeys.publicKeys)
+        let receivedPath = "\(directory)/\(releaseID).received.csv"
+        try Data(received.csv()).write(to: URL(fileURLWithPath: receivedPath))
+        detail("envelope \(envelope.count) bytes (log entry \(integer(r["log_index"]))); health verified the broker's signature \(summary.manifest.issuer) and decrypted it")
+        detail("received columns: \(received.columns.joined(separator: ","))  (no desc, no addr: the agreement does not allow them)")
+        if let firstRow = received.rows.first {
+            detail("first record: \(firstRow.joined(separator: ","))")
+        }
+        let receivedCallers = Set(received.rows.map { $0[(try? received.index(of: "caller")) ?? 0] })
+        guard receivedCallers.isDisjoint(with: Set(callers)) else { throw CLIError("a caller number left the broker in clear") }
+        detail("no caller number appears in clear: callers are 128-bit pseudonyms in the agreement's own domain")
+
+        step(7, "Health asks for differentially private traffic figures; each is charged to the agreement's ε budget of 1.")
+        let count = try await healthClient.send("POST", "/agreements/ag-traffic-health/aggregates", body: try CanonicalJSON.encode(
+            ["purpose": .string(Self.healthPurpose), "statistic": "count", "group_by": ["laneId", "laneDirection"], "epsilon": 0.5]))
+        let mean = try await healthClient.send("POST", "/agreements/ag-traffic-health/aggregates", body: try CanonicalJSON.encode(
+            ["purpose": .string(Self.healthPurpose), "statistic": "mean", "measure": "intensity", "group_by": ["laneId"], "epsilon": 0.5]))
+        for (label, answer) in [("count by lane and direction", count.json), ("mean intensity by lane", mean.json)] {
+            let id = answer["id"]?.stringValue ?? ""
+            let (bytes, _) = try await healthClient.fetch("/deliveries/\(id)")
+            let (table, _) = try DeliveryText.open(bytes, keys: health, broker: brokerKeys.publicKeys)
+            detail("\(label) (ε \(answer["epsilon_charged"]?.stringValue ?? "?")): \(table.rows.prefix(3).map { $0.joined(separator: " ") }.joined(separator: " | ")) …")
+        }
+        try await expectRefusal(409, "a third aggregate") {
+            _ = try await healthClient.send("POST", "/agreements/ag-traffic-health/aggregates", body: try CanonicalJSON.encode(
+                ["purpose": .string(Self.healthPurpose), "statistic": "count", "epsilon": 0.1]))
+        }
+
+        step(8, "Health subscribes to new calls; \(Self.withdrawing) callers withdraw consent; the next calls arrive and a window is released.")
+        let subscribed = try await healthClient.send("POST", "/agreements/ag-911-health/feeds", body: try CanonicalJSON.encode(["purpose": .string(Self.healthPurpose)]))
+        let feedID = subscribed.json["id"]?.stringValue ?? ""
+        let laterCallers = Set(laterCalls.rows.map { $0[callerColumn] })
+        let withdrawn = Array(laterCallers.filter { !DemoCallers.neverConsents($0) }.sorted().prefix(Self.withdrawing))
+        _ = try await recordConsent(emergencyClient, callers: withdrawn, granted: false)
+        detail("POST /agreements/ag-911-health/feeds  feed \(feedID) (windows of 500 calls or 1 hour); POST /consent  \(withdrawn.count) withdrawals")
+        let later = try await emergencyClient.send("POST", "/datasets/montgomery-911/batches", body: laterCalls.csv(), contentType: "text/csv")
+        detail("POST /datasets/montgomery-911/batches  \(integer(later.json["records"])) later calls: \(later.status); the window is full and closes")
+        let pulled = try await healthClient.send("GET", "/feeds/\(feedID)/deliveries?wait=10")
+        guard case .array(let windows)? = pulled.json["deliveries"], let window = windows.first, let windowID = window["id"]?.stringValue else {
+            throw CLIError("no feed window was delivered")
+        }
+        let (windowEnvelope, _) = try await healthClient.fetch("/deliveries/\(windowID)")
+        let (windowTable, _) = try DeliveryText.open(windowEnvelope, keys: health, broker: brokerKeys.publicKeys)
+        _ = try await healthClient.send("POST", "/feeds/\(feedID)/ack", body: try CanonicalJSON.encode(["through": window["sequence"] ?? 0]))
+        let withdrawnSet = Set(withdrawn)
+        let withoutConsent = laterCalls.rows.filter { DemoCallers.neverConsents($0[callerColumn]) || withdrawnSet.contains($0[callerColumn]) }.count
+        detail("GET /feeds/\(feedID)/deliveries  window \(integer(window["sequence"])): \(windowTable.rows.count) calls, \(windowEnvelope.count) bytes; acknowledged")
+        detail("\(withoutConsent) of the \(laterCalls.rows.count) later calls belong to callers without an active consent (\(withdrawn.count) just withdrew)")
+
+        step(9, "Transport revokes its agreement; the broker refuses anything more under it.")
+        _ = try await transportClient.send("POST", "/agreements/ag-traffic-health/revoke", body: Array("{}".utf8))
+        detail("POST /agreements/ag-traffic-health/revoke: 200")
+        try await expectRefusal(409, "health's next aggregate") {
+            _ = try await healthClient.send("POST", "/agreements/ag-traffic-health/aggregates", body: try CanonicalJSON.encode(
+                ["purpose": .string(Self.healthPurpose), "statistic": "count", "epsilon": 0.1]))
+        }
+
+        step(10, "The auditor fetches the broker's log and verifies it offline, with public keys only.")
+        let (export, _) = try await auditorClient.fetch("/log/export")
         let exportPath = "\(directory)/log-export.jsonl"
-        let exportFile = try Files.AtomicFile(path: exportPath, mode: 0o644)
-        try log.export(to: FileDescriptorSink(descriptor: exportFile.descriptor, name: exportPath))
-        try exportFile.commit(replacing: true)
-        let audited = try EnvelopeFiles.verify(input: envelopePath, issuer: broker.publicKeys)
-        detail("envelope: signature by the broker valid; ciphertext hash matches; addressed to \(audited.manifest.recipient)")
-        let report = try audit(exportPath, broker: broker.publicKeys)
+        try Data(export).write(to: URL(fileURLWithPath: exportPath))
+        let report = Auditor(broker: brokerKeys.publicKeys).audit(MemorySource(export))
         guard report.passed else { throw CLIError("the audit of a sound log failed: \(report.findings[0])") }
-        detail("log: \(report.entries) entries, \(report.checkpointsVerified) checkpoint(s) and \(report.releasesVerified) envelope signature(s) verified;")
-        detail("     agreement ag-911-health active at release, ε spent \(MicroUnits.decimal(report.agreements["ag-911-health"]?.spentMicro ?? 0)) of 1")
-
-        step(7, "Health opens the envelope: signature, recipient, every chunk and the hash are checked.")
-        let openedPath = "\(directory)/911-calls.received.csv"
-        let openTime = try clock.measure {
-            try EnvelopeFiles.open(input: envelopePath, output: openedPath,
-                                   opener: EnvelopeOpener(recipient: partner, issuer: broker.publicKeys))
+        detail("\(exportPath): \(export.count) bytes, \(report.entries) entries; \(report.checkpointsVerified) checkpoint(s) and \(report.releasesVerified) envelope signatures verified")
+        for (id, agreement) in report.agreements.sorted(by: { $0.key < $1.key }) {
+            detail("\(id): \(agreement.releases) deliveries, ε spent \(MicroUnits.decimal(agreement.spentMicro)) of \(MicroUnits.decimal(agreement.budgetMicro))")
         }
-        let same = FileManager.default.contentsEqual(atPath: releasePath, andPath: openedPath)
-        detail("\(openedPath): \(try fileSize(openedPath)) bytes in \(milliseconds(openTime)) ms; identical to what was sent: \(same ? "yes" : "NO")")
-        guard same else { throw CLIError("the opened payload differs from what was sealed") }
+        let windowEntry = try logEntry(export, index: UInt64(integer(window["log_index"])))
+        let logged = windowEntry?.members["transforms"]?["records_without_consent"]?.exactUnsignedInteger ?? UInt64.max
+        let windowSuppressed = windowEntry?.count("records_suppressed") ?? 0, windowK = windowEntry?.count("k_achieved") ?? 0
+        detail("the window's log entry: \(logged) calls left out for consent (expected \(withoutConsent)), \(windowSuppressed) suppressed, k achieved \(windowK)")
+        guard logged == UInt64(withoutConsent) else { throw CLIError("the feed window did not leave out exactly the calls without consent") }
 
-        step(8, "Tampering: one flipped byte in the envelope, then in a log entry. Each is refused and named.")
-        var tampered = try Array(Data(contentsOf: URL(fileURLWithPath: envelopePath)))
+        step(11, "Tampering: one flipped byte in the envelope, then in the log. Each is refused and named.")
+        var tampered = envelope
         tampered[tampered.count / 2] ^= 0x01
-        let tamperedPath = "\(directory)/911-calls.tampered.envelope"
-        try Data(tampered).write(to: URL(fileURLWithPath: tamperedPath))
-        for (who, attempt) in [("auditor", { _ = try EnvelopeFiles.verify(input: tamperedPath, issuer: broker.publicKeys) }),
-                               ("health", { try EnvelopeFiles.open(input: tamperedPath, output: "\(directory)/tampered.csv",
-                                                                   opener: EnvelopeOpener(recipient: partner, issuer: broker.publicKeys)) })] {
-            do {
-                try attempt()
-                throw CLIError("the tampered envelope was accepted by \(who)")
-            } catch let error as CryptoError {
-                detail("envelope, \(who): refused — \(error.message)")
-            }
+        do {
+            _ = try EnvelopeVerifier.verify(MemorySource(tampered), issuer: brokerKeys.publicKeys)
+            throw CLIError("the tampered envelope passed verification")
+        } catch let error as CryptoError {
+            detail("envelope, auditor: refused — \(error.message)")
         }
-        if FileManager.default.fileExists(atPath: "\(directory)/tampered.csv") {
-            throw CLIError("a refused envelope left a payload file behind")
+        do {
+            _ = try DeliveryText.open(tampered, keys: health, broker: brokerKeys.publicKeys)
+            throw CLIError("health opened a tampered envelope")
+        } catch let error as CryptoError {
+            detail("envelope, health: refused — \(error.message)")
         }
-        var exportText = try String(contentsOfFile: exportPath, encoding: .utf8)
-        if let range = exportText.range(of: #""role":"partner""#) {
-            exportText.replaceSubrange(range, with: #""role":"auditor""#)
-        }
-        let tamperedExport = "\(directory)/log-export.tampered.jsonl"
-        try Data(exportText.utf8).write(to: URL(fileURLWithPath: tamperedExport))
-        let tamperedReport = try audit(tamperedExport, broker: broker.publicKeys)
+        var exportText = String(decoding: export, as: UTF8.self)
+        if let range = exportText.range(of: #""role":"partner""#) { exportText.replaceSubrange(range, with: #""role":"auditor""#) }
+        let tamperedReport = Auditor(broker: brokerKeys.publicKeys).audit(MemorySource(Array(exportText.utf8)))
         guard let finding = tamperedReport.findings.first else { throw CLIError("the tampered log passed the audit") }
         detail("log, auditor: refused — \(finding)")
 
+        let elapsed = ContinuousClock.now - started
         print("")
+        print("Done in \(elapsed.components.seconds) s.", terminator: " ")
         if keep != nil {
-            print("Done. Keys, envelopes, the log and its export are in \(directory). Try:")
+            print("The database, keys, envelopes, received files and the log export are in \(directory). Try:")
             print("  civitas audit --broker \(keyDirectory)/broker.pub \(exportPath)")
             print("  civitas open --key \(keyDirectory)/health.secret --issuer \(keyDirectory)/broker.pub \(envelopePath) -")
         } else {
-            print("Done. (Run with --keep DIR to inspect the keys, envelopes and log.)")
+            print("(Run with --keep DIR to inspect the database, keys, envelopes and log.)")
         }
     }
 
-    private func audit(_ path: String, broker: PublicKeys) throws -> AuditReport {
-        let descriptor = try EnvelopeFiles.openInput(path)
-        defer { close(descriptor) }
-        return Auditor(broker: broker).audit(FileDescriptorSource(descriptor: descriptor, name: path))
+    // MARK: Steps
+
+    private func register(_ client: BrokerClient, id: String, schema: String, purposes: [String]) async throws {
+        let schemaValue = try JSONParser.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
+        let registered = try await client.send("POST", "/datasets", body: try CanonicalJSON.encode(
+            ["id": .string(id), "schema": schemaValue, "purposes": .array(purposes.map(JSONValue.string))]))
+        detail("POST /datasets  \(id) by \(client.keys.publicKeys.name) (\(schema)): \(registered.status), offered for \(purposes.joined(separator: ", "))")
     }
 
-    private func preparePayload(in directory: String) throws -> String {
-        let candidates = [data, "../shared/data/montgomery-911/911_sample.csv"].compactMap { $0 }
-        for candidate in candidates where FileManager.default.fileExists(atPath: candidate) {
-            return candidate
+    private func recordConsent(_ client: BrokerClient, callers: [String], granted: Bool) async throws -> [JSONValue] {
+        let events: [JSONValue] = callers.map {
+            ["dataset": "montgomery-911", "subject": .string($0), "purpose": .string(Self.healthPurpose), "action": .string(granted ? "grant" : "withdraw"),
+             "notice": "https://civitas.example/notices/911-health-research/v1", "collection_method": "web-form", "jurisdiction": "US-PA"]
         }
-        if let data { throw CLIError("data file \(data) does not exist") }
-        let path = "\(directory)/911-calls.generated.csv"
-        try Data(SampleCalls.csv(rows: 10_000).utf8).write(to: URL(fileURLWithPath: path))
-        detail("(../shared is absent: using 10,000 generated 911-shaped rows)")
-        return path
+        let answer = try await client.send("POST", "/consent", body: try CanonicalJSON.encode(["events": .array(events)]))
+        guard case .array(let receipts)? = answer.json["receipts"], receipts.count == callers.count else {
+            throw CLIError("the broker did not return one receipt per consent event")
+        }
+        return receipts
+    }
+
+    private func expectRefusal(_ status: Int, _ what: String, _ attempt: () async throws -> Void) async throws {
+        do {
+            try await attempt()
+        } catch let refusal as CLIError where refusal.description.contains("(\(status))") {
+            detail("\(what): \(refusal.description.prefix(170))")
+            return
+        }
+        throw CLIError("the broker accepted \(what); it should have refused with \(status)")
+    }
+
+    private func logEntry(_ export: [UInt8], index: UInt64) throws -> LogEntry? {
+        for line in export.split(separator: 0x0A).dropFirst() {
+            guard let value = try? JSONParser.parse(Array(line)), value["index"]?.exactUnsignedInteger == index else { continue }
+            return try LogEntry.parse(Array(line), position: index)
+        }
+        return nil
+    }
+
+    /// The 911 calls with a caller column: the sample (or generated rows) plus generated caller numbers.
+    private func prepareCalls(in directory: String) throws -> CSVTable {
+        var table: CSVTable
+        if let path = [data, "../shared/data/montgomery-911/911_sample.csv"].compactMap({ $0 }).first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            table = try CSVTable.parse(try Files.read(path, limit: BrokerAPI.maximumBodySize, what: "911 calls"))
+            detail("911 calls: \(path) (\(table.rows.count) records); caller numbers are generated, the public sample has none")
+        } else {
+            if let data { throw CLIError("data file \(data) does not exist") }
+            table = try CSVTable.parse(Array(SampleCalls.csv(rows: 10_000).utf8))
+            detail("(../shared is absent: using 10,000 generated 911-shaped calls)")
+        }
+        if !table.columns.contains("caller") {
+            table.columns.append("caller")
+            for index in table.rows.indices { table.rows[index].append(DemoCallers.caller(forCall: index)) }
+        }
+        return table
+    }
+
+    private func integer(_ value: JSONValue?) -> Int {
+        value?.numberValue.map { Int($0) } ?? 0
     }
 
     private func makeTemporaryDirectory() throws -> String {
         let path = NSTemporaryDirectory() + "civitas-demo-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
-    }
-
-    private func fileSize(_ path: String) throws -> Int {
-        let attributes = try FileManager.default.attributesOfItem(atPath: path)
-        return (attributes[.size] as? NSNumber)?.intValue ?? 0
-    }
-
-    private func milliseconds(_ duration: Duration) -> String {
-        let ms = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
-        return String(format: "%.1f", ms)
     }
 
     private func step(_ number: Int, _ text: String) {
@@ -259,17 +352,51 @@ struct DemoCommand: AsyncParsableCommand {
     }
 }
 
+/// Generated caller numbers for the demo's calls: about 4,000 callers, some calling more than once;
+/// one caller in ten never consents.
+enum DemoCallers {
+    static func caller(forCall index: Int) -> String {
+        var x = UInt64(index) &* 0x9E3779B97F4A7C15
+        x ^= x >> 29
+        return String(format: "215-555-%04d", Int(x % 4000))
+    }
+
+    static func neverConsents(_ caller: String) -> Bool {
+        caller.hasSuffix("0")
+    }
+}
+
+/// Generated TrafficFlowObserved records (the Smart Data Models shape, flat): six lanes in two
+/// directions, hourly, with intensity and speed. Deterministic.
+enum TrafficSample {
+    static func csv(rows: Int) -> String {
+        var state: UInt64 = 0x2545F4914F6CDD1D
+        func next(_ bound: Int) -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        var lines = ["id,type,laneId,laneDirection,dateObserved,intensity,averageVehicleSpeed"]
+        for index in 0..<rows {
+            let lane = index % 6 + 1
+            let hour = index / 6
+            let stamp = String(format: "2026-11-%02dT%02d:00:00Z", hour / 24 % 28 + 1, hour % 24)
+            lines.append("urn:ngsi-ld:TrafficFlowObserved:lane-\(lane)-\(index),TrafficFlowObserved,\(lane),\(lane <= 3 ? "forward" : "backward"),\(stamp),\(200 + next(1200)),\(30 + next(70)).\(next(10))")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
 /// The broker's HTTP API on a free loopback port for the length of the demo.
 struct DemoServer {
     let url: String
     private let task: Task<Void, Error>
 
-    static func start(store: BrokerStore) async throws -> DemoServer {
+    static func start(broker: Broker) async throws -> DemoServer {
         let (ports, announce) = AsyncStream.makeStream(of: Int.self)
         var logger = Logger(label: "civitas-demo")
         logger.logLevel = .critical  // stopping the demo's server cancels its connections; that is not an error
         let application = Application(
-            router: BrokerAPI(store: store).router(),
+            router: BrokerAPI(broker: broker).router(),
             configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "civitas"),
             onServerRunning: { channel in
                 announce.yield(channel.localAddress?.port ?? 0)
@@ -286,16 +413,6 @@ struct DemoServer {
     }
 
     func stop() { task.cancel() }
-}
-
-/// Log times for the demo: the current time, then one second later per entry,
-/// so entries are ordered even when they happen within the same second.
-struct DemoClock {
-    private var upcoming = Date()
-    mutating func next() -> String {
-        defer { upcoming = upcoming.addingTimeInterval(1) }
-        return EnvelopeSealer.timestamp(upcoming)
-    }
 }
 
 /// Generated 911-shaped rows (same columns as the Montgomery County sample) for

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CivitasBroker
 import CivitasCrypto
 import CivitasServer
 import CivitasStore
@@ -17,6 +18,9 @@ struct ServeCommand: AsyncParsableCommand {
             Listens on 127.0.0.1 unless told otherwise. The database (SQLite, WAL) is at --db or $CIVITAS_DB.
             Records are encrypted at rest under per-dataset keys wrapped by the storage key file
             (created with mode 0600 if missing). --operator registers the operator's public key at start.
+            The broker signs envelopes, log checkpoints and consent receipts with --broker-key (created with
+            its .pub beside it when missing; give partners and auditors the .pub). Every few seconds it expires
+            agreements past their validity, closes feed windows that are due by time and pushes windows to webhooks.
             """
     )
 
@@ -25,13 +29,20 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Port (0 picks a free one and prints it).") var port: Int = 8080
     @Option(help: "Storage key file (default: the database path + .storage-key).") var storageKey: String?
     @Option(help: ArgumentHelp("Register this public key as the operator at start.", valueName: "OPERATOR.pub")) var `operator`: String?
+    @Option(help: ArgumentHelp("The broker's secret key (created with its .pub if missing).", valueName: "KEY.secret"))
+    var brokerKey: String = "Keys/broker.secret"
+    @OptionGroup var passphrase: PassphraseOptions
+    @Option(help: "Seconds between scheduled rounds (expiry, time-closed feed windows, webhook pushes).") var scheduleInterval: Int = 5
+    @Option(help: "The exchange log's origin line (fixed when the database is created).") var logOrigin: String = BrokerStore.defaultLogOrigin
 
     func run() async throws {
         let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
         // The database, its WAL and shared-memory files and the storage key are the operator's alone.
         umask(0o077)
         let key = try StorageKeyFile.loadOrCreate(storageKey ?? path + ".storage-key")
-        let store = try BrokerStore(path: path, storageKey: key)
+        let store = try BrokerStore(path: path, storageKey: key, logOrigin: logOrigin)
+        let keys = try Self.brokerKeys(brokerKey, passphrase: passphrase)
+        let broker = try Broker(store: store, keys: keys)
         if let `operator` {
             let keys = try Files.publicKeys(`operator`)
             if try store.participant(keys.keyID) == nil {
@@ -40,14 +51,32 @@ struct ServeCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "civitas")
         logger.logLevel = .info
+        guard (1...3600).contains(scheduleInterval) else { throw CLIError("--schedule-interval must be 1 to 3600 seconds") }
+        let schedule = BrokerSchedule(broker: broker, logger: logger)
+        let interval = scheduleInterval
+        let scheduled = Task { await schedule.run(every: .seconds(interval)) }
+        defer { scheduled.cancel() }
         let app = Application(
-            router: BrokerAPI(store: store).router(),
+            router: BrokerAPI(broker: broker).router(),
             configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
             onServerRunning: { channel in
+                Output.line("civitas broker \(keys.keyID) (log \(store.logOrigin), \(store.logSize) entries)")
                 Output.line("civitas broker listening on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(path))")
             },
             logger: logger)
         try await app.runService()
+    }
+
+    /// The broker's keys from `path`, generated (with the .pub beside it) when the file does not exist.
+    static func brokerKeys(_ path: String, passphrase: PassphraseOptions) throws -> SecretKeys {
+        if !Files.exists(path) {
+            let url = URL(fileURLWithPath: path)
+            let name = url.deletingPathExtension().lastPathComponent
+            let generated = try KeyGeneration.generate(name: name, directory: url.deletingLastPathComponent().path, force: false,
+                                                       passphrase: nil, cost: .interactive)
+            Output.line("created the broker's keys: \(generated.secretPath) (0600) and \(generated.publicPath)")
+        }
+        return try Files.secretKeys(path, passphrase: passphrase)
     }
 }
 

@@ -1,0 +1,86 @@
+import CivitasBroker
+import CivitasCrypto
+import CivitasStore
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Logging
+
+/// The broker's periodic work: expiring agreements past their validity, closing feed windows
+/// that are due by time, and pushing windows to partners' webhooks with retries and
+/// exponential backoff (1 s doubling to 5 min). Pushes are at least once: a window counts as
+/// pushed when the webhook answers 2xx; partners can always pull what a push missed.
+public final class BrokerSchedule: @unchecked Sendable {
+    let broker: Broker
+    let logger: Logger
+    let clock: @Sendable () -> Int64
+    private let lock = NSLock()
+    private var backoff: [String: (failures: Int, next: Int64)] = [:]
+    /// Longest a webhook may take to answer, in seconds.
+    public static let webhookTimeout: TimeInterval = 10
+
+    public init(broker: Broker, logger: Logger, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+        self.broker = broker
+        self.logger = logger
+        self.clock = clock
+    }
+
+    /// Runs ``tick()`` every `interval` until the task is cancelled.
+    public func run(every interval: Duration) async {
+        while !Task.isCancelled {
+            await tick()
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One round of the periodic work.
+    public func tick() async {
+        let now = EnvelopeSealer.timestamp(Date(timeIntervalSince1970: TimeInterval(clock())))
+        do {
+            let expired = try broker.expireAgreements(now: now)
+            for id in expired { logger.info("agreement expired", metadata: ["agreement": "\(id)"]) }
+            let windows = try broker.closeDueWindows(now: now)
+            for window in windows {
+                logger.info("feed window delivered", metadata: ["feed": "\(window.delivery.feed ?? "")", "delivery": "\(window.delivery.id)",
+                                                                "records": "\(window.delivery.records)"])
+            }
+            try await pushWebhooks()
+        } catch {
+            logger.error("scheduled work failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Pushes every window not yet accepted by its feed's webhook, in order, honouring backoff.
+    func pushWebhooks() async throws {
+        let now = clock()
+        for feed in try broker.store.feeds() where feed.webhook != nil && feed.pushed < feed.delivered {
+            guard let webhook = feed.webhook, let url = URL(string: webhook) else { continue }
+            if let state = lock.withLock({ backoff[feed.id] }), state.next > now { continue }
+            for delivery in try broker.store.deliveries(feed: feed.id, after: feed.pushed, limit: 20) {
+                var request = URLRequest(url: url, timeoutInterval: Self.webhookTimeout)
+                request.httpMethod = "POST"
+                request.setValue("application/vnd.civitas.envelope", forHTTPHeaderField: "Content-Type")
+                request.setValue(feed.id, forHTTPHeaderField: "Civitas-Feed")
+                request.setValue(String(delivery.feedSequence ?? 0), forHTTPHeaderField: "Civitas-Sequence")
+                request.setValue(delivery.id, forHTTPHeaderField: "Civitas-Delivery")
+                let accepted: Bool
+                do {
+                    let (_, response) = try await URLSession.shared.upload(for: request, from: Data(delivery.envelope))
+                    accepted = ((response as? HTTPURLResponse)?.statusCode).map { (200..<300).contains($0) } ?? false
+                } catch {
+                    accepted = false
+                }
+                guard accepted else {
+                    let failures = (lock.withLock { backoff[feed.id]?.failures } ?? 0) + 1
+                    let delay = Int64(min(1 << min(failures - 1, 20), 300))
+                    lock.withLock { backoff[feed.id] = (failures, now + delay) }
+                    logger.warning("webhook push failed; retrying later", metadata: ["feed": "\(feed.id)", "attempt": "\(failures)", "retry_in_s": "\(delay)"])
+                    break
+                }
+                lock.withLock { _ = backoff.removeValue(forKey: feed.id) }
+                try broker.store.markPushed(feed: feed.id, through: delivery.feedSequence ?? 0)
+            }
+        }
+    }
+}

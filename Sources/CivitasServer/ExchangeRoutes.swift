@@ -1,0 +1,309 @@
+import CivitasBroker
+import CivitasCrypto
+import CivitasLog
+import CivitasStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// Routes for agreements, consent, releases, aggregates, feeds, deliveries and the log.
+extension BrokerAPI {
+    /// Longest a pull or an event stream waits for a new window, in seconds.
+    public static let maximumWait = 60
+    /// Most windows returned by one pull.
+    public static let maximumPulled = 100
+    static let envelopeType = "application/vnd.civitas.envelope"
+
+    func addExchangeRoutes(to signed: RouterGroup<CivitasRequestContext>) {
+        signed.post("agreements") { _, context in try offerAgreement(context) }
+        signed.get("agreements") { _, context in try listAgreements(context) }
+        signed.get("agreements/:agreement") { _, context in try showAgreement(context) }
+        signed.get("agreements/:agreement/odrl") { _, context in try agreementODRL(context) }
+        signed.post("agreements/:agreement/accept") { _, context in try acceptAgreement(context) }
+        signed.post("agreements/:agreement/revoke") { _, context in try revokeAgreement(context) }
+        signed.post("agreements/:agreement/releases") { _, context in try requestRelease(context) }
+        signed.post("agreements/:agreement/aggregates") { _, context in try requestAggregate(context) }
+        signed.post("agreements/:agreement/feeds") { _, context in try subscribe(context) }
+        signed.get("feeds/:feed") { _, context in try showFeed(context) }
+        signed.get("feeds/:feed/deliveries") { request, context in try await pull(request, context) }
+        signed.get("feeds/:feed/events") { request, context in try events(request, context) }
+        signed.post("feeds/:feed/ack") { _, context in try acknowledge(context) }
+        signed.get("deliveries/:delivery") { _, context in try fetchDelivery(context) }
+        signed.post("consent") { _, context in try recordConsent(context) }
+        signed.get("log/export") { _, context in try exportLog(context) }
+    }
+
+    // MARK: Agreements
+
+    func offerAgreement(_ context: CivitasRequestContext) throws -> Response {
+        let publisher = try require(context, roles: [.agency])
+        let body = try jsonBody(context)
+        guard let policy = body["policy"], let signature = body["signature"]?.stringValue.flatMap(Base64.decode), signature.count == 64 else {
+            throw APIError.badRequest("an offer needs the policy and the publisher's signature over its hash (base64)")
+        }
+        let agreement = try brokerCall { try broker.offerAgreement(policy: policy, signature: signature, by: publisher, now: now()) }
+        return JSONResponse.make(status: .created, Self.json(agreement))
+    }
+
+    func listAgreements(_ context: CivitasRequestContext) throws -> Response {
+        let participant = try require(context, roles: Set(Participant.Role.allCases))
+        let all = participant.role == .auditor || participant.role == .operator_
+        let agreements = try store.agreements(involving: all ? nil : participant.keys.keyID)
+        return JSONResponse.make(.object(["agreements": .array(agreements.map(Self.json))]))
+    }
+
+    func showAgreement(_ context: CivitasRequestContext) throws -> Response {
+        let participant = try require(context, roles: Set(Participant.Role.allCases))
+        let (agreement, _) = try brokerCall { try broker.agreement(parameter(context, "agreement"), for: participant) }
+        var json = Self.json(agreement).objectValue ?? [:]
+        json["policy"] = (try? JSONParser.parse(agreement.policy)) ?? .null
+        json["offer_signature"] = .string(Base64.encode(agreement.offerSignature))
+        if let accept = agreement.acceptSignature { json["accept_signature"] = .string(Base64.encode(accept)) }
+        return JSONResponse.make(.object(json))
+    }
+
+    func agreementODRL(_ context: CivitasRequestContext) throws -> Response {
+        let participant = try require(context, roles: Set(Participant.Role.allCases))
+        let (_, policy) = try brokerCall { try broker.agreement(parameter(context, "agreement"), for: participant) }
+        return JSONResponse.make(policy.odrl(), contentType: "application/ld+json")
+    }
+
+    func acceptAgreement(_ context: CivitasRequestContext) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        guard let signature = try jsonBody(context)["signature"]?.stringValue.flatMap(Base64.decode), signature.count == 64 else {
+            throw APIError.badRequest("an acceptance needs the partner's signature over the policy hash (base64)")
+        }
+        let agreement = try brokerCall { try broker.acceptAgreement(parameter(context, "agreement"), signature: signature, by: partner, now: now()) }
+        return JSONResponse.make(Self.json(agreement))
+    }
+
+    func revokeAgreement(_ context: CivitasRequestContext) throws -> Response {
+        let party = try require(context, roles: [.agency, .partner])
+        let agreement = try brokerCall { try broker.revokeAgreement(parameter(context, "agreement"), by: party, now: now()) }
+        return JSONResponse.make(Self.json(agreement))
+    }
+
+    // MARK: Releases and aggregates
+
+    func requestRelease(_ context: CivitasRequestContext) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        guard let purpose = try jsonBody(context)["purpose"]?.stringValue else { throw APIError.badRequest("a release request names its purpose") }
+        let result = try brokerCall { try broker.release(agreement: parameter(context, "agreement"), purpose: purpose, by: partner, now: now()) }
+        return JSONResponse.make(status: .created, Self.json(result))
+    }
+
+    func requestAggregate(_ context: CivitasRequestContext) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        let body = try jsonBody(context)
+        guard let purpose = body["purpose"]?.stringValue, let statisticName = body["statistic"]?.stringValue,
+              let statistic = AggregateRequest.Statistic(rawValue: statisticName), let epsilon = body["epsilon"]?.numberValue else {
+            throw APIError.badRequest("an aggregate request needs purpose, statistic (count, sum or mean) and epsilon")
+        }
+        var groupBy: [String] = []
+        if let value = body["group_by"] {
+            guard case .array(let items) = value, items.count <= 8, let names = Optional(items.compactMap(\.stringValue)), names.count == items.count else {
+                throw APIError.badRequest("group_by must be a list of at most 8 field names")
+            }
+            groupBy = names
+        }
+        let scaled = (epsilon * 1_000_000).rounded()
+        guard epsilon > 0, epsilon <= 1000, abs(scaled - epsilon * 1_000_000) < 1e-3 else {
+            throw APIError.badRequest("epsilon must be above 0, at most 1000, with at most six decimals")
+        }
+        let request = AggregateRequest(purpose: purpose, statistic: statistic, measure: body["measure"]?.stringValue, groupBy: groupBy,
+                                       epsilonMicro: UInt64(scaled))
+        let result = try brokerCall { try broker.aggregate(agreement: parameter(context, "agreement"), request: request, by: partner, now: now()) }
+        return JSONResponse.make(status: .created, Self.json(result))
+    }
+
+    func fetchDelivery(_ context: CivitasRequestContext) throws -> Response {
+        let participant = try require(context, roles: [.partner, .auditor])
+        let delivery = try brokerCall { try broker.delivery(parameter(context, "delivery"), for: participant) }
+        var headers: HTTPFields = [.contentType: Self.envelopeType]
+        if let name = HTTPField.Name("Civitas-Log-Index") { headers[name] = String(delivery.logIndex) }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: delivery.envelope)))
+    }
+
+    // MARK: Feeds
+
+    func subscribe(_ context: CivitasRequestContext) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        let body = try jsonBody(context)
+        guard let purpose = body["purpose"]?.stringValue else { throw APIError.badRequest("a subscription names its purpose") }
+        let feed = try brokerCall {
+            try broker.subscribe(agreement: parameter(context, "agreement"), purpose: purpose, webhook: body["webhook"]?.stringValue, by: partner, now: now())
+        }
+        return JSONResponse.make(status: .created, Self.json(feed))
+    }
+
+    func showFeed(_ context: CivitasRequestContext) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        return JSONResponse.make(Self.json(try brokerCall { try broker.feed(parameter(context, "feed"), for: partner) }))
+    }
+
+    /// Windows after `after` (default: the last acknowledged), waiting up to `wait` seconds for one.
+    func pull(_ request: Request, _ context: CivitasRequestContext) async throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        let id = try parameter(context, "feed")
+        let feed = try brokerCall { try broker.feed(id, for: partner) }
+        let after = try Self.integerQuery(request, "after") ?? feed.acknowledged
+        let wait = min(try Self.integerQuery(request, "wait") ?? 0, Int64(Self.maximumWait))
+        let deadline = ContinuousClock.now + .seconds(wait)
+        var deliveries = try store.deliveries(feed: id, after: after, limit: Self.maximumPulled)
+        while deliveries.isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            deliveries = try store.deliveries(feed: id, after: after, limit: Self.maximumPulled)
+        }
+        return JSONResponse.make(.object([
+            "feed": .string(id), "acknowledged": .number(Double(feed.acknowledged)),
+            "deliveries": .array(deliveries.map(Self.json)),
+        ]))
+    }
+
+    /// Server-Sent Events: one `delivery` event per window after `after` (or Last-Event-ID), for up to `wait` seconds.
+    func events(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        let id = try parameter(context, "feed")
+        let feed = try brokerCall { try broker.feed(id, for: partner) }
+        let lastEventID = HTTPField.Name("Last-Event-ID").flatMap { request.headers[$0] }.flatMap { Int64($0) }
+        let start = try Self.integerQuery(request, "after") ?? lastEventID ?? feed.acknowledged
+        let wait = min(try Self.integerQuery(request, "wait") ?? Int64(Self.maximumWait), Int64(Self.maximumWait))
+        let store = self.store
+        let body = ResponseBody { writer in
+            var after = start
+            let deadline = ContinuousClock.now + .seconds(wait)
+            try await writer.write(ByteBuffer(string: ": civitas feed \(id)\nretry: 2000\n\n"))
+            repeat {
+                let deliveries = try store.deliveries(feed: id, after: after, limit: Self.maximumPulled)
+                for delivery in deliveries {
+                    let data = String(decoding: try CanonicalJSON.encode(Self.json(delivery)), as: UTF8.self)
+                    try await writer.write(ByteBuffer(string: "id: \(delivery.feedSequence ?? 0)\nevent: delivery\ndata: \(data)\n\n"))
+                    after = delivery.feedSequence ?? after
+                }
+                if deliveries.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+            } while ContinuousClock.now < deadline
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+    }
+
+    func acknowledge(_ context: CivitasRequestContext) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        guard let through = try jsonBody(context)["through"]?.exactUnsignedInteger, through <= UInt64(Int64.max) else {
+            throw APIError.badRequest("an acknowledgement names the last window received: {\"through\": N}")
+        }
+        let feed = try brokerCall { try broker.acknowledge(feed: parameter(context, "feed"), through: Int64(through), by: partner) }
+        return JSONResponse.make(Self.json(feed))
+    }
+
+    // MARK: Consent and log
+
+    /// One consent event (`{dataset, subject, purpose, action, notice, collection_method, jurisdiction}`) → its receipt,
+    /// or `{"events": [...]}` (a consent service's sync, one transaction) → `{"receipts": [...]}`.
+    func recordConsent(_ context: CivitasRequestContext) throws -> Response {
+        let recorder = try require(context, roles: [.agency, .consentService])
+        let body = try jsonBody(context)
+        let single = body["events"] == nil
+        let items: [JSONValue]
+        if single {
+            items = [.object(body)]
+        } else {
+            guard case .array(let events)? = body["events"] else { throw APIError.badRequest("events must be a list of consent events") }
+            items = events
+        }
+        let requests = try items.enumerated().map { number, item -> ConsentRequest in
+            guard let dataset = item["dataset"]?.stringValue, let subject = item["subject"]?.stringValue, let purpose = item["purpose"]?.stringValue,
+                  let action = item["action"]?.stringValue, action == "grant" || action == "withdraw" else {
+                throw APIError.badRequest("\(single ? "" : "event \(number + 1): ")a consent event needs dataset, subject, purpose and action (grant or withdraw)")
+            }
+            return ConsentRequest(dataset: dataset, subject: subject, purpose: purpose, granted: action == "grant",
+                                  notice: item["notice"]?.stringValue ?? "", collectionMethod: item["collection_method"]?.stringValue ?? "",
+                                  jurisdiction: item["jurisdiction"]?.stringValue ?? "")
+        }
+        let receipts = try brokerCall { try broker.recordConsent(requests, by: recorder, now: now()) }
+        return JSONResponse.make(status: .created, single ? receipts[0] : .object(["receipts": .array(receipts)]))
+    }
+
+    /// The whole log as an auditor's export (JSON Lines), checkpointed to its current size.
+    func exportLog(_ context: CivitasRequestContext) throws -> Response {
+        _ = try require(context, roles: Set(Participant.Role.allCases))
+        let sink = MemorySink()
+        try store.exportLog(signer: broker.keys, to: sink)
+        return Response(status: .ok, headers: [.contentType: "application/jsonl"], body: .init(byteBuffer: ByteBuffer(bytes: sink.bytes)))
+    }
+
+    // MARK: Helpers
+
+    func parameter(_ context: CivitasRequestContext, _ name: String) throws -> String {
+        guard let value = context.parameters.get(name), (1...128).contains(value.utf8.count) else { throw APIError.badRequest("missing \(name)") }
+        return value
+    }
+
+    static func integerQuery(_ request: Request, _ name: String) throws -> Int64? {
+        guard let text = request.uri.queryParameters[Substring(name)] else { return nil }
+        guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("query parameter \(name) must be a whole number") }
+        return value
+    }
+
+    func brokerCall<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as BrokerError {
+            let status: HTTPResponse.Status = switch error.code {
+            case .notFound: .notFound
+            case .forbidden, .purposeNotAllowed: .forbidden
+            case .duplicate, .agreementNotActive, .budgetExhausted, .conflict: .conflict
+            case .invalid, .kUnreachable, .nothingToRelease, .badSignature: .unprocessableContent
+            }
+            throw APIError(status, error.code.rawValue, error.message)
+        }
+    }
+
+    static func json(_ agreement: StoredAgreement) -> JSONValue {
+        var object: [String: JSONValue] = [
+            "id": .string(agreement.id), "dataset": .string(agreement.dataset), "publisher": .string(agreement.publisher.hex),
+            "partner": .string(agreement.partner.hex), "state": .string(agreement.state.rawValue),
+            "policy_sha256": .string(Hex.encode(agreement.policySHA256)), "valid_from": .string(agreement.validFrom),
+            "valid_until": .string(agreement.validUntil), "epsilon_budget": .string(MicroUnits.decimal(agreement.budgetMicro)),
+            "epsilon_spent": .string(MicroUnits.decimal(agreement.spentMicro)), "offered": .string(agreement.offered),
+        ]
+        if let accepted = agreement.accepted { object["accepted"] = .string(accepted) }
+        if let ended = agreement.ended { object["ended"] = .string(ended) }
+        return .object(object)
+    }
+
+    static func json(_ delivery: Delivery) -> JSONValue {
+        var object: [String: JSONValue] = [
+            "id": .string(delivery.id), "agreement": .string(delivery.agreement), "kind": .string(delivery.kind.rawValue),
+            "records": .number(Double(delivery.records)), "log_index": .number(Double(delivery.logIndex)),
+            "envelope_bytes": .number(Double(delivery.envelope.count)), "created": .string(delivery.created),
+        ]
+        if let feed = delivery.feed { object["feed"] = .string(feed) }
+        if let sequence = delivery.feedSequence { object["sequence"] = .number(Double(sequence)) }
+        return .object(object)
+    }
+
+    static func json(_ result: ReleaseResult) -> JSONValue {
+        var object = json(result.delivery).objectValue ?? [:]
+        object["epsilon_charged"] = .string(MicroUnits.decimal(result.epsilonMicro))
+        if let outcome = result.outcome {
+            object["records_selected"] = .number(Double(outcome.recordsSelected))
+            object["records_without_consent"] = .number(Double(outcome.recordsWithoutConsent))
+            object["records_suppressed"] = .number(Double(outcome.recordsSuppressed))
+            object["k_achieved"] = .number(Double(outcome.kAchieved))
+        }
+        return .object(object)
+    }
+
+    static func json(_ feed: Feed) -> JSONValue {
+        var object: [String: JSONValue] = [
+            "id": .string(feed.id), "agreement": .string(feed.agreement), "purpose": .string(feed.purpose),
+            "next_batch": .number(Double(feed.nextBatch)), "delivered": .number(Double(feed.delivered)),
+            "acknowledged": .number(Double(feed.acknowledged)), "created": .string(feed.created),
+        ]
+        if let webhook = feed.webhook {
+            object["webhook"] = .string(webhook)
+            object["pushed"] = .number(Double(feed.pushed))
+        }
+        return .object(object)
+    }
+}

@@ -1,0 +1,272 @@
+import ArgumentParser
+import CivitasBroker
+import CivitasCrypto
+import CivitasPrivacy
+import Foundation
+
+struct AgreementsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agreements", abstract: "Offer, accept, revoke and show sharing agreements.",
+        subcommands: [Offer.self, Accept.self, Revoke.self, Show.self, List.self])
+
+    struct Offer: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Offer an agreement (the dataset's publisher): the policy is signed over its canonical hash.",
+            discussion: "The policy format is in docs/exchanges.md; Schemas/agreement-policy.schema.json describes it.")
+        @OptionGroup var options: BrokerOptions
+        @Argument(help: "The policy (JSON).") var policy: String
+
+        func run() async throws {
+            let client = try BrokerClient(options)
+            let value = try JSONParser.parse(try Files.read(policy, limit: AgreementPolicy.maximumSize, what: "policy"))
+            let hash = SHA256Hasher.hash(try CanonicalJSON.encode(value))
+            let signature = client.keys.sign(AgreementPolicy.offerMessage(policySHA256: hash))
+            let body = try CanonicalJSON.encode(["policy": value, "signature": .string(Base64.encode(signature))])
+            let (_, json) = try await client.send("POST", "/agreements", body: body)
+            print("offered agreement \(json["id"]?.stringValue ?? "?") (policy sha256 \(Hex.encode(hash)))")
+        }
+    }
+
+    struct Accept: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Accept an agreement (its partner): the policy is fetched, hashed here and the hash signed.")
+        @OptionGroup var options: BrokerOptions
+        @Argument(help: "Agreement id.") var agreement: String
+
+        func run() async throws {
+            let client = try BrokerClient(options)
+            let (_, shown) = try await client.send("GET", "/agreements/\(agreement)")
+            guard let policy = shown["policy"] else { throw CLIError("the broker returned no policy for \(agreement)") }
+            let hash = SHA256Hasher.hash(try CanonicalJSON.encode(policy))
+            guard Hex.encode(hash) == shown["policy_sha256"]?.stringValue else {
+                throw CLIError("the policy of \(agreement) does not hash to the sha256 the broker states; not accepting")
+            }
+            let parsed = try AgreementPolicy.parse(policy)
+            print("agreement \(agreement): \(parsed.dataset) for \(parsed.purposes.joined(separator: ", ")), fields \(parsed.fields.joined(separator: ",")), k = \(parsed.treatment.k), ε budget \(shown["epsilon_budget"]?.stringValue ?? "0"), \(parsed.validFrom) to \(parsed.validUntil)")
+            let signature = client.keys.sign(AgreementPolicy.acceptMessage(policySHA256: hash))
+            _ = try await client.send("POST", "/agreements/\(agreement)/accept",
+                                      body: try CanonicalJSON.encode(["signature": .string(Base64.encode(signature))]))
+            print("accepted agreement \(agreement) (policy sha256 \(Hex.encode(hash)))")
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an agreement (either party); nothing is released under it afterwards.")
+        @OptionGroup var options: BrokerOptions
+        @Argument(help: "Agreement id.") var agreement: String
+
+        func run() async throws {
+            _ = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/revoke", body: Array("{}".utf8))
+            print("revoked agreement \(agreement)")
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print an agreement (state, policy, signatures) or its ODRL form.")
+        @OptionGroup var options: BrokerOptions
+        @Flag(help: "Print the policy as an ODRL 2.2 Agreement (JSON-LD).") var odrl = false
+        @Argument(help: "Agreement id.") var agreement: String
+
+        func run() async throws {
+            let (_, json) = try await BrokerClient(options).send("GET", "/agreements/\(agreement)\(odrl ? "/odrl" : "")")
+            print(String(decoding: try CanonicalJSON.encode(json), as: UTF8.self))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the agreements you are a party to.")
+        @OptionGroup var options: BrokerOptions
+
+        func run() async throws {
+            let (_, json) = try await BrokerClient(options).send("GET", "/agreements")
+            guard case .array(let agreements)? = json["agreements"] else { return }
+            for item in agreements {
+                print([item["id"], item["state"], item["dataset"], item["epsilon_spent"], item["epsilon_budget"]]
+                    .map { $0?.stringValue ?? "?" }.joined(separator: "  "))
+            }
+        }
+    }
+}
+
+struct ConsentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "consent", abstract: "Record a subject's consent or its withdrawal (publisher or consent service).",
+        discussion: "The broker stores only a keyed hash of the subject id and returns a receipt it signs (ISO/IEC TS 27560 fields).")
+
+    @OptionGroup var options: BrokerOptions
+    @Argument(help: "grant or withdraw.") var action: String
+    @Option(help: "Dataset id.") var dataset: String
+    @Option(help: "The subject's id as it appears in the dataset's subject field.") var subject: String
+    @Option(help: "Purpose code.") var purpose: String
+    @Option(help: "The notice shown to the subject (id or URL).") var notice: String
+    @Option(help: "How consent was collected: web-form, paper-form, phone…") var method: String = "web-form"
+    @Option(help: "Jurisdiction code.") var jurisdiction: String
+    @Option(help: "Write the signed receipt here.") var receipt: String?
+
+    func run() async throws {
+        guard action == "grant" || action == "withdraw" else { throw CLIError("the action is grant or withdraw") }
+        let body = try CanonicalJSON.encode(["dataset": .string(dataset), "subject": .string(subject), "purpose": .string(purpose),
+                                             "action": .string(action), "notice": .string(notice), "collection_method": .string(method),
+                                             "jurisdiction": .string(jurisdiction)])
+        let (_, json) = try await BrokerClient(options).send("POST", "/consent", body: body)
+        if let receipt {
+            try Data(try CanonicalJSON.encode(json) + [0x0A]).write(to: URL(fileURLWithPath: receipt))
+        }
+        print("consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose); receipt \(json["receipt"]?["record_id"]?.stringValue ?? "?"), log entry \(json["receipt"]?["log_index"]?.numberValue.map { Int($0) } ?? -1)")
+    }
+}
+
+struct RequestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "request", abstract: "Ask the broker for a release, a DP aggregate or a feed under an agreement (partner).",
+        subcommands: [Release.self, Aggregate.self, Feed.self])
+
+    struct Release: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Request a privacy-treated release of the dataset; fetch it with `civitas pull --delivery`.")
+        @OptionGroup var options: BrokerOptions
+        @Option(help: "Purpose code.") var purpose: String
+        @Argument(help: "Agreement id.") var agreement: String
+
+        func run() async throws {
+            let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/releases",
+                                                                 body: try CanonicalJSON.encode(["purpose": .string(purpose)]))
+            print(DeliveryText.summary(json))
+        }
+    }
+
+    struct Aggregate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Request a differentially private count, sum or mean, charged to the agreement's ε budget.")
+        @OptionGroup var options: BrokerOptions
+        @Option(help: "Purpose code.") var purpose: String
+        @Option(help: "count, sum or mean.") var statistic: String = "count"
+        @Option(help: "The measure to sum or average.") var measure: String?
+        @Option(help: "Columns to group by, comma-separated.") var groupBy: String?
+        @Option(help: "ε for this aggregate.") var epsilon: Double
+        @Argument(help: "Agreement id.") var agreement: String
+
+        func run() async throws {
+            var body: [String: JSONValue] = ["purpose": .string(purpose), "statistic": .string(statistic), "epsilon": .number(epsilon),
+                                             "group_by": .array((groupBy?.split(separator: ",").map { .string(String($0)) }) ?? [])]
+            if let measure { body["measure"] = .string(measure) }
+            let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/aggregates", body: try CanonicalJSON.encode(.object(body)))
+            print(DeliveryText.summary(json))
+        }
+    }
+
+    struct Feed: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Subscribe to new records in windows; pull them with `civitas pull --feed`.")
+        @OptionGroup var options: BrokerOptions
+        @Option(help: "Purpose code.") var purpose: String
+        @Option(help: "Also push each window to this URL (POST, the envelope as body).") var webhook: String?
+        @Argument(help: "Agreement id.") var agreement: String
+
+        func run() async throws {
+            var body: [String: JSONValue] = ["purpose": .string(purpose)]
+            if let webhook { body["webhook"] = .string(webhook) }
+            let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/feeds", body: try CanonicalJSON.encode(.object(body)))
+            print("subscribed: feed \(json["id"]?.stringValue ?? "?")")
+        }
+    }
+}
+
+struct PullCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pull",
+        abstract: "Fetch deliveries, verify the broker's signature, decrypt and write them as CSV or JSON Lines (partner).",
+        discussion: """
+            With --delivery, one release or aggregate. With --feed, every window after the last acknowledged one
+            (waiting up to --wait seconds for the first), written one after another; --ack then acknowledges them,
+            so the next pull starts after them. Unacknowledged windows are delivered again. --save-envelopes keeps
+            the envelopes as received, for `civitas open` and `civitas verify`.
+            """)
+
+    @OptionGroup var options: BrokerOptions
+    @Option(help: ArgumentHelp("The broker's public key: envelopes must be signed by it.", valueName: "BROKER.pub")) var issuer: String
+    @Option(help: "A delivery id.") var delivery: String?
+    @Option(help: "A feed id.") var feed: String?
+    @Option(help: "Seconds to wait for a feed window.") var wait: Int = 0
+    @Flag(help: "Acknowledge the feed windows written.") var ack = false
+    @Option(help: "csv or jsonl.") var format: String = "csv"
+    @Option(help: ArgumentHelp("Directory to keep the envelopes in.", valueName: "DIR")) var saveEnvelopes: String?
+    @Option(help: "Output file, or '-' for standard output.") var out: String = "-"
+
+    func run() async throws {
+        guard (delivery == nil) != (feed == nil) else { throw CLIError("give --delivery ID or --feed ID") }
+        guard format == "csv" || format == "jsonl" else { throw CLIError("--format is csv or jsonl") }
+        let client = try BrokerClient(options)
+        let broker = try Files.publicKeys(issuer)
+        var ids: [(id: String, sequence: Int64?)] = []
+        if let delivery {
+            ids = [(delivery, nil)]
+        } else if let feed {
+            let (_, json) = try await client.send("GET", "/feeds/\(feed)/deliveries?wait=\(max(0, min(wait, 60)))")
+            if case .array(let items)? = json["deliveries"] {
+                ids = items.compactMap { item in item["id"]?.stringValue.map { ($0, item["sequence"]?.exactUnsignedInteger.map { Int64($0) }) } }
+            }
+        }
+        var output: [UInt8] = []
+        var pending: CSVTable?
+        for (id, sequence) in ids {
+            let (envelope, _) = try await client.fetch("/deliveries/\(id)")
+            if let saveEnvelopes {
+                try FileManager.default.createDirectory(atPath: saveEnvelopes, withIntermediateDirectories: true)
+                try Data(envelope).write(to: URL(fileURLWithPath: "\(saveEnvelopes)/\(id).envelope"))
+            }
+            let (table, summary) = try DeliveryText.open(envelope, keys: client.keys, broker: broker)
+            if format == "jsonl" {
+                output += try DeliveryText.jsonLines(table)
+            } else if pending?.columns == table.columns {
+                pending?.rows += table.rows
+            } else {
+                if let pending { output += pending.csv() }
+                pending = table
+            }
+            Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(table.rows.count) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…")
+        }
+        if let pending { output += pending.csv() }
+        if out == "-" {
+            try output.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
+        } else {
+            let file = try Files.AtomicFile(path: out, mode: 0o600)
+            try output.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: out).write($0) }
+            try file.commit(replacing: true)
+        }
+        if let feed, ack, let last = ids.last?.sequence {
+            _ = try await client.send("POST", "/feeds/\(feed)/ack", body: try CanonicalJSON.encode(["through": .number(Double(last))]))
+            Output.warn("acknowledged windows through \(last)")
+        }
+        if feed != nil && ids.isEmpty { Output.warn("no new window") }
+    }
+}
+
+/// Opening and printing deliveries.
+enum DeliveryText {
+    /// Verifies and decrypts an envelope from the broker and parses its CSV payload.
+    static func open(_ envelope: [UInt8], keys: SecretKeys, broker: PublicKeys) throws -> (CSVTable, EnvelopeSummary) {
+        let sink = MemorySink()
+        let summary = try EnvelopeOpener(recipient: keys, issuer: broker).open(MemorySource(envelope), to: sink)
+        let payload = sink.bytes
+        if payload.isEmpty { return (CSVTable(columns: [], rows: []), summary) }
+        return (try CSVTable.parse(payload, delimiter: 0x2C), summary)
+    }
+
+    /// One JSON object per record.
+    static func jsonLines(_ table: CSVTable) throws -> [UInt8] {
+        var out: [UInt8] = []
+        for row in table.rows {
+            out += try CanonicalJSON.encode(.object(Dictionary(uniqueKeysWithValues: zip(table.columns, row.map(JSONValue.string)))))
+            out.append(0x0A)
+        }
+        return out
+    }
+
+    static func summary(_ json: JSONValue) -> String {
+        func number(_ key: String) -> String { json[key]?.numberValue.map { String(Int($0)) } ?? "?" }
+        var line = "delivery \(json["id"]?.stringValue ?? "?"): \(number("records")) records, envelope \(number("envelope_bytes")) bytes, log entry \(number("log_index"))"
+        if json["k_achieved"] != nil {
+            line += "; selected \(number("records_selected")), without consent \(number("records_without_consent")), suppressed \(number("records_suppressed")), k achieved \(number("k_achieved"))"
+        }
+        if let epsilon = json["epsilon_charged"]?.stringValue, epsilon != "0" { line += "; ε charged \(epsilon)" }
+        return line
+    }
+}
