@@ -1,3 +1,4 @@
+import CivitasBroker
 import CivitasCrypto
 import CivitasStore
 import Foundation
@@ -11,7 +12,9 @@ import Testing
 /// A broker on a fresh database, with an operator, an agency and a partner.
 struct TestBroker {
     let store: BrokerStore
+    let broker: Broker
     let api: BrokerAPI
+    let brokerKeys: SecretKeys
     let operatorKeys: SecretKeys
     let agency: SecretKeys
     let partner: SecretKeys
@@ -21,7 +24,9 @@ struct TestBroker {
         let directory = NSTemporaryDirectory() + "civitas-api-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         store = try BrokerStore(path: directory + "/broker.sqlite", storageKey: try SealedStorageKey.generate())
-        api = BrokerAPI(store: store, clock: { TestBroker.now })
+        brokerKeys = try SecretKeys.generate(name: "broker")
+        broker = try Broker(store: store, keys: brokerKeys)
+        api = BrokerAPI(broker: broker, clock: { TestBroker.now })
         operatorKeys = try SecretKeys.generate(name: "operator")
         agency = try SecretKeys.generate(name: "emergency-services")
         partner = try SecretKeys.generate(name: "health")

@@ -1,0 +1,359 @@
+import CivitasBroker
+import CivitasCrypto
+import CivitasLog
+import CivitasPrivacy
+import CivitasStore
+import Foundation
+import Testing
+
+@Suite("Agreements")
+struct AgreementTests {
+    @Test("Equal policies hash equal however they are written (member order, number spelling)")
+    func canonicalHash() throws {
+        let one = try JSONParser.parse(Array(#"{"a":0.050,"b":[1,2],"c":{"y":1e1,"x":"é"}}"#.utf8))
+        let two = try JSONParser.parse(Array(#"{"c":{"x":"\u00e9","y":10},"b":[1,2.0],"a":5e-2}"#.utf8))
+        #expect(try CanonicalJSON.encode(one) == CanonicalJSON.encode(two))
+        let fixture = try BrokerFixture()
+        let policy = fixture.policy(id: "ag-1", partner: fixture.partnerAKeys)
+        let reordered = try JSONParser.parse(Array(String(decoding: try CanonicalJSON.encode(policy), as: UTF8.self)
+            .replacingOccurrences(of: #""suppression_limit":0.2"#, with: #""suppression_limit":2e-1"#).utf8))
+        #expect(try AgreementPolicy.parse(policy).sha256 == AgreementPolicy.parse(reordered).sha256)
+    }
+
+    @Test("An offer, an acceptance and a revocation keep both signatures and are logged in order")
+    func lifecycle() throws {
+        let fixture = try BrokerFixture()
+        let before = fixture.store.logSize
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys), partner: fixture.partnerAKeys)
+        let stored = try #require(try fixture.store.agreement(id))
+        #expect(stored.state == .accepted)
+        #expect(fixture.clinic.keys.isValidSignature(stored.offerSignature, for: AgreementPolicy.offerMessage(policySHA256: stored.policySHA256)))
+        #expect(fixture.partnerA.keys.isValidSignature(try #require(stored.acceptSignature), for: AgreementPolicy.acceptMessage(policySHA256: stored.policySHA256)))
+        _ = try fixture.broker.revokeAgreement(id, by: fixture.partnerA, now: fixture.now)
+        #expect(fixture.store.logSize == before + 3)
+        let report = Auditor(broker: fixture.brokerKeys.publicKeys).audit(MemorySource(try fixture.export()))
+        #expect(report.passed)
+        #expect(report.agreements[id]?.budgetMicro == 1_000_000)
+    }
+
+    @Test("Bad offers are refused naming the problem, and change nothing")
+    func refusedOffers() throws {
+        let fixture = try BrokerFixture()
+        let before = try fixture.stateFingerprint()
+        func offer(_ policy: JSONValue, signer: SecretKeys? = nil, by: Participant? = nil) throws {
+            let hash = SHA256Hasher.hash(try CanonicalJSON.encode(policy))
+            _ = try fixture.broker.offerAgreement(policy: policy, signature: (signer ?? fixture.clinicKeys).sign(AgreementPolicy.offerMessage(policySHA256: hash)),
+                                                  by: by ?? fixture.clinic, now: fixture.now)
+        }
+        let cases: [(JSONValue, BrokerError.Code, String)] = [
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, fields: ["person", "notes"]), .invalid, "notes"),
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, k: 1), .invalid, "treatment.k"),
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, extra: ["legal_basis": "because"]), .invalid, "legal_basis"),
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, extra: ["purposes": ["marketing"]]), .invalid, "marketing"),
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, extra: ["valid_until": "2026-10-01T00:00:00Z"]), .invalid, "valid_from"),
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, extra: ["surprise": true]), .invalid, "surprise"),
+            (fixture.policy(id: "ag-x", partner: fixture.clinicKeys), .invalid, "partner"),
+        ]
+        for (policy, code, mention) in cases {
+            let error = try #require(throws: BrokerError.self) { try offer(policy) }
+            #expect(error.code == code)
+            #expect(error.message.contains(mention), "\(error.message)")
+        }
+        let forged = try #require(throws: BrokerError.self) { try offer(fixture.policy(id: "ag-x", partner: fixture.partnerAKeys), signer: fixture.partnerAKeys) }
+        #expect(forged.code == .badSignature)
+        let stranger = try #require(throws: BrokerError.self) { try offer(fixture.policy(id: "ag-x", partner: fixture.partnerAKeys), by: fixture.partnerA) }
+        #expect(stranger.code == .forbidden)
+        #expect(try fixture.stateFingerprint() == before)
+    }
+
+    @Test("Only the named partner accepts, once, with a signature over the same hash")
+    func acceptance() throws {
+        let fixture = try BrokerFixture()
+        let policy = fixture.policy(id: "ag-1", partner: fixture.partnerAKeys)
+        let hash = SHA256Hasher.hash(try CanonicalJSON.encode(policy))
+        _ = try fixture.broker.offerAgreement(policy: policy, signature: fixture.clinicKeys.sign(AgreementPolicy.offerMessage(policySHA256: hash)),
+                                              by: fixture.clinic, now: fixture.now)
+        let wrongPartner = try #require(throws: BrokerError.self) {
+            try fixture.broker.acceptAgreement("ag-1", signature: fixture.partnerBKeys.sign(AgreementPolicy.acceptMessage(policySHA256: hash)), by: fixture.partnerB, now: fixture.now)
+        }
+        #expect(wrongPartner.code == .forbidden)
+        let wrongMessage = try #require(throws: BrokerError.self) {
+            try fixture.broker.acceptAgreement("ag-1", signature: fixture.partnerAKeys.sign(AgreementPolicy.offerMessage(policySHA256: hash)), by: fixture.partnerA, now: fixture.now)
+        }
+        #expect(wrongMessage.code == .badSignature)
+        _ = try fixture.broker.acceptAgreement("ag-1", signature: fixture.partnerAKeys.sign(AgreementPolicy.acceptMessage(policySHA256: hash)), by: fixture.partnerA, now: fixture.now)
+        let twice = try #require(throws: BrokerError.self) {
+            try fixture.broker.acceptAgreement("ag-1", signature: fixture.partnerAKeys.sign(AgreementPolicy.acceptMessage(policySHA256: hash)), by: fixture.partnerA, now: fixture.now)
+        }
+        #expect(twice.code == .agreementNotActive)
+    }
+
+    @Test("The ODRL export names parties, target, purposes, validity and the treatment duties")
+    func odrl() throws {
+        let fixture = try BrokerFixture()
+        let policy = try AgreementPolicy.parse(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys))
+        let odrl = policy.odrl()
+        #expect(odrl["@type"]?.stringValue == "Agreement")
+        #expect(odrl["assigner"]?.stringValue == "urn:civitas:participant:\(fixture.clinicKeys.keyID.hex)")
+        #expect(odrl["assignee"]?.stringValue == "urn:civitas:participant:\(fixture.partnerAKeys.keyID.hex)")
+        guard case .array(let permissions)? = odrl["permission"], let permission = permissions.first,
+              case .array(let constraints)? = permission["constraint"], case .array(let duties)? = permission["duty"] else {
+            Issue.record("no permission in \(odrl)")
+            return
+        }
+        #expect(permission["target"]?.stringValue == "urn:civitas:dataset:clinic-visits")
+        let operands = constraints.compactMap { $0["leftOperand"]?.stringValue }
+        #expect(operands == ["purpose", "dateTime", "dateTime"])
+        let actions = duties.compactMap { $0["action"]?.stringValue }
+        #expect(actions.contains("anonymize"))
+    }
+
+    @Test("Expiry: agreements past their validity are marked expired, logged, and release nothing")
+    func expiry() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 30))
+        try fixture.consent(Array(0..<30), granted: true)
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys), partner: fixture.partnerAKeys)
+        let late = "2027-01-01T00:00:00Z"
+        let before = try fixture.stateFingerprint()
+        let refused = try #require(throws: BrokerError.self) {
+            try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: late)
+        }
+        #expect(refused.code == .agreementNotActive)
+        #expect(try fixture.stateFingerprint() == before)
+        #expect(try fixture.broker.expireAgreements(now: late) == [id])
+        #expect(try fixture.store.agreement(id)?.state == .expired)
+        #expect(try fixture.broker.expireAgreements(now: late) == [])
+    }
+}
+
+@Suite("Consent")
+struct ConsentTests {
+    @Test("Subject ids are stored only as keyed hashes; receipts are signed by the broker")
+    func hashedAndSigned() throws {
+        let fixture = try BrokerFixture()
+        let receipts = try fixture.broker.recordConsent([ConsentRequest(dataset: BrokerFixture.dataset, subject: "P-SECRET-4711",
+                                                                        purpose: BrokerFixture.purpose, granted: true, notice: "n-1",
+                                                                        collectionMethod: "web-form", jurisdiction: "EU")],
+                                                        by: fixture.consentService, now: fixture.now)
+        let receipt = try #require(receipts.first)
+        let record = try #require(receipt["receipt"])
+        let signature = try #require(receipt["signature"]?.stringValue.flatMap(Base64.decode))
+        #expect(fixture.brokerKeys.publicKeys.isValidSignature(signature, for: Broker.receiptContext + (try CanonicalJSON.encode(record))))
+        #expect(record["schema_version"]?.stringValue == "ISO/IEC TS 27560:2023")
+        #expect(record["pii_principal_id"]?.stringValue == Hex.encode(fixture.broker.subjectHash(dataset: BrokerFixture.dataset, subject: "P-SECRET-4711")))
+        for file in ["broker.sqlite", "broker.sqlite-wal"] {
+            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: "\(fixture.directory)/\(file)"))) ?? Data()
+            #expect(bytes.range(of: Data("P-SECRET-4711".utf8)) == nil, "\(file) holds the subject id in clear")
+        }
+        let export = try fixture.export()
+        #expect(Data(export).range(of: Data("P-SECRET-4711".utf8)) == nil)
+    }
+
+    @Test("Only the publisher or a consent service records consent, for an offered purpose")
+    func recorders() throws {
+        let fixture = try BrokerFixture()
+        let request = ConsentRequest(dataset: BrokerFixture.dataset, subject: "P1", purpose: BrokerFixture.purpose, granted: true,
+                                     notice: "n", collectionMethod: "web-form", jurisdiction: "EU")
+        let byPartner = try #require(throws: BrokerError.self) { try fixture.broker.recordConsent([request], by: fixture.partnerA, now: fixture.now) }
+        #expect(byPartner.code == .forbidden)
+        var other = request
+        other.purpose = "marketing"
+        let purpose = try #require(throws: BrokerError.self) { try fixture.broker.recordConsent([other], by: fixture.clinic, now: fixture.now) }
+        #expect(purpose.code == .invalid)
+        var empty = request
+        empty.notice = ""
+        #expect(throws: BrokerError.self) { try fixture.broker.recordConsent([empty], by: fixture.clinic, now: fixture.now) }
+    }
+}
+
+@Suite("Releases")
+struct ReleaseTests {
+    @Test("Basis consent releases only subjects with an active grant; a withdrawal applies to every later release")
+    func consentGates() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 60))
+        try fixture.consent(Array(0..<50), granted: true)
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, k: 2, suppression: 0.5), partner: fixture.partnerAKeys)
+        let first = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
+        #expect(first.outcome?.recordsWithoutConsent == 20)
+        let firstPeople = try Self.people(in: fixture.open(first.delivery, as: fixture.partnerAKeys))
+        #expect(firstPeople.isSubset(of: Set(0..<50)))
+        try fixture.consent(Array(0..<10), granted: false)
+        let second = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
+        let secondPeople = try Self.people(in: fixture.open(second.delivery, as: fixture.partnerAKeys))
+        #expect(secondPeople.isDisjoint(with: Set(0..<10)))
+        #expect(second.outcome?.recordsWithoutConsent == 40)
+    }
+
+    @Test("Other legal bases release everyone except subjects who objected")
+    func objections() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 40))
+        try fixture.consent([3, 4], granted: false)
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, basis: "public-task", k: 2, suppression: 0.5), partner: fixture.partnerAKeys)
+        let release = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
+        #expect(release.outcome?.recordsWithoutConsent == 4)
+        #expect(try Self.people(in: fixture.open(release.delivery, as: fixture.partnerAKeys)).isDisjoint(with: [3, 4]))
+    }
+
+    @Test("Only allowed fields leave; subjects leave as pseudonyms that two partners cannot join")
+    func projectionAndUnlinkability() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 40))
+        try fixture.consent(Array(0..<40), granted: true)
+        let fields = ["person", "ref", "age", "zip", "diagnosis"]
+        let a = try fixture.agree(fixture.policy(id: "ag-a", partner: fixture.partnerAKeys, k: 2, suppression: 0.5, fields: fields), partner: fixture.partnerAKeys)
+        let b = try fixture.agree(fixture.policy(id: "ag-b", partner: fixture.partnerBKeys, k: 2, suppression: 0.5, fields: fields), partner: fixture.partnerBKeys)
+        let tableA = try fixture.open(try fixture.broker.release(agreement: a, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now).delivery,
+                                      as: fixture.partnerAKeys)
+        let tableB = try fixture.open(try fixture.broker.release(agreement: b, purpose: BrokerFixture.purpose, by: fixture.partnerB, now: fixture.now).delivery,
+                                      as: fixture.partnerBKeys)
+        #expect(Set(tableA.columns) == Set(fields))
+        let pseudonymsA = Set(try tableA.rows.map { $0[try tableA.index(of: "person")] })
+        let pseudonymsB = Set(try tableB.rows.map { $0[try tableB.index(of: "person")] })
+        #expect(pseudonymsA.count == 40 && pseudonymsB.count == 40)
+        #expect(pseudonymsA.isDisjoint(with: pseudonymsB))
+        #expect(pseudonymsA.isDisjoint(with: Set((0..<40).map(BrokerFixture.person))))
+        #expect(pseudonymsA.allSatisfy { $0.utf8.count == 32 && Hex.decode($0) != nil })
+        // Within one partner's domain the same person keeps one pseudonym across releases.
+        let again = try fixture.open(try fixture.broker.release(agreement: a, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now).delivery,
+                                     as: fixture.partnerAKeys)
+        #expect(Set(try again.rows.map { $0[try again.index(of: "person")] }) == pseudonymsA)
+    }
+
+    @Test("Refused releases (revoked, wrong partner, wrong purpose, k unreachable, nothing consented) change nothing")
+    func refusals() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 20))
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys), partner: fixture.partnerAKeys)
+        let strict = try fixture.agree(fixture.policy(id: "ag-strict", partner: fixture.partnerAKeys, basis: "public-task", k: 500, suppression: 0),
+                                       partner: fixture.partnerAKeys)
+        let before = try fixture.stateFingerprint()
+        let cases: [(() throws -> ReleaseResult, BrokerError.Code)] = [
+            ({ try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now) }, .nothingToRelease),
+            ({ try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerB, now: fixture.now) }, .forbidden),
+            ({ try fixture.broker.release(agreement: id, purpose: "marketing", by: fixture.partnerA, now: fixture.now) }, .purposeNotAllowed),
+            ({ try fixture.broker.release(agreement: strict, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now) }, .kUnreachable),
+            ({ try fixture.broker.release(agreement: "ag-none", purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now) }, .notFound),
+        ]
+        for (attempt, code) in cases {
+            let error = try #require(throws: BrokerError.self) { _ = try attempt() }
+            #expect(error.code == code, "\(error)")
+        }
+        #expect(try fixture.stateFingerprint() == before)
+        try fixture.consent(Array(0..<20), granted: true)
+        _ = try fixture.broker.revokeAgreement(id, by: fixture.clinic, now: fixture.now)
+        let revoked = try fixture.stateFingerprint()
+        let error = try #require(throws: BrokerError.self) {
+            _ = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
+        }
+        #expect(error.code == .agreementNotActive)
+        #expect(try fixture.stateFingerprint() == revoked)
+    }
+
+    @Test("DP aggregates are charged to the budget, which is never exceeded; a refusal charges nothing")
+    func budget() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 40))
+        try fixture.consent(Array(0..<40), granted: true)
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, budget: 1), partner: fixture.partnerAKeys)
+        let query = AggregateRequest(purpose: BrokerFixture.purpose, statistic: .count, measure: nil, groupBy: ["zip"], epsilonMicro: 300_000)
+        var spent: UInt64 = 0
+        var refusedCode: BrokerError.Code?
+        for _ in 0..<5 {
+            do {
+                let result = try fixture.broker.aggregate(agreement: id, request: query, by: fixture.partnerA, now: fixture.now)
+                spent += result.epsilonMicro
+                let table = try fixture.open(result.delivery, as: fixture.partnerAKeys)
+                #expect(table.columns == ["zip", "count"])
+                #expect(table.rows.count == 10)
+            } catch let error as BrokerError {
+                refusedCode = error.code
+                break
+            }
+        }
+        #expect(spent == 900_000)
+        #expect(refusedCode == .budgetExhausted)
+        #expect(try fixture.store.agreement(id)?.spentMicro == 900_000)
+        let sum = AggregateRequest(purpose: BrokerFixture.purpose, statistic: .sum, measure: "visits", groupBy: [], epsilonMicro: 100_000)
+        _ = try fixture.broker.aggregate(agreement: id, request: sum, by: fixture.partnerA, now: fixture.now)
+        #expect(try fixture.store.agreement(id)?.spentMicro == 1_000_000)
+        let over = try #require(throws: BrokerError.self) {
+            _ = try fixture.broker.aggregate(agreement: id, request: AggregateRequest(purpose: BrokerFixture.purpose, statistic: .count, measure: nil,
+                                                                                    groupBy: [], epsilonMicro: 1), by: fixture.partnerA, now: fixture.now)
+        }
+        #expect(over.code == .budgetExhausted)
+        let tooMuch = AggregateRequest(purpose: BrokerFixture.purpose, statistic: .count, measure: nil, groupBy: [], epsilonMicro: 500_000)
+        #expect(throws: BrokerError.self) { try fixture.broker.aggregate(agreement: id, request: tooMuch, by: fixture.partnerA, now: fixture.now) }
+        let badGroup = AggregateRequest(purpose: BrokerFixture.purpose, statistic: .count, measure: nil, groupBy: ["age"], epsilonMicro: 1)
+        #expect(throws: BrokerError.self) { try fixture.broker.aggregate(agreement: id, request: badGroup, by: fixture.partnerA, now: fixture.now) }
+        let report = Auditor(broker: fixture.brokerKeys.publicKeys).audit(MemorySource(try fixture.export()))
+        #expect(report.passed)
+        #expect(report.agreements[id]?.spentMicro == 1_000_000)
+    }
+
+    @Test("Concurrent aggregates racing for the last of the budget never overspend it")
+    func concurrentBudget() async throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 20))
+        try fixture.consent(Array(0..<20), granted: true)
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, budget: 1), partner: fixture.partnerAKeys)
+        let query = AggregateRequest(purpose: BrokerFixture.purpose, statistic: .count, measure: nil, groupBy: [], epsilonMicro: 300_000)
+        let broker = fixture.broker, partner = fixture.partnerA, now = fixture.now
+        let outcomes = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<8 {
+                group.addTask { (try? broker.aggregate(agreement: id, request: query, by: partner, now: now)) != nil }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 }.count == 3)
+        #expect(try fixture.store.agreement(id)?.spentMicro == 900_000)
+    }
+
+    @Test("A change that fails inside its transaction leaves the log, in memory and on disk, as it was")
+    func atomicity() throws {
+        let fixture = try BrokerFixture()
+        let size = fixture.store.logSize
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try fixture.store.writeLogged { db, log in
+                try log.append(time: fixture.now, type: .agreementExpired, members: ["agreement": "ag-ghost"])
+                throw Boom()
+            }
+        }
+        #expect(fixture.store.logSize == size)
+        let reopened = try BrokerStore(path: fixture.directory + "/broker.sqlite", storageKey: try SealedStorageKey.generate())
+        #expect(reopened.logSize == size)
+        #expect(Auditor(broker: fixture.brokerKeys.publicKeys).audit(MemorySource(try fixture.export())).passed)
+    }
+
+    @Test("The store's delivery transaction itself refuses a charge past the budget or under an inactive agreement")
+    func storeGuards() throws {
+        let fixture = try BrokerFixture()
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, budget: 1), partner: fixture.partnerAKeys)
+        let envelope = try EnvelopeSealer(issuer: fixture.brokerKeys, recipient: fixture.partnerAKeys.publicKeys).seal([1, 2, 3])
+        let summary = try EnvelopeVerifier.verify(MemorySource(envelope), issuer: fixture.brokerKeys.publicKeys)
+        let agreement = try #require(try fixture.store.agreement(id))
+        func commit(_ micro: UInt64, now: String = "2026-11-27T10:00:00Z") throws -> Delivery {
+            let members = LogEvents.releaseDelivered(release: "rel-\(micro)", agreement: id, dataset: BrokerFixture.dataset, partner: agreement.partner,
+                                                     purpose: BrokerFixture.purpose, policySHA256: agreement.policySHA256, envelope: summary,
+                                                     recordsReleased: 0, recordsSuppressed: 0, kAchieved: 0, epsilonMicro: micro, transforms: [:])
+            return try fixture.store.commitDelivery(DeliveryCommit(id: "rel-\(micro)", agreement: id, kind: .aggregate, records: 0, envelope: envelope,
+                                                                   epsilonMicro: micro, logMembers: members), now: now)
+        }
+        let before = try fixture.stateFingerprint()
+        #expect(throws: StoreError(.budgetExceeded, "")) { try commit(1_000_001) }
+        #expect(throws: StoreError(.conflict, "")) { try commit(1, now: "2027-06-01T00:00:00Z") }
+        #expect(try fixture.stateFingerprint() == before)
+        _ = try commit(1_000_000)
+        #expect(throws: StoreError(.budgetExceeded, "")) { try commit(1) }
+    }
+
+    static func people(in table: CSVTable) throws -> Set<Int> {
+        let column = try table.index(of: "ref")
+        return Set(table.rows.compactMap { row in
+            row[column].dropFirst().split(separator: "-").first.flatMap { Int($0) }
+        })
+    }
+}
