@@ -10,10 +10,14 @@ public struct LogWriter {
     var prepared: [ExchangeLog.PreparedEntry] = []
     var nextIndex: UInt64
     var previous: MerkleDigest
+    /// The last entry's time: entries never go back in time, even if the clock does.
+    var floorTime: String
 
-    /// Appends an event; returns its index in the log.
+    /// Appends an event at `time` (or at the previous entry's time, if that is later); returns its index in the log.
     @discardableResult
     public mutating func append(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+        let time = max(time, floorTime)
+        floorTime = time
         let entry = try ExchangeLog.prepare(index: nextIndex, previous: previous, time: time, type: type, members: members)
         try db.execute(sql: "INSERT INTO log_entry (position, bytes, leaf) VALUES (?, ?, ?)",
                        arguments: [Int64(nextIndex), Data(entry.bytes), Data(entry.leafHash)])
@@ -150,7 +154,8 @@ extension BrokerStore {
             var pending: [ExchangeLog.PreparedEntry] = []
             let result = try wrap {
                 try pool.write { db -> T in
-                    var writer = LogWriter(db: db, nextIndex: log.size, previous: log.lastLeafHash)
+                    let lastTime = try log.entries.last.map { try LogEntry.parse($0, position: log.size - 1).time } ?? ""
+                    var writer = LogWriter(db: db, nextIndex: log.size, previous: log.lastLeafHash, floorTime: lastTime)
                     let value = try body(db, &writer)
                     pending = writer.prepared
                     return value

@@ -350,6 +350,16 @@ struct ReleaseTests {
         #expect(throws: StoreError(.budgetExceeded, "")) { try commit(1) }
     }
 
+    @Test("Log times never go back, even when the clock does")
+    func monotonicTime() throws {
+        let fixture = try BrokerFixture()
+        try fixture.consent([1], granted: true)
+        fixture.now = "2026-11-27T08:00:00Z"
+        try fixture.consent([2], granted: true)
+        let report = Auditor(broker: fixture.brokerKeys.publicKeys).audit(MemorySource(try fixture.export()))
+        #expect(report.passed, "\(report.findings)")
+    }
+
     static func people(in table: CSVTable) throws -> Set<Int> {
         let column = try table.index(of: "ref")
         return Set(table.rows.compactMap { row in

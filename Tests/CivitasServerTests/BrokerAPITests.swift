@@ -30,9 +30,10 @@ struct TestBroker {
         operatorKeys = try SecretKeys.generate(name: "operator")
         agency = try SecretKeys.generate(name: "emergency-services")
         partner = try SecretKeys.generate(name: "health")
-        try store.registerParticipant(operatorKeys.publicKeys, role: .operator_, now: "2026-11-27T00:00:00Z")
-        try store.registerParticipant(agency.publicKeys, role: .agency, now: "2026-11-27T00:00:00Z")
-        try store.registerParticipant(partner.publicKeys, role: .partner, now: "2026-11-27T00:00:00Z")
+        let registered = EnvelopeSealer.timestamp(Date(timeIntervalSince1970: TimeInterval(TestBroker.now - 60)))
+        try store.registerParticipant(operatorKeys.publicKeys, role: .operator_, now: registered)
+        try store.registerParticipant(agency.publicKeys, role: .agency, now: registered)
+        try store.registerParticipant(partner.publicKeys, role: .partner, now: registered)
     }
 
     var application: some ApplicationProtocol { Application(router: api.router()) }
@@ -208,7 +209,8 @@ struct BrokerAPITests {
         try await broker.application.test(.router) { client in
             for (path, operations) in paths.sorted(by: { $0.key < $1.key }) {
                 for method in (operations.objectValue ?? [:]).keys.sorted() {
-                    let concrete = path.replacingOccurrences(of: "{dataset}", with: "calls")
+                    let concrete = path.replacingOccurrences(of: "{dataset}", with: "calls").replacingOccurrences(of: "{agreement}", with: "ag-none")
+                        .replacingOccurrences(of: "{feed}", with: "feed-none").replacingOccurrences(of: "{delivery}", with: "rel-none")
                     let httpMethod = HTTPRequest.Method(method.uppercased()) ?? .get
                     let signed = operations[method]?["security"] != nil
                     let response = signed
