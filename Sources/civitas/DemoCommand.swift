@@ -212,6 +212,8 @@ struct DemoCommand: AsyncParsableCommand {
         }
         let (windowEnvelope, _) = try await healthClient.fetch("/deliveries/\(windowID)")
         let (windowTable, _) = try DeliveryText.open(windowEnvelope, keys: health, broker: brokerKeys.publicKeys)
+        try Data(windowEnvelope).write(to: URL(fileURLWithPath: "\(directory)/\(windowID).envelope"))
+        try Data(windowTable.csv()).write(to: URL(fileURLWithPath: "\(directory)/\(windowID).received.csv"))
         _ = try await healthClient.send("POST", "/feeds/\(feedID)/ack", body: try CanonicalJSON.encode(["through": window["sequence"] ?? 0]))
         let withdrawnSet = Set(withdrawn)
         let withoutConsent = laterCalls.rows.filter { DemoCallers.neverConsents($0[callerColumn]) || withdrawnSet.contains($0[callerColumn]) }.count

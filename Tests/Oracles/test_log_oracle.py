@@ -49,17 +49,23 @@ def test_oracle_recomputes_the_tree_and_verifies_the_checkpoint(demo):
 def test_logged_envelope_manifest_is_the_envelope_and_is_signed_by_the_broker(demo):
     _, entries, _ = oracle.read_export(demo["export"])
     releases = [json.loads(e) for e in entries if json.loads(e)["type"] == "release.delivered"]
-    assert len(releases) == 1
-    release = releases[0]
-    manifest_bytes = oracle.rfc8785.dumps(release["envelope_manifest"])
-    signature = base64.b64decode(release["envelope_signature"])
-    nacl.signing.VerifyKey(demo["broker_pub"]["ed25519"]).verify(envelope_oracle.SIGNATURE_CONTEXT + manifest_bytes, signature)
-    stored, stored_signature, _ = envelope_oracle.split((demo["dir"] / "911-calls.envelope").read_bytes())
-    assert stored == manifest_bytes and stored_signature == signature
-    # No personal data: the release entry carries ids, hashes and counts only.
-    assert set(release) == {"index", "prev", "time", "type", "release", "agreement", "dataset", "partner", "purpose",
-                            "policy_sha256", "envelope_manifest", "envelope_signature", "records_released",
-                            "records_suppressed", "k_achieved", "epsilon_micro", "transforms"}
+    assert len(releases) == 4, "the demo delivers a release, two aggregates and a feed window"
+    saved = 0
+    for release in releases:
+        manifest_bytes = oracle.rfc8785.dumps(release["envelope_manifest"])
+        signature = base64.b64decode(release["envelope_signature"])
+        nacl.signing.VerifyKey(demo["broker_pub"]["ed25519"]).verify(envelope_oracle.SIGNATURE_CONTEXT + manifest_bytes, signature)
+        assert release["envelope_manifest"]["metadata"]["delivery"] == release["release"]
+        path = demo["dir"] / f"{release['release']}.envelope"
+        if path.exists():
+            stored, stored_signature, _ = envelope_oracle.split(path.read_bytes())
+            assert stored == manifest_bytes and stored_signature == signature
+            saved += 1
+        # No personal data: the release entry carries ids, hashes and counts only.
+        assert set(release) == {"index", "prev", "time", "type", "release", "agreement", "dataset", "partner", "purpose",
+                                "policy_sha256", "envelope_manifest", "envelope_signature", "records_released",
+                                "records_suppressed", "k_achieved", "epsilon_micro", "transforms"}
+    assert saved == 2, "the release and the feed window envelopes are kept"
 
 
 def test_sound_export_passes_and_saves_the_checkpoint(cli, demo, tmp_path):
@@ -67,7 +73,7 @@ def test_sound_export_passes_and_saves_the_checkpoint(cli, demo, tmp_path):
     result = audit(cli, demo, demo["export"], "--checkpoint", saved, "--json", tmp_path / "report.json")
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["passed"] and report["envelopes_verified"] == 1
+    assert report["passed"] and report["envelopes_verified"] == 4
     _, entries, _ = oracle.read_export(demo["export"])
     assert report["entries"] == len(entries)
     oracle.verify_checkpoint(saved.read_text(), "civitas.example/demo-log", demo["broker_pub"]["ed25519"])
@@ -76,7 +82,13 @@ def test_sound_export_passes_and_saves_the_checkpoint(cli, demo, tmp_path):
 def test_every_flipped_byte_dropped_or_reordered_entry_is_named(cli, demo, tmp_path):
     header, entries, checkpoints = oracle.read_export(demo["export"])
     cases = {}
-    for i, entry in enumerate(entries):
+    # Every kind of entry, at the start, the end and each type's first and last occurrence (a few
+    # dozen positions; one audit run per mutation).
+    types = [json.loads(e)["type"] for e in entries]
+    positions = {0, 1, 2, len(entries) - 2, len(entries) - 1}
+    for kind in set(types):
+        positions |= {types.index(kind), len(types) - 1 - types[::-1].index(kind)}
+    for i, entry in ((i, entries[i]) for i in sorted(positions)):
         # A change that keeps the JSON valid and canonical: one digit of the time.
         at = entry.index(b'"time":"') + len(b'"time":"2026-11-2')
         changed = bytearray(entry)
@@ -154,17 +166,18 @@ def test_demo_broker_keeps_records_encrypted_at_rest(demo):
     """The demo's broker database, read with Python's own sqlite3: every stored segment is
     ciphertext, and no record value appears anywhere in the database files."""
     import sqlite3
-    released = (demo["dir"] / "911-calls.release.csv").read_text().splitlines()
+    released = (demo["dir"] / "911-calls.first.csv").read_text().splitlines()
     assert len(released) > 1000
     markers = {line.split(",")[4] for line in released[1:200] if line.count(",") >= 8}
     markers = {m for m in markers if len(m) > 8}
     assert markers, "expected call titles to search for"
     database = demo["dir"] / "broker.sqlite"
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        segments = db.execute("SELECT sealed FROM segment").fetchall()
-        records = db.execute("SELECT SUM(records) FROM batch").fetchone()[0]
-    assert records == len(released) - 1
-    assert len(segments) == -(-records // 1000)
+        segments = db.execute("SELECT sealed FROM segment WHERE dataset = 'montgomery-911'").fetchall()
+        records = db.execute("SELECT SUM(records) FROM batch WHERE dataset = 'montgomery-911'").fetchone()[0]
+    later = 1000  # the calls published after the feed subscription, in a second batch
+    assert records == len(released) - 1 + later
+    assert len(segments) == -(-(len(released) - 1) // 1000) + 1
     raw = b"".join(path.read_bytes() for path in demo["dir"].glob("broker.sqlite*") if not path.name.endswith("storage-key"))
     for sealed, in segments:
         # Markers of 9+ bytes: random ciphertext contains one by chance with probability ~2^-60.
