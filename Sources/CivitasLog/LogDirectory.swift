@@ -86,28 +86,10 @@ public final class LogDirectory {
     /// Writes the export an auditor takes away: header, entries, and each checkpoint after the entries it covers.
     public func export(to sink: ByteSink) throws {
         let key = try NoteKey(name: log.origin, publicKey: signer.publicKeys.signingKey)
-        var sizes: [(UInt64, String)] = []
-        for note in checkpoints {
-            sizes.append((try Checkpoint.verify(note: note, key: key).size, note))
-        }
-        var out = try LogExport.header(origin: log.origin, logKey: key) + [0x0A]
-        var next = 0
-        func flush(upTo size: UInt64) throws {
-            while next < sizes.count, sizes[next].0 <= size {
-                out += try LogExport.checkpointLine(sizes[next].1) + [0x0A]
-                next += 1
-            }
-        }
-        try flush(upTo: 0)
-        for (index, entry) in log.entries.enumerated() {
-            out += entry + [0x0A]
-            try flush(upTo: UInt64(index + 1))
-            if out.count > 1 << 20 {
-                try out.withUnsafeBytes { try sink.write($0) }
-                out.removeAll(keepingCapacity: true)
-            }
-        }
-        try out.withUnsafeBytes { try sink.write($0) }
+        let covered = try checkpoints.map { (size: try Checkpoint.verify(note: $0, key: key).size, note: $0) }
+        let writer = try LogExport.Writer(origin: log.origin, logKey: key, checkpoints: covered, to: sink)
+        for entry in log.entries { try writer.append(entry: entry) }
+        try writer.finish()
     }
 
     /// A crash between writing a batch and flushing it can leave a partial last line.

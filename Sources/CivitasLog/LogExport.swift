@@ -37,6 +37,48 @@ public enum LogExport {
         try out.withUnsafeBytes { try sink.write($0) }
     }
 
+    /// Writes an export incrementally: the header first, then each entry, with every checkpoint
+    /// placed after the entries it covers. Buffers up to 1 MiB before writing to the sink.
+    public final class Writer {
+        private let sink: ByteSink
+        private let checkpoints: [(size: UInt64, note: String)]
+        private var nextCheckpoint = 0
+        private var written: UInt64 = 0
+        private var buffer: [UInt8] = []
+
+        /// `checkpoints` are signed notes with the log size each covers, in increasing size.
+        public init(origin: String, logKey: NoteKey, checkpoints: [(size: UInt64, note: String)], to sink: ByteSink) throws {
+            self.sink = sink
+            self.checkpoints = checkpoints
+            buffer = try LogExport.header(origin: origin, logKey: logKey) + [0x0A]
+            try placeCheckpoints()
+        }
+
+        /// Appends the next entry's canonical bytes.
+        public func append(entry: [UInt8]) throws {
+            buffer += entry
+            buffer.append(0x0A)
+            written += 1
+            try placeCheckpoints()
+            if buffer.count > 1 << 20 { try flush() }
+        }
+
+        /// Writes what is buffered.
+        public func finish() throws { try flush() }
+
+        private func placeCheckpoints() throws {
+            while nextCheckpoint < checkpoints.count, checkpoints[nextCheckpoint].size <= written {
+                buffer += try LogExport.checkpointLine(checkpoints[nextCheckpoint].note) + [0x0A]
+                nextCheckpoint += 1
+            }
+        }
+
+        private func flush() throws {
+            try buffer.withUnsafeBytes { try sink.write($0) }
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
+
     /// Parsed header.
     public struct Header: Sendable {
         public let origin: String

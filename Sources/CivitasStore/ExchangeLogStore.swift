@@ -204,27 +204,11 @@ extension BrokerStore {
         try wrap {
             try pool.read { db in
                 let checkpoints = try Row.fetchAll(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size")
-                    .map { (UInt64($0["size"] as Int64), $0["note"] as String) }
-                var out = try LogExport.header(origin: key.name, logKey: key) + [0x0A]
-                var next = 0
-                func flush(upTo size: UInt64) throws {
-                    while next < checkpoints.count, checkpoints[next].0 <= size {
-                        out += try LogExport.checkpointLine(checkpoints[next].1) + [0x0A]
-                        next += 1
-                    }
-                }
-                try flush(upTo: 0)
-                let rows = try Row.fetchCursor(db, sql: "SELECT position, bytes FROM log_entry ORDER BY position")
-                while let row = try rows.next() {
-                    let position: Int64 = row["position"], bytes: Data = row["bytes"]
-                    out += Array(bytes) + [0x0A]
-                    try flush(upTo: UInt64(position) + 1)
-                    if out.count > 1 << 20 {
-                        try out.withUnsafeBytes { try sink.write($0) }
-                        out.removeAll(keepingCapacity: true)
-                    }
-                }
-                try out.withUnsafeBytes { try sink.write($0) }
+                    .map { (size: UInt64($0["size"] as Int64), note: $0["note"] as String) }
+                let writer = try LogExport.Writer(origin: key.name, logKey: key, checkpoints: checkpoints, to: sink)
+                let rows = try Data.fetchCursor(db, sql: "SELECT bytes FROM log_entry ORDER BY position")
+                while let bytes = try rows.next() { try writer.append(entry: Array(bytes)) }
+                try writer.finish()
             }
         }
     }
