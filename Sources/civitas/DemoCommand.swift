@@ -145,6 +145,7 @@ struct DemoCommand: AsyncParsableCommand {
             let offer = try CanonicalJSON.encode(["policy": policy, "signature": .string(Base64.encode(client.keys.sign(AgreementPolicy.offerMessage(policySHA256: hash))))])
             let offered = try await client.send("POST", "/agreements", body: offer)
             let id = offered.json["id"]?.stringValue ?? "?"
+            try Data(try CanonicalJSON.encode(policy) + [0x0A]).write(to: URL(fileURLWithPath: "\(directory)/\(id).policy.json"))
             let shown = try await healthClient.send("GET", "/agreements/\(id)")
             let rehashed = SHA256Hasher.hash(try CanonicalJSON.encode(shown.json["policy"] ?? .null))
             guard Hex.encode(rehashed) == shown.json["policy_sha256"]?.stringValue else { throw CLIError("the policy health fetched does not hash as stated") }

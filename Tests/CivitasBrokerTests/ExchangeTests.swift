@@ -367,3 +367,17 @@ struct ReleaseTests {
         })
     }
 }
+
+@Suite("Policy vector")
+struct PolicyVectorTests {
+    static let vector = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Vectors/agreement-policy-example.json")
+
+    @Test("The documented example policy parses and hashes to the SHA-256 of its RFC 8785 form computed by the rfc8785 package")
+    func example() throws {
+        let policy = try AgreementPolicy.parse(try JSONParser.parse(Array(try Data(contentsOf: Self.vector))))
+        #expect(Hex.encode(policy.sha256) == "ca7decbf0bfa84014a366d9057313ada28bc84cab4deffb1909bf380df5bea20")
+        #expect(policy.treatment.k == 5 && policy.treatment.suppressionLimit == 0.1 && policy.legalBasis == .consent)
+        #expect(policy.feed?.belowK == .suppress && policy.epsilonBudgetMicro == 0)
+    }
+}

@@ -110,3 +110,29 @@ def test_no_caller_number_in_clear_in_the_database(demo):
         assert subjects and all(len(s) == 32 for (s,) in subjects)
         withdrawn = db.execute("SELECT COUNT(*) FROM consent WHERE granted = 0").fetchone()[0]
         assert withdrawn == 40
+
+
+def test_policies_match_the_published_schema_and_hash_as_logged(demo):
+    """jsonschema checks each offered policy against Schemas/agreement-policy.schema.json; the
+    rfc8785 package's canonical form hashes to the policy_sha256 the broker logged."""
+    import hashlib
+
+    import jsonschema
+    import rfc8785
+
+    out, _ = demo
+    schema = json.loads((ROOT / "Schemas" / "agreement-policy.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    _, entries, _ = log.read_export(out / "log-export.jsonl")
+    logged = {e["agreement"]: e["policy_sha256"] for e in map(json.loads, entries) if e["type"] == "agreement.offered"}
+    policies = sorted(out.glob("ag-*.policy.json"))
+    assert len(policies) == 2
+    for path in policies:
+        policy = json.loads(path.read_text())
+        validator.validate(policy)
+        assert hashlib.sha256(rfc8785.dumps(policy)).hexdigest() == logged[policy["agreement"]]
+    example = json.loads((ROOT / "Tests" / "Vectors" / "agreement-policy-example.json").read_text())
+    validator.validate(example)
+    for bad in [{**example, "legal_basis": "because"}, {**example, "surprise": 1}, {**example, "treatment": {"k": 0}}]:
+        assert not validator.is_valid(bad)
