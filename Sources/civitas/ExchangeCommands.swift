@@ -96,23 +96,36 @@ struct ConsentCommand: AsyncParsableCommand {
     @OptionGroup var options: BrokerOptions
     @Argument(help: "grant or withdraw.") var action: String
     @Option(help: "Dataset id.") var dataset: String
-    @Option(help: "The subject's id as it appears in the dataset's subject field.") var subject: String
+    @Option(help: "The subject's id as it appears in the dataset's subject field.") var subject: String?
+    @Option(help: "A file of subject ids, one per line: one event each, recorded together (at most 10,000).") var subjects: String?
     @Option(help: "Purpose code.") var purpose: String
     @Option(help: "The notice shown to the subject (id or URL).") var notice: String
     @Option(help: "How consent was collected: web-form, paper-form, phone…") var method: String = "web-form"
     @Option(help: "Jurisdiction code.") var jurisdiction: String
-    @Option(help: "Write the signed receipt here.") var receipt: String?
+    @Option(help: "Write the signed receipts here (JSON Lines).") var receipt: String?
 
     func run() async throws {
         guard action == "grant" || action == "withdraw" else { throw CLIError("the action is grant or withdraw") }
-        let body = try CanonicalJSON.encode(["dataset": .string(dataset), "subject": .string(subject), "purpose": .string(purpose),
-                                             "action": .string(action), "notice": .string(notice), "collection_method": .string(method),
-                                             "jurisdiction": .string(jurisdiction)])
-        let (_, json) = try await BrokerClient(options).send("POST", "/consent", body: body)
-        if let receipt {
-            try Data(try CanonicalJSON.encode(json) + [0x0A]).write(to: URL(fileURLWithPath: receipt))
+        guard (subject == nil) != (subjects == nil) else { throw CLIError("give --subject ID or --subjects FILE") }
+        var ids = subject.map { [$0] } ?? []
+        if let subjects {
+            let text = String(decoding: try Files.read(subjects, limit: 8 << 20, what: "subjects file"), as: UTF8.self)
+            ids = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard (1...Broker.maximumConsentEvents).contains(ids.count) else {
+                throw CLIError("\(subjects) must list 1 to \(Broker.maximumConsentEvents) subjects")
+            }
         }
-        print("consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose); receipt \(json["receipt"]?["record_id"]?.stringValue ?? "?"), log entry \(json["receipt"]?["log_index"]?.numberValue.map { Int($0) } ?? -1)")
+        let events: [JSONValue] = ids.map {
+            ["dataset": .string(dataset), "subject": .string($0), "purpose": .string(purpose), "action": .string(action),
+             "notice": .string(notice), "collection_method": .string(method), "jurisdiction": .string(jurisdiction)]
+        }
+        let (_, json) = try await BrokerClient(options).send("POST", "/consent", body: try CanonicalJSON.encode(["events": .array(events)]))
+        guard case .array(let receipts)? = json["receipts"] else { throw CLIError("the broker returned no receipts") }
+        if let receipt {
+            try Data(receipts.map { try CanonicalJSON.encode($0) + [0x0A] }.joined()).write(to: URL(fileURLWithPath: receipt))
+        }
+        let first = receipts.first?["receipt"]
+        print("consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(receipts.count) event(s), first receipt \(first?["record_id"]?.stringValue ?? "?") at log entry \(first?["log_index"]?.numberValue.map { Int($0) } ?? -1)\(receipt.map { "; receipts in \($0)" } ?? "")")
     }
 }
 

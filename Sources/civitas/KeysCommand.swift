@@ -56,8 +56,14 @@ struct KeysCommand: ParsableCommand {
         @Argument(help: "A .pub file.")
         var file: String
 
+        @Flag(help: "Print only the key id (for scripts and policies).") var id = false
+
         func run() throws {
             let keys = try Files.publicKeys(file)
+            if id {
+                print(keys.keyID.hex)
+                return
+            }
             print("name    \(keys.name)")
             print("key id  \(keys.keyID)")
             print("ed25519 \(Base64.encode(keys.signingKey))")

@@ -1,0 +1,150 @@
+"""The README's walkthrough, command by command, against a real `civitas serve` on
+loopback: keys, registration, a dataset and a batch, consent from a subjects file,
+an agreement offered and accepted, a release pulled and decrypted, a DP aggregate,
+a feed window pulled and acknowledged, the log fetched and audited. Independent
+checks on the way: pycanon on the received table, PyNaCl verifying the consent
+receipts, and the rfc8785 hash of the policy against the one the broker logged."""
+import base64
+import hashlib
+import json
+import pathlib
+import subprocess
+import time
+
+import nacl.signing
+import pandas as pd
+import pytest
+import rfc8785
+from pycanon import anonymity
+
+import civitas_format as fmt
+
+PURPOSE = "public-health-surveillance"
+
+
+def calls_csv(rows):
+    """911-shaped calls with a caller column; callers ending in 0 never consent."""
+    lines = ["lat,lng,desc,zip,title,timeStamp,twp,addr,e,caller"]
+    towns = ["NORRISTOWN", "ABINGTON", "LOWER MERION", "CHELTENHAM"]
+    titles = ["EMS: FALL VICTIM", "EMS: RESPIRATORY EMERGENCY", "Fire: FIRE ALARM", "Traffic: DISABLED VEHICLE -"]
+    for i in rows:
+        town = towns[i % 4]
+        lines.append(f"40.{100000 + (i * 7919) % 300000},-75.{200000 + (i * 104729) % 300000},x;,{19400 + i % 40},"
+                     f"{titles[(i // 4) % 4]},2016-0{1 + i % 9}-1{i % 10} 0{i % 10}:1{i % 6}:00,{town},MAIN ST,1,215-555-{i % 500:04d}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def walk(civitas_bin, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("walkthrough")
+
+    def civitas(*args, check=True):
+        result = subprocess.run([civitas_bin, *map(str, args)], cwd=folder, capture_output=True, text=True, timeout=120,
+                                env={"PATH": "/usr/bin:/bin", "CIVITAS_BROKER": url} if url else None)
+        if check:
+            assert result.returncode == 0, f"civitas {' '.join(map(str, args))}: {result.stderr}"
+        return result
+
+    url = None
+    for name in ["operator", "emergency-services", "health", "auditor"]:
+        civitas("keys", "generate", "--name", name)
+    server = subprocess.Popen([civitas_bin, "serve", "--db", "broker.sqlite", "--operator", "Keys/operator.pub", "--port", "0",
+                               "--schedule-interval", "1"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and url is None:
+        line = server.stdout.readline()
+        if "listening on" in line:
+            url = line.split("listening on ")[1].split(" ")[0]
+    assert url, "the broker did not start"
+    yield folder, civitas
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_walkthrough(walk):
+    folder, civitas = walk
+    schemas = pathlib.Path(__file__).resolve().parents[2] / "Schemas"
+    # The operator registers the participants; the agency registers its dataset and publishes.
+    civitas("participants", "add", "--key", "Keys/operator.secret", "--role", "agency", "Keys/emergency-services.pub")
+    civitas("participants", "add", "--key", "Keys/operator.secret", "--role", "partner", "Keys/health.pub")
+    civitas("participants", "add", "--key", "Keys/operator.secret", "--role", "auditor", "Keys/auditor.pub")
+    civitas("datasets", "register", "--key", "Keys/emergency-services.secret", "--id", "montgomery-911",
+            "--schema", schemas / "datasets" / "emergency-call.schema.json", "--purpose", PURPOSE)
+    (folder / "calls.csv").write_text(calls_csv(range(3000)))
+    civitas("publish", "--key", "Keys/emergency-services.secret", "montgomery-911", "calls.csv")
+
+    # Consent from a subjects file; receipts verified with PyNaCl.
+    consenting = sorted({f"215-555-{i % 500:04d}" for i in range(3000)} - {f"215-555-{i:04d}" for i in range(0, 500, 10)})
+    (folder / "consenting.txt").write_text("\n".join(consenting) + "\n")
+    civitas("consent", "grant", "--key", "Keys/emergency-services.secret", "--dataset", "montgomery-911", "--subjects", "consenting.txt",
+            "--purpose", PURPOSE, "--notice", "https://city.example/notices/911-research", "--jurisdiction", "US-PA",
+            "--receipt", "receipts.jsonl")
+    broker = fmt.read_public(folder / "Keys" / "broker.pub")
+    receipts = [json.loads(line) for line in (folder / "receipts.jsonl").read_text().splitlines()]
+    assert len(receipts) == len(consenting) == 450
+    for receipt in receipts[:20]:
+        nacl.signing.VerifyKey(broker["ed25519"]).verify(b"civitas-consent-receipt/1\x00" + rfc8785.dumps(receipt["receipt"]),
+                                                         base64.b64decode(receipt["signature"]))
+        assert receipt["receipt"]["schema_version"] == "ISO/IEC TS 27560:2023"
+
+    # The agreement: offered by the agency, accepted by health.
+    publisher = civitas("keys", "show", "--id", "Keys/emergency-services.pub").stdout.strip()
+    partner = civitas("keys", "show", "--id", "Keys/health.pub").stdout.strip()
+    policy = {"agreement": "ag-911-health", "dataset": "montgomery-911", "publisher": publisher, "partner": partner,
+              "purposes": [PURPOSE], "legal_basis": "consent", "fields": ["caller", "lat", "lng", "zip", "title", "timeStamp", "twp"],
+              "treatment": {"k": 5, "suppression_limit": 0.1},
+              "aggregates": {"group_by": ["twp"], "max_epsilon_per_query": 0.5}, "epsilon_budget": 1,
+              "feed": {"window_records": 200, "window_seconds": 600, "below_k": "wait"},
+              "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2036-12-31T23:59:59Z"}
+    (folder / "policy.json").write_text(json.dumps(policy, indent=2))
+    offered = civitas("agreements", "offer", "--key", "Keys/emergency-services.secret", "policy.json").stdout
+    assert hashlib.sha256(rfc8785.dumps(policy)).hexdigest() in offered
+    civitas("agreements", "accept", "--key", "Keys/health.secret", "ag-911-health")
+    odrl = json.loads(civitas("agreements", "show", "--key", "Keys/health.secret", "--odrl", "ag-911-health").stdout)
+    assert odrl["@type"] == "Agreement"
+
+    # A release, pulled, verified and decrypted; pycanon checks k.
+    requested = civitas("request", "release", "--key", "Keys/health.secret", "--purpose", PURPOSE, "ag-911-health").stdout
+    delivery = requested.split("delivery ")[1].split(":")[0]
+    assert "without consent 300" in requested, requested
+    civitas("pull", "--key", "Keys/health.secret", "--issuer", "Keys/broker.pub", "--delivery", delivery, "--out", "received.csv",
+            "--save-envelopes", "envelopes")
+    received = pd.read_csv(folder / "received.csv", dtype=str, keep_default_na=False)
+    assert len(received) > 2000 and anonymity.k_anonymity(received, ["lat", "lng", "zip", "timeStamp", "twp"]) >= 5
+    assert not received["caller"].str.startswith("215-555").any()
+    manifest, _ = fmt.open_envelope((folder / "envelopes" / f"{delivery}.envelope").read_bytes(),
+                                    fmt.read_secret(folder / "Keys" / "health.secret"), broker)
+    assert manifest["metadata"]["agreement"] == "ag-911-health"
+
+    # A DP aggregate, then the budget runs out.
+    counted = civitas("request", "aggregate", "--key", "Keys/health.secret", "--purpose", PURPOSE, "--statistic", "count",
+                      "--group-by", "twp", "--epsilon", "0.5", "ag-911-health").stdout
+    assert "ε charged 0.5" in counted
+    aggregate = counted.split("delivery ")[1].split(":")[0]
+    civitas("pull", "--key", "Keys/health.secret", "--issuer", "Keys/broker.pub", "--delivery", aggregate, "--out", "counts.csv")
+    counts = pd.read_csv(folder / "counts.csv")
+    assert list(counts.columns) == ["twp", "count"] and len(counts) == 4
+    civitas("request", "aggregate", "--key", "Keys/health.secret", "--purpose", PURPOSE, "--epsilon", "0.5", "ag-911-health")
+    refused = civitas("request", "aggregate", "--key", "Keys/health.secret", "--purpose", PURPOSE, "--epsilon", "0.1", "ag-911-health",
+                      check=False)
+    assert refused.returncode != 0 and "(409)" in refused.stderr and "ε 0 left" in refused.stderr
+
+    # A feed: new calls fill a window; health pulls it and acknowledges.
+    feed = civitas("request", "feed", "--key", "Keys/health.secret", "--purpose", PURPOSE, "ag-911-health").stdout.split("feed ")[1].strip()
+    (folder / "later.csv").write_text(calls_csv(range(3000, 3300)))
+    civitas("publish", "--key", "Keys/emergency-services.secret", "montgomery-911", "later.csv")
+    pulled = civitas("pull", "--key", "Keys/health.secret", "--issuer", "Keys/broker.pub", "--feed", feed, "--wait", "10", "--ack",
+                     "--format", "jsonl", "--out", "window.jsonl")
+    assert "window 1" in pulled.stderr and "acknowledged windows through 1" in pulled.stderr
+    window = [json.loads(line) for line in (folder / "window.jsonl").read_text().splitlines()]
+    assert window and set(window[0]) == {"caller", "lat", "lng", "zip", "title", "timeStamp", "twp"}
+    again = civitas("pull", "--key", "Keys/health.secret", "--issuer", "Keys/broker.pub", "--feed", feed, "--out", "none.csv")
+    assert "no new window" in again.stderr
+
+    # The auditor fetches the log and audits it; the policy hash logged is the one rfc8785 computes.
+    civitas("log", "fetch", "--key", "Keys/auditor.secret", "log.jsonl")
+    audit = civitas("audit", "--broker", "Keys/broker.pub", "--checkpoint", "auditor.checkpoint", "log.jsonl")
+    assert "audit OK" in audit.stdout and "ε spent 1 of 1" in audit.stdout
+    entries = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()[1:] if not line.startswith('{"checkpoint"')]
+    offers = [e for e in entries if e["type"] == "agreement.offered"]
+    assert offers[0]["policy_sha256"] == hashlib.sha256(rfc8785.dumps(policy)).hexdigest()
