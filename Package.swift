@@ -96,7 +96,7 @@ let package = Package(
         // Throughput and memory benchmark (run in release; see BENCHMARKS.md).
         .executableTarget(
             name: "civitas-bench",
-            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasPrivacy", "CSodium"]
+            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasPrivacy", "CivitasStore", "CivitasBroker", "CSodium"]
         ),
 
         .testTarget(

@@ -2,6 +2,7 @@
 //   swift run -c release civitas-bench          (envelopes)
 //   swift run -c release civitas-bench log      (the exchange log)
 //   swift run -c release civitas-bench privacy  (the privacy engine)
+//   swift run -c release civitas-bench exchange (consent, releases, aggregates, feed windows)
 // Prints Civitas seal+sign and open+verify throughput for 1 MiB and 256 MiB
 // payloads beside the raw libsodium primitives measured in the same run,
 // and the peak RSS growth of each Civitas operation.
@@ -64,6 +65,11 @@ func mib(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_
 
 if CommandLine.arguments.dropFirst().first == "privacy" {
     try runPrivacyBenchmark(shared: CommandLine.arguments.dropFirst(2).first ?? "../shared/data")
+    exit(0)
+}
+
+if CommandLine.arguments.dropFirst().first == "exchange" {
+    try runExchangeBenchmark()
     exit(0)
 }
 

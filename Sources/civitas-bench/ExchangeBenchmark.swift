@@ -1,0 +1,96 @@
+import CivitasBroker
+import CivitasCrypto
+import CivitasLog
+import CivitasPrivacy
+import CivitasStore
+import Foundation
+
+/// The exchange pipeline on a SQLite store in a temporary folder: consent events, a whole
+/// release (consent, projection, pseudonyms, optimal k = 5, seal, one-transaction commit),
+/// a DP aggregate and a feed window, at two dataset sizes. Run from the repository root.
+func runExchangeBenchmark() throws {
+    let schema = try Array(Data(contentsOf: URL(fileURLWithPath: "Schemas/datasets/emergency-call.schema.json")))
+    print("| records | consent events/s (10,000 in one request) | release: records/s (k = 5, optimal) | release wall time | aggregate (count by township) | feed window of 1,000 | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for records in [10_000, 100_000] {
+        let directory = NSTemporaryDirectory() + "civitas-bench-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = Memory.resetPeak()
+        let store = try BrokerStore(path: directory + "/broker.sqlite", storageKey: try SealedStorageKey.generate())
+        let brokerKeys = try SecretKeys.generate(name: "broker")
+        let broker = try Broker(store: store, keys: brokerKeys)
+        let agencyKeys = try SecretKeys.generate(name: "agency"), partnerKeys = try SecretKeys.generate(name: "partner")
+        let now = "2026-11-27T10:00:00Z"
+        let agency = try store.registerParticipant(agencyKeys.publicKeys, role: .agency, now: now)
+        let partner = try store.registerParticipant(partnerKeys.publicKeys, role: .partner, now: now)
+        let purpose = "public-health-surveillance"
+        try store.registerDataset(id: "calls", publisher: agencyKeys.keyID, schema: schema, purposes: [purpose], now: now)
+        let table = BenchCalls.table(rows: records, callers: records / 3)
+        for start in stride(from: 0, to: records, by: 100_000) {
+            _ = try store.appendBatch(dataset: "calls", columns: table.columns, rows: Array(table.rows[start..<min(records, start + 100_000)]),
+                                      idempotencyKey: nil, now: now)
+        }
+        let callers = (0..<(records / 3)).map(BenchCalls.caller).filter { !$0.hasSuffix("0") }
+        var consentSeconds = 0.0
+        for start in stride(from: 0, to: callers.count, by: 10_000) {
+            let chunk = callers[start..<min(callers.count, start + 10_000)]
+            consentSeconds += try seconds {
+                _ = try broker.recordConsent(chunk.map {
+                    ConsentRequest(dataset: "calls", subject: $0, purpose: purpose, granted: true, notice: "n-1", collectionMethod: "web-form", jurisdiction: "US-PA")
+                }, by: agency, now: now)
+            }
+        }
+        let policy: JSONValue = [
+            "agreement": "ag-bench", "dataset": "calls", "publisher": .string(agencyKeys.keyID.hex), "partner": .string(partnerKeys.keyID.hex),
+            "purposes": [.string(purpose)], "legal_basis": "consent", "fields": ["caller", "lat", "lng", "zip", "title", "timeStamp", "twp", "e"],
+            "treatment": ["k": 5, "suppression_limit": 0.1], "aggregates": ["group_by": ["twp"], "max_epsilon_per_query": 0.1],
+            "epsilon_budget": 10, "feed": ["window_records": 1000, "window_seconds": 3600, "below_k": "suppress"],
+            "valid_from": "2026-11-01T00:00:00Z", "valid_until": "2027-11-01T00:00:00Z",
+        ]
+        let hash = SHA256Hasher.hash(try CanonicalJSON.encode(policy))
+        _ = try broker.offerAgreement(policy: policy, signature: agencyKeys.sign(AgreementPolicy.offerMessage(policySHA256: hash)), by: agency, now: now)
+        _ = try broker.acceptAgreement("ag-bench", signature: partnerKeys.sign(AgreementPolicy.acceptMessage(policySHA256: hash)), by: partner, now: now)
+        var release: ReleaseResult?
+        let releaseSeconds = try seconds { release = try broker.release(agreement: "ag-bench", purpose: purpose, by: partner, now: now) }
+        let aggregate = AggregateRequest(purpose: purpose, statistic: .count, measure: nil, groupBy: ["twp"], epsilonMicro: 100_000)
+        let aggregateSeconds = try seconds { _ = try broker.aggregate(agreement: "ag-bench", request: aggregate, by: partner, now: now) }
+        _ = try broker.subscribe(agreement: "ag-bench", purpose: purpose, webhook: nil, by: partner, now: now)
+        let later = BenchCalls.table(rows: 1000, callers: records / 3, offset: records)
+        _ = try store.appendBatch(dataset: "calls", columns: later.columns, rows: later.rows, idempotencyKey: nil, now: now)
+        var windows = 0
+        let windowSeconds = try seconds { windows = try broker.closeDueWindows(now: now).count }
+        guard windows == 1, let release else { throw BenchError("the feed window was not delivered") }
+        print("| \(records.formatted()) | \(Int(Double(callers.count) / consentSeconds).formatted()) | \(Int(Double(records) / releaseSeconds).formatted()) (\(release.delivery.records.formatted()) released, k \(release.outcome?.kAchieved ?? 0)) | \(String(format: "%.2f s", releaseSeconds)) | \(String(format: "%.1f ms", aggregateSeconds * 1000)) | \(String(format: "%.1f ms", windowSeconds * 1000)) | \(mib(Memory.peak())) |")
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Generated 911-shaped calls with caller numbers (deterministic; not real people).
+enum BenchCalls {
+    static func caller(_ index: Int) -> String { String(format: "215-%07d", index) }
+
+    static func table(rows: Int, callers: Int, offset: Int = 0) -> CSVTable {
+        let towns = ["NORRISTOWN", "LOWER MERION", "ABINGTON", "CHELTENHAM", "POTTSTOWN", "UPPER MERION", "HORSHAM", "AMBLER"]
+        let titles = ["EMS: FALL VICTIM", "EMS: RESPIRATORY EMERGENCY", "Fire: VEHICLE ACCIDENT", "Traffic: DISABLED VEHICLE -", "EMS: CARDIAC EMERGENCY"]
+        var state: UInt64 = 0x9E3779B97F4A7C15 &+ UInt64(offset)
+        func next(_ bound: Int) -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        var out: [[String]] = []
+        out.reserveCapacity(rows)
+        for index in 0..<rows {
+            let town = next(towns.count)
+            out.append([String(format: "40.%06d", 100_000 + next(300_000)), String(format: "-75.%06d", 200_000 + next(300_000)), "x;",
+                        String(19400 + town * 5 + next(5)), titles[next(titles.count)],
+                        String(format: "2016-%02d-%02d %02d:%02d:00", next(12) + 1, next(28) + 1, next(24), next(60)),
+                        towns[town], "MAIN ST", "1", caller((offset + index * 7) % max(callers, 1))])
+        }
+        return CSVTable(columns: ["lat", "lng", "desc", "zip", "title", "timeStamp", "twp", "addr", "e", "caller"], rows: out)
+    }
+}
