@@ -218,13 +218,7 @@ public final class Broker: Sendable {
     /// Releases the dataset to the partner under the agreement: the pipeline's steps 1 to 9.
     public func release(agreement id: String, purpose: String, by partner: Participant, now: String) throws -> ReleaseResult {
         let (agreement, policy, dataset) = try authorize(id, purpose: purpose, partner: partner, now: now)
-        var table = CSVTable(columns: [], rows: [])
-        try mapStore {
-            try store.records(of: dataset.id) { columns, rows in
-                table.columns = columns
-                table.rows += rows
-            }
-        }
+        let table = try records(of: dataset.id)
         let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: purpose, suppressionLimit: nil)
         let delivery = try deliver(outcome.table, kind: .release, agreement: agreement, policy: policy, purpose: purpose, outcome: outcome,
                                    epsilonMicro: 0, feedWindow: nil, now: now)
@@ -256,19 +250,9 @@ public final class Broker: Sendable {
             statistic = request.statistic == .sum ? .sum(column: measure, lower: bounds.lower, upper: bounds.upper)
                 : .mean(column: measure, lower: bounds.lower, upper: bounds.upper)
         }
-        var table = CSVTable(columns: [], rows: [])
-        try mapStore {
-            try store.records(of: dataset.id) { columns, rows in
-                table.columns = columns
-                table.rows += rows
-            }
-        }
         let mayRelease = try consentRule(policy: policy, dataset: dataset.id, purpose: request.purpose)
+        let (table, _) = try ReleaseTreatment(schema: schema, policy: policy).consented(try records(of: dataset.id), mayRelease: mayRelease)
         let subject = AgreementPolicy.subjectField(of: schema).flatMap { table.columns.contains($0) ? $0 : nil }
-        if let subject, let column = table.columns.firstIndex(of: subject) {
-            table.rows = table.rows.filter { mayRelease($0[column]) }
-        }
-        guard !table.rows.isEmpty else { throw BrokerError(.nothingToRelease, "no record may be used: none has an active consent for \(request.purpose)") }
         let groupIndexes = try request.groupBy.map { try table.index(of: $0) }
         let groups = Array(Set(table.rows.map { row in groupIndexes.map { row[$0] } })).sorted { $0.lexicographicallyPrecedes($1) }
         let result: CSVTable
@@ -315,17 +299,11 @@ public final class Broker: Sendable {
                   let dataset = try store.dataset(agreement.dataset) else { continue }
             let pending = try store.batches(of: dataset.id, from: feed.nextBatch)
             guard let first = pending.first, let last = pending.last else { continue }
-            let records = pending.reduce(0) { $0 + $1.records }
+            let waiting = pending.reduce(0) { $0 + $1.records }
             let waited = (RFC3339.seconds(now) ?? 0) - (RFC3339.seconds(first.created) ?? 0)
-            guard records >= terms.windowRecords || waited >= Int64(terms.windowSeconds) else { continue }
+            guard waiting >= terms.windowRecords || waited >= Int64(terms.windowSeconds) else { continue }
             let window = feed.nextBatch..<(last.sequence + 1)
-            var table = CSVTable(columns: [], rows: [])
-            try mapStore {
-                try store.records(of: dataset.id, batches: window) { columns, rows in
-                    table.columns = columns
-                    table.rows += rows
-                }
-            }
+            let table = try records(of: dataset.id, batches: window)
             do {
                 let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: feed.purpose,
                                         suppressionLimit: terms.belowK == .suppress ? 1 : nil)
@@ -388,10 +366,22 @@ public final class Broker: Sendable {
     private func consentRule(policy: AgreementPolicy, dataset: String, purpose: String) throws -> (String) -> Bool {
         let states = try mapStore { try store.consentStates(dataset: dataset, purpose: purpose) }
         let requireGrant = policy.legalBasis == .consent
-        return { [subjects] subject in
-            let state = states[Hex.encode(subjects.mac(Array(dataset.utf8) + [0] + Array(subject.utf8)))]
+        return { subject in
+            let state = states[Hex.encode(self.subjectHash(dataset: dataset, subject: subject))]
             return requireGrant ? state == true : state != false
         }
+    }
+
+    /// Step 2: the dataset's records (or those of some batches), decrypted.
+    private func records(of dataset: String, batches: Range<Int64>? = nil) throws -> CSVTable {
+        var table = CSVTable(columns: [], rows: [])
+        try mapStore {
+            try store.records(of: dataset, batches: batches) { columns, rows in
+                table.columns = columns
+                table.rows += rows
+            }
+        }
+        return table
     }
 
     /// Steps 3 to 6.

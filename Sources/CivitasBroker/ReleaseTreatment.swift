@@ -40,16 +40,12 @@ public struct ReleaseTreatment {
         self.policy = policy
     }
 
-    /// Treats `table`. `mayRelease` answers for a subject value whether its records may leave;
-    /// `suppressionLimit` overrides the policy's (feeds that suppress what cannot reach k).
-    public func apply(_ table: CSVTable, mayRelease: (String) -> Bool, pseudonymizer: Pseudonymizer,
-                      suppressionLimit: Double? = nil) throws -> TreatmentOutcome {
-        // 3. Consent.
+    /// Step 3: the records whose subject may be released, and how many were left out. Refuses
+    /// when nothing remains, or when basis consent meets records without the subject field.
+    public func consented(_ table: CSVTable, mayRelease: (String) -> Bool) throws -> (CSVTable, withoutConsent: Int) {
         var selected = table
-        var withoutConsent = 0
         if let subject = AgreementPolicy.subjectField(of: schema), let column = table.columns.firstIndex(of: subject) {
             selected.rows = table.rows.filter { mayRelease($0[column]) }
-            withoutConsent = table.rows.count - selected.rows.count
         } else if policy.legalBasis == .consent {
             throw BrokerError(.invalid, "legal basis consent needs the subject field, which these records lack")
         }
@@ -57,6 +53,14 @@ public struct ReleaseTreatment {
             throw BrokerError(.nothingToRelease, table.rows.isEmpty ? "there are no records to release"
                               : "none of the \(table.rows.count) records may be released: no subject has an active consent for this purpose")
         }
+        return (selected, table.rows.count - selected.rows.count)
+    }
+
+    /// Treats `table`. `mayRelease` answers for a subject value whether its records may leave;
+    /// `suppressionLimit` overrides the policy's (feeds that suppress what cannot reach k).
+    public func apply(_ table: CSVTable, mayRelease: (String) -> Bool, pseudonymizer: Pseudonymizer,
+                      suppressionLimit: Double? = nil) throws -> TreatmentOutcome {
+        let (selected, withoutConsent) = try consented(table, mayRelease: mayRelease)
         // 4. Projection: the allowed fields present in the records, in the policy's order.
         let kept = policy.fields.filter { selected.columns.contains($0) }
         let indexes = try kept.map { try selected.index(of: $0) }
