@@ -148,3 +148,49 @@ def test_walkthrough(walk):
     entries = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()[1:] if not line.startswith('{"checkpoint"')]
     offers = [e for e in entries if e["type"] == "agreement.offered"]
     assert offers[0]["policy_sha256"] == hashlib.sha256(rfc8785.dumps(policy)).hexdigest()
+
+
+def test_webhook_push_retries_until_accepted(walk):
+    """A feed with a webhook: the receiver refuses the first push (500) and accepts the next; the
+    broker retries with backoff, the pushed envelope verifies and opens with PyNaCl, and the feed
+    records it as pushed."""
+    import http.server
+    import threading
+
+    folder, civitas = walk
+    received, statuses = [], []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status = 500 if not statuses else 200
+            statuses.append(status)
+            if status == 200:
+                received.append((dict(self.headers), body))
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = f"http://127.0.0.1:{server.server_address[1]}/civitas"
+        subscribed = civitas("request", "feed", "--key", "Keys/health.secret", "--purpose", PURPOSE, "--webhook", hook, "ag-911-health")
+        feed = subscribed.stdout.split("feed ")[1].strip()
+        (folder / "pushed.csv").write_text(calls_csv(range(5000, 5300)))
+        civitas("publish", "--key", "Keys/emergency-services.secret", "montgomery-911", "pushed.csv")
+        deadline = time.time() + 30
+        while time.time() < deadline and not received:
+            time.sleep(0.2)
+        assert statuses[:2] == [500, 200], statuses
+        headers, envelope = received[0]
+        assert headers["Civitas-Feed"] == feed and headers["Civitas-Sequence"] == "1"
+        manifest, payload = fmt.open_envelope(envelope, fmt.read_secret(folder / "Keys" / "health.secret"),
+                                              fmt.read_public(folder / "Keys" / "broker.pub"))
+        assert manifest["metadata"]["delivery"] == headers["Civitas-Delivery"] and payload.startswith(b"lat,lng,zip")
+        time.sleep(2.5)  # more than two schedule rounds: an accepted window is not pushed again
+        assert len(statuses) == 2, statuses
+    finally:
+        server.shutdown()
