@@ -280,7 +280,7 @@ public final class Broker: Sendable {
         let (_, policy, _) = try authorize(id, purpose: purpose, partner: partner, now: now)
         guard policy.feed != nil else { throw BrokerError(.invalid, "agreement \(id) has no feed terms") }
         if let webhook {
-            guard webhook.utf8.count <= 2048, webhook.hasPrefix("http://") || webhook.hasPrefix("https://") else {
+            guard webhook.utf8.count <= 2048, webhook.hasPrefix("http://") || webhook.hasPrefix("https://"), URL(string: webhook)?.host != nil else {
                 throw BrokerError(.invalid, "webhook must be an http(s) URL of at most 2048 bytes")
             }
         }
@@ -314,7 +314,13 @@ public final class Broker: Sendable {
             } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
                 continue
             } catch let error as BrokerError where error.code == .kUnreachable || error.code == .nothingToRelease {
-                try mapStore { try store.skipFeedBatches(feed.id, from: window.lowerBound, to: window.upperBound) }
+                do {
+                    try mapStore { try store.skipFeedBatches(feed.id, from: window.lowerBound, to: window.upperBound) }
+                } catch let error as BrokerError where error.code == .conflict {
+                    continue  // another caller moved the feed on meanwhile
+                }
+            } catch let error as BrokerError where error.code == .conflict {
+                continue  // another caller (an upload, the schedule, another node) delivered this window first
             }
         }
         return results
@@ -433,7 +439,8 @@ public final class Broker: Sendable {
             case .notFound: throw BrokerError(.notFound, error.message)
             case .duplicate: throw BrokerError(.duplicate, error.message)
             case .budgetExceeded: throw BrokerError(.budgetExhausted, error.message)
-            case .conflict: throw BrokerError(error.message.contains("has moved on") ? .conflict : .agreementNotActive, error.message)
+            case .conflict: throw BrokerError(.agreementNotActive, error.message)
+            case .superseded: throw BrokerError(.conflict, error.message)
             case .invalidArgument: throw BrokerError(.invalid, error.message)
             case .replayed, .corrupt, .database: throw error
             }

@@ -157,12 +157,12 @@ public final class BrokerStore: Sendable {
     @discardableResult
     public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, now: String) throws -> Participant {
         try writeLogged { db, log in
-                if try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [keys.keyID.hex]) != nil {
-                    throw StoreError(.duplicate, "participant \(keys.keyID) (\(keys.name)) is already registered")
-                }
-                try db.execute(sql: "INSERT INTO participant (key_id, name, role, ed25519, x25519, registered) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [keys.keyID.hex, keys.name, role.rawValue, Data(keys.signingKey), Data(keys.encryptionKey), now])
-                try log.append(time: now, type: .participantRegistered, members: LogEvents.participantRegistered(keys, role: role.rawValue))
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [keys.keyID.hex]) != nil {
+                throw StoreError(.duplicate, "participant \(keys.keyID) (\(keys.name)) is already registered")
+            }
+            try db.execute(sql: "INSERT INTO participant (key_id, name, role, ed25519, x25519, registered) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [keys.keyID.hex, keys.name, role.rawValue, Data(keys.signingKey), Data(keys.encryptionKey), now])
+            try log.append(time: now, type: .participantRegistered, members: LogEvents.participantRegistered(keys, role: role.rawValue))
             return Participant(keys: keys, role: role, registered: now)
         }
     }
@@ -219,16 +219,16 @@ public final class BrokerStore: Sendable {
         let wrapped = storageKey.wrap(key, associatedData: Array("dataset-key:\(id)".utf8))
         let hash = SHA256Hasher.hash(schema)
         try writeLogged { db, log in
-                if try Row.fetchOne(db, sql: "SELECT 1 FROM dataset WHERE id = ?", arguments: [id]) != nil {
-                    throw StoreError(.duplicate, "dataset \(id) is already registered")
-                }
-                guard try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [publisher.hex]) != nil else {
-                    throw StoreError(.notFound, "publisher \(publisher) is not a registered participant")
-                }
-                try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, purposes, registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               arguments: [id, publisher.hex, Data(schema), Data(hash), Data(wrapped), purposesJSON, now])
-                try log.append(time: now, type: .datasetRegistered,
-                               members: LogEvents.datasetRegistered(dataset: id, publisher: publisher, schemaSHA256: hash))
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM dataset WHERE id = ?", arguments: [id]) != nil {
+                throw StoreError(.duplicate, "dataset \(id) is already registered")
+            }
+            guard try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [publisher.hex]) != nil else {
+                throw StoreError(.notFound, "publisher \(publisher) is not a registered participant")
+            }
+            try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, purposes, registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [id, publisher.hex, Data(schema), Data(hash), Data(wrapped), purposesJSON, now])
+            try log.append(time: now, type: .datasetRegistered,
+                           members: LogEvents.datasetRegistered(dataset: id, publisher: publisher, schemaSHA256: hash))
         }
         return Dataset(id: id, publisher: publisher, schema: schema, schemaSHA256: hash, purposes: purposes, registered: now)
     }
@@ -328,7 +328,7 @@ public final class BrokerStore: Sendable {
         }
     }
 
-    func datasetKey(_ id: String) throws -> SealedStorageKey {
+    private func datasetKey(_ id: String) throws -> SealedStorageKey {
         guard let wrapped = try wrap({ try pool.read { db in try Data.fetchOne(db, sql: "SELECT wrapped_key FROM dataset WHERE id = ?", arguments: [id]) } }) else {
             throw StoreError(.notFound, "dataset \(id) is not registered")
         }

@@ -316,7 +316,7 @@ extension BrokerStore {
             if let window = commit.feedWindow {
                 let feed = try Self.feed(window.feed, in: db)
                 guard feed.nextBatch == window.from, window.to > window.from else {
-                    throw StoreError(.conflict, "feed \(feed.id) has moved on to batch \(feed.nextBatch); this window starts at \(window.from)")
+                    throw StoreError(.superseded, "feed \(feed.id) has moved on to batch \(feed.nextBatch); this window starts at \(window.from)")
                 }
                 feedSequence = feed.delivered + 1
                 try db.execute(sql: "UPDATE feed SET next_batch = ?, delivered = ? WHERE id = ?", arguments: [window.to, feedSequence, feed.id])
@@ -397,7 +397,7 @@ extension BrokerStore {
             try pool.write { db in
                 let feed = try Self.feed(id, in: db)
                 guard feed.nextBatch == from, to > from else {
-                    throw StoreError(.conflict, "feed \(id) has moved on to batch \(feed.nextBatch)")
+                    throw StoreError(.superseded, "feed \(id) has moved on to batch \(feed.nextBatch)")
                 }
                 try db.execute(sql: "UPDATE feed SET next_batch = ? WHERE id = ?", arguments: [to, id])
             }

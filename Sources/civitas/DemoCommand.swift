@@ -229,16 +229,14 @@ struct DemoCommand: AsyncParsableCommand {
                 ["purpose": .string(Self.healthPurpose), "statistic": "count", "epsilon": 0.1]))
         }
 
-        step(10, "The auditor fetches the broker's log and verifies it offline, with public keys only.")
+        step(10, "The auditor fetches the broker's log and runs `civitas audit` on it, offline, with public keys only.")
         let (export, _) = try await auditorClient.fetch("/log/export")
         let exportPath = "\(directory)/log-export.jsonl"
         try Data(export).write(to: URL(fileURLWithPath: exportPath))
-        let report = Auditor(broker: brokerKeys.publicKeys).audit(MemorySource(export))
-        guard report.passed else { throw CLIError("the audit of a sound log failed: \(report.findings[0])") }
-        detail("\(exportPath): \(export.count) bytes, \(report.entries) entries; \(report.checkpointsVerified) checkpoint(s) and \(report.releasesVerified) envelope signatures verified")
-        for (id, agreement) in report.agreements.sorted(by: { $0.key < $1.key }) {
-            detail("\(id): \(agreement.releases) deliveries, ε spent \(MicroUnits.decimal(agreement.spentMicro)) of \(MicroUnits.decimal(agreement.budgetMicro))")
-        }
+        detail("GET /log/export  \(exportPath): \(export.count) bytes")
+        detail("$ civitas audit --broker \(keyDirectory)/broker.pub --checkpoint \(directory)/auditor.checkpoint \(exportPath)")
+        var auditCommand = try AuditCommand.parse(["--broker", "\(keyDirectory)/broker.pub", "--checkpoint", "\(directory)/auditor.checkpoint", exportPath])
+        try auditCommand.run()
         let windowEntry = try logEntry(export, index: UInt64(integer(window["log_index"])))
         let logged = windowEntry?.members["transforms"]?["records_without_consent"]?.exactUnsignedInteger ?? UInt64.max
         let windowSuppressed = windowEntry?.count("records_suppressed") ?? 0, windowK = windowEntry?.count("k_achieved") ?? 0

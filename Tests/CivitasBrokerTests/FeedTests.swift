@@ -101,6 +101,23 @@ struct FeedTests {
         }
     }
 
+    @Test("Callers racing to close the same window deliver it once; the others move on quietly")
+    func racingWindows() async throws {
+        let fixture = try BrokerFixture()
+        try fixture.consent(Array(0..<100), granted: true)
+        let id = try fixture.agree(feedPolicy(fixture, belowK: "suppress", records: 10), partner: fixture.partnerAKeys)
+        let feed = try fixture.broker.subscribe(agreement: id, purpose: BrokerFixture.purpose, webhook: nil, by: fixture.partnerA, now: fixture.now)
+        try fixture.publish(BrokerFixture.records(people: 10, startingAt: 0))
+        let broker = fixture.broker, now = fixture.now
+        let delivered = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<4 { group.addTask { try broker.closeDueWindows(now: now).count } }
+            return try await group.reduce(0, +)
+        }
+        #expect(delivered == 1)
+        #expect(try fixture.store.feed(feed.id)?.delivered == 1)
+        #expect(try fixture.store.deliveries(feed: feed.id, after: 0, limit: 10).count == 1)
+    }
+
     @Test("Revoking the agreement stops its feed")
     func revokedFeed() throws {
         let fixture = try BrokerFixture()
