@@ -25,6 +25,10 @@ public struct AgreementPolicy: Sendable, Equatable {
         public var algorithm: String
         /// Part of the pseudonym domain: changing it gives the partner unlinkable pseudonyms.
         public var pseudonymEpoch: String
+        /// Noise on bounded measures in released records: each value clamped to its schema bounds and
+        /// given discrete Laplace noise with this ε, on a grid of `measureNoiseDigits` decimals.
+        public var measureNoiseEpsilonMicro: UInt64?
+        public var measureNoiseDigits: Int
     }
 
     /// DP aggregates the partner may request, each charged to the budget.
@@ -67,11 +71,8 @@ public struct AgreementPolicy: Sendable, Equatable {
     /// Parses and checks a policy document; every problem names the member.
     public static func parse(_ value: JSONValue) throws -> AgreementPolicy {
         guard let object = value.objectValue else { throw invalid("the policy must be a JSON object") }
-        let known: Set<String> = ["agreement", "dataset", "publisher", "partner", "purposes", "legal_basis", "fields", "treatment",
-                                  "aggregates", "epsilon_budget", "valid_from", "valid_until", "feed"]
-        if let unknown = Set(object.keys).subtracting(known).sorted().first {
-            throw invalid("the policy has an unknown member '\(unknown.prefix(60))'")
-        }
+        try members(object, of: "the policy", allowed: ["agreement", "dataset", "publisher", "partner", "purposes", "legal_basis", "fields",
+                                                         "treatment", "aggregates", "epsilon_budget", "valid_from", "valid_until", "feed"])
         let canonical = try CanonicalJSON.encode(value)
         guard canonical.count <= maximumSize else { throw invalid("the policy is larger than \(maximumSize) bytes") }
         let id = try code(object, "agreement", maximum: 128)
@@ -86,17 +87,29 @@ public struct AgreementPolicy: Sendable, Equatable {
         let fields = try names(object, "fields", maximum: 256)
         guard !fields.isEmpty else { throw invalid("policy member 'fields' must allow at least one field") }
         guard let treatmentObject = object["treatment"]?.objectValue else { throw invalid("policy member 'treatment' must be an object") }
-        let treatment = Treatment(
+        try members(treatmentObject, of: "treatment", allowed: ["k", "l", "suppression_limit", "algorithm", "pseudonym_epoch", "measure_noise"])
+        var treatment = Treatment(
             k: try integer(treatmentObject, "treatment.k", key: "k", range: 1...10_000),
             l: treatmentObject["l"] == nil ? nil : try integer(treatmentObject, "treatment.l", key: "l", range: 2...1000),
             suppressionLimit: try fraction(treatmentObject["suppression_limit"] ?? .number(0), "treatment.suppression_limit"),
             algorithm: treatmentObject["algorithm"]?.stringValue ?? "optimal",
-            pseudonymEpoch: treatmentObject["pseudonym_epoch"]?.stringValue ?? "1")
+            pseudonymEpoch: treatmentObject["pseudonym_epoch"]?.stringValue ?? "1",
+            measureNoiseEpsilonMicro: nil, measureNoiseDigits: 0)
+        if let noise = treatmentObject["measure_noise"] {
+            guard let terms = noise.objectValue else { throw invalid("treatment.measure_noise must be {epsilon, fraction_digits}") }
+            try members(terms, of: "treatment.measure_noise", allowed: ["epsilon", "fraction_digits"])
+            let epsilon = try micro(terms["epsilon"], "treatment.measure_noise.epsilon")
+            guard epsilon > 0 else { throw invalid("treatment.measure_noise.epsilon must be above 0") }
+            treatment.measureNoiseEpsilonMicro = epsilon
+            treatment.measureNoiseDigits = terms["fraction_digits"] == nil ? 0
+                : try integer(terms, "treatment.measure_noise.fraction_digits", key: "fraction_digits", range: 0...6)
+        }
         guard ["optimal", "mondrian"].contains(treatment.algorithm) else { throw invalid("treatment.algorithm must be optimal or mondrian") }
         guard (1...64).contains(treatment.pseudonymEpoch.utf8.count) else { throw invalid("treatment.pseudonym_epoch must be 1-64 bytes") }
         var aggregates: AggregateTerms?
         if let terms = object["aggregates"] {
             guard let terms = terms.objectValue else { throw invalid("policy member 'aggregates' must be an object") }
+            try members(terms, of: "aggregates", allowed: ["group_by", "max_epsilon_per_query", "max_rows_per_subject", "max_groups_per_subject"])
             aggregates = AggregateTerms(
                 groupBy: try names(terms, "group_by", maximum: 8, optional: true),
                 maxEpsilonPerQueryMicro: try micro(terms["max_epsilon_per_query"], "aggregates.max_epsilon_per_query"),
@@ -106,6 +119,7 @@ public struct AgreementPolicy: Sendable, Equatable {
         var feed: FeedTerms?
         if let terms = object["feed"] {
             guard let terms = terms.objectValue else { throw invalid("policy member 'feed' must be an object") }
+            try members(terms, of: "feed", allowed: ["window_records", "window_seconds", "below_k"])
             let belowK = terms["below_k"]?.stringValue ?? "wait"
             guard let mode = FeedTerms.BelowK(rawValue: belowK) else { throw invalid("feed.below_k must be wait or suppress") }
             feed = FeedTerms(windowRecords: try integer(terms, "feed.window_records", key: "window_records", range: 1...1_000_000),
@@ -135,6 +149,11 @@ public struct AgreementPolicy: Sendable, Equatable {
         let quasiIdentifiers = fields.filter { schema.field($0)?.privacy == .quasiIdentifier }
         if !quasiIdentifiers.isEmpty && treatment.k < 2 {
             throw Self.invalid("fields \(quasiIdentifiers.joined(separator: ", ")) are quasi-identifiers: treatment.k must be at least 2")
+        }
+        if treatment.measureNoiseEpsilonMicro != nil {
+            let measures = fields.filter { schema.field($0)?.privacy == .measure }
+            guard !measures.isEmpty else { throw Self.invalid("treatment.measure_noise needs a measure among the allowed fields") }
+            if epsilonBudgetMicro == 0 { throw Self.invalid("treatment.measure_noise charges ε: epsilon_budget must be above 0") }
         }
         if legalBasis == .consent && schema.fields.first(where: { $0.privacy == .subject }) == nil {
             throw Self.invalid("legal basis consent needs records with a subject field; the schema of \(dataset) has none")
@@ -201,6 +220,13 @@ public struct AgreementPolicy: Sendable, Equatable {
     // MARK: Member readers
 
     static func invalid(_ message: String) -> BrokerError { BrokerError(.invalid, message) }
+
+    /// Refuses members a part of the policy does not define, so a misspelt term is never silently ignored.
+    static func members(_ object: [String: JSONValue], of part: String, allowed: Set<String>) throws {
+        if let unknown = Set(object.keys).subtracting(allowed).sorted().first {
+            throw invalid("\(part) has an unknown member '\(unknown.prefix(60))'")
+        }
+    }
 
     static func code(_ object: [String: JSONValue], _ key: String, maximum: Int) throws -> String {
         guard let text = object[key]?.stringValue, (1...maximum).contains(text.utf8.count),

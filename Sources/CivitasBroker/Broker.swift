@@ -221,8 +221,8 @@ public final class Broker: Sendable {
         let table = try records(of: dataset.id)
         let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: purpose, suppressionLimit: nil)
         let delivery = try deliver(outcome.table, kind: .release, agreement: agreement, policy: policy, purpose: purpose, outcome: outcome,
-                                   epsilonMicro: 0, feedWindow: nil, now: now)
-        return ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: 0)
+                                   epsilonMicro: outcome.epsilonMicro, feedWindow: nil, now: now)
+        return ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro)
     }
 
     /// A differentially private aggregate over the consented records, charged to the agreement's ε budget.
@@ -308,9 +308,9 @@ public final class Broker: Sendable {
                 let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: feed.purpose,
                                         suppressionLimit: terms.belowK == .suppress ? 1 : nil)
                 let delivery = try deliver(outcome.table, kind: .window, agreement: agreement, policy: policy, purpose: feed.purpose,
-                                           outcome: outcome, epsilonMicro: 0,
+                                           outcome: outcome, epsilonMicro: outcome.epsilonMicro,
                                            feedWindow: (feed: feed.id, from: window.lowerBound, to: window.upperBound), now: now)
-                results.append(ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: 0))
+                results.append(ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro))
             } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
                 continue
             } catch let error as BrokerError where error.code == .kUnreachable || error.code == .nothingToRelease {

@@ -4,7 +4,7 @@ import CivitasPrivacy
 /// What the treatment did to one release, for the partner, the publisher and the log.
 public struct TreatmentOutcome: Sendable {
     /// The table as it leaves: allowed fields only, pseudonymized, generalized.
-    public let table: CSVTable
+    public internal(set) var table: CSVTable
     public let recordsSelected: Int
     /// Records left out because their subject had no active consent (basis consent) or objected.
     public let recordsWithoutConsent: Int
@@ -12,6 +12,11 @@ public struct TreatmentOutcome: Sendable {
     public let recordsSuppressed: Int
     /// Smallest equivalence class released (0 when no k-anonymity step ran).
     public let kAchieved: Int
+    /// ε charged for noise on bounded measures (× 10^6): the per-value ε × noised fields × the most
+    /// records one subject has in the release (sequential composition); 0 without measure noise.
+    public var epsilonMicro: UInt64 = 0
+    /// The measure fields that were noised.
+    public var noisedMeasures: [String] = []
     /// The anonymization report, when a k-anonymity step ran.
     public let report: AnonymizationReport?
 
@@ -19,6 +24,7 @@ public struct TreatmentOutcome: Sendable {
     public var logTransforms: [String: JSONValue] {
         var transforms: [String: JSONValue] = ["records_selected": .number(Double(recordsSelected)),
                                                "records_without_consent": .number(Double(recordsWithoutConsent))]
+        if !noisedMeasures.isEmpty { transforms["measure_noise"] = .array(noisedMeasures.map(JSONValue.string)) }
         if let report {
             transforms["algorithm"] = .string(report.algorithm)
             if !report.levels.isEmpty { transforms["levels"] = .object(report.levels.mapValues { .number(Double($0)) }) }
@@ -61,6 +67,18 @@ public struct ReleaseTreatment {
     public func apply(_ table: CSVTable, mayRelease: (String) -> Bool, pseudonymizer: Pseudonymizer,
                       suppressionLimit: Double? = nil) throws -> TreatmentOutcome {
         let (selected, withoutConsent) = try consented(table, mayRelease: mayRelease)
+        var outcome = try anonymize(selected, recordsSelected: table.rows.count, withoutConsent: withoutConsent,
+                                    pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit)
+        // 7. Noise on bounded measures.
+        if let epsilonMicro = policy.treatment.measureNoiseEpsilonMicro {
+            outcome = try noiseMeasures(outcome, subjectsOf: selected, epsilonMicro: epsilonMicro)
+        }
+        return outcome
+    }
+
+    /// Steps 4 to 6 on the consented records.
+    func anonymize(_ selected: CSVTable, recordsSelected: Int, withoutConsent: Int, pseudonymizer: Pseudonymizer,
+                   suppressionLimit: Double?) throws -> TreatmentOutcome {
         // 4. Projection: the allowed fields present in the records, in the policy's order.
         let kept = policy.fields.filter { selected.columns.contains($0) }
         let indexes = try kept.map { try selected.index(of: $0) }
@@ -72,7 +90,7 @@ public struct ReleaseTreatment {
         let fields = kept.compactMap { schema.field($0) }
         let quasiIdentifiers = fields.filter { $0.privacy == .quasiIdentifier }
         guard policy.treatment.k >= 2, !quasiIdentifiers.isEmpty else {
-            return TreatmentOutcome(table: projected, recordsSelected: table.rows.count, recordsWithoutConsent: withoutConsent,
+            return TreatmentOutcome(table: projected, recordsSelected: recordsSelected, recordsWithoutConsent: withoutConsent,
                                     recordsSuppressed: 0, kAchieved: 0, report: nil)
         }
         let sensitive = fields.first { $0.privacy == .sensitive }?.name
@@ -92,8 +110,40 @@ public struct ReleaseTreatment {
         guard !result.table.rows.isEmpty else {
             throw BrokerError(.kUnreachable, "every record would be suppressed to reach k = \(policy.treatment.k)")
         }
-        return TreatmentOutcome(table: result.table, recordsSelected: table.rows.count, recordsWithoutConsent: withoutConsent,
+        return TreatmentOutcome(table: result.table, recordsSelected: recordsSelected, recordsWithoutConsent: withoutConsent,
                                 recordsSuppressed: result.report.suppressed, kAchieved: result.report.classSizeHistogram.keys.min() ?? 0,
                                 report: result.report)
+    }
+
+    /// Clamps every released measure to its schema bounds and adds discrete Laplace noise of scale
+    /// (upper − lower)/ε; charges ε for each noised field and each record of the subject with most records.
+    func noiseMeasures(_ outcome: TreatmentOutcome, subjectsOf selected: CSVTable, epsilonMicro: UInt64) throws -> TreatmentOutcome {
+        var outcome = outcome
+        var table = outcome.table
+        let epsilon = try Rational(UInt128(epsilonMicro), 1_000_000)
+        let grid = try DecimalGrid(fractionDigits: policy.treatment.measureNoiseDigits)
+        var sampler = ExactSampler(random: SystemRandomness())
+        var noised: [String] = []
+        for (column, name) in table.columns.enumerated() {
+            guard let field = schema.field(name), field.privacy == .measure, let bounds = field.bounds else { continue }
+            let noise: BoundedMeasureNoise
+            do { noise = try BoundedMeasureNoise(lower: bounds.lower, upper: bounds.upper, grid: grid, epsilon: epsilon) } catch let error as PrivacyError {
+                throw BrokerError(.invalid, "measure \(name): \(error.message)")
+            }
+            for row in table.rows.indices where !table.rows[row][column].isEmpty {
+                do { table.rows[row][column] = try noise.release(table.rows[row][column], using: &sampler) } catch let error as PrivacyError {
+                    throw BrokerError(.invalid, "measure \(name), released record \(row + 1): \(error.message)")
+                }
+            }
+            noised.append(name)
+        }
+        var mostPerSubject = 1
+        if let subject = AgreementPolicy.subjectField(of: schema), let column = selected.columns.firstIndex(of: subject) {
+            mostPerSubject = Dictionary(selected.rows.map { ($0[column], 1) }, uniquingKeysWith: +).values.max() ?? 1
+        }
+        outcome.table = table
+        outcome.noisedMeasures = noised
+        outcome.epsilonMicro = epsilonMicro * UInt64(noised.count) * UInt64(mostPerSubject)
+        return outcome
     }
 }

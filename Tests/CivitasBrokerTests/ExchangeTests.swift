@@ -52,6 +52,11 @@ struct AgreementTests {
             (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, extra: ["purposes": ["marketing"]]), .invalid, "marketing"),
             (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, extra: ["valid_until": "2026-10-01T00:00:00Z"]), .invalid, "valid_from"),
             (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, extra: ["surprise": true]), .invalid, "surprise"),
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, extra: ["treatment": ["k": 3, "supression_limit": 0.2]]), .invalid, "supression_limit"),
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, fields: ["person", "age"],
+                            extra: ["treatment": ["k": 3, "measure_noise": ["epsilon": 0.5]]]), .invalid, "measure"),
+            (fixture.policy(id: "ag-x", partner: fixture.partnerAKeys, budget: 0,
+                            extra: ["treatment": ["k": 3, "measure_noise": ["epsilon": 0.5]]]), .invalid, "epsilon_budget"),
             (fixture.policy(id: "ag-x", partner: fixture.clinicKeys), .invalid, "partner"),
         ]
         for (policy, code, mention) in cases {
@@ -291,6 +296,29 @@ struct ReleaseTests {
         let report = Auditor(broker: fixture.brokerKeys.publicKeys).audit(MemorySource(try fixture.export()))
         #expect(report.passed)
         #expect(report.agreements[id]?.spentMicro == 1_000_000)
+    }
+
+    @Test("Noise on bounded measures: every released measure is noised and the release charges ε × fields × records per subject")
+    func measureNoise() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 40, visitsEach: 2))
+        try fixture.consent(Array(0..<40), granted: true)
+        let policy = fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, k: 2, suppression: 0.5, budget: 1.5,
+                                    extra: ["treatment": ["k": 2, "suppression_limit": 0.5, "measure_noise": ["epsilon": 0.5]]])
+        let id = try fixture.agree(policy, partner: fixture.partnerAKeys)
+        let release = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
+        #expect(release.epsilonMicro == 1_000_000, "ε 0.5 × 1 measure × 2 records per person")
+        #expect(try fixture.store.agreement(id)?.spentMicro == 1_000_000)
+        let table = try fixture.open(release.delivery, as: fixture.partnerAKeys)
+        let visits = try table.rows.map { Int($0[try table.index(of: "visits")]) ?? 0 }
+        // The originals are 0…11; with noise of scale 50/0.5 = 100 most values land outside that range.
+        #expect(visits.filter { !(0...11).contains($0) }.count > visits.count / 2, "\(visits.prefix(20))")
+        let refused = try #require(throws: BrokerError.self) {
+            _ = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
+        }
+        #expect(refused.code == .budgetExhausted)
+        let report = Auditor(broker: fixture.brokerKeys.publicKeys).audit(MemorySource(try fixture.export()))
+        #expect(report.passed && report.agreements[id]?.spentMicro == 1_000_000)
     }
 
     @Test("Concurrent aggregates racing for the last of the budget never overspend it")
