@@ -138,6 +138,7 @@ def test_walkthrough(walk):
     assert "window 1" in pulled.stderr and "acknowledged windows through 1" in pulled.stderr
     window = [json.loads(line) for line in (folder / "window.jsonl").read_text().splitlines()]
     assert window and set(window[0]) == {"caller", "lat", "lng", "zip", "title", "timeStamp", "twp"}
+    assert anonymity.k_anonymity(pd.DataFrame(window).astype(str), ["lat", "lng", "zip", "timeStamp", "twp"]) >= 5
     again = civitas("pull", "--key", "Keys/health.secret", "--issuer", "Keys/broker.pub", "--feed", feed, "--out", "none.csv")
     assert "no new window" in again.stderr
 
