@@ -7,13 +7,33 @@ public struct ExchangeLog: Sendable {
     /// The log's origin line, also the checkpoint key name.
     public let origin: String
     public private(set) var tree = MerkleTree()
+    /// The entries' canonical bytes, when the log keeps them in memory (see `keepsEntries`).
     public private(set) var entries: [[UInt8]] = []
+    /// Whether entries are kept in memory; a database-backed log keeps only the tree.
+    public let keepsEntries: Bool
     /// Leaf hash of the last entry (32 zero bytes while the log is empty): the next entry's `prev`.
     public private(set) var lastLeafHash: MerkleDigest = [UInt8](repeating: 0, count: MerkleHash.size)
+    /// Time of the last entry ("" while the log is empty).
+    public private(set) var lastTime = ""
 
-    public init(origin: String) throws {
+    public init(origin: String, keepsEntries: Bool = true) throws {
         try NoteKey.validateName(origin, what: "origin")
         self.origin = origin
+        self.keepsEntries = keepsEntries
+    }
+
+    /// Rebuilds the tree of a stored log from its leaf hashes, and its last entry (parsed and
+    /// checked against the last leaf hash), without keeping the entries.
+    public mutating func restore(leafHashes: [MerkleDigest], lastEntry: [UInt8]) throws {
+        precondition(tree.size == 0 && !keepsEntries, "restore rebuilds an empty log that does not keep entries")
+        guard let last = leafHashes.last else { return }
+        let entry = try LogEntry.parse(lastEntry, position: UInt64(leafHashes.count - 1))
+        guard MerkleHash.leaf(lastEntry) == last, entry.index == UInt64(leafHashes.count - 1) else {
+            throw LogError(.invalidEntry, "the stored last entry does not match its stored leaf hash")
+        }
+        for leaf in leafHashes { tree.append(leafHash: leaf) }
+        lastLeafHash = last
+        lastTime = entry.time
     }
 
     /// Number of entries.
@@ -47,8 +67,9 @@ public struct ExchangeLog: Sendable {
         precondition(prepared.entry.index == tree.size && prepared.entry.previous == lastLeafHash,
                      "a prepared entry must follow the log's last entry")
         lastLeafHash = prepared.leafHash
+        lastTime = prepared.entry.time
         tree.append(leafHash: prepared.leafHash)
-        entries.append(prepared.bytes)
+        if keepsEntries { entries.append(prepared.bytes) }
     }
 
     /// A signed checkpoint of the log as it is now.

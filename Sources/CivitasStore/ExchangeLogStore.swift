@@ -130,14 +130,21 @@ extension BrokerStore {
                 } else {
                     try db.execute(sql: "INSERT INTO store_meta (name, value) VALUES ('log_origin', ?)", arguments: [origin])
                 }
-                var log = try ExchangeLog(origin: origin)
-                let rows = try Row.fetchCursor(db, sql: "SELECT position, bytes FROM log_entry ORDER BY position")
+                // The tree is rebuilt from the stored leaf hashes (positions must run 0, 1, 2, … without gaps);
+                // the entries stay on disk. The auditor recomputes every hash from the entries themselves.
+                var log = try ExchangeLog(origin: origin, keepsEntries: false)
+                var leaves: [MerkleDigest] = []
+                let rows = try Row.fetchCursor(db, sql: "SELECT position, leaf FROM log_entry ORDER BY position")
                 while let row = try rows.next() {
-                    let position: Int64 = row["position"], bytes: Data = row["bytes"]
-                    let entry = try LogEntry.parse(Array(bytes), position: UInt64(position))
-                    let appended = try log.append(time: entry.time, type: entry.type, members: entry.members)
-                    guard try appended.canonicalBytes() == Array(bytes) else {
-                        throw StoreError(.corrupt, "log entry \(position) does not follow from the entries before it")
+                    let position: Int64 = row["position"], leaf: Data = row["leaf"]
+                    guard position == Int64(leaves.count), leaf.count == MerkleHash.size else {
+                        throw StoreError(.corrupt, "log entry \(position) is out of place or has a malformed leaf hash")
+                    }
+                    leaves.append(Array(leaf))
+                }
+                if let last = try Data.fetchOne(db, sql: "SELECT bytes FROM log_entry ORDER BY position DESC LIMIT 1") {
+                    do { try log.restore(leafHashes: leaves, lastEntry: Array(last)) } catch let error as LogError {
+                        throw StoreError(.corrupt, "the exchange log's last entry: \(error.message)")
                     }
                 }
                 return log
@@ -154,8 +161,7 @@ extension BrokerStore {
             var pending: [ExchangeLog.PreparedEntry] = []
             let result = try wrap {
                 try pool.write { db -> T in
-                    let lastTime = try log.entries.last.map { try LogEntry.parse($0, position: log.size - 1).time } ?? ""
-                    var writer = LogWriter(db: db, nextIndex: log.size, previous: log.lastLeafHash, floorTime: lastTime)
+                    var writer = LogWriter(db: db, nextIndex: log.size, previous: log.lastLeafHash, floorTime: log.lastTime)
                     let value = try body(db, &writer)
                     pending = writer.prepared
                     return value
