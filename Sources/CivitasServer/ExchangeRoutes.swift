@@ -225,12 +225,18 @@ extension BrokerAPI {
         return JSONResponse.make(status: .created, single ? receipts[0] : .object(["receipts": .array(receipts)]))
     }
 
-    /// The whole log as an auditor's export (JSON Lines), checkpointed to its current size.
+    /// The whole log as an auditor's export (JSON Lines), checkpointed to its current size, streamed
+    /// page by page.
     func exportLog(_ context: CivitasRequestContext) throws -> Response {
         _ = try require(context, roles: Set(Participant.Role.allCases))
-        let sink = MemorySink()
-        try store.exportLog(signer: broker.keys, to: sink)
-        return Response(status: .ok, headers: [.contentType: "application/jsonl"], body: .init(byteBuffer: ByteBuffer(bytes: sink.bytes)))
+        let exporter = try store.logExporter(signer: broker.keys)
+        let body = ResponseBody { [exporter] writer in
+            while let page = try exporter.nextPage() {
+                try await writer.write(ByteBuffer(bytes: page))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "application/jsonl"], body: body)
     }
 
     // MARK: Helpers

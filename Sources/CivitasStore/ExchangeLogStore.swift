@@ -205,16 +205,23 @@ extension BrokerStore {
     /// Writes the export an auditor takes away (docs/log-format.md): header, entries, and each
     /// kept checkpoint after the entries it covers. Checkpoints the log first.
     public func exportLog(signer: SecretKeys, to sink: ByteSink) throws {
+        let exporter = try logExporter(signer: signer)
+        while let page = try exporter.nextPage() {
+            try page.withUnsafeBytes { try sink.write($0) }
+        }
+    }
+
+    /// An export of the log as it is now (checkpointed first), read page by page so that
+    /// neither the broker nor a slow reader holds the whole log in memory. Entries never change
+    /// once written, so pages read in separate transactions form one consistent export.
+    public func logExporter(signer: SecretKeys, pageEntries: Int = 10_000) throws -> LogExporter {
         try checkpointLog(signer: signer)
         let key = try NoteKey(name: logOrigin, publicKey: signer.publicKeys.signingKey)
-        try wrap {
+        return try wrap {
             try pool.read { db in
                 let checkpoints = try Row.fetchAll(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size")
                     .map { (size: UInt64($0["size"] as Int64), note: $0["note"] as String) }
-                let writer = try LogExport.Writer(origin: key.name, logKey: key, checkpoints: checkpoints, to: sink)
-                let rows = try Data.fetchCursor(db, sql: "SELECT bytes FROM log_entry ORDER BY position")
-                while let bytes = try rows.next() { try writer.append(entry: Array(bytes)) }
-                try writer.finish()
+                return try LogExporter(store: self, key: key, checkpoints: checkpoints, size: checkpoints.last?.size ?? 0, pageEntries: pageEntries)
             }
         }
     }
@@ -237,5 +244,57 @@ extension BrokerStore {
                 return fresh
             }
         }
+    }
+}
+
+/// Reads a log export page by page (``BrokerStore/logExporter(signer:pageEntries:)``). Pages are
+/// taken one at a time under a lock, so the exporter may be handed to another task.
+public final class LogExporter: @unchecked Sendable {
+    private let lock = NSLock()
+    private let store: BrokerStore
+    private let size: UInt64
+    private let pageEntries: Int
+    private let sink = PageSink()
+    private let writer: LogExport.Writer
+    private var next: UInt64 = 0
+    private var done = false
+
+    init(store: BrokerStore, key: NoteKey, checkpoints: [(size: UInt64, note: String)], size: UInt64, pageEntries: Int) throws {
+        self.store = store
+        self.size = size
+        self.pageEntries = max(1, pageEntries)
+        writer = try LogExport.Writer(origin: key.name, logKey: key, checkpoints: checkpoints, to: sink)
+    }
+
+    /// The next part of the export, or nil when it is complete.
+    public func nextPage() throws -> [UInt8]? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !done else { return nil }
+        let end = min(size, next + UInt64(pageEntries))
+        let entries = try store.wrap {
+            try store.pool.read { db in
+                try Data.fetchAll(db, sql: "SELECT bytes FROM log_entry WHERE position >= ? AND position < ? ORDER BY position",
+                                  arguments: [Int64(next), Int64(end)])
+            }
+        }
+        guard entries.count == Int(end - next) else { throw StoreError(.corrupt, "log entries \(next) to \(end - 1) are not all stored") }
+        for bytes in entries { try writer.append(entry: Array(bytes)) }
+        next = end
+        if next == size {
+            try writer.finish()
+            done = true
+        }
+        return sink.take()
+    }
+}
+
+/// Collects what a writer produces until it is taken.
+final class PageSink: ByteSink {
+    private var bytes: [UInt8] = []
+    func write(_ buffer: UnsafeRawBufferPointer) throws { bytes += buffer }
+    func take() -> [UInt8] {
+        defer { bytes.removeAll(keepingCapacity: true) }
+        return bytes
     }
 }

@@ -35,6 +35,27 @@ struct ExchangeLogStoreTests {
         #expect(Auditor(broker: broker.publicKeys).audit(MemorySource(sink.bytes), savedCheckpoint: first).passed)
     }
 
+    @Test("An export read in small pages is byte for byte the export read at once, and audits clean")
+    func pages() throws {
+        let temporary = try TemporaryStore()
+        let broker = try SecretKeys.generate(name: "broker")
+        for name in ["a", "b", "c", "d", "e"] {
+            try temporary.store.registerParticipant(try SecretKeys.generate(name: name).publicKeys, role: .agency, now: now)
+            try temporary.store.checkpointLog(signer: broker)
+        }
+        let whole = MemorySink()
+        try temporary.store.exportLog(signer: broker, to: whole)
+        let exporter = try temporary.store.logExporter(signer: broker, pageEntries: 2)
+        var paged: [UInt8] = [], pages = 0
+        while let page = try exporter.nextPage() {
+            paged += page
+            pages += 1
+        }
+        #expect(pages == 3 && paged == whole.bytes)
+        let report = Auditor(broker: broker.publicKeys).audit(MemorySource(paged))
+        #expect(report.passed && report.checkpointsVerified == 5)
+    }
+
     @Test("A store whose last log entry was altered, or whose entries have a gap, refuses to open")
     func tampered() throws {
         let temporary = try TemporaryStore()
