@@ -32,6 +32,7 @@ extension BrokerAPI {
         signed.get("deliveries/:delivery") { _, context in try fetchDelivery(context) }
         signed.post("consent") { _, context in try recordConsent(context) }
         signed.get("log/export") { _, context in try exportLog(context) }
+        signed.get("log/entries/:index/proof") { _, context in try inclusionEvidence(context) }
     }
 
     // MARK: Agreements
@@ -237,6 +238,17 @@ extension BrokerAPI {
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "application/jsonl"], body: body)
+    }
+
+    /// One entry with its inclusion proof and a signed checkpoint covering it.
+    func inclusionEvidence(_ context: CivitasRequestContext) throws -> Response {
+        _ = try require(context, roles: Set(Participant.Role.allCases))
+        guard let index = UInt64(try parameter(context, "index")) else { throw APIError.badRequest("the entry index is a whole number") }
+        do {
+            return JSONResponse.make(try store.logInclusionEvidence(index: index, signer: broker.keys).jsonValue())
+        } catch let error as StoreError where error.code == .notFound {
+            throw APIError.notFound(error.message)
+        }
     }
 
     // MARK: Helpers

@@ -133,6 +133,9 @@ enum OpenAPIDocument {
             "description": "One event {dataset, subject, purpose, action: grant|withdraw, notice, collection_method, jurisdiction} or {events: [event, …]} (at most 10,000, one transaction)"}}}},
           "responses": {"201": {"description": "The receipt, or {receipts: […]}."}, "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}, "404": {"description": "Unknown dataset."},
                         "422": {"description": "Invalid event; the message names it."}}}},
+        "/log/entries/{index}/proof": {"get": {"summary": "One log entry with its RFC 9162 inclusion proof and a signed checkpoint covering it", "tags": ["signed"], "security": [{"httpMessageSignature": []}],
+          "parameters": [{"name": "index", "in": "path", "required": true, "schema": {"type": "integer"}}],
+          "responses": {"200": {"description": "{index, entry, proof: [hex], checkpoint}"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "404": {"description": "No such entry."}}}},
         "/log/export": {"get": {"summary": "The whole exchange log as the auditor's export (JSON Lines), checkpointed to its current size", "tags": ["signed"], "security": [{"httpMessageSignature": []}],
           "responses": {"200": {"description": "application/jsonl (docs/log-format.md)."}, "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}}}}
       }

@@ -197,9 +197,17 @@ extension BrokerStore {
         }
     }
 
-    /// Inclusion proof of entry `index` in the tree of `size` entries.
-    public func logInclusionProof(index: UInt64, size: UInt64) throws -> [MerkleDigest] {
-        try logState.withLock { try $0.tree.inclusionProof(index: index, treeSize: size) }
+    /// Evidence that entry `index` is in the log: the entry, its inclusion proof and a checkpoint
+    /// signed now that covers it.
+    public func logInclusionEvidence(index: UInt64, signer: SecretKeys) throws -> InclusionEvidence {
+        let note = try checkpointLog(signer: signer)
+        let checkpoint = try Checkpoint.verify(note: note, key: try NoteKey(name: logOrigin, publicKey: signer.publicKeys.signingKey))
+        guard index < checkpoint.size else { throw StoreError(.notFound, "the log has \(checkpoint.size) entries; there is no entry \(index)") }
+        let proof = try logState.withLock { try $0.tree.inclusionProof(index: index, treeSize: checkpoint.size) }
+        guard let entry = try wrap({ try pool.read { db in try Data.fetchOne(db, sql: "SELECT bytes FROM log_entry WHERE position = ?", arguments: [Int64(index)]) } }) else {
+            throw StoreError(.corrupt, "log entry \(index) is not stored")
+        }
+        return InclusionEvidence(entry: Array(entry), index: index, proof: proof, checkpoint: note)
     }
 
     /// Writes the export an auditor takes away (docs/log-format.md): header, entries, and each

@@ -174,6 +174,10 @@ struct DemoCommand: AsyncParsableCommand {
         let receivedPath = "\(directory)/\(releaseID).received.csv"
         try Data(received.csv()).write(to: URL(fileURLWithPath: receivedPath))
         detail("envelope \(envelope.count) bytes (log entry \(integer(r["log_index"]))); health verified the broker's signature \(summary.manifest.issuer) and decrypted it")
+        let evidence = try await healthClient.send("GET", "/log/entries/\(integer(r["log_index"]))/proof")
+        try Data(try CanonicalJSON.encode(evidence.json) + [0x0A]).write(to: URL(fileURLWithPath: "\(directory)/\(releaseID).evidence.json"))
+        let inclusion = try DeliveryText.checkLogged(evidence.json, delivery: releaseID, summary: summary, broker: brokerKeys.publicKeys)
+        detail("GET /log/entries/\(integer(r["log_index"]))/proof  the broker's log records this very envelope: inclusion proof to its signed checkpoint of \(inclusion.size) entries verified")
         detail("received columns: \(received.columns.joined(separator: ","))  (no desc, no addr: the agreement does not allow them)")
         if let firstRow = received.rows.first {
             detail("first record: \(firstRow.joined(separator: ","))")

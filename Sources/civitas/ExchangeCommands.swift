@@ -1,6 +1,7 @@
 import ArgumentParser
 import CivitasBroker
 import CivitasCrypto
+import CivitasLog
 import CivitasPrivacy
 import Foundation
 
@@ -220,12 +221,18 @@ struct PullCommand: AsyncParsableCommand {
         var output: [UInt8] = []
         var pending: CSVTable?
         for (id, sequence) in ids {
-            let (envelope, _) = try await client.fetch("/deliveries/\(id)")
+            let (envelope, headers) = try await client.fetch("/deliveries/\(id)")
+            let (table, summary) = try DeliveryText.open(envelope, keys: client.keys, broker: broker)
+            guard let logIndex = headers["civitas-log-index"].flatMap(UInt64.init) else {
+                throw CLIError("the broker did not say where it logged delivery \(id)")
+            }
+            let (_, evidenceJSON) = try await client.send("GET", "/log/entries/\(logIndex)/proof")
+            let logged = try DeliveryText.checkLogged(evidenceJSON, delivery: id, summary: summary, broker: broker)
             if let saveEnvelopes {
                 try FileManager.default.createDirectory(atPath: saveEnvelopes, withIntermediateDirectories: true)
                 try Data(envelope).write(to: URL(fileURLWithPath: "\(saveEnvelopes)/\(id).envelope"))
+                try Data(try CanonicalJSON.encode(evidenceJSON) + [0x0A]).write(to: URL(fileURLWithPath: "\(saveEnvelopes)/\(id).evidence.json"))
             }
-            let (table, summary) = try DeliveryText.open(envelope, keys: client.keys, broker: broker)
             if format == "jsonl" {
                 output += try DeliveryText.jsonLines(table)
             } else if pending?.columns == table.columns {
@@ -234,7 +241,7 @@ struct PullCommand: AsyncParsableCommand {
                 if let pending { output += pending.csv() }
                 pending = table
             }
-            Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(table.rows.count) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…")
+            Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(table.rows.count) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…; logged as entry \(logIndex), included in the broker's signed checkpoint of \(logged.size) entries")
         }
         if let pending { output += pending.csv() }
         if out == "-" {
@@ -261,6 +268,19 @@ enum DeliveryText {
         let payload = sink.bytes
         if payload.isEmpty { return (CSVTable(columns: [], rows: []), summary) }
         return (try CSVTable.parse(payload, delimiter: 0x2C), summary)
+    }
+
+    /// Checks the broker's inclusion evidence for a delivery: the checkpoint is signed by the broker,
+    /// the proof leads from the entry to its root, and the entry records this delivery with the very
+    /// manifest and signature of the envelope received. Returns the checkpoint.
+    static func checkLogged(_ evidence: JSONValue, delivery: String, summary: EnvelopeSummary, broker: PublicKeys) throws -> Checkpoint {
+        let (entry, checkpoint) = try InclusionEvidence.parse(evidence).verify(broker: broker)
+        guard entry.type == .releaseDelivered, entry.string("release") == delivery,
+              entry.members["envelope_manifest"] == summary.manifest.jsonValue,
+              entry.string("envelope_signature") == Base64.encode(summary.signature) else {
+            throw CLIError("the broker's log entry \(entry.index) does not record delivery \(delivery) as received")
+        }
+        return checkpoint
     }
 
     /// One JSON object per record.

@@ -211,6 +211,7 @@ struct BrokerAPITests {
                 for method in (operations.objectValue ?? [:]).keys.sorted() {
                     let concrete = path.replacingOccurrences(of: "{dataset}", with: "calls").replacingOccurrences(of: "{agreement}", with: "ag-none")
                         .replacingOccurrences(of: "{feed}", with: "feed-none").replacingOccurrences(of: "{delivery}", with: "rel-none")
+                        .replacingOccurrences(of: "{index}", with: "999")
                     let httpMethod = HTTPRequest.Method(method.uppercased()) ?? .get
                     let signed = operations[method]?["security"] != nil
                     let response = signed

@@ -89,3 +89,23 @@ def rechain(entries: list[bytes], start: int) -> list[bytes]:
         entry["prev"] = leaf_hash(result[i - 1]).hex()
         result[i] = rfc8785.dumps(entry)
     return result
+
+
+def root_from_inclusion(leaf: bytes, index: int, size: int, proof: list[bytes]) -> bytes:
+    """RFC 9162 section 2.1.3.2: the root an inclusion proof leads to."""
+    assert index < size
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        assert sn != 0, "proof too long"
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    assert sn == 0, "proof too short"
+    return r

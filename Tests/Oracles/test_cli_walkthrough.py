@@ -18,6 +18,7 @@ import rfc8785
 from pycanon import anonymity
 
 import civitas_format as fmt
+import civitas_log as log
 
 PURPOSE = "public-health-surveillance"
 
@@ -115,6 +116,13 @@ def test_walkthrough(walk):
     manifest, _ = fmt.open_envelope((folder / "envelopes" / f"{delivery}.envelope").read_bytes(),
                                     fmt.read_secret(folder / "Keys" / "health.secret"), broker)
     assert manifest["metadata"]["agreement"] == "ag-911-health"
+    # The broker's evidence that it logged this delivery, checked with our own RFC 9162 code.
+    evidence = json.loads((folder / "envelopes" / f"{delivery}.evidence.json").read_text())
+    assert evidence["entry"]["release"] == delivery and evidence["entry"]["envelope_manifest"] == manifest
+    origin = evidence["checkpoint"].split("\n")[0]
+    _, size, signed_root = log.verify_checkpoint(evidence["checkpoint"], origin, broker["ed25519"])
+    proof = [bytes.fromhex(h) for h in evidence["proof"]]
+    assert log.root_from_inclusion(log.leaf_hash(rfc8785.dumps(evidence["entry"])), evidence["index"], size, proof) == signed_root
 
     # A DP aggregate, then the budget runs out.
     counted = civitas("request", "aggregate", "--key", "Keys/health.secret", "--purpose", PURPOSE, "--statistic", "count",
@@ -147,6 +155,8 @@ def test_walkthrough(walk):
     audit = civitas("audit", "--broker", "Keys/broker.pub", "--checkpoint", "auditor.checkpoint", "log.jsonl")
     assert "audit OK" in audit.stdout and "ε spent 1 of 1" in audit.stdout
     entries = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()[1:] if not line.startswith('{"checkpoint"')]
+    raw = [line.encode() for line in (folder / "log.jsonl").read_text().splitlines()[1:] if not line.startswith('{"checkpoint"')]
+    assert log.root([log.leaf_hash(e) for e in raw[:size]]) == signed_root, "the evidence's checkpoint is not a prefix of the exported log"
     offers = [e for e in entries if e["type"] == "agreement.offered"]
     assert offers[0]["policy_sha256"] == hashlib.sha256(rfc8785.dumps(policy)).hexdigest()
 
