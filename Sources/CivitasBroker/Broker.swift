@@ -63,6 +63,8 @@ public final class Broker: Sendable {
     public let keys: SecretKeys
     private let master: PseudonymMasterKey
     private let subjects: DomainPRF
+    /// Feeds whose window could not reach k, with the last batch it held then.
+    private let waitingWindows = WaitingWindows()
 
     /// Largest subject id, notice, method or jurisdiction text accepted in a consent event.
     public static let maximumConsentFieldLength = 256
@@ -290,15 +292,18 @@ public final class Broker: Sendable {
     /// Closes every feed window that is due at `now` (enough records, or the oldest waiting
     /// long enough) and delivers it. Windows that cannot reach k wait for more records or are
     /// suppressed, as the agreement says. Returns the deliveries made.
-    public func closeDueWindows(now: String) throws -> [ReleaseResult] {
+    /// With `dataset`, only that dataset's feeds are looked at (an upload closes what it filled).
+    public func closeDueWindows(now: String, dataset only: String? = nil) throws -> [ReleaseResult] {
         var results: [ReleaseResult] = []
         for feed in try store.feeds() {
-            guard let agreement = try store.agreement(feed.agreement), agreement.state == .accepted,
-                  agreement.validFrom <= now, now <= agreement.validUntil,
+            guard let agreement = try store.agreement(feed.agreement), only == nil || agreement.dataset == only,
+                  agreement.state == .accepted, agreement.validFrom <= now, now <= agreement.validUntil,
                   let policy = try? AgreementPolicy.parse(try JSONParser.parse(agreement.policy)), let terms = policy.feed,
                   let dataset = try store.dataset(agreement.dataset) else { continue }
             let pending = try store.batches(of: dataset.id, from: feed.nextBatch)
             guard let first = pending.first, let last = pending.last else { continue }
+            // A window that could not reach k is tried again only once a new batch has joined it.
+            if waitingWindows.lastBatch(of: feed.id) == last.sequence { continue }
             let waiting = pending.reduce(0) { $0 + $1.records }
             let waited = (RFC3339.seconds(now) ?? 0) - (RFC3339.seconds(first.created) ?? 0)
             guard waiting >= terms.windowRecords || waited >= Int64(terms.windowSeconds) else { continue }
@@ -312,6 +317,7 @@ public final class Broker: Sendable {
                                            feedWindow: (feed: feed.id, from: window.lowerBound, to: window.upperBound), now: now)
                 results.append(ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro))
             } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
+                waitingWindows.record(feed.id, lastBatch: last.sequence)
                 continue
             } catch let error as BrokerError where error.code == .kUnreachable || error.code == .nothingToRelease {
                 do {
@@ -445,6 +451,25 @@ public final class Broker: Sendable {
             case .replayed, .corrupt, .database: throw error
             }
         }
+    }
+}
+
+/// Feeds whose window could not reach k, and the last batch it held then (in memory: after a
+/// restart each waiting window is tried once more).
+final class WaitingWindows: @unchecked Sendable {
+    private let lock = NSLock()
+    private var batches: [String: Int64] = [:]
+
+    func lastBatch(of feed: String) -> Int64? {
+        lock.lock()
+        defer { lock.unlock() }
+        return batches[feed]
+    }
+
+    func record(_ feed: String, lastBatch: Int64) {
+        lock.lock()
+        defer { lock.unlock() }
+        batches[feed] = lastBatch
     }
 }
 

@@ -182,7 +182,7 @@ public struct BrokerAPI: Sendable {
             let batch = try store.appendBatch(dataset: id, columns: table.columns, rows: table.rows, idempotencyKey: idempotencyKey, now: now())
             if !batch.replayed {
                 // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
-                do { _ = try broker.closeDueWindows(now: now()) } catch {
+                do { _ = try broker.closeDueWindows(now: now(), dataset: id) } catch {
                     context.logger.error("closing feed windows failed", metadata: ["error": "\(error)"])
                 }
             }
