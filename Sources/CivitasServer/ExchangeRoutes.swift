@@ -1,6 +1,7 @@
 import CivitasBroker
 import CivitasCrypto
 import CivitasLog
+import CivitasPrivacy
 import CivitasStore
 import Foundation
 import HTTPTypes
@@ -273,6 +274,8 @@ extension BrokerAPI {
             case .invalid, .kUnreachable, .nothingToRelease, .badSignature: .unprocessableContent
             }
             throw APIError(status, error.code.rawValue, error.message)
+        } catch let error as PrivacyError {
+            throw APIError(.unprocessableContent, "invalid", error.message)
         }
     }
 
