@@ -417,8 +417,11 @@ public final class Broker: Sendable {
             "dataset": .string(agreement.dataset), "purpose": .string(purpose), "policy_sha256": .string(Hex.encode(agreement.policySHA256)),
             "records": .number(Double(table.rows.count)),
         ])
-        let envelope = try sealer.seal(table.csv(), created: RFC3339.date(now) ?? Date())
-        let summary = try EnvelopeVerifier.verify(MemorySource(envelope), issuer: keys.publicKeys)
+        let payload = table.csv()
+        let sink = MemorySink()
+        let summary = try sealer.seal(from: MemorySource(payload), payloadLength: UInt64(payload.count), to: sink,
+                                      created: RFC3339.date(now) ?? Date())
+        let envelope = sink.bytes
         var allTransforms = outcome?.logTransforms ?? [:]
         allTransforms.merge(transforms) { _, new in new }
         allTransforms["kind"] = .string(kind.rawValue)

@@ -371,15 +371,26 @@ enum DemoCallers {
     }
 }
 
+/// A small deterministic generator (a 64-bit linear congruential step) for the demo's made-up
+/// records, so every run shows the same data. Not for anything secret.
+struct DemoRandom {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    /// A number in 0..<bound.
+    mutating func next(_ bound: Int) -> Int {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Int((state >> 33) % UInt64(bound))
+    }
+}
+
 /// Generated TrafficFlowObserved records (the Smart Data Models shape, flat): six lanes in two
 /// directions, hourly, with intensity and speed. Deterministic.
 enum TrafficSample {
     static func csv(rows: Int) -> String {
-        var state: UInt64 = 0x2545F4914F6CDD1D
-        func next(_ bound: Int) -> Int {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Int((state >> 33) % UInt64(bound))
-        }
+        var random = DemoRandom(seed: 0x2545F4914F6CDD1D)
+        func next(_ bound: Int) -> Int { random.next(bound) }
         var lines = ["id,type,laneId,laneDirection,dateObserved,intensity,averageVehicleSpeed"]
         for index in 0..<rows {
             let lane = index % 6 + 1
@@ -428,11 +439,8 @@ enum SampleCalls {
                      "EMS: CARDIAC EMERGENCY", "EMS: OVERDOSE", "Fire: FIRE ALARM"]
         let townships = ["NORRISTOWN", "LOWER MERION", "ABINGTON", "CHELTENHAM", "POTTSTOWN", "UPPER MERION"]
         let streets = ["MAIN ST", "HIGH ST", "DEKALB PIKE", "RIDGE PIKE", "BUTLER PIKE", "EGYPT RD"]
-        var state: UInt64 = 0x9E3779B97F4A7C15
-        func next(_ bound: Int) -> Int {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Int((state >> 33) % UInt64(bound))
-        }
+        var random = DemoRandom(seed: 0x9E3779B97F4A7C15)
+        func next(_ bound: Int) -> Int { random.next(bound) }
         var lines = ["lat,lng,desc,zip,title,timeStamp,twp,addr,e"]
         for _ in 0..<rows {
             let lat = 40.0 + Double(next(400_000)) / 1_000_000

@@ -1,6 +1,7 @@
 import os
 import pathlib
 import subprocess
+import time
 
 import pytest
 
@@ -39,3 +40,18 @@ class CLI:
 @pytest.fixture
 def cli(civitas_bin, tmp_path):
     return CLI(civitas_bin, tmp_path)
+
+
+def start_broker(civitas_bin, folder, operator_pub, *extra):
+    """Starts `civitas serve` in `folder` on a free loopback port with `operator_pub` as operator;
+    returns the process and the broker's URL once it listens."""
+    process = subprocess.Popen([civitas_bin, "serve", "--db", "broker.sqlite", "--port", "0", "--operator", operator_pub, *extra],
+                               cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if "listening on" in line:
+            return process, line.split("listening on ")[1].split(" ")[0]
+    process.terminate()
+    raise AssertionError("the broker did not start")
+

@@ -19,6 +19,7 @@ from pycanon import anonymity
 
 import civitas_format as fmt
 import civitas_log as log
+from conftest import start_broker
 
 PURPOSE = "public-health-surveillance"
 
@@ -49,14 +50,7 @@ def walk(civitas_bin, tmp_path_factory):
     url = None
     for name in ["operator", "emergency-services", "health", "auditor"]:
         civitas("keys", "generate", "--name", name)
-    server = subprocess.Popen([civitas_bin, "serve", "--db", "broker.sqlite", "--operator", "Keys/operator.pub", "--port", "0",
-                               "--schedule-interval", "1"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline and url is None:
-        line = server.stdout.readline()
-        if "listening on" in line:
-            url = line.split("listening on ")[1].split(" ")[0]
-    assert url, "the broker did not start"
+    server, url = start_broker(civitas_bin, folder, "Keys/operator.pub", "--schedule-interval", "1")
     yield folder, civitas
     server.terminate()
     server.wait(timeout=10)

@@ -7,7 +7,6 @@ import json
 import pathlib
 import secrets
 import subprocess
-import time
 
 import pytest
 import requests
@@ -16,6 +15,7 @@ from http_message_signatures import HTTPMessageSigner, algorithms
 from http_message_signatures.resolvers import MappingKeyResolver
 
 import civitas_format as oracle
+from conftest import start_broker
 
 SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
 SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "Schemas" / "datasets"
@@ -26,15 +26,7 @@ def broker(civitas_bin, tmp_path_factory):
     folder = tmp_path_factory.mktemp("broker")
     for name in ["operator", "agency", "partner"]:
         subprocess.run([civitas_bin, "keys", "generate", "--name", name, "--dir", "K"], cwd=folder, check=True, capture_output=True)
-    process = subprocess.Popen([civitas_bin, "serve", "--db", "broker.sqlite", "--port", "0", "--operator", "K/operator.pub"],
-                               cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = None
-    deadline = time.time() + 30
-    while time.time() < deadline and url is None:
-        line = process.stdout.readline()
-        if "civitas broker listening on" in line:
-            url = line.split("listening on ")[1].split(" ")[0]
-    assert url, "the broker did not start"
+    process, url = start_broker(civitas_bin, folder, "K/operator.pub")
     yield {"url": url, "dir": folder, "process": process}
     process.terminate()
     process.wait(timeout=10)
