@@ -29,12 +29,25 @@ public struct AgreementPolicy: Sendable, Equatable {
         /// given discrete Laplace noise with this ε, on a grid of `measureNoiseDigits` decimals.
         public var measureNoiseEpsilonMicro: UInt64?
         public var measureNoiseDigits: Int
+        /// Whether a subject's pseudonym stays the same from one delivery to the next.
+        public var linkage: Linkage
+    }
+
+    /// How far a pseudonym links a subject's records.
+    public enum Linkage: String, Sendable, CaseIterable {
+        /// Within one delivery only (the default): deliveries cannot be joined on pseudonyms.
+        case delivery
+        /// Across every delivery under the agreement; offered only without quasi-identifiers.
+        case longitudinal
     }
 
     /// DP aggregates the partner may request, each charged to the budget.
     public struct AggregateTerms: Sendable, Equatable {
-        /// Columns the partner may group by; the publisher asserts their values are public.
+        /// Columns the partner may group by.
         public var groupBy: [String]
+        /// Declared group keys per column (for columns whose schema does not list its values):
+        /// every aggregate outputs each declared key, present in the data or not.
+        public var groupKeys: [String: [String]]
         public var maxEpsilonPerQueryMicro: UInt64
         public var maxRowsPerSubject: Int
         public var maxGroupsPerSubject: Int
@@ -87,14 +100,17 @@ public struct AgreementPolicy: Sendable, Equatable {
         let fields = try names(object, "fields", maximum: 256)
         guard !fields.isEmpty else { throw invalid("policy member 'fields' must allow at least one field") }
         guard let treatmentObject = object["treatment"]?.objectValue else { throw invalid("policy member 'treatment' must be an object") }
-        try members(treatmentObject, of: "treatment", allowed: ["k", "l", "suppression_limit", "algorithm", "pseudonym_epoch", "measure_noise"])
+        try members(treatmentObject, of: "treatment", allowed: ["k", "l", "suppression_limit", "algorithm", "pseudonym_epoch", "measure_noise", "linkage"])
+        guard let linkage = Linkage(rawValue: treatmentObject["linkage"]?.stringValue ?? "delivery") else {
+            throw invalid("treatment.linkage must be \(Linkage.allCases.map(\.rawValue).joined(separator: " or "))")
+        }
         var treatment = Treatment(
             k: try integer(treatmentObject, "treatment.k", key: "k", range: 1...10_000),
             l: treatmentObject["l"] == nil ? nil : try integer(treatmentObject, "treatment.l", key: "l", range: 2...1000),
             suppressionLimit: try fraction(treatmentObject["suppression_limit"] ?? .number(0), "treatment.suppression_limit"),
             algorithm: treatmentObject["algorithm"]?.stringValue ?? "optimal",
             pseudonymEpoch: treatmentObject["pseudonym_epoch"]?.stringValue ?? "1",
-            measureNoiseEpsilonMicro: nil, measureNoiseDigits: 0)
+            measureNoiseEpsilonMicro: nil, measureNoiseDigits: 0, linkage: linkage)
         if let noise = treatmentObject["measure_noise"] {
             guard let terms = noise.objectValue else { throw invalid("treatment.measure_noise must be {epsilon, fraction_digits}") }
             try members(terms, of: "treatment.measure_noise", allowed: ["epsilon", "fraction_digits"])
@@ -109,9 +125,10 @@ public struct AgreementPolicy: Sendable, Equatable {
         var aggregates: AggregateTerms?
         if let terms = object["aggregates"] {
             guard let terms = terms.objectValue else { throw invalid("policy member 'aggregates' must be an object") }
-            try members(terms, of: "aggregates", allowed: ["group_by", "max_epsilon_per_query", "max_rows_per_subject", "max_groups_per_subject"])
+            try members(terms, of: "aggregates", allowed: ["group_by", "group_keys", "max_epsilon_per_query", "max_rows_per_subject", "max_groups_per_subject"])
             aggregates = AggregateTerms(
                 groupBy: try names(terms, "group_by", maximum: 8, optional: true),
+                groupKeys: try groupKeys(terms["group_keys"]),
                 maxEpsilonPerQueryMicro: try micro(terms["max_epsilon_per_query"], "aggregates.max_epsilon_per_query"),
                 maxRowsPerSubject: terms["max_rows_per_subject"] == nil ? 1 : try integer(terms, "aggregates.max_rows_per_subject", key: "max_rows_per_subject", range: 1...1000),
                 maxGroupsPerSubject: terms["max_groups_per_subject"] == nil ? 1 : try integer(terms, "aggregates.max_groups_per_subject", key: "max_groups_per_subject", range: 1...1000))
@@ -158,11 +175,20 @@ public struct AgreementPolicy: Sendable, Equatable {
         if legalBasis == .consent && schema.fields.first(where: { $0.privacy == .subject }) == nil {
             throw Self.invalid("legal basis consent needs records with a subject field; the schema of \(dataset) has none")
         }
+        if treatment.linkage == .longitudinal && !quasiIdentifiers.isEmpty {
+            throw Self.invalid("treatment.linkage longitudinal would let the partner join a subject's records across every delivery, so k would have to hold over all of them together; it is offered only for agreements that release no quasi-identifiers (here: \(quasiIdentifiers.joined(separator: ", ")))")
+        }
         if let aggregates {
             for column in aggregates.groupBy {
                 guard let field = schema.field(column), field.privacy != .drop, field.privacy != .identifier, field.privacy != .subject else {
                     throw Self.invalid("aggregates.group_by '\(column)' is not a groupable field of \(dataset)")
                 }
+                guard aggregates.groupKeys[column] != nil || field.declaredDomain != nil else {
+                    throw Self.invalid("aggregates.group_by '\(column)' has no declared keys: list them in aggregates.group_keys (or give the schema field an enum or integer bounds), so that which groups appear never depends on who is in the data")
+                }
+            }
+            if let column = aggregates.groupKeys.keys.sorted().first(where: { !aggregates.groupBy.contains($0) }) {
+                throw Self.invalid("aggregates.group_keys names '\(column)', which is not in aggregates.group_by")
             }
         }
     }
@@ -183,7 +209,7 @@ public struct AgreementPolicy: Sendable, Equatable {
             duties.append(["action": "anonymize", "constraint": .array(constraints)])
         }
         duties.append(["action": "civitas:pseudonymize", "constraint": [["leftOperand": "civitas:pseudonymDomain", "operator": "eq",
-                                                                          "rightOperand": .string("agreement \(id), partner \(partner.hex), epoch \(treatment.pseudonymEpoch)")]]])
+                                                                          "rightOperand": .string("agreement \(id), partner \(partner.hex), epoch \(treatment.pseudonymEpoch), linkage \(treatment.linkage.rawValue)")]]])
         if epsilonBudgetMicro > 0 {
             duties.append(["action": "civitas:chargePrivacyBudget", "constraint": [["leftOperand": "civitas:epsilon", "operator": "lteq",
                                                                                      "rightOperand": .number(Double(epsilonBudgetMicro) / 1e6)]]])
@@ -267,6 +293,25 @@ public struct AgreementPolicy: Sendable, Equatable {
             throw invalid("\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         return Int(value)
+    }
+
+    /// Most keys declared for one group-by column.
+    public static let maximumGroupKeys = 10_000
+
+    static func groupKeys(_ value: JSONValue?) throws -> [String: [String]] {
+        guard let value else { return [:] }
+        guard let object = value.objectValue, object.count <= 8 else { throw invalid("aggregates.group_keys must map up to 8 columns to their key lists") }
+        var result: [String: [String]] = [:]
+        for (column, list) in object {
+            guard case .array(let items) = list, (1...maximumGroupKeys).contains(items.count),
+                  let keys = Optional(items.compactMap(\.stringValue)), keys.count == items.count,
+                  keys.allSatisfy({ (0...256).contains($0.utf8.count) }) else {
+                throw invalid("aggregates.group_keys.\(column.prefix(60)) must be a list of 1 to \(maximumGroupKeys) strings of at most 256 bytes")
+            }
+            guard Set(keys).count == keys.count else { throw invalid("aggregates.group_keys.\(column.prefix(60)) lists a key twice") }
+            result[column] = keys
+        }
+        return result
     }
 
     static func fraction(_ value: JSONValue, _ name: String) throws -> Double {

@@ -217,13 +217,22 @@ public final class Broker: Sendable {
 
     // MARK: Releases
 
-    /// Releases the dataset to the partner under the agreement: the pipeline's steps 1 to 9.
+    /// Releases the dataset to the partner under the agreement: the pipeline's steps 1 to 9. A
+    /// release draws only from batches that no earlier delivery to this partner drew from (under
+    /// any agreement on the dataset), so no record reaches a partner twice.
     public func release(agreement id: String, purpose: String, by partner: Participant, now: String) throws -> ReleaseResult {
         let (agreement, policy, dataset) = try authorize(id, purpose: purpose, partner: partner, now: now)
-        let table = try records(of: dataset.id)
-        let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: purpose, suppressionLimit: nil)
-        let delivery = try deliver(outcome.table, kind: .release, agreement: agreement, policy: policy, purpose: purpose, outcome: outcome,
-                                   epsilonMicro: outcome.epsilonMicro, feedWindow: nil, now: now)
+        let all = try store.batches(of: dataset.id).map(\.sequence)
+        let batches = try undrawn(all, partner: agreement.partner, dataset: dataset.id)
+        if !all.isEmpty && batches.isEmpty {
+            throw BrokerError(.nothingToRelease, "every batch of \(dataset.id) has already been delivered to \(partner.keys.name); a later release carries only the records of new batches")
+        }
+        let deliveryID = Self.newDeliveryID(.release)
+        let table = try records(of: dataset.id, sequences: batches)
+        let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: purpose, suppressionLimit: nil,
+                                deliveryID: deliveryID)
+        let delivery = try deliver(outcome.table, id: deliveryID, kind: .release, agreement: agreement, policy: policy, purpose: purpose,
+                                   outcome: outcome, epsilonMicro: outcome.epsilonMicro, feedWindow: nil, drawnBatches: batches, now: now)
         return ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro)
     }
 
@@ -253,26 +262,53 @@ public final class Broker: Sendable {
                 : .mean(column: measure, lower: bounds.lower, upper: bounds.upper)
         }
         let mayRelease = try consentRule(policy: policy, dataset: dataset.id, purpose: request.purpose)
-        let (table, _) = try ReleaseTreatment(schema: schema, policy: policy).consented(try records(of: dataset.id), mayRelease: mayRelease)
+        let (table, _) = try ReleaseTreatment(schema: schema, policy: policy).consented(try records(of: dataset.id, sequences: nil), mayRelease: mayRelease)
         let subject = AgreementPolicy.subjectField(of: schema).flatMap { table.columns.contains($0) ? $0 : nil }
-        let groupIndexes = try request.groupBy.map { try table.index(of: $0) }
-        let groups = Array(Set(table.rows.map { row in groupIndexes.map { row[$0] } })).sorted { $0.lexicographicallyPrecedes($1) }
+        let (groups, keySources) = try Self.declaredGroups(request.groupBy, terms: terms, schema: schema)
         let result: CSVTable
         do {
             let epsilon = try Rational(UInt128(request.epsilonMicro), 1_000_000)
             let query = try DPAggregate(statistic: statistic, groupBy: request.groupBy, mechanism: .laplace(epsilon: epsilon), subject: subject,
                                         maxGroupsPerSubject: terms.maxGroupsPerSubject, maxRowsPerSubject: terms.maxRowsPerSubject)
             var sampler = ExactSampler(random: SystemRandomness())
-            result = try query.run(table, groups: groups.isEmpty ? [[]] : groups, using: &sampler)
+            result = try query.run(table, groups: groups, using: &sampler)
         } catch let error as PrivacyError {
             throw BrokerError(.invalid, error.message)
         }
-        let delivery = try deliver(result, kind: .aggregate, agreement: agreement, policy: policy, purpose: request.purpose, outcome: nil,
-                                   epsilonMicro: request.epsilonMicro, feedWindow: nil, now: now,
+        let delivery = try deliver(result, id: Self.newDeliveryID(.aggregate), kind: .aggregate, agreement: agreement, policy: policy, purpose: request.purpose, outcome: nil,
+                                   epsilonMicro: request.epsilonMicro, feedWindow: nil, drawnBatches: [], now: now,
                                    transforms: ["statistic": .string(request.statistic.rawValue), "mechanism": "discrete-laplace",
-                                                "group_by": .array(request.groupBy.map(JSONValue.string)),
+                                                "group_by": .array(request.groupBy.map(JSONValue.string)), "group_keys": .object(keySources),
                                                 "measure": .string(request.measure ?? "")])
         return ReleaseResult(delivery: delivery, outcome: nil, epsilonMicro: request.epsilonMicro)
+    }
+
+    /// Most groups one aggregate may output.
+    public static let maximumAggregateGroups = 100_000
+
+    /// Every combination of the group-by columns' declared keys (the policy's list, else the
+    /// schema's), and where each column's keys came from. The data never decides which keys appear.
+    static func declaredGroups(_ columns: [String], terms: AgreementPolicy.AggregateTerms,
+                               schema: DatasetSchema) throws -> ([[String]], [String: JSONValue]) {
+        var groups: [[String]] = [[]]
+        var sources: [String: JSONValue] = [:]
+        for column in columns {
+            let keys: [String]
+            if let declared = terms.groupKeys[column] {
+                keys = declared
+                sources[column] = "policy"
+            } else if let declared = schema.field(column)?.declaredDomain {
+                keys = declared
+                sources[column] = "schema"
+            } else {
+                throw BrokerError(.invalid, "group-by column '\(column)' has no declared keys in the agreement or the schema")
+            }
+            guard groups.count * keys.count <= maximumAggregateGroups else {
+                throw BrokerError(.invalid, "grouping by \(columns.joined(separator: ", ")) gives more than \(maximumAggregateGroups) declared groups")
+            }
+            groups = groups.flatMap { prefix in keys.map { prefix + [$0] } }
+        }
+        return (groups, sources)
     }
 
     // MARK: Feeds
@@ -308,13 +344,17 @@ public final class Broker: Sendable {
             let waited = (RFC3339.seconds(now) ?? 0) - (RFC3339.seconds(first.created) ?? 0)
             guard waiting >= terms.windowRecords || waited >= Int64(terms.windowSeconds) else { continue }
             let window = feed.nextBatch..<(last.sequence + 1)
-            let table = try records(of: dataset.id, batches: window)
             do {
+                // Batches another delivery to this partner already drew from are passed over.
+                let batches = try undrawn(pending.map(\.sequence), partner: agreement.partner, dataset: dataset.id)
+                guard !batches.isEmpty else { throw BrokerError(.nothingToRelease, "every batch of the window was already delivered") }
+                let deliveryID = Self.newDeliveryID(.window)
+                let table = try records(of: dataset.id, sequences: batches)
                 let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: feed.purpose,
-                                        suppressionLimit: terms.belowK == .suppress ? 1 : nil)
-                let delivery = try deliver(outcome.table, kind: .window, agreement: agreement, policy: policy, purpose: feed.purpose,
+                                        suppressionLimit: terms.belowK == .suppress ? 1 : nil, deliveryID: deliveryID)
+                let delivery = try deliver(outcome.table, id: deliveryID, kind: .window, agreement: agreement, policy: policy, purpose: feed.purpose,
                                            outcome: outcome, epsilonMicro: outcome.epsilonMicro,
-                                           feedWindow: (feed: feed.id, from: window.lowerBound, to: window.upperBound), now: now)
+                                           feedWindow: (feed: feed.id, from: window.lowerBound, to: window.upperBound), drawnBatches: batches, now: now)
                 results.append(ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro))
             } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
                 waitingWindows.record(feed.id, lastBatch: last.sequence)
@@ -384,34 +424,48 @@ public final class Broker: Sendable {
         }
     }
 
-    /// Step 2: the dataset's records (or those of some batches), decrypted.
-    private func records(of dataset: String, batches: Range<Int64>? = nil) throws -> CSVTable {
+    /// Step 2: the records of these batches of the dataset (nil: of every batch), decrypted.
+    private func records(of dataset: String, sequences: [Int64]?) throws -> CSVTable {
         var table = CSVTable(columns: [], rows: [])
-        try mapStore {
-            try store.records(of: dataset, batches: batches) { columns, rows in
-                table.columns = columns
-                table.rows += rows
+        for run in sequences.map { BatchRanges.runs($0).map(Optional.some) } ?? [nil] {
+            try mapStore {
+                try store.records(of: dataset, batches: run) { columns, rows in
+                    table.columns = columns
+                    table.rows += rows
+                }
             }
         }
         return table
     }
 
-    /// Steps 3 to 6.
+    /// The batches among `sequences` that no delivery to `partner` has drawn from, in order.
+    private func undrawn(_ sequences: [Int64], partner: KeyID, dataset: String) throws -> [Int64] {
+        let drawn = try mapStore { try store.drawnBatches(partner: partner, dataset: dataset) }
+        return sequences.filter { !drawn.contains($0) }.sorted()
+    }
+
+    /// A fresh delivery id (`rel-`, `win-` or `agg-` and 16 hex digits).
+    private static func newDeliveryID(_ kind: Delivery.Kind) -> String {
+        "\(kind == .aggregate ? "agg" : kind == .window ? "win" : "rel")-" + Hex.encode(Sodium.randomBytes(8))
+    }
+
+    /// Steps 3 to 6. Pseudonyms are drawn for this delivery alone unless the agreement asks for
+    /// longitudinal linkage.
     private func treat(_ table: CSVTable, agreement: StoredAgreement, policy: AgreementPolicy, dataset: Dataset, purpose: String,
-                       suppressionLimit: Double?) throws -> TreatmentOutcome {
+                       suppressionLimit: Double?, deliveryID: String) throws -> TreatmentOutcome {
+        let epoch = policy.treatment.linkage == .longitudinal ? policy.treatment.pseudonymEpoch : "\(policy.treatment.pseudonymEpoch)/\(deliveryID)"
         let pseudonymizer = try Pseudonymizer(master: master, domain: PseudonymDomain(
-            agreement: agreement.id, partner: agreement.partner.hex, purpose: purpose, epoch: policy.treatment.pseudonymEpoch))
+            agreement: agreement.id, partner: agreement.partner.hex, purpose: purpose, epoch: epoch))
         return try ReleaseTreatment(schema: try DatasetSchema.parse(dataset.schema), policy: policy)
             .apply(table, mayRelease: try consentRule(policy: policy, dataset: dataset.id, purpose: purpose),
                    pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit)
     }
 
     /// Steps 8 and 9: seal for the partner, then charge, log and store in one transaction.
-    private func deliver(_ table: CSVTable, kind: Delivery.Kind, agreement: StoredAgreement, policy: AgreementPolicy, purpose: String,
-                         outcome: TreatmentOutcome?, epsilonMicro: UInt64, feedWindow: (feed: String, from: Int64, to: Int64)?, now: String,
-                         transforms: [String: JSONValue] = [:]) throws -> Delivery {
+    private func deliver(_ table: CSVTable, id deliveryID: String, kind: Delivery.Kind, agreement: StoredAgreement, policy: AgreementPolicy,
+                         purpose: String, outcome: TreatmentOutcome?, epsilonMicro: UInt64, feedWindow: (feed: String, from: Int64, to: Int64)?,
+                         drawnBatches: [Int64], now: String, transforms: [String: JSONValue] = [:]) throws -> Delivery {
         guard let partner = try store.participant(agreement.partner) else { throw BrokerError(.notFound, "partner \(agreement.partner) is gone") }
-        let deliveryID = "\(kind == .aggregate ? "agg" : kind == .window ? "win" : "rel")-" + Hex.encode(Sodium.randomBytes(8))
         let sealer = EnvelopeSealer(issuer: keys, recipient: partner.keys, contentType: "text/csv", metadata: [
             "delivery": .string(deliveryID), "kind": .string(kind.rawValue), "agreement": .string(agreement.id),
             "dataset": .string(agreement.dataset), "purpose": .string(purpose), "policy_sha256": .string(Hex.encode(agreement.policySHA256)),
@@ -425,14 +479,14 @@ public final class Broker: Sendable {
         var allTransforms = outcome?.logTransforms ?? [:]
         allTransforms.merge(transforms) { _, new in new }
         allTransforms["kind"] = .string(kind.rawValue)
-        if let feedWindow { allTransforms["batches"] = .string("\(feedWindow.from)-\(feedWindow.to - 1)") }
+        if !drawnBatches.isEmpty { allTransforms["batches"] = .string(BatchRanges.text(drawnBatches)) }
         let members = LogEvents.releaseDelivered(
             release: deliveryID, agreement: agreement.id, dataset: agreement.dataset, partner: agreement.partner, purpose: purpose,
             policySHA256: agreement.policySHA256, envelope: summary, recordsReleased: UInt64(table.rows.count),
             recordsSuppressed: UInt64(outcome?.recordsSuppressed ?? 0), kAchieved: UInt64(outcome?.kAchieved ?? 0),
             epsilonMicro: epsilonMicro, transforms: allTransforms)
         let commit = DeliveryCommit(id: deliveryID, agreement: agreement.id, kind: kind, records: table.rows.count, envelope: envelope,
-                                    epsilonMicro: epsilonMicro, logMembers: members, feedWindow: feedWindow)
+                                    epsilonMicro: epsilonMicro, logMembers: members, feedWindow: feedWindow, drawnBatches: drawnBatches)
         return try mapStore { try store.commitDelivery(commit, now: now) }
     }
 

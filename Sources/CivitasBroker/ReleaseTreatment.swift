@@ -10,7 +10,7 @@ public struct TreatmentOutcome: Sendable {
     public let recordsWithoutConsent: Int
     /// Records suppressed to reach k (and l).
     public let recordsSuppressed: Int
-    /// Smallest equivalence class released (0 when no k-anonymity step ran).
+    /// Fewest distinct subjects in a released equivalence class (0 when no k-anonymity step ran).
     public let kAchieved: Int
     /// ε charged for noise on bounded measures (× 10^6): the per-value ε × noised fields × the most
     /// records one subject has in the release (sequential composition); 0 without measure noise.
@@ -29,6 +29,9 @@ public struct TreatmentOutcome: Sendable {
             transforms["algorithm"] = .string(report.algorithm)
             if !report.levels.isEmpty { transforms["levels"] = .object(report.levels.mapValues { .number(Double($0)) }) }
             if let diversity = report.diversity { transforms["l_diversity"] = .string(diversity) }
+            transforms["k_counts"] = .string(report.subjectColumn == nil ? "records" : "subjects")
+            transforms["subjects_released"] = .number(Double(report.subjectsReleased))
+            transforms["subjects_suppressed"] = .number(Double(report.subjectsSuppressed))
         }
         return transforms
     }
@@ -86,17 +89,29 @@ public struct ReleaseTreatment {
         // 5. Pseudonyms.
         let pseudonymized = kept.compactMap { schema.field($0) }.filter { $0.privacy == .identifier || $0.privacy == .subject }
         if !pseudonymized.isEmpty { projected = try pseudonymizer.apply(to: projected, fields: pseudonymized) }
-        // 6. k-anonymity and l-diversity.
+        // 6. k-anonymity and l-diversity, counted in subjects.
         let fields = kept.compactMap { schema.field($0) }
         let quasiIdentifiers = fields.filter { $0.privacy == .quasiIdentifier }
         guard policy.treatment.k >= 2, !quasiIdentifiers.isEmpty else {
             return TreatmentOutcome(table: projected, recordsSelected: recordsSelected, recordsWithoutConsent: withoutConsent,
                                     recordsSuppressed: 0, kAchieved: 0, report: nil)
         }
+        // The subject is counted whether or not its (pseudonymized) column is released.
+        var subjectColumn: String?
+        if let subject = AgreementPolicy.subjectField(of: schema), let column = selected.columns.firstIndex(of: subject) {
+            if kept.contains(subject) {
+                subjectColumn = subject
+            } else {
+                subjectColumn = Self.hiddenSubjectColumn
+                projected.columns.append(Self.hiddenSubjectColumn)
+                for r in projected.rows.indices { projected.rows[r].append(selected.rows[r][column]) }
+            }
+        }
         let sensitive = fields.first { $0.privacy == .sensitive }?.name
         let requirements = try AnonymityRequirements(k: policy.treatment.k, sensitive: sensitive,
                                                      diversity: sensitive == nil ? nil : policy.treatment.l.map { .distinct($0) },
-                                                     maxSuppression: suppressionLimit ?? policy.treatment.suppressionLimit)
+                                                     maxSuppression: suppressionLimit ?? policy.treatment.suppressionLimit,
+                                                     subject: subjectColumn, linking: pseudonymized.map(\.name))
         let identifiers = quasiIdentifiers.map { QuasiIdentifier(column: $0.name, hierarchy: $0.hierarchy ?? .suppressionOnly) }
         let keep = kept.filter { name in !quasiIdentifiers.contains { $0.name == name } && name != sensitive }
         let result: AnonymizedTable
@@ -111,9 +126,11 @@ public struct ReleaseTreatment {
             throw BrokerError(.kUnreachable, "every record would be suppressed to reach k = \(policy.treatment.k)")
         }
         return TreatmentOutcome(table: result.table, recordsSelected: recordsSelected, recordsWithoutConsent: withoutConsent,
-                                recordsSuppressed: result.report.suppressed, kAchieved: result.report.classSizeHistogram.keys.min() ?? 0,
-                                report: result.report)
+                                recordsSuppressed: result.report.suppressed, kAchieved: result.report.kAchieved, report: result.report)
     }
+
+    /// Carries the subject through anonymization when the agreement does not release it; never released.
+    static let hiddenSubjectColumn = "\u{0}subject"
 
     /// Clamps every released measure to its schema bounds and adds discrete Laplace noise of scale
     /// (upper − lower)/ε; charges ε for each noised field and each record of the subject with most records.

@@ -123,6 +123,16 @@ public final class BrokerStore: Sendable {
         migrator.registerMigration("2026-11-29 exchanges") { db in
             try createExchangeTables(db)
         }
+        migrator.registerMigration("2026-12-02 drawn batches") { db in
+            // Which batches of a dataset each partner's deliveries drew from: at most once each.
+            try db.create(table: "drawn_batch") { t in
+                t.column("partner", .text).notNull()
+                t.column("dataset", .text).notNull()
+                t.column("sequence", .integer).notNull()
+                t.column("delivery", .text).notNull().references("delivery", column: "id")
+                t.primaryKey(["partner", "dataset", "sequence"])
+            }
+        }
         return migrator
     }
 

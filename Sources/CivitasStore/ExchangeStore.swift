@@ -101,9 +101,12 @@ public struct DeliveryCommit: Sendable {
     /// For a feed window: the feed, the first batch of the window (which must still be the feed's
     /// next batch) and the first batch after it.
     public var feedWindow: (feed: String, from: Int64, to: Int64)?
+    /// The dataset batches whose records this delivery drew from; none may have been drawn for
+    /// the same partner before.
+    public var drawnBatches: [Int64]
 
     public init(id: String, agreement: String, kind: Delivery.Kind, records: Int, envelope: [UInt8], epsilonMicro: UInt64,
-                logMembers: [String: JSONValue], feedWindow: (feed: String, from: Int64, to: Int64)? = nil) {
+                logMembers: [String: JSONValue], feedWindow: (feed: String, from: Int64, to: Int64)? = nil, drawnBatches: [Int64] = []) {
         self.id = id
         self.agreement = agreement
         self.kind = kind
@@ -112,6 +115,7 @@ public struct DeliveryCommit: Sendable {
         self.epsilonMicro = epsilonMicro
         self.logMembers = logMembers
         self.feedWindow = feedWindow
+        self.drawnBatches = drawnBatches
     }
 }
 
@@ -296,8 +300,9 @@ extension BrokerStore {
 
     /// Commits a delivery in ONE transaction: checks the agreement is accepted and inside its
     /// validity at `now`, charges its budget (refused past the limit), appends the
-    /// `release.delivered` entry, stores the envelope and, for a feed window, moves the feed on.
-    /// Any refusal changes nothing.
+    /// `release.delivered` entry, stores the envelope, records the batches drawn (refused as
+    /// superseded when another delivery drew one of them for this partner first) and, for a feed
+    /// window, moves the feed on. Any refusal changes nothing.
     public func commitDelivery(_ commit: DeliveryCommit, now: String) throws -> Delivery {
         try writeLogged { db, log in
             let agreement = try Self.agreement(commit.agreement, in: db)
@@ -327,8 +332,26 @@ extension BrokerStore {
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [commit.id, agreement.id, agreement.partner.hex, commit.kind.rawValue, commit.feedWindow?.feed,
                                  feedSequence, Int64(index), commit.records, Data(commit.envelope), now])
+            for sequence in commit.drawnBatches {
+                if try Row.fetchOne(db, sql: "SELECT 1 FROM drawn_batch WHERE partner = ? AND dataset = ? AND sequence = ?",
+                                    arguments: [agreement.partner.hex, agreement.dataset, sequence]) != nil {
+                    throw StoreError(.superseded, "batch \(sequence) of \(agreement.dataset) was delivered to this partner meanwhile")
+                }
+                try db.execute(sql: "INSERT INTO drawn_batch (partner, dataset, sequence, delivery) VALUES (?, ?, ?, ?)",
+                               arguments: [agreement.partner.hex, agreement.dataset, sequence, commit.id])
+            }
             return Delivery(id: commit.id, agreement: agreement.id, partner: agreement.partner, kind: commit.kind, feed: commit.feedWindow?.feed,
                             feedSequence: feedSequence, logIndex: index, records: commit.records, envelope: commit.envelope, created: now)
+        }
+    }
+
+    /// The batches of `dataset` that deliveries to `partner` have drawn from.
+    public func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64> {
+        try wrap {
+            try pool.read { db in
+                Set(try Int64.fetchAll(db, sql: "SELECT sequence FROM drawn_batch WHERE partner = ? AND dataset = ?",
+                                       arguments: [partner.hex, dataset]))
+            }
         }
     }
 

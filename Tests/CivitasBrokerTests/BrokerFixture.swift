@@ -89,7 +89,7 @@ final class BrokerFixture {
             "agreement": .string(id), "dataset": .string(Self.dataset), "publisher": .string(clinicKeys.keyID.hex),
             "partner": .string(partner.keyID.hex), "purposes": [.string(Self.purpose)], "legal_basis": .string(basis),
             "fields": .array(fields.map(JSONValue.string)), "treatment": ["k": .number(Double(k)), "suppression_limit": .number(suppression)],
-            "aggregates": ["group_by": ["zip"], "max_epsilon_per_query": 0.4], "epsilon_budget": .number(budget),
+            "aggregates": ["group_by": ["zip"], "group_keys": ["zip": .array((0...9).map { .string("1910\($0)") })], "max_epsilon_per_query": 0.4], "epsilon_budget": .number(budget),
             "valid_from": "2026-11-01T00:00:00Z", "valid_until": "2026-12-31T23:59:59Z",
         ]
         object.merge(extra) { _, new in new }

@@ -185,6 +185,7 @@ struct ReleaseTests {
         let firstPeople = try Self.people(in: fixture.open(first.delivery, as: fixture.partnerAKeys))
         #expect(firstPeople.isSubset(of: Set(0..<50)))
         try fixture.consent(Array(0..<10), granted: false)
+        try fixture.publish(BrokerFixture.records(people: 60))   // a release carries only records not yet delivered
         let second = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
         let secondPeople = try Self.people(in: fixture.open(second.delivery, as: fixture.partnerAKeys))
         #expect(secondPeople.isDisjoint(with: Set(0..<10)))
@@ -221,10 +222,12 @@ struct ReleaseTests {
         #expect(pseudonymsA.isDisjoint(with: pseudonymsB))
         #expect(pseudonymsA.isDisjoint(with: Set((0..<40).map(BrokerFixture.person))))
         #expect(pseudonymsA.allSatisfy { $0.utf8.count == 32 && Hex.decode($0) != nil })
-        // Within one partner's domain the same person keeps one pseudonym across releases.
+        // Pseudonyms are drawn per delivery: the partner's next release cannot be joined to this one.
+        try fixture.publish(BrokerFixture.records(people: 40))
         let again = try fixture.open(try fixture.broker.release(agreement: a, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now).delivery,
                                      as: fixture.partnerAKeys)
-        #expect(Set(try again.rows.map { $0[try again.index(of: "person")] }) == pseudonymsA)
+        let pseudonymsAgain = Set(try again.rows.map { $0[try again.index(of: "person")] })
+        #expect(pseudonymsAgain.count == 40 && pseudonymsAgain.isDisjoint(with: pseudonymsA))
     }
 
     @Test("Refused releases (revoked, wrong partner, wrong purpose, k unreachable, nothing consented) change nothing")
@@ -313,6 +316,7 @@ struct ReleaseTests {
         let visits = try table.rows.map { Int($0[try table.index(of: "visits")]) ?? 0 }
         // The originals are 0…11; with noise of scale 50/0.5 = 100 most values land outside that range.
         #expect(visits.filter { !(0...11).contains($0) }.count > visits.count / 2, "\(visits.prefix(20))")
+        try fixture.publish(BrokerFixture.records(people: 40, visitsEach: 2))
         let refused = try #require(throws: BrokerError.self) {
             _ = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
         }

@@ -90,9 +90,12 @@ struct FeedTests {
             let state = try #require(try fixture.store.feed(feed.id))
             if mode == "wait" {
                 #expect(state.nextBatch == 1, "the records wait")
-                try fixture.publish(BrokerFixture.records(people: 1, visitsEach: 2, startingAt: 10))  // same age and zip as person 0
+                // A second person alone does not reach k = 4 people, however many records they add.
+                try fixture.publish(BrokerFixture.records(people: 1, visitsEach: 3, startingAt: 10))
+                #expect(try fixture.broker.closeDueWindows(now: fixture.now).isEmpty)
+                try fixture.publish(BrokerFixture.records(people: 2, visitsEach: 2, startingAt: 11))
                 let second = try fixture.broker.closeDueWindows(now: fixture.now)
-                #expect(second.first?.delivery.records == 4)
+                #expect(second.first?.delivery.records == 9)
                 #expect(second.first?.outcome?.kAchieved ?? 0 >= 4)
             } else {
                 #expect(state.nextBatch == 2, "the records were suppressed and the feed moved on")

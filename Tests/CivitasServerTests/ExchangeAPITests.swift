@@ -25,7 +25,7 @@ struct ExchangeAPITests {
         var object: [String: JSONValue] = [
             "agreement": .string(id), "dataset": "visits", "publisher": .string(broker.agency.keyID.hex), "partner": .string(broker.partner.keyID.hex),
             "purposes": ["public-health-surveillance"], "legal_basis": "consent", "fields": ["person", "age", "zip", "diagnosis"],
-            "treatment": ["k": 3, "suppression_limit": 0.3], "aggregates": ["group_by": ["zip"], "max_epsilon_per_query": 0.5],
+            "treatment": ["k": 3, "suppression_limit": 0.3], "aggregates": ["group_by": ["zip"], "group_keys": ["zip": .array((0...9).map { .string("1910\($0)") })], "max_epsilon_per_query": 0.5],
             "epsilon_budget": 1, "valid_from": "2026-11-01T00:00:00Z", "valid_until": "2026-12-31T23:59:59Z",
             "feed": ["window_records": 10, "window_seconds": 3600, "below_k": "suppress"],
         ]

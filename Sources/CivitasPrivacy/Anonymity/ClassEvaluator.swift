@@ -1,8 +1,8 @@
 import Foundation
 
 /// Groups weighted cells into equivalence classes for one generalization and
-/// decides which classes meet k (and l): the inner loop of every search.
-/// Uses an open-addressing table reused across evaluations.
+/// decides which classes meet k (and l), counting distinct subjects: the inner
+/// loop of every search. Uses an open-addressing table reused across evaluations.
 final class ClassEvaluator {
     let table: EncodedTable
     let requirements: AnonymityRequirements
@@ -35,7 +35,8 @@ final class ClassEvaluator {
     }
 
     struct Outcome {
-        /// Records in classes that fail k or l: these would be suppressed.
+        /// Subjects in classes that fail k or l (a subject in two failing classes counts twice):
+        /// these would be suppressed.
         var suppressed: Int
         var classes: Int
         var keptClasses: Int
@@ -87,13 +88,15 @@ final class ClassEvaluator {
                   multipliers: multipliers, weights: source.sizes, recordCells: false)
         } else {
             group(input: table.cellLeaves, tables: (0..<q).map { table.codes[$0][levels[$0]] },
-                  multipliers: multipliers, weights: table.cellCount, recordCells: true)
+                  multipliers: multipliers, weights: table.cellSubjects, recordCells: true)
         }
         if canRollUp {
+            // Stored before the per-subject correction: sums of cell weights roll up, the correction does not.
             let classSizes = used.map { sizes[Int($0)] }
             if snapshots.count == Self.snapshotLimit { snapshots.removeFirst() }
             snapshots.append(Snapshot(levels: levels, codes: classCodes, sizes: classSizes))
         }
+        countSpanningSubjectsOnce(levels: levels, multipliers: multipliers)
         var diversityOK: [Int32: Bool] = [:]
         if let diversity = requirements.diversity {
             diversityOK = classDiversity(diversity)
@@ -165,25 +168,67 @@ final class ClassEvaluator {
     /// Slots used by the last evaluation.
     var usedSlots: [Int32] { used }
 
+    /// The class slot that a cell falls into at `levels` (the class exists: every cell was grouped).
+    private func classSlot(ofCell cell: Int, levels: [Int], multipliers: [UInt64]) -> Int32 {
+        let q = levels.count
+        var key: UInt64 = 0
+        for column in 0..<q {
+            key &+= UInt64(table.codes[column][levels[column]][Int(table.cellLeaves[cell * q + column])]) &* multipliers[column]
+        }
+        let mask = capacity - 1
+        var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+        while keys[slot] != key { slot = (slot &+ 1) & mask }
+        return Int32(slot)
+    }
+
+    /// Class sizes are sums of per-cell subject counts; a subject with records in several cells of
+    /// one class was counted once per cell, and is now counted once.
+    private func countSpanningSubjectsOnce(levels: [Int], multipliers: [UInt64]) {
+        var seen: [Int32] = []
+        for cells in table.spanningSubjects {
+            seen.removeAll(keepingCapacity: true)
+            for cell in cells {
+                let slot = classSlot(ofCell: Int(cell), levels: levels, multipliers: multipliers)
+                if seen.contains(slot) { sizes[Int(slot)] -= 1 } else { seen.append(slot) }
+            }
+        }
+    }
+
+    /// l-diversity per class, each sensitive value weighted by the distinct subjects holding it.
     private func classDiversity(_ diversity: DiversityRequirement) -> [Int32: Bool] {
         let mask = pairKeys.count - 1
-        for cell in 0..<table.cellCount.count {
-            let key = UInt64(UInt32(bitPattern: slotOfCell[cell])) << 32 | UInt64(table.cellSensitive[cell])
+        func pairSlot(_ key: UInt64) -> Int {
             var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
             while pairKeys[slot] != key && pairKeys[slot] != Self.empty { slot = (slot + 1) & mask }
+            return slot
+        }
+        for cell in 0..<table.cellCount.count {
+            let key = UInt64(UInt32(bitPattern: slotOfCell[cell])) << 32 | UInt64(table.cellSensitive[cell])
+            let slot = pairSlot(key)
             if pairKeys[slot] == Self.empty {
                 pairKeys[slot] = key
                 pairUsed.append(Int32(slot))
             }
-            pairCounts[slot] += table.cellCount[cell]
+            pairCounts[slot] += table.cellSubjects[cell]
+        }
+        // A subject holding one value in several cells of a class counts once for it.
+        var seen: [UInt64] = []
+        for cells in table.spanningSubjects {
+            seen.removeAll(keepingCapacity: true)
+            for cell in cells {
+                let key = UInt64(UInt32(bitPattern: slotOfCell[Int(cell)])) << 32 | UInt64(table.cellSensitive[Int(cell)])
+                if seen.contains(key) { pairCounts[pairSlot(key)] -= 1 } else { seen.append(key) }
+            }
         }
         var distinct: [Int32: Int] = [:]
         var plogp: [Int32: Double] = [:]
+        var weight: [Int32: Double] = [:]
         for slot in pairUsed {
             let classSlot = Int32(truncatingIfNeeded: pairKeys[Int(slot)] >> 32)
             let count = Double(pairCounts[Int(slot)])
             distinct[classSlot, default: 0] += 1
             plogp[classSlot, default: 0] += count * log(count)
+            weight[classSlot, default: 0] += count
         }
         var result: [Int32: Bool] = [:]
         for slot in used {
@@ -192,8 +237,8 @@ final class ClassEvaluator {
             case .distinct(let l):
                 result[slot] = values >= l
             case .entropy(let l):
-                let n = Double(sizes[Int(slot)])
-                let entropy = log(n) - (plogp[slot] ?? 0) / n
+                let n = weight[slot] ?? 0
+                let entropy = n > 0 ? log(n) - (plogp[slot] ?? 0) / n : 0
                 result[slot] = values >= l && entropy >= log(Double(l)) + DiversityRequirement.entropyMargin
             }
         }

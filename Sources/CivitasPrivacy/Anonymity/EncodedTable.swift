@@ -1,6 +1,8 @@
 /// A table's quasi-identifiers encoded for fast search: every value becomes a
 /// leaf code, every label at every level a dense code; records with the same
-/// leaf codes and sensitive value are merged into weighted cells.
+/// leaf codes and sensitive value are merged into weighted cells. Each cell also
+/// counts the distinct subjects it holds, and subjects whose records fall into
+/// several cells are listed, so that classes can be measured in people.
 struct EncodedTable {
     let quasiIdentifiers: [QuasiIdentifier]
     let columnIndexes: [Int]
@@ -21,10 +23,18 @@ struct EncodedTable {
     let cellCount: [Int32]
     /// Per row: the cell it was merged into.
     let cellOfRow: [Int32]
+    /// Per row: the subject code (the row number when there is no subject column).
+    let subjectOfRow: [UInt32]
+    /// Number of distinct subjects.
+    let subjectCount: Int
+    /// Per cell: distinct subjects with a record in it (equal to `cellCount` without a subject column).
+    let cellSubjects: [Int32]
+    /// The cells of every subject whose records fall into more than one cell, one list per subject.
+    let spanningSubjects: [[Int32]]
 
     var heights: [Int] { quasiIdentifiers.map(\.hierarchy.height) }
 
-    init(table: CSVTable, quasiIdentifiers: [QuasiIdentifier], sensitive: String?) throws {
+    init(table: CSVTable, quasiIdentifiers: [QuasiIdentifier], sensitive: String?, subject: String? = nil) throws {
         guard !quasiIdentifiers.isEmpty else { throw PrivacyError(.invalidParameter, "at least one quasi-identifier is needed") }
         guard Set(quasiIdentifiers.map(\.column)).count == quasiIdentifiers.count else {
             throw PrivacyError(.invalidParameter, "a quasi-identifier is named twice")
@@ -147,6 +157,42 @@ struct EncodedTable {
         self.cellSensitive = cellSensitive
         self.cellCount = cellCount
         self.cellOfRow = cellOfRow
+        if let subject {
+            let subjectIndex = try table.index(of: subject)
+            if quasiIdentifiers.contains(where: { $0.column == subject }) || subject == sensitive {
+                throw PrivacyError(.invalidParameter, "column '\(subject)' names the subject and cannot be quasi-identifying or sensitive")
+            }
+            var codeOf: [String: UInt32] = [:]
+            var subjectOfRow = [UInt32](repeating: 0, count: table.rows.count)
+            for (r, row) in table.rows.enumerated() {
+                let value = row[subjectIndex]
+                if let known = codeOf[value] { subjectOfRow[r] = known } else {
+                    let code = UInt32(codeOf.count)
+                    codeOf[value] = code
+                    subjectOfRow[r] = code
+                }
+            }
+            // Distinct (cell, subject) pairs: a cell's weight in people, and each subject's cells.
+            var cellSubjects = [Int32](repeating: 0, count: cellCount.count)
+            var firstCell = [Int32](repeating: -1, count: codeOf.count)
+            var moreCells: [UInt32: [Int32]] = [:]
+            var pairs = Set<UInt64>(minimumCapacity: table.rows.count)
+            for r in 0..<table.rows.count {
+                let cell = cellOfRow[r], person = subjectOfRow[r]
+                guard pairs.insert(UInt64(UInt32(bitPattern: cell)) << 32 | UInt64(person)).inserted else { continue }
+                cellSubjects[Int(cell)] += 1
+                if firstCell[Int(person)] < 0 { firstCell[Int(person)] = cell } else { moreCells[person, default: []].append(cell) }
+            }
+            self.subjectOfRow = subjectOfRow
+            subjectCount = codeOf.count
+            self.cellSubjects = cellSubjects
+            spanningSubjects = moreCells.keys.sorted().map { [firstCell[Int($0)]] + (moreCells[$0] ?? []) }
+        } else {
+            subjectOfRow = (0..<table.rows.count).map { UInt32($0) }
+            subjectCount = table.rows.count
+            cellSubjects = cellCount
+            spanningSubjects = []
+        }
         var rollup: [[[[UInt32]]]] = []
         for (q, qi) in quasiIdentifiers.enumerated() {
             let height = qi.hierarchy.height

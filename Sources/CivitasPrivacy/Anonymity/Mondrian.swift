@@ -3,7 +3,7 @@ import Foundation
 /// Mondrian multidimensional partitioning (LeFevre, DeWitt and Ramakrishnan,
 /// ICDE 2006, strict version): records are split recursively at the median of
 /// the quasi-identifier with the widest normalized range, as long as both halves
-/// meet k (and l). Numeric columns are ordered by value and released as ranges `low..high`;
+/// meet k (and l), counted in distinct subjects. Numeric columns are ordered by value and released as ranges `low..high`;
 /// other columns are ordered by their hierarchy (siblings adjacent) and released
 /// as the lowest hierarchy label that covers the partition.
 public struct Mondrian {
@@ -11,7 +11,9 @@ public struct Mondrian {
 
     public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
                           keepColumns: [String] = []) throws -> AnonymizedTable {
-        let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive)
+        let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive,
+                                       subject: requirements.subject)
+        var counter = DistinctSubjects(encoded: encoded)
         let dimensions = try quasiIdentifiers.enumerated().map { try Dimension(encoded: encoded, column: $0.offset) }
         let n = encoded.rowCount
         // rank[q][row]: the row's position in column q's order.
@@ -21,8 +23,8 @@ public struct Mondrian {
         var partitions: [[Int32]] = []
         var work: [[Int32]] = [Array(0..<Int32(n))]
         let whole = Array(0..<Int32(n))
-        guard allowed(whole, encoded: encoded, requirements: requirements) else {
-            throw PrivacyError(.invalidParameter, "the whole table (\(n) records) does not meet k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? ""); nothing can be released")
+        guard allowed(whole, encoded: encoded, requirements: requirements, counter: &counter) else {
+            throw PrivacyError(.invalidParameter, "the whole table (\(n) records of \(encoded.subjectCount) subjects) does not meet k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? ""); nothing can be released")
         }
         while let partition = work.popLast() {
             // Dimensions by normalized range, widest first.
@@ -49,8 +51,8 @@ public struct Mondrian {
                     if ranks[q][Int(row)] <= median { left.append(row) } else { right.append(row) }
                 }
                 if !left.isEmpty, !right.isEmpty,
-                   allowed(left, encoded: encoded, requirements: requirements),
-                   allowed(right, encoded: encoded, requirements: requirements) {
+                   allowed(left, encoded: encoded, requirements: requirements, counter: &counter),
+                   allowed(right, encoded: encoded, requirements: requirements, counter: &counter) {
                     work.append(left)
                     work.append(right)
                     split = true
@@ -71,43 +73,63 @@ public struct Mondrian {
                 totalPenalty += penalty * Double(partition.count)
             }
         }
-        let keptIndexes = try keepColumns.map { try table.index(of: $0) }
-        var columns = quasiIdentifiers.map(\.column)
-        if let sensitive = requirements.sensitive { columns.append(sensitive) }
-        columns += keepColumns.filter { !columns.contains($0) }
-        var rows: [[String]] = []
-        rows.reserveCapacity(n)
-        var classSizes: [[String]: Int] = [:]
-        for (r, row) in table.rows.enumerated() {
+        // Classes are what the partner sees: records with equal labels.
+        var classOfLabels: [[String]: Int32] = [:]
+        var classOfRow = [Int32](repeating: 0, count: n)
+        for r in 0..<n {
             let labels = (0..<quasiIdentifiers.count).map { labelOfRow[$0][r] }
-            classSizes[labels, default: 0] += 1
-            var out = labels
-            if let index = encoded.sensitiveIndex { out.append(row[index]) }
-            for index in keptIndexes where !encoded.columnIndexes.contains(index) && index != encoded.sensitiveIndex {
-                out.append(row[index])
+            if let known = classOfLabels[labels] { classOfRow[r] = known } else {
+                classOfRow[r] = Int32(classOfLabels.count)
+                classOfLabels[labels] = classOfRow[r]
             }
-            rows.append(out)
         }
-        var report = Release.report(records: n, classSizes: Array(classSizes.values), requirements: requirements)
+        var keep = [Bool](repeating: true, count: n)
+        let summary = try SubjectProtection(requirements: requirements).enforce(table: table, encoded: encoded, classOfRow: classOfRow, keep: &keep)
+        let released = try Release.rows(table: table, encoded: encoded, keep: keep, requirements: requirements, keepColumns: keepColumns) { q, r in
+            labelOfRow[q][r]
+        }
+        var report = Release.report(summary, requirements: requirements)
         report.algorithm = "mondrian"
         report.partitions = partitions.count
         report.loss = n > 0 ? totalPenalty / Double(n * quasiIdentifiers.count) : 0
-        return AnonymizedTable(table: CSVTable(columns: columns, rows: rows), report: report)
+        return AnonymizedTable(table: released, report: report)
     }
 
-    private func allowed(_ rows: [Int32], encoded: EncodedTable, requirements: AnonymityRequirements) -> Bool {
-        guard rows.count >= requirements.k else { return false }
+    private func allowed(_ rows: [Int32], encoded: EncodedTable, requirements: AnonymityRequirements, counter: inout DistinctSubjects) -> Bool {
+        guard rows.count >= requirements.k, counter.count(rows) >= requirements.k else { return false }
         guard let diversity = requirements.diversity else { return true }
+        var holders = Set<UInt64>()
         var counts: [UInt32: Int] = [:]
-        for row in rows { counts[encoded.sensitiveOfRow[Int(row)], default: 0] += 1 }
-        switch diversity {
-        case .distinct(let l):
-            return counts.count >= l
-        case .entropy(let l):
-            let total = Double(rows.count)
-            let entropy = -counts.values.reduce(0.0) { $0 + Double($1) / total * log(Double($1) / total) }
-            return counts.count >= l && entropy >= log(Double(l)) + DiversityRequirement.entropyMargin
+        for row in rows {
+            let value = encoded.sensitiveOfRow[Int(row)]
+            if holders.insert(UInt64(value) << 32 | UInt64(encoded.subjectOfRow[Int(row)])).inserted { counts[value, default: 0] += 1 }
         }
+        return diversity.isMet(by: Array(counts.values))
+    }
+}
+
+/// Counts the distinct subjects of a set of rows, reusing one marker array.
+private struct DistinctSubjects {
+    let subjectOfRow: [UInt32]
+    var mark: [UInt32]
+    var round: UInt32 = 0
+
+    init(encoded: EncodedTable) {
+        subjectOfRow = encoded.subjectOfRow
+        mark = [UInt32](repeating: 0, count: encoded.subjectCount)
+    }
+
+    mutating func count(_ rows: [Int32]) -> Int {
+        round += 1
+        var distinct = 0
+        for row in rows {
+            let subject = Int(subjectOfRow[Int(row)])
+            if mark[subject] != round {
+                mark[subject] = round
+                distinct += 1
+            }
+        }
+        return distinct
     }
 }
 

@@ -29,7 +29,8 @@ public struct OptimalSearch {
         guard size <= Double(Self.maximumLatticeSize) else {
             throw PrivacyError(.invalidParameter, "\(quasiIdentifiers.count) quasi-identifiers with these hierarchies give \(Int(size)) generalization combinations, above the optimal search's limit of \(Self.maximumLatticeSize); use --algorithm mondrian or shorter hierarchies")
         }
-        let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive)
+        let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive,
+                                       subject: requirements.subject)
         return Prepared(table: table, encoded: encoded, requirements: requirements,
                         evaluator: ClassEvaluator(table: encoded, requirements: requirements))
     }
@@ -60,7 +61,7 @@ public struct OptimalSearch {
         public func search() throws -> Solution {
             evaluator.forgetSnapshots()
             let lattice = Lattice(heights: encoded.heights)
-            let maxSuppressed = Int((requirements.maxSuppression * Double(encoded.rowCount)).rounded(.down))
+            let maxSuppressed = Int((requirements.maxSuppression * Double(encoded.subjectCount)).rounded(.down))
             var tags = [Tag](repeating: .unknown, count: lattice.size)
             var suppressedCache = [Int32](repeating: -1, count: lattice.size)
             var checked = 0
@@ -94,7 +95,7 @@ public struct OptimalSearch {
                 (lattice.precision($0), $0) < (lattice.precision($1), $1)
             }
             guard !candidates.isEmpty else {
-                throw PrivacyError(.invalidParameter, "k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? "") cannot be reached with at most \(maxSuppressed) of \(encoded.rowCount) records suppressed, even with every column fully generalized")
+                throw PrivacyError(.invalidParameter, "k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? "") cannot be reached with at most \(maxSuppressed) of \(encoded.subjectCount) subjects suppressed, even with every column fully generalized")
             }
             var best: (node: Int, loss: Double)?
             for node in candidates {
@@ -102,7 +103,7 @@ public struct OptimalSearch {
                 if let best, precision >= best.loss { break }
                 if suppressedCache[node] < 0 { _ = try check(node) }
                 let suppressed = Double(suppressedCache[node])
-                let n = Double(encoded.rowCount)
+                let n = Double(encoded.subjectCount)
                 let loss = (n - suppressed) / n * precision + suppressed / n
                 if loss < (best?.loss ?? .infinity) { best = (node, loss) }
             }

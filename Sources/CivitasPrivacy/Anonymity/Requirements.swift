@@ -28,16 +28,26 @@ public enum DiversityRequirement: Sendable, Equatable {
 }
 
 /// What a released table must satisfy. Checked when built.
+///
+/// k and l count people: with a `subject` column, a class meets k when it holds records of at
+/// least k distinct subjects, and l-diversity weighs each sensitive value by the distinct subjects
+/// holding it. Without one, each record is its own subject.
 public struct AnonymityRequirements: Sendable, Equatable {
-    /// Every released class has at least k records.
+    /// Every released class holds records of at least k distinct subjects.
     public let k: Int
     /// The sensitive column, required when `diversity` is set.
     public let sensitive: String?
     public let diversity: DiversityRequirement?
-    /// The largest fraction of records that may be suppressed (removed entirely), 0 to 1.
+    /// The largest fraction of subjects whose records may be suppressed (removed entirely), 0 to 1.
     public let maxSuppression: Double
+    /// The column naming the person a record is about; nil: each record is its own subject.
+    public let subject: String?
+    /// Released columns whose equal values link records of one person (pseudonyms, identifiers):
+    /// records linked this way must not narrow a person to fewer than k subjects across classes.
+    public let linking: [String]
 
-    public init(k: Int, sensitive: String? = nil, diversity: DiversityRequirement? = nil, maxSuppression: Double = 0) throws {
+    public init(k: Int, sensitive: String? = nil, diversity: DiversityRequirement? = nil, maxSuppression: Double = 0,
+                subject: String? = nil, linking: [String] = []) throws {
         guard k >= 1, k <= 1_000_000 else { throw PrivacyError(.invalidParameter, "k must be between 1 and 1,000,000, not \(k)") }
         guard (0...1).contains(maxSuppression) else {
             throw PrivacyError(.invalidParameter, "the suppression limit is a fraction from 0 to 1, not \(maxSuppression)")
@@ -50,5 +60,7 @@ public struct AnonymityRequirements: Sendable, Equatable {
         self.sensitive = sensitive
         self.diversity = diversity
         self.maxSuppression = maxSuppression
+        self.subject = subject
+        self.linking = linking
     }
 }

@@ -3,8 +3,9 @@
 /// groups and `maxRowsPerSubject` rows in each), values clamped to declared bounds,
 /// and exact discrete noise calibrated to the resulting sensitivity.
 ///
-/// Group keys are not protected by noise: they must be public (declared by the
-/// caller, or asserted public), or a group's mere presence could reveal a person.
+/// Group keys are not protected by noise: the caller declares them, every declared
+/// group is output (empty ones noised too), and rows outside them are ignored, so
+/// which groups appear never depends on who is in the data.
 public struct DPAggregate: Sendable {
     public enum Statistic: Sendable, Equatable {
         case count
@@ -65,8 +66,11 @@ public struct DPAggregate: Sendable {
             throw PrivacyError(.invalidParameter, "every declared group needs one value per group-by column")
         }
         var groupNumber: [[String]: Int] = [:]
-        for group in groups where groupNumber[group] == nil { groupNumber[group] = groupNumber.count }
-        let orderedGroups = groups.reduce(into: [[String]]()) { if !$0.contains($1) { $0.append($1) } }
+        var orderedGroups: [[String]] = []
+        for group in groups where groupNumber[group] == nil {
+            groupNumber[group] = orderedGroups.count
+            orderedGroups.append(group)
+        }
 
         // The measured column on its grid.
         var grid = try DecimalGrid(fractionDigits: 0)

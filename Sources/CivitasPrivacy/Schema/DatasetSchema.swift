@@ -45,6 +45,23 @@ public struct DatasetSchema: Sendable {
         let minLength: Int?
         let maxLength: Int?
         let pattern: String?
+
+        /// Most values a field's declared domain may have.
+        public static let maximumDomain = 10_000
+
+        /// The values the schema alone allows, when it names them: an enum or const, a boolean, or
+        /// an integer between a minimum and a maximum at most `maximumDomain` apart. These are
+        /// public by declaration, so DP aggregates may use them as group keys.
+        public var declaredDomain: [String]? {
+            if let allowed { return allowed }
+            if types == ["boolean"] { return ["false", "true"] }
+            if types == ["integer"], let minimum, let maximum, minimum.rounded(.up) <= maximum.rounded(.down),
+               maximum.rounded(.down) - minimum.rounded(.up) < Double(Self.maximumDomain),
+               let low = Int(exactly: minimum.rounded(.up)), let high = Int(exactly: maximum.rounded(.down)) {
+                return (low...high).map(String.init)
+            }
+            return nil
+        }
     }
 
     public let title: String
