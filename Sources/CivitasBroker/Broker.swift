@@ -97,7 +97,11 @@ public final class Broker: Sendable {
         let agreement = StoredAgreement(id: policy.id, dataset: policy.dataset, publisher: policy.publisher, partner: policy.partner,
                                         policy: policy.canonical, policySHA256: policy.sha256, offerSignature: signature,
                                         validFrom: policy.validFrom, validUntil: policy.validUntil, budgetMicro: policy.epsilonBudgetMicro, offered: now)
-        try mapStore { try store.offerAgreement(agreement, purposes: policy.purposes, legalBasis: policy.legalBasis.rawValue) }
+        let keySources = try policy.aggregates.map { try Self.declaredGroups($0.groupBy, terms: $0, schema: DatasetSchema.parse(dataset.schema), sourcesOnly: true).1 } ?? [:]
+        try mapStore {
+            try store.offerAgreement(agreement, purposes: policy.purposes, legalBasis: policy.legalBasis.rawValue,
+                                     aggregateKeys: keySources.compactMapValues(\.stringValue))
+        }
         return agreement
     }
 
@@ -288,8 +292,8 @@ public final class Broker: Sendable {
 
     /// Every combination of the group-by columns' declared keys (the policy's list, else the
     /// schema's), and where each column's keys came from. The data never decides which keys appear.
-    static func declaredGroups(_ columns: [String], terms: AgreementPolicy.AggregateTerms,
-                               schema: DatasetSchema) throws -> ([[String]], [String: JSONValue]) {
+    static func declaredGroups(_ columns: [String], terms: AgreementPolicy.AggregateTerms, schema: DatasetSchema,
+                               sourcesOnly: Bool = false) throws -> ([[String]], [String: JSONValue]) {
         var groups: [[String]] = [[]]
         var sources: [String: JSONValue] = [:]
         for column in columns {
@@ -303,6 +307,7 @@ public final class Broker: Sendable {
             } else {
                 throw BrokerError(.invalid, "group-by column '\(column)' has no declared keys in the agreement or the schema")
             }
+            if sourcesOnly { continue }
             guard groups.count * keys.count <= maximumAggregateGroups else {
                 throw BrokerError(.invalid, "grouping by \(columns.joined(separator: ", ")) gives more than \(maximumAggregateGroups) declared groups")
             }

@@ -7,6 +7,10 @@ public struct AuditFinding: Sendable, Equatable, CustomStringConvertible {
         case badCheckpoint, checkpointMismatch, uncoveredEntries, rollback, fork
         case badEnvelopeSignature, unknownAgreement, agreementNotActive, releaseOutsideAgreement, budgetExceeded
         case unknownParticipant, timeWentBack
+        /// A batch of a dataset was drawn by two deliveries to one partner.
+        case deliveredTwice
+        /// An aggregate's group keys did not come from the domain its agreement declared.
+        case undeclaredGroupKeys
     }
 
     public let code: Code
@@ -188,6 +192,8 @@ struct ComplianceReplay {
     let broker: PublicKeys
     var participants: Set<KeyID> = []
     var agreements: [String: Agreement] = [:]
+    /// Per partner and dataset: the batch runs drawn so far, with the entry that drew each.
+    var drawn: [String: [(runs: [Range<Int64>], entry: UInt64)]] = [:]
 
     init(broker: PublicKeys) { self.broker = broker }
 
@@ -273,6 +279,7 @@ struct ComplianceReplay {
         if case .array(let purposes)? = offer.members["purposes"], let purpose = entry.members["purpose"], !purposes.contains(purpose) {
             findings.append(AuditFinding(.releaseOutsideAgreement, entry: i, "purpose \(entry.string("purpose") ?? "?") is not among agreement \(id)'s purposes"))
         }
+        findings += composition(entry, offer: offer)
         if var audit = report.agreements[id] {
             audit.spentMicro += entry.count("epsilon_micro") ?? 0
             audit.releases += 1
@@ -281,6 +288,47 @@ struct ComplianceReplay {
                 findings.append(AuditFinding(.budgetExceeded, entry: i,
                                              "agreement \(id) has now spent ε \(MicroUnits.decimal(audit.spentMicro)) of its budget \(MicroUnits.decimal(audit.budgetMicro))"))
             }
+        }
+        return findings
+    }
+}
+
+extension ComplianceReplay {
+    /// The rules that keep deliveries from combining: a row-level delivery draws only batches no
+    /// earlier delivery to the partner drew from; an aggregate's keys come from its agreement's
+    /// declared domain, never from the data.
+    mutating func composition(_ entry: LogEntry, offer: LogEntry) -> [AuditFinding] {
+        let i = entry.index
+        guard case .object(let transforms)? = entry.members["transforms"] else { return [] }
+        var findings: [AuditFinding] = []
+        if transforms["kind"]?.stringValue == "aggregate" {
+            let declared = offer.members["aggregate_keys"]?.objectValue ?? [:]
+            let sources = transforms["group_keys"]?.objectValue ?? [:]
+            for column in (transforms["group_by"].flatMap { value -> [String]? in
+                if case .array(let items) = value { return items.compactMap(\.stringValue) }
+                return nil
+            } ?? []) {
+                guard let source = sources[column]?.stringValue, source == declared[column]?.stringValue else {
+                    findings.append(AuditFinding(.undeclaredGroupKeys, entry: i,
+                                                 "aggregate grouped by '\(column)' with keys from \(sources[column]?.stringValue ?? "the data"); agreement \(entry.string("agreement") ?? "?") declared \(declared[column]?.stringValue ?? "no keys")"))
+                    continue
+                }
+            }
+        } else if let text = transforms["batches"]?.stringValue {
+            guard let runs = BatchRanges.parse(text) else {
+                return [AuditFinding(.invalidEntry, entry: i, "transforms.batches '\(text.prefix(60))' is not ascending runs of batch numbers")]
+            }
+            let key = "\(entry.string("partner") ?? "?") \(entry.string("dataset") ?? "?")"
+            for earlier in drawn[key] ?? [] {
+                for run in runs {
+                    if let overlap = earlier.runs.first(where: { $0.overlaps(run) }) {
+                        let batch = max(overlap.lowerBound, run.lowerBound)
+                        findings.append(AuditFinding(.deliveredTwice, entry: i,
+                                                     "batch \(batch) of \(entry.string("dataset") ?? "?") was already delivered to partner \(entry.string("partner") ?? "?") in entry \(earlier.entry)"))
+                    }
+                }
+            }
+            drawn[key, default: []].append((runs, i))
         }
         return findings
     }

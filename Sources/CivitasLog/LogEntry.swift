@@ -14,6 +14,14 @@ public enum LogEntryType: String, Sendable, CaseIterable {
     case releaseDelivered = "release.delivered"
     case releaseRefused = "release.refused"
 
+    /// Members an entry of this type may carry besides its required ones.
+    var optionalMembers: [(String, LogField)] {
+        switch self {
+        case .agreementOffered: [("aggregate_keys", .object)]
+        default: []
+        }
+    }
+
     /// The members an entry of this type carries besides index, prev, time and type.
     var members: [(String, LogField)] {
         switch self {
@@ -109,7 +117,7 @@ public struct LogEntry: Sendable, Equatable {
             throw LogError(.invalidEntry, "entry \(index): time '\(time.prefix(40))' is not RFC 3339 UTC like 2026-11-26T12:00:00Z")
         }
         let expected = type.members
-        let names = Set(expected.map(\.0))
+        let names = Set(expected.map(\.0) + type.optionalMembers.map(\.0))
         if let unknown = Set(members.keys).subtracting(names).sorted().first {
             throw LogError(.invalidEntry, "entry \(index) (\(type.rawValue)): unknown member '\(unknown.prefix(60))'")
         }
@@ -118,6 +126,11 @@ public struct LogEntry: Sendable, Equatable {
                 throw LogError(.invalidEntry, "entry \(index) (\(type.rawValue)): missing member '\(name)'")
             }
             guard kind.validate(value) else {
+                throw LogError(.invalidEntry, "entry \(index) (\(type.rawValue)): member '\(name)' is not a valid \(kind)")
+            }
+        }
+        for (name, kind) in type.optionalMembers {
+            if let value = members[name], !kind.validate(value) {
                 throw LogError(.invalidEntry, "entry \(index) (\(type.rawValue)): member '\(name)' is not a valid \(kind)")
             }
         }

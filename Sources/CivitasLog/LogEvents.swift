@@ -11,15 +11,19 @@ public enum LogEvents {
         ["dataset": .string(dataset), "publisher": .string(publisher.hex), "schema_sha256": .string(Hex.encode(schemaSHA256))]
     }
 
-    /// An offered agreement; the budget is ε × 10^6 as an integer.
+    /// An offered agreement; the budget is ε × 10^6 as an integer. `aggregateKeys` names, per
+    /// column the partner may group by, where its declared group keys come from (`policy` or `schema`).
     public static func agreementOffered(agreement: String, dataset: String, publisher: KeyID, partner: KeyID,
                                         purposes: [String], policySHA256: [UInt8], legalBasis: String,
-                                        validFrom: String, validUntil: String, epsilonBudgetMicro: UInt64) -> [String: JSONValue] {
-        ["agreement": .string(agreement), "dataset": .string(dataset), "publisher": .string(publisher.hex),
+                                        validFrom: String, validUntil: String, epsilonBudgetMicro: UInt64,
+                                        aggregateKeys: [String: String] = [:]) -> [String: JSONValue] {
+        var members: [String: JSONValue] = ["agreement": .string(agreement), "dataset": .string(dataset), "publisher": .string(publisher.hex),
          "partner": .string(partner.hex), "purposes": .array(purposes.map(JSONValue.string)),
          "policy_sha256": .string(Hex.encode(policySHA256)), "legal_basis": .string(legalBasis),
          "valid_from": .string(validFrom), "valid_until": .string(validUntil),
          "epsilon_budget_micro": .number(Double(epsilonBudgetMicro))]
+        if !aggregateKeys.isEmpty { members["aggregate_keys"] = .object(aggregateKeys.mapValues(JSONValue.string)) }
+        return members
     }
 
     public static func agreementAccepted(agreement: String, partner: KeyID) -> [String: JSONValue] {

@@ -311,6 +311,11 @@ extension BrokerAPI {
             object["records_without_consent"] = .number(Double(outcome.recordsWithoutConsent))
             object["records_suppressed"] = .number(Double(outcome.recordsSuppressed))
             object["k_achieved"] = .number(Double(outcome.kAchieved))
+            if let report = outcome.report {
+                object["k_counts"] = .string(report.subjectColumn == nil ? "records" : "subjects")
+                object["subjects_released"] = .number(Double(report.subjectsReleased))
+                object["subjects_suppressed"] = .number(Double(report.subjectsSuppressed))
+            }
         }
         return .object(object)
     }

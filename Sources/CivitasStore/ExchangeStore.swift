@@ -123,7 +123,7 @@ extension BrokerStore {
     // MARK: Agreements
 
     /// Stores an offered agreement and logs `agreement.offered`.
-    public func offerAgreement(_ agreement: StoredAgreement, purposes: [String], legalBasis: String) throws {
+    public func offerAgreement(_ agreement: StoredAgreement, purposes: [String], legalBasis: String, aggregateKeys: [String: String] = [:]) throws {
         try writeLogged { db, log in
             if try Row.fetchOne(db, sql: "SELECT 1 FROM agreement WHERE id = ?", arguments: [agreement.id]) != nil {
                 throw StoreError(.duplicate, "agreement \(agreement.id) already exists")
@@ -138,7 +138,7 @@ extension BrokerStore {
             try log.append(time: agreement.offered, type: .agreementOffered, members: LogEvents.agreementOffered(
                 agreement: agreement.id, dataset: agreement.dataset, publisher: agreement.publisher, partner: agreement.partner,
                 purposes: purposes, policySHA256: agreement.policySHA256, legalBasis: legalBasis, validFrom: agreement.validFrom,
-                validUntil: agreement.validUntil, epsilonBudgetMicro: agreement.budgetMicro))
+                validUntil: agreement.validUntil, epsilonBudgetMicro: agreement.budgetMicro, aggregateKeys: aggregateKeys))
         }
     }
 

@@ -137,7 +137,8 @@ struct DemoCommand: AsyncParsableCommand {
             "purposes": [.string(Self.healthPurpose)], "legal_basis": "public-task",
             "fields": ["laneId", "laneDirection", "dateObserved", "intensity", "averageVehicleSpeed"],
             "treatment": ["k": 1],
-            "aggregates": ["group_by": ["laneId", "laneDirection"], "max_epsilon_per_query": 0.5],
+            "aggregates": ["group_by": ["laneId", "laneDirection"], "group_keys": ["laneId": .array((1...6).map { .string(String($0)) })],
+                           "max_epsilon_per_query": 0.5],
             "epsilon_budget": 1, "valid_from": .string(validFrom), "valid_until": .string(validUntil),
         ]
         for (client, policy) in [(emergencyClient, callsPolicy), (transportClient, trafficPolicy)] {
@@ -165,7 +166,8 @@ struct DemoCommand: AsyncParsableCommand {
                                                   body: try CanonicalJSON.encode(["purpose": .string(Self.healthPurpose)]))
         let r = release.json
         detail("\(integer(r["records_selected"])) calls selected; \(integer(r["records_without_consent"])) left out (their caller has no active consent);")
-        detail("\(integer(r["records_suppressed"])) suppressed to reach k = 5 (k achieved: \(integer(r["k_achieved"]))); \(integer(r["records"])) released")
+        detail("\(integer(r["records_suppressed"])) suppressed (\(integer(r["subjects_suppressed"])) callers) to reach k = 5 people; \(integer(r["records"])) released from \(integer(r["subjects_released"])) callers")
+        detail("k achieved: every class holds calls of at least \(integer(r["k_achieved"])) distinct callers (k counts \(r["k_counts"]?.stringValue ?? "?"), not calls)")
         let releaseID = r["id"]?.stringValue ?? ""
         let (envelope, _) = try await healthClient.fetch("/deliveries/\(releaseID)")
         let envelopePath = "\(directory)/\(releaseID).envelope"
@@ -244,7 +246,7 @@ struct DemoCommand: AsyncParsableCommand {
         let windowEntry = try logEntry(export, index: UInt64(integer(window["log_index"])))
         let logged = windowEntry?.members["transforms"]?["records_without_consent"]?.exactUnsignedInteger ?? UInt64.max
         let windowSuppressed = windowEntry?.count("records_suppressed") ?? 0, windowK = windowEntry?.count("k_achieved") ?? 0
-        detail("the window's log entry: \(logged) calls left out for consent (expected \(withoutConsent)), \(windowSuppressed) suppressed, k achieved \(windowK)")
+        detail("the window's log entry: \(logged) calls left out for consent (expected \(withoutConsent)), \(windowSuppressed) suppressed, k achieved \(windowK) distinct callers")
         guard logged == UInt64(withoutConsent) else { throw CLIError("the feed window did not leave out exactly the calls without consent") }
 
         step(11, "Tampering: one flipped byte in the envelope, then in the log. Each is refused and named.")

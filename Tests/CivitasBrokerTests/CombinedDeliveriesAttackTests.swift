@@ -93,6 +93,12 @@ struct CombinedDeliveriesAttackTests {
         return findings
     }
 
+    /// Fails, naming what the attacker achieved, unless every attack came back empty-handed.
+    static func expectNobodySingledOut(_ holdings: [CSVTable], k: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let findings = try attack(holdings, k: k)
+        #expect(findings.isEmpty, "\(findings.prefix(5))", sourceLocation: sourceLocation)
+    }
+
     /// `people` persons from `first`, one visit each, in 8 quasi-identifier classes.
     static func visits(people: Range<Int>, visit: Int = 0, classOf: (Int) -> Int = { $0 % 8 }) -> CSVTable {
         CSVTable(columns: ["person", "ref", "age", "zip", "diagnosis", "visits", "notes"], rows: people.map { i in
@@ -119,7 +125,7 @@ struct CombinedDeliveriesAttackTests {
         let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, k: 5), partner: fixture.partnerAKeys)
         let result = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
         let released = try fixture.open(result.delivery, as: fixture.partnerAKeys)
-        #expect(try Self.attack([released], k: 5) == [])
+        try Self.expectNobodySingledOut([released], k: 5)
         #expect(result.outcome?.kAchieved ?? 0 >= 5)
         #expect(result.outcome?.report?.subjectColumn == "person")
         // The positive control: counted in records, as a record-level checker does, the lone person's class passes.
@@ -141,7 +147,7 @@ struct CombinedDeliveriesAttackTests {
         try fixture.publish(Self.visits(people: 40..<50, classOf: { $0 % 5 }))
         var holdings = [first]
         do { holdings.append(try release(fixture, id)) } catch let error as BrokerError where error.code == .kUnreachable {}
-        #expect(try Self.attack(holdings, k: 5) == [])
+        try Self.expectNobodySingledOut(holdings, k: 5)
         #expect(holdings.count == 2)
     }
 
@@ -160,7 +166,7 @@ struct CombinedDeliveriesAttackTests {
         }
         #expect(holdings.count == 2)
         do { holdings.append(try release(fixture, id)) } catch let error as BrokerError where error.code == .nothingToRelease {}
-        #expect(try Self.attack(holdings, k: 5) == [])
+        try Self.expectNobodySingledOut(holdings, k: 5)
         // No record reaches the partner twice.
         let refs = try holdings.flatMap { table in let ref = try table.index(of: "ref"); return table.rows.map { $0[ref] } }
         #expect(Set(refs).count == refs.count)
@@ -178,7 +184,7 @@ struct CombinedDeliveriesAttackTests {
         let first = try release(fixture, id)
         try fixture.publish(Self.visits(people: 0..<40, visit: 2))
         let second = try release(fixture, id)
-        #expect(try Self.attack([first, second], k: 5) == [])
+        try Self.expectNobodySingledOut([first, second], k: 5)
     }
 
     @Test("Longitudinal pseudonyms are refused with quasi-identifiers, and do link deliveries without them")
@@ -227,5 +233,34 @@ struct CombinedDeliveriesAttackTests {
             ]), partner: fixture.partnerAKeys)
         }
         #expect(undeclared.message.contains("group_keys"))
+    }
+
+    @Test("The auditor replays the rules: a batch delivered twice and group keys taken from the data are named")
+    func auditorReplay() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(Self.visits(people: 0..<40))
+        try fixture.consent(Array(0..<40), granted: true)
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, k: 5, budget: 2), partner: fixture.partnerAKeys)
+        _ = try release(fixture, id)
+        _ = try fixture.broker.aggregate(agreement: id, request: AggregateRequest(
+            purpose: BrokerFixture.purpose, statistic: .count, measure: nil, groupBy: ["zip"], epsilonMicro: 100_000), by: fixture.partnerA, now: fixture.now)
+        let auditor = Auditor(broker: fixture.brokerKeys.publicKeys)
+        let honest = auditor.audit(MemorySource(try fixture.export()))
+        #expect(honest.passed, "\(honest.findings)")
+        // Entries a misbehaving broker could write: batch 1 again, and keys found in the data.
+        let envelope = try EnvelopeSealer(issuer: fixture.brokerKeys, recipient: fixture.partnerAKeys.publicKeys).seal([1, 2, 3])
+        let summary = try EnvelopeVerifier.verify(MemorySource(envelope), issuer: fixture.brokerKeys.publicKeys)
+        let agreement = try #require(try fixture.store.agreement(id))
+        for (delivery, transforms) in [("rel-again", ["kind": "release", "batches": "1"]),
+                                       ("agg-data", ["kind": "aggregate", "group_by": ["zip"], "group_keys": ["zip": "data"]])] as [(String, [String: JSONValue])] {
+            let members = LogEvents.releaseDelivered(release: delivery, agreement: id, dataset: BrokerFixture.dataset, partner: agreement.partner,
+                                                     purpose: BrokerFixture.purpose, policySHA256: agreement.policySHA256, envelope: summary,
+                                                     recordsReleased: 0, recordsSuppressed: 0, kAchieved: 0, epsilonMicro: 0, transforms: transforms)
+            _ = try fixture.store.commitDelivery(DeliveryCommit(id: delivery, agreement: id, kind: .release, records: 0, envelope: envelope,
+                                                                epsilonMicro: 0, logMembers: members), now: fixture.now)
+        }
+        let report = auditor.audit(MemorySource(try fixture.export()))
+        #expect(report.findings.map(\.code) == [.deliveredTwice, .undeclaredGroupKeys], "\(report.findings)")
+        #expect(report.findings.first?.message.contains("batch 1") == true)
     }
 }

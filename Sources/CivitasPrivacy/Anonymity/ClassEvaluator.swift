@@ -108,7 +108,32 @@ final class ClassEvaluator {
             kept[Int(slot)] = ok
             if ok { outcome.keptClasses += 1 } else { outcome.suppressed += Int(sizes[Int(slot)]) }
         }
+        if linksSubjects { outcome.suppressed += linkedSubjectsBelowK() }
         return outcome
+    }
+
+    /// Whether the released table carries the subject's pseudonym, which links a subject's records across classes.
+    private var linksSubjects: Bool { requirements.subject.map { requirements.linking.contains($0) } ?? false }
+
+    /// With the subject linked, the subjects whose records fall into exactly the same classes must
+    /// number at least k (docs/privacy.md). Counts the subjects of kept classes that would be
+    /// suppressed for it: those whose set of classes is shared by fewer than k subjects.
+    private func linkedSubjectsBelowK() -> Int {
+        var signatures: [[Int32]: Int] = [:]
+        var linkedInto: [Int32: Int] = [:]
+        for slots in spanningSlots where slots.count > 1 {
+            signatures[slots.sorted(), default: 0] += 1
+            for slot in slots { linkedInto[slot, default: 0] += 1 }
+        }
+        var suppressed = 0
+        for (slot, count) in linkedInto where kept[Int(slot)] {
+            let alone = Int(sizes[Int(slot)]) - count
+            if alone > 0 && alone < requirements.k { suppressed += alone }
+        }
+        for (signature, count) in signatures where count < requirements.k && signature.allSatisfy({ kept[Int($0)] }) {
+            suppressed += count
+        }
+        return suppressed
     }
 
     /// Hashes each item's generalized codes into the class table, adding its weight. `input`
@@ -183,16 +208,22 @@ final class ClassEvaluator {
 
     /// Class sizes are sums of per-cell subject counts; a subject with records in several cells of
     /// one class was counted once per cell, and is now counted once.
+    /// Keeps, when the subject is linked, each spanning subject's distinct classes in `spanningSlots`.
     private func countSpanningSubjectsOnce(levels: [Int], multipliers: [UInt64]) {
         var seen: [Int32] = []
+        spanningSlots.removeAll(keepingCapacity: true)
         for cells in table.spanningSubjects {
             seen.removeAll(keepingCapacity: true)
             for cell in cells {
                 let slot = classSlot(ofCell: Int(cell), levels: levels, multipliers: multipliers)
                 if seen.contains(slot) { sizes[Int(slot)] -= 1 } else { seen.append(slot) }
             }
+            if linksSubjects { spanningSlots.append(seen) }
         }
     }
+
+    /// Per spanning subject, the distinct classes of its records (last evaluation; kept only when the subject is linked).
+    private var spanningSlots: [[Int32]] = []
 
     /// l-diversity per class, each sensitive value weighted by the distinct subjects holding it.
     private func classDiversity(_ diversity: DiversityRequirement) -> [Int32: Bool] {

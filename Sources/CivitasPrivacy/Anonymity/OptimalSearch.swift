@@ -20,8 +20,22 @@ public struct OptimalSearch {
     public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
                           keepColumns: [String] = []) throws -> AnonymizedTable {
         let prepared = try prepare(table, quasiIdentifiers: quasiIdentifiers, requirements: requirements)
-        return try prepared.release(try prepared.search(), keepColumns: keepColumns)
+        // The search estimates what protecting linked records suppresses; the release counts it
+        // exactly. When the release finds too much to suppress, the next best node is tried.
+        var refused: Set<[Int]> = []
+        while true {
+            let solution = try prepared.search(excluding: refused)
+            do {
+                return try prepared.release(solution, keepColumns: keepColumns)
+            } catch let error as PrivacyError where !requirements.linking.isEmpty && refused.count < Self.maximumRetries {
+                _ = error
+                refused.insert(solution.levels)
+            }
+        }
     }
+
+    /// Most generalizations tried after the first when linked records cannot be protected within the limit.
+    static let maximumRetries = 16
 
     /// Encodes the table for searching (the part that reads every row).
     public func prepare(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements) throws -> Prepared {
@@ -57,8 +71,9 @@ public struct OptimalSearch {
             self.evaluator = evaluator
         }
 
-        /// Finds the least-loss generalization that meets the requirements; throws if none does.
-        public func search() throws -> Solution {
+        /// Finds the least-loss generalization that meets the requirements, other than those
+        /// `excluding` names (as levels); throws if none does.
+        public func search(excluding: Set<[Int]> = []) throws -> Solution {
             evaluator.forgetSnapshots()
             let lattice = Lattice(heights: encoded.heights)
             let maxSuppressed = Int((requirements.maxSuppression * Double(encoded.subjectCount)).rounded(.down))
@@ -101,7 +116,9 @@ public struct OptimalSearch {
             for node in candidates {
                 let precision = lattice.precision(node)
                 if let best, precision >= best.loss { break }
+                if !excluding.isEmpty && excluding.contains(lattice.levels(of: node)) { continue }
                 if suppressedCache[node] < 0 { _ = try check(node) }
+                guard suppressedCache[node] <= maxSuppressed else { continue }
                 let suppressed = Double(suppressedCache[node])
                 let n = Double(encoded.subjectCount)
                 let loss = (n - suppressed) / n * precision + suppressed / n
