@@ -71,6 +71,10 @@ struct AnonymizeCommand: ParsableCommand {
             holds the quasi-identifiers, the sensitive column and any --keep columns; every other column
             is dropped. The optimal algorithm searches all full-domain generalizations for the least loss;
             Mondrian partitions the records instead and scales to any number of distinct values.
+            k and l count people: with a subject column (--subject, or the schema's subject field) every
+            class holds records of at least k distinct subjects, and a released subject or identifier
+            column may not link a person's records into a set of classes shared by fewer than k people.
+            Without one, each record is its own subject.
             """
     )
 
@@ -84,11 +88,12 @@ struct AnonymizeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The pseudonym domain.", valueName: "agreement=A,partner=P,purpose=U,epoch=E"))
     var domain: String = "agreement=preview,partner=preview,purpose=preview,epoch=preview"
     @Option(help: "The sensitive column (passed through; used for l-diversity).") var sensitive: String?
+    @Option(help: "The column naming the person each record is about (default: the schema's subject field).") var subject: String?
     @Option(help: "Columns passed through unchanged, comma-separated.") var keep: String?
     @Option(help: "Minimum class size.") var k: Int
     @Option(help: "Minimum number of distinct (or entropy-equivalent) sensitive values per class.") var l: Int?
     @Option(help: "l-diversity: distinct or entropy.") var lKind: String = "distinct"
-    @Option(help: "Largest fraction of records that may be suppressed (0 to 1).") var maxSuppression: Double = 0
+    @Option(help: "Largest fraction of subjects whose records may be suppressed (0 to 1).") var maxSuppression: Double = 0
     @Option(help: ArgumentHelp("A column's hierarchy: COL=FILE or COL=KIND:PARAMS (repeatable).", valueName: "COL=SPEC"))
     var hierarchy: [String] = []
     @Option(help: "optimal or mondrian.") var algorithm: String = "optimal"
@@ -101,6 +106,8 @@ struct AnonymizeCommand: ParsableCommand {
         var sensitiveColumn = sensitive
         var keepColumns = keep.map { $0.split(separator: ",").map(String.init) } ?? []
         var columns = qi.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
+        var subjectColumn = subject
+        var linking: [String] = subject.map { [$0] } ?? []
         if let schema {
             let parsed = try DatasetSchema.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
             let issues = parsed.validate(table)
@@ -115,6 +122,8 @@ struct AnonymizeCommand: ParsableCommand {
             if sensitiveColumn == nil { sensitiveColumn = present.first { $0.privacy == .sensitive }?.name }
             keepColumns += present.filter { [.public, .measure, .identifier, .subject].contains($0.privacy) }.map(\.name)
             let pseudonymized = present.filter { $0.privacy == .identifier || $0.privacy == .subject }
+            if subjectColumn == nil { subjectColumn = present.first { $0.privacy == .subject }?.name }
+            linking += pseudonymized.map(\.name)
             if !pseudonymized.isEmpty {
                 guard let pseudonymKey else {
                     throw CLIError("\(pseudonymized.map(\.name).joined(separator: ", ")) must be pseudonymized: give --pseudonym-key FILE")
@@ -140,9 +149,11 @@ struct AnonymizeCommand: ParsableCommand {
             default: throw CLIError("--l-kind must be distinct or entropy")
             }
         }
-        let requirements = try AnonymityRequirements(k: k, sensitive: sensitiveColumn, diversity: diversity, maxSuppression: maxSuppression)
         var seen = Set(columns + [sensitiveColumn].compactMap { $0 })
         keepColumns = keepColumns.filter { seen.insert($0).inserted }
+        if let subjectColumn { _ = try table.index(of: subjectColumn) }
+        let requirements = try AnonymityRequirements(k: k, sensitive: sensitiveColumn, diversity: diversity, maxSuppression: maxSuppression,
+                                                     subject: subjectColumn, linking: Array(Set(linking).intersection(keepColumns)).sorted())
         let result: AnonymizedTable
         switch algorithm {
         case "optimal":
@@ -161,7 +172,7 @@ struct AnonymizeCommand: ParsableCommand {
             try Data(try CanonicalJSON.encode(result.report.jsonValue) + [0x0A]).write(to: URL(fileURLWithPath: report))
         }
         let r = result.report
-        print("\(r.algorithm): k=\(r.k)\(r.diversity.map { ", \($0)" } ?? ""); \(r.released) of \(r.records) records released, \(r.suppressed) suppressed; \(r.classes) classes; loss \(String(format: "%.4f", r.loss)); max prosecutor risk \(String(format: "%.4f", r.maximumProsecutorRisk))")
+        print("\(r.algorithm): k=\(r.k)\(r.diversity.map { ", \($0)" } ?? "") counted in \(r.subjectColumn.map { "distinct '\($0)' values" } ?? "records (each record is its own subject)"); \(r.released) of \(r.records) records released, \(r.suppressed) suppressed; \(r.subjectsReleased) of \(r.subjects) subjects released, \(r.subjectsSuppressed) with records suppressed; \(r.classes) classes, the smallest of \(r.kAchieved); loss \(String(format: "%.4f", r.loss)); max prosecutor risk \(String(format: "%.4f", r.maximumProsecutorRisk))")
         if r.algorithm == "optimal" {
             print("levels: " + columns.map { "\($0)=\(r.levels[$0] ?? 0)" }.joined(separator: " ") + " (\(r.nodesChecked) of \(r.latticeSize) lattice nodes checked)")
         }

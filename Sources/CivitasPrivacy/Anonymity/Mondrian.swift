@@ -20,6 +20,18 @@ public struct Mondrian {
         let ranks: [[Int32]] = dimensions.enumerated().map { q, dimension in
             encoded.leafOfRow[q].map { dimension.rankOfLeaf[Int($0)] }
         }
+        // With the subject's pseudonym released, a subject's records stay in one partition: every
+        // split is decided on one representative record per subject, so linked records never span
+        // classes (and the linkage rule of SubjectProtection holds by construction).
+        let linksSubjects = requirements.subject.map { requirements.linking.contains($0) } ?? false
+        var splitRanks = ranks
+        if linksSubjects {
+            var representative = [Int32](repeating: -1, count: encoded.subjectCount)
+            for row in 0..<n where representative[Int(encoded.subjectOfRow[row])] < 0 {
+                representative[Int(encoded.subjectOfRow[row])] = Int32(row)
+            }
+            splitRanks = ranks.map { column in (0..<n).map { column[Int(representative[Int(encoded.subjectOfRow[$0])])] } }
+        }
         var partitions: [[Int32]] = []
         var work: [[Int32]] = [Array(0..<Int32(n))]
         let whole = Array(0..<Int32(n))
@@ -32,7 +44,7 @@ public struct Mondrian {
             for (q, dimension) in dimensions.enumerated() {
                 var low = Int32.max, high = Int32.min
                 for row in partition {
-                    let r = ranks[q][Int(row)]
+                    let r = splitRanks[q][Int(row)]
                     low = min(low, r)
                     high = max(high, r)
                 }
@@ -42,13 +54,13 @@ public struct Mondrian {
             order.sort { ($0.0, -$0.1) > ($1.0, -$1.1) }
             var split = false
             for (_, q, _, _) in order {
-                let sorted = partition.map { ranks[q][Int($0)] }.sorted()
+                let sorted = partition.map { splitRanks[q][Int($0)] }.sorted()
                 let median = sorted[(sorted.count - 1) / 2]
                 var left: [Int32] = [], right: [Int32] = []
                 left.reserveCapacity(partition.count / 2 + 1)
                 right.reserveCapacity(partition.count / 2 + 1)
                 for row in partition {
-                    if ranks[q][Int(row)] <= median { left.append(row) } else { right.append(row) }
+                    if splitRanks[q][Int(row)] <= median { left.append(row) } else { right.append(row) }
                 }
                 if !left.isEmpty, !right.isEmpty,
                    allowed(left, encoded: encoded, requirements: requirements, counter: &counter),
