@@ -90,6 +90,11 @@ struct AnonymizationTests {
     func hierarchies() throws {
         #expect(try Hierarchy.intervals(widths: [5, 10]).labels(for: "37") == ["37", "35-39", "30-39", "*"])
         #expect(try Hierarchy.intervals(widths: [10]).labels(for: "-3") == ["-3", "-10--1", "*"])
+        // Decimals and negative values get the interval that really holds them, written exactly.
+        #expect(try Hierarchy.intervals(widths: [1]).labels(for: "1.6") == ["1.6", "[1,2)", "*"])
+        #expect(try Hierarchy.intervals(widths: [10]).labels(for: "-0.5") == ["-0.5", "[-10,0)", "*"])
+        #expect(try Hierarchy.intervals(widths: [10]).labels(for: "19.0") == ["19.0", "10-19", "*"])
+        #expect(try Hierarchy.intervals(widths: [10]).labels(for: "19.5") == ["19.5", "[10,20)", "*"])
         #expect(try Hierarchy.masking(steps: [1, 2]).labels(for: "19422.0") == ["19422.0", "1942*", "19***", "*"])
         #expect(try Hierarchy.dateTruncation(units: [.hour, .day, .year]).labels(for: "2019-07-31 05:13:54")
                 == ["2019-07-31 05:13:54", "2019-07-31 05", "2019-07-31", "2019", "*"])

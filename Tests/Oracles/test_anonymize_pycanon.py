@@ -76,6 +76,20 @@ def test_adult_mondrian_whole_file(cli, tmp_path, k):
 
 
 @needs_shared
+@pytest.mark.parametrize("k,classes", [(5, 3900), (10, 2000)])
+def test_adult_mondrian_utility(cli, tmp_path, k, classes):
+    """Relaxed cuts and age as ranges keep at least as many classes as a plain Mondrian, every one holding k."""
+    out = tmp_path / "out.csv"
+    hierarchies = [arg for column in ADULT_QI if column != "age"
+                   for arg in ("--hierarchy", f"{column}={HIERARCHIES / f'adult_hierarchy_{column}.csv'}")]
+    cli.run("anonymize", ADULT, out, "--qi", ",".join(ADULT_QI), "--k", k, "--algorithm", "mondrian", *hierarchies)
+    df = check(out, ADULT_QI, None, k, sep=";")
+    assert df.groupby(ADULT_QI).ngroups >= classes
+    assert not (df["age"] == "*").any(), "age without a hierarchy is released as ranges, never blanked"
+    assert df["age"].str.fullmatch(r"\d+(\.\.\d+)?").all()
+
+
+@needs_shared
 @pytest.mark.parametrize("algorithm", ["optimal", "mondrian"])
 def test_911_sample(cli, tmp_path, algorithm):
     out = tmp_path / "out.csv"
@@ -120,7 +134,7 @@ def test_clear_errors(cli, tmp_path):
     generated_census(source, rows=50)
     out = tmp_path / "out.csv"
     assert "unknown column 'agee'" in cli.fails("anonymize", source, out, "--qi", "agee", "--k", 2)
-    assert "not a whole number" in cli.fails("anonymize", source, out, "--qi", "sex", "--k", 2, "--hierarchy", "sex=intervals:5")
+    assert "not a decimal number" in cli.fails("anonymize", source, out, "--qi", "sex", "--k", 2, "--hierarchy", "sex=intervals:5")
     assert "k must be between" in cli.fails("anonymize", source, out, "--qi", "sex", "--k", 0)
     assert "cannot be reached" in cli.fails("anonymize", source, out, "--qi", "age", "--k", 1000)
     hierarchy = tmp_path / "sex.csv"

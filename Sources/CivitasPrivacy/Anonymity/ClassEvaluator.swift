@@ -193,32 +193,48 @@ final class ClassEvaluator {
     /// Slots used by the last evaluation.
     var usedSlots: [Int32] { used }
 
-    /// The class slot that a cell falls into at `levels` (the class exists: every cell was grouped).
-    private func classSlot(ofCell cell: Int, levels: [Int], multipliers: [UInt64]) -> Int32 {
-        let q = levels.count
-        var key: UInt64 = 0
-        for column in 0..<q {
-            key &+= UInt64(table.codes[column][levels[column]][Int(table.cellLeaves[cell * q + column])]) &* multipliers[column]
-        }
-        let mask = capacity - 1
-        var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
-        while keys[slot] != key { slot = (slot &+ 1) & mask }
-        return Int32(slot)
-    }
-
     /// Class sizes are sums of per-cell subject counts; a subject with records in several cells of
     /// one class was counted once per cell, and is now counted once.
     /// Keeps, when the subject is linked, each spanning subject's distinct classes in `spanningSlots`.
     private func countSpanningSubjectsOnce(levels: [Int], multipliers: [UInt64]) {
-        var seen: [Int32] = []
         spanningSlots.removeAll(keepingCapacity: true)
-        for cells in table.spanningSubjects {
-            seen.removeAll(keepingCapacity: true)
-            for cell in cells {
-                let slot = classSlot(ofCell: Int(cell), levels: levels, multipliers: multipliers)
-                if seen.contains(slot) { sizes[Int(slot)] -= 1 } else { seen.append(slot) }
+        guard !table.spanningSubjects.isEmpty else { return }
+        let q = levels.count
+        var offsets: [Int] = []
+        var flat: [UInt32] = []
+        for column in 0..<q {
+            offsets.append(flat.count)
+            flat += table.codes[column][levels[column]]
+        }
+        let mask = capacity - 1
+        let linked = linksSubjects
+        var seen: [Int32] = []
+        flat.withUnsafeBufferPointer { flat in
+            offsets.withUnsafeBufferPointer { offsets in
+                multipliers.withUnsafeBufferPointer { multipliers in
+                    table.cellLeaves.withUnsafeBufferPointer { leaves in
+                        keys.withUnsafeBufferPointer { keys in
+                            sizes.withUnsafeMutableBufferPointer { sizes in
+                                for cells in table.spanningSubjects {
+                                    seen.removeAll(keepingCapacity: true)
+                                    for cell in cells {
+                                        // The class exists: every cell was grouped in this evaluation.
+                                        var key: UInt64 = 0
+                                        let base = Int(cell) &* q
+                                        for column in 0..<q {
+                                            key &+= UInt64(flat[offsets[column] &+ Int(leaves[base &+ column])]) &* multipliers[column]
+                                        }
+                                        var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+                                        while keys[slot] != key { slot = (slot &+ 1) & mask }
+                                        if seen.contains(Int32(slot)) { sizes[slot] &-= 1 } else { seen.append(Int32(slot)) }
+                                    }
+                                    if linked { spanningSlots.append(seen) }
+                                }
+                            }
+                        }
+                    }
+                }
             }
-            if linksSubjects { spanningSlots.append(seen) }
         }
     }
 

@@ -56,20 +56,31 @@ public struct Mondrian {
             for (_, q, _, _) in order {
                 let sorted = partition.map { splitRanks[q][Int($0)] }.sorted()
                 let median = sorted[(sorted.count - 1) / 2]
-                var left: [Int32] = [], right: [Int32] = []
-                left.reserveCapacity(partition.count / 2 + 1)
-                right.reserveCapacity(partition.count / 2 + 1)
+                // Cuts tried in turn: relaxed (records at the median shared out so the halves are
+                // equal; only for ranges, whose two labels stay distinct, and not with linked
+                // subjects, whose records must stay together), then the median on either side.
+                var cuts: [(left: [Int32], right: [Int32])] = []
+                var below: [Int32] = [], at: [Int32] = [], above: [Int32] = []
                 for row in partition {
-                    if splitRanks[q][Int(row)] <= median { left.append(row) } else { right.append(row) }
+                    let rank = splitRanks[q][Int(row)]
+                    if rank < median { below.append(row) } else if rank == median { at.append(row) } else { above.append(row) }
                 }
-                if !left.isEmpty, !right.isEmpty,
-                   allowed(left, encoded: encoded, requirements: requirements, counter: &counter),
-                   allowed(right, encoded: encoded, requirements: requirements, counter: &counter) {
-                    work.append(left)
-                    work.append(right)
-                    split = true
-                    break
+                if !linksSubjects && dimensions[q].ranged && !at.isEmpty {
+                    let fill = max(0, min(at.count, partition.count / 2 - below.count))
+                    cuts.append((below + at.prefix(fill), Array(at.dropFirst(fill)) + above))
                 }
+                cuts.append((below + at, above))
+                cuts.append((below, at + above))
+                for (left, right) in cuts where !left.isEmpty && !right.isEmpty {
+                    if allowed(left, encoded: encoded, requirements: requirements, counter: &counter),
+                       allowed(right, encoded: encoded, requirements: requirements, counter: &counter) {
+                        work.append(left)
+                        work.append(right)
+                        split = true
+                        break
+                    }
+                }
+                if split { break }
             }
             if !split { partitions.append(partition) }
         }
@@ -150,6 +161,10 @@ private struct Dimension {
     let rankOfLeaf: [Int32]
     let count: Int
     let numeric: [Double]?
+    /// Dates: ordered as text (ISO 8601 sorts in time order) and released as ranges `first..last`.
+    let dates: Bool
+    /// Released as a range of values rather than a hierarchy label.
+    var ranged: Bool { numeric != nil || dates }
     let encoded: EncodedTable
     let column: Int
 
@@ -158,13 +173,22 @@ private struct Dimension {
         self.column = column
         let leaves = encoded.labels[column][0]
         let hierarchy = encoded.quasiIdentifiers[column].hierarchy
-        let isNumeric: Bool
+        // Numbers (an interval or geo hierarchy, or a column without one whose values are all
+        // numbers) and dates are released as ranges; other columns through their hierarchy.
+        var isNumeric = false
+        var isDate = false
         switch hierarchy {
         case .intervals, .geoGrid: isNumeric = true
-        default: isNumeric = false
+        case .suppressionOnly: isNumeric = !leaves.isEmpty && leaves.allSatisfy { Double($0)?.isFinite == true }
+        case .dateTruncation: isDate = true
+        default: break
         }
+        dates = isDate
         var order: [Int]
-        if isNumeric {
+        if isDate {
+            numeric = nil
+            order = Array(leaves.indices).sorted { (leaves[$0], $0) < (leaves[$1], $1) }
+        } else if isNumeric {
             let values = leaves.map { Double($0) }
             numeric = values.map { $0 ?? -.infinity }
             order = Array(leaves.indices).sorted { (values[$0] ?? -.infinity, $0) < (values[$1] ?? -.infinity, $1) }
@@ -210,6 +234,15 @@ private struct Dimension {
             }
             let width = numeric[Int(high)] - numeric[Int(low)]
             return ("\(values[Int(low)])..\(values[Int(high)])", span > 0 && width.isFinite ? width / span : 1)
+        }
+        if dates {
+            var low = leaves[0], high = leaves[0]
+            for leaf in leaves {
+                if rankOfLeaf[Int(leaf)] < rankOfLeaf[Int(low)] { low = leaf }
+                if rankOfLeaf[Int(leaf)] > rankOfLeaf[Int(high)] { high = leaf }
+            }
+            if low == high { return (values[Int(low)], 0) }
+            return ("\(values[Int(low)])..\(values[Int(high)])", count > 1 ? Double(rankOfLeaf[Int(high)] - rankOfLeaf[Int(low)]) / Double(count - 1) : 0)
         }
         let height = encoded.quasiIdentifiers[column].hierarchy.height
         for level in 0..<height {

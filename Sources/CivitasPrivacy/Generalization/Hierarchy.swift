@@ -49,14 +49,15 @@ public enum Hierarchy: Sendable, Equatable {
             }
             return labels
         case .intervals(let widths):
-            guard let number = Int64(value.split(separator: ".").first.map(String.init) ?? value) else {
+            guard let (floor, whole) = Self.floorOfDecimal(value) else {
                 if value.isEmpty { return labels + Array(repeating: "", count: widths.count) + ["*"] }
-                throw PrivacyError(.invalidValue, "value '\(value.prefix(60))' is not a whole number for an interval hierarchy")
+                throw PrivacyError(.invalidValue, "value '\(value.prefix(60))' is not a decimal number for an interval hierarchy")
             }
             for width in widths {
                 let w = Int64(width)
-                let low = number >= 0 ? number / w * w : -((-number + w - 1) / w) * w
-                labels.append("\(low)-\(low + w - 1)")
+                let low = floor >= 0 ? floor / w * w : -((-floor + w - 1) / w) * w
+                // Whole numbers: the inclusive range `10-19`; others the half-open `[10,20)`, which says exactly what it covers.
+                labels.append(whole ? "\(low)-\(low + w - 1)" : "[\(low),\(low + w))")
             }
         case .dateTruncation(let units):
             let text = value.replacingOccurrences(of: "T", with: " ")
@@ -79,6 +80,22 @@ public enum Hierarchy: Sendable, Equatable {
         }
         labels.append("*")
         return labels
+    }
+
+    /// The largest integer not above a decimal written `-12.5` or `7`, and whether the decimal is
+    /// that integer; nil if the text is not a decimal.
+    static func floorOfDecimal(_ value: String) -> (Int64, Bool)? {
+        var text = Substring(value)
+        let negative = text.hasPrefix("-")
+        if negative || text.hasPrefix("+") { text = text.dropFirst() }
+        let parts = text.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let digits = parts.first, !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let magnitude = Int64(digits) else { return nil }
+        let fraction = parts.count > 1 ? parts[1] : ""
+        guard fraction.allSatisfy({ $0.isASCII && $0.isNumber }), parts.count == 1 || !fraction.isEmpty else { return nil }
+        let whole = fraction.allSatisfy { $0 == "0" }
+        if !negative { return (magnitude, whole) }
+        return (whole ? -magnitude : -magnitude - 1, whole)
     }
 
     /// Postal codes and similar: the leading digits of values written like `19422.0`.
