@@ -97,6 +97,8 @@ struct AnonymizeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("A column's hierarchy: COL=FILE or COL=KIND:PARAMS (repeatable).", valueName: "COL=SPEC"))
     var hierarchy: [String] = []
     @Option(help: "optimal or mondrian.") var algorithm: String = "optimal"
+    @Option(help: "How the optimal search compares generalizations: discernibility (default), average-class-size or loss.")
+    var metric: String = OptimalSearch.defaultMetric.rawValue
     @Option(help: "Write the report as JSON here.") var report: String?
     @Option(help: "Field delimiter (default: detected from the header).") var delimiter: String?
 
@@ -157,7 +159,10 @@ struct AnonymizeCommand: ParsableCommand {
         let result: AnonymizedTable
         switch algorithm {
         case "optimal":
-            result = try OptimalSearch().anonymize(table, quasiIdentifiers: quasiIdentifiers, requirements: requirements, keepColumns: keepColumns)
+            guard let chosen = OptimalSearch.Metric(rawValue: metric) else {
+                throw CLIError("--metric must be \(OptimalSearch.Metric.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            result = try OptimalSearch(metric: chosen).anonymize(table, quasiIdentifiers: quasiIdentifiers, requirements: requirements, keepColumns: keepColumns)
         case "mondrian":
             result = try Mondrian().anonymize(table, quasiIdentifiers: quasiIdentifiers, requirements: requirements, keepColumns: keepColumns)
         default:
@@ -174,7 +179,7 @@ struct AnonymizeCommand: ParsableCommand {
         let r = result.report
         print("\(r.algorithm): k=\(r.k)\(r.diversity.map { ", \($0)" } ?? "") counted in \(r.subjectColumn.map { "distinct '\($0)' values" } ?? "records (each record is its own subject)"); \(r.released) of \(r.records) records released, \(r.suppressed) suppressed; \(r.subjectsReleased) of \(r.subjects) subjects released, \(r.subjectsSuppressed) with records suppressed; \(r.classes) classes, the smallest of \(r.kAchieved); loss \(String(format: "%.4f", r.loss)); max prosecutor risk \(String(format: "%.4f", r.maximumProsecutorRisk))")
         if r.algorithm == "optimal" {
-            print("levels: " + columns.map { "\($0)=\(r.levels[$0] ?? 0)" }.joined(separator: " ") + " (\(r.nodesChecked) of \(r.latticeSize) lattice nodes checked)")
+            print("levels: " + columns.map { "\($0)=\(r.levels[$0] ?? 0)" }.joined(separator: " ") + " (\(r.nodesChecked) of \(r.latticeSize) lattice nodes checked; \(r.metric) \(String(format: "%.6g", r.metricValue)))")
         }
     }
 }

@@ -27,6 +27,9 @@ public struct AnonymizationReport: Sendable, Equatable {
     /// The loss metric (docs/privacy.md): mean normalized generalization of the released
     /// records, with each suppressed record counting as fully generalized. 0 = original, 1 = nothing left.
     public var loss: Double
+    /// Optimal search: the metric that chose the generalization, and its value.
+    public var metric: String = ""
+    public var metricValue: Double = 0
     /// Highest re-identification risk of a released subject under the prosecutor model: 1 / smallest class.
     public var maximumProsecutorRisk: Double
     /// Average prosecutor risk: classes / the sum of their sizes in subjects.
@@ -54,6 +57,8 @@ public struct AnonymizationReport: Sendable, Equatable {
             object["levels"] = .object(levels.mapValues { .number(Double($0)) })
             object["nodes_checked"] = .number(Double(nodesChecked))
             object["lattice_size"] = .number(Double(latticeSize))
+            object["metric"] = .string(metric)
+            object["metric_value"] = .number((metricValue * 1e6).rounded() / 1e6)
         } else {
             object["partitions"] = .number(Double(partitions))
         }

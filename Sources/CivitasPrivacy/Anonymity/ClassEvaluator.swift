@@ -40,6 +40,8 @@ final class ClassEvaluator {
         var suppressed: Int
         var classes: Int
         var keptClasses: Int
+        /// Sum of squared sizes (in subjects) of the kept classes.
+        var keptSquares: Double = 0
     }
 
     /// Multipliers that turn a generalized tuple into a unique 64-bit key, or nil if they would overflow.
@@ -106,7 +108,12 @@ final class ClassEvaluator {
         for slot in used {
             let ok = sizes[Int(slot)] >= k && (requirements.diversity == nil || diversityOK[slot] == true)
             kept[Int(slot)] = ok
-            if ok { outcome.keptClasses += 1 } else { outcome.suppressed += Int(sizes[Int(slot)]) }
+            if ok {
+                outcome.keptClasses += 1
+                outcome.keptSquares += Double(sizes[Int(slot)]) * Double(sizes[Int(slot)])
+            } else {
+                outcome.suppressed += Int(sizes[Int(slot)])
+            }
         }
         if linksSubjects { outcome.suppressed += linkedSubjectsBelowK() }
         return outcome

@@ -11,10 +11,28 @@
 /// precision (which needs no data), so candidates are then scored in order of
 /// precision and the scan stops once no remaining node can do better.
 public struct OptimalSearch {
+    /// How generalizations are compared; lower is better (docs/privacy.md).
+    public enum Metric: String, Sendable, CaseIterable {
+        /// Σ |class|² over released classes + suppressed × N (Bayardo and Agrawal): many small classes.
+        case discernibility
+        /// N / released classes: the average class size, suppressed subjects counted in N.
+        case averageClassSize = "average-class-size"
+        /// (released / N) · precision + suppressed / N: the mean normalized generalization level.
+        case loss
+    }
+
+    /// The metric used when none is named: it keeps detail where the data allows (on Adult at
+    /// k = 5, age stays in 5-year bands instead of being blanked, as the loss metric would).
+    public static let defaultMetric = Metric.discernibility
+
+    public let metric: Metric
+
+    public init(metric: Metric = OptimalSearch.defaultMetric) {
+        self.metric = metric
+    }
+
     /// The largest lattice searched (nodes = product of hierarchy heights).
     public static let maximumLatticeSize = 4_000_000
-
-    public init() {}
 
     /// Encodes, searches and releases in one call.
     public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
@@ -46,13 +64,15 @@ public struct OptimalSearch {
         let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive,
                                        subject: requirements.subject)
         return Prepared(table: table, encoded: encoded, requirements: requirements,
-                        evaluator: ClassEvaluator(table: encoded, requirements: requirements))
+                        evaluator: ClassEvaluator(table: encoded, requirements: requirements), metric: metric)
     }
 
     /// The generalization the search chose.
     public struct Solution: Sendable, Equatable {
         public let levels: [Int]
         public let loss: Double
+        /// The chosen metric's value (equal to `loss` under the loss metric).
+        public let score: Double
         public let nodesChecked: Int
         public let latticeSize: Int
     }
@@ -63,12 +83,14 @@ public struct OptimalSearch {
         let encoded: EncodedTable
         let requirements: AnonymityRequirements
         let evaluator: ClassEvaluator
+        let metric: Metric
 
-        init(table: CSVTable, encoded: EncodedTable, requirements: AnonymityRequirements, evaluator: ClassEvaluator) {
+        init(table: CSVTable, encoded: EncodedTable, requirements: AnonymityRequirements, evaluator: ClassEvaluator, metric: Metric) {
             self.table = table
             self.encoded = encoded
             self.requirements = requirements
             self.evaluator = evaluator
+            self.metric = metric
         }
 
         /// Finds the least-loss generalization that meets the requirements, other than those
@@ -79,12 +101,19 @@ public struct OptimalSearch {
             let maxSuppressed = Int((requirements.maxSuppression * Double(encoded.subjectCount)).rounded(.down))
             var tags = [Tag](repeating: .unknown, count: lattice.size)
             var suppressedCache = [Int32](repeating: -1, count: lattice.size)
+            var scoreCache = [Double](repeating: .nan, count: lattice.size)
             var checked = 0
+            let n = Double(encoded.subjectCount)
 
             func check(_ node: Int) throws -> Bool {
                 let outcome = try evaluator.evaluate(levels: lattice.levels(of: node))
                 checked += 1
                 suppressedCache[node] = Int32(outcome.suppressed)
+                switch metric {
+                case .discernibility: scoreCache[node] = outcome.keptSquares + Double(outcome.suppressed) * n
+                case .averageClassSize: scoreCache[node] = n / Double(max(outcome.keptClasses, 1))
+                case .loss: break
+                }
                 let feasible = outcome.suppressed <= maxSuppressed
                 if feasible { lattice.tagUp(node, as: .feasible, in: &tags) } else { lattice.tagDown(node, as: .infeasible, in: &tags) }
                 return feasible
@@ -112,22 +141,25 @@ public struct OptimalSearch {
             guard !candidates.isEmpty else {
                 throw PrivacyError(.invalidParameter, "k = \(requirements.k)\(requirements.diversity.map { ", l = \($0.l)" } ?? "") cannot be reached with at most \(maxSuppressed) of \(encoded.subjectCount) subjects suppressed, even with every column fully generalized")
             }
-            var best: (node: Int, loss: Double)?
-            for node in candidates {
-                let precision = lattice.precision(node)
-                if let best, precision >= best.loss { break }
-                if !excluding.isEmpty && excluding.contains(lattice.levels(of: node)) { continue }
-                if suppressedCache[node] < 0 { _ = try check(node) }
-                guard suppressedCache[node] <= maxSuppressed else { continue }
+            func loss(_ node: Int) -> Double {
                 let suppressed = Double(suppressedCache[node])
-                let n = Double(encoded.subjectCount)
-                let loss = (n - suppressed) / n * precision + suppressed / n
-                if loss < (best?.loss ?? .infinity) { best = (node, loss) }
+                return (n - suppressed) / n * lattice.precision(node) + suppressed / n
             }
-            guard let (node, loss) = best else {
+            var best: (node: Int, score: Double)?
+            for node in candidates {
+                // Loss is at least the precision, so the scan stops early; the other metrics have
+                // no bound that needs no data, so every feasible node is scored.
+                if metric == .loss, let best, lattice.precision(node) >= best.score { break }
+                if !excluding.isEmpty && excluding.contains(lattice.levels(of: node)) { continue }
+                if suppressedCache[node] < 0 || (metric != .loss && scoreCache[node].isNaN) { _ = try check(node) }
+                guard suppressedCache[node] <= maxSuppressed else { continue }
+                let score = metric == .loss ? loss(node) : scoreCache[node]
+                if score < (best?.score ?? .infinity) { best = (node, score) }
+            }
+            guard let (node, score) = best else {
                 throw PrivacyError(.invalidParameter, "no generalization meets the requirements")
             }
-            return Solution(levels: lattice.levels(of: node), loss: loss, nodesChecked: checked, latticeSize: lattice.size)
+            return Solution(levels: lattice.levels(of: node), loss: loss(node), score: score, nodesChecked: checked, latticeSize: lattice.size)
         }
 
         /// Builds the released table for a solution.
@@ -137,6 +169,8 @@ public struct OptimalSearch {
             released.report.algorithm = "optimal"
             released.report.levels = Dictionary(uniqueKeysWithValues: zip(encoded.quasiIdentifiers.map(\.column), solution.levels))
             released.report.loss = solution.loss
+            released.report.metric = metric.rawValue
+            released.report.metricValue = solution.score
             released.report.nodesChecked = solution.nodesChecked
             released.report.latticeSize = solution.latticeSize
             return released
