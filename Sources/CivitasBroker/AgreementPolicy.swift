@@ -31,6 +31,8 @@ public struct AgreementPolicy: Sendable, Equatable {
         public var measureNoiseDigits: Int
         /// Whether a subject's pseudonym stays the same from one delivery to the next.
         public var linkage: Linkage
+        /// Most records of one subject in a delivery (their first, in dataset order); nil: no cap.
+        public var maxRecordsPerSubject: Int?
     }
 
     /// How far a pseudonym links a subject's records.
@@ -100,7 +102,8 @@ public struct AgreementPolicy: Sendable, Equatable {
         let fields = try names(object, "fields", maximum: 256)
         guard !fields.isEmpty else { throw invalid("policy member 'fields' must allow at least one field") }
         guard let treatmentObject = object["treatment"]?.objectValue else { throw invalid("policy member 'treatment' must be an object") }
-        try members(treatmentObject, of: "treatment", allowed: ["k", "l", "suppression_limit", "algorithm", "pseudonym_epoch", "measure_noise", "linkage"])
+        try members(treatmentObject, of: "treatment", allowed: ["k", "l", "suppression_limit", "algorithm", "pseudonym_epoch", "measure_noise", "linkage",
+                                                             "max_records_per_subject"])
         guard let linkage = Linkage(rawValue: treatmentObject["linkage"]?.stringValue ?? "delivery") else {
             throw invalid("treatment.linkage must be \(Linkage.allCases.map(\.rawValue).joined(separator: " or "))")
         }
@@ -110,7 +113,9 @@ public struct AgreementPolicy: Sendable, Equatable {
             suppressionLimit: try fraction(treatmentObject["suppression_limit"] ?? .number(0), "treatment.suppression_limit"),
             algorithm: treatmentObject["algorithm"]?.stringValue ?? "optimal",
             pseudonymEpoch: treatmentObject["pseudonym_epoch"]?.stringValue ?? "1",
-            measureNoiseEpsilonMicro: nil, measureNoiseDigits: 0, linkage: linkage)
+            measureNoiseEpsilonMicro: nil, measureNoiseDigits: 0, linkage: linkage,
+            maxRecordsPerSubject: treatmentObject["max_records_per_subject"] == nil ? nil
+                : try integer(treatmentObject, "treatment.max_records_per_subject", key: "max_records_per_subject", range: 1...10_000))
         if let noise = treatmentObject["measure_noise"] {
             guard let terms = noise.objectValue else { throw invalid("treatment.measure_noise must be {epsilon, fraction_digits}") }
             try members(terms, of: "treatment.measure_noise", allowed: ["epsilon", "fraction_digits"])

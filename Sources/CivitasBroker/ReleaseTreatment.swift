@@ -10,6 +10,8 @@ public struct TreatmentOutcome: Sendable {
     public let recordsWithoutConsent: Int
     /// Records suppressed to reach k (and l).
     public let recordsSuppressed: Int
+    /// Records left out because their subject already had the policy's most records per subject.
+    public var recordsOverCap = 0
     /// Fewest distinct subjects in a released equivalence class (0 when no k-anonymity step ran).
     public let kAchieved: Int
     /// ε charged for noise on bounded measures (× 10^6): the per-value ε × noised fields × the most
@@ -25,6 +27,7 @@ public struct TreatmentOutcome: Sendable {
         var transforms: [String: JSONValue] = ["records_selected": .number(Double(recordsSelected)),
                                                "records_without_consent": .number(Double(recordsWithoutConsent))]
         if !noisedMeasures.isEmpty { transforms["measure_noise"] = .array(noisedMeasures.map(JSONValue.string)) }
+        if recordsOverCap > 0 { transforms["records_over_cap"] = .number(Double(recordsOverCap)) }
         if let report {
             transforms["algorithm"] = .string(report.algorithm)
             if !report.levels.isEmpty { transforms["levels"] = .object(report.levels.mapValues { .number(Double($0)) }) }
@@ -69,14 +72,30 @@ public struct ReleaseTreatment {
     /// `suppressionLimit` overrides the policy's (feeds that suppress what cannot reach k).
     public func apply(_ table: CSVTable, mayRelease: (String) -> Bool, pseudonymizer: Pseudonymizer,
                       suppressionLimit: Double? = nil) throws -> TreatmentOutcome {
-        let (selected, withoutConsent) = try consented(table, mayRelease: mayRelease)
+        var (selected, withoutConsent) = try consented(table, mayRelease: mayRelease)
+        let overCap = capRecordsPerSubject(&selected)
         var outcome = try anonymize(selected, recordsSelected: table.rows.count, withoutConsent: withoutConsent,
                                     pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit)
+        outcome.recordsOverCap = overCap
         // 7. Noise on bounded measures.
         if let epsilonMicro = policy.treatment.measureNoiseEpsilonMicro {
             outcome = try noiseMeasures(outcome, subjectsOf: selected, epsilonMicro: epsilonMicro)
         }
         return outcome
+    }
+
+    /// The policy's cap on records per subject: each subject's first records in dataset order
+    /// are kept, the rest left out. Returns how many were left out.
+    func capRecordsPerSubject(_ table: inout CSVTable) -> Int {
+        guard let cap = policy.treatment.maxRecordsPerSubject, let subject = AgreementPolicy.subjectField(of: schema),
+              let column = table.columns.firstIndex(of: subject) else { return 0 }
+        var seen: [String: Int] = [:]
+        let before = table.rows.count
+        table.rows = table.rows.filter { row in
+            seen[row[column], default: 0] += 1
+            return (seen[row[column]] ?? 0) <= cap
+        }
+        return before - table.rows.count
     }
 
     /// Steps 4 to 6 on the consented records.

@@ -44,7 +44,7 @@ func runExchangeBenchmark() throws {
         let policy: JSONValue = [
             "agreement": "ag-bench", "dataset": "calls", "publisher": .string(agencyKeys.keyID.hex), "partner": .string(partnerKeys.keyID.hex),
             "purposes": [.string(purpose)], "legal_basis": "consent", "fields": ["caller", "lat", "lng", "zip", "title", "timeStamp", "twp", "e"],
-            "treatment": ["k": 5, "suppression_limit": 0.1], "aggregates": ["group_by": ["twp"], "max_epsilon_per_query": 0.1],
+            "treatment": ["k": 5, "suppression_limit": 0.1], "aggregates": ["group_by": ["twp"], "group_keys": ["twp": .array(BenchCalls.towns.map(JSONValue.string))], "max_epsilon_per_query": 0.1],
             "epsilon_budget": 10, "feed": ["window_records": 1000, "window_seconds": 3600, "below_k": "suppress"],
             "valid_from": "2026-11-01T00:00:00Z", "valid_until": "2027-11-01T00:00:00Z",
         ]
@@ -61,7 +61,7 @@ func runExchangeBenchmark() throws {
         var windows = 0
         let windowSeconds = try seconds { windows = try broker.closeDueWindows(now: now).count }
         guard windows == 1, let release else { throw BenchError("the feed window was not delivered") }
-        print("| \(records.formatted()) | \(Int(Double(callers.count) / consentSeconds).formatted()) | \(Int(Double(records) / releaseSeconds).formatted()) (\(release.delivery.records.formatted()) released, k \(release.outcome?.kAchieved ?? 0)) | \(String(format: "%.2f s", releaseSeconds)) | \(String(format: "%.1f ms", aggregateSeconds * 1000)) | \(String(format: "%.1f ms", windowSeconds * 1000)) | \(mib(Memory.peak())) |")
+        print("| \(records.formatted()) | \(Int(Double(callers.count) / consentSeconds).formatted()) | \(Int(Double(records) / releaseSeconds).formatted()) (\(release.delivery.records.formatted()) released, k \(release.outcome?.kAchieved ?? 0) callers) | \(String(format: "%.2f s", releaseSeconds)) | \(String(format: "%.1f ms", aggregateSeconds * 1000)) | \(String(format: "%.1f ms", windowSeconds * 1000)) | \(mib(Memory.peak())) |")
     }
 }
 
@@ -74,8 +74,9 @@ struct BenchError: Error, CustomStringConvertible {
 enum BenchCalls {
     static func caller(_ index: Int) -> String { String(format: "215-%07d", index) }
 
+    static let towns = ["NORRISTOWN", "LOWER MERION", "ABINGTON", "CHELTENHAM", "POTTSTOWN", "UPPER MERION", "HORSHAM", "AMBLER"]
+
     static func table(rows: Int, callers: Int, offset: Int = 0) -> CSVTable {
-        let towns = ["NORRISTOWN", "LOWER MERION", "ABINGTON", "CHELTENHAM", "POTTSTOWN", "UPPER MERION", "HORSHAM", "AMBLER"]
         let titles = ["EMS: FALL VICTIM", "EMS: RESPIRATORY EMERGENCY", "Fire: VEHICLE ACCIDENT", "Traffic: DISABLED VEHICLE -", "EMS: CARDIAC EMERGENCY"]
         var state: UInt64 = 0x9E3779B97F4A7C15 &+ UInt64(offset)
         func next(_ bound: Int) -> Int {

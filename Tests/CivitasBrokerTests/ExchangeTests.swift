@@ -192,6 +192,21 @@ struct ReleaseTests {
         #expect(second.outcome?.recordsWithoutConsent == 40)
     }
 
+    @Test("A policy caps the records one person contributes to a delivery, keeping their first ones")
+    func recordsPerSubjectCap() throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 30, visitsEach: 3))
+        try fixture.consent(Array(0..<30), granted: true)
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, k: 2, suppression: 0.5,
+                                                  extra: ["treatment": ["k": 2, "suppression_limit": 0.5, "max_records_per_subject": 2]]),
+                                   partner: fixture.partnerAKeys)
+        let release = try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
+        #expect(release.outcome?.recordsOverCap == 30)
+        let table = try fixture.open(release.delivery, as: fixture.partnerAKeys)
+        let refs = try table.rows.map { $0[try table.index(of: "ref")] }
+        #expect(!refs.contains { $0.hasSuffix("-2") } && refs.count + (release.outcome?.recordsSuppressed ?? 0) == 60)
+    }
+
     @Test("Other legal bases release everyone except subjects who objected")
     func objections() throws {
         let fixture = try BrokerFixture()
