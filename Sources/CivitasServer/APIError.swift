@@ -11,18 +11,23 @@ public struct APIError: HTTPResponseError, Sendable {
     public let code: String
     public let message: String
     public let details: [String]
+    /// Extra response headers (Allow on 405, Retry-After on 503).
+    public let headers: HTTPFields
 
-    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, details: [String] = []) {
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, details: [String] = [], headers: HTTPFields = [:]) {
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var error: [String: JSONValue] = ["code": .string(code), "message": .string(message)]
         if !details.isEmpty { error["details"] = .array(details.map(JSONValue.string)) }
-        return JSONResponse.make(status: status, .object(["error": .object(error)]))
+        var response = JSONResponse.make(status: status, .object(["error": .object(error)]))
+        response.headers.append(contentsOf: headers)
+        return response
     }
 
     static func unauthorized(_ message: String) -> APIError { APIError(.unauthorized, "unauthorized", message) }

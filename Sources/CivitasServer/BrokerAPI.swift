@@ -14,6 +14,9 @@ import Prometheus
 public struct BrokerAPI: Sendable {
     /// Largest request body accepted (a batch upload).
     public static let maximumBodySize = 64 << 20
+    /// Request-body bytes all requests may hold at once (each authenticated before it is read).
+    public static let maximumBodyBytesInFlight = 2 * maximumBodySize
+    let bodies = RequestBodyBudget(limit: BrokerAPI.maximumBodyBytesInFlight)
     /// Most rows in one batch.
     public static let maximumBatchRows = 1_000_000
     /// Most problems listed when a batch is refused.
@@ -37,7 +40,8 @@ public struct BrokerAPI: Sendable {
     /// The router with every route of the API.
     public func router() -> Router<CivitasRequestContext> {
         let router = Router(context: CivitasRequestContext.self)
-        router.add(middleware: RequestObserver(metrics: PrometheusMetricsFactory(registry: metrics)))
+        let table = RouteTable()
+        router.add(middleware: RequestObserver(metrics: PrometheusMetricsFactory(registry: metrics), routes: table))
         router.get("healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -53,13 +57,14 @@ public struct BrokerAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: try store.checkpointLog(signer: broker.keys))))
         }
 
-        let signed = router.group().add(middleware: SignatureAuthenticator(store: store, clock: clock))
+        let signed = router.group().add(middleware: SignatureAuthenticator(store: store, clock: clock, bodies: bodies))
         signed.post("admin/participants") { _, context in try addParticipant(context) }
         signed.get("participants") { _, context in try listParticipants(context) }
         signed.post("datasets") { _, context in try registerDataset(context) }
         signed.get("datasets/:dataset") { _, context in try showDataset(context) }
         signed.post("datasets/:dataset/batches") { request, context in try uploadBatch(request, context) }
         addExchangeRoutes(to: signed)
+        table.load(router.routes)
         return router
     }
 
@@ -256,6 +261,7 @@ public struct BrokerAPI: Sendable {
 struct RequestObserver: RouterMiddleware {
     typealias Context = CivitasRequestContext
     let metrics: PrometheusMetricsFactory
+    let routes: RouteTable
     static let requestIDHeader = HTTPField.Name("Request-Id")
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -270,6 +276,15 @@ struct RequestObserver: RouterMiddleware {
             let reason = error.status == .unauthorized || error.status == .forbidden ? error.message : nil
             record(request, context: context, status: error.status.code, code: error.code, reason: reason, started: started)
             throw RequestIDError(error: error, requestID: context.id)
+        } catch let error as HTTPResponseError where error.status == .notFound && (context.endpointPath ?? "NotFound") == "NotFound" {
+            // No route takes the request: name the methods its path accepts, if any, in the error body.
+            let allowed = routes.methods(for: request.uri.path)
+            let refusal = allowed.isEmpty
+                ? APIError.notFound("no route \(request.uri.path.prefix(200)); see /openapi.json")
+                : APIError(.methodNotAllowed, "method_not_allowed", "\(request.method.rawValue) is not accepted here; use \(allowed.joined(separator: ", "))",
+                           headers: [.allow: allowed.joined(separator: ", ")])
+            record(request, context: context, status: refusal.status.code, code: refusal.code, started: started)
+            throw RequestIDError(error: refusal, requestID: context.id)
         } catch let error as HTTPResponseError {
             record(request, context: context, status: error.status.code, code: nil, started: started)
             throw error

@@ -7,19 +7,22 @@ import Hummingbird
 /// Authenticates every request with an HTTP Message Signature (RFC 9421, Ed25519) by a
 /// registered participant. The signature must cover `@method`, `@target-uri` and
 /// `content-digest` (RFC 9530, checked against the body), carry `created` within the
-/// allowed skew, a nonce not seen before from that key, `keyid` = the participant's key id,
-/// and `alg="ed25519"`. Missing or bad signatures get 401.
+/// allowed skew, a nonce of 1 to 256 bytes not seen before from that key, `keyid` = the
+/// participant's key id, and `alg="ed25519"`. Everything that needs no body is checked before a
+/// byte of the body is read, so an unauthenticated request costs no memory; the body is then
+/// read within the shared ``RequestBodyBudget``. Missing or bad signatures get 401.
 struct SignatureAuthenticator: RouterMiddleware {
     typealias Context = CivitasRequestContext
     let store: BrokerStore
     let clock: @Sendable () -> Int64
+    let bodies: RequestBodyBudget
     static let allowedSkew: Int64 = 300
     static let requiredComponents: Set<String> = ["@method", "@target-uri", "content-digest"]
+    /// Longest nonce accepted, in bytes.
+    static let maximumNonceLength = 256
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        let buffer = try await request.body.collect(upTo: context.maxUploadSize)
-        let body = Array(buffer.readableBytesView)
         let authority = request.head.authority ?? "localhost"
         let target = "http://\(authority)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")"
         let signed = SignedRequest(method: request.method.rawValue, targetURI: target,
@@ -27,9 +30,7 @@ struct SignatureAuthenticator: RouterMiddleware {
         guard signed.field("signature-input") != nil, signed.field("signature") != nil else {
             throw APIError.unauthorized("the request is not signed: Signature and Signature-Input headers are required (RFC 9421)")
         }
-        guard let digest = signed.field("content-digest"), ContentDigest.matches(digest, body: body) else {
-            throw APIError.unauthorized("Content-Digest is missing or does not match the body")
-        }
+        guard let digest = signed.field("content-digest") else { throw APIError.unauthorized("Content-Digest is missing") }
         let verified: HTTPMessageSignature.Verified
         do {
             verified = try HTTPMessageSignature.verify(signed) { keyID in
@@ -49,14 +50,32 @@ struct SignatureAuthenticator: RouterMiddleware {
             throw APIError.unauthorized("the signature's created time is missing or more than \(Self.allowedSkew) s away from the server's clock")
         }
         if let expires = parameters.expires, expires < now { throw APIError.unauthorized("the signature has expired") }
-        guard let nonce = parameters.nonce, let keyID = parameters.keyID, let id = KeyID(hex: keyID),
-              let participant = try store.participant(id) else {
-            throw APIError.unauthorized("the signature must carry a nonce and the participant's key id")
+        guard let nonce = parameters.nonce, (1...Self.maximumNonceLength).contains(nonce.utf8.count) else {
+            throw APIError.unauthorized("the signature must carry a nonce of 1 to \(Self.maximumNonceLength) bytes")
+        }
+        guard let keyID = parameters.keyID, let id = KeyID(hex: keyID), let participant = try store.participant(id) else {
+            throw APIError.unauthorized("the signature must carry the participant's key id")
         }
         do {
             try store.recordNonce(keyID: keyID, nonce: nonce, created: created, oldestAccepted: now - Self.allowedSkew)
         } catch let error as StoreError where error.code == .replayed {
             throw APIError.unauthorized("replayed request: this nonce was already used")
+        }
+        // Authenticated: now the body, declared size first, within the bytes all requests may hold.
+        let declared = request.headers[.contentLength].flatMap { Int($0) }
+        if let declared, declared > context.maxUploadSize {
+            throw APIError(.contentTooLarge, "too_large", "the body is larger than \(context.maxUploadSize) bytes")
+        }
+        let share = declared ?? context.maxUploadSize
+        guard bodies.reserve(share) else {
+            throw APIError(.serviceUnavailable, "busy", "the broker is receiving as much as it holds at once; retry shortly",
+                           headers: [.retryAfter: "1"])
+        }
+        defer { bodies.release(share) }
+        let buffer = try await request.body.collect(upTo: min(share, context.maxUploadSize))
+        let body = Array(buffer.readableBytesView)
+        guard ContentDigest.matches(digest, body: body) else {
+            throw APIError.unauthorized("Content-Digest does not match the body")
         }
         context.participant = participant
         context.body = body

@@ -1,0 +1,66 @@
+import CivitasCrypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+@testable import CivitasServer
+
+/// A client's mistake is always a 4xx with the JSON error body and a Request-Id, never a 500.
+@Suite("Refusals for clients' mistakes")
+struct RefusalTests {
+    /// A refusal as the API promises it: 4xx, `{"error":{"code","message"}}`, a Request-Id.
+    static func expectRefusal(_ response: TestResponse, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        #expect((400..<500).contains(response.status.code), "\(what): \(response.status)", sourceLocation: sourceLocation)
+        let body = try? JSONParser.parse(Array(response.body.readableBytesView))
+        #expect(body?["error"]?["code"]?.stringValue?.isEmpty == false, "\(what): body \(String(buffer: response.body).prefix(120))",
+                sourceLocation: sourceLocation)
+        #expect(response.headers[HTTPField.Name("Request-Id")!] != nil, "\(what): no Request-Id", sourceLocation: sourceLocation)
+    }
+
+    @Test("Every route with every method, signed and unsigned: never a 500, every refusal a JSON error; 405 names what is allowed")
+    func everyRouteEveryMethod() async throws {
+        let broker = try TestBroker()
+        let routes = broker.api.router().routes.map { (path: $0.path.description, method: $0.method) }
+        let methods: [HTTPRequest.Method] = [.get, .post, .put, .patch, .delete, .options]
+        try await broker.application.test(.router) { client in
+            for route in routes {
+                let path = "/" + route.path.split(separator: "/")
+                    .map { $0.hasPrefix(":") ? "no-such-\($0.dropFirst())" : String($0) }.joined(separator: "/")
+                let accepted = Set(routes.filter { $0.path == route.path }.map(\.method))
+                for method in methods {
+                    let unsigned = try await client.execute(uri: path, method: method, body: ByteBuffer(string: "{}"))
+                    #expect(unsigned.status.code < 500, "\(method) \(path) unsigned: \(unsigned.status)")
+                    if unsigned.status.code >= 400 { try Self.expectRefusal(unsigned, "\(method) \(path) unsigned") }
+                    let signed = try await client.execute(try TestBroker.signed(method, path, body: Array("{}".utf8), key: broker.operatorKeys))
+                    #expect(signed.status.code < 500, "\(method) \(path) signed: \(signed.status)")
+                    if signed.status.code >= 400 { try Self.expectRefusal(signed, "\(method) \(path) signed") }
+                    if !accepted.contains(method) {
+                        #expect(signed.status == .methodNotAllowed, "\(method) \(path)")
+                        let allow = signed.headers[.allow] ?? ""
+                        #expect(accepted.allSatisfy { allow.contains($0.rawValue) }, "\(method) \(path): Allow \(allow)")
+                    }
+                }
+            }
+            let unknown = try await client.execute(uri: "/no/such/route", method: .get)
+            #expect(unknown.status == .notFound)
+            try Self.expectRefusal(unknown, "an unknown route")
+        }
+    }
+
+    @Test("A validly signed request with an empty or overlong nonce is refused with 401, not 500")
+    func nonceBounds() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            for nonce in ["", String(repeating: "n", count: 257)] {
+                let response = try await client.execute(try TestBroker.signed(.get, "/participants", key: broker.operatorKeys, nonce: nonce))
+                #expect(response.status == .unauthorized, "nonce of \(nonce.count) bytes")
+                try Self.expectRefusal(response, "nonce of \(nonce.count) bytes")
+            }
+            let fine = try await client.execute(try TestBroker.signed(.get, "/participants", key: broker.operatorKeys,
+                                                                      nonce: String(repeating: "n", count: 256)))
+            #expect(fine.status == .ok)
+        }
+    }
+}
