@@ -334,47 +334,59 @@ public final class Broker: Sendable {
     /// long enough) and delivers it. Windows that cannot reach k wait for more records or are
     /// suppressed, as the agreement says. Returns the deliveries made.
     /// With `dataset`, only that dataset's feeds are looked at (an upload closes what it filled).
-    public func closeDueWindows(now: String, dataset only: String? = nil) throws -> [ReleaseResult] {
+    /// A feed that fails (its agreement out of budget, say) is reported to `failed` and skipped:
+    /// it never stops the others.
+    public func closeDueWindows(now: String, dataset only: String? = nil,
+                                failed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> [ReleaseResult] {
         var results: [ReleaseResult] = []
         for feed in try store.feeds() {
-            guard let agreement = try store.agreement(feed.agreement), only == nil || agreement.dataset == only,
-                  agreement.state == .accepted, agreement.validFrom <= now, now <= agreement.validUntil,
-                  let policy = try? AgreementPolicy.parse(try JSONParser.parse(agreement.policy)), let terms = policy.feed,
-                  let dataset = try store.dataset(agreement.dataset) else { continue }
-            let pending = try store.batches(of: dataset.id, from: feed.nextBatch)
-            guard let first = pending.first, let last = pending.last else { continue }
-            // A window that could not reach k is tried again only once a new batch has joined it.
-            if waitingWindows.lastBatch(of: feed.id) == last.sequence { continue }
-            let waiting = pending.reduce(0) { $0 + $1.records }
-            let waited = (RFC3339.seconds(now) ?? 0) - (RFC3339.seconds(first.created) ?? 0)
-            guard waiting >= terms.windowRecords || waited >= Int64(terms.windowSeconds) else { continue }
-            let window = feed.nextBatch..<(last.sequence + 1)
             do {
-                // Batches another delivery to this partner already drew from are passed over.
-                let batches = try undrawn(pending.map(\.sequence), partner: agreement.partner, dataset: dataset.id)
-                guard !batches.isEmpty else { throw BrokerError(.nothingToRelease, "every batch of the window was already delivered") }
-                let deliveryID = Self.newDeliveryID(.window)
-                let table = try records(of: dataset.id, sequences: batches)
-                let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: feed.purpose,
-                                        suppressionLimit: terms.belowK == .suppress ? 1 : nil, deliveryID: deliveryID)
-                let delivery = try deliver(outcome.table, id: deliveryID, kind: .window, agreement: agreement, policy: policy, purpose: feed.purpose,
-                                           outcome: outcome, epsilonMicro: outcome.epsilonMicro,
-                                           feedWindow: (feed: feed.id, from: window.lowerBound, to: window.upperBound), drawnBatches: batches, now: now)
-                results.append(ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro))
-            } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
-                waitingWindows.record(feed.id, lastBatch: last.sequence)
-                continue
-            } catch let error as BrokerError where error.code == .kUnreachable || error.code == .nothingToRelease {
-                do {
-                    try mapStore { try store.skipFeedBatches(feed.id, from: window.lowerBound, to: window.upperBound) }
-                } catch let error as BrokerError where error.code == .conflict {
-                    continue  // another caller moved the feed on meanwhile
-                }
-            } catch let error as BrokerError where error.code == .conflict {
-                continue  // another caller (an upload, the schedule, another node) delivered this window first
+                if let result = try closeWindow(of: feed, now: now, dataset: only) { results.append(result) }
+            } catch {
+                failed(feed.id, error)
             }
         }
         return results
+    }
+
+    /// Closes `feed`'s window if it is due; nil when nothing was delivered.
+    private func closeWindow(of feed: Feed, now: String, dataset only: String?) throws -> ReleaseResult? {
+        guard let agreement = try store.agreement(feed.agreement), only == nil || agreement.dataset == only,
+              agreement.state == .accepted, agreement.validFrom <= now, now <= agreement.validUntil,
+              let policy = try? AgreementPolicy.parse(try JSONParser.parse(agreement.policy)), let terms = policy.feed,
+              let dataset = try store.dataset(agreement.dataset) else { return nil }
+        let pending = try store.batches(of: dataset.id, from: feed.nextBatch)
+        guard let first = pending.first, let last = pending.last else { return nil }
+        // A window that could not reach k is tried again only once a new batch has joined it.
+        if waitingWindows.lastBatch(of: feed.id) == last.sequence { return nil }
+        let waiting = pending.reduce(0) { $0 + $1.records }
+        let waited = (RFC3339.seconds(now) ?? 0) - (RFC3339.seconds(first.created) ?? 0)
+        guard waiting >= terms.windowRecords || waited >= Int64(terms.windowSeconds) else { return nil }
+        let window = feed.nextBatch..<(last.sequence + 1)
+        do {
+            // Batches another delivery to this partner already drew from are passed over.
+            let batches = try undrawn(pending.map(\.sequence), partner: agreement.partner, dataset: dataset.id)
+            guard !batches.isEmpty else { throw BrokerError(.nothingToRelease, "every batch of the window was already delivered") }
+            let deliveryID = Self.newDeliveryID(.window)
+            let table = try records(of: dataset.id, sequences: batches)
+            let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: feed.purpose,
+                                    suppressionLimit: terms.belowK == .suppress ? 1 : nil, deliveryID: deliveryID)
+            let delivery = try deliver(outcome.table, id: deliveryID, kind: .window, agreement: agreement, policy: policy, purpose: feed.purpose,
+                                       outcome: outcome, epsilonMicro: outcome.epsilonMicro,
+                                       feedWindow: (feed: feed.id, from: window.lowerBound, to: window.upperBound), drawnBatches: batches, now: now)
+            return ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro)
+        } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
+            waitingWindows.record(feed.id, lastBatch: last.sequence)
+        } catch let error as BrokerError where error.code == .kUnreachable || error.code == .nothingToRelease {
+            do {
+                try mapStore { try store.skipFeedBatches(feed.id, from: window.lowerBound, to: window.upperBound) }
+            } catch let error as BrokerError where error.code == .conflict {
+                // another caller moved the feed on meanwhile
+            }
+        } catch let error as BrokerError where error.code == .conflict {
+            // another caller (an upload, the schedule, another node) delivered this window first
+        }
+        return nil
     }
 
     /// A feed, for its partner.

@@ -37,17 +37,28 @@ public final class BrokerSchedule: @unchecked Sendable {
     /// One round of the periodic work.
     public func tick() async {
         let now = EnvelopeSealer.timestamp(Date(timeIntervalSince1970: TimeInterval(clock())))
+        // Each step, and each feed within a step, fails on its own: one never stops the others.
         do {
             let expired = try broker.expireAgreements(now: now)
             for id in expired { logger.info("agreement expired", metadata: ["agreement": "\(id)"]) }
-            let windows = try broker.closeDueWindows(now: now)
+        } catch {
+            logger.error("expiring agreements failed", metadata: ["error": "\(error)"])
+        }
+        do {
+            let windows = try broker.closeDueWindows(now: now) { feed, error in
+                logger.warning("feed window not delivered", metadata: ["feed": "\(feed)", "error": "\(error)"])
+            }
             for window in windows {
                 logger.info("feed window delivered", metadata: ["feed": "\(window.delivery.feed ?? "")", "delivery": "\(window.delivery.id)",
                                                                 "records": "\(window.delivery.records)"])
             }
+        } catch {
+            logger.error("closing feed windows failed", metadata: ["error": "\(error)"])
+        }
+        do {
             try await pushWebhooks()
         } catch {
-            logger.error("scheduled work failed", metadata: ["error": "\(error)"])
+            logger.error("pushing webhooks failed", metadata: ["error": "\(error)"])
         }
     }
 

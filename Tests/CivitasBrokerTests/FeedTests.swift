@@ -8,8 +8,8 @@ import Testing
 
 @Suite("Feeds")
 struct FeedTests {
-    func feedPolicy(_ fixture: BrokerFixture, belowK: String, records: Int = 20, seconds: Int = 600) -> JSONValue {
-        fixture.policy(id: "ag-feed", partner: fixture.partnerAKeys, k: 2, suppression: 0.5,
+    func feedPolicy(_ fixture: BrokerFixture, belowK: String, records: Int = 20, seconds: Int = 600, partner: SecretKeys? = nil) -> JSONValue {
+        fixture.policy(id: "ag-feed", partner: partner ?? fixture.partnerAKeys, k: 2, suppression: 0.5,
                        extra: ["feed": ["window_records": .number(Double(records)), "window_seconds": .number(Double(seconds)), "below_k": .string(belowK)]])
     }
 
@@ -56,6 +56,26 @@ struct FeedTests {
         #expect(try fixture.broker.feed(feed.id, for: fixture.partnerA).acknowledged == 2)
         #expect(throws: BrokerError.self) { try fixture.broker.acknowledge(feed: feed.id, through: 9, by: fixture.partnerA) }
         #expect(throws: BrokerError.self) { try fixture.broker.acknowledge(feed: feed.id, through: 3, by: fixture.partnerB) }
+    }
+
+    @Test("A feed whose agreement is out of budget never stops the other feeds' windows")
+    func oneFeedNeverStopsTheOthers() throws {
+        let fixture = try BrokerFixture()
+        try fixture.consent(Array(0..<100), granted: true)
+        // Noise on a measure charges ε 0.5 × 2 records per person = 1 per window, above this budget of 0.5.
+        let broke = try fixture.agree(fixture.policy(id: "ag-broke", partner: fixture.partnerAKeys, k: 2, suppression: 0.5, budget: 0.5, extra: [
+            "treatment": ["k": 2, "suppression_limit": 0.5, "measure_noise": ["epsilon": 0.5]],
+            "feed": ["window_records": 10, "window_seconds": 600, "below_k": "suppress"],
+        ]), partner: fixture.partnerAKeys)
+        let fine = try fixture.agree(feedPolicy(fixture, belowK: "suppress", records: 10, partner: fixture.partnerBKeys), partner: fixture.partnerBKeys)
+        let failing = try fixture.broker.subscribe(agreement: broke, purpose: BrokerFixture.purpose, webhook: nil, by: fixture.partnerA, now: fixture.now)
+        _ = try fixture.broker.subscribe(agreement: fine, purpose: BrokerFixture.purpose, webhook: nil, by: fixture.partnerB, now: fixture.now)
+        try fixture.publish(BrokerFixture.records(people: 20))
+        var failures: [(String, String)] = []
+        let delivered = try fixture.broker.closeDueWindows(now: fixture.now) { feed, error in failures.append((feed, "\(error)")) }
+        #expect(delivered.map(\.delivery.agreement) == [fine])
+        #expect(failures.map(\.0) == [failing.id])
+        #expect(failures.first?.1.contains("ε") == true, "\(failures)")
     }
 
     @Test("A consent withdrawal applies from the next window on")
