@@ -281,8 +281,14 @@ struct ComplianceReplay {
         }
         findings += composition(entry, offer: offer)
         if var audit = report.agreements[id] {
-            audit.spentMicro += entry.count("epsilon_micro") ?? 0
+            let (spent, overflow) = audit.spentMicro.addingReportingOverflow(entry.count("epsilon_micro") ?? 0)
             audit.releases += 1
+            if overflow {
+                report.agreements[id] = audit
+                findings.append(AuditFinding(.budgetExceeded, entry: i, "agreement \(id)'s charges now add up past 2^64 millionths of ε: the sum overflows"))
+                return findings
+            }
+            audit.spentMicro = spent
             report.agreements[id] = audit
             if audit.spentMicro > audit.budgetMicro {
                 findings.append(AuditFinding(.budgetExceeded, entry: i,

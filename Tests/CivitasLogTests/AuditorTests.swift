@@ -215,6 +215,19 @@ struct AuditorTests {
         #expect(report.agreements["ag-1"]?.spentMicro == 1_100_000)
     }
 
+    @Test("Charges that add up past 2^64 millionths are a finding, not a crash")
+    func overflowingCharges() throws {
+        var scenario = try Scenario()
+        // An entry's count is at most 2^53 (exact in JSON); 2,049 of them pass 2^64.
+        for i in 0..<2_049 {
+            try scenario.release("r-\(i)", time: "2026-03-03T08:00:00Z", epsilonMicro: 1 << 53)
+        }
+        try scenario.checkpoint()
+        let report = scenario.audit(try scenario.export())
+        #expect(report.findings.contains { $0.code == .budgetExceeded })
+        #expect(report.findings.contains { $0.message.contains("overflows") }, "\(report.findings)")
+    }
+
     static func range(of needle: [UInt8], in haystack: [UInt8]) -> Int? {
         guard haystack.count >= needle.count else { return nil }
         return (0...(haystack.count - needle.count)).first { Array(haystack[$0..<$0 + needle.count]) == needle }
