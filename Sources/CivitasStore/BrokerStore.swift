@@ -52,6 +52,11 @@ public final class BrokerStore: Sendable {
     /// Opens (creating if needed) the database at `path` in WAL mode and applies migrations.
     /// `logOrigin` names the exchange log (its checkpoints' origin line); it is fixed when the store is created.
     public init(path: String, storageKey: SealedStorageKey, logOrigin: String = BrokerStore.defaultLogOrigin) throws {
+        // Owner-only from the start: SQLite gives the WAL and shared-memory files the database's mode.
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw StoreError(.database, "cannot create the store at \(path): \(String(cString: strerror(errno)))") }
+        _ = fchmod(descriptor, 0o600)
+        close(descriptor)
         let pool: DatabasePool
         do {
             var configuration = Configuration()

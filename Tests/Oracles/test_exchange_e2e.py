@@ -28,6 +28,15 @@ def demo(civitas_bin, tmp_path_factory):
     return out, result.stdout.decode()
 
 
+def test_every_kept_file_but_public_keys_is_owner_only(demo):
+    out, _ = demo
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert any(path.name.endswith("-wal") or path.name == "broker.sqlite" for path in files)
+    loose = [f"{path.relative_to(out)} {oct(path.stat().st_mode & 0o777)}" for path in files
+             if not path.name.endswith(".pub") and path.stat().st_mode & 0o077]
+    assert not loose, loose
+
+
 def delivered_tables(out):
     tables = sorted(out.glob("rel-*.received.csv")) + sorted(out.glob("win-*.received.csv"))
     assert len(tables) >= 2, f"expected a release and a feed window in {out}"
