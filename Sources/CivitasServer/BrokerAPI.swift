@@ -182,6 +182,9 @@ public struct BrokerAPI: Sendable {
         } catch let error as PrivacyError {
             throw APIError(.unprocessableContent, "invalid_batch", "the batch cannot be read: \(error.message); nothing was stored")
         }
+        guard !table.rows.isEmpty else {
+            throw APIError(.unprocessableContent, "invalid_batch", "the batch has no records (a header alone is not a batch); nothing was stored")
+        }
         let idempotencyKey = Self.idempotencyHeader.flatMap { request.headers[$0] }
         do {
             let batch = try store.appendBatch(dataset: id, columns: table.columns, rows: table.rows, idempotencyKey: idempotencyKey, now: now())

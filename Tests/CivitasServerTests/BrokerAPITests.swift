@@ -267,11 +267,15 @@ struct IngestionTests {
             }
             return refused
         }
-        // One upstream example is wrong: AirQualityObserved's NGSI v2 normalized file sends
-        // precipitation as Boolean false where the model's own schema.json says number. It is
-        // refused, naming the field; every other file ingests.
-        #expect(Array(refused.keys) == ["Environment.AirQualityObserved/example-normalized.json"])
-        #expect(refused.values.first?.contains("row 1, field 'precipitation': a boolean where the schema expects number") == true)
+        // Two upstream examples are wrong, and are refused naming the field; every other file ingests.
+        // AirQualityObserved's NGSI v2 normalized file sends precipitation as Boolean false where the
+        // model's own schema.json says number; Camera's NGSI v2 normalized file writes its point as
+        // [latitude, longitude] (23.83, 91.28: Agartala), so its "latitude" 91.28 is off the globe.
+        #expect(refused.keys.sorted() == ["Device.Camera/example-normalized.json", "Environment.AirQualityObserved/example-normalized.json"])
+        #expect(refused["Environment.AirQualityObserved/example-normalized.json"]?
+            .contains("row 1, field 'precipitation': a boolean where the schema expects number") == true)
+        #expect(refused["Device.Camera/example-normalized.json"]?.contains("row 1, field 'location': GeoJSON position [23.831796, 91.28076] is off the globe") == true,
+                "\(refused)")
     }
 
     @Test("JSON Lines batches are validated whole and stored as a table")

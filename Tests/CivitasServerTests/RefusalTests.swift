@@ -63,4 +63,23 @@ struct RefusalTests {
             #expect(fine.status == .ok)
         }
     }
+
+    @Test("A header-only batch is refused as having no records, and nothing is stored")
+    func headerOnlyBatch() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            let register = Array(#"{"id":"calls","schema":\#(callSchema),"purposes":["public-health-surveillance"]}"#.utf8)
+            #expect(try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency)).status == .created)
+            for body in ["twp,title,age\n", "\u{FEFF}twp,title,age\r\n"] {
+                let upload = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: Array(body.utf8),
+                                                                           key: broker.agency, contentType: "text/csv"))
+                #expect(upload.status == .unprocessableContent, "\(body.debugDescription)")
+                #expect(String(buffer: upload.body).contains("no records"), "\(String(buffer: upload.body))")
+            }
+            let bom = Array("\u{FEFF}twp,title,age\nAMBLER,EMS: FALL VICTIM,81\n".utf8)
+            let stored = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: bom, key: broker.agency, contentType: "text/csv"))
+            #expect(stored.status == .created, "a byte-order mark is skipped: \(String(buffer: stored.body))")
+            #expect(try broker.store.batches(of: "calls").count == 1)
+        }
+    }
 }

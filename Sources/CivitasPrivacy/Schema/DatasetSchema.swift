@@ -66,6 +66,9 @@ public struct DatasetSchema: Sendable {
 
     public let title: String
     public let fields: [Field]
+    /// Whether records may carry columns the schema does not name. Never, whatever
+    /// `additionalProperties` says, when the schema describes personal data (a subject,
+    /// identifier, quasi-identifier or sensitive field): an unnamed column has no privacy class.
     public let allowsOtherColumns: Bool
 
     /// The field named `name`.
@@ -86,8 +89,9 @@ public struct DatasetSchema: Sendable {
         for (name, property) in properties.sorted(by: { $0.key < $1.key }) {
             fields.append(try field(name: name, property: property, required: required.contains(name)))
         }
-        let additional: Bool
+        var additional: Bool
         if case .bool(let value)? = root["additionalProperties"] { additional = value } else { additional = true }
+        if fields.contains(where: { [.subject, .identifier, .quasiIdentifier, .sensitive].contains($0.privacy) }) { additional = false }
         return DatasetSchema(title: root["title"]?.stringValue ?? "", fields: fields, allowsOtherColumns: additional)
     }
 
@@ -125,6 +129,11 @@ public struct DatasetSchema: Sendable {
                 throw PrivacyError(.invalidParameter, "property '\(name)': a measure needs x-privacy.bounds as two decimal strings")
             }
             bounds = (low, high)
+        }
+        if let pattern = property["pattern"]?.stringValue {
+            do { _ = try NSRegularExpression(pattern: pattern) } catch {
+                throw PrivacyError(.invalidParameter, "property '\(name)': pattern '\(pattern.prefix(60))' is not a valid regular expression")
+            }
         }
         var allowed: [String]?
         if case .array(let values)? = property["enum"] { allowed = values.compactMap(Self.text) }
@@ -230,8 +239,18 @@ public struct DatasetSchema: Sendable {
         return issues
     }
 
+    /// Control characters no schema field can mean (NUL, escape, …); a subject id may hold no
+    /// control character at all, or it could never match the consent its person gave.
+    static func controlCharacterProblem(_ value: String, field: Field) -> String? {
+        let forbidden = value.unicodeScalars.first { scalar in
+            scalar.value == 0x7F || (scalar.value < 0x20 && (field.privacy == .subject || ![0x09, 0x0A, 0x0D].contains(scalar.value)))
+        }
+        return forbidden.map { String(format: "holds the control character U+%04X", $0.value) }
+    }
+
     /// Checks a JSON string value's enum, length and pattern constraints.
     static func cellProblem(_ value: String, field: Field) -> String? {
+        if let problem = controlCharacterProblem(value, field: field) { return problem }
         if let problem = dateProblem(value, field: field) { return problem }
         if let allowed = field.allowed, !allowed.contains(value) { return "'\(value.prefix(40))' is not one of the allowed values" }
         if let minLength = field.minLength, value.count < minLength { return "shorter than \(minLength) characters" }
@@ -251,6 +270,7 @@ public struct DatasetSchema: Sendable {
     }
 
     private static func problem(_ value: String, field: Field, regex: NSRegularExpression?) -> String? {
+        if let problem = controlCharacterProblem(value, field: field) { return problem }
         if value.isEmpty {
             if field.types.contains("null") || field.types.isEmpty { return nil }
             if field.types == ["string"] && (field.minLength ?? 0) == 0 && field.pattern == nil && field.allowed == nil { return nil }

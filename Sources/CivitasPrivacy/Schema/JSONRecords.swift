@@ -3,14 +3,20 @@ import CivitasCrypto
 /// Records that arrive as JSON (JSON Lines, or NGSI-LD entities in normalized or key-values form)
 /// turned into the flat table the rest of the broker works on.
 public enum JSONRecords {
-    /// Parses JSON Lines: one JSON object per non-empty line. Errors name the line.
+    /// Parses JSON Lines: one JSON object per non-empty line (a leading UTF-8 byte-order mark is
+    /// skipped). Errors name the line, the byte within it and the reason.
     public static func parseJSONLines(_ bytes: [UInt8], maximumRecords: Int) throws -> [[String: JSONValue]] {
         var records: [[String: JSONValue]] = []
-        for (number, line) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+        let body = bytes.starts(with: CSVTable.byteOrderMark) ? bytes.dropFirst(CSVTable.byteOrderMark.count) : bytes[...]
+        for (number, line) in body.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
             let trimmed = Array(line.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D })
             if trimmed.isEmpty { continue }
-            guard let object = (try? JSONParser.parse(Array(line)))?.objectValue else {
-                throw PrivacyError(.invalidValue, "line \(number + 1) is not a JSON object")
+            let value: JSONValue
+            do { value = try JSONParser.parse(Array(line)) } catch let error as CryptoError {
+                throw PrivacyError(.invalidValue, "line \(number + 1): \(error.message)")
+            }
+            guard let object = value.objectValue else {
+                throw PrivacyError(.invalidValue, "line \(number + 1) holds a JSON value that is not an object")
             }
             records.append(object)
             guard records.count <= maximumRecords else { throw PrivacyError(.invalidValue, "more than \(maximumRecords) records") }
@@ -119,11 +125,37 @@ public enum JSONRecords {
         let accepted = types.contains(actual) || (actual == "integer" && types.contains("number"))
         guard accepted else { return "a \(actual) where the schema expects \(types.sorted().joined(separator: " or "))" }
         if case .string(let text) = value { return DatasetSchema.cellProblem(text, field: field) }
+        if let problem = geometryProblem(value) { return problem }
         if case .number(let n) = value {
             if let minimum = field.minimum, n < minimum { return "\(n) is below the minimum \(minimum)" }
             if let maximum = field.maximum, n > maximum { return "\(n) is above the maximum \(maximum)" }
         }
         return nil
+    }
+
+    /// A GeoJSON geometry (RFC 7946) whose positions lie off the globe: longitude outside
+    /// [-180, 180] or latitude outside [-90, 90]. Nil for anything else.
+    static func geometryProblem(_ value: JSONValue) -> String? {
+        guard let object = value.objectValue, let type = object["type"]?.stringValue else { return nil }
+        if type == "GeometryCollection", case .array(let geometries)? = object["geometries"] {
+            return geometries.lazy.compactMap(geometryProblem).first
+        }
+        guard ["Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"].contains(type),
+              let coordinates = object["coordinates"] else { return nil }
+        func check(_ value: JSONValue) -> String? {
+            guard case .array(let items) = value else { return "GeoJSON coordinates must be arrays of positions" }
+            if let first = items.first, case .number = first {
+                guard items.count >= 2, case .number(let longitude) = items[0], case .number(let latitude) = items[1] else {
+                    return "a GeoJSON position needs a longitude and a latitude"
+                }
+                guard (-180...180).contains(longitude), (-90...90).contains(latitude) else {
+                    return "GeoJSON position [\(longitude), \(latitude)] is off the globe (longitude -180 to 180, latitude -90 to 90)"
+                }
+                return nil
+            }
+            return items.lazy.compactMap(check).first
+        }
+        return check(coordinates)
     }
 
     /// The records as a table: columns are the union of fields (sorted); strings as they are,

@@ -38,7 +38,11 @@ public struct CSVTable: Sendable, Equatable {
     }
 
     /// Parses CSV bytes. Rows must have as many fields as the header; errors name the line.
-    public static func parse(_ bytes: [UInt8], delimiter: UInt8? = nil, limits: Limits = Limits()) throws -> CSVTable {
+    /// The UTF-8 byte-order mark spreadsheet tools write first; skipped when reading.
+    public static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
+
+    public static func parse(_ input: [UInt8], delimiter: UInt8? = nil, limits: Limits = Limits()) throws -> CSVTable {
+        let bytes = input.starts(with: byteOrderMark) ? Array(input.dropFirst(byteOrderMark.count)) : input
         let separator = delimiter ?? detectDelimiter(bytes)
         var records: [[String]] = []
         var record: [String] = []
