@@ -65,13 +65,16 @@ public final class Broker: Sendable {
     private let subjects: DomainPRF
     /// Feeds whose window could not reach k, with the last batch it held then.
     private let waitingWindows = WaitingWindows()
+    /// The webhook URLs the broker may call (checked when a feed is created and before every push).
+    public let webhooks: WebhookTargets
 
     /// Largest subject id, notice, method or jurisdiction text accepted in a consent event.
     public static let maximumConsentFieldLength = 256
 
-    public init(store: BrokerStore, keys: SecretKeys) throws {
+    public init(store: BrokerStore, keys: SecretKeys, webhooks: WebhookTargets = WebhookTargets()) throws {
         self.store = store
         self.keys = keys
+        self.webhooks = webhooks
         var secret = try store.secret(named: "broker-master")
         master = try PseudonymMasterKey(bytes: &secret)
         subjects = try master.prf(domain: "civitas-consent-subjects/1")
@@ -322,11 +325,7 @@ public final class Broker: Sendable {
     public func subscribe(agreement id: String, purpose: String, webhook: String?, by partner: Participant, now: String) throws -> Feed {
         let (_, policy, _) = try authorize(id, purpose: purpose, partner: partner, now: now)
         guard policy.feed != nil else { throw BrokerError(.invalid, "agreement \(id) has no feed terms") }
-        if let webhook {
-            guard webhook.utf8.count <= 2048, webhook.hasPrefix("http://") || webhook.hasPrefix("https://"), URL(string: webhook)?.host != nil else {
-                throw BrokerError(.invalid, "webhook must be an http(s) URL of at most 2048 bytes")
-            }
-        }
+        if let webhook { try webhooks.check(webhook) }
         return try mapStore { try store.createFeed(id: "feed-" + Hex.encode(Sodium.randomBytes(8)), agreement: id, purpose: purpose, webhook: webhook, now: now) }
     }
 

@@ -72,6 +72,15 @@ public struct Checkpoint: Sendable, Equatable {
         return checkpoint
     }
 
+    /// The checkpoint a signed note states, read without checking its signatures (for the
+    /// log's own store, which compares it with the tree it holds; verifiers use ``verify(note:key:)``).
+    public static func statement(of note: String) throws -> Checkpoint {
+        guard let separator = note.range(of: "\n\n") else {
+            throw LogError(.malformedCheckpoint, "checkpoint has no blank line before its signatures")
+        }
+        return try parseBody(String(note[..<separator.lowerBound]) + "\n")
+    }
+
     /// Parses the note text (origin, size, root hash, optional extension lines).
     static func parseBody(_ body: String) throws -> Checkpoint {
         let lines = body.dropLast().split(separator: "\n", omittingEmptySubsequences: false)

@@ -19,6 +19,8 @@ public final class BrokerSchedule: @unchecked Sendable {
     private var backoff: [String: (failures: Int, next: Int64)] = [:]
     /// Longest a webhook may take to answer, in seconds.
     public static let webhookTimeout: TimeInterval = 10
+    /// Pushes follow no redirect: a webhook answers itself, or the push failed.
+    private let session = URLSession(configuration: .ephemeral, delegate: RedirectRefusal(), delegateQueue: nil)
 
     public init(broker: Broker, logger: Logger, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.broker = broker
@@ -68,6 +70,12 @@ public final class BrokerSchedule: @unchecked Sendable {
         for feed in try broker.store.feeds() where feed.webhook != nil && feed.pushed < feed.delivered {
             guard let webhook = feed.webhook, let url = URL(string: webhook) else { continue }
             if let state = lock.withLock({ backoff[feed.id] }), state.next > now { continue }
+            // Checked again before every push: the host's addresses may have changed since the feed was made.
+            do { try broker.webhooks.check(webhook) } catch {
+                lock.withLock { backoff[feed.id] = ((backoff[feed.id]?.failures ?? 0) + 1, now + 300) }
+                logger.warning("webhook refused", metadata: ["feed": "\(feed.id)", "error": "\(error)"])
+                continue
+            }
             for delivery in try broker.store.deliveries(feed: feed.id, after: feed.pushed, limit: 20) {
                 var request = URLRequest(url: url, timeoutInterval: Self.webhookTimeout)
                 request.httpMethod = "POST"
@@ -77,7 +85,7 @@ public final class BrokerSchedule: @unchecked Sendable {
                 request.setValue(delivery.id, forHTTPHeaderField: "Civitas-Delivery")
                 let accepted: Bool
                 do {
-                    let (_, response) = try await URLSession.shared.upload(for: request, from: Data(delivery.envelope))
+                    let (_, response) = try await session.upload(for: request, from: Data(delivery.envelope))
                     accepted = ((response as? HTTPURLResponse)?.statusCode).map { (200..<300).contains($0) } ?? false
                 } catch {
                     accepted = false
@@ -93,5 +101,13 @@ public final class BrokerSchedule: @unchecked Sendable {
                 try broker.store.markPushed(feed: feed.id, through: delivery.feedSequence ?? 0)
             }
         }
+    }
+}
+
+/// Refuses every HTTP redirect, so a webhook cannot send the broker on to an internal address.
+final class RedirectRefusal: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                    newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void) {
+        completionHandler(nil)
     }
 }

@@ -130,27 +130,84 @@ extension BrokerStore {
                 } else {
                     try db.execute(sql: "INSERT INTO store_meta (name, value) VALUES ('log_origin', ?)", arguments: [origin])
                 }
-                // The tree is rebuilt from the stored leaf hashes (positions must run 0, 1, 2, … without gaps);
-                // the entries stay on disk. The auditor recomputes every hash from the entries themselves.
                 var log = try ExchangeLog(origin: origin, keepsEntries: false)
-                var leaves: [MerkleDigest] = []
-                let rows = try Row.fetchCursor(db, sql: "SELECT position, leaf FROM log_entry ORDER BY position")
-                while let row = try rows.next() {
-                    let position: Int64 = row["position"], leaf: Data = row["leaf"]
-                    guard position == Int64(leaves.count), leaf.count == MerkleHash.size else {
-                        throw StoreError(.corrupt, "log entry \(position) is out of place or has a malformed leaf hash")
-                    }
-                    leaves.append(Array(leaf))
-                }
+                let (leaves, releases) = try verifyStoredLog(db)
                 if let last = try Data.fetchOne(db, sql: "SELECT bytes FROM log_entry ORDER BY position DESC LIMIT 1") {
                     do { try log.restore(leafHashes: leaves, lastEntry: Array(last)) } catch let error as LogError {
                         throw StoreError(.corrupt, "the exchange log's last entry: \(error.message)")
                     }
                 }
+                try verifyCheckpointsAndDeliveries(db, log: log, releases: releases)
                 return log
             }
         } catch let error as DatabaseError {
             throw StoreError(.database, "cannot read the exchange log: \(error.message ?? "\(error.resultCode)")")
+        }
+    }
+
+    /// Checks every stored entry before the log is served: positions run 0, 1, 2, … without gaps;
+    /// each entry parses as canonical JSON of a valid entry, carries its own position as index,
+    /// links to the previous entry's leaf hash and is not earlier than it; each stored leaf hash
+    /// is SHA-256(0x00 ‖ the entry). Entries are read in chunks and checked on every core.
+    /// Returns the leaf hashes and, per delivery id, its entry.
+    static func verifyStoredLog(_ db: Database) throws -> ([MerkleDigest], [String: UInt64]) {
+        var leaves: [MerkleDigest] = []
+        var releases: [String: UInt64] = [:]
+        var previousTime = ""
+        var chunk: [(leaf: [UInt8], bytes: [UInt8])] = []
+        func verifyChunk() throws {
+            let first = leaves.count
+            let previousLeaf = leaves.last ?? [UInt8](repeating: 0, count: MerkleHash.size)
+            let outcomes = StoredEntryCheck.run(chunk, firstPosition: first, previousLeaf: previousLeaf)
+            for (offset, outcome) in outcomes.enumerated() {
+                let position = first + offset
+                switch outcome {
+                case .failure(let message): throw StoreError(.corrupt, "log entry \(position)\(message)")
+                case .success(let checked):
+                    guard checked.time >= previousTime else {
+                        throw StoreError(.corrupt, "log entry \(position) is dated \(checked.time), before the entry before it (\(previousTime))")
+                    }
+                    previousTime = checked.time
+                    if let release = checked.release { releases[release] = UInt64(position) }
+                    leaves.append(chunk[offset].leaf)
+                }
+            }
+            chunk.removeAll(keepingCapacity: true)
+        }
+        let rows = try Row.fetchCursor(db, sql: "SELECT position, leaf, bytes FROM log_entry ORDER BY position")
+        while let row = try rows.next() {
+            guard let position = row["position"] as Int64?, let leaf = row["leaf"] as Data?, let bytes = row["bytes"] as Data? else {
+                throw StoreError(.corrupt, "log entry \(leaves.count + chunk.count) has a missing column")
+            }
+            guard position == Int64(leaves.count + chunk.count) else {
+                throw StoreError(.corrupt, "log entry \(leaves.count + chunk.count) is missing (the next stored position is \(position))")
+            }
+            chunk.append((Array(leaf), Array(bytes)))
+            if chunk.count == StoredEntryCheck.chunkSize { try verifyChunk() }
+        }
+        try verifyChunk()
+        return (leaves, releases)
+    }
+
+    /// Every stored checkpoint states a size the log reaches and the root the log has at that size;
+    /// every delivery points at the log entry that records it.
+    static func verifyCheckpointsAndDeliveries(_ db: Database, log: ExchangeLog, releases: [String: UInt64]) throws {
+        for row in try Row.fetchAll(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size") {
+            let size = row["size"] as Int64? ?? -1
+            let checkpoint: Checkpoint
+            do { checkpoint = try Checkpoint.statement(of: row["note"] as String? ?? "") } catch let error as LogError {
+                throw StoreError(.corrupt, "the stored checkpoint at size \(size): \(error.message)")
+            }
+            guard checkpoint.size == UInt64(max(size, 0)), checkpoint.origin == log.origin, checkpoint.size <= log.size,
+                  let root = try? log.tree.root(atSize: checkpoint.size), root == checkpoint.rootHash else {
+                throw StoreError(.corrupt, "the stored checkpoint at size \(size) does not match the log (\(log.size) entries): entries were altered or removed")
+            }
+        }
+        for row in try Row.fetchAll(db, sql: "SELECT id, log_index FROM delivery") {
+            let id = row["id"] as String? ?? "?", index = row["log_index"] as Int64? ?? -1
+            guard index >= 0, releases[id] == UInt64(index) else {
+                throw StoreError(.corrupt, "delivery \(id) points at log entry \(index), which does not record it (the log has \(log.size) entries)")
+            }
         }
     }
 
@@ -304,5 +361,59 @@ final class PageSink: ByteSink {
     func take() -> [UInt8] {
         defer { bytes.removeAll(keepingCapacity: true) }
         return bytes
+    }
+}
+
+/// The checks of one stored entry that need nothing but the entry and the leaf before it, run
+/// for a chunk of entries on every core.
+enum StoredEntryCheck {
+    static let chunkSize = 16_384
+
+    struct Checked {
+        let time: String
+        let release: String?
+    }
+
+    enum Outcome {
+        case success(Checked)
+        /// What is wrong, as the end of a sentence that starts with "log entry N".
+        case failure(String)
+    }
+
+    static func run(_ entries: [(leaf: [UInt8], bytes: [UInt8])], firstPosition: Int, previousLeaf: [UInt8]) -> [Outcome] {
+        var outcomes = [Outcome](repeating: .failure(" was not checked"), count: entries.count)
+        let slices = min(max(ProcessInfo.processInfo.activeProcessorCount, 1), max(entries.count / 256, 1))
+        outcomes.withUnsafeMutableBufferPointer { results in
+            let results = UncheckedBuffer(base: results)
+            DispatchQueue.concurrentPerform(iterations: slices) { slice in
+                let start = entries.count * slice / slices, end = entries.count * (slice + 1) / slices
+                for offset in start..<end {
+                    let previous = offset == 0 ? previousLeaf : entries[offset - 1].leaf
+                    results.base[offset] = check(entries[offset], position: firstPosition + offset, previousLeaf: previous)
+                }
+            }
+        }
+        return outcomes
+    }
+
+    static func check(_ stored: (leaf: [UInt8], bytes: [UInt8]), position: Int, previousLeaf: [UInt8]) -> Outcome {
+        guard MerkleHash.leaf(stored.bytes) == stored.leaf else {
+            return .failure(" does not match its stored leaf hash: the entry or the hash was altered")
+        }
+        let entry: LogEntry
+        do { entry = try LogEntry.parse(stored.bytes, position: UInt64(position)) } catch let error as LogError {
+            return .failure(": \(error.message)")
+        } catch {
+            return .failure(": \(error)")
+        }
+        guard entry.index == UInt64(position), entry.previous == previousLeaf else {
+            return .failure(" does not link to entry \(position - 1): its index or previous hash is wrong")
+        }
+        return .success(Checked(time: entry.time, release: entry.type == .releaseDelivered ? entry.string("release") : nil))
+    }
+
+    /// A buffer written by disjoint slices of concurrent iterations.
+    struct UncheckedBuffer: @unchecked Sendable {
+        let base: UnsafeMutableBufferPointer<Outcome>
     }
 }

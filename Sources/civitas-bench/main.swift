@@ -2,6 +2,7 @@
 //   swift run -c release civitas-bench          (envelopes)
 //   swift run -c release civitas-bench log      (the exchange log)
 //   swift run -c release civitas-bench privacy  (the privacy engine)
+//   swift run -c release civitas-bench stored-log [ENTRIES]  (verifying a stored log at start)
 //   swift run -c release civitas-bench exchange (consent, releases, aggregates, feed windows)
 // Prints Civitas seal+sign and open+verify throughput for 1 MiB and 256 MiB
 // payloads beside the raw libsodium primitives measured in the same run,
@@ -70,6 +71,11 @@ if CommandLine.arguments.dropFirst().first == "privacy" {
 
 if CommandLine.arguments.dropFirst().first == "exchange" {
     try runExchangeBenchmark()
+    exit(0)
+}
+
+if CommandLine.arguments.dropFirst().first == "stored-log" {
+    try runStoredLogBenchmark(entries: CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 1_000_000)
     exit(0)
 }
 

@@ -34,6 +34,9 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var passphrase: PassphraseOptions
     @Option(help: "Seconds between scheduled rounds (expiry, time-closed feed windows, webhook pushes).") var scheduleInterval: Int = 5
     @Option(help: "The exchange log's origin line (fixed when the database is created).") var logOrigin: String = BrokerStore.defaultLogOrigin
+    @Option(help: ArgumentHelp("A webhook host (name or address) the broker may call although it is internal (loopback, private, link-local); repeatable.",
+                               valueName: "HOST"))
+    var webhookAllow: [String] = []
 
     func run() async throws {
         let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
@@ -42,7 +45,7 @@ struct ServeCommand: AsyncParsableCommand {
         let key = try StorageKeyFile.loadOrCreate(storageKey ?? path + ".storage-key")
         let store = try BrokerStore(path: path, storageKey: key, logOrigin: logOrigin)
         let keys = try Self.brokerKeys(brokerKey, passphrase: passphrase)
-        let broker = try Broker(store: store, keys: keys)
+        let broker = try Broker(store: store, keys: keys, webhooks: WebhookTargets(allowed: webhookAllow))
         if let `operator` {
             let keys = try Files.publicKeys(`operator`)
             if try store.participant(keys.keyID) == nil {

@@ -53,7 +53,7 @@ def walk(civitas_bin, tmp_path_factory):
     url = None
     for name in ["operator", "emergency-services", "health", "auditor"]:
         civitas("keys", "generate", "--name", name)
-    server, url = start_broker(civitas_bin, folder, "Keys/operator.pub", "--schedule-interval", "1")
+    server, url = start_broker(civitas_bin, folder, "Keys/operator.pub", "--schedule-interval", "1", "--webhook-allow", "127.0.0.1")
     yield folder, civitas
     server.terminate()
     server.wait(timeout=10)
