@@ -24,14 +24,23 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case badSignature = "bad_signature"
         /// Another request changed the same agreement or feed first; retry.
         case conflict
+        /// A signed request's nonce was used before by the same key.
+        case replayed
+        /// A batch that cannot be read or does not match its dataset's schema; nothing was stored.
+        case invalidBatch = "invalid_batch"
+        /// A dataset schema that is not a valid annotated schema.
+        case invalidSchema = "invalid_schema"
     }
 
     public let code: Code
     public let message: String
+    /// Evidence, one item per problem (for a refused batch: row, field and reason of each).
+    public let details: [String]
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, details: [String] = []) {
         self.code = code
         self.message = message
+        self.details = details
     }
 
     public var description: String { message }

@@ -1,3 +1,4 @@
+import CivitasBroker
 import CivitasCrypto
 import HTTPTypes
 import Hummingbird
@@ -28,6 +29,18 @@ public struct APIError: HTTPResponseError, Sendable {
         var response = JSONResponse.make(status: status, .object(["error": .object(error)]))
         response.headers.append(contentsOf: headers)
         return response
+    }
+
+    /// The one mapping of the broker's refusals to HTTP: its stable code, message and evidence, with a status.
+    init(_ error: BrokerError) {
+        let status: HTTPResponse.Status = switch error.code {
+        case .notFound: .notFound
+        case .forbidden, .purposeNotAllowed: .forbidden
+        case .replayed: .unauthorized
+        case .duplicate, .agreementNotActive, .budgetExhausted, .conflict: .conflict
+        case .invalid, .invalidBatch, .invalidSchema, .kUnreachable, .nothingToRelease, .badSignature: .unprocessableContent
+        }
+        self.init(status, error.code.rawValue, error.message, details: error.details)
     }
 
     static func unauthorized(_ message: String) -> APIError { APIError(.unauthorized, "unauthorized", message) }

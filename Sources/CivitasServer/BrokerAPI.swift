@@ -17,22 +17,15 @@ public struct BrokerAPI: Sendable {
     /// Request-body bytes all requests may hold at once (each authenticated before it is read).
     public static let maximumBodyBytesInFlight = 2 * maximumBodySize
     let bodies = RequestBodyBudget(limit: BrokerAPI.maximumBodyBytesInFlight)
-    /// Most rows in one batch.
-    public static let maximumBatchRows = 1_000_000
-    /// Most problems listed when a batch is refused.
-    public static let maximumReportedProblems = 20
-
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
 
     let broker: Broker
-    let store: BrokerStore
     let metrics: PrometheusCollectorRegistry
     let clock: @Sendable () -> Int64
 
     public init(broker: Broker, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
                 clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.broker = broker
-        self.store = broker.store
         self.metrics = metrics
         self.clock = clock
     }
@@ -54,10 +47,10 @@ public struct BrokerAPI: Sendable {
         router.get("catalog") { _, _ in try catalog() }
         router.get("log/checkpoint") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: try store.checkpointLog(signer: broker.keys))))
+                     body: .init(byteBuffer: ByteBuffer(string: try broker.checkpoint())))
         }
 
-        let signed = router.group().add(middleware: SignatureAuthenticator(store: store, clock: clock, bodies: bodies))
+        let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, bodies: bodies))
         signed.post("admin/participants") { _, context in try addParticipant(context) }
         signed.get("participants") { _, context in try listParticipants(context) }
         signed.post("datasets") { _, context in try registerDataset(context) }
@@ -90,7 +83,7 @@ public struct BrokerAPI: Sendable {
     }
 
     func addParticipant(_ context: CivitasRequestContext) throws -> Response {
-        _ = try require(context, roles: [.operator_])
+        let registrar = try require(context, roles: [.operator_])
         let body = try jsonBody(context)
         guard let name = body["name"]?.stringValue, let roleName = body["role"]?.stringValue,
               let ed = body["ed25519"]?.stringValue.flatMap(Base64.decode), let x = body["x25519"]?.stringValue.flatMap(Base64.decode) else {
@@ -103,17 +96,13 @@ public struct BrokerAPI: Sendable {
         do { keys = try PublicKeys(name: name, signingKey: ed, encryptionKey: x) } catch let error as CryptoError {
             throw APIError.badRequest(error.message)
         }
-        do {
-            let participant = try store.registerParticipant(keys, role: role, now: now())
-            return JSONResponse.make(status: .created, Self.json(participant))
-        } catch let error as StoreError where error.code == .duplicate {
-            throw APIError.conflict(error.message)
-        }
+        let participant = try broker.registerParticipant(keys, role: role, by: registrar, now: now())
+        return JSONResponse.make(status: .created, Self.json(participant))
     }
 
     func listParticipants(_ context: CivitasRequestContext) throws -> Response {
-        _ = try require(context, roles: Set(Participant.Role.allCases))
-        return JSONResponse.make(.object(["participants": .array(try store.participants().map(Self.json))]))
+        let participant = try require(context, roles: Set(Participant.Role.allCases))
+        return JSONResponse.make(.object(["participants": .array(try broker.participants(for: participant).map(Self.json))]))
     }
 
     func registerDataset(_ context: CivitasRequestContext) throws -> Response {
@@ -129,92 +118,44 @@ public struct BrokerAPI: Sendable {
             }
             purposes = codes
         }
-        let schemaBytes = try CanonicalJSON.encode(schema)
-        do { _ = try DatasetSchema.parse(schemaBytes) } catch let error as PrivacyError {
-            throw APIError(.unprocessableContent, "invalid_schema", error.message)
-        }
-        do {
-            let dataset = try store.registerDataset(id: id, publisher: publisher.keys.keyID, schema: schemaBytes, purposes: purposes, now: now())
-            return JSONResponse.make(status: .created, Self.json(dataset))
-        } catch let error as StoreError where error.code == .duplicate {
-            throw APIError.conflict(error.message)
-        } catch let error as StoreError where error.code == .invalidArgument {
-            throw APIError.badRequest(error.message)
-        }
+        let dataset = try broker.registerDataset(id: id, schema: schema, purposes: purposes, by: publisher, now: now())
+        return JSONResponse.make(status: .created, Self.json(dataset))
     }
 
     func showDataset(_ context: CivitasRequestContext) throws -> Response {
         _ = try require(context, roles: Set(Participant.Role.allCases))
         let id = context.parameters.get("dataset") ?? ""
-        guard let dataset = try store.dataset(id) else { throw APIError.notFound("dataset \(id) is not registered") }
-        return JSONResponse.make(Self.json(dataset))
+        return JSONResponse.make(Self.json(try broker.dataset(id)))
     }
 
     func uploadBatch(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
         let publisher = try require(context, roles: [.agency])
         let id = context.parameters.get("dataset") ?? ""
-        guard let dataset = try store.dataset(id) else { throw APIError.notFound("dataset \(id) is not registered") }
-        guard dataset.publisher == publisher.keys.keyID else {
-            throw APIError.forbidden("only the publisher of \(id) may upload to it")
-        }
         let contentType = request.headers[.contentType]?.split(separator: ";").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
-        let schema = try DatasetSchema.parse(dataset.schema)
-        let table: CSVTable
-        do {
-            switch contentType {
-            case "text/csv":
-                var limits = CSVTable.Limits()
-                limits.maximumRows = Self.maximumBatchRows
-                table = try CSVTable.parse(context.body, limits: limits)
-                let problems = schema.validate(table, limit: Self.maximumReportedProblems)
-                guard problems.isEmpty else { throw Self.refusal(id, problems) }
-            case "application/x-ndjson", "application/jsonl", "application/ld+json", "application/json":
-                let records = contentType == "application/ld+json" || contentType == "application/json"
-                    ? try JSONRecords.parseNGSILD(context.body, maximumRecords: Self.maximumBatchRows)
-                    : try JSONRecords.parseJSONLines(context.body, maximumRecords: Self.maximumBatchRows)
-                let (coerced, problems) = JSONRecords.validate(records, schema: schema, limit: Self.maximumReportedProblems)
-                guard problems.isEmpty else { throw Self.refusal(id, problems) }
-                table = try JSONRecords.table(coerced)
-            default:
-                throw APIError(.unsupportedMediaType, "unsupported_media_type",
-                               "batches are text/csv, application/x-ndjson (JSON Lines) or application/ld+json (NGSI-LD, normalized or key-values)")
-            }
-        } catch let error as PrivacyError {
-            throw APIError(.unprocessableContent, "invalid_batch", "the batch cannot be read: \(error.message); nothing was stored")
-        }
-        guard !table.rows.isEmpty else {
-            throw APIError(.unprocessableContent, "invalid_batch", "the batch has no records (a header alone is not a batch); nothing was stored")
+        let format: BatchFormat
+        switch contentType {
+        case "text/csv": format = .csv
+        case "application/x-ndjson", "application/jsonl": format = .jsonLines
+        case "application/ld+json", "application/json": format = .ngsi
+        default:
+            throw APIError(.unsupportedMediaType, "unsupported_media_type",
+                           "batches are text/csv, application/x-ndjson (JSON Lines) or application/ld+json (NGSI-LD, normalized or key-values)")
         }
         let idempotencyKey = Self.idempotencyHeader.flatMap { request.headers[$0] }
-        do {
-            let batch = try store.appendBatch(dataset: id, columns: table.columns, rows: table.rows, idempotencyKey: idempotencyKey, now: now())
-            if !batch.replayed {
-                // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
-                do { _ = try broker.closeDueWindows(now: now(), dataset: id) } catch {
-                    context.logger.error("closing feed windows failed", metadata: ["error": "\(error)"])
-                }
-            }
-            return JSONResponse.make(status: batch.replayed ? .ok : .created, .object([
-                "dataset": .string(id), "sequence": .number(Double(batch.sequence)), "records": .number(Double(batch.records)),
-                "content_sha256": .string(Hex.encode(batch.contentSHA256)), "replayed": .bool(batch.replayed),
-            ]))
-        } catch let error as StoreError where error.code == .duplicate {
-            throw APIError.conflict(error.message)
-        } catch let error as StoreError where error.code == .invalidArgument {
-            throw APIError.badRequest(error.message)
+        let batch = try broker.publishBatch(dataset: id, format: format, body: context.body, idempotencyKey: idempotencyKey, by: publisher,
+                                            now: now()) { feed, error in
+            context.logger.warning("feed window not delivered", metadata: ["feed": "\(feed)", "error": "\(error)"])
         }
-    }
-
-    static func refusal(_ dataset: String, _ problems: [DatasetSchema.Issue]) -> APIError {
-        APIError(.unprocessableContent, "invalid_batch", "the batch does not match the schema of \(dataset); nothing was stored",
-                 details: problems.map(\.description))
+        return JSONResponse.make(status: batch.replayed ? .ok : .created, .object([
+            "dataset": .string(id), "sequence": .number(Double(batch.sequence)), "records": .number(Double(batch.records)),
+            "content_sha256": .string(Hex.encode(batch.contentSHA256)), "replayed": .bool(batch.replayed),
+        ]))
     }
 
     /// The catalog as DCAT-AP JSON-LD: datasets, publishers, schemas and the purposes each is
     /// offered for (DPV `hasPurpose`). Nothing personal.
     func catalog() throws -> Response {
-        let participants = Dictionary(uniqueKeysWithValues: try store.participants().map { ($0.keys.keyID, $0) })
-        let datasets: [JSONValue] = try store.datasets().map { dataset in
+        let datasets: [JSONValue] = try broker.catalog().map { dataset, publisher in
             let schema = (try? JSONParser.parse(dataset.schema)) ?? .null
             var entry: [String: JSONValue] = [
                 "@id": .string("urn:civitas:dataset:\(dataset.id)"),
@@ -222,7 +163,7 @@ public struct BrokerAPI: Sendable {
                 "dct:identifier": .string(dataset.id),
                 "dct:title": .string(schema["title"]?.stringValue ?? dataset.id),
                 "dct:issued": .string(dataset.registered),
-                "dct:publisher": .object(["@type": "foaf:Agent", "foaf:name": .string(participants[dataset.publisher]?.keys.name ?? dataset.publisher.hex),
+                "dct:publisher": .object(["@type": "foaf:Agent", "foaf:name": .string(publisher?.keys.name ?? dataset.publisher.hex),
                                           "dct:identifier": .string(dataset.publisher.hex)]),
                 "spdx:checksum": .object(["spdx:algorithm": "SHA-256", "spdx:checksumValue": .string(Hex.encode(dataset.schemaSHA256))]),
             ]
@@ -274,11 +215,10 @@ struct RequestObserver: RouterMiddleware {
             if let name = Self.requestIDHeader { response.headers[name] = context.id }
             record(request, context: context, status: response.status.code, code: nil, started: started)
             return response
-        } catch let error as APIError {
-            // Refusals of authentication and role name the reason (about the signature, never the data).
-            let reason = error.status == .unauthorized || error.status == .forbidden ? error.message : nil
-            record(request, context: context, status: error.status.code, code: error.code, reason: reason, started: started)
-            throw RequestIDError(error: error, requestID: context.id)
+        } catch let failure as APIError {
+            throw refused(failure, request, context: context, started: started)
+        } catch let failure as BrokerError {
+            throw refused(APIError(failure), request, context: context, started: started)
         } catch let error as HTTPResponseError where error.status == .notFound && (context.endpointPath ?? "NotFound") == "NotFound" {
             // No route takes the request: name the methods its path accepts, if any, in the error body.
             let allowed = routes.methods(for: request.uri.path)
@@ -296,6 +236,14 @@ struct RequestObserver: RouterMiddleware {
             context.logger.error("request failed", metadata: ["error_type": "\(type(of: error))"])
             throw error
         }
+    }
+
+    /// Records a refusal and returns it with the request id.
+    private func refused(_ error: APIError, _ request: Request, context: Context, started: ContinuousClock.Instant) -> RequestIDError {
+        // Refusals of authentication and role name the reason (about the signature, never the data).
+        let reason = error.status == .unauthorized || error.status == .forbidden ? error.message : nil
+        record(request, context: context, status: error.status.code, code: error.code, reason: reason, started: started)
+        return RequestIDError(error: error, requestID: context.id)
     }
 
     private func record(_ request: Request, context: Context, status: Int, code: String?, reason: String? = nil,

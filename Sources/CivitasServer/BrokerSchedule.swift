@@ -67,7 +67,7 @@ public final class BrokerSchedule: @unchecked Sendable {
     /// Pushes every window not yet accepted by its feed's webhook, in order, honouring backoff.
     func pushWebhooks() async throws {
         let now = clock()
-        for feed in try broker.store.feeds() where feed.webhook != nil && feed.pushed < feed.delivered {
+        for feed in try broker.feedsToPush() {
             guard let webhook = feed.webhook, let url = URL(string: webhook) else { continue }
             if let state = lock.withLock({ backoff[feed.id] }), state.next > now { continue }
             // Checked again before every push: the host's addresses may have changed since the feed was made.
@@ -76,7 +76,7 @@ public final class BrokerSchedule: @unchecked Sendable {
                 logger.warning("webhook refused", metadata: ["feed": "\(feed.id)", "error": "\(error)"])
                 continue
             }
-            for delivery in try broker.store.deliveries(feed: feed.id, after: feed.pushed, limit: 20) {
+            for delivery in try broker.windowsToPush(of: feed.id, after: feed.pushed, limit: 20) {
                 var request = URLRequest(url: url, timeoutInterval: Self.webhookTimeout)
                 request.httpMethod = "POST"
                 request.setValue("application/vnd.civitas.envelope", forHTTPHeaderField: "Content-Type")
@@ -98,7 +98,7 @@ public final class BrokerSchedule: @unchecked Sendable {
                     break
                 }
                 lock.withLock { _ = backoff.removeValue(forKey: feed.id) }
-                try broker.store.markPushed(feed: feed.id, through: delivery.feedSequence ?? 0)
+                try broker.markPushed(feed: feed.id, through: delivery.feedSequence ?? 0)
             }
         }
     }

@@ -50,8 +50,7 @@ extension BrokerAPI {
 
     func listAgreements(_ context: CivitasRequestContext) throws -> Response {
         let participant = try require(context, roles: Set(Participant.Role.allCases))
-        let all = participant.role == .auditor || participant.role == .operator_
-        let agreements = try store.agreements(involving: all ? nil : participant.keys.keyID)
+        let agreements = try brokerCall { try broker.agreements(for: participant) }
         return JSONResponse.make(.object(["agreements": .array(agreements.map(Self.json))]))
     }
 
@@ -152,10 +151,10 @@ extension BrokerAPI {
         let after = try Self.integerQuery(request, "after") ?? feed.acknowledged
         let wait = min(try Self.integerQuery(request, "wait") ?? 0, Int64(Self.maximumWait))
         let deadline = ContinuousClock.now + .seconds(wait)
-        var deliveries = try store.deliveries(feed: id, after: after, limit: Self.maximumPulled)
+        var deliveries = try brokerCall { try broker.windows(of: id, after: after, limit: Self.maximumPulled, for: partner) }
         while deliveries.isEmpty, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(200))
-            deliveries = try store.deliveries(feed: id, after: after, limit: Self.maximumPulled)
+            deliveries = try brokerCall { try broker.windows(of: id, after: after, limit: Self.maximumPulled, for: partner) }
         }
         return JSONResponse.make(.object([
             "feed": .string(id), "acknowledged": .number(Double(feed.acknowledged)),
@@ -171,13 +170,12 @@ extension BrokerAPI {
         let lastEventID = HTTPField.Name("Last-Event-ID").flatMap { request.headers[$0] }.flatMap { Int64($0) }
         let start = try Self.integerQuery(request, "after") ?? lastEventID ?? feed.acknowledged
         let wait = min(try Self.integerQuery(request, "wait") ?? Int64(Self.maximumWait), Int64(Self.maximumWait))
-        let store = self.store
-        let body = ResponseBody { writer in
+        let body = ResponseBody { [broker] writer in
             var after = start
             let deadline = ContinuousClock.now + .seconds(wait)
             try await writer.write(ByteBuffer(string: ": civitas feed \(id)\nretry: 2000\n\n"))
             repeat {
-                let deliveries = try store.deliveries(feed: id, after: after, limit: Self.maximumPulled)
+                let deliveries = try broker.windows(of: id, after: after, limit: Self.maximumPulled, for: partner)
                 for delivery in deliveries {
                     let data = String(decoding: try CanonicalJSON.encode(Self.json(delivery)), as: UTF8.self)
                     try await writer.write(ByteBuffer(string: "id: \(delivery.feedSequence ?? 0)\nevent: delivery\ndata: \(data)\n\n"))
@@ -230,8 +228,8 @@ extension BrokerAPI {
     /// The whole log as an auditor's export (JSON Lines), checkpointed to its current size, streamed
     /// page by page.
     func exportLog(_ context: CivitasRequestContext) throws -> Response {
-        _ = try require(context, roles: Set(Participant.Role.allCases))
-        let exporter = try store.logExporter(signer: broker.keys)
+        let participant = try require(context, roles: Set(Participant.Role.allCases))
+        let exporter = try brokerCall { try broker.logExport(for: participant) }
         let body = ResponseBody { [exporter] writer in
             while let page = try exporter.nextPage() {
                 try await writer.write(ByteBuffer(bytes: page))
@@ -243,13 +241,9 @@ extension BrokerAPI {
 
     /// One entry with its inclusion proof and a signed checkpoint covering it.
     func inclusionEvidence(_ context: CivitasRequestContext) throws -> Response {
-        _ = try require(context, roles: Set(Participant.Role.allCases))
+        let participant = try require(context, roles: Set(Participant.Role.allCases))
         guard let index = UInt64(try parameter(context, "index")) else { throw APIError.badRequest("the entry index is a whole number") }
-        do {
-            return JSONResponse.make(try store.logInclusionEvidence(index: index, signer: broker.keys).jsonValue())
-        } catch let error as StoreError where error.code == .notFound {
-            throw APIError.notFound(error.message)
-        }
+        return JSONResponse.make(try brokerCall { try broker.inclusionEvidence(index: index, for: participant) }.jsonValue())
     }
 
     // MARK: Helpers
@@ -267,13 +261,7 @@ extension BrokerAPI {
 
     func brokerCall<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as BrokerError {
-            let status: HTTPResponse.Status = switch error.code {
-            case .notFound: .notFound
-            case .forbidden, .purposeNotAllowed: .forbidden
-            case .duplicate, .agreementNotActive, .budgetExhausted, .conflict: .conflict
-            case .invalid, .kUnreachable, .nothingToRelease, .badSignature: .unprocessableContent
-            }
-            throw APIError(status, error.code.rawValue, error.message)
+            throw APIError(error)
         } catch let error as PrivacyError {
             throw APIError(.unprocessableContent, "invalid", error.message)
         }

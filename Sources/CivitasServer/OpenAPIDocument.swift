@@ -64,7 +64,7 @@ enum OpenAPIDocument {
                            "purposes": {"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "description": "Purposes the dataset is offered for"}}}}}},
           "responses": {"201": {"description": "Registered.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Dataset"}}}},
                         "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"},
-                        "409": {"description": "Already registered."}, "422": {"description": "The schema is not a valid dataset schema."}}}},
+                        "409": {"description": "Already registered."}, "422": {"description": "The schema is not a valid dataset schema, or the id or a purpose code is malformed."}}}},
         "/datasets/{dataset}": {"get": {"summary": "A dataset", "tags": ["signed"], "security": [{"httpMessageSignature": []}],
           "parameters": [{"name": "dataset", "in": "path", "required": true, "schema": {"type": "string"}}],
           "responses": {"200": {"description": "The dataset.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Dataset"}}}},

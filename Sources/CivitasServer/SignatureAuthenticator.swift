@@ -1,3 +1,4 @@
+import CivitasBroker
 import CivitasCrypto
 import CivitasStore
 import Foundation
@@ -13,7 +14,7 @@ import Hummingbird
 /// read within the shared ``RequestBodyBudget``. Missing or bad signatures get 401.
 struct SignatureAuthenticator: RouterMiddleware {
     typealias Context = CivitasRequestContext
-    let store: BrokerStore
+    let broker: Broker
     let clock: @Sendable () -> Int64
     let bodies: RequestBodyBudget
     static let allowedSkew: Int64 = 300
@@ -34,7 +35,7 @@ struct SignatureAuthenticator: RouterMiddleware {
         let verified: HTTPMessageSignature.Verified
         do {
             verified = try HTTPMessageSignature.verify(signed) { keyID in
-                guard let id = KeyID(hex: keyID), let participant = try? store.participant(id) else { return nil }
+                guard let id = KeyID(hex: keyID), let participant = try? broker.participant(signingWith: id) else { return nil }
                 return participant.keys.signingKey
             }
         } catch let failure as HTTPMessageSignature.Failure {
@@ -53,13 +54,13 @@ struct SignatureAuthenticator: RouterMiddleware {
         guard let nonce = parameters.nonce, (1...Self.maximumNonceLength).contains(nonce.utf8.count) else {
             throw APIError.unauthorized("the signature must carry a nonce of 1 to \(Self.maximumNonceLength) bytes")
         }
-        guard let keyID = parameters.keyID, let id = KeyID(hex: keyID), let participant = try store.participant(id) else {
+        guard let keyID = parameters.keyID, let id = KeyID(hex: keyID), let participant = try broker.participant(signingWith: id) else {
             throw APIError.unauthorized("the signature must carry the participant's key id")
         }
         do {
-            try store.recordNonce(keyID: keyID, nonce: nonce, created: created, oldestAccepted: now - Self.allowedSkew)
-        } catch let error as StoreError where error.code == .replayed {
-            throw APIError.unauthorized("replayed request: this nonce was already used")
+            try broker.acceptNonce(nonce, keyID: id, created: created, oldestAccepted: now - Self.allowedSkew)
+        } catch let error as BrokerError {
+            throw APIError.unauthorized(error.message)
         }
         // Authenticated: now the body, declared size first, within the bytes all requests may hold.
         let declared = request.headers[.contentLength].flatMap { Int($0) }

@@ -106,7 +106,7 @@ struct BrokerAPITests {
 
             let badPurpose = Array(#"{"id":"calls","schema":\#(callSchema),"purposes":["Public Health"]}"#.utf8)
             let refusedPurpose = try await client.execute(try TestBroker.signed(.post, "/datasets", body: badPurpose, key: broker.agency))
-            #expect(refusedPurpose.status == .badRequest)
+            #expect(refusedPurpose.status == .unprocessableContent)
             #expect(String(buffer: refusedPurpose.body).contains("purpose 'Public Health'"))
             let register = Array(#"{"id":"calls","schema":\#(callSchema),"purposes":["public-health-surveillance","transport-planning"]}"#.utf8)
             let dataset = try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency))
@@ -341,12 +341,12 @@ struct BoundsAndConflictsTests {
             #expect(tooLarge.status == .contentTooLarge)
 
             var manyRows = Array("twp,title\n".utf8)
-            manyRows.reserveCapacity(5 * (BrokerAPI.maximumBatchRows + 2))
-            for _ in 0...BrokerAPI.maximumBatchRows { manyRows += Array("A,B\n".utf8) }
+            manyRows.reserveCapacity(5 * (Broker.maximumBatchRows + 2))
+            for _ in 0...Broker.maximumBatchRows { manyRows += Array("A,B\n".utf8) }
             let tooMany = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: manyRows,
                                                                          key: broker.agency, contentType: "text/csv"))
             #expect(tooMany.status == .unprocessableContent)
-            #expect(String(buffer: tooMany.body).contains("\(BrokerAPI.maximumBatchRows)"))
+            #expect(String(buffer: tooMany.body).contains("\(Broker.maximumBatchRows)"))
 
             let rows = Array("twp,title\nAMBLER,EMS: FALL VICTIM\n".utf8)
             let unknown = try await client.execute(try TestBroker.signed(.post, "/datasets/nothing/batches", body: rows,

@@ -1,0 +1,103 @@
+import CivitasCrypto
+import CivitasLog
+import CivitasPrivacy
+import CivitasStore
+import Foundation
+
+/// A DP aggregate a partner asks for under an agreement.
+public struct AggregateRequest: Sendable {
+    public enum Statistic: String, Sendable { case count, sum, mean }
+    public var purpose: String
+    public var statistic: Statistic
+    /// The measure summed or averaged (not for counts).
+    public var measure: String?
+    public var groupBy: [String]
+    public var epsilonMicro: UInt64
+
+    public init(purpose: String, statistic: Statistic, measure: String?, groupBy: [String], epsilonMicro: UInt64) {
+        self.purpose = purpose
+        self.statistic = statistic
+        self.measure = measure
+        self.groupBy = groupBy
+        self.epsilonMicro = epsilonMicro
+    }
+}
+
+/// Differentially private aggregates under an agreement, over declared group keys.
+extension Broker {
+    /// A differentially private aggregate over the consented records, charged to the agreement's ε budget.
+    public func aggregate(agreement id: String, request: AggregateRequest, by partner: Participant, now: String) throws -> ReleaseResult {
+        let (agreement, policy, dataset) = try authorize(id, purpose: request.purpose, partner: partner, now: now)
+        guard let terms = policy.aggregates else { throw BrokerError(.invalid, "agreement \(id) does not allow aggregates") }
+        if let column = request.groupBy.first(where: { !terms.groupBy.contains($0) }) {
+            throw BrokerError(.invalid, "agreement \(id) does not allow grouping by '\(column)' (allowed: \(terms.groupBy.joined(separator: ", ")))")
+        }
+        guard request.epsilonMicro > 0, request.epsilonMicro <= terms.maxEpsilonPerQueryMicro else {
+            throw BrokerError(.invalid, "ε per aggregate must be above 0 and at most \(MicroUnits.decimal(terms.maxEpsilonPerQueryMicro)) under agreement \(id)")
+        }
+        guard agreement.spentMicro + request.epsilonMicro <= agreement.budgetMicro else {
+            throw BrokerError(.budgetExhausted, "agreement \(id) has ε \(MicroUnits.decimal(agreement.budgetMicro - agreement.spentMicro)) left; this aggregate needs \(MicroUnits.decimal(request.epsilonMicro))")
+        }
+        let schema = try DatasetSchema.parse(dataset.schema)
+        let statistic: DPAggregate.Statistic
+        if request.statistic == .count {
+            statistic = .count
+        } else {
+            guard let measure = request.measure, policy.fields.contains(measure), let field = schema.field(measure),
+                  field.privacy == .measure, let bounds = field.bounds else {
+                throw BrokerError(.invalid, "a \(request.statistic.rawValue) needs a measure with bounds among the agreement's fields")
+            }
+            statistic = request.statistic == .sum ? .sum(column: measure, lower: bounds.lower, upper: bounds.upper)
+                : .mean(column: measure, lower: bounds.lower, upper: bounds.upper)
+        }
+        let mayRelease = try consentRule(policy: policy, dataset: dataset.id, purpose: request.purpose)
+        let (table, _) = try ReleaseTreatment(schema: schema, policy: policy).consented(try records(of: dataset.id, sequences: nil), mayRelease: mayRelease)
+        let subject = AgreementPolicy.subjectField(of: schema).flatMap { table.columns.contains($0) ? $0 : nil }
+        let (groups, keySources) = try Self.declaredGroups(request.groupBy, terms: terms, schema: schema)
+        let result: CSVTable
+        do {
+            let epsilon = try Rational(UInt128(request.epsilonMicro), 1_000_000)
+            let query = try DPAggregate(statistic: statistic, groupBy: request.groupBy, mechanism: .laplace(epsilon: epsilon), subject: subject,
+                                        maxGroupsPerSubject: terms.maxGroupsPerSubject, maxRowsPerSubject: terms.maxRowsPerSubject)
+            var sampler = ExactSampler(random: SystemRandomness())
+            result = try query.run(table, groups: groups, using: &sampler)
+        } catch let error as PrivacyError {
+            throw BrokerError(.invalid, error.message)
+        }
+        let delivery = try deliver(result, id: Self.newDeliveryID(.aggregate), kind: .aggregate, agreement: agreement, policy: policy, purpose: request.purpose, outcome: nil,
+                                   epsilonMicro: request.epsilonMicro, feedWindow: nil, drawnBatches: [], now: now,
+                                   transforms: ["statistic": .string(request.statistic.rawValue), "mechanism": "discrete-laplace",
+                                                "group_by": .array(request.groupBy.map(JSONValue.string)), "group_keys": .object(keySources),
+                                                "measure": .string(request.measure ?? "")])
+        return ReleaseResult(delivery: delivery, outcome: nil, epsilonMicro: request.epsilonMicro)
+    }
+
+    /// Most groups one aggregate may output.
+    public static let maximumAggregateGroups = 100_000
+
+    /// Every combination of the group-by columns' declared keys (the policy's list, else the
+    /// schema's), and where each column's keys came from. The data never decides which keys appear.
+    static func declaredGroups(_ columns: [String], terms: AgreementPolicy.AggregateTerms, schema: DatasetSchema,
+                               sourcesOnly: Bool = false) throws -> ([[String]], [String: JSONValue]) {
+        var groups: [[String]] = [[]]
+        var sources: [String: JSONValue] = [:]
+        for column in columns {
+            let keys: [String]
+            if let declared = terms.groupKeys[column] {
+                keys = declared
+                sources[column] = "policy"
+            } else if let declared = schema.field(column)?.declaredDomain {
+                keys = declared
+                sources[column] = "schema"
+            } else {
+                throw BrokerError(.invalid, "group-by column '\(column)' has no declared keys in the agreement or the schema")
+            }
+            if sourcesOnly { continue }
+            guard groups.count * keys.count <= maximumAggregateGroups else {
+                throw BrokerError(.invalid, "grouping by \(columns.joined(separator: ", ")) gives more than \(maximumAggregateGroups) declared groups")
+            }
+            groups = groups.flatMap { prefix in keys.map { prefix + [$0] } }
+        }
+        return (groups, sources)
+    }
+}

@@ -1,0 +1,84 @@
+import CivitasCrypto
+import CivitasLog
+import CivitasPrivacy
+import CivitasStore
+import Foundation
+
+/// Agreements: offered by the publisher, accepted by the partner, revoked by either, expired by time.
+extension Broker {
+    /// Stores an agreement offered by the dataset's publisher, who signed the policy hash.
+    public func offerAgreement(policy value: JSONValue, signature: [UInt8], by publisher: Participant, now: String) throws -> StoredAgreement {
+        let policy = try AgreementPolicy.parse(value)
+        guard policy.publisher == publisher.keys.keyID else {
+            throw BrokerError(.forbidden, "the policy names publisher \(policy.publisher), not the caller \(publisher.keys.keyID)")
+        }
+        guard let dataset = try store.dataset(policy.dataset) else { throw BrokerError(.notFound, "dataset \(policy.dataset) is not registered") }
+        guard dataset.publisher == publisher.keys.keyID else { throw BrokerError(.forbidden, "only the publisher of \(dataset.id) may offer agreements on it") }
+        guard let partner = try store.participant(policy.partner), partner.role == .partner else {
+            throw BrokerError(.invalid, "partner \(policy.partner) is not a registered participant with the role partner")
+        }
+        try policy.check(against: try DatasetSchema.parse(dataset.schema), offeredPurposes: dataset.purposes)
+        guard publisher.keys.isValidSignature(signature, for: AgreementPolicy.offerMessage(policySHA256: policy.sha256)) else {
+            throw BrokerError(.badSignature, "the offer signature does not verify with \(publisher.keys.name)'s key over policy \(Hex.encode(policy.sha256))")
+        }
+        let agreement = StoredAgreement(id: policy.id, dataset: policy.dataset, publisher: policy.publisher, partner: policy.partner,
+                                        policy: policy.canonical, policySHA256: policy.sha256, offerSignature: signature,
+                                        validFrom: policy.validFrom, validUntil: policy.validUntil, budgetMicro: policy.epsilonBudgetMicro, offered: now)
+        let keySources = try policy.aggregates.map { try Self.declaredGroups($0.groupBy, terms: $0, schema: DatasetSchema.parse(dataset.schema), sourcesOnly: true).1 } ?? [:]
+        try mapStore {
+            try store.offerAgreement(agreement, purposes: policy.purposes, legalBasis: policy.legalBasis.rawValue,
+                                     aggregateKeys: keySources.compactMapValues(\.stringValue))
+        }
+        return agreement
+    }
+
+    /// The partner accepts, signing the same policy hash.
+    public func acceptAgreement(_ id: String, signature: [UInt8], by partner: Participant, now: String) throws -> StoredAgreement {
+        let agreement = try existing(id)
+        guard agreement.partner == partner.keys.keyID else { throw BrokerError(.forbidden, "only the partner of agreement \(id) may accept it") }
+        guard partner.keys.isValidSignature(signature, for: AgreementPolicy.acceptMessage(policySHA256: agreement.policySHA256)) else {
+            throw BrokerError(.badSignature, "the acceptance signature does not verify with \(partner.keys.name)'s key over policy \(Hex.encode(agreement.policySHA256))")
+        }
+        guard now <= agreement.validUntil else { throw BrokerError(.agreementNotActive, "agreement \(id) ended at \(agreement.validUntil)") }
+        return try mapStore { try store.acceptAgreement(id, signature: signature, now: now) }
+    }
+
+    /// Either party revokes the agreement; nothing is released under it afterwards.
+    public func revokeAgreement(_ id: String, by participant: Participant, now: String) throws -> StoredAgreement {
+        let agreement = try existing(id)
+        guard [agreement.publisher, agreement.partner].contains(participant.keys.keyID) else {
+            throw BrokerError(.forbidden, "only the parties to agreement \(id) may revoke it")
+        }
+        return try mapStore { try store.endAgreement(id, as: .revoked, by: participant.keys.keyID, now: now) }
+    }
+
+    /// Marks agreements past their validity as expired (logged); returns their ids.
+    @discardableResult
+    public func expireAgreements(now: String) throws -> [String] {
+        var expired: [String] = []
+        for agreement in try store.agreements() where (agreement.state == .offered || agreement.state == .accepted) && agreement.validUntil < now {
+            do {
+                _ = try store.endAgreement(agreement.id, as: .expired, by: nil, now: now)
+                expired.append(agreement.id)
+            } catch let error as StoreError where error.code == .conflict {
+                continue  // revoked or expired meanwhile
+            }
+        }
+        return expired
+    }
+
+    /// An agreement and its policy, for one of its parties (or an auditor or the operator).
+    public func agreement(_ id: String, for participant: Participant) throws -> (StoredAgreement, AgreementPolicy) {
+        let agreement = try existing(id)
+        guard [agreement.publisher, agreement.partner].contains(participant.keys.keyID) || participant.role == .auditor || participant.role == .operator_ else {
+            throw BrokerError(.forbidden, "agreement \(id) is not \(participant.keys.name)'s")
+        }
+        return (agreement, try AgreementPolicy.parse(try JSONParser.parse(agreement.policy)))
+    }
+
+    /// The agreements a participant may see: its own, or every one for an auditor or the operator.
+    public func agreements(for participant: Participant) throws -> [StoredAgreement] {
+        let all = participant.role == .auditor || participant.role == .operator_
+        return try mapStore { try store.agreements(involving: all ? nil : participant.keys.keyID) }
+    }
+}

@@ -1,0 +1,91 @@
+import CivitasCrypto
+import CivitasPrivacy
+import CivitasStore
+import Foundation
+
+/// The formats a batch arrives in.
+public enum BatchFormat: Sendable {
+    /// CSV with a header row (RFC 4180).
+    case csv
+    /// JSON Lines: one object per line.
+    case jsonLines
+    /// NGSI-LD or NGSI v2 entities, normalized or key-values.
+    case ngsi
+}
+
+/// Datasets: registered by an agency with an annotated schema; batches validated whole against
+/// it and stored encrypted.
+extension Broker {
+    /// Most records in one batch.
+    public static let maximumBatchRows = 1_000_000
+    /// Most problems one refusal lists.
+    public static let maximumReportedProblems = 20
+
+    /// Registers a dataset under an annotated schema, offered for `purposes`; only an agency may.
+    public func registerDataset(id: String, schema: JSONValue, purposes: [String], by publisher: Participant, now: String) throws -> Dataset {
+        try require(publisher, roles: [.agency])
+        guard schema.objectValue != nil else { throw BrokerError(.invalidSchema, "a dataset needs a schema (a JSON object)") }
+        let bytes = try CanonicalJSON.encode(schema)
+        do { _ = try DatasetSchema.parse(bytes) } catch let error as PrivacyError {
+            throw BrokerError(.invalidSchema, "the schema: \(error.message)")
+        }
+        return try mapStore { try store.registerDataset(id: id, publisher: publisher.keys.keyID, schema: bytes, purposes: purposes, now: now) }
+    }
+
+    /// A registered dataset.
+    public func dataset(_ id: String) throws -> Dataset {
+        guard let dataset = try mapStore({ try store.dataset(id) }) else { throw BrokerError(.notFound, "dataset \(id) is not registered") }
+        return dataset
+    }
+
+    /// Every registered dataset with its publisher (for the public catalog).
+    public func catalog() throws -> [(dataset: Dataset, publisher: Participant?)] {
+        let participants = Dictionary(uniqueKeysWithValues: try mapStore { try store.participants() }.map { ($0.keys.keyID, $0) })
+        return try mapStore { try store.datasets() }.map { ($0, participants[$0.publisher]) }
+    }
+
+    /// Reads a batch in `format`, validates every record against the dataset's schema and stores
+    /// it encrypted, whole or not at all; feed windows it fills close at once (a window that
+    /// fails is reported to `windowFailed`). The same `idempotencyKey` answers the stored batch.
+    public func publishBatch(dataset id: String, format: BatchFormat, body: [UInt8], idempotencyKey: String?, by publisher: Participant,
+                             now: String, windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
+        try require(publisher, roles: [.agency])
+        let dataset = try dataset(id)
+        guard dataset.publisher == publisher.keys.keyID else { throw BrokerError(.forbidden, "only the publisher of \(id) may upload to it") }
+        let schema = try DatasetSchema.parse(dataset.schema)
+        let table: CSVTable
+        do {
+            switch format {
+            case .csv:
+                var limits = CSVTable.Limits()
+                limits.maximumRows = Self.maximumBatchRows
+                table = try CSVTable.parse(body, limits: limits)
+                let problems = schema.validate(table, limit: Self.maximumReportedProblems)
+                guard problems.isEmpty else { throw Self.refusal(id, problems) }
+            case .jsonLines, .ngsi:
+                let records = format == .ngsi ? try JSONRecords.parseNGSILD(body, maximumRecords: Self.maximumBatchRows)
+                    : try JSONRecords.parseJSONLines(body, maximumRecords: Self.maximumBatchRows)
+                let (coerced, problems) = JSONRecords.validate(records, schema: schema, limit: Self.maximumReportedProblems)
+                guard problems.isEmpty else { throw Self.refusal(id, problems) }
+                table = try JSONRecords.table(coerced)
+            }
+        } catch let error as PrivacyError {
+            throw BrokerError(.invalidBatch, "the batch cannot be read: \(error.message); nothing was stored")
+        }
+        guard !table.rows.isEmpty else {
+            throw BrokerError(.invalidBatch, "the batch has no records (a header alone is not a batch); nothing was stored")
+        }
+        let batch = try mapStore {
+            try store.appendBatch(dataset: id, columns: table.columns, rows: table.rows, idempotencyKey: idempotencyKey, now: now)
+        }
+        if !batch.replayed {
+            // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
+            do { _ = try closeDueWindows(now: now, dataset: id, failed: windowFailed) } catch { windowFailed("*", error) }
+        }
+        return batch
+    }
+
+    static func refusal(_ dataset: String, _ problems: [DatasetSchema.Issue]) -> BrokerError {
+        BrokerError(.invalidBatch, "the batch does not match the schema of \(dataset); nothing was stored", details: problems.map(\.description))
+    }
+}

@@ -1,0 +1,103 @@
+import CivitasCrypto
+import CivitasLog
+import CivitasPrivacy
+import CivitasStore
+import Foundation
+
+/// The release pipeline's steps shared by releases, aggregates and feed windows (DESIGN.md).
+extension Broker {
+    /// Step 1: the agreement exists, names this partner, is accepted, inside its validity, and allows the purpose.
+    func authorize(_ id: String, purpose: String, partner: Participant, now: String) throws -> (StoredAgreement, AgreementPolicy, Dataset) {
+        let agreement = try existing(id)
+        guard agreement.partner == partner.keys.keyID else { throw BrokerError(.forbidden, "agreement \(id) is not with \(partner.keys.name)") }
+        guard agreement.state == .accepted else {
+            throw BrokerError(.agreementNotActive, "agreement \(id) is \(agreement.state.rawValue)\(agreement.ended.map { " since \($0)" } ?? "")")
+        }
+        guard agreement.validFrom <= now, now <= agreement.validUntil else {
+            throw BrokerError(.agreementNotActive, "agreement \(id) is valid from \(agreement.validFrom) to \(agreement.validUntil), not at \(now)")
+        }
+        let policy = try AgreementPolicy.parse(try JSONParser.parse(agreement.policy))
+        guard policy.purposes.contains(purpose) else {
+            throw BrokerError(.purposeNotAllowed, "agreement \(id) allows \(policy.purposes.joined(separator: ", ")), not \(purpose)")
+        }
+        guard let dataset = try store.dataset(agreement.dataset) else { throw BrokerError(.notFound, "dataset \(agreement.dataset) is gone") }
+        return (agreement, policy, dataset)
+    }
+
+    /// Step 3's rule: basis consent releases subjects with an active grant; other bases drop subjects who objected.
+    func consentRule(policy: AgreementPolicy, dataset: String, purpose: String) throws -> (String) -> Bool {
+        let states = try mapStore { try store.consentStates(dataset: dataset, purpose: purpose) }
+        let requireGrant = policy.legalBasis == .consent
+        return { subject in
+            let state = states[Hex.encode(self.subjectHash(dataset: dataset, subject: subject))]
+            return requireGrant ? state == true : state != false
+        }
+    }
+
+    /// Step 2: the records of these batches of the dataset (nil: of every batch), decrypted.
+    func records(of dataset: String, sequences: [Int64]?) throws -> CSVTable {
+        var table = CSVTable(columns: [], rows: [])
+        let runs: [Range<Int64>?] = sequences.map { BatchRanges.runs($0).map(Optional.some) } ?? [nil]
+        for run in runs {
+            try mapStore {
+                try store.records(of: dataset, batches: run) { columns, rows in
+                    table.columns = columns
+                    table.rows += rows
+                }
+            }
+        }
+        return table
+    }
+
+    /// The batches among `sequences` that no delivery to `partner` has drawn from, in order.
+    func undrawn(_ sequences: [Int64], partner: KeyID, dataset: String) throws -> [Int64] {
+        let drawn = try mapStore { try store.drawnBatches(partner: partner, dataset: dataset) }
+        return sequences.filter { !drawn.contains($0) }.sorted()
+    }
+
+    /// A fresh delivery id (`rel-`, `win-` or `agg-` and 16 hex digits).
+    static func newDeliveryID(_ kind: Delivery.Kind) -> String {
+        "\(kind == .aggregate ? "agg" : kind == .window ? "win" : "rel")-" + Hex.encode(Sodium.randomBytes(8))
+    }
+
+    /// Steps 3 to 6. Pseudonyms are drawn for this delivery alone unless the agreement asks for
+    /// longitudinal linkage.
+    func treat(_ table: CSVTable, agreement: StoredAgreement, policy: AgreementPolicy, dataset: Dataset, purpose: String,
+                       suppressionLimit: Double?, deliveryID: String) throws -> TreatmentOutcome {
+        let epoch = policy.treatment.linkage == .longitudinal ? policy.treatment.pseudonymEpoch : "\(policy.treatment.pseudonymEpoch)/\(deliveryID)"
+        let pseudonymizer = try Pseudonymizer(master: master, domain: PseudonymDomain(
+            agreement: agreement.id, partner: agreement.partner.hex, purpose: purpose, epoch: epoch))
+        return try ReleaseTreatment(schema: try DatasetSchema.parse(dataset.schema), policy: policy)
+            .apply(table, mayRelease: try consentRule(policy: policy, dataset: dataset.id, purpose: purpose),
+                   pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit)
+    }
+
+    /// Steps 8 and 9: seal for the partner, then charge, log and store in one transaction.
+    func deliver(_ table: CSVTable, id deliveryID: String, kind: Delivery.Kind, agreement: StoredAgreement, policy: AgreementPolicy,
+                         purpose: String, outcome: TreatmentOutcome?, epsilonMicro: UInt64, feedWindow: (feed: String, from: Int64, to: Int64)?,
+                         drawnBatches: [Int64], now: String, transforms: [String: JSONValue] = [:]) throws -> Delivery {
+        guard let partner = try store.participant(agreement.partner) else { throw BrokerError(.notFound, "partner \(agreement.partner) is gone") }
+        let sealer = EnvelopeSealer(issuer: keys, recipient: partner.keys, contentType: "text/csv", metadata: [
+            "delivery": .string(deliveryID), "kind": .string(kind.rawValue), "agreement": .string(agreement.id),
+            "dataset": .string(agreement.dataset), "purpose": .string(purpose), "policy_sha256": .string(Hex.encode(agreement.policySHA256)),
+            "records": .number(Double(table.rows.count)),
+        ])
+        let payload = table.csv()
+        let sink = MemorySink()
+        let summary = try sealer.seal(from: MemorySource(payload), payloadLength: UInt64(payload.count), to: sink,
+                                      created: RFC3339.date(now) ?? Date())
+        let envelope = sink.bytes
+        var allTransforms = outcome?.logTransforms ?? [:]
+        allTransforms.merge(transforms) { _, new in new }
+        allTransforms["kind"] = .string(kind.rawValue)
+        if !drawnBatches.isEmpty { allTransforms["batches"] = .string(BatchRanges.text(drawnBatches)) }
+        let members = LogEvents.releaseDelivered(
+            release: deliveryID, agreement: agreement.id, dataset: agreement.dataset, partner: agreement.partner, purpose: purpose,
+            policySHA256: agreement.policySHA256, envelope: summary, recordsReleased: UInt64(table.rows.count),
+            recordsSuppressed: UInt64(outcome?.recordsSuppressed ?? 0), kAchieved: UInt64(outcome?.kAchieved ?? 0),
+            epsilonMicro: epsilonMicro, transforms: allTransforms)
+        let commit = DeliveryCommit(id: deliveryID, agreement: agreement.id, kind: kind, records: table.rows.count, envelope: envelope,
+                                    epsilonMicro: epsilonMicro, logMembers: members, feedWindow: feedWindow, drawnBatches: drawnBatches)
+        return try mapStore { try store.commitDelivery(commit, now: now) }
+    }
+}
