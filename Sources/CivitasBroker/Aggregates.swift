@@ -59,7 +59,7 @@ extension Broker {
             let epsilon = try Rational(UInt128(request.epsilonMicro), 1_000_000)
             let query = try DPAggregate(statistic: statistic, groupBy: request.groupBy, mechanism: .laplace(epsilon: epsilon), subject: subject,
                                         maxGroupsPerSubject: terms.maxGroupsPerSubject, maxRowsPerSubject: terms.maxRowsPerSubject)
-            var sampler = ExactSampler(random: SystemRandomness())
+            var sampler = ExactSampler(random: randomness())
             result = try query.run(table, groups: groups, using: &sampler)
         } catch let error as PrivacyError {
             throw BrokerError(.invalid, error.message)

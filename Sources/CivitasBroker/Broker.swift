@@ -16,14 +16,18 @@ public final class Broker: Sendable {
     let waitingWindows = WaitingWindows()
     /// The webhook URLs the broker may call (checked when a feed is created and before every push).
     public let webhooks: WebhookTargets
+    /// Where noise and contribution sampling draw their randomness (the CSPRNG unless a test injects another).
+    let randomness: @Sendable () -> AnyRandomWords
 
     /// Largest subject id, notice, method or jurisdiction text accepted in a consent event.
     public static let maximumConsentFieldLength = 256
 
-    public init(store: BrokerStore, keys: SecretKeys, webhooks: WebhookTargets = WebhookTargets()) throws {
+    public init(store: BrokerStore, keys: SecretKeys, webhooks: WebhookTargets = WebhookTargets(),
+                randomness: @escaping @Sendable () -> AnyRandomWords = { AnyRandomWords(SystemRandomness()) }) throws {
         self.store = store
         self.keys = keys
         self.webhooks = webhooks
+        self.randomness = randomness
         var secret = try store.secret(named: "broker-master")
         master = try PseudonymMasterKey(bytes: &secret)
         subjects = try master.prf(domain: "civitas-consent-subjects/1")

@@ -69,7 +69,7 @@ extension Broker {
             agreement: agreement.id, partner: agreement.partner.hex, purpose: purpose, epoch: epoch))
         return try ReleaseTreatment(schema: try DatasetSchema.parse(dataset.schema), policy: policy)
             .apply(table, mayRelease: try consentRule(policy: policy, dataset: dataset.id, purpose: purpose),
-                   pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit)
+                   pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit, randomness: randomness())
     }
 
     /// Steps 8 and 9: seal for the partner, then charge, log and store in one transaction.

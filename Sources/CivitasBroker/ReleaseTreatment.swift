@@ -71,7 +71,7 @@ public struct ReleaseTreatment {
     /// Treats `table`. `mayRelease` answers for a subject value whether its records may leave;
     /// `suppressionLimit` overrides the policy's (feeds that suppress what cannot reach k).
     public func apply(_ table: CSVTable, mayRelease: (String) -> Bool, pseudonymizer: Pseudonymizer,
-                      suppressionLimit: Double? = nil) throws -> TreatmentOutcome {
+                      suppressionLimit: Double? = nil, randomness: AnyRandomWords = AnyRandomWords(SystemRandomness())) throws -> TreatmentOutcome {
         var (selected, withoutConsent) = try consented(table, mayRelease: mayRelease)
         let overCap = capRecordsPerSubject(&selected)
         var outcome = try anonymize(selected, recordsSelected: table.rows.count, withoutConsent: withoutConsent,
@@ -79,7 +79,7 @@ public struct ReleaseTreatment {
         outcome.recordsOverCap = overCap
         // 7. Noise on bounded measures.
         if let epsilonMicro = policy.treatment.measureNoiseEpsilonMicro {
-            outcome = try noiseMeasures(outcome, subjectsOf: selected, epsilonMicro: epsilonMicro)
+            outcome = try noiseMeasures(outcome, subjectsOf: selected, epsilonMicro: epsilonMicro, randomness: randomness)
         }
         return outcome
     }
@@ -153,12 +153,13 @@ public struct ReleaseTreatment {
 
     /// Clamps every released measure to its schema bounds and adds discrete Laplace noise of scale
     /// (upper − lower)/ε; charges ε for each noised field and each record of the subject with most records.
-    func noiseMeasures(_ outcome: TreatmentOutcome, subjectsOf selected: CSVTable, epsilonMicro: UInt64) throws -> TreatmentOutcome {
+    func noiseMeasures(_ outcome: TreatmentOutcome, subjectsOf selected: CSVTable, epsilonMicro: UInt64,
+                       randomness: AnyRandomWords) throws -> TreatmentOutcome {
         var outcome = outcome
         var table = outcome.table
         let epsilon = try Rational(UInt128(epsilonMicro), 1_000_000)
         let grid = try DecimalGrid(fractionDigits: policy.treatment.measureNoiseDigits)
-        var sampler = ExactSampler(random: SystemRandomness())
+        var sampler = ExactSampler(random: randomness)
         var noised: [String] = []
         for (column, name) in table.columns.enumerated() {
             guard let field = schema.field(name), field.privacy == .measure, let bounds = field.bounds else { continue }

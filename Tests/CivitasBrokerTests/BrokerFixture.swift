@@ -40,12 +40,17 @@ final class BrokerFixture {
          }}
         """
 
-    init() throws {
+    init(randomness: (@Sendable () -> AnyRandomWords)? = nil) throws {
         directory = NSTemporaryDirectory() + "civitas-broker-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         store = try BrokerStore(path: directory + "/broker.sqlite", storageKey: try SealedStorageKey.generate())
         brokerKeys = try SecretKeys.generate(name: "broker")
-        broker = try Broker(store: store, keys: brokerKeys)
+        let (store, brokerKeys) = (self.store, self.brokerKeys)
+        if let randomness {
+            broker = try Broker(store: store, keys: brokerKeys, randomness: randomness)
+        } else {
+            broker = try Broker(store: store, keys: brokerKeys)
+        }
         clinicKeys = try SecretKeys.generate(name: "clinic")
         partnerAKeys = try SecretKeys.generate(name: "health")
         partnerBKeys = try SecretKeys.generate(name: "university")

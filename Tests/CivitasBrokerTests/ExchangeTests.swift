@@ -316,6 +316,31 @@ struct ReleaseTests {
         #expect(report.agreements[id]?.spentMicro == 1_000_000)
     }
 
+    @Test("Noise and sampling draw from the randomness the broker is given: the same seed gives the same aggregate")
+    func injectedRandomness() throws {
+        struct SplitMix: RandomWords {
+            var state: UInt64
+            mutating func next() -> UInt64 {
+                state &+= 0x9E37_79B9_7F4A_7C15
+                var z = state
+                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+                return z ^ (z >> 31)
+            }
+        }
+        func run(seed: UInt64) throws -> [[String]] {
+            let fixture = try BrokerFixture(randomness: { AnyRandomWords(SplitMix(state: seed)) })
+            try fixture.publish(BrokerFixture.records(people: 30))
+            try fixture.consent(Array(0..<30), granted: true)
+            let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys), partner: fixture.partnerAKeys)
+            let result = try fixture.broker.aggregate(agreement: id, request: AggregateRequest(
+                purpose: BrokerFixture.purpose, statistic: .count, measure: nil, groupBy: ["zip"], epsilonMicro: 100_000), by: fixture.partnerA, now: fixture.now)
+            return try fixture.open(result.delivery, as: fixture.partnerAKeys).rows
+        }
+        #expect(try run(seed: 7) == run(seed: 7))
+        #expect(try run(seed: 7) != run(seed: 8))
+    }
+
     @Test("Noise on bounded measures: every released measure is noised and the release charges ε × fields × records per subject")
     func measureNoise() throws {
         let fixture = try BrokerFixture()

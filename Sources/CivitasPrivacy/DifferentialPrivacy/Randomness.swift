@@ -27,6 +27,18 @@ public struct SystemRandomness: RandomWords {
     }
 }
 
+/// Any source of random words behind one type, so that a caller can inject the one it wants
+/// (the CSPRNG in production, a seeded one in a test) into code that samples.
+public struct AnyRandomWords: RandomWords {
+    private var source: any RandomWords
+
+    public init(_ source: any RandomWords) {
+        self.source = source
+    }
+
+    public mutating func next() -> UInt64 { source.next() }
+}
+
 extension RandomWords {
     /// A uniform integer in 0..<bound (bound > 0), by rejection: no modulo bias.
     mutating func uniform(below bound: UInt128) -> UInt128 {
