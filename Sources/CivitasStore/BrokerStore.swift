@@ -184,23 +184,24 @@ public final class BrokerStore: Sendable {
 
     /// The participant with this key id, if registered.
     public func participant(_ keyID: KeyID) throws -> Participant? {
-        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM participant WHERE key_id = ?", arguments: [keyID.hex]) } }
-            .map(Self.participant(from:))
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM participant WHERE key_id = ?", arguments: [keyID.hex]) }
+            .map(Self.participant(from:)) }
     }
 
     /// All participants, by name.
     public func participants() throws -> [Participant] {
-        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM participant ORDER BY name") } }.map(Self.participant(from:))
+        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM participant ORDER BY name") }.map(Self.participant(from:)) }
     }
 
     private static func participant(from row: Row) throws -> Participant {
-        let signing: Data = row["ed25519"], encryption: Data = row["x25519"]
-        guard let role = Participant.Role(rawValue: row["role"]) else {
-            throw StoreError(.corrupt, "participant \(row["key_id"] as String? ?? "?") has an unknown role")
+        let signing: Data = try row.decode(forColumn: "ed25519"), encryption: Data = try row.decode(forColumn: "x25519")
+        guard let role = Participant.Role(rawValue: try row.decode(forColumn: "role")) else {
+            throw StoreError(.corrupt, "participant \((try? row.decode(String?.self, forColumn: "key_id")) ?? "?") has an unknown role")
         }
-        let keys = try PublicKeys(name: row["name"], signingKey: Array(signing), encryptionKey: Array(encryption))
-        guard keys.keyID.hex == row["key_id"] else { throw StoreError(.corrupt, "participant \(keys.keyID): stored key id does not match its keys") }
-        return Participant(keys: keys, role: role, registered: row["registered"])
+        let keys = try PublicKeys(name: try row.decode(forColumn: "name"), signingKey: Array(signing), encryptionKey: Array(encryption))
+        let storedID: String = try row.decode(forColumn: "key_id")
+        guard keys.keyID.hex == storedID else { throw StoreError(.corrupt, "participant \(keys.keyID): stored key id does not match its keys") }
+        return Participant(keys: keys, role: role, registered: try row.decode(forColumn: "registered"))
     }
 
     // MARK: Replay protection
@@ -250,16 +251,16 @@ public final class BrokerStore: Sendable {
 
     /// The dataset with this id, if registered.
     public func dataset(_ id: String) throws -> Dataset? {
-        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]) } }.map { row in
-            let schema: Data = row["schema"], hash: Data = row["schema_sha256"]
-            guard let publisher = KeyID(hex: row["publisher"]) else { throw StoreError(.corrupt, "dataset \(id) has a malformed publisher") }
-            let purposesText: String = row["purposes"]
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]) }.map { row in
+            let schema: Data = try row.decode(forColumn: "schema"), hash: Data = try row.decode(forColumn: "schema_sha256")
+            guard let publisher = KeyID(hex: try row.decode(forColumn: "publisher")) else { throw StoreError(.corrupt, "dataset \(id) has a malformed publisher") }
+            let purposesText: String = try row.decode(forColumn: "purposes")
             guard case .array(let items)? = try? JSONParser.parse(Array(purposesText.utf8)) else {
                 throw StoreError(.corrupt, "dataset \(id) has malformed purposes")
             }
-            return Dataset(id: row["id"], publisher: publisher, schema: Array(schema), schemaSHA256: Array(hash),
-                           purposes: items.compactMap(\.stringValue), registered: row["registered"])
-        }
+            return Dataset(id: try row.decode(forColumn: "id"), publisher: publisher, schema: Array(schema), schemaSHA256: Array(hash),
+                           purposes: items.compactMap(\.stringValue), registered: try row.decode(forColumn: "registered"))
+        } }
     }
 
     /// All datasets, by id.
@@ -323,7 +324,9 @@ public final class BrokerStore: Sendable {
             }
         }
         for row in segments {
-            let sequence: Int64 = row["sequence"], position: Int = row["position"], sealed: Data = row["sealed"]
+            let (sequence, position, sealed): (Int64, Int, Data) = try wrap {
+                (try row.decode(forColumn: "sequence"), try row.decode(forColumn: "position"), try row.decode(forColumn: "sealed"))
+            }
             let plaintext: [UInt8]
             do {
                 plaintext = try datasetKey.open(Array(sealed), associatedData: Self.segmentBinding(id, sequence, position))
@@ -362,6 +365,8 @@ public final class BrokerStore: Sendable {
     func wrap<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as StoreError { throw error } catch let error as DatabaseError {
             throw StoreError(.database, "database: \(error.message ?? "\(error.resultCode)")")
+        } catch is RowDecodingError {
+            throw StoreError(.corrupt, "a stored row cannot be read: a column is missing, NULL or of the wrong type")
         }
     }
 }

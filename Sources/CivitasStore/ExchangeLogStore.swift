@@ -176,7 +176,7 @@ extension BrokerStore {
         }
         let rows = try Row.fetchCursor(db, sql: "SELECT position, leaf, bytes FROM log_entry ORDER BY position")
         while let row = try rows.next() {
-            guard let position = row["position"] as Int64?, let leaf = row["leaf"] as Data?, let bytes = row["bytes"] as Data? else {
+            guard let position = try row.decode(Int64?.self, forColumn: "position"), let leaf = try row.decode(Data?.self, forColumn: "leaf"), let bytes = try row.decode(Data?.self, forColumn: "bytes") else {
                 throw StoreError(.corrupt, "log entry \(leaves.count + chunk.count) has a missing column")
             }
             guard position == Int64(leaves.count + chunk.count) else {
@@ -193,9 +193,9 @@ extension BrokerStore {
     /// every delivery points at the log entry that records it.
     static func verifyCheckpointsAndDeliveries(_ db: Database, log: ExchangeLog, releases: [String: UInt64]) throws {
         for row in try Row.fetchAll(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size") {
-            let size = row["size"] as Int64? ?? -1
+            let size = try row.decode(Int64?.self, forColumn: "size") ?? -1
             let checkpoint: Checkpoint
-            do { checkpoint = try Checkpoint.statement(of: row["note"] as String? ?? "") } catch let error as LogError {
+            do { checkpoint = try Checkpoint.statement(of: try row.decode(String?.self, forColumn: "note") ?? "") } catch let error as LogError {
                 throw StoreError(.corrupt, "the stored checkpoint at size \(size): \(error.message)")
             }
             guard checkpoint.size == UInt64(max(size, 0)), checkpoint.origin == log.origin, checkpoint.size <= log.size,
@@ -204,7 +204,7 @@ extension BrokerStore {
             }
         }
         for row in try Row.fetchAll(db, sql: "SELECT id, log_index FROM delivery") {
-            let id = row["id"] as String? ?? "?", index = row["log_index"] as Int64? ?? -1
+            let id = try row.decode(String?.self, forColumn: "id") ?? "?", index = try row.decode(Int64?.self, forColumn: "log_index") ?? -1
             guard index >= 0, releases[id] == UInt64(index) else {
                 throw StoreError(.corrupt, "delivery \(id) points at log entry \(index), which does not record it (the log has \(log.size) entries)")
             }

@@ -209,20 +209,20 @@ extension BrokerStore {
     }
 
     static func agreement(from row: Row) throws -> StoredAgreement {
-        let id: String = row["id"]
-        guard let publisher = KeyID(hex: row["publisher"]), let partner = KeyID(hex: row["partner"]),
-              let state = StoredAgreement.State(rawValue: row["state"]) else {
+        let id: String = try row.decode(forColumn: "id")
+        guard let publisher = KeyID(hex: try row.decode(forColumn: "publisher")), let partner = KeyID(hex: try row.decode(forColumn: "partner")),
+              let state = StoredAgreement.State(rawValue: try row.decode(forColumn: "state")) else {
             throw StoreError(.corrupt, "agreement \(id) has a malformed party or state")
         }
-        let policy: Data = row["policy"], hash: Data = row["policy_sha256"], offer: Data = row["offer_signature"]
-        var agreement = StoredAgreement(id: id, dataset: row["dataset"], publisher: publisher, partner: partner, policy: Array(policy),
-                                        policySHA256: Array(hash), offerSignature: Array(offer), validFrom: row["valid_from"],
-                                        validUntil: row["valid_until"], budgetMicro: UInt64(row["budget_micro"] as Int64), offered: row["offered"])
-        agreement.acceptSignature = (row["accept_signature"] as Data?).map(Array.init)
+        let policy: Data = try row.decode(forColumn: "policy"), hash: Data = try row.decode(forColumn: "policy_sha256"), offer: Data = try row.decode(forColumn: "offer_signature")
+        var agreement = StoredAgreement(id: id, dataset: try row.decode(forColumn: "dataset"), publisher: publisher, partner: partner, policy: Array(policy),
+                                        policySHA256: Array(hash), offerSignature: Array(offer), validFrom: try row.decode(forColumn: "valid_from"),
+                                        validUntil: try row.decode(forColumn: "valid_until"), budgetMicro: UInt64(try row.decode(Int64.self, forColumn: "budget_micro")), offered: try row.decode(forColumn: "offered"))
+        agreement.acceptSignature = (try row.decode(Data?.self, forColumn: "accept_signature")).map(Array.init)
         agreement.state = state
-        agreement.spentMicro = UInt64(row["spent_micro"] as Int64)
-        agreement.accepted = row["accepted"]
-        agreement.ended = row["ended"]
+        agreement.spentMicro = UInt64(try row.decode(Int64.self, forColumn: "spent_micro"))
+        agreement.accepted = try row.decode(forColumn: "accepted")
+        agreement.ended = try row.decode(forColumn: "ended")
         return agreement
     }
 
@@ -270,7 +270,7 @@ extension BrokerStore {
                 let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent WHERE dataset = ? AND purpose = ?",
                                                arguments: [dataset, purpose])
                 while let row = try rows.next() {
-                    states[Hex.encode(Array(row["subject"] as Data))] = row["granted"]
+                    states[Hex.encode(Array(try row.decode(Data.self, forColumn: "subject")))] = try row.decode(forColumn: "granted")
                 }
                 return states
             }
@@ -380,13 +380,13 @@ extension BrokerStore {
     }
 
     static func delivery(from row: Row) throws -> Delivery {
-        let id: String = row["id"]
-        guard let partner = KeyID(hex: row["partner"]), let kind = Delivery.Kind(rawValue: row["kind"]) else {
+        let id: String = try row.decode(forColumn: "id")
+        guard let partner = KeyID(hex: try row.decode(forColumn: "partner")), let kind = Delivery.Kind(rawValue: try row.decode(forColumn: "kind")) else {
             throw StoreError(.corrupt, "delivery \(id) has a malformed partner or kind")
         }
-        let envelope: Data = row["envelope"]
-        return Delivery(id: id, agreement: row["agreement"], partner: partner, kind: kind, feed: row["feed"], feedSequence: row["feed_sequence"],
-                        logIndex: UInt64(row["log_index"] as Int64), records: row["records"], envelope: Array(envelope), created: row["created"])
+        let envelope: Data = try row.decode(forColumn: "envelope")
+        return Delivery(id: id, agreement: try row.decode(forColumn: "agreement"), partner: partner, kind: kind, feed: try row.decode(forColumn: "feed"), feedSequence: try row.decode(forColumn: "feed_sequence"),
+                        logIndex: UInt64(try row.decode(Int64.self, forColumn: "log_index")), records: try row.decode(forColumn: "records"), envelope: Array(envelope), created: try row.decode(forColumn: "created"))
     }
 
     // MARK: Feeds
@@ -458,7 +458,7 @@ extension BrokerStore {
     }
 
     static func feed(from row: Row) throws -> Feed {
-        Feed(id: row["id"], agreement: row["agreement"], purpose: row["purpose"], nextBatch: row["next_batch"], delivered: row["delivered"],
-             acknowledged: row["acknowledged"], webhook: row["webhook"], pushed: row["pushed"], created: row["created"])
+        Feed(id: try row.decode(forColumn: "id"), agreement: try row.decode(forColumn: "agreement"), purpose: try row.decode(forColumn: "purpose"), nextBatch: try row.decode(forColumn: "next_batch"), delivered: try row.decode(forColumn: "delivered"),
+             acknowledged: try row.decode(forColumn: "acknowledged"), webhook: try row.decode(forColumn: "webhook"), pushed: try row.decode(forColumn: "pushed"), created: try row.decode(forColumn: "created"))
     }
 }

@@ -64,4 +64,14 @@ struct StoredLogTests {
         let error = try #require(throws: StoreError.self) { try temporary.reopen() }
         #expect(error.code == .corrupt && error.message.contains("log entry 4 is missing"), "\(error.message)")
     }
+
+    @Test("A damaged row is reported as corrupt, never a crash")
+    func damagedRow() throws {
+        let (temporary, _) = try Self.populated()
+        try DatabaseHandle(path: temporary.path).execute("UPDATE participant SET registered = x'FFFE'")
+        let error = try #require(throws: StoreError.self) { try temporary.store.participants() }
+        #expect(error.code == .corrupt)
+        try DatabaseHandle(path: temporary.path).execute("UPDATE dataset SET purposes = x'00'")
+        #expect(throws: StoreError.self) { try temporary.store.datasets() }
+    }
 }
