@@ -35,9 +35,7 @@ extension Broker {
         guard request.epsilonMicro > 0, request.epsilonMicro <= terms.maxEpsilonPerQueryMicro else {
             throw BrokerError(.invalid, "ε per aggregate must be above 0 and at most \(MicroUnits.decimal(terms.maxEpsilonPerQueryMicro)) under agreement \(id)")
         }
-        guard agreement.spentMicro + request.epsilonMicro <= agreement.budgetMicro else {
-            throw BrokerError(.budgetExhausted, "agreement \(id) has ε \(MicroUnits.decimal(agreement.budgetMicro - agreement.spentMicro)) left; this aggregate needs \(MicroUnits.decimal(request.epsilonMicro))")
-        }
+        _ = try Self.charge(request.epsilonMicro, to: agreement)  // refused before any work; charged again when delivered
         let schema = try DatasetSchema.parse(dataset.schema)
         let statistic: DPAggregate.Statistic
         if request.statistic == .count {

@@ -36,7 +36,7 @@ extension Broker {
     /// Closes `feed`'s window if it is due; nil when nothing was delivered.
     func closeWindow(of feed: Feed, now: String, dataset only: String?) throws -> ReleaseResult? {
         guard let agreement = try store.agreement(feed.agreement), only == nil || agreement.dataset == only,
-              agreement.state == .accepted, agreement.validFrom <= now, now <= agreement.validUntil,
+              (try? Self.checkActive(agreement, at: now)) != nil,
               let policy = try? AgreementPolicy.parse(try JSONParser.parse(agreement.policy)), let terms = policy.feed,
               let dataset = try store.dataset(agreement.dataset) else { return nil }
         let pending = try store.batches(of: dataset.id, from: feed.nextBatch)

@@ -10,12 +10,7 @@ extension Broker {
     func authorize(_ id: String, purpose: String, partner: Participant, now: String) throws -> (StoredAgreement, AgreementPolicy, Dataset) {
         let agreement = try existing(id)
         guard agreement.partner == partner.keys.keyID else { throw BrokerError(.forbidden, "agreement \(id) is not with \(partner.keys.name)") }
-        guard agreement.state == .accepted else {
-            throw BrokerError(.agreementNotActive, "agreement \(id) is \(agreement.state.rawValue)\(agreement.ended.map { " since \($0)" } ?? "")")
-        }
-        guard agreement.validFrom <= now, now <= agreement.validUntil else {
-            throw BrokerError(.agreementNotActive, "agreement \(id) is valid from \(agreement.validFrom) to \(agreement.validUntil), not at \(now)")
-        }
+        try Self.checkActive(agreement, at: now)
         let policy = try AgreementPolicy.parse(try JSONParser.parse(agreement.policy))
         guard policy.purposes.contains(purpose) else {
             throw BrokerError(.purposeNotAllowed, "agreement \(id) allows \(policy.purposes.joined(separator: ", ")), not \(purpose)")
@@ -96,8 +91,50 @@ extension Broker {
             policySHA256: agreement.policySHA256, envelope: summary, recordsReleased: UInt64(table.rows.count),
             recordsSuppressed: UInt64(outcome?.recordsSuppressed ?? 0), kAchieved: UInt64(outcome?.kAchieved ?? 0),
             epsilonMicro: epsilonMicro, transforms: allTransforms)
-        let commit = DeliveryCommit(id: deliveryID, agreement: agreement.id, kind: kind, records: table.rows.count, envelope: envelope,
-                                    epsilonMicro: epsilonMicro, logMembers: members, feedWindow: feedWindow, drawnBatches: drawnBatches)
-        return try mapStore { try store.commitDelivery(commit, now: now) }
+        // Step 9, in ONE transaction: the agreement as it is now (still active, budget left), the
+        // feed still where this window starts, then the charge, the log entry, the delivery and
+        // the batches it drew. Any refusal leaves all of them unwritten.
+        return try mapStore {
+            try store.exchangeTransaction { transaction in
+                let current = try transaction.agreement(agreement.id)
+                try Self.checkActive(current, at: now)
+                let spent = try Self.charge(epsilonMicro, to: current)
+                try transaction.setSpent(spent, of: current.id)
+                var feedSequence: Int64?
+                if let window = feedWindow {
+                    let feed = try transaction.feed(window.feed)
+                    guard feed.nextBatch == window.from, window.to > window.from else {
+                        throw BrokerError(.conflict, "feed \(feed.id) has moved on to batch \(feed.nextBatch); this window starts at \(window.from)")
+                    }
+                    feedSequence = feed.delivered + 1
+                    try transaction.moveFeed(feed.id, nextBatch: window.to, delivered: feed.delivered + 1)
+                }
+                let index = try transaction.appendLog(time: now, type: .releaseDelivered, members: members)
+                let delivery = Delivery(id: deliveryID, agreement: current.id, partner: current.partner, kind: kind, feed: feedWindow?.feed,
+                                        feedSequence: feedSequence, logIndex: index, records: table.rows.count, envelope: envelope, created: now)
+                try transaction.insertDelivery(delivery)
+                try transaction.recordDrawnBatches(drawnBatches, dataset: current.dataset, partner: current.partner, delivery: deliveryID)
+                return delivery
+            }
+        }
+    }
+
+    /// An agreement may be used only while accepted and inside its validity window.
+    static func checkActive(_ agreement: StoredAgreement, at now: String) throws {
+        guard agreement.state == .accepted else {
+            throw BrokerError(.agreementNotActive, "agreement \(agreement.id) is \(agreement.state.rawValue)\(agreement.ended.map { " since \($0)" } ?? "")")
+        }
+        guard agreement.validFrom <= now, now <= agreement.validUntil else {
+            throw BrokerError(.agreementNotActive, "agreement \(agreement.id) is valid from \(agreement.validFrom) to \(agreement.validUntil), not at \(now)")
+        }
+    }
+
+    /// What the agreement will have spent after `epsilonMicro` more, or a refusal past its budget.
+    static func charge(_ epsilonMicro: UInt64, to agreement: StoredAgreement) throws -> UInt64 {
+        var budget = PrivacyBudget(epsilonBudgetMicro: agreement.budgetMicro, spent: PrivacyCharge(epsilonMicro: agreement.spentMicro))
+        do { try budget.charge(PrivacyCharge(epsilonMicro: epsilonMicro)) } catch let error as PrivacyError {
+            throw BrokerError(.budgetExhausted, "agreement \(agreement.id): \(error.message)")
+        }
+        return budget.spent.epsilonMicro
     }
 }

@@ -61,6 +61,20 @@ public struct Delivery: Sendable, Equatable {
     public let records: Int
     public let envelope: [UInt8]
     public let created: String
+
+    public init(id: String, agreement: String, partner: KeyID, kind: Kind, feed: String?, feedSequence: Int64?, logIndex: UInt64,
+                records: Int, envelope: [UInt8], created: String) {
+        self.id = id
+        self.agreement = agreement
+        self.partner = partner
+        self.kind = kind
+        self.feed = feed
+        self.feedSequence = feedSequence
+        self.logIndex = logIndex
+        self.records = records
+        self.envelope = envelope
+        self.created = created
+    }
 }
 
 /// A partner's subscription to new records under an agreement.
@@ -85,38 +99,6 @@ public struct BatchSummary: Sendable, Equatable {
     public let sequence: Int64
     public let records: Int
     public let created: String
-}
-
-/// What a delivery commits besides the envelope: the ε charged, the log entry, and for a
-/// feed window the batches it consumed.
-public struct DeliveryCommit: Sendable {
-    public var id: String
-    public var agreement: String
-    public var kind: Delivery.Kind
-    public var records: Int
-    public var envelope: [UInt8]
-    public var epsilonMicro: UInt64
-    /// The `release.delivered` members (the log entry).
-    public var logMembers: [String: JSONValue]
-    /// For a feed window: the feed, the first batch of the window (which must still be the feed's
-    /// next batch) and the first batch after it.
-    public var feedWindow: (feed: String, from: Int64, to: Int64)?
-    /// The dataset batches whose records this delivery drew from; none may have been drawn for
-    /// the same partner before.
-    public var drawnBatches: [Int64]
-
-    public init(id: String, agreement: String, kind: Delivery.Kind, records: Int, envelope: [UInt8], epsilonMicro: UInt64,
-                logMembers: [String: JSONValue], feedWindow: (feed: String, from: Int64, to: Int64)? = nil, drawnBatches: [Int64] = []) {
-        self.id = id
-        self.agreement = agreement
-        self.kind = kind
-        self.records = records
-        self.envelope = envelope
-        self.epsilonMicro = epsilonMicro
-        self.logMembers = logMembers
-        self.feedWindow = feedWindow
-        self.drawnBatches = drawnBatches
-    }
 }
 
 extension BrokerStore {
@@ -298,50 +280,14 @@ extension BrokerStore {
 
     // MARK: Deliveries
 
-    /// Commits a delivery in ONE transaction: checks the agreement is accepted and inside its
-    /// validity at `now`, charges its budget (refused past the limit), appends the
-    /// `release.delivered` entry, stores the envelope, records the batches drawn (refused as
-    /// superseded when another delivery drew one of them for this partner first) and, for a feed
-    /// window, moves the feed on. Any refusal changes nothing.
-    public func commitDelivery(_ commit: DeliveryCommit, now: String) throws -> Delivery {
+    /// Runs `body` in ONE write transaction over the exchange state and the log: whatever it
+    /// reads, writes and appends commits together, or nothing does. The store persists; the
+    /// caller decides what may be written.
+    public func exchangeTransaction<T>(_ body: (inout ExchangeTransaction) throws -> T) throws -> T {
         try writeLogged { db, log in
-            let agreement = try Self.agreement(commit.agreement, in: db)
-            guard agreement.state == .accepted else {
-                throw StoreError(.conflict, "agreement \(agreement.id) is \(agreement.state.rawValue), not accepted")
-            }
-            guard agreement.validFrom <= now, now <= agreement.validUntil else {
-                throw StoreError(.conflict, "agreement \(agreement.id) is valid from \(agreement.validFrom) to \(agreement.validUntil), not at \(now)")
-            }
-            let (spent, overflow) = agreement.spentMicro.addingReportingOverflow(commit.epsilonMicro)
-            guard !overflow, spent <= agreement.budgetMicro else {
-                throw StoreError(.budgetExceeded, "agreement \(agreement.id) has ε \(MicroUnits.decimal(agreement.budgetMicro - agreement.spentMicro)) left; this needs \(MicroUnits.decimal(commit.epsilonMicro))")
-            }
-            try db.execute(sql: "UPDATE agreement SET spent_micro = ? WHERE id = ?", arguments: [Int64(spent), agreement.id])
-            var feedSequence: Int64?
-            if let window = commit.feedWindow {
-                let feed = try Self.feed(window.feed, in: db)
-                guard feed.nextBatch == window.from, window.to > window.from else {
-                    throw StoreError(.superseded, "feed \(feed.id) has moved on to batch \(feed.nextBatch); this window starts at \(window.from)")
-                }
-                feedSequence = feed.delivered + 1
-                try db.execute(sql: "UPDATE feed SET next_batch = ?, delivered = ? WHERE id = ?", arguments: [window.to, feedSequence, feed.id])
-            }
-            let index = try log.append(time: now, type: .releaseDelivered, members: commit.logMembers)
-            try db.execute(sql: """
-                INSERT INTO delivery (id, agreement, partner, kind, feed, feed_sequence, log_index, records, envelope, created)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [commit.id, agreement.id, agreement.partner.hex, commit.kind.rawValue, commit.feedWindow?.feed,
-                                 feedSequence, Int64(index), commit.records, Data(commit.envelope), now])
-            for sequence in commit.drawnBatches {
-                if try Row.fetchOne(db, sql: "SELECT 1 FROM drawn_batch WHERE partner = ? AND dataset = ? AND sequence = ?",
-                                    arguments: [agreement.partner.hex, agreement.dataset, sequence]) != nil {
-                    throw StoreError(.superseded, "batch \(sequence) of \(agreement.dataset) was delivered to this partner meanwhile")
-                }
-                try db.execute(sql: "INSERT INTO drawn_batch (partner, dataset, sequence, delivery) VALUES (?, ?, ?, ?)",
-                               arguments: [agreement.partner.hex, agreement.dataset, sequence, commit.id])
-            }
-            return Delivery(id: commit.id, agreement: agreement.id, partner: agreement.partner, kind: commit.kind, feed: commit.feedWindow?.feed,
-                            feedSequence: feedSequence, logIndex: index, records: commit.records, envelope: commit.envelope, created: now)
+            var transaction = ExchangeTransaction(db: db, log: log)
+            defer { log = transaction.log }
+            return try body(&transaction)
         }
     }
 
@@ -460,5 +406,60 @@ extension BrokerStore {
     static func feed(from row: Row) throws -> Feed {
         Feed(id: try row.decode(forColumn: "id"), agreement: try row.decode(forColumn: "agreement"), purpose: try row.decode(forColumn: "purpose"), nextBatch: try row.decode(forColumn: "next_batch"), delivered: try row.decode(forColumn: "delivered"),
              acknowledged: try row.decode(forColumn: "acknowledged"), webhook: try row.decode(forColumn: "webhook"), pushed: try row.decode(forColumn: "pushed"), created: try row.decode(forColumn: "created"))
+    }
+}
+
+/// Reads and writes inside one exchange transaction (``BrokerStore/exchangeTransaction(_:)``):
+/// rows as they are now, locked against other writers until the transaction ends.
+public struct ExchangeTransaction {
+    let db: Database
+    var log: LogWriter
+
+    /// The agreement, as stored now.
+    public func agreement(_ id: String) throws -> StoredAgreement {
+        try BrokerStore.agreement(id, in: db)
+    }
+
+    /// Sets what the agreement has spent of its budget (ε × 10^6).
+    public func setSpent(_ micro: UInt64, of agreement: String) throws {
+        guard micro <= UInt64(Int64.max) else { throw StoreError(.invalidArgument, "a budget figure above 2^63 cannot be stored") }
+        try db.execute(sql: "UPDATE agreement SET spent_micro = ? WHERE id = ?", arguments: [Int64(micro), agreement])
+    }
+
+    /// The feed, as stored now.
+    public func feed(_ id: String) throws -> Feed {
+        try BrokerStore.feed(id, in: db)
+    }
+
+    /// Moves the feed to `nextBatch` after delivering window number `delivered`.
+    public func moveFeed(_ id: String, nextBatch: Int64, delivered: Int64) throws {
+        try db.execute(sql: "UPDATE feed SET next_batch = ?, delivered = ? WHERE id = ?", arguments: [nextBatch, delivered, id])
+    }
+
+    /// Appends a log entry; returns its index.
+    public mutating func appendLog(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+        try log.append(time: time, type: type, members: members)
+    }
+
+    /// Stores a delivery and its envelope.
+    public func insertDelivery(_ delivery: Delivery) throws {
+        try db.execute(sql: """
+            INSERT INTO delivery (id, agreement, partner, kind, feed, feed_sequence, log_index, records, envelope, created)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [delivery.id, delivery.agreement, delivery.partner.hex, delivery.kind.rawValue, delivery.feed,
+                             delivery.feedSequence, Int64(delivery.logIndex), delivery.records, Data(delivery.envelope), delivery.created])
+    }
+
+    /// Records that `delivery` drew these batches of `dataset` for `partner`; each batch at most
+    /// once per partner and dataset (a second draw is refused as superseded).
+    public func recordDrawnBatches(_ batches: [Int64], dataset: String, partner: KeyID, delivery: String) throws {
+        for sequence in batches {
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM drawn_batch WHERE partner = ? AND dataset = ? AND sequence = ?",
+                                arguments: [partner.hex, dataset, sequence]) != nil {
+                throw StoreError(.superseded, "batch \(sequence) of \(dataset) was delivered to this partner meanwhile")
+            }
+            try db.execute(sql: "INSERT INTO drawn_batch (partner, dataset, sequence, delivery) VALUES (?, ?, ?, ?)",
+                           arguments: [partner.hex, dataset, sequence, delivery])
+        }
     }
 }

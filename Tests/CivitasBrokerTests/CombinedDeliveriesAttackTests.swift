@@ -256,8 +256,12 @@ struct CombinedDeliveriesAttackTests {
             let members = LogEvents.releaseDelivered(release: delivery, agreement: id, dataset: BrokerFixture.dataset, partner: agreement.partner,
                                                      purpose: BrokerFixture.purpose, policySHA256: agreement.policySHA256, envelope: summary,
                                                      recordsReleased: 0, recordsSuppressed: 0, kAchieved: 0, epsilonMicro: 0, transforms: transforms)
-            _ = try fixture.store.commitDelivery(DeliveryCommit(id: delivery, agreement: id, kind: .release, records: 0, envelope: envelope,
-                                                                epsilonMicro: 0, logMembers: members), now: fixture.now)
+            // Written straight through the store's transaction, as a broker that ignored its own rules could.
+            try fixture.store.exchangeTransaction { transaction in
+                let index = try transaction.appendLog(time: fixture.now, type: .releaseDelivered, members: members)
+                try transaction.insertDelivery(Delivery(id: delivery, agreement: id, partner: agreement.partner, kind: .release, feed: nil,
+                                                        feedSequence: nil, logIndex: index, records: 0, envelope: envelope, created: fixture.now))
+            }
         }
         let report = auditor.audit(MemorySource(try fixture.export()))
         #expect(report.findings.map(\.code) == [.deliveredTwice, .undeclaredGroupKeys], "\(report.findings)")

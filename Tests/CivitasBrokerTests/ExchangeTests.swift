@@ -400,26 +400,30 @@ struct ReleaseTests {
         #expect(Auditor(broker: fixture.brokerKeys.publicKeys).audit(MemorySource(try fixture.export())).passed)
     }
 
-    @Test("The store's delivery transaction itself refuses a charge past the budget or under an inactive agreement")
-    func storeGuards() throws {
+    @Test("A delivery's transaction commits its charge, log entry, delivery and drawn batches together, or none of them")
+    func deliveryTransactionIsAtomic() throws {
         let fixture = try BrokerFixture()
         let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, budget: 1), partner: fixture.partnerAKeys)
         let envelope = try EnvelopeSealer(issuer: fixture.brokerKeys, recipient: fixture.partnerAKeys.publicKeys).seal([1, 2, 3])
         let summary = try EnvelopeVerifier.verify(MemorySource(envelope), issuer: fixture.brokerKeys.publicKeys)
         let agreement = try #require(try fixture.store.agreement(id))
-        func commit(_ micro: UInt64, now: String = "2026-11-27T10:00:00Z") throws -> Delivery {
-            let members = LogEvents.releaseDelivered(release: "rel-\(micro)", agreement: id, dataset: BrokerFixture.dataset, partner: agreement.partner,
-                                                     purpose: BrokerFixture.purpose, policySHA256: agreement.policySHA256, envelope: summary,
-                                                     recordsReleased: 0, recordsSuppressed: 0, kAchieved: 0, epsilonMicro: micro, transforms: [:])
-            return try fixture.store.commitDelivery(DeliveryCommit(id: "rel-\(micro)", agreement: id, kind: .aggregate, records: 0, envelope: envelope,
-                                                                   epsilonMicro: micro, logMembers: members), now: now)
-        }
+        let members = LogEvents.releaseDelivered(release: "rel-x", agreement: id, dataset: BrokerFixture.dataset, partner: agreement.partner,
+                                                 purpose: BrokerFixture.purpose, policySHA256: agreement.policySHA256, envelope: summary,
+                                                 recordsReleased: 0, recordsSuppressed: 0, kAchieved: 0, epsilonMicro: 1, transforms: [:])
         let before = try fixture.stateFingerprint()
-        #expect(throws: StoreError(.budgetExceeded, "")) { try commit(1_000_001) }
-        #expect(throws: StoreError(.conflict, "")) { try commit(1, now: "2027-06-01T00:00:00Z") }
+        struct Refused: Error {}
+        #expect(throws: Refused.self) {
+            try fixture.store.exchangeTransaction { transaction in
+                try transaction.setSpent(1, of: id)
+                let index = try transaction.appendLog(time: fixture.now, type: .releaseDelivered, members: members)
+                try transaction.insertDelivery(Delivery(id: "rel-x", agreement: id, partner: agreement.partner, kind: .release, feed: nil,
+                                                        feedSequence: nil, logIndex: index, records: 0, envelope: envelope, created: fixture.now))
+                try transaction.recordDrawnBatches([1], dataset: BrokerFixture.dataset, partner: agreement.partner, delivery: "rel-x")
+                throw Refused()
+            }
+        }
         #expect(try fixture.stateFingerprint() == before)
-        _ = try commit(1_000_000)
-        #expect(throws: StoreError(.budgetExceeded, "")) { try commit(1) }
+        #expect(try fixture.store.drawnBatches(partner: agreement.partner, dataset: BrokerFixture.dataset).isEmpty)
     }
 
     @Test("Log times never go back, even when the clock does")

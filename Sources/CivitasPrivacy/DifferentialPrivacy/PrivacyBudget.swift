@@ -41,9 +41,10 @@ public struct PrivacyBudget: Sendable, Equatable {
     public let rhoBudgetMicro: UInt64
     public private(set) var spent = PrivacyCharge()
 
-    public init(epsilonBudgetMicro: UInt64, rhoBudgetMicro: UInt64 = 0) {
+    public init(epsilonBudgetMicro: UInt64, rhoBudgetMicro: UInt64 = 0, spent: PrivacyCharge = PrivacyCharge()) {
         self.epsilonBudgetMicro = epsilonBudgetMicro
         self.rhoBudgetMicro = rhoBudgetMicro
+        self.spent = spent
     }
 
     /// What is left.
