@@ -1,0 +1,147 @@
+import GRDB
+
+/// Every schema change of the broker's database, in order. Migrations are registered by name
+/// and never edited once released; new ones are appended.
+extension BrokerStore {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("2026-11-27 participants") { db in
+            try db.create(table: "participant") { t in
+                t.primaryKey("key_id", .text)
+                t.column("name", .text).notNull()
+                t.column("role", .text).notNull()
+                t.column("ed25519", .blob).notNull()
+                t.column("x25519", .blob).notNull()
+                t.column("registered", .text).notNull()
+            }
+        }
+        migrator.registerMigration("2026-11-27 request nonces") { db in
+            try db.create(table: "request_nonce") { t in
+                t.column("key_id", .text).notNull()
+                t.column("nonce", .text).notNull()
+                t.column("created", .integer).notNull().indexed()
+                t.primaryKey(["key_id", "nonce"])
+            }
+        }
+        migrator.registerMigration("2026-11-27 datasets and batches") { db in
+            try db.create(table: "dataset") { t in
+                t.primaryKey("id", .text)
+                t.column("publisher", .text).notNull().references("participant", column: "key_id")
+                t.column("schema", .blob).notNull()
+                t.column("schema_sha256", .blob).notNull()
+                t.column("wrapped_key", .blob).notNull()
+                t.column("registered", .text).notNull()
+            }
+            try db.create(table: "batch") { t in
+                t.column("dataset", .text).notNull().references("dataset", column: "id")
+                t.column("sequence", .integer).notNull()
+                t.column("records", .integer).notNull()
+                t.column("idempotency_key", .text)
+                t.column("content_sha256", .blob).notNull()
+                t.column("created", .text).notNull()
+                t.primaryKey(["dataset", "sequence"])
+                t.uniqueKey(["dataset", "idempotency_key"])
+            }
+            try db.create(table: "segment") { t in
+                t.column("dataset", .text).notNull()
+                t.column("sequence", .integer).notNull()
+                t.column("position", .integer).notNull()
+                t.column("sealed", .blob).notNull()
+                t.primaryKey(["dataset", "sequence", "position"])
+                t.foreignKey(["dataset", "sequence"], references: "batch")
+            }
+        }
+        migrator.registerMigration("2026-11-28 dataset purposes") { db in
+            try db.alter(table: "dataset") { t in
+                t.add(column: "purposes", .text).notNull().defaults(to: "[]")
+            }
+        }
+        migrator.registerMigration("2026-11-29 exchanges") { db in
+            try createExchangeTables(db)
+        }
+        migrator.registerMigration("2026-12-02 drawn batches") { db in
+            // Which batches of a dataset each partner's deliveries drew from: at most once each.
+            try db.create(table: "drawn_batch") { t in
+                t.column("partner", .text).notNull()
+                t.column("dataset", .text).notNull()
+                t.column("sequence", .integer).notNull()
+                t.column("delivery", .text).notNull().references("delivery", column: "id")
+                t.primaryKey(["partner", "dataset", "sequence"])
+            }
+        }
+        return migrator
+    }
+
+    /// The exchange tables (migration "2026-11-29 exchanges"): store metadata and secrets, the
+    /// log and its checkpoints, agreements, consent, feeds and deliveries.
+    static func createExchangeTables(_ db: Database) throws {
+        try db.create(table: "store_meta") { t in
+            t.primaryKey("name", .text)
+            t.column("value", .text).notNull()
+        }
+        try db.create(table: "store_secret") { t in
+            t.primaryKey("name", .text)
+            t.column("wrapped", .blob).notNull()
+        }
+        try db.create(table: "log_entry") { t in
+            t.primaryKey("position", .integer)
+            t.column("bytes", .blob).notNull()
+            t.column("leaf", .blob).notNull()
+        }
+        try db.create(table: "log_checkpoint") { t in
+            t.primaryKey("size", .integer)
+            t.column("note", .text).notNull()
+        }
+        try db.create(table: "agreement") { t in
+            t.primaryKey("id", .text)
+            t.column("dataset", .text).notNull().references("dataset", column: "id")
+            t.column("publisher", .text).notNull().references("participant", column: "key_id")
+            t.column("partner", .text).notNull().references("participant", column: "key_id").indexed()
+            t.column("policy", .blob).notNull()
+            t.column("policy_sha256", .blob).notNull()
+            t.column("offer_signature", .blob).notNull()
+            t.column("accept_signature", .blob)
+            t.column("state", .text).notNull()
+            t.column("valid_from", .text).notNull()
+            t.column("valid_until", .text).notNull()
+            t.column("budget_micro", .integer).notNull()
+            t.column("spent_micro", .integer).notNull().defaults(to: 0)
+            t.column("offered", .text).notNull()
+            t.column("accepted", .text)
+            t.column("ended", .text)
+        }
+        try db.create(table: "consent") { t in
+            t.column("dataset", .text).notNull().references("dataset", column: "id")
+            t.column("subject", .blob).notNull()
+            t.column("purpose", .text).notNull()
+            t.column("granted", .boolean).notNull()
+            t.column("record", .blob).notNull()
+            t.column("updated", .text).notNull()
+            t.primaryKey(["dataset", "subject", "purpose"])
+        }
+        try db.create(table: "feed") { t in
+            t.primaryKey("id", .text)
+            t.column("agreement", .text).notNull().references("agreement", column: "id")
+            t.column("purpose", .text).notNull()
+            t.column("next_batch", .integer).notNull()
+            t.column("delivered", .integer).notNull().defaults(to: 0)
+            t.column("acknowledged", .integer).notNull().defaults(to: 0)
+            t.column("webhook", .text)
+            t.column("pushed", .integer).notNull().defaults(to: 0)
+            t.column("created", .text).notNull()
+        }
+        try db.create(table: "delivery") { t in
+            t.primaryKey("id", .text)
+            t.column("agreement", .text).notNull().references("agreement", column: "id")
+            t.column("partner", .text).notNull().indexed()
+            t.column("kind", .text).notNull()
+            t.column("feed", .text).references("feed", column: "id")
+            t.column("feed_sequence", .integer)
+            t.column("log_index", .integer).notNull()
+            t.column("records", .integer).notNull()
+            t.column("envelope", .blob).notNull()
+            t.column("created", .text).notNull()
+            t.uniqueKey(["feed", "feed_sequence"])
+        }
+    }
+}
