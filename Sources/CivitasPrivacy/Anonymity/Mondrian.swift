@@ -1,11 +1,12 @@
 import Foundation
 
 /// Mondrian multidimensional partitioning (LeFevre, DeWitt and Ramakrishnan,
-/// ICDE 2006, strict version): records are split recursively at the median of
-/// the quasi-identifier with the widest normalized range, as long as both halves
-/// meet k (and l), counted in distinct subjects. Numeric columns are ordered by value and released as ranges `low..high`;
-/// other columns are ordered by their hierarchy (siblings adjacent) and released
-/// as the lowest hierarchy label that covers the partition.
+/// ICDE 2006): records are split recursively at the median of the
+/// quasi-identifier with the widest normalized range, as long as both halves
+/// meet k (and l), counted in distinct subjects. On ranges the cut is relaxed
+/// (records at the median shared out between the halves). Numbers and dates are
+/// released as ranges `low..high`; other columns are ordered by their hierarchy
+/// (siblings adjacent) and released as the lowest label that covers the partition.
 public struct Mondrian {
     public init() {}
 
