@@ -132,8 +132,8 @@ extension Broker {
     /// What the agreement will have spent after `epsilonMicro` more, or a refusal past its budget.
     static func charge(_ epsilonMicro: UInt64, to agreement: StoredAgreement) throws -> UInt64 {
         var budget = PrivacyBudget(epsilonBudgetMicro: agreement.budgetMicro, spent: PrivacyCharge(epsilonMicro: agreement.spentMicro))
-        do { try budget.charge(PrivacyCharge(epsilonMicro: epsilonMicro)) } catch let error as PrivacyError {
-            throw BrokerError(.budgetExhausted, "agreement \(agreement.id): \(error.message)")
+        do { try budget.charge(PrivacyCharge(epsilonMicro: epsilonMicro)) } catch is PrivacyError {
+            throw BrokerError(.budgetExhausted, "agreement \(agreement.id) has ε \(MicroUnits.decimal(budget.remaining.epsilonMicro)) left; this needs \(MicroUnits.decimal(epsilonMicro))")
         }
         return budget.spent.epsilonMicro
     }

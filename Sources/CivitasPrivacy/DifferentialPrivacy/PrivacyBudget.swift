@@ -47,9 +47,10 @@ public struct PrivacyBudget: Sendable, Equatable {
         self.spent = spent
     }
 
-    /// What is left.
+    /// What is left (nothing, never less, if more was spent than the budget allows).
     public var remaining: PrivacyCharge {
-        PrivacyCharge(epsilonMicro: epsilonBudgetMicro - spent.epsilonMicro, rhoMicro: rhoBudgetMicro - spent.rhoMicro)
+        PrivacyCharge(epsilonMicro: epsilonBudgetMicro - min(spent.epsilonMicro, epsilonBudgetMicro),
+                      rhoMicro: rhoBudgetMicro - min(spent.rhoMicro, rhoBudgetMicro))
     }
 
     /// Adds `charge` to what is spent, or throws ``PrivacyError/Code/budgetExceeded`` and changes nothing.
