@@ -56,7 +56,7 @@ extension Broker {
     @discardableResult
     public func expireAgreements(now: String) throws -> [String] {
         var expired: [String] = []
-        for agreement in try store.agreements() where (agreement.state == .offered || agreement.state == .accepted) && agreement.validUntil < now {
+        for agreement in try store.agreements(involving: nil) where (agreement.state == .offered || agreement.state == .accepted) && agreement.validUntil < now {
             do {
                 _ = try store.endAgreement(agreement.id, as: .expired, by: nil, now: now)
                 expired.append(agreement.id)

@@ -7,7 +7,8 @@ import Foundation
 /// The broker's use cases: agreements, consent, releases, DP aggregates and feeds. Every
 /// change is one store transaction together with its log entry; a refusal changes nothing.
 public final class Broker: Sendable {
-    public let store: BrokerStore
+    /// Where the broker's state persists (SQLite by default; any ``BrokerStorage``).
+    public let store: any BrokerStorage
     /// The broker's keys: they sign envelopes, checkpoints and consent receipts.
     public let keys: SecretKeys
     let master: PseudonymMasterKey
@@ -22,7 +23,7 @@ public final class Broker: Sendable {
     /// Largest subject id, notice, method or jurisdiction text accepted in a consent event.
     public static let maximumConsentFieldLength = 256
 
-    public init(store: BrokerStore, keys: SecretKeys, webhooks: WebhookTargets = WebhookTargets(),
+    public init(store: any BrokerStorage, keys: SecretKeys, webhooks: WebhookTargets = WebhookTargets(),
                 randomness: @escaping @Sendable () -> AnyRandomWords = { AnyRandomWords(SystemRandomness()) }) throws {
         self.store = store
         self.keys = keys

@@ -12,7 +12,7 @@ extension Broker {
 
     /// The whole log as the auditor's export, checkpointed to its current size.
     public func logExport(for participant: Participant) throws -> LogExporter {
-        try mapStore { try store.logExporter(signer: keys) }
+        try mapStore { try store.logExporter(signer: keys, pageEntries: 10_000) }
     }
 
     /// Entry `index` with its inclusion proof and a signed checkpoint covering it.

@@ -19,7 +19,7 @@ extension Broker {
     /// any agreement on the dataset), so no record reaches a partner twice.
     public func release(agreement id: String, purpose: String, by partner: Participant, now: String) throws -> ReleaseResult {
         let (agreement, policy, dataset) = try authorize(id, purpose: purpose, partner: partner, now: now)
-        let all = try store.batches(of: dataset.id).map(\.sequence)
+        let all = try store.batches(of: dataset.id, from: 1).map(\.sequence)
         let batches = try undrawn(all, partner: agreement.partner, dataset: dataset.id)
         if !all.isEmpty && batches.isEmpty {
             throw BrokerError(.nothingToRelease, "every batch of \(dataset.id) has already been delivered to \(partner.keys.name); a later release carries only the records of new batches")

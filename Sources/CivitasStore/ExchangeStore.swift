@@ -283,11 +283,11 @@ extension BrokerStore {
     /// Runs `body` in ONE write transaction over the exchange state and the log: whatever it
     /// reads, writes and appends commits together, or nothing does. The store persists; the
     /// caller decides what may be written.
-    public func exchangeTransaction<T>(_ body: (inout ExchangeTransaction) throws -> T) throws -> T {
+    public func exchangeTransaction<T>(_ body: (any ExchangeWrites) throws -> T) throws -> T {
         try writeLogged { db, log in
-            var transaction = ExchangeTransaction(db: db, log: log)
+            let transaction = ExchangeTransaction(db: db, log: log)
             defer { log = transaction.log }
-            return try body(&transaction)
+            return try body(transaction)
         }
     }
 
@@ -409,11 +409,35 @@ extension BrokerStore {
     }
 }
 
-/// Reads and writes inside one exchange transaction (``BrokerStore/exchangeTransaction(_:)``):
+/// Reads and writes inside one exchange transaction (``BrokerStorage/exchangeTransaction(_:)``):
 /// rows as they are now, locked against other writers until the transaction ends.
-public struct ExchangeTransaction {
+public protocol ExchangeWrites: AnyObject {
+    /// The agreement, as stored now.
+    func agreement(_ id: String) throws -> StoredAgreement
+    /// Sets what the agreement has spent of its budget (ε × 10^6).
+    func setSpent(_ micro: UInt64, of agreement: String) throws
+    /// The feed, as stored now.
+    func feed(_ id: String) throws -> Feed
+    /// Moves the feed to `nextBatch` after delivering window number `delivered`.
+    func moveFeed(_ id: String, nextBatch: Int64, delivered: Int64) throws
+    /// Appends a log entry; returns its index.
+    func appendLog(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64
+    /// Stores a delivery and its envelope.
+    func insertDelivery(_ delivery: Delivery) throws
+    /// Records that `delivery` drew these batches of `dataset` for `partner`; each batch at most
+    /// once per partner and dataset (a second draw is refused as superseded).
+    func recordDrawnBatches(_ batches: [Int64], dataset: String, partner: KeyID, delivery: String) throws
+}
+
+/// The SQLite exchange transaction.
+final class ExchangeTransaction: ExchangeWrites {
     let db: Database
     var log: LogWriter
+
+    init(db: Database, log: LogWriter) {
+        self.db = db
+        self.log = log
+    }
 
     /// The agreement, as stored now.
     public func agreement(_ id: String) throws -> StoredAgreement {
@@ -437,7 +461,7 @@ public struct ExchangeTransaction {
     }
 
     /// Appends a log entry; returns its index.
-    public mutating func appendLog(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+    public func appendLog(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
         try log.append(time: time, type: type, members: members)
     }
 
