@@ -5,6 +5,7 @@ import CivitasStore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOPosix
 import Logging
 import Metrics
 import Prometheus
@@ -55,13 +56,19 @@ public struct BrokerAPI: Sendable {
         signed.get("participants") { _, context in try listParticipants(context) }
         signed.post("datasets") { _, context in try registerDataset(context) }
         signed.get("datasets/:dataset") { _, context in try showDataset(context) }
-        signed.post("datasets/:dataset/batches") { request, context in try uploadBatch(request, context) }
+        signed.post("datasets/:dataset/batches") { request, context in try await offloaded { try uploadBatch(request, context) } }
         addExchangeRoutes(to: signed)
         table.load(router.routes)
         return router
     }
 
     // MARK: Handlers
+
+    /// Runs blocking broker work (the database, encryption, the k-anonymity search) on NIO's pool
+    /// for blocking work, so the server's own threads keep answering other requests meanwhile.
+    func offloaded<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive(body)
+    }
 
     func require(_ context: CivitasRequestContext, roles: Set<Participant.Role>) throws -> Participant {
         guard let participant = context.participant else { throw APIError.unauthorized("a signed request is required") }

@@ -23,15 +23,15 @@ extension BrokerAPI {
         signed.get("agreements/:agreement/odrl") { _, context in try agreementODRL(context) }
         signed.post("agreements/:agreement/accept") { _, context in try acceptAgreement(context) }
         signed.post("agreements/:agreement/revoke") { _, context in try revokeAgreement(context) }
-        signed.post("agreements/:agreement/releases") { _, context in try requestRelease(context) }
-        signed.post("agreements/:agreement/aggregates") { _, context in try requestAggregate(context) }
+        signed.post("agreements/:agreement/releases") { _, context in try await offloaded { try requestRelease(context) } }
+        signed.post("agreements/:agreement/aggregates") { _, context in try await offloaded { try requestAggregate(context) } }
         signed.post("agreements/:agreement/feeds") { _, context in try subscribe(context) }
         signed.get("feeds/:feed") { _, context in try showFeed(context) }
         signed.get("feeds/:feed/deliveries") { request, context in try await pull(request, context) }
         signed.get("feeds/:feed/events") { request, context in try events(request, context) }
         signed.post("feeds/:feed/ack") { _, context in try acknowledge(context) }
         signed.get("deliveries/:delivery") { _, context in try fetchDelivery(context) }
-        signed.post("consent") { _, context in try recordConsent(context) }
+        signed.post("consent") { _, context in try await offloaded { try recordConsent(context) } }
         signed.get("log/export") { _, context in try exportLog(context) }
         signed.get("log/entries/:index/proof") { _, context in try inclusionEvidence(context) }
     }
