@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "CivitasCrypto", targets: ["CivitasCrypto"]),
         .library(name: "CivitasLog", targets: ["CivitasLog"]),
         .library(name: "CivitasPrivacy", targets: ["CivitasPrivacy"]),
+        .library(name: "CivitasModel", targets: ["CivitasModel"]),
         .library(name: "CivitasStore", targets: ["CivitasStore"]),
         .library(name: "CivitasBroker", targets: ["CivitasBroker"]),
         .library(name: "CivitasServer", targets: ["CivitasServer"]),
@@ -57,20 +58,26 @@ let package = Package(
         // Persistence: the broker's state on embedded SQLite (GRDB, WAL), the exchange log included.
         .target(
             name: "CivitasStore",
-            dependencies: ["CivitasCrypto", "CivitasLog", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasModel", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+
+        // The records the broker keeps and shows (participants, datasets, agreements, deliveries, feeds).
+        .target(
+            name: "CivitasModel",
+            dependencies: ["CivitasCrypto"]
         ),
 
         // The use cases: agreements, consent, releases, aggregates, feeds.
         .target(
             name: "CivitasBroker",
-            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasPrivacy", "CivitasStore"]
+            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasPrivacy", "CivitasModel", "CivitasStore"]
         ),
 
         // The HTTP API (Hummingbird 2): signed requests, participants, datasets, catalog, metrics.
         .target(
             name: "CivitasServer",
             dependencies: [
-                "CivitasCrypto", "CivitasStore", "CivitasPrivacy", "CivitasLog", "CivitasBroker",
+                "CivitasCrypto", "CivitasModel", "CivitasPrivacy", "CivitasLog", "CivitasBroker",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

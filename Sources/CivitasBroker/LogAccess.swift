@@ -11,7 +11,7 @@ extension Broker {
     }
 
     /// The whole log as the auditor's export, checkpointed to its current size.
-    public func logExport(for participant: Participant) throws -> LogExporter {
+    public func logExport(for participant: Participant) throws -> any LogPages {
         try mapStore { try store.logExporter(signer: keys, pageEntries: 10_000) }
     }
 

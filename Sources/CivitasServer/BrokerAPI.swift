@@ -1,7 +1,7 @@
 import CivitasBroker
 import CivitasCrypto
 import CivitasPrivacy
-import CivitasStore
+import CivitasModel
 import Foundation
 import HTTPTypes
 import Hummingbird

@@ -1,6 +1,6 @@
 import CivitasBroker
 import CivitasCrypto
-import CivitasStore
+import CivitasModel
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking

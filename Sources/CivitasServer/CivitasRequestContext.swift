@@ -1,4 +1,4 @@
-import CivitasStore
+import CivitasModel
 import Hummingbird
 
 /// The per-request context: the authenticated participant (set by ``SignatureAuthenticator``)

@@ -2,7 +2,7 @@ import CivitasBroker
 import CivitasCrypto
 import CivitasLog
 import CivitasPrivacy
-import CivitasStore
+import CivitasModel
 import Foundation
 import HTTPTypes
 import Hummingbird

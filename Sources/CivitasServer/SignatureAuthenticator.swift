@@ -1,6 +1,6 @@
 import CivitasBroker
 import CivitasCrypto
-import CivitasStore
+import CivitasModel
 import Foundation
 import HTTPTypes
 import Hummingbird

@@ -3,40 +3,6 @@ import CivitasLog
 import Foundation
 import GRDB
 
-/// A participant of the data space and what it may do.
-public struct Participant: Sendable, Equatable {
-    public enum Role: String, Sendable, CaseIterable {
-        case operator_ = "operator", agency, partner, auditor, consentService = "consent-service"
-    }
-    public let keys: PublicKeys
-    public let role: Role
-    public let registered: String
-}
-
-/// A registered dataset.
-public struct Dataset: Sendable, Equatable {
-    public let id: String
-    public let publisher: KeyID
-    public let schema: [UInt8]
-    public let schemaSHA256: [UInt8]
-    /// Purposes the publisher offers the dataset for (codes such as `public-health-surveillance`).
-    public let purposes: [String]
-    public let registered: String
-}
-
-/// A stored batch of records.
-public struct Batch: Sendable, Equatable {
-    public let dataset: String
-    /// Position of the batch in its dataset, from 1, without gaps.
-    public let sequence: Int64
-    public let records: Int
-    public let idempotencyKey: String?
-    /// SHA-256 of the batch's canonical content (columns and rows).
-    public let contentSHA256: [UInt8]
-    /// True when an earlier upload with the same idempotency key is returned instead of a new batch.
-    public let replayed: Bool
-}
-
 /// The broker's state on embedded SQLite: participants, request nonces, datasets and
 /// batches of records. Records are stored encrypted (XChaCha20-Poly1305 under a
 /// per-dataset key, itself wrapped by the store key) in segments bound to their

@@ -243,7 +243,7 @@ extension BrokerStore {
 
 /// Reads a log export page by page (``BrokerStore/logExporter(signer:pageEntries:)``). Pages are
 /// taken one at a time under a lock, so the exporter may be handed to another task.
-public final class LogExporter: @unchecked Sendable {
+public final class LogExporter: LogPages, @unchecked Sendable {
     private let lock = NSLock()
     private let store: BrokerStore
     private let size: UInt64

@@ -1,0 +1,184 @@
+import CivitasCrypto
+
+// The records the broker keeps and its adapters show: what a store persists and returns, what
+// the broker's use cases take and give, what the HTTP layer encodes. No behaviour beyond data.
+
+/// A participant of the data space and what it may do.
+public struct Participant: Sendable, Equatable {
+    public enum Role: String, Sendable, CaseIterable {
+        case operator_ = "operator", agency, partner, auditor, consentService = "consent-service"
+    }
+    public let keys: PublicKeys
+    public let role: Role
+    public let registered: String
+
+    public init(keys: PublicKeys, role: Role, registered: String) {
+        self.keys = keys
+        self.role = role
+        self.registered = registered
+    }
+}
+
+/// A registered dataset.
+public struct Dataset: Sendable, Equatable {
+    public let id: String
+    public let publisher: KeyID
+    public let schema: [UInt8]
+    public let schemaSHA256: [UInt8]
+    /// Purposes the publisher offers the dataset for (codes such as `public-health-surveillance`).
+    public let purposes: [String]
+    public let registered: String
+
+    public init(id: String, publisher: KeyID, schema: [UInt8], schemaSHA256: [UInt8], purposes: [String], registered: String) {
+        self.id = id
+        self.publisher = publisher
+        self.schema = schema
+        self.schemaSHA256 = schemaSHA256
+        self.purposes = purposes
+        self.registered = registered
+    }
+}
+
+/// A stored batch of records.
+public struct Batch: Sendable, Equatable {
+    public let dataset: String
+    /// Position of the batch in its dataset, from 1, without gaps.
+    public let sequence: Int64
+    public let records: Int
+    public let idempotencyKey: String?
+    /// SHA-256 of the batch's canonical content (columns and rows).
+    public let contentSHA256: [UInt8]
+    /// True when an earlier upload with the same idempotency key is returned instead of a new batch.
+    public let replayed: Bool
+
+    public init(dataset: String, sequence: Int64, records: Int, idempotencyKey: String?, contentSHA256: [UInt8], replayed: Bool) {
+        self.dataset = dataset
+        self.sequence = sequence
+        self.records = records
+        self.idempotencyKey = idempotencyKey
+        self.contentSHA256 = contentSHA256
+        self.replayed = replayed
+    }
+}
+
+/// A sharing agreement as stored: the canonical policy, both parties' signatures over its
+/// hash, its state and its privacy budget (ε in millionths).
+public struct StoredAgreement: Sendable, Equatable {
+    public enum State: String, Sendable {
+        case offered, accepted, revoked, expired
+    }
+    public let id: String
+    public let dataset: String
+    public let publisher: KeyID
+    public let partner: KeyID
+    /// The policy's canonical JSON (RFC 8785).
+    public let policy: [UInt8]
+    public let policySHA256: [UInt8]
+    public let offerSignature: [UInt8]
+    public var acceptSignature: [UInt8]?
+    public var state: State
+    public let validFrom: String
+    public let validUntil: String
+    public let budgetMicro: UInt64
+    public var spentMicro: UInt64
+    public let offered: String
+    public var accepted: String?
+    public var ended: String?
+
+    public init(id: String, dataset: String, publisher: KeyID, partner: KeyID, policy: [UInt8], policySHA256: [UInt8],
+                offerSignature: [UInt8], validFrom: String, validUntil: String, budgetMicro: UInt64, offered: String) {
+        self.id = id
+        self.dataset = dataset
+        self.publisher = publisher
+        self.partner = partner
+        self.policy = policy
+        self.policySHA256 = policySHA256
+        self.offerSignature = offerSignature
+        self.acceptSignature = nil
+        self.state = .offered
+        self.validFrom = validFrom
+        self.validUntil = validUntil
+        self.budgetMicro = budgetMicro
+        self.spentMicro = 0
+        self.offered = offered
+    }
+}
+
+/// A payload delivered to a partner: a release, an aggregate or a feed window, as its envelope.
+public struct Delivery: Sendable, Equatable {
+    public enum Kind: String, Sendable { case release, aggregate, window }
+    public let id: String
+    public let agreement: String
+    public let partner: KeyID
+    public let kind: Kind
+    public let feed: String?
+    /// Position in the feed, from 1 (feed windows only).
+    public let feedSequence: Int64?
+    /// The `release.delivered` log entry that records it.
+    public let logIndex: UInt64
+    public let records: Int
+    public let envelope: [UInt8]
+    public let created: String
+
+    public init(id: String, agreement: String, partner: KeyID, kind: Kind, feed: String?, feedSequence: Int64?, logIndex: UInt64,
+                records: Int, envelope: [UInt8], created: String) {
+        self.id = id
+        self.agreement = agreement
+        self.partner = partner
+        self.kind = kind
+        self.feed = feed
+        self.feedSequence = feedSequence
+        self.logIndex = logIndex
+        self.records = records
+        self.envelope = envelope
+        self.created = created
+    }
+}
+
+/// A partner's subscription to new records under an agreement.
+public struct Feed: Sendable, Equatable {
+    public let id: String
+    public let agreement: String
+    public let purpose: String
+    /// The first batch not yet taken into a window.
+    public let nextBatch: Int64
+    /// Windows delivered so far (the last feed sequence).
+    public let delivered: Int64
+    /// The partner acknowledged every window up to this sequence.
+    public let acknowledged: Int64
+    /// Where windows are pushed, if anywhere, and up to which sequence they were accepted there.
+    public let webhook: String?
+    public let pushed: Int64
+    public let created: String
+
+    public init(id: String, agreement: String, purpose: String, nextBatch: Int64, delivered: Int64, acknowledged: Int64, webhook: String?, pushed: Int64, created: String) {
+        self.id = id
+        self.agreement = agreement
+        self.purpose = purpose
+        self.nextBatch = nextBatch
+        self.delivered = delivered
+        self.acknowledged = acknowledged
+        self.webhook = webhook
+        self.pushed = pushed
+        self.created = created
+    }
+}
+
+/// A stored batch's place and size, without its records.
+public struct BatchSummary: Sendable, Equatable {
+    public let sequence: Int64
+    public let records: Int
+    public let created: String
+
+    public init(sequence: Int64, records: Int, created: String) {
+        self.sequence = sequence
+        self.records = records
+        self.created = created
+    }
+}
+
+/// The exchange log's export, read page by page (JSON Lines, checkpointed).
+public protocol LogPages: AnyObject, Sendable {
+    /// The next page of the export, or nil after the last.
+    func nextPage() throws -> [UInt8]?
+}
