@@ -53,15 +53,62 @@ extension Broker {
         let dataset = try dataset(id)
         guard dataset.publisher == publisher.keys.keyID else { throw BrokerError(.forbidden, "only the publisher of \(id) may upload to it") }
         let schema = try DatasetSchema.parse(dataset.schema)
+        let batch: Batch
+        if format == .csv {
+            batch = try publishCSV(dataset: id, schema: schema, body: body, idempotencyKey: idempotencyKey, now: now)
+        } else {
+            batch = try publishRecords(dataset: id, schema: schema, format: format, body: body, idempotencyKey: idempotencyKey, now: now)
+        }
+        if !batch.replayed {
+            // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
+            do { _ = try closeDueWindows(now: now, dataset: id, failed: windowFailed) } catch { windowFailed("*", error) }
+        }
+        return batch
+    }
+
+    /// A CSV batch read, validated and sealed chunk by chunk inside the store's transaction: the
+    /// rows are never held whole. Any problem (up to the reported maximum, all rows read) refuses
+    /// the whole batch and stores nothing.
+    private func publishCSV(dataset id: String, schema: DatasetSchema, body: [UInt8], idempotencyKey: String?, now: String) throws -> Batch {
+        var limits = CSVTable.Limits()
+        limits.maximumRows = Self.maximumBatchRows
+        return try mapStore {
+            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
+                var columns: [String] = []
+                var problems: [DatasetSchema.Issue] = []
+                var rows = 0
+                do {
+                    try CSVTable.read(body, limits: limits, chunkRows: 4_096, header: { header in
+                        columns = header
+                        let headerProblems = schema.validate(CSVTable(columns: header, rows: []), limit: Self.maximumReportedProblems)
+                        guard headerProblems.isEmpty else { throw Self.refusal(id, headerProblems) }
+                        try emit(header, [])
+                    }) { chunk, firstRow in
+                        rows += chunk.count
+                        guard problems.count < Self.maximumReportedProblems else { return }
+                        problems += schema.validate(CSVTable(columns: columns, rows: chunk), limit: Self.maximumReportedProblems - problems.count,
+                                                    firstRow: firstRow)
+                        if problems.isEmpty { try emit(columns, chunk) }
+                    }
+                } catch let error as PrivacyError {
+                    throw BrokerError(.invalidBatch, "the batch cannot be read: \(error.message); nothing was stored")
+                }
+                guard problems.isEmpty else { throw Self.refusal(id, problems) }
+                guard rows > 0 else {
+                    throw BrokerError(.invalidBatch, "the batch has no records (a header alone is not a batch); nothing was stored")
+                }
+            }
+        }
+    }
+
+    /// A JSON Lines or NGSI batch: parsed and validated whole, then stored.
+    private func publishRecords(dataset id: String, schema: DatasetSchema, format: BatchFormat, body: [UInt8], idempotencyKey: String?,
+                                now: String) throws -> Batch {
         let table: CSVTable
         do {
             switch format {
             case .csv:
-                var limits = CSVTable.Limits()
-                limits.maximumRows = Self.maximumBatchRows
-                table = try CSVTable.parse(body, limits: limits)
-                let problems = schema.validate(table, limit: Self.maximumReportedProblems)
-                guard problems.isEmpty else { throw Self.refusal(id, problems) }
+                table = try CSVTable.parse(body)
             case .jsonLines, .ngsi:
                 let records = format == .ngsi ? try JSONRecords.parseNGSILD(body, maximumRecords: Self.maximumBatchRows)
                     : try JSONRecords.parseJSONLines(body, maximumRecords: Self.maximumBatchRows)
@@ -73,16 +120,11 @@ extension Broker {
             throw BrokerError(.invalidBatch, "the batch cannot be read: \(error.message); nothing was stored")
         }
         guard !table.rows.isEmpty else {
-            throw BrokerError(.invalidBatch, "the batch has no records (a header alone is not a batch); nothing was stored")
+            throw BrokerError(.invalidBatch, "the batch has no records; nothing was stored")
         }
-        let batch = try mapStore {
+        return try mapStore {
             try store.appendBatch(dataset: id, columns: table.columns, rows: table.rows, idempotencyKey: idempotencyKey, now: now)
         }
-        if !batch.replayed {
-            // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
-            do { _ = try closeDueWindows(now: now, dataset: id, failed: windowFailed) } catch { windowFailed("*", error) }
-        }
-        return batch
     }
 
     static func refusal(_ dataset: String, _ problems: [DatasetSchema.Issue]) -> BrokerError {

@@ -30,6 +30,10 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func datasets() throws -> [Dataset]
     /// Stores a batch whole, encrypted; the same idempotency key answers the stored batch.
     func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: String) throws -> Batch
+    /// Stores a batch handed over chunk by chunk (columns, rows), whole or not at all: a producer
+    /// that throws leaves nothing stored.
+    func appendBatch(dataset id: String, idempotencyKey: String?, now: String,
+                     produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch
     func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary]
     /// The records of a dataset (or of some batches), segment by segment.
     func records(of id: String, batches: Range<Int64>?, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws

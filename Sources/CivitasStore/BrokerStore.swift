@@ -172,39 +172,83 @@ public final class BrokerStore: Sendable {
     /// nothing. With an idempotency key already used for this dataset, returns the earlier batch
     /// (``Batch/replayed``) and stores nothing — unless the content differs, which is refused.
     public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: String) throws -> Batch {
+        try appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
+            try emit(columns, [])
+            for start in stride(from: 0, to: rows.count, by: Self.segmentRows) {
+                try emit(columns, Array(rows[start..<min(rows.count, start + Self.segmentRows)]))
+            }
+        }
+    }
+
+    /// Stores a batch whose columns and rows `produce` hands over chunk by chunk (each sealed
+    /// as segments as it arrives, so the batch is never held whole), in one transaction: a
+    /// producer that throws leaves nothing stored. Every chunk names the same columns; the first
+    /// may carry no rows. With an idempotency key already used, the rows are only hashed and
+    /// compared, and the stored batch is answered.
+    public func appendBatch(dataset id: String, idempotencyKey: String?, now: String,
+                            produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
         if let idempotencyKey, !(1...200).contains(idempotencyKey.utf8.count) {
             throw StoreError(.invalidArgument, "an idempotency key must be 1 to 200 bytes")
         }
-        let content = try CanonicalJSON.encode(.object(["columns": .array(columns.map(JSONValue.string)),
-                                                         "rows": .array(rows.map { .array($0.map(JSONValue.string)) })]))
-        let contentHash = SHA256Hasher.hash(content)
         let datasetKey = try self.datasetKey(id)
+        /// The content hash: SHA-256 over the canonical columns, then each row's canonical array, each line-terminated.
+        final class ContentHash {
+            let hasher: SHA256Hasher
+            var columns: [String]?
+            init() throws { hasher = try SHA256Hasher() }
+            func add(columns given: [String], rows: [[String]]) throws {
+                if let columns {
+                    guard columns == given else { throw StoreError(.invalidArgument, "every chunk of a batch must name the same columns") }
+                } else {
+                    columns = given
+                    hasher.update(try CanonicalJSON.encode(.array(given.map(JSONValue.string))) + [0x0A])
+                }
+                for row in rows { hasher.update(try CanonicalJSON.encode(.array(row.map(JSONValue.string))) + [0x0A]) }
+            }
+        }
         return try wrap {
             try pool.write { db -> Batch in
                 if let idempotencyKey, let existing = try Row.fetchOne(db, sql: "SELECT * FROM batch WHERE dataset = ? AND idempotency_key = ?",
                                                                        arguments: [id, idempotencyKey]) {
-                    let storedHash: Data = existing["content_sha256"]
-                    guard Array(storedHash) == contentHash else {
+                    let contentHash = try ContentHash()
+                    try produce { columns, rows in try contentHash.add(columns: columns, rows: rows) }
+                    let hash = contentHash.hasher.finish()
+                    let storedHash: Data = try existing.decode(forColumn: "content_sha256")
+                    guard Array(storedHash) == hash else {
                         throw StoreError(.duplicate, "idempotency key \(idempotencyKey.prefix(60)) was used for a different batch of \(id)")
                     }
-                    return Batch(dataset: id, sequence: existing["sequence"], records: existing["records"], idempotencyKey: idempotencyKey,
-                                 contentSHA256: contentHash, replayed: true)
+                    return Batch(dataset: id, sequence: try existing.decode(forColumn: "sequence"), records: try existing.decode(forColumn: "records"),
+                                 idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: true)
                 }
                 let sequence = (try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM batch WHERE dataset = ?", arguments: [id]) ?? 0) + 1
-                try db.execute(sql: "INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, created) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [id, sequence, rows.count, idempotencyKey, Data(contentHash), now])
-                var position = 0
-                for start in stride(from: 0, to: max(rows.count, 1), by: Self.segmentRows) {
-                    let slice = rows.isEmpty ? [] : Array(rows[start..<min(rows.count, start + Self.segmentRows)])
-                    let plaintext = try CanonicalJSON.encode(.object(["columns": .array(columns.map(JSONValue.string)),
-                                                                       "rows": .array(slice.map { .array($0.map(JSONValue.string)) })]))
+                try db.execute(sql: "INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, created) VALUES (?, ?, 0, ?, ?, ?)",
+                               arguments: [id, sequence, idempotencyKey, Data(count: SHA256Hasher.digestLength), now])
+                let contentHash = try ContentHash()
+                var position = 0, records = 0
+                var pending: [[String]] = []
+                func seal(_ rows: [[String]]) throws {
+                    let plaintext = try CanonicalJSON.encode(.object(["columns": .array((contentHash.columns ?? []).map(JSONValue.string)),
+                                                                       "rows": .array(rows.map { .array($0.map(JSONValue.string)) })]))
                     let sealed = datasetKey.seal(plaintext, associatedData: Self.segmentBinding(id, sequence, position))
                     try db.execute(sql: "INSERT INTO segment (dataset, sequence, position, sealed) VALUES (?, ?, ?, ?)",
                                    arguments: [id, sequence, position, Data(sealed)])
                     position += 1
                 }
-                return Batch(dataset: id, sequence: sequence, records: rows.count, idempotencyKey: idempotencyKey,
-                             contentSHA256: contentHash, replayed: false)
+                try produce { columns, chunk in
+                    try contentHash.add(columns: columns, rows: chunk)
+                    records += chunk.count
+                    pending += chunk
+                    while pending.count >= Self.segmentRows {
+                        try seal(Array(pending.prefix(Self.segmentRows)))
+                        pending.removeFirst(Self.segmentRows)
+                    }
+                }
+                if !pending.isEmpty || position == 0 { try seal(pending) }
+                guard contentHash.columns != nil else { throw StoreError(.invalidArgument, "a batch needs its columns") }
+                let hash = contentHash.hasher.finish()
+                try db.execute(sql: "UPDATE batch SET records = ?, content_sha256 = ? WHERE dataset = ? AND sequence = ?",
+                               arguments: [records, Data(hash), id, sequence])
+                return Batch(dataset: id, sequence: sequence, records: records, idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: false)
             }
         }
     }

@@ -95,6 +95,33 @@ struct StorageContractTests {
         #expect(try world.storage.batches(of: "calls", from: 2).map(\.sequence) == [2])
     }
 
+    @Test("A batch handed over in chunks is stored whole; a producer that fails stores nothing", arguments: Implementation.allCases)
+    func chunkedBatches(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        let rows = (0..<2_345).map { ["P\($0)", "note \($0)", String($0 % 3)] }
+        let columns = ["person", "note", "n"]
+        func produce(_ emit: ([String], [[String]]) throws -> Void) throws {
+            try emit(columns, [])
+            for start in stride(from: 0, to: rows.count, by: 700) { try emit(columns, Array(rows[start..<min(rows.count, start + 700)])) }
+        }
+        struct Refused: Error {}
+        #expect(throws: Refused.self) {
+            try world.storage.appendBatch(dataset: "calls", idempotencyKey: "k", now: Self.now) { emit in
+                try produce(emit)
+                throw Refused()
+            }
+        }
+        #expect(try world.storage.batches(of: "calls", from: 1).isEmpty)
+        let chunked = try world.storage.appendBatch(dataset: "calls", idempotencyKey: "k", now: Self.now, produce: produce)
+        #expect(chunked.records == 2_345 && !chunked.replayed)
+        // The same rows given whole hash the same: the key answers the stored batch.
+        let whole = try world.storage.appendBatch(dataset: "calls", columns: columns, rows: rows, idempotencyKey: "k", now: Self.now)
+        #expect(whole.replayed && whole.sequence == chunked.sequence && whole.contentSHA256 == chunked.contentSHA256)
+        var read: [[String]] = []
+        try world.storage.records(of: "calls", batches: nil) { _, batch in read += batch }
+        #expect(read == rows)
+    }
+
     @Test("Agreements move offered → accepted → ended, each change logged once", arguments: Implementation.allCases)
     func agreements(_ implementation: Implementation) throws {
         let world = try World(implementation)

@@ -212,7 +212,8 @@ public struct DatasetSchema: Sendable {
     }
 
     /// Checks a table's header and every cell against the schema; returns at most `limit` issues.
-    public func validate(_ table: CSVTable, limit: Int = 20) -> [Issue] {
+    /// `firstRow` numbers the table's first row (for a chunk of a larger batch).
+    public func validate(_ table: CSVTable, limit: Int = 20, firstRow: Int = 1) -> [Issue] {
         var issues: [Issue] = []
         for field in fields where field.required && !table.columns.contains(field.name) {
             issues.append(Issue(row: 0, field: field.name, reason: "required column is missing"))
@@ -231,7 +232,7 @@ public struct DatasetSchema: Sendable {
         for (r, row) in table.rows.enumerated() {
             for (index, field, regex) in checks {
                 if let reason = Self.problem(row[index], field: field, regex: regex) {
-                    issues.append(Issue(row: r + 1, field: field.name, reason: reason))
+                    issues.append(Issue(row: firstRow + r, field: field.name, reason: reason))
                     if issues.count >= limit { return issues }
                 }
             }

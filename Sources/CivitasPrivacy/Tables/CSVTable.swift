@@ -37,82 +37,108 @@ public struct CSVTable: Sendable, Equatable {
         return counts.max { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }?.key ?? 0x2C
     }
 
-    /// Parses CSV bytes. Rows must have as many fields as the header; errors name the line.
     /// The UTF-8 byte-order mark spreadsheet tools write first; skipped when reading.
     public static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
 
+    /// Parses CSV bytes into one table. Rows must have as many fields as the header; errors name the line.
     public static func parse(_ input: [UInt8], delimiter: UInt8? = nil, limits: Limits = Limits()) throws -> CSVTable {
-        let bytes = input.starts(with: byteOrderMark) ? Array(input.dropFirst(byteOrderMark.count)) : input
-        let separator = delimiter ?? detectDelimiter(bytes)
-        var records: [[String]] = []
-        var record: [String] = []
-        var field: [UInt8] = []
-        var quoted = false
-        var index = 0
-        var line = 1
-        var fieldStarted = false
-        func endField() throws {
-            guard field.count <= limits.maximumFieldLength else {
-                throw PrivacyError(.invalidValue, "line \(line): a field is longer than \(limits.maximumFieldLength) bytes")
-            }
-            guard let text = String(validating: field, as: UTF8.self) else {
-                throw PrivacyError(.invalidValue, "line \(line): a field is not valid UTF-8")
-            }
-            record.append(text)
-            field.removeAll(keepingCapacity: true)
-            fieldStarted = false
-            guard record.count <= limits.maximumColumns else {
-                throw PrivacyError(.invalidValue, "line \(line): more than \(limits.maximumColumns) fields")
-            }
+        var table = CSVTable(columns: [], rows: [])
+        try read(input, delimiter: delimiter, limits: limits, chunkRows: Int.max, header: { table.columns = $0 }) { rows, _ in
+            table.rows += rows
         }
-        func endRecord() throws {
-            try endField()
-            if !(record.count == 1 && record[0].isEmpty) { records.append(record) }
-            record = []
-            guard records.count <= limits.maximumRows + 1 else {
-                throw PrivacyError(.invalidValue, "more than \(limits.maximumRows) rows")
-            }
-        }
-        while index < bytes.count {
-            let byte = bytes[index]
-            if quoted {
-                if byte == 0x22 {
-                    if index + 1 < bytes.count && bytes[index + 1] == 0x22 {
-                        field.append(0x22)
-                        index += 1
-                    } else {
-                        quoted = false
-                    }
-                } else {
-                    if byte == 0x0A { line += 1 }
-                    field.append(byte)
+        return table
+    }
+
+    /// Reads CSV without holding it as one table: `header` gets the header row, then `rows` gets
+    /// the data rows in chunks of at most `chunkRows`, each with the 1-based number of its first
+    /// row. A leading UTF-8 byte-order mark is skipped. Errors name the line or row.
+    public static func read(_ input: [UInt8], delimiter: UInt8? = nil, limits: Limits = Limits(), chunkRows: Int,
+                            header: ([String]) throws -> Void, rows: (_ chunk: [[String]], _ firstRow: Int) throws -> Void) throws {
+        let skip = input.starts(with: byteOrderMark) ? byteOrderMark.count : 0
+        try input.withUnsafeBufferPointer { buffer in
+            let bytes = UnsafeBufferPointer(rebasing: buffer[skip...])
+            let separator = delimiter ?? detectDelimiter(Array(bytes.prefix(64 * 1024)))
+            var columns: [String]?
+            var chunk: [[String]] = []
+            var rowsRead = 0
+            var record: [String] = []
+            var field: [UInt8] = []
+            var quoted = false
+            var index = 0
+            var line = 1
+            var fieldStarted = false
+            func endField() throws {
+                guard field.count <= limits.maximumFieldLength else {
+                    throw PrivacyError(.invalidValue, "line \(line): a field is longer than \(limits.maximumFieldLength) bytes")
                 }
-            } else if byte == 0x22 && !fieldStarted && field.isEmpty {
-                quoted = true
-                fieldStarted = true
-            } else if byte == separator {
-                try endField()
-            } else if byte == 0x0A {
-                try endRecord()
-                line += 1
-            } else if byte == 0x0D {
-                // CR of CRLF: the LF ends the record.
-            } else {
-                field.append(byte)
-                fieldStarted = true
+                guard let text = String(validating: field, as: UTF8.self) else {
+                    throw PrivacyError(.invalidValue, "line \(line): a field is not valid UTF-8")
+                }
+                record.append(text)
+                field.removeAll(keepingCapacity: true)
+                fieldStarted = false
+                guard record.count <= limits.maximumColumns else {
+                    throw PrivacyError(.invalidValue, "line \(line): more than \(limits.maximumColumns) fields")
+                }
             }
-            index += 1
+            func flush() throws {
+                guard !chunk.isEmpty else { return }
+                try rows(chunk, rowsRead - chunk.count + 1)
+                chunk.removeAll(keepingCapacity: true)
+            }
+            func endRecord() throws {
+                try endField()
+                defer { record = [] }
+                if record.count == 1 && record[0].isEmpty { return }
+                guard let columns else {
+                    guard Set(record).count == record.count else { throw PrivacyError(.invalidValue, "the header names a column twice") }
+                    columns = record
+                    try header(record)
+                    return
+                }
+                rowsRead += 1
+                guard rowsRead <= limits.maximumRows else { throw PrivacyError(.invalidValue, "more than \(limits.maximumRows) rows") }
+                guard record.count == columns.count else {
+                    throw PrivacyError(.invalidValue, "row \(rowsRead): \(record.count) fields, the header has \(columns.count)")
+                }
+                chunk.append(record)
+                if chunk.count >= chunkRows { try flush() }
+            }
+            while index < bytes.count {
+                let byte = bytes[index]
+                if quoted {
+                    if byte == 0x22 {
+                        if index + 1 < bytes.count && bytes[index + 1] == 0x22 {
+                            field.append(0x22)
+                            index += 1
+                        } else {
+                            quoted = false
+                        }
+                    } else {
+                        if byte == 0x0A { line += 1 }
+                        field.append(byte)
+                    }
+                } else if byte == 0x22 && !fieldStarted && field.isEmpty {
+                    quoted = true
+                    fieldStarted = true
+                } else if byte == separator {
+                    try endField()
+                } else if byte == 0x0A {
+                    try endRecord()
+                    line += 1
+                } else if byte == 0x0D {
+                    // CR of CRLF: the LF ends the record.
+                } else {
+                    field.append(byte)
+                    fieldStarted = true
+                }
+                index += 1
+            }
+            guard !quoted else { throw PrivacyError(.invalidValue, "line \(line): a quoted field is not closed") }
+            if !field.isEmpty || !record.isEmpty { try endRecord() }
+            guard columns != nil else { throw PrivacyError(.invalidValue, "the CSV has no header row") }
+            try flush()
         }
-        guard !quoted else { throw PrivacyError(.invalidValue, "line \(line): a quoted field is not closed") }
-        if !field.isEmpty || !record.isEmpty { try endRecord() }
-        guard let header = records.first else { throw PrivacyError(.invalidValue, "the CSV has no header row") }
-        guard Set(header).count == header.count else {
-            throw PrivacyError(.invalidValue, "the header names a column twice")
-        }
-        for (number, row) in records.enumerated().dropFirst() where row.count != header.count {
-            throw PrivacyError(.invalidValue, "row \(number): \(row.count) fields, the header has \(header.count)")
-        }
-        return CSVTable(columns: header, rows: Array(records.dropFirst()))
     }
 
     /// The table as CSV with the given delimiter, quoting fields that need it.
