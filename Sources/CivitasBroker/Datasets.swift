@@ -57,7 +57,7 @@ extension Broker {
         if format == .csv {
             batch = try publishCSV(dataset: id, schema: schema, body: body, idempotencyKey: idempotencyKey, now: now)
         } else {
-            batch = try publishRecords(dataset: id, schema: schema, format: format, body: body, idempotencyKey: idempotencyKey, now: now)
+            batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: body, idempotencyKey: idempotencyKey, now: now)
         }
         if !batch.replayed {
             // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
@@ -101,21 +101,16 @@ extension Broker {
         }
     }
 
-    /// A JSON Lines or NGSI batch: parsed and validated whole, then stored.
-    private func publishRecords(dataset id: String, schema: DatasetSchema, format: BatchFormat, body: [UInt8], idempotencyKey: String?,
+    /// A JSON Lines (or, with `ngsi`, NGSI) batch: parsed and validated whole, then stored.
+    private func publishRecords(dataset id: String, schema: DatasetSchema, ngsi: Bool, body: [UInt8], idempotencyKey: String?,
                                 now: String) throws -> Batch {
         let table: CSVTable
         do {
-            switch format {
-            case .csv:
-                table = try CSVTable.parse(body)
-            case .jsonLines, .ngsi:
-                let records = format == .ngsi ? try JSONRecords.parseNGSILD(body, maximumRecords: Self.maximumBatchRows)
-                    : try JSONRecords.parseJSONLines(body, maximumRecords: Self.maximumBatchRows)
-                let (coerced, problems) = JSONRecords.validate(records, schema: schema, limit: Self.maximumReportedProblems)
-                guard problems.isEmpty else { throw Self.refusal(id, problems) }
-                table = try JSONRecords.table(coerced)
-            }
+            let records = ngsi ? try JSONRecords.parseNGSILD(body, maximumRecords: Self.maximumBatchRows)
+                : try JSONRecords.parseJSONLines(body, maximumRecords: Self.maximumBatchRows)
+            let (coerced, problems) = JSONRecords.validate(records, schema: schema, limit: Self.maximumReportedProblems)
+            guard problems.isEmpty else { throw Self.refusal(id, problems) }
+            table = try JSONRecords.table(coerced)
         } catch let error as PrivacyError {
             throw BrokerError(.invalidBatch, "the batch cannot be read: \(error.message); nothing was stored")
         }

@@ -45,8 +45,7 @@ public struct OptimalSearch {
             let solution = try prepared.search(excluding: refused)
             do {
                 return try prepared.release(solution, keepColumns: keepColumns)
-            } catch let error as PrivacyError where !requirements.linking.isEmpty && refused.count < Self.maximumRetries {
-                _ = error
+            } catch is PrivacyError where !requirements.linking.isEmpty && refused.count < Self.maximumRetries {
                 refused.insert(solution.levels)
             }
         }
