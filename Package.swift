@@ -30,6 +30,8 @@ let package = Package(
             pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]
         ),
+        // The C allocator's settings (glibc's malloc.h), used once at process start.
+        .systemLibrary(name: "CMalloc"),
         .systemLibrary(
             name: "COpenSSL",
             pkgConfig: "libcrypto",
@@ -70,7 +72,7 @@ let package = Package(
         // The use cases: agreements, consent, releases, aggregates, feeds.
         .target(
             name: "CivitasBroker",
-            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasPrivacy", "CivitasModel", "CivitasStore"]
+            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasPrivacy", "CivitasModel", "CivitasStore", "CMalloc"]
         ),
 
         // The HTTP API (Hummingbird 2): signed requests, participants, datasets, catalog, metrics.

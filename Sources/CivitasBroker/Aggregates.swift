@@ -62,7 +62,7 @@ extension Broker {
         } catch let error as PrivacyError {
             throw BrokerError(.invalid, error.message)
         }
-        let delivery = try deliver(result, id: Self.newDeliveryID(.aggregate), kind: .aggregate, agreement: agreement, policy: policy, purpose: request.purpose, outcome: nil,
+        let delivery = try deliver(payload: result.csv(), records: result.rows.count, id: Self.newDeliveryID(.aggregate), kind: .aggregate, agreement: agreement, policy: policy, purpose: request.purpose, outcome: nil,
                                    epsilonMicro: request.epsilonMicro, feedWindow: nil, drawnBatches: [], now: now,
                                    transforms: ["statistic": .string(request.statistic.rawValue), "mechanism": "discrete-laplace",
                                                 "group_by": .array(request.groupBy.map(JSONValue.string)), "group_keys": .object(keySources),

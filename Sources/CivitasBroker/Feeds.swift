@@ -52,13 +52,12 @@ extension Broker {
             let batches = try undrawn(pending.map(\.sequence), partner: agreement.partner, dataset: dataset.id)
             guard !batches.isEmpty else { throw BrokerError(.nothingToRelease, "every batch of the window was already delivered") }
             let deliveryID = Self.newDeliveryID(.window)
-            let table = try records(of: dataset.id, sequences: batches)
-            let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: feed.purpose,
+            var treated = try treat(batches: batches, agreement: agreement, policy: policy, dataset: dataset, purpose: feed.purpose,
                                     suppressionLimit: terms.belowK == .suppress ? 1 : nil, deliveryID: deliveryID)
-            let delivery = try deliver(outcome.table, id: deliveryID, kind: .window, agreement: agreement, policy: policy, purpose: feed.purpose,
-                                       outcome: outcome, epsilonMicro: outcome.epsilonMicro,
+            let delivery = try deliver(payload: treated.takePayload(), records: treated.outcome.recordsReleased, id: deliveryID, kind: .window, agreement: agreement, policy: policy, purpose: feed.purpose,
+                                       outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro,
                                        feedWindow: (feed: feed.id, from: window.lowerBound, to: window.upperBound), drawnBatches: batches, now: now)
-            return ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro)
+            return ReleaseResult(delivery: delivery, outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro)
         } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
             waitingWindows.record(feed.id, lastBatch: last.sequence)
         } catch let error as BrokerError where error.code == .kUnreachable || error.code == .nothingToRelease {

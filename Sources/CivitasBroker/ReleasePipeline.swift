@@ -29,17 +29,21 @@ extension Broker {
         }
     }
 
-    /// Step 2: the records of these batches of the dataset (nil: of every batch), decrypted.
-    func records(of dataset: String, sequences: [Int64]?) throws -> CSVTable {
-        var table = CSVTable(columns: [], rows: [])
+    /// Step 2: the records of these batches of the dataset (nil: of every batch), decrypted one
+    /// segment at a time and handed to `handle`.
+    func forEachSegment(of dataset: String, sequences: [Int64]?, _ handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
         let runs: [Range<Int64>?] = sequences.map { BatchRanges.runs($0).map(Optional.some) } ?? [nil]
         for run in runs {
-            try mapStore {
-                try store.records(of: dataset, batches: run) { columns, rows in
-                    table.columns = columns
-                    table.rows += rows
-                }
-            }
+            try mapStore { try store.records(of: dataset, batches: run, handle: handle) }
+        }
+    }
+
+    /// Step 2 for a whole table at once (aggregates).
+    func records(of dataset: String, sequences: [Int64]?) throws -> CSVTable {
+        var table = CSVTable(columns: [], rows: [])
+        try forEachSegment(of: dataset, sequences: sequences) { columns, rows in
+            table.columns = columns
+            table.rows += rows
         }
         return table
     }
@@ -55,31 +59,35 @@ extension Broker {
         "\(kind == .aggregate ? "agg" : kind == .window ? "win" : "rel")-" + Hex.encode(Sodium.randomBytes(8))
     }
 
-    /// Steps 3 to 6. Pseudonyms are drawn for this delivery alone unless the agreement asks for
-    /// longitudinal linkage.
-    func treat(_ table: CSVTable, agreement: StoredAgreement, policy: AgreementPolicy, dataset: Dataset, purpose: String,
-                       suppressionLimit: Double?, deliveryID: String) throws -> TreatmentOutcome {
+    /// Steps 2 to 7 on these batches of the dataset, read a segment at a time. Pseudonyms are
+    /// drawn for this delivery alone unless the agreement asks for longitudinal linkage.
+    func treat(batches: [Int64], agreement: StoredAgreement, policy: AgreementPolicy, dataset: Dataset, purpose: String,
+               suppressionLimit: Double?, deliveryID: String) throws -> TreatedRecords {
         let epoch = policy.treatment.linkage == .longitudinal ? policy.treatment.pseudonymEpoch : "\(policy.treatment.pseudonymEpoch)/\(deliveryID)"
         let pseudonymizer = try Pseudonymizer(master: master, domain: PseudonymDomain(
             agreement: agreement.id, partner: agreement.partner.hex, purpose: purpose, epoch: epoch))
-        return try ReleaseTreatment(schema: try DatasetSchema.parse(dataset.schema), policy: policy)
-            .apply(table, mayRelease: try consentRule(policy: policy, dataset: dataset.id, purpose: purpose),
-                   pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit, randomness: randomness())
+        let treatment = ReleaseTreatment(schema: try DatasetSchema.parse(dataset.schema), policy: policy)
+        var input = treatment.input(mayRelease: try consentRule(policy: policy, dataset: dataset.id, purpose: purpose))
+        try forEachSegment(of: dataset.id, sequences: batches) { columns, rows in try input.add(columns: columns, rows: rows) }
+        return try treatment.finish(input, pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit, randomness: randomness())
     }
 
-    /// Steps 8 and 9: seal for the partner, then charge, log and store in one transaction.
-    func deliver(_ table: CSVTable, id deliveryID: String, kind: Delivery.Kind, agreement: StoredAgreement, policy: AgreementPolicy,
+    /// Steps 8 and 9: seal the CSV payload of `records` records for the partner, then charge, log
+    /// and store in one transaction.
+    func deliver(payload: consuming [UInt8], records: Int, id deliveryID: String, kind: Delivery.Kind, agreement: StoredAgreement, policy: AgreementPolicy,
                          purpose: String, outcome: TreatmentOutcome?, epsilonMicro: UInt64, feedWindow: (feed: String, from: Int64, to: Int64)?,
                          drawnBatches: [Int64], now: String, transforms: [String: JSONValue] = [:]) throws -> Delivery {
         guard let partner = try store.participant(agreement.partner) else { throw BrokerError(.notFound, "partner \(agreement.partner) is gone") }
         let sealer = EnvelopeSealer(issuer: keys, recipient: partner.keys, contentType: "text/csv", metadata: [
             "delivery": .string(deliveryID), "kind": .string(kind.rawValue), "agreement": .string(agreement.id),
             "dataset": .string(agreement.dataset), "purpose": .string(purpose), "policy_sha256": .string(Hex.encode(agreement.policySHA256)),
-            "records": .number(Double(table.rows.count)),
+            "records": .number(Double(records)),
         ])
-        let payload = table.csv()
-        let sink = MemorySink()
-        let summary = try sealer.seal(from: MemorySource(payload), payloadLength: UInt64(payload.count), to: sink,
+        let payloadLength = UInt64(payload.count)
+        let sink = MemorySink(capacity: Int(EnvelopeFormat.bodyLength(payloadLength: payloadLength,
+                                                                      chunkSize: EnvelopeFormat.automaticChunkSize(payloadLength: payloadLength))) + 64 * 1024)
+        // The payload is let go once sealed: only the envelope is held while it is stored.
+        let summary = try sealer.seal(from: MemorySource(consume payload), payloadLength: payloadLength, to: sink,
                                       created: RFC3339.date(now) ?? Date())
         let envelope = sink.bytes
         var allTransforms = outcome?.logTransforms ?? [:]
@@ -88,7 +96,7 @@ extension Broker {
         if !drawnBatches.isEmpty { allTransforms["batches"] = .string(BatchRanges.text(drawnBatches)) }
         let members = LogEvents.releaseDelivered(
             release: deliveryID, agreement: agreement.id, dataset: agreement.dataset, partner: agreement.partner, purpose: purpose,
-            policySHA256: agreement.policySHA256, envelope: summary, recordsReleased: UInt64(table.rows.count),
+            policySHA256: agreement.policySHA256, envelope: summary, recordsReleased: UInt64(records),
             recordsSuppressed: UInt64(outcome?.recordsSuppressed ?? 0), kAchieved: UInt64(outcome?.kAchieved ?? 0),
             epsilonMicro: epsilonMicro, transforms: allTransforms)
         // Step 9, in ONE transaction: the agreement as it is now (still active, budget left), the
@@ -111,7 +119,7 @@ extension Broker {
                 }
                 let index = try transaction.appendLog(time: now, type: .releaseDelivered, members: members)
                 let delivery = Delivery(id: deliveryID, agreement: current.id, partner: current.partner, kind: kind, feed: feedWindow?.feed,
-                                        feedSequence: feedSequence, logIndex: index, records: table.rows.count, envelope: envelope, created: now)
+                                        feedSequence: feedSequence, logIndex: index, records: records, envelope: envelope, created: now)
                 try transaction.insertDelivery(delivery)
                 try transaction.recordDrawnBatches(drawnBatches, dataset: current.dataset, partner: current.partner, delivery: deliveryID)
                 return delivery

@@ -3,22 +3,25 @@ import CivitasPrivacy
 
 /// What the treatment did to one release, for the partner, the publisher and the log.
 public struct TreatmentOutcome: Sendable {
-    /// The table as it leaves: allowed fields only, pseudonymized, generalized.
-    public internal(set) var table: CSVTable
+    /// The released columns, in the payload's order.
+    public let columns: [String]
+    /// Records released.
+    public let recordsReleased: Int
+    /// Records read for this delivery (before consent).
     public let recordsSelected: Int
     /// Records left out because their subject had no active consent (basis consent) or objected.
     public let recordsWithoutConsent: Int
     /// Records suppressed to reach k (and l).
     public let recordsSuppressed: Int
     /// Records left out because their subject already had the policy's most records per subject.
-    public var recordsOverCap = 0
+    public let recordsOverCap: Int
     /// Fewest distinct subjects in a released equivalence class (0 when no k-anonymity step ran).
     public let kAchieved: Int
     /// ε charged for noise on bounded measures (× 10^6): the per-value ε × noised fields × the most
     /// records one subject has in the release (sequential composition); 0 without measure noise.
-    public var epsilonMicro: UInt64 = 0
+    public let epsilonMicro: UInt64
     /// The measure fields that were noised.
-    public var noisedMeasures: [String] = []
+    public let noisedMeasures: [String]
     /// The anonymization report, when a k-anonymity step ran.
     public let report: AnonymizationReport?
 
@@ -40,10 +43,25 @@ public struct TreatmentOutcome: Sendable {
     }
 }
 
-/// Steps 3 to 6 of the release pipeline, without I/O: consent, projection to the allowed
-/// fields, pseudonyms in the agreement's domain, and k-anonymity (with l-diversity) within the
-/// agreed suppression limit.
-public struct ReleaseTreatment {
+/// The records as they leave, as CSV with a header (allowed fields only, pseudonymized,
+/// generalized), and what the treatment did.
+public struct TreatedRecords: Sendable {
+    public private(set) var payload: [UInt8]
+    public let outcome: TreatmentOutcome
+
+    /// The payload, handed over: this value no longer holds it (a large release is held once).
+    public mutating func takePayload() -> [UInt8] {
+        defer { payload = [] }
+        return payload
+    }
+}
+
+/// Steps 3 to 7 of the release pipeline, without I/O: consent, the cap on records per subject,
+/// projection to the allowed fields, pseudonyms in the agreement's domain, k-anonymity (with
+/// l-diversity) within the agreed suppression limit, and noise on bounded measures. Records are
+/// taken a batch at a time and kept as codes, so the memory a release needs grows with the
+/// distinct values of the released fields, not with rows of strings.
+public struct ReleaseTreatment: Sendable {
     public let schema: DatasetSchema
     public let policy: AgreementPolicy
 
@@ -52,8 +70,76 @@ public struct ReleaseTreatment {
         self.policy = policy
     }
 
-    /// Step 3: the records whose subject may be released, and how many were left out. Refuses
-    /// when nothing remains, or when basis consent meets records without the subject field.
+    /// Steps 3 and 4 as records arrive: those whose subject may be released (`mayRelease` answers
+    /// for a subject value), at most the policy's records per subject, projected to the allowed
+    /// fields (and the subject, counted whether or not it is released).
+    public struct Input {
+        let treatment: ReleaseTreatment
+        let mayRelease: (String) -> Bool
+        /// The allowed fields present in the records, in the policy's order.
+        private(set) var released: [String] = []
+        private(set) var table: ColumnarTable?
+        /// Position of the subject in `table`, when the records carry it.
+        private(set) var subject: Int?
+        private(set) var recordsRead = 0
+        private(set) var withoutConsent = 0
+        private(set) var overCap = 0
+        private var perSubject: [String: Int] = [:]
+
+        init(treatment: ReleaseTreatment, mayRelease: @escaping (String) -> Bool) {
+            self.treatment = treatment
+            self.mayRelease = mayRelease
+        }
+
+        /// Takes a batch of records, `columns` naming their values.
+        public mutating func add(columns: [String], rows: [[String]]) throws {
+            if table == nil {
+                let subjectField = AgreementPolicy.subjectField(of: treatment.schema).flatMap { columns.contains($0) ? $0 : nil }
+                if subjectField == nil && treatment.policy.legalBasis == .consent && !rows.isEmpty {
+                    throw BrokerError(.invalid, "legal basis consent needs the subject field, which these records lack")
+                }
+                released = treatment.policy.fields.filter { columns.contains($0) }
+                var names = released
+                if let subjectField, !names.contains(subjectField) { names.append(subjectField) }
+                subject = subjectField.flatMap { names.firstIndex(of: $0) }
+                table = ColumnarTable(columns: names)
+            }
+            guard var table else { return }
+            self.table = nil  // appended in place, without a copy
+            defer { self.table = table }
+            let positions = table.columns.map { columns.firstIndex(of: $0) }
+            let cap = treatment.policy.treatment.maxRecordsPerSubject
+            recordsRead += rows.count
+            var record = [String](repeating: "", count: positions.count)
+            for row in rows {
+                for (c, position) in positions.enumerated() { record[c] = position.map { $0 < row.count ? row[$0] : "" } ?? "" }
+                if let subject {
+                    guard mayRelease(record[subject]) else {
+                        withoutConsent += 1
+                        continue
+                    }
+                    if let cap {
+                        let seen = perSubject[record[subject], default: 0] + 1
+                        perSubject[record[subject]] = seen
+                        guard seen <= cap else {
+                            overCap += 1
+                            continue
+                        }
+                    }
+                }
+                table.append(record)
+            }
+        }
+    }
+
+    /// An empty input for steps 3 and 4.
+    public func input(mayRelease: @escaping (String) -> Bool) -> Input {
+        Input(treatment: self, mayRelease: mayRelease)
+    }
+
+    /// Step 3 alone, on a whole table (aggregates): the records whose subject may be released, and
+    /// how many were left out. Refuses when nothing remains, or when basis consent meets records
+    /// without the subject field.
     public func consented(_ table: CSVTable, mayRelease: (String) -> Bool) throws -> (CSVTable, withoutConsent: Int) {
         var selected = table
         if let subject = AgreementPolicy.subjectField(of: schema), let column = table.columns.firstIndex(of: subject) {
@@ -61,126 +147,162 @@ public struct ReleaseTreatment {
         } else if policy.legalBasis == .consent {
             throw BrokerError(.invalid, "legal basis consent needs the subject field, which these records lack")
         }
-        guard !selected.rows.isEmpty else {
-            throw BrokerError(.nothingToRelease, table.rows.isEmpty ? "there are no records to release"
-                              : "none of the \(table.rows.count) records may be released: no subject has an active consent for this purpose")
-        }
+        try Self.requireRecords(read: table.rows.count, selected: selected.rows.count)
         return (selected, table.rows.count - selected.rows.count)
     }
 
-    /// Treats `table`. `mayRelease` answers for a subject value whether its records may leave;
-    /// `suppressionLimit` overrides the policy's (feeds that suppress what cannot reach k).
-    public func apply(_ table: CSVTable, mayRelease: (String) -> Bool, pseudonymizer: Pseudonymizer,
-                      suppressionLimit: Double? = nil, randomness: AnyRandomWords = AnyRandomWords(SystemRandomness())) throws -> TreatmentOutcome {
-        var (selected, withoutConsent) = try consented(table, mayRelease: mayRelease)
-        let overCap = capRecordsPerSubject(&selected)
-        var outcome = try anonymize(selected, recordsSelected: table.rows.count, withoutConsent: withoutConsent,
-                                    pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit)
-        outcome.recordsOverCap = overCap
-        // 7. Noise on bounded measures.
-        if let epsilonMicro = policy.treatment.measureNoiseEpsilonMicro {
-            outcome = try noiseMeasures(outcome, subjectsOf: selected, epsilonMicro: epsilonMicro, randomness: randomness)
+    static func requireRecords(read: Int, selected: Int) throws {
+        guard selected > 0 else {
+            throw BrokerError(.nothingToRelease, read == 0 ? "there are no records to release"
+                              : "none of the \(read) records may be released: no subject has an active consent for this purpose")
         }
-        return outcome
     }
 
-    /// The policy's cap on records per subject: each subject's first records in dataset order
-    /// are kept, the rest left out. Returns how many were left out.
-    func capRecordsPerSubject(_ table: inout CSVTable) -> Int {
-        guard let cap = policy.treatment.maxRecordsPerSubject, let subject = AgreementPolicy.subjectField(of: schema),
-              let column = table.columns.firstIndex(of: subject) else { return 0 }
-        var seen: [String: Int] = [:]
-        let before = table.rows.count
-        table.rows = table.rows.filter { row in
-            seen[row[column], default: 0] += 1
-            return (seen[row[column]] ?? 0) <= cap
-        }
-        return before - table.rows.count
+    /// Treats a whole table at once (the same steps as `input` and `finish`).
+    public func apply(_ table: CSVTable, mayRelease: @escaping (String) -> Bool, pseudonymizer: Pseudonymizer,
+                      suppressionLimit: Double? = nil, randomness: AnyRandomWords = AnyRandomWords(SystemRandomness())) throws -> TreatedRecords {
+        var records = input(mayRelease: mayRelease)
+        try records.add(columns: table.columns, rows: table.rows)
+        return try finish(records, pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit, randomness: randomness)
     }
 
-    /// Steps 4 to 6 on the consented records.
-    func anonymize(_ selected: CSVTable, recordsSelected: Int, withoutConsent: Int, pseudonymizer: Pseudonymizer,
-                   suppressionLimit: Double?) throws -> TreatmentOutcome {
-        // 4. Projection: the allowed fields present in the records, in the policy's order.
-        let kept = policy.fields.filter { selected.columns.contains($0) }
-        let indexes = try kept.map { try selected.index(of: $0) }
-        var projected = CSVTable(columns: kept, rows: selected.rows.map { row in indexes.map { row[$0] } })
-        // 5. Pseudonyms.
-        let pseudonymized = kept.compactMap { schema.field($0) }.filter { $0.privacy == .identifier || $0.privacy == .subject }
-        if !pseudonymized.isEmpty { projected = try pseudonymizer.apply(to: projected, fields: pseudonymized) }
-        // 6. k-anonymity and l-diversity, counted in subjects.
-        let fields = kept.compactMap { schema.field($0) }
+    /// Steps 5 to 7 on the collected records, written out as CSV. `suppressionLimit` overrides
+    /// the policy's (feeds that suppress what cannot reach k).
+    public func finish(_ input: consuming Input, pseudonymizer: Pseudonymizer, suppressionLimit: Double? = nil,
+                       randomness: AnyRandomWords = AnyRandomWords(SystemRandomness())) throws -> TreatedRecords {
+        let selected = input.table?.rowCount ?? 0
+        try Self.requireRecords(read: input.recordsRead, selected: selected + input.overCap)
+        guard var table = input.table else { throw BrokerError(.nothingToRelease, "there are no records to release") }
+        table.finishAppending()
+        // 5. Pseudonyms, one per distinct value.
+        let fields = input.released.compactMap { schema.field($0) }
+        let pseudonymized = fields.filter { $0.privacy == .identifier || $0.privacy == .subject }
+        for field in pseudonymized {
+            try table.transformValues(ofColumn: try table.index(of: field.name)) { try pseudonymizer.pseudonymize($0, as: field) }
+        }
+        // 6. k-anonymity and l-diversity, counted in subjects (whether or not the subject is released).
         let quasiIdentifiers = fields.filter { $0.privacy == .quasiIdentifier }
-        guard policy.treatment.k >= 2, !quasiIdentifiers.isEmpty else {
-            return TreatmentOutcome(table: projected, recordsSelected: recordsSelected, recordsWithoutConsent: withoutConsent,
-                                    recordsSuppressed: 0, kAchieved: 0, report: nil)
-        }
-        // The subject is counted whether or not its (pseudonymized) column is released.
-        var subjectColumn: String?
-        if let subject = AgreementPolicy.subjectField(of: schema), let column = selected.columns.firstIndex(of: subject) {
-            if kept.contains(subject) {
-                subjectColumn = subject
-            } else {
-                subjectColumn = Self.hiddenSubjectColumn
-                projected.columns.append(Self.hiddenSubjectColumn)
-                for r in projected.rows.indices { projected.rows[r].append(selected.rows[r][column]) }
+        var report: AnonymizationReport?
+        let release: Released
+        if policy.treatment.k >= 2, !quasiIdentifiers.isEmpty {
+            let sensitive = fields.first { $0.privacy == .sensitive }?.name
+            let requirements = try AnonymityRequirements(k: policy.treatment.k, sensitive: sensitive,
+                                                         diversity: sensitive == nil ? nil : policy.treatment.l.map { .distinct($0) },
+                                                         maxSuppression: suppressionLimit ?? policy.treatment.suppressionLimit,
+                                                         subject: input.subject.map { table.columns[$0] }, linking: pseudonymized.map(\.name))
+            let identifiers = quasiIdentifiers.map { QuasiIdentifier(column: $0.name, hierarchy: $0.hierarchy ?? .suppressionOnly) }
+            let keep = input.released.filter { name in !quasiIdentifiers.contains { $0.name == name } && name != sensitive }
+            let result: AnonymizedColumns
+            do {
+                result = policy.treatment.algorithm == "mondrian"
+                    ? try Mondrian().anonymize(table, quasiIdentifiers: identifiers, requirements: requirements, keepColumns: keep)
+                    : try OptimalSearch().anonymize(table, quasiIdentifiers: identifiers, requirements: requirements, keepColumns: keep)
+            } catch let error as PrivacyError {
+                throw BrokerError(.kUnreachable, error.message)
             }
-        }
-        let sensitive = fields.first { $0.privacy == .sensitive }?.name
-        let requirements = try AnonymityRequirements(k: policy.treatment.k, sensitive: sensitive,
-                                                     diversity: sensitive == nil ? nil : policy.treatment.l.map { .distinct($0) },
-                                                     maxSuppression: suppressionLimit ?? policy.treatment.suppressionLimit,
-                                                     subject: subjectColumn, linking: pseudonymized.map(\.name))
-        let identifiers = quasiIdentifiers.map { QuasiIdentifier(column: $0.name, hierarchy: $0.hierarchy ?? .suppressionOnly) }
-        let keep = kept.filter { name in !quasiIdentifiers.contains { $0.name == name } && name != sensitive }
-        let result: AnonymizedTable
-        do {
-            result = policy.treatment.algorithm == "mondrian"
-                ? try Mondrian().anonymize(projected, quasiIdentifiers: identifiers, requirements: requirements, keepColumns: keep)
-                : try OptimalSearch().anonymize(projected, quasiIdentifiers: identifiers, requirements: requirements, keepColumns: keep)
-        } catch let error as PrivacyError {
-            throw BrokerError(.kUnreachable, error.message)
-        }
-        guard !result.table.rows.isEmpty else {
-            throw BrokerError(.kUnreachable, "every record would be suppressed to reach k = \(policy.treatment.k)")
-        }
-        return TreatmentOutcome(table: result.table, recordsSelected: recordsSelected, recordsWithoutConsent: withoutConsent,
-                                recordsSuppressed: result.report.suppressed, kAchieved: result.report.kAchieved, report: result.report)
-    }
-
-    /// Carries the subject through anonymization when the agreement does not release it; never released.
-    static let hiddenSubjectColumn = "\u{0}subject"
-
-    /// Clamps every released measure to its schema bounds and adds discrete Laplace noise of scale
-    /// (upper − lower)/ε; charges ε for each noised field and each record of the subject with most records.
-    func noiseMeasures(_ outcome: TreatmentOutcome, subjectsOf selected: CSVTable, epsilonMicro: UInt64,
-                       randomness: AnyRandomWords) throws -> TreatmentOutcome {
-        var outcome = outcome
-        var table = outcome.table
-        let epsilon = try Rational(UInt128(epsilonMicro), 1_000_000)
-        let grid = try DecimalGrid(fractionDigits: policy.treatment.measureNoiseDigits)
-        var sampler = ExactSampler(random: randomness)
-        var noised: [String] = []
-        for (column, name) in table.columns.enumerated() {
-            guard let field = schema.field(name), field.privacy == .measure, let bounds = field.bounds else { continue }
-            let noise: BoundedMeasureNoise
-            do { noise = try BoundedMeasureNoise(lower: bounds.lower, upper: bounds.upper, grid: grid, epsilon: epsilon) } catch let error as PrivacyError {
-                throw BrokerError(.invalid, "measure \(name): \(error.message)")
+            guard result.count > 0 else {
+                throw BrokerError(.kUnreachable, "every record would be suppressed to reach k = \(policy.treatment.k)")
             }
-            for row in table.rows.indices where !table.rows[row][column].isEmpty {
-                do { table.rows[row][column] = try noise.release(table.rows[row][column], using: &sampler) } catch let error as PrivacyError {
-                    throw BrokerError(.invalid, "measure \(name), released record \(row + 1): \(error.message)")
-                }
-            }
-            noised.append(name)
+            report = result.report
+            release = .anonymized(result)
+        } else {
+            release = .projected(table, columns: input.released)
+        }
+        // 7. Noise on bounded measures, then the CSV.
+        var noise = try MeasureNoise(schema: schema, policy: policy, columns: release.columns, randomness: randomness)
+        var writer = CSVWriter(columns: release.columns, expectedRows: release.count)
+        var row = 0
+        try release.forEachRow { values in
+            row += 1
+            writer.append(try noise.apply(to: values, record: row))
         }
         var mostPerSubject = 1
-        if let subject = AgreementPolicy.subjectField(of: schema), let column = selected.columns.firstIndex(of: subject) {
-            mostPerSubject = Dictionary(selected.rows.map { ($0[column], 1) }, uniquingKeysWith: +).values.max() ?? 1
+        if let subject = input.subject {
+            var counts = [Int](repeating: 0, count: table.values[subject].count)
+            for code in table.codes[subject] { counts[Int(code)] += 1 }
+            mostPerSubject = counts.max() ?? 1
         }
-        outcome.table = table
-        outcome.noisedMeasures = noised
-        outcome.epsilonMicro = epsilonMicro * UInt64(noised.count) * UInt64(mostPerSubject)
-        return outcome
+        let epsilonMicro = noise.noised.isEmpty ? 0 : (policy.treatment.measureNoiseEpsilonMicro ?? 0) * UInt64(noise.noised.count) * UInt64(mostPerSubject)
+        return TreatedRecords(payload: writer.bytes, outcome: TreatmentOutcome(columns: release.columns, recordsReleased: writer.records, recordsSelected: input.recordsRead,
+                                recordsWithoutConsent: input.withoutConsent, recordsSuppressed: report?.suppressed ?? 0,
+                                recordsOverCap: input.overCap, kAchieved: report?.kAchieved ?? 0, epsilonMicro: epsilonMicro,
+                                noisedMeasures: noise.noised, report: report))
+    }
+
+    /// The records that leave: every collected record projected, or the anonymized release.
+    enum Released {
+        case projected(ColumnarTable, columns: [String])
+        case anonymized(AnonymizedColumns)
+
+        var columns: [String] {
+            switch self {
+            case .projected(_, let columns): columns
+            case .anonymized(let result): result.columns
+            }
+        }
+
+        var count: Int {
+            switch self {
+            case .projected(let table, _): table.rowCount
+            case .anonymized(let result): result.count
+            }
+        }
+
+        func forEachRow(_ body: ([String]) throws -> Void) throws {
+            switch self {
+            case .projected(let table, let columns):
+                let positions = try columns.map { try table.index(of: $0) }
+                var values = [String](repeating: "", count: positions.count)
+                for r in 0..<table.rowCount {
+                    for (c, position) in positions.enumerated() { values[c] = table.value(row: r, column: position) }
+                    try body(values)
+                }
+            case .anonymized(let result):
+                try result.forEachRow { _, values in try body(values) }
+            }
+        }
+    }
+
+    /// Step 7: every released measure with schema bounds is clamped to them and gets discrete
+    /// Laplace noise of scale (upper − lower)/ε.
+    struct MeasureNoise {
+        /// Per released column: its noise, when it is a noised measure.
+        let noises: [BoundedMeasureNoise?]
+        let names: [String]
+        let noised: [String]
+        var sampler: ExactSampler<AnyRandomWords>
+
+        init(schema: DatasetSchema, policy: AgreementPolicy, columns: [String], randomness: AnyRandomWords) throws {
+            names = columns
+            guard let epsilonMicro = policy.treatment.measureNoiseEpsilonMicro else {
+                noises = columns.map { _ in nil }
+                noised = []
+                sampler = ExactSampler(random: randomness)
+                return
+            }
+            let epsilon = try Rational(UInt128(epsilonMicro), 1_000_000)
+            let grid = try DecimalGrid(fractionDigits: policy.treatment.measureNoiseDigits)
+            noises = try columns.map { name in
+                guard let field = schema.field(name), field.privacy == .measure, let bounds = field.bounds else { return nil }
+                do { return try BoundedMeasureNoise(lower: bounds.lower, upper: bounds.upper, grid: grid, epsilon: epsilon) } catch let error as PrivacyError {
+                    throw BrokerError(.invalid, "measure \(name): \(error.message)")
+                }
+            }
+            noised = zip(columns, noises).compactMap { $1 == nil ? nil : $0 }
+            sampler = ExactSampler(random: randomness)
+        }
+
+        /// `values` with each noised measure released; `record` counts released records from 1.
+        mutating func apply(to values: [String], record: Int) throws -> [String] {
+            guard !noised.isEmpty else { return values }
+            var values = values
+            for (column, noise) in noises.enumerated() {
+                guard let noise, !values[column].isEmpty else { continue }
+                do { values[column] = try noise.release(values[column], using: &sampler) } catch let error as PrivacyError {
+                    throw BrokerError(.invalid, "measure \(names[column]), released record \(record): \(error.message)")
+                }
+            }
+            return values
+        }
     }
 }

@@ -25,11 +25,10 @@ extension Broker {
             throw BrokerError(.nothingToRelease, "every batch of \(dataset.id) has already been delivered to \(partner.keys.name); a later release carries only the records of new batches")
         }
         let deliveryID = Self.newDeliveryID(.release)
-        let table = try records(of: dataset.id, sequences: batches)
-        let outcome = try treat(table, agreement: agreement, policy: policy, dataset: dataset, purpose: purpose, suppressionLimit: nil,
+        var treated = try treat(batches: batches, agreement: agreement, policy: policy, dataset: dataset, purpose: purpose, suppressionLimit: nil,
                                 deliveryID: deliveryID)
-        let delivery = try deliver(outcome.table, id: deliveryID, kind: .release, agreement: agreement, policy: policy, purpose: purpose,
-                                   outcome: outcome, epsilonMicro: outcome.epsilonMicro, feedWindow: nil, drawnBatches: batches, now: now)
-        return ReleaseResult(delivery: delivery, outcome: outcome, epsilonMicro: outcome.epsilonMicro)
+        let delivery = try deliver(payload: treated.takePayload(), records: treated.outcome.recordsReleased, id: deliveryID, kind: .release, agreement: agreement, policy: policy, purpose: purpose,
+                                   outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro, feedWindow: nil, drawnBatches: batches, now: now)
+        return ReleaseResult(delivery: delivery, outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro)
     }
 }

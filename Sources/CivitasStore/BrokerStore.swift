@@ -258,32 +258,32 @@ public final class BrokerStore: Sendable {
     public func records(of id: String, batches: Range<Int64>? = nil, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
         let datasetKey = try self.datasetKey(id)
         let range = batches ?? 0..<Int64.max
-        let segments = try wrap {
+        // One segment in memory at a time: the cursor reads the next only after `handle` returns.
+        try wrap {
             try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT sequence, position, sealed FROM segment WHERE dataset = ? AND sequence >= ? AND sequence < ? ORDER BY sequence, position",
-                                 arguments: [id, range.lowerBound, range.upperBound])
+                let segments = try Row.fetchCursor(db, sql: "SELECT sequence, position, sealed FROM segment WHERE dataset = ? AND sequence >= ? AND sequence < ? ORDER BY sequence, position",
+                                                   arguments: [id, range.lowerBound, range.upperBound])
+                while let row = try segments.next() {
+                    let (sequence, position, sealed): (Int64, Int, Data) =
+                        (try row.decode(forColumn: "sequence"), try row.decode(forColumn: "position"), try row.decode(forColumn: "sealed"))
+                    let plaintext: [UInt8]
+                    do {
+                        plaintext = try datasetKey.open(Array(sealed), associatedData: Self.segmentBinding(id, sequence, position))
+                    } catch {
+                        throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) failed authentication")
+                    }
+                    guard let object = (try? JSONParser.parse(plaintext))?.objectValue,
+                          case .array(let columnValues)? = object["columns"], case .array(let rowValues)? = object["rows"] else {
+                        throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) does not parse")
+                    }
+                    let columns = columnValues.compactMap(\.stringValue)
+                    let rows: [[String]] = rowValues.map { value in
+                        if case .array(let cells) = value { return cells.compactMap(\.stringValue) }
+                        return []
+                    }
+                    try handle(columns, rows)
+                }
             }
-        }
-        for row in segments {
-            let (sequence, position, sealed): (Int64, Int, Data) = try wrap {
-                (try row.decode(forColumn: "sequence"), try row.decode(forColumn: "position"), try row.decode(forColumn: "sealed"))
-            }
-            let plaintext: [UInt8]
-            do {
-                plaintext = try datasetKey.open(Array(sealed), associatedData: Self.segmentBinding(id, sequence, position))
-            } catch {
-                throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) failed authentication")
-            }
-            guard let object = (try? JSONParser.parse(plaintext))?.objectValue,
-                  case .array(let columnValues)? = object["columns"], case .array(let rowValues)? = object["rows"] else {
-                throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) does not parse")
-            }
-            let columns = columnValues.compactMap(\.stringValue)
-            let rows: [[String]] = rowValues.map { value in
-                if case .array(let cells) = value { return cells.compactMap(\.stringValue) }
-                return []
-            }
-            try handle(columns, rows)
         }
     }
 

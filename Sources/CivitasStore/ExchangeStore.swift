@@ -369,11 +369,15 @@ final class ExchangeTransaction: ExchangeWrites {
 
     /// Stores a delivery and its envelope.
     public func insertDelivery(_ delivery: Delivery) throws {
-        try db.execute(sql: """
-            INSERT INTO delivery (id, agreement, partner, kind, feed, feed_sequence, log_index, records, envelope, created)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [delivery.id, delivery.agreement, delivery.partner.hex, delivery.kind.rawValue, delivery.feed,
-                             delivery.feedSequence, Int64(delivery.logIndex), delivery.records, Data(delivery.envelope), delivery.created])
+        // The envelope is bound without an intermediate copy (SQLite copies it once itself).
+        try delivery.envelope.withUnsafeBytes { envelope in
+            let blob = envelope.baseAddress.map { Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: $0), count: envelope.count, deallocator: .none) } ?? Data()
+            try db.execute(sql: """
+                INSERT INTO delivery (id, agreement, partner, kind, feed, feed_sequence, log_index, records, envelope, created)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [delivery.id, delivery.agreement, delivery.partner.hex, delivery.kind.rawValue, delivery.feed,
+                                 delivery.feedSequence, Int64(delivery.logIndex), delivery.records, blob, delivery.created])
+        }
     }
 
     /// Records that `delivery` drew these batches of `dataset` for `partner`; each batch at most

@@ -8,11 +8,11 @@ import Foundation
 /// The exchange pipeline on a SQLite store in a temporary folder: consent events, a whole
 /// release (consent, projection, pseudonyms, optimal k = 5, seal, one-transaction commit),
 /// a DP aggregate and a feed window, at two dataset sizes. Run from the repository root.
-func runExchangeBenchmark() throws {
+func runExchangeBenchmark(sizes: [Int]) throws {
     let schema = try Array(Data(contentsOf: URL(fileURLWithPath: "Schemas/datasets/emergency-call.schema.json")))
-    print("| records | consent events/s (10,000 in one request) | release: records/s (k = 5, optimal) | release wall time | aggregate (count by township) | feed window of 1,000 | peak RSS |")
-    print("|---|---|---|---|---|---|---|")
-    for records in [10_000, 100_000] {
+    print("| records | consent events/s (10,000 in one request) | release: records/s (k = 5, optimal) | release wall time | release peak RSS | aggregate (count by township) | feed window of 1,000 | peak RSS of the run |")
+    print("|---|---|---|---|---|---|---|---|")
+    for records in sizes {
         let directory = NSTemporaryDirectory() + "civitas-bench-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -26,10 +26,9 @@ func runExchangeBenchmark() throws {
         let partner = try store.registerParticipant(partnerKeys.publicKeys, role: .partner, now: now)
         let purpose = "public-health-surveillance"
         try store.registerDataset(id: "calls", publisher: agencyKeys.keyID, schema: schema, purposes: [purpose], now: now)
-        let table = BenchCalls.table(rows: records, callers: records / 3)
         for start in stride(from: 0, to: records, by: 100_000) {
-            _ = try store.appendBatch(dataset: "calls", columns: table.columns, rows: Array(table.rows[start..<min(records, start + 100_000)]),
-                                      idempotencyKey: nil, now: now)
+            let table = BenchCalls.table(rows: min(records, start + 100_000) - start, callers: records / 3, offset: start)
+            _ = try store.appendBatch(dataset: "calls", columns: table.columns, rows: table.rows, idempotencyKey: nil, now: now)
         }
         let callers = (0..<(records / 3)).map(BenchCalls.caller).filter { !$0.hasSuffix("0") }
         var consentSeconds = 0.0
@@ -52,7 +51,10 @@ func runExchangeBenchmark() throws {
         _ = try broker.offerAgreement(policy: policy, signature: agencyKeys.sign(AgreementPolicy.offerMessage(policySHA256: hash)), by: agency, now: now)
         _ = try broker.acceptAgreement("ag-bench", signature: partnerKeys.sign(AgreementPolicy.acceptMessage(policySHA256: hash)), by: partner, now: now)
         var release: ReleaseResult?
+        let runPeak = Memory.peak()
+        _ = Memory.resetPeak()
         let releaseSeconds = try seconds { release = try broker.release(agreement: "ag-bench", purpose: purpose, by: partner, now: now) }
+        let releasePeak = Memory.peak()
         let aggregate = AggregateRequest(purpose: purpose, statistic: .count, measure: nil, groupBy: ["twp"], epsilonMicro: 100_000)
         let aggregateSeconds = try seconds { _ = try broker.aggregate(agreement: "ag-bench", request: aggregate, by: partner, now: now) }
         _ = try broker.subscribe(agreement: "ag-bench", purpose: purpose, webhook: nil, by: partner, now: now)
@@ -61,7 +63,7 @@ func runExchangeBenchmark() throws {
         var windows = 0
         let windowSeconds = try seconds { windows = try broker.closeDueWindows(now: now).count }
         guard windows == 1, let release else { throw BenchError("the feed window was not delivered") }
-        print("| \(records.formatted()) | \(Int(Double(callers.count) / consentSeconds).formatted()) | \(Int(Double(records) / releaseSeconds).formatted()) (\(release.delivery.records.formatted()) released, k \(release.outcome?.kAchieved ?? 0) callers) | \(String(format: "%.2f s", releaseSeconds)) | \(String(format: "%.1f ms", aggregateSeconds * 1000)) | \(String(format: "%.1f ms", windowSeconds * 1000)) | \(mib(Memory.peak())) |")
+        print("| \(records.formatted()) | \(Int(Double(callers.count) / consentSeconds).formatted()) | \(Int(Double(records) / releaseSeconds).formatted()) (\(release.delivery.records.formatted()) released, k \(release.outcome?.kAchieved ?? 0) callers) | \(String(format: "%.2f s", releaseSeconds)) | \(mib(releasePeak)) | \(String(format: "%.1f ms", aggregateSeconds * 1000)) | \(String(format: "%.1f ms", windowSeconds * 1000)) | \(mib(max(runPeak, Memory.peak()))) |")
     }
 }
 
@@ -90,7 +92,7 @@ enum BenchCalls {
             out.append([String(format: "40.%06d", 100_000 + next(300_000)), String(format: "-75.%06d", 200_000 + next(300_000)), "x;",
                         String(19400 + town * 5 + next(5)), titles[next(titles.count)],
                         String(format: "2016-%02d-%02d %02d:%02d:00", next(12) + 1, next(28) + 1, next(24), next(60)),
-                        towns[town], "MAIN ST", "1", caller((offset + index * 7) % max(callers, 1))])
+                        towns[town], "MAIN ST", "1", caller(((offset + index) * 7) % max(callers, 1))])
         }
         return CSVTable(columns: ["lat", "lng", "desc", "zip", "title", "timeStamp", "twp", "addr", "e", "caller"], rows: out)
     }

@@ -3,11 +3,12 @@
 //   swift run -c release civitas-bench log      (the exchange log)
 //   swift run -c release civitas-bench privacy  (the privacy engine)
 //   swift run -c release civitas-bench stored-log [ENTRIES]  (verifying a stored log at start)
-//   swift run -c release civitas-bench exchange (consent, releases, aggregates, feed windows)
+//   swift run -c release civitas-bench exchange [RECORDS...]  (consent, releases, aggregates, feed windows)
 // Prints Civitas seal+sign and open+verify throughput for 1 MiB and 256 MiB
 // payloads beside the raw libsodium primitives measured in the same run,
 // and the peak RSS growth of each Civitas operation.
 import CSodium
+import CivitasBroker
 import CivitasCrypto
 import Foundation
 
@@ -64,13 +65,16 @@ func throughput(bytes: Int, repeats: Int, _ body: () throws -> Void) rethrows ->
 func gb(_ rate: Double) -> String { String(format: "%.2f GB/s", rate / 1e9) }
 func mib(_ bytes: Int) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
 
+ProcessMemory.returnLargeBlocksToTheSystem()  // as `civitas serve` does
+
 if CommandLine.arguments.dropFirst().first == "privacy" {
     try runPrivacyBenchmark(shared: CommandLine.arguments.dropFirst(2).first ?? "../shared/data")
     exit(0)
 }
 
 if CommandLine.arguments.dropFirst().first == "exchange" {
-    try runExchangeBenchmark()
+    let sizes = CommandLine.arguments.dropFirst(2).compactMap { Int($0) }
+    try runExchangeBenchmark(sizes: sizes.isEmpty ? [10_000, 100_000] : sizes)
     exit(0)
 }
 

@@ -42,6 +42,7 @@ struct DemoCommand: AsyncParsableCommand {
     static let withdrawing = 40
 
     func run() async throws {
+        ProcessMemory.returnLargeBlocksToTheSystem()
         umask(0o077)  // the kept folder holds the broker's database, keys and deliveries: owner-only, as serve makes them
         let directory = try keep ?? makeTemporaryDirectory()
         defer { if keep == nil { try? FileManager.default.removeItem(atPath: directory) } }

@@ -42,6 +42,7 @@ struct ServeCommand: AsyncParsableCommand {
         let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
         // The database, its WAL and shared-memory files and the storage key are the operator's alone.
         umask(0o077)
+        ProcessMemory.returnLargeBlocksToTheSystem()
         let key = try StorageKeyFile.loadOrCreate(storageKey ?? path + ".storage-key")
         let store = try BrokerStore(path: path, storageKey: key, logOrigin: logOrigin)
         let keys = try Self.brokerKeys(brokerKey, passphrase: passphrase)

@@ -121,6 +121,9 @@ public final class MemorySink: EnvelopeSink, ByteSink, @unchecked Sendable {
 
     public init() {}
 
+    /// A sink with room for `capacity` bytes, so that writing that much never copies what was written.
+    public init(capacity: Int) { storage.reserveCapacity(capacity) }
+
     /// Everything written so far.
     public var bytes: [UInt8] { lock.withLock { storage } }
 

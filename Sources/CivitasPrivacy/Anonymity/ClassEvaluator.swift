@@ -65,12 +65,18 @@ final class ClassEvaluator {
         let sizes: [Int32]
     }
     private var snapshots: [Snapshot] = []
+    private var snapshotClasses = 0
     private static let snapshotLimit = 24
+    /// A snapshot is kept when it has at most 1/snapshotShare as many classes as there are cells.
+    private static let snapshotShare = 5
     /// Label codes (one per column) of each class created by the last evaluation, in creation order.
     private var classCodes: [UInt32] = []
 
     /// Drops the stored classes (so that every search starts from the cells).
-    func forgetSnapshots() { snapshots.removeAll() }
+    func forgetSnapshots() {
+        snapshots.removeAll()
+        snapshotClasses = 0
+    }
 
     /// Evaluates the full-domain generalization at `levels`. Unless `fromCells` is set (needed when
     /// the release must know each cell's class), it starts from the smallest stored set of classes
@@ -92,11 +98,17 @@ final class ClassEvaluator {
             group(input: table.cellLeaves, tables: (0..<q).map { table.codes[$0][levels[$0]] },
                   multipliers: multipliers, weights: table.cellSubjects, recordCells: true)
         }
-        if canRollUp {
-            // Stored before the per-subject correction: sums of cell weights roll up, the correction does not.
+        // Stored before the per-subject correction (sums of cell weights roll up, the correction
+        // does not), and only when much smaller than the cells: all snapshots together hold at most
+        // as many classes as there are cells, so they never outweigh the table.
+        let cells = table.cellCount.count
+        if canRollUp, used.count * Self.snapshotShare <= cells {
             let classSizes = used.map { sizes[Int($0)] }
-            if snapshots.count == Self.snapshotLimit { snapshots.removeFirst() }
+            while snapshots.count == Self.snapshotLimit || (!snapshots.isEmpty && snapshotClasses + used.count > cells) {
+                snapshotClasses -= snapshots.removeFirst().sizes.count
+            }
             snapshots.append(Snapshot(levels: levels, codes: classCodes, sizes: classSizes))
+            snapshotClasses += used.count
         }
         countSpanningSubjectsOnce(levels: levels, multipliers: multipliers)
         var diversityOK: [Int32: Bool] = [:]
@@ -128,7 +140,8 @@ final class ClassEvaluator {
     private func linkedSubjectsBelowK() -> Int {
         var signatures: [[Int32]: Int] = [:]
         var linkedInto: [Int32: Int] = [:]
-        for slots in spanningSlots where slots.count > 1 {
+        for subject in 0..<spanningSlots.count where spanningSlots[subject].count > 1 {
+            let slots = spanningSlots[subject]
             signatures[slots.sorted(), default: 0] += 1
             for slot in slots { linkedInto[slot, default: 0] += 1 }
         }
@@ -204,7 +217,7 @@ final class ClassEvaluator {
     /// one class was counted once per cell, and is now counted once.
     /// Keeps, when the subject is linked, each spanning subject's distinct classes in `spanningSlots`.
     private func countSpanningSubjectsOnce(levels: [Int], multipliers: [UInt64]) {
-        spanningSlots.removeAll(keepingCapacity: true)
+        spanningSlots.removeAll()
         guard !table.spanningSubjects.isEmpty else { return }
         let q = levels.count
         var offsets: [Int] = []
@@ -222,9 +235,9 @@ final class ClassEvaluator {
                     table.cellLeaves.withUnsafeBufferPointer { leaves in
                         keys.withUnsafeBufferPointer { keys in
                             sizes.withUnsafeMutableBufferPointer { sizes in
-                                for cells in table.spanningSubjects {
+                                for subject in 0..<table.spanningSubjects.count {
                                     seen.removeAll(keepingCapacity: true)
-                                    for cell in cells {
+                                    for cell in table.spanningSubjects[subject] {
                                         // The class exists: every cell was grouped in this evaluation.
                                         var key: UInt64 = 0
                                         let base = Int(cell) &* q
@@ -246,7 +259,7 @@ final class ClassEvaluator {
     }
 
     /// Per spanning subject, the distinct classes of its records (last evaluation; kept only when the subject is linked).
-    private var spanningSlots: [[Int32]] = []
+    private var spanningSlots = Lists()
 
     /// l-diversity per class, each sensitive value weighted by the distinct subjects holding it.
     private func classDiversity(_ diversity: DiversityRequirement) -> [Int32: Bool] {
@@ -267,9 +280,9 @@ final class ClassEvaluator {
         }
         // A subject holding one value in several cells of a class counts once for it.
         var seen: [UInt64] = []
-        for cells in table.spanningSubjects {
+        for subject in 0..<table.spanningSubjects.count {
             seen.removeAll(keepingCapacity: true)
-            for cell in cells {
+            for cell in table.spanningSubjects[subject] {
                 let key = UInt64(UInt32(bitPattern: slotOfCell[Int(cell)])) << 32 | UInt64(table.cellSensitive[Int(cell)])
                 if seen.contains(key) { pairCounts[pairSlot(key)] -= 1 } else { seen.append(key) }
             }

@@ -29,12 +29,13 @@ struct EncodedTable {
     let subjectCount: Int
     /// Per cell: distinct subjects with a record in it (equal to `cellCount` without a subject column).
     let cellSubjects: [Int32]
-    /// The cells of every subject whose records fall into more than one cell, one list per subject.
-    let spanningSubjects: [[Int32]]
+    /// The distinct cells of every subject whose records fall into more than one cell, one list per subject.
+    let spanningSubjects: Lists
 
     var heights: [Int] { quasiIdentifiers.map(\.hierarchy.height) }
 
-    init(table: CSVTable, quasiIdentifiers: [QuasiIdentifier], sensitive: String?, subject: String? = nil) throws {
+    /// `columnIndexes` and `sensitiveIndex` are positions in `table`, whose codes are the leaf codes.
+    init(table: ColumnarTable, quasiIdentifiers: [QuasiIdentifier], sensitive: String?, subject: String? = nil) throws {
         guard !quasiIdentifiers.isEmpty else { throw PrivacyError(.invalidParameter, "at least one quasi-identifier is needed") }
         guard Set(quasiIdentifiers.map(\.column)).count == quasiIdentifiers.count else {
             throw PrivacyError(.invalidParameter, "a quasi-identifier is named twice")
@@ -45,55 +46,34 @@ struct EncodedTable {
         if let sensitive, quasiIdentifiers.contains(where: { $0.column == sensitive }) {
             throw PrivacyError(.invalidParameter, "column '\(sensitive)' cannot be both quasi-identifying and sensitive")
         }
-        rowCount = table.rows.count
+        rowCount = table.rowCount
         let q = quasiIdentifiers.count
-        var leafOfRow = [[UInt32]](repeating: [UInt32](repeating: 0, count: table.rows.count), count: q)
-        var leafIndex = [[String: UInt32]](repeating: [:], count: q)
+        // Leaves are the table's distinct values; each is generalized once, not once per record.
+        let leafOfRow = columnIndexes.map { table.codes[$0] }
         var codes = quasiIdentifiers.map { [[UInt32]](repeating: [], count: $0.hierarchy.height) }
         var labels = quasiIdentifiers.map { [[String]](repeating: [], count: $0.hierarchy.height) }
-        var labelIndex = quasiIdentifiers.map { [[String: UInt32]](repeating: [:], count: $0.hierarchy.height) }
-        let columnIndexes = self.columnIndexes
-        for (r, row) in table.rows.enumerated() {
-            for column in 0..<q {
-                let value = row[columnIndexes[column]]
-                if let existing = leafIndex[column][value] {
-                    leafOfRow[column][r] = existing
-                    continue
-                }
-                let qi = quasiIdentifiers[column]
+        for (column, qi) in quasiIdentifiers.enumerated() {
+            var labelIndex = [[String: UInt32]](repeating: [:], count: qi.hierarchy.height)
+            for (leaf, value) in table.values[columnIndexes[column]].enumerated() {
                 let chain: [String]
                 do { chain = try qi.hierarchy.labels(for: value) } catch let error as PrivacyError {
-                    throw PrivacyError(.invalidValue, "row \(r + 1), column '\(qi.column)': \(error.message)")
+                    let row = (leafOfRow[column].firstIndex(of: UInt32(leaf)) ?? 0) + 1
+                    throw PrivacyError(.invalidValue, "row \(row), column '\(qi.column)': \(error.message)")
                 }
-                let leaf = UInt32(leafIndex[column].count)
-                leafIndex[column][value] = leaf
-                leafOfRow[column][r] = leaf
                 for level in 0..<qi.hierarchy.height {
                     let label = chain[level]
                     let code: UInt32
-                    if let known = labelIndex[column][level][label] { code = known } else {
+                    if let known = labelIndex[level][label] { code = known } else {
                         code = UInt32(labels[column][level].count)
-                        labelIndex[column][level][label] = code
+                        labelIndex[level][label] = code
                         labels[column][level].append(label)
                     }
                     codes[column][level].append(code)
                 }
             }
         }
-        var sensitiveOfRow = [UInt32](repeating: 0, count: table.rows.count)
-        var sensitiveValues: [String] = []
-        if let sensitiveIndex {
-            var index: [String: UInt32] = [:]
-            for (r, row) in table.rows.enumerated() {
-                let value = row[sensitiveIndex]
-                if let known = index[value] { sensitiveOfRow[r] = known } else {
-                    let code = UInt32(sensitiveValues.count)
-                    index[value] = code
-                    sensitiveValues.append(value)
-                    sensitiveOfRow[r] = code
-                }
-            }
-        }
+        let sensitiveOfRow = sensitiveIndex.map { table.codes[$0] } ?? [UInt32](repeating: 0, count: table.rowCount)
+        let sensitiveValues = sensitiveIndex.map { table.values[$0] } ?? []
         // Merge identical (leaves, sensitive) records into weighted cells, keyed by a
         // mixed-radix number when it fits in 64 bits (it does for typical tables).
         let radixes = quasiIdentifiers.indices.map { UInt64(max(labels[$0][0].count, 1)) } + [UInt64(max(sensitiveValues.count, 1))]
@@ -104,10 +84,14 @@ struct EncodedTable {
             if overflow { fits = false; break }
             product = next
         }
+        // At most one cell per record; reserved so that growing never copies.
         var cellLeaves: [UInt32] = []
+        cellLeaves.reserveCapacity(table.rowCount * q)
         var cellSensitive: [UInt32] = []
+        cellSensitive.reserveCapacity(table.rowCount)
         var cellCount: [Int32] = []
-        var cellOfRow = [Int32](repeating: 0, count: table.rows.count)
+        cellCount.reserveCapacity(table.rowCount)
+        var cellOfRow = [Int32](repeating: 0, count: table.rowCount)
         func addCell(row r: Int) {
             cellOfRow[r] = Int32(cellCount.count)
             for column in 0..<q { cellLeaves.append(leafOfRow[column][r]) }
@@ -116,8 +100,8 @@ struct EncodedTable {
         }
         if fits {
             var cellIndex: [UInt64: Int32] = [:]
-            cellIndex.reserveCapacity(table.rows.count / 2)
-            for r in 0..<table.rows.count {
+            cellIndex.reserveCapacity(table.rowCount)
+            for r in 0..<table.rowCount {
                 var key: UInt64 = 0
                 var multiplier: UInt64 = 1
                 for column in 0..<q {
@@ -136,7 +120,7 @@ struct EncodedTable {
         } else {
             var cellIndex: [[UInt32]: Int32] = [:]
             var key = [UInt32](repeating: 0, count: q + 1)
-            for r in 0..<table.rows.count {
+            for r in 0..<table.rowCount {
                 for column in 0..<q { key[column] = leafOfRow[column][r] }
                 key[q] = sensitiveOfRow[r]
                 if let existing = cellIndex[key] {
@@ -162,36 +146,45 @@ struct EncodedTable {
             if quasiIdentifiers.contains(where: { $0.column == subject }) || subject == sensitive {
                 throw PrivacyError(.invalidParameter, "column '\(subject)' names the subject and cannot be quasi-identifying or sensitive")
             }
-            var codeOf: [String: UInt32] = [:]
-            var subjectOfRow = [UInt32](repeating: 0, count: table.rows.count)
-            for (r, row) in table.rows.enumerated() {
-                let value = row[subjectIndex]
-                if let known = codeOf[value] { subjectOfRow[r] = known } else {
-                    let code = UInt32(codeOf.count)
-                    codeOf[value] = code
-                    subjectOfRow[r] = code
-                }
+            let subjectOfRow = table.codes[subjectIndex]
+            let subjects = table.values[subjectIndex].count
+            // Rows grouped by subject (a counting sort): each subject's distinct cells give the
+            // cells' weights in people and the subjects that span several cells.
+            var starts = [Int32](repeating: 0, count: subjects + 1)
+            for person in subjectOfRow { starts[Int(person) + 1] += 1 }
+            for person in 0..<subjects { starts[person + 1] += starts[person] }
+            var rowsBySubject = [Int32](repeating: 0, count: table.rowCount)
+            var next = starts
+            for r in 0..<table.rowCount {
+                let person = Int(subjectOfRow[r])
+                rowsBySubject[Int(next[person])] = Int32(r)
+                next[person] += 1
             }
-            // Distinct (cell, subject) pairs: a cell's weight in people, and each subject's cells.
+            next = []
             var cellSubjects = [Int32](repeating: 0, count: cellCount.count)
-            var firstCell = [Int32](repeating: -1, count: codeOf.count)
-            var moreCells: [UInt32: [Int32]] = [:]
-            var pairs = Set<UInt64>(minimumCapacity: table.rows.count)
-            for r in 0..<table.rows.count {
-                let cell = cellOfRow[r], person = subjectOfRow[r]
-                guard pairs.insert(UInt64(UInt32(bitPattern: cell)) << 32 | UInt64(person)).inserted else { continue }
-                cellSubjects[Int(cell)] += 1
-                if firstCell[Int(person)] < 0 { firstCell[Int(person)] = cell } else { moreCells[person, default: []].append(cell) }
+            var spanning = Lists()
+            var cells: [Int32] = []
+            for person in 0..<subjects {
+                cells.removeAll(keepingCapacity: true)
+                for i in Int(starts[person])..<Int(starts[person + 1]) { cells.append(cellOfRow[Int(rowsBySubject[i])]) }
+                if cells.count > 1 { cells.sort() }
+                var distinct = 0
+                for (i, cell) in cells.enumerated() where i == 0 || cells[i - 1] != cell {
+                    cells[distinct] = cell
+                    distinct += 1
+                    cellSubjects[Int(cell)] += 1
+                }
+                if distinct > 1 { spanning.append(cells[0..<distinct]) }
             }
             self.subjectOfRow = subjectOfRow
-            subjectCount = codeOf.count
+            subjectCount = subjects
             self.cellSubjects = cellSubjects
-            spanningSubjects = moreCells.keys.sorted().map { [firstCell[Int($0)]] + (moreCells[$0] ?? []) }
+            spanningSubjects = spanning
         } else {
-            subjectOfRow = (0..<table.rows.count).map { UInt32($0) }
-            subjectCount = table.rows.count
+            subjectOfRow = (0..<table.rowCount).map { UInt32($0) }
+            subjectCount = table.rowCount
             cellSubjects = cellCount
-            spanningSubjects = []
+            spanningSubjects = Lists()
         }
         var rollup: [[[[UInt32]]]] = []
         for (q, qi) in quasiIdentifiers.enumerated() {
@@ -226,5 +219,28 @@ struct EncodedTable {
     /// Number of distinct labels of each QI at the given levels.
     func domainSizes(_ levels: [Int]) -> [Int] {
         levels.enumerated().map { labels[$0.offset][$0.element].count }
+    }
+}
+
+/// Lists of cells (or classes) stored one after another, with where each list starts: many short
+/// lists without one allocation per list.
+struct Lists {
+    private(set) var items: [Int32] = []
+    private(set) var starts: [Int] = [0]
+
+    var count: Int { starts.count - 1 }
+    var isEmpty: Bool { count == 0 }
+
+    subscript(index: Int) -> ArraySlice<Int32> { items[starts[index]..<starts[index + 1]] }
+
+    mutating func append(_ list: some Sequence<Int32>) {
+        items.append(contentsOf: list)
+        starts.append(items.count)
+    }
+
+    mutating func removeAll() {
+        items.removeAll(keepingCapacity: true)
+        starts.removeAll(keepingCapacity: true)
+        starts.append(0)
     }
 }

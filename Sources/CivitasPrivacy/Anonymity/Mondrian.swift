@@ -12,6 +12,14 @@ public struct Mondrian {
 
     public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
                           keepColumns: [String] = []) throws -> AnonymizedTable {
+        let released = try anonymize(try ColumnarTable(table), quasiIdentifiers: quasiIdentifiers, requirements: requirements,
+                                     keepColumns: keepColumns)
+        return AnonymizedTable(table: released.table, report: released.report)
+    }
+
+    /// Partitions and releases, keeping the release as codes over `table`.
+    public func anonymize(_ table: ColumnarTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
+                          keepColumns: [String] = []) throws -> AnonymizedColumns {
         let encoded = try EncodedTable(table: table, quasiIdentifiers: quasiIdentifiers, sensitive: requirements.sensitive,
                                        subject: requirements.subject)
         var counter = DistinctSubjects(encoded: encoded)
@@ -87,21 +95,29 @@ public struct Mondrian {
         }
 
         // Release: per partition, each quasi-identifier's covering label.
-        var labelOfRow = [[String]](repeating: [], count: quasiIdentifiers.count)
-        for q in 0..<quasiIdentifiers.count { labelOfRow[q] = [String](repeating: "", count: n) }
+        let q = quasiIdentifiers.count
+        var labelOfRow = [[UInt32]](repeating: [UInt32](repeating: 0, count: n), count: q)
+        var labelTexts = [[String]](repeating: [], count: q)
+        var labelIndex = [[String: UInt32]](repeating: [:], count: q)
         var totalPenalty = 0.0
         for partition in partitions {
-            for (q, dimension) in dimensions.enumerated() {
-                let (label, penalty) = dimension.cover(partition.map { encoded.leafOfRow[q][Int($0)] })
-                for row in partition { labelOfRow[q][Int(row)] = label }
+            for (column, dimension) in dimensions.enumerated() {
+                let (label, penalty) = dimension.cover(partition.map { encoded.leafOfRow[column][Int($0)] })
+                let code: UInt32
+                if let known = labelIndex[column][label] { code = known } else {
+                    code = UInt32(labelTexts[column].count)
+                    labelIndex[column][label] = code
+                    labelTexts[column].append(label)
+                }
+                for row in partition { labelOfRow[column][Int(row)] = code }
                 totalPenalty += penalty * Double(partition.count)
             }
         }
         // Classes are what the partner sees: records with equal labels.
-        var classOfLabels: [[String]: Int32] = [:]
+        var classOfLabels: [[UInt32]: Int32] = [:]
         var classOfRow = [Int32](repeating: 0, count: n)
         for r in 0..<n {
-            let labels = (0..<quasiIdentifiers.count).map { labelOfRow[$0][r] }
+            let labels = (0..<q).map { labelOfRow[$0][r] }
             if let known = classOfLabels[labels] { classOfRow[r] = known } else {
                 classOfRow[r] = Int32(classOfLabels.count)
                 classOfLabels[labels] = classOfRow[r]
@@ -109,14 +125,13 @@ public struct Mondrian {
         }
         var keep = [Bool](repeating: true, count: n)
         let summary = try SubjectProtection(requirements: requirements).enforce(table: table, encoded: encoded, classOfRow: classOfRow, keep: &keep)
-        let released = try Release.rows(table: table, encoded: encoded, keep: keep, requirements: requirements, keepColumns: keepColumns) { q, r in
-            labelOfRow[q][r]
-        }
         var report = Release.report(summary, requirements: requirements)
         report.algorithm = "mondrian"
         report.partitions = partitions.count
-        report.loss = n > 0 ? totalPenalty / Double(n * quasiIdentifiers.count) : 0
-        return AnonymizedTable(table: released, report: report)
+        report.loss = n > 0 ? totalPenalty / Double(n * q) : 0
+        return try Release.columns(table: table, encoded: encoded, keep: keep, codeOfRow: labelOfRow,
+                                   labelOfCode: labelTexts.map { Array(0..<UInt32($0.count)) }, labelTexts: labelTexts,
+                                   requirements: requirements, keepColumns: keepColumns, report: report)
     }
 
     private func allowed(_ rows: [Int32], encoded: EncodedTable, requirements: AnonymityRequirements, counter: inout DistinctSubjects) -> Bool {

@@ -37,6 +37,14 @@ public struct OptimalSearch {
     /// Encodes, searches and releases in one call.
     public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
                           keepColumns: [String] = []) throws -> AnonymizedTable {
+        let released = try anonymize(try ColumnarTable(table), quasiIdentifiers: quasiIdentifiers, requirements: requirements,
+                                     keepColumns: keepColumns)
+        return AnonymizedTable(table: released.table, report: released.report)
+    }
+
+    /// Encodes, searches and releases in one call, keeping the release as codes over `table`.
+    public func anonymize(_ table: ColumnarTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
+                          keepColumns: [String] = []) throws -> AnonymizedColumns {
         let prepared = try prepare(table, quasiIdentifiers: quasiIdentifiers, requirements: requirements)
         // The search estimates what protecting linked records suppresses; the release counts it
         // exactly. When the release finds too much to suppress, the next best node is tried.
@@ -56,6 +64,11 @@ public struct OptimalSearch {
 
     /// Encodes the table for searching (the part that reads every row).
     public func prepare(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements) throws -> Prepared {
+        try prepare(try ColumnarTable(table), quasiIdentifiers: quasiIdentifiers, requirements: requirements)
+    }
+
+    /// Encodes a columnar table for searching.
+    public func prepare(_ table: ColumnarTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements) throws -> Prepared {
         let size = quasiIdentifiers.reduce(1.0) { $0 * Double($1.hierarchy.height) }
         guard size <= Double(Self.maximumLatticeSize) else {
             throw PrivacyError(.invalidParameter, "\(quasiIdentifiers.count) quasi-identifiers with these hierarchies give \(Int(size)) generalization combinations, above the optimal search's limit of \(Self.maximumLatticeSize); use --algorithm mondrian or shorter hierarchies")
@@ -78,13 +91,13 @@ public struct OptimalSearch {
 
     /// A table encoded for one set of quasi-identifiers and requirements.
     public final class Prepared {
-        let table: CSVTable
+        let table: ColumnarTable
         let encoded: EncodedTable
         let requirements: AnonymityRequirements
         let evaluator: ClassEvaluator
         let metric: Metric
 
-        init(table: CSVTable, encoded: EncodedTable, requirements: AnonymityRequirements, evaluator: ClassEvaluator, metric: Metric) {
+        init(table: ColumnarTable, encoded: EncodedTable, requirements: AnonymityRequirements, evaluator: ClassEvaluator, metric: Metric) {
             self.table = table
             self.encoded = encoded
             self.requirements = requirements
@@ -162,7 +175,7 @@ public struct OptimalSearch {
         }
 
         /// Builds the released table for a solution.
-        public func release(_ solution: Solution, keepColumns: [String] = []) throws -> AnonymizedTable {
+        public func release(_ solution: Solution, keepColumns: [String] = []) throws -> AnonymizedColumns {
             var released = try Release.build(table: table, encoded: encoded, evaluator: evaluator, levels: solution.levels,
                                              requirements: requirements, keepColumns: keepColumns)
             released.report.algorithm = "optimal"

@@ -1,45 +1,81 @@
+/// A released table kept as codes over the table it was made from: which records stay, each
+/// quasi-identifier's label per record, and the sensitive and kept columns passed through. Rows
+/// are produced one at a time, so a large release is written out without being held as strings.
+public struct AnonymizedColumns: Sendable {
+    /// The released columns: the quasi-identifiers, then the sensitive column, then the kept columns.
+    public let columns: [String]
+    public internal(set) var report: AnonymizationReport
+    let source: ColumnarTable
+    let keep: [Bool]
+    /// Per quasi-identifier: a code per record, the label each code is released as, and label → text.
+    let codeOfRow: [[UInt32]]
+    let labelOfCode: [[UInt32]]
+    let labelTexts: [[String]]
+    /// Positions in `source` of the columns after the quasi-identifiers.
+    let passThrough: [Int]
+
+    /// Records released.
+    public var count: Int { report.released }
+
+    /// Calls `body` with each released record's position in the source table and its values, in
+    /// the source's order.
+    public func forEachRow(_ body: (_ source: Int, _ values: [String]) throws -> Void) rethrows {
+        var out = [String](repeating: "", count: columns.count)
+        let q = codeOfRow.count
+        for r in 0..<source.rowCount where keep[r] {
+            for column in 0..<q { out[column] = labelTexts[column][Int(labelOfCode[column][Int(codeOfRow[column][r])])] }
+            for (offset, column) in passThrough.enumerated() { out[q + offset] = source.value(row: r, column: column) }
+            try body(r, out)
+        }
+    }
+
+    /// The released records as rows of strings.
+    public var table: CSVTable {
+        var rows: [[String]] = []
+        rows.reserveCapacity(count)
+        forEachRow { _, values in rows.append(values) }
+        return CSVTable(columns: columns, rows: rows)
+    }
+}
+
 /// Builds the released table from a chosen generalization: quasi-identifiers
 /// replaced by their labels, suppressed records removed entirely, the
 /// sensitive column and any kept columns passed through, everything else dropped.
 enum Release {
-    static func build(table: CSVTable, encoded: EncodedTable, evaluator: ClassEvaluator, levels: [Int],
-                      requirements: AnonymityRequirements, keepColumns: [String]) throws -> AnonymizedTable {
+    static func build(table: ColumnarTable, encoded: EncodedTable, evaluator: ClassEvaluator, levels: [Int],
+                      requirements: AnonymityRequirements, keepColumns: [String]) throws -> AnonymizedColumns {
         _ = try evaluator.evaluate(levels: levels, fromCells: true)
-        var classOfRow = [Int32](repeating: 0, count: table.rows.count)
-        var keep = [Bool](repeating: false, count: table.rows.count)
-        for r in 0..<table.rows.count {
+        var classOfRow = [Int32](repeating: 0, count: table.rowCount)
+        var keep = [Bool](repeating: false, count: table.rowCount)
+        for r in 0..<table.rowCount {
             let slot = evaluator.slotOfCell[Int(encoded.cellOfRow[r])]
             classOfRow[r] = slot
             keep[r] = evaluator.kept[Int(slot)]
         }
         let summary = try SubjectProtection(requirements: requirements).enforce(table: table, encoded: encoded, classOfRow: classOfRow, keep: &keep)
-        let released = try rows(table: table, encoded: encoded, keep: keep, requirements: requirements, keepColumns: keepColumns) { q, r in
-            let leaf = Int(encoded.leafOfRow[q][r])
-            return encoded.labels[q][levels[q]][Int(encoded.codes[q][levels[q]][leaf])]
-        }
-        return AnonymizedTable(table: released, report: report(summary, requirements: requirements))
+        // Each record's leaf, released as its label at the chosen level.
+        return try columns(table: table, encoded: encoded, keep: keep, codeOfRow: encoded.leafOfRow,
+                           labelOfCode: encoded.codes.enumerated().map { q, byLevel in byLevel[levels[q]] },
+                           labelTexts: encoded.labels.enumerated().map { q, byLevel in byLevel[levels[q]] },
+                           requirements: requirements, keepColumns: keepColumns, report: report(summary, requirements: requirements))
     }
 
     /// The released table: per kept record, each quasi-identifier's label, then the sensitive and kept columns.
-    static func rows(table: CSVTable, encoded: EncodedTable, keep: [Bool], requirements: AnonymityRequirements, keepColumns: [String],
-                     label: (_ column: Int, _ row: Int) -> String) throws -> CSVTable {
-        let keptIndexes = try keepColumns.map { try table.index(of: $0) }
+    static func columns(table: ColumnarTable, encoded: EncodedTable, keep: [Bool], codeOfRow: [[UInt32]], labelOfCode: [[UInt32]], labelTexts: [[String]],
+                        requirements: AnonymityRequirements, keepColumns: [String], report: AnonymizationReport) throws -> AnonymizedColumns {
         var columns = encoded.quasiIdentifiers.map(\.column)
-        if let sensitive = requirements.sensitive { columns.append(sensitive) }
-        columns += keepColumns.filter { !columns.contains($0) }
-        var rows: [[String]] = []
-        rows.reserveCapacity(table.rows.count)
-        for (r, row) in table.rows.enumerated() where keep[r] {
-            var out: [String] = []
-            out.reserveCapacity(columns.count)
-            for q in 0..<encoded.quasiIdentifiers.count { out.append(label(q, r)) }
-            if let index = encoded.sensitiveIndex { out.append(row[index]) }
-            for index in keptIndexes where !encoded.columnIndexes.contains(index) && index != encoded.sensitiveIndex {
-                out.append(row[index])
-            }
-            rows.append(out)
+        var passThrough: [Int] = []
+        if let sensitive = requirements.sensitive, let index = encoded.sensitiveIndex {
+            columns.append(sensitive)
+            passThrough.append(index)
         }
-        return CSVTable(columns: columns, rows: rows)
+        for name in keepColumns where !columns.contains(name) {
+            let index = try table.index(of: name)
+            columns.append(name)
+            passThrough.append(index)
+        }
+        return AnonymizedColumns(columns: columns, report: report, source: table, keep: keep, codeOfRow: codeOfRow,
+                                 labelOfCode: labelOfCode, labelTexts: labelTexts, passThrough: passThrough)
     }
 
     static func report(_ summary: SubjectProtection.Summary, requirements: AnonymityRequirements) -> AnonymizationReport {

@@ -24,18 +24,9 @@ struct SubjectProtection {
 
     /// `classOfRow` names each record's class (equal labels, equal class); `keep` says which records
     /// the generalization keeps, and is narrowed. Throws when the subjects suppressed exceed the limit.
-    func enforce(table: CSVTable, encoded: EncodedTable, classOfRow: [Int32], keep: inout [Bool]) throws -> Summary {
+    func enforce(table: ColumnarTable, encoded: EncodedTable, classOfRow: [Int32], keep: inout [Bool]) throws -> Summary {
         let subjectOfRow = encoded.subjectOfRow
-        let linking = try requirements.linking.map { column -> [UInt32] in
-            let index = try table.index(of: column)
-            var codes: [String: UInt32] = [:]
-            return table.rows.map { row in
-                if let code = codes[row[index]] { return code }
-                let code = UInt32(codes.count)
-                codes[row[index]] = code
-                return code
-            }
-        }
+        let linking = try requirements.linking.map { try table.codes[table.index(of: $0)] }
         if !linking.isEmpty {
             var changed = true
             while changed {
@@ -46,13 +37,13 @@ struct SubjectProtection {
             }
         }
         var summary = Summary()
-        summary.records = table.rows.count
+        summary.records = table.rowCount
         summary.subjects = encoded.subjectCount
         var released = [Bool](repeating: false, count: encoded.subjectCount)
         var suppressed = [Bool](repeating: false, count: encoded.subjectCount)
         var pairs = Set<UInt64>()
         var subjectsOfClass: [Int32: Int] = [:]
-        for r in 0..<table.rows.count {
+        for r in 0..<table.rowCount {
             let person = Int(subjectOfRow[r])
             guard keep[r] else {
                 suppressed[person] = true

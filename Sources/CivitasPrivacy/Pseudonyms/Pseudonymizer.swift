@@ -149,23 +149,28 @@ extension Pseudonymizer {
         var result = table
         for field in fields {
             let column = try table.index(of: field.name)
-            for r in result.rows.indices where !result.rows[r][column].isEmpty {
-                let value = result.rows[r][column]
-                switch field.pseudonym ?? .hmac {
-                case .hmac:
-                    result.rows[r][column] = pseudonym(value)
-                case .ff1:
-                    let digits = value.filter(\.isNumber)
-                    let encrypted = Array(try reversible(String(digits)))
-                    var position = 0
-                    result.rows[r][column] = String(value.map { character -> Character in
-                        guard character.isNumber else { return character }
-                        defer { position += 1 }
-                        return encrypted[position]
-                    })
-                }
+            for r in result.rows.indices {
+                result.rows[r][column] = try pseudonymize(result.rows[r][column], as: field)
             }
         }
         return result
+    }
+
+    /// The pseudonym of one value of an identifier or subject field; an empty value stays empty.
+    public func pseudonymize(_ value: String, as field: DatasetSchema.Field) throws -> String {
+        guard !value.isEmpty else { return value }
+        switch field.pseudonym ?? .hmac {
+        case .hmac:
+            return pseudonym(value)
+        case .ff1:
+            let digits = value.filter(\.isNumber)
+            let encrypted = Array(try reversible(String(digits)))
+            var position = 0
+            return String(value.map { character -> Character in
+                guard character.isNumber else { return character }
+                defer { position += 1 }
+                return encrypted[position]
+            })
+        }
     }
 }

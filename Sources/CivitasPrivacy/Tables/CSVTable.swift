@@ -143,28 +143,44 @@ public struct CSVTable: Sendable, Equatable {
 
     /// The table as CSV with the given delimiter, quoting fields that need it.
     public func csv(delimiter: UInt8 = 0x2C) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(rows.count * columns.count * 12)
-        func write(_ text: String) {
-            let needsQuotes = text.utf8.contains { $0 == delimiter || $0 == 0x22 || $0 == 0x0A || $0 == 0x0D }
+        var writer = CSVWriter(columns: columns, delimiter: delimiter, expectedRows: rows.count)
+        for row in rows { writer.append(row) }
+        return writer.bytes
+    }
+}
+
+/// Writes CSV one record at a time: the header first, fields quoted where they need it.
+public struct CSVWriter: Sendable {
+    public private(set) var bytes: [UInt8] = []
+    public private(set) var records = 0
+    let delimiter: UInt8
+
+    public init(columns: [String], delimiter: UInt8 = 0x2C, expectedRows: Int = 0) {
+        self.delimiter = delimiter
+        bytes.reserveCapacity(max(expectedRows, 1) * max(columns.count, 1) * 12)
+        write(columns)
+    }
+
+    public mutating func append(_ record: [String]) {
+        write(record)
+        records += 1
+    }
+
+    private mutating func write(_ record: [String]) {
+        for (i, cell) in record.enumerated() {
+            if i > 0 { bytes.append(delimiter) }
+            let needsQuotes = cell.utf8.contains { $0 == delimiter || $0 == 0x22 || $0 == 0x0A || $0 == 0x0D }
             if needsQuotes {
-                out.append(0x22)
-                for byte in text.utf8 {
-                    if byte == 0x22 { out.append(0x22) }
-                    out.append(byte)
+                bytes.append(0x22)
+                for byte in cell.utf8 {
+                    if byte == 0x22 { bytes.append(0x22) }
+                    bytes.append(byte)
                 }
-                out.append(0x22)
+                bytes.append(0x22)
             } else {
-                out.append(contentsOf: text.utf8)
+                bytes.append(contentsOf: cell.utf8)
             }
         }
-        for row in [columns] + rows {
-            for (i, cell) in row.enumerated() {
-                if i > 0 { out.append(delimiter) }
-                write(cell)
-            }
-            out.append(0x0A)
-        }
-        return out
+        bytes.append(0x0A)
     }
 }
