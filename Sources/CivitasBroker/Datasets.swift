@@ -47,7 +47,7 @@ extension Broker {
     /// Reads a batch in `format`, validates every record against the dataset's schema and stores
     /// it encrypted, whole or not at all; feed windows it fills close at once (a window that
     /// fails is reported to `windowFailed`). The same `idempotencyKey` answers the stored batch.
-    public func publishBatch(dataset id: String, format: BatchFormat, body: [UInt8], idempotencyKey: String?, by publisher: Participant,
+    public func publishBatch(dataset id: String, format: BatchFormat, body: ByteSource, idempotencyKey: String?, by publisher: Participant,
                              now: String, windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
         try require(publisher, roles: [.agency])
         let dataset = try dataset(id)
@@ -57,7 +57,7 @@ extension Broker {
         if format == .csv {
             batch = try publishCSV(dataset: id, schema: schema, body: body, idempotencyKey: idempotencyKey, now: now)
         } else {
-            batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: body, idempotencyKey: idempotencyKey, now: now)
+            batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: try Self.whole(body), idempotencyKey: idempotencyKey, now: now)
         }
         if !batch.replayed {
             // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
@@ -66,10 +66,21 @@ extension Broker {
         return batch
     }
 
+    /// Every byte of `source` (formats that are parsed whole).
+    static func whole(_ source: ByteSource) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        var block = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = try block.withUnsafeMutableBytes { try source.read(into: $0) }
+            if count == 0 { return bytes }
+            bytes += block[0..<count]
+        }
+    }
+
     /// A CSV batch read, validated and sealed chunk by chunk inside the store's transaction: the
     /// rows are never held whole. Any problem (up to the reported maximum, all rows read) refuses
     /// the whole batch and stores nothing.
-    private func publishCSV(dataset id: String, schema: DatasetSchema, body: [UInt8], idempotencyKey: String?, now: String) throws -> Batch {
+    private func publishCSV(dataset id: String, schema: DatasetSchema, body: ByteSource, idempotencyKey: String?, now: String) throws -> Batch {
         var limits = CSVTable.Limits()
         limits.maximumRows = Self.maximumBatchRows
         return try mapStore {
@@ -78,7 +89,7 @@ extension Broker {
                 var problems: [DatasetSchema.Issue] = []
                 var rows = 0
                 do {
-                    try CSVTable.read(body, limits: limits, chunkRows: 4_096, header: { header in
+                    try CSVTable.read(from: body, limits: limits, chunkRows: 4_096, header: { header in
                         columns = header
                         let headerProblems = schema.validate(CSVTable(columns: header, rows: []), limit: Self.maximumReportedProblems)
                         guard headerProblems.isEmpty else { throw Self.refusal(id, headerProblems) }

@@ -51,7 +51,7 @@ public struct BrokerAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: try broker.checkpoint())))
         }
 
-        let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, bodies: bodies))
+        let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, bodies: bodies, spools: Self.spoolsBody))
         signed.post("admin/participants") { _, context in try addParticipant(context) }
         signed.get("participants") { _, context in try listParticipants(context) }
         signed.post("datasets") { _, context in try registerDataset(context) }
@@ -135,6 +135,14 @@ public struct BrokerAPI: Sendable {
         return JSONResponse.make(Self.json(try broker.dataset(id)))
     }
 
+    /// CSV batch uploads are read a block at a time, so their bodies are spooled to a temporary
+    /// file instead of memory; other bodies are read whole.
+    static func spoolsBody(_ request: Request) -> Bool {
+        let path = request.uri.path.split(separator: "/")
+        return request.method == .post && path.count == 3 && path[0] == "datasets" && path[2] == "batches"
+            && request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces) == "text/csv"
+    }
+
     func uploadBatch(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
         let publisher = try require(context, roles: [.agency])
         let id = context.parameters.get("dataset") ?? ""
@@ -149,7 +157,8 @@ public struct BrokerAPI: Sendable {
                            "batches are text/csv, application/x-ndjson (JSON Lines) or application/ld+json (NGSI-LD, normalized or key-values)")
         }
         let idempotencyKey = Self.idempotencyHeader.flatMap { request.headers[$0] }
-        let batch = try broker.publishBatch(dataset: id, format: format, body: context.body, idempotencyKey: idempotencyKey, by: publisher,
+        let body: ByteSource = context.spooled?.source() ?? MemorySource(context.body)
+        let batch = try broker.publishBatch(dataset: id, format: format, body: body, idempotencyKey: idempotencyKey, by: publisher,
                                             now: now()) { feed, error in
             context.logger.warning("feed window not delivered", metadata: ["feed": "\(feed)", "error": "\(error)"])
         }

@@ -7,8 +7,10 @@ public struct CivitasRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The participant whose signature the request carries, once verified.
     public var participant: Participant?
-    /// The request body, collected and checked against Content-Digest.
+    /// The request body, collected and checked against Content-Digest (empty when it was spooled).
     public var body: [UInt8] = []
+    /// A body streamed to a temporary file instead (CSV batch uploads), checked against Content-Digest.
+    var spooled: SpooledBody?
 
     public init(source: Source) {
         coreContext = .init(source: source)

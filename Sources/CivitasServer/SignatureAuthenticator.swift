@@ -11,14 +11,20 @@ import Hummingbird
 /// allowed skew, a nonce of 1 to 256 bytes not seen before from that key, `keyid` = the
 /// participant's key id, and `alg="ed25519"`. Everything that needs no body is checked before a
 /// byte of the body is read, so an unauthenticated request costs no memory; the body is then
-/// read within the shared ``RequestBodyBudget``. Missing or bad signatures get 401.
+/// read within the shared ``RequestBodyBudget``, or, for the requests `spools` names (CSV batch
+/// uploads, read a block at a time), streamed to a temporary file and hashed on the way, so that
+/// memory does not grow with the body. Missing or bad signatures get 401.
 struct SignatureAuthenticator: RouterMiddleware {
     typealias Context = CivitasRequestContext
     let broker: Broker
     let clock: @Sendable () -> Int64
     let bodies: RequestBodyBudget
+    /// Whether a request's body goes to a temporary file rather than memory.
+    let spools: @Sendable (Request) -> Bool
     static let allowedSkew: Int64 = 300
     static let requiredComponents: Set<String> = ["@method", "@target-uri", "content-digest"]
+    /// Bytes a spooled body counts against the shared budget: the network buffer in hand.
+    static let spoolBufferShare = 1 << 20
     /// Longest nonce accepted, in bytes.
     static let maximumNonceLength = 256
 
@@ -67,19 +73,38 @@ struct SignatureAuthenticator: RouterMiddleware {
         if let declared, declared > context.maxUploadSize {
             throw APIError(.contentTooLarge, "too_large", "the body is larger than \(context.maxUploadSize) bytes")
         }
-        let share = declared ?? context.maxUploadSize
+        let spooling = spools(request)
+        // A spooled body holds one network buffer at a time; others are held whole.
+        let share = spooling ? Self.spoolBufferShare : declared ?? context.maxUploadSize
         guard bodies.reserve(share) else {
             throw APIError(.serviceUnavailable, "busy", "the broker is receiving as much as it holds at once; retry shortly",
                            headers: [.retryAfter: "1"])
         }
         defer { bodies.release(share) }
-        let buffer = try await request.body.collect(upTo: min(share, context.maxUploadSize))
-        let body = Array(buffer.readableBytesView)
-        guard ContentDigest.matches(digest, body: body) else {
+        let expected: [UInt8]
+        if spooling {
+            let spool = try SpooledBody()
+            let hasher = try SHA256Hasher()
+            for try await buffer in request.body {
+                guard spool.count + buffer.readableBytes <= context.maxUploadSize else {
+                    throw APIError(.contentTooLarge, "too_large", "the body is larger than \(context.maxUploadSize) bytes")
+                }
+                try buffer.withUnsafeReadableBytes { bytes in
+                    hasher.update(bytes)
+                    try spool.append(bytes)
+                }
+            }
+            expected = hasher.finish()
+            context.spooled = spool
+        } else {
+            let buffer = try await request.body.collect(upTo: min(share, context.maxUploadSize))
+            context.body = Array(buffer.readableBytesView)
+            expected = SHA256Hasher.hash(context.body)
+        }
+        guard ContentDigest.matches(digest, sha256: expected) else {
             throw APIError.unauthorized("Content-Digest does not match the body")
         }
         context.participant = participant
-        context.body = body
         context.logger[metadataKey: "participant"] = .string(participant.keys.keyID.hex)
         return try await next(request, context)
     }

@@ -373,3 +373,48 @@ struct BoundsAndConflictsTests {
         }
     }
 }
+
+@Suite("Spooled uploads")
+struct SpooledUploadTests {
+    @Test("A CSV batch larger than memory holds is spooled, hashed on the way and stored; a body that does not match its digest stores nothing and leaves no file")
+    func spooledBatch() async throws {
+        let broker = try TestBroker()
+        func spoolFiles() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()).filter { $0.hasPrefix("civitas-upload-") }
+        }
+        let before = try spoolFiles()
+        try await broker.application.test(.router) { client in
+            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            #expect(try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency)).status == .created)
+            var csv = Array("twp,title\n".utf8)
+            let rows = 200_000  // about 4 MiB: several blocks and several network buffers
+            for i in 0..<rows { csv += Array("\(["AMBLER", "NORRISTOWN", "\"HORSHAM, PA\""][i % 3]),EMS: FALL VICTIM \(i % 97)\n".utf8) }
+            #expect(csv.count > 3 * SignatureAuthenticator.spoolBufferShare)
+            // Other requests hold all but 2 MiB of the bytes bodies may hold in memory: a body read
+            // whole no longer fits (the control), a spooled one does.
+            let held = BrokerAPI.maximumBodyBytesInFlight - 2 * SignatureAuthenticator.spoolBufferShare
+            #expect(broker.api.bodies.reserve(held))
+            defer { broker.api.bodies.release(held) }
+            let whole = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency,
+                                                                       contentType: "application/x-ndjson"))
+            #expect(whole.status == .serviceUnavailable)
+            var tampered = try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency, contentType: "text/csv")
+            var changed = csv
+            changed[csv.count - 2] ^= 1
+            tampered.body = ByteBuffer(bytes: changed)
+            let refused = try await client.execute(tampered)
+            #expect(refused.status == .unauthorized)
+            #expect(String(buffer: refused.body).contains("Content-Digest does not match"))
+            let stored = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency, contentType: "text/csv"))
+            #expect(stored.status == .created)
+            #expect(try json(stored)["records"]?.exactUnsignedInteger == UInt64(rows))
+            #expect(try json(stored)["content_sha256"]?.stringValue?.count == 64)
+            var read: [[String]] = []
+            try broker.store.records(of: "calls") { _, chunk in read += chunk }
+            #expect(read.count == rows)
+            #expect(read[2] == ["HORSHAM, PA", "EMS: FALL VICTIM 2"])
+        }
+        #expect(try spoolFiles() == before)
+    }
+}
+

@@ -13,7 +13,11 @@ public enum ContentDigest {
     /// Whether a Content-Digest field value carries a `sha-256` digest equal to the body's.
     /// Other algorithms in the field are ignored; a field without `sha-256` does not match.
     public static func matches(_ field: String, body: [UInt8]) -> Bool {
-        let expected = SHA256Hasher.hash(body)
+        matches(field, sha256: SHA256Hasher.hash(body))
+    }
+
+    /// Whether a Content-Digest field value carries this `sha-256` digest (a body hashed as it streamed in).
+    public static func matches(_ field: String, sha256 expected: [UInt8]) -> Bool {
         for member in field.split(separator: ",") {
             let trimmed = member.trimmingWhitespace()
             guard trimmed.hasPrefix("sha-256=:"), trimmed.hasSuffix(":"), trimmed.count > 10 else { continue }

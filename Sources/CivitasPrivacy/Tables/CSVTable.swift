@@ -1,3 +1,5 @@
+import CivitasCrypto
+
 /// A table of text cells with a header row, read from and written to CSV
 /// (RFC 4180: quoted fields, doubled quotes, CRLF or LF line ends).
 public struct CSVTable: Sendable, Equatable {
@@ -54,66 +56,97 @@ public struct CSVTable: Sendable, Equatable {
     /// row. A leading UTF-8 byte-order mark is skipped. Errors name the line or row.
     public static func read(_ input: [UInt8], delimiter: UInt8? = nil, limits: Limits = Limits(), chunkRows: Int,
                             header: ([String]) throws -> Void, rows: (_ chunk: [[String]], _ firstRow: Int) throws -> Void) throws {
-        let skip = input.starts(with: byteOrderMark) ? byteOrderMark.count : 0
-        try input.withUnsafeBufferPointer { buffer in
-            let bytes = UnsafeBufferPointer(rebasing: buffer[skip...])
-            let separator = delimiter ?? detectDelimiter(Array(bytes.prefix(64 * 1024)))
-            var columns: [String]?
-            var chunk: [[String]] = []
-            var rowsRead = 0
-            var record: [String] = []
-            var field: [UInt8] = []
-            var quoted = false
-            var index = 0
-            var line = 1
-            var fieldStarted = false
-            func endField() throws {
-                guard field.count <= limits.maximumFieldLength else {
-                    throw PrivacyError(.invalidValue, "line \(line): a field is longer than \(limits.maximumFieldLength) bytes")
-                }
-                guard let text = String(validating: field, as: UTF8.self) else {
-                    throw PrivacyError(.invalidValue, "line \(line): a field is not valid UTF-8")
-                }
-                record.append(text)
-                field.removeAll(keepingCapacity: true)
-                fieldStarted = false
-                guard record.count <= limits.maximumColumns else {
-                    throw PrivacyError(.invalidValue, "line \(line): more than \(limits.maximumColumns) fields")
-                }
+        try read(from: MemorySource(input), delimiter: delimiter, limits: limits, chunkRows: chunkRows, header: header, rows: rows)
+    }
+
+    /// Bytes read from a source at a time.
+    public static let readBlockSize = 1 << 20
+
+    /// Reads CSV from `source` a block at a time, so that only the block and the current chunk of
+    /// rows are held, whatever the size of the input; otherwise as `read(_:)`.
+    public static func read(from source: ByteSource, delimiter: UInt8? = nil, limits: Limits = Limits(), chunkRows: Int,
+                            blockSize: Int = readBlockSize,
+                            header: ([String]) throws -> Void, rows: (_ chunk: [[String]], _ firstRow: Int) throws -> Void) throws {
+        var block = [UInt8](repeating: 0, count: max(blockSize, 1))
+        /// Fills `block` from the source; the number of bytes read, 0 at the end.
+        func fill() throws -> Int {
+            var filled = 0
+            while filled < block.count {
+                let count = try block.withUnsafeMutableBytes { try source.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
+                if count == 0 { break }
+                filled += count
             }
-            func flush() throws {
-                guard !chunk.isEmpty else { return }
-                try rows(chunk, rowsRead - chunk.count + 1)
-                chunk.removeAll(keepingCapacity: true)
+            return filled
+        }
+        var length = try fill()
+        // The byte-order mark and the delimiter are read from the first bytes (whatever the block size).
+        var first: [UInt8] = []
+        while length > 0 && first.count < 64 * 1024 {
+            first += block[0..<length]
+            length = try fill()
+        }
+        let skip = first.starts(with: byteOrderMark) ? byteOrderMark.count : 0
+        let separator = delimiter ?? detectDelimiter(Array(first[skip...]))
+        var columns: [String]?
+        var chunk: [[String]] = []
+        var rowsRead = 0
+        var record: [String] = []
+        var field: [UInt8] = []
+        var quoted = false
+        /// Inside a quoted field, a quote was read: the next byte says whether it was doubled.
+        var quotePending = false
+        var line = 1
+        var fieldStarted = false
+        func endField() throws {
+            guard field.count <= limits.maximumFieldLength else {
+                throw PrivacyError(.invalidValue, "line \(line): a field is longer than \(limits.maximumFieldLength) bytes")
             }
-            func endRecord() throws {
-                try endField()
-                defer { record = [] }
-                if record.count == 1 && record[0].isEmpty { return }
-                guard let columns else {
-                    guard Set(record).count == record.count else { throw PrivacyError(.invalidValue, "the header names a column twice") }
-                    columns = record
-                    try header(record)
-                    return
-                }
-                rowsRead += 1
-                guard rowsRead <= limits.maximumRows else { throw PrivacyError(.invalidValue, "more than \(limits.maximumRows) rows") }
-                guard record.count == columns.count else {
-                    throw PrivacyError(.invalidValue, "row \(rowsRead): \(record.count) fields, the header has \(columns.count)")
-                }
-                chunk.append(record)
-                if chunk.count >= chunkRows { try flush() }
+            guard let text = String(validating: field, as: UTF8.self) else {
+                throw PrivacyError(.invalidValue, "line \(line): a field is not valid UTF-8")
             }
-            while index < bytes.count {
-                let byte = bytes[index]
+            record.append(text)
+            field.removeAll(keepingCapacity: true)
+            fieldStarted = false
+            guard record.count <= limits.maximumColumns else {
+                throw PrivacyError(.invalidValue, "line \(line): more than \(limits.maximumColumns) fields")
+            }
+        }
+        func flush() throws {
+            guard !chunk.isEmpty else { return }
+            try rows(chunk, rowsRead - chunk.count + 1)
+            chunk.removeAll(keepingCapacity: true)
+        }
+        func endRecord() throws {
+            try endField()
+            defer { record = [] }
+            if record.count == 1 && record[0].isEmpty { return }
+            guard let columns else {
+                guard Set(record).count == record.count else { throw PrivacyError(.invalidValue, "the header names a column twice") }
+                columns = record
+                try header(record)
+                return
+            }
+            rowsRead += 1
+            guard rowsRead <= limits.maximumRows else { throw PrivacyError(.invalidValue, "more than \(limits.maximumRows) rows") }
+            guard record.count == columns.count else {
+                throw PrivacyError(.invalidValue, "row \(rowsRead): \(record.count) fields, the header has \(columns.count)")
+            }
+            chunk.append(record)
+            if chunk.count >= chunkRows { try flush() }
+        }
+        func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws {
+            for byte in bytes {
+                if quotePending {
+                    quotePending = false
+                    if byte == 0x22 {
+                        field.append(0x22)
+                        continue
+                    }
+                    quoted = false
+                }
                 if quoted {
                     if byte == 0x22 {
-                        if index + 1 < bytes.count && bytes[index + 1] == 0x22 {
-                            field.append(0x22)
-                            index += 1
-                        } else {
-                            quoted = false
-                        }
+                        quotePending = true
                     } else {
                         if byte == 0x0A { line += 1 }
                         field.append(byte)
@@ -132,13 +165,19 @@ public struct CSVTable: Sendable, Equatable {
                     field.append(byte)
                     fieldStarted = true
                 }
-                index += 1
             }
-            guard !quoted else { throw PrivacyError(.invalidValue, "line \(line): a quoted field is not closed") }
-            if !field.isEmpty || !record.isEmpty { try endRecord() }
-            guard columns != nil else { throw PrivacyError(.invalidValue, "the CSV has no header row") }
-            try flush()
         }
+        try first.withUnsafeBufferPointer { try parse(UnsafeBufferPointer(rebasing: $0[skip...])) }
+        first = []
+        while length > 0 {
+            try block.withUnsafeBufferPointer { try parse(UnsafeBufferPointer(rebasing: $0[0..<length])) }
+            length = try fill()
+        }
+        if quotePending { quoted = false }
+        guard !quoted else { throw PrivacyError(.invalidValue, "line \(line): a quoted field is not closed") }
+        if !field.isEmpty || !record.isEmpty { try endRecord() }
+        guard columns != nil else { throw PrivacyError(.invalidValue, "the CSV has no header row") }
+        try flush()
     }
 
     /// The table as CSV with the given delimiter, quoting fields that need it.
