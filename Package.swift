@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "CivitasCrypto", targets: ["CivitasCrypto"]),
         .library(name: "CivitasLog", targets: ["CivitasLog"]),
         .library(name: "CivitasPrivacy", targets: ["CivitasPrivacy"]),
+        .library(name: "CivitasTime", targets: ["CivitasTime"]),
         .library(name: "CivitasModel", targets: ["CivitasModel"]),
         .library(name: "CivitasStore", targets: ["CivitasStore"]),
         .library(name: "CivitasBroker", targets: ["CivitasBroker"]),
@@ -54,7 +55,7 @@ let package = Package(
         // Pure: no I/O, no clock; randomness and keys are passed in.
         .target(
             name: "CivitasPrivacy",
-            dependencies: ["CivitasCrypto"]
+            dependencies: ["CivitasCrypto", "CivitasTime"]
         ),
 
         // Persistence: the broker's state on embedded SQLite (GRDB, WAL), the exchange log included.
@@ -64,9 +65,12 @@ let package = Package(
         ),
 
         // The records the broker keeps and shows (participants, datasets, agreements, deliveries, feeds).
+        // Time: UTC instants to the second and calendar arithmetic, read and written in one place.
+        .target(name: "CivitasTime"),
+
         .target(
             name: "CivitasModel",
-            dependencies: ["CivitasCrypto"]
+            dependencies: ["CivitasCrypto", "CivitasTime"]
         ),
 
         // The use cases: agreements, consent, releases, aggregates, feeds.

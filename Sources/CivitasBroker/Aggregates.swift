@@ -26,7 +26,7 @@ public struct AggregateRequest: Sendable {
 /// Differentially private aggregates under an agreement, over declared group keys.
 extension Broker {
     /// A differentially private aggregate over the consented records, charged to the agreement's ε budget.
-    public func aggregate(agreement id: String, request: AggregateRequest, by partner: Participant, now: String) throws -> ReleaseResult {
+    public func aggregate(agreement id: String, request: AggregateRequest, by partner: Participant, now: UTCTime) throws -> ReleaseResult {
         let (agreement, policy, dataset) = try authorize(id, purpose: request.purpose, partner: partner, now: now)
         guard let terms = policy.aggregates else { throw BrokerError(.invalid, "agreement \(id) does not allow aggregates") }
         if let column = request.groupBy.first(where: { !terms.groupBy.contains($0) }) {

@@ -1,5 +1,6 @@
 import CivitasCrypto
 import CivitasLog
+import CivitasModel
 import CivitasPrivacy
 
 /// The terms of a sharing agreement (docs/exchanges.md): who shares which dataset with whom,
@@ -73,8 +74,8 @@ public struct AgreementPolicy: Sendable, Equatable {
     public let treatment: Treatment
     public let aggregates: AggregateTerms?
     public let epsilonBudgetMicro: UInt64
-    public let validFrom: String
-    public let validUntil: String
+    public let validFrom: UTCTime
+    public let validUntil: UTCTime
     public let feed: FeedTerms?
     /// The policy's canonical bytes and their SHA-256.
     public let canonical: [UInt8]
@@ -233,8 +234,8 @@ public struct AgreementPolicy: Sendable, Equatable {
                 "civitas:fields": .array(fields.map(JSONValue.string)),
                 "constraint": [
                     ["leftOperand": "purpose", "operator": "isAnyOf", "rightOperand": .array(purposes.map { .string("urn:civitas:purpose:\($0)") })],
-                    ["leftOperand": "dateTime", "operator": "gteq", "rightOperand": ["@value": .string(validFrom), "@type": "xsd:dateTime"]],
-                    ["leftOperand": "dateTime", "operator": "lteq", "rightOperand": ["@value": .string(validUntil), "@type": "xsd:dateTime"]],
+                    ["leftOperand": "dateTime", "operator": "gteq", "rightOperand": ["@value": .string(validFrom.rfc3339), "@type": "xsd:dateTime"]],
+                    ["leftOperand": "dateTime", "operator": "lteq", "rightOperand": ["@value": .string(validUntil.rfc3339), "@type": "xsd:dateTime"]],
                 ],
                 "duty": .array(duties),
             ]],
@@ -332,10 +333,10 @@ public struct AgreementPolicy: Sendable, Equatable {
         return UInt64(scaled)
     }
 
-    static func time(_ object: [String: JSONValue], _ key: String) throws -> String {
-        guard let text = object[key]?.stringValue, LogTime.isValid(text) else {
+    static func time(_ object: [String: JSONValue], _ key: String) throws -> UTCTime {
+        guard let text = object[key]?.stringValue, let time = UTCTime(rfc3339: text) else {
             throw invalid("policy member '\(key)' must be an RFC 3339 UTC time like 2026-11-26T12:00:00Z")
         }
-        return text
+        return time
     }
 }

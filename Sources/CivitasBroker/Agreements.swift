@@ -7,7 +7,7 @@ import Foundation
 /// Agreements: offered by the publisher, accepted by the partner, revoked by either, expired by time.
 extension Broker {
     /// Stores an agreement offered by the dataset's publisher, who signed the policy hash.
-    public func offerAgreement(policy value: JSONValue, signature: [UInt8], by publisher: Participant, now: String) throws -> StoredAgreement {
+    public func offerAgreement(policy value: JSONValue, signature: [UInt8], by publisher: Participant, now: UTCTime) throws -> StoredAgreement {
         let policy = try AgreementPolicy.parse(value)
         guard policy.publisher == publisher.keys.keyID else {
             throw BrokerError(.forbidden, "the policy names publisher \(policy.publisher), not the caller \(publisher.keys.keyID)")
@@ -33,7 +33,7 @@ extension Broker {
     }
 
     /// The partner accepts, signing the same policy hash.
-    public func acceptAgreement(_ id: String, signature: [UInt8], by partner: Participant, now: String) throws -> StoredAgreement {
+    public func acceptAgreement(_ id: String, signature: [UInt8], by partner: Participant, now: UTCTime) throws -> StoredAgreement {
         let agreement = try existing(id)
         guard agreement.partner == partner.keys.keyID else { throw BrokerError(.forbidden, "only the partner of agreement \(id) may accept it") }
         guard partner.keys.isValidSignature(signature, for: AgreementPolicy.acceptMessage(policySHA256: agreement.policySHA256)) else {
@@ -44,7 +44,7 @@ extension Broker {
     }
 
     /// Either party revokes the agreement; nothing is released under it afterwards.
-    public func revokeAgreement(_ id: String, by participant: Participant, now: String) throws -> StoredAgreement {
+    public func revokeAgreement(_ id: String, by participant: Participant, now: UTCTime) throws -> StoredAgreement {
         let agreement = try existing(id)
         guard [agreement.publisher, agreement.partner].contains(participant.keys.keyID) else {
             throw BrokerError(.forbidden, "only the parties to agreement \(id) may revoke it")
@@ -54,7 +54,7 @@ extension Broker {
 
     /// Marks agreements past their validity as expired (logged); returns their ids.
     @discardableResult
-    public func expireAgreements(now: String) throws -> [String] {
+    public func expireAgreements(now: UTCTime) throws -> [String] {
         var expired: [String] = []
         for agreement in try store.agreements(involving: nil) where (agreement.state == .offered || agreement.state == .accepted) && agreement.validUntil < now {
             do {

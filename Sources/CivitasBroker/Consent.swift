@@ -41,7 +41,7 @@ extension Broker {
     /// Records grants and withdrawals of consent in one transaction (each logged) and returns a
     /// signed receipt for each: the ISO/IEC TS 27560 record with its log index, and the broker's
     /// Ed25519 signature over it.
-    public func recordConsent(_ requests: [ConsentRequest], by recorder: Participant, now: String) throws -> [JSONValue] {
+    public func recordConsent(_ requests: [ConsentRequest], by recorder: Participant, now: UTCTime) throws -> [JSONValue] {
         guard (1...Self.maximumConsentEvents).contains(requests.count) else {
             throw BrokerError(.invalid, "send 1 to \(Self.maximumConsentEvents) consent events at a time")
         }
@@ -78,7 +78,7 @@ extension Broker {
                 "consent_type": "explicit",
                 "collection_method": .string(request.collectionMethod),
                 "jurisdiction": .string(request.jurisdiction),
-                "event": ["type": .string(request.granted ? "given" : "withdrawn"), "time": .string(now), "recorded_by": .string(recorder.keys.keyID.hex)],
+                "event": ["type": .string(request.granted ? "given" : "withdrawn"), "time": .string(now.rfc3339), "recorded_by": .string(recorder.keys.keyID.hex)],
                 "state": .string(request.granted ? "active" : "withdrawn"),
             ]
             records.append(record)

@@ -22,7 +22,7 @@ extension Broker {
     public static let maximumReportedProblems = 20
 
     /// Registers a dataset under an annotated schema, offered for `purposes`; only an agency may.
-    public func registerDataset(id: String, schema: JSONValue, purposes: [String], by publisher: Participant, now: String) throws -> Dataset {
+    public func registerDataset(id: String, schema: JSONValue, purposes: [String], by publisher: Participant, now: UTCTime) throws -> Dataset {
         try require(publisher, roles: [.agency])
         guard schema.objectValue != nil else { throw BrokerError(.invalidSchema, "a dataset needs a schema (a JSON object)") }
         let bytes = try CanonicalJSON.encode(schema)
@@ -48,7 +48,7 @@ extension Broker {
     /// it encrypted, whole or not at all; feed windows it fills close at once (a window that
     /// fails is reported to `windowFailed`). The same `idempotencyKey` answers the stored batch.
     public func publishBatch(dataset id: String, format: BatchFormat, body: ByteSource, idempotencyKey: String?, by publisher: Participant,
-                             now: String, windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
+                             now: UTCTime, windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
         try require(publisher, roles: [.agency])
         let dataset = try dataset(id)
         guard dataset.publisher == publisher.keys.keyID else { throw BrokerError(.forbidden, "only the publisher of \(id) may upload to it") }
@@ -80,7 +80,7 @@ extension Broker {
     /// A CSV batch read, validated and sealed chunk by chunk inside the store's transaction: the
     /// rows are never held whole. Any problem (up to the reported maximum, all rows read) refuses
     /// the whole batch and stores nothing.
-    private func publishCSV(dataset id: String, schema: DatasetSchema, body: ByteSource, idempotencyKey: String?, now: String) throws -> Batch {
+    private func publishCSV(dataset id: String, schema: DatasetSchema, body: ByteSource, idempotencyKey: String?, now: UTCTime) throws -> Batch {
         var limits = CSVTable.Limits()
         limits.maximumRows = Self.maximumBatchRows
         return try mapStore {
@@ -114,7 +114,7 @@ extension Broker {
 
     /// A JSON Lines (or, with `ngsi`, NGSI) batch: parsed and validated whole, then stored.
     private func publishRecords(dataset id: String, schema: DatasetSchema, ngsi: Bool, body: [UInt8], idempotencyKey: String?,
-                                now: String) throws -> Batch {
+                                now: UTCTime) throws -> Batch {
         let table: CSVTable
         do {
             let records = ngsi ? try JSONRecords.parseNGSILD(body, maximumRecords: Self.maximumBatchRows)

@@ -7,7 +7,7 @@ import Foundation
 /// Feeds: new records delivered in windows to pull, stream or push.
 extension Broker {
     /// Subscribes the partner to new records under the agreement (which must have feed terms).
-    public func subscribe(agreement id: String, purpose: String, webhook: String?, by partner: Participant, now: String) throws -> Feed {
+    public func subscribe(agreement id: String, purpose: String, webhook: String?, by partner: Participant, now: UTCTime) throws -> Feed {
         let (_, policy, _) = try authorize(id, purpose: purpose, partner: partner, now: now)
         guard policy.feed != nil else { throw BrokerError(.invalid, "agreement \(id) has no feed terms") }
         if let webhook { try webhooks.check(webhook) }
@@ -20,7 +20,7 @@ extension Broker {
     /// With `dataset`, only that dataset's feeds are looked at (an upload closes what it filled).
     /// A feed that fails (its agreement out of budget, say) is reported to `failed` and skipped:
     /// it never stops the others.
-    public func closeDueWindows(now: String, dataset only: String? = nil,
+    public func closeDueWindows(now: UTCTime, dataset only: String? = nil,
                                 failed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> [ReleaseResult] {
         var results: [ReleaseResult] = []
         for feed in try store.feeds() {
@@ -34,7 +34,7 @@ extension Broker {
     }
 
     /// Closes `feed`'s window if it is due; nil when nothing was delivered.
-    func closeWindow(of feed: Feed, now: String, dataset only: String?) throws -> ReleaseResult? {
+    func closeWindow(of feed: Feed, now: UTCTime, dataset only: String?) throws -> ReleaseResult? {
         guard let agreement = try store.agreement(feed.agreement), only == nil || agreement.dataset == only,
               (try? Self.checkActive(agreement, at: now)) != nil,
               let policy = try? AgreementPolicy.parse(try JSONParser.parse(agreement.policy)), let terms = policy.feed,
@@ -44,7 +44,7 @@ extension Broker {
         // A window that could not reach k is tried again only once a new batch has joined it.
         if waitingWindows.lastBatch(of: feed.id) == last.sequence { return nil }
         let waiting = pending.reduce(0) { $0 + $1.records }
-        let waited = (RFC3339.seconds(now) ?? 0) - (RFC3339.seconds(first.created) ?? 0)
+        let waited = now.seconds(since: first.created)
         guard waiting >= terms.windowRecords || waited >= Int64(terms.windowSeconds) else { return nil }
         let window = feed.nextBatch..<(last.sequence + 1)
         do {

@@ -12,7 +12,7 @@ extension Broker {
     }
 
     /// Registers a participant by its public keys; only the operator may. Logged.
-    public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, by registrar: Participant, now: String) throws -> Participant {
+    public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, by registrar: Participant, now: UTCTime) throws -> Participant {
         try require(registrar, roles: [.operator_])
         return try mapStore { try store.registerParticipant(keys, role: role, now: now) }
     }

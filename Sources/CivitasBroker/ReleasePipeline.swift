@@ -7,7 +7,7 @@ import Foundation
 /// The release pipeline's steps shared by releases, aggregates and feed windows (DESIGN.md).
 extension Broker {
     /// Step 1: the agreement exists, names this partner, is accepted, inside its validity, and allows the purpose.
-    func authorize(_ id: String, purpose: String, partner: Participant, now: String) throws -> (StoredAgreement, AgreementPolicy, Dataset) {
+    func authorize(_ id: String, purpose: String, partner: Participant, now: UTCTime) throws -> (StoredAgreement, AgreementPolicy, Dataset) {
         let agreement = try existing(id)
         guard agreement.partner == partner.keys.keyID else { throw BrokerError(.forbidden, "agreement \(id) is not with \(partner.keys.name)") }
         try Self.checkActive(agreement, at: now)
@@ -76,7 +76,7 @@ extension Broker {
     /// and store in one transaction.
     func deliver(payload: consuming [UInt8], records: Int, id deliveryID: String, kind: Delivery.Kind, agreement: StoredAgreement, policy: AgreementPolicy,
                          purpose: String, outcome: TreatmentOutcome?, epsilonMicro: UInt64, feedWindow: (feed: String, from: Int64, to: Int64)?,
-                         drawnBatches: [Int64], now: String, transforms: [String: JSONValue] = [:]) throws -> Delivery {
+                         drawnBatches: [Int64], now: UTCTime, transforms: [String: JSONValue] = [:]) throws -> Delivery {
         guard let partner = try store.participant(agreement.partner) else { throw BrokerError(.notFound, "partner \(agreement.partner) is gone") }
         let sealer = EnvelopeSealer(issuer: keys, recipient: partner.keys, contentType: "text/csv", metadata: [
             "delivery": .string(deliveryID), "kind": .string(kind.rawValue), "agreement": .string(agreement.id),
@@ -88,7 +88,7 @@ extension Broker {
                                                                       chunkSize: EnvelopeFormat.automaticChunkSize(payloadLength: payloadLength))) + 64 * 1024)
         // The payload is let go once sealed: only the envelope is held while it is stored.
         let summary = try sealer.seal(from: MemorySource(consume payload), payloadLength: payloadLength, to: sink,
-                                      created: RFC3339.date(now) ?? Date())
+                                      created: now.date)
         let envelope = sink.bytes
         var allTransforms = outcome?.logTransforms ?? [:]
         allTransforms.merge(transforms) { _, new in new }
@@ -128,7 +128,7 @@ extension Broker {
     }
 
     /// An agreement may be used only while accepted and inside its validity window.
-    static func checkActive(_ agreement: StoredAgreement, at now: String) throws {
+    static func checkActive(_ agreement: StoredAgreement, at now: UTCTime) throws {
         guard agreement.state == .accepted else {
             throw BrokerError(.agreementNotActive, "agreement \(agreement.id) is \(agreement.state.rawValue)\(agreement.ended.map { " since \($0)" } ?? "")")
         }

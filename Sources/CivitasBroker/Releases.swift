@@ -17,7 +17,7 @@ extension Broker {
     /// Releases the dataset to the partner under the agreement: the pipeline's steps 1 to 9. A
     /// release draws only from batches that no earlier delivery to this partner drew from (under
     /// any agreement on the dataset), so no record reaches a partner twice.
-    public func release(agreement id: String, purpose: String, by partner: Participant, now: String) throws -> ReleaseResult {
+    public func release(agreement id: String, purpose: String, by partner: Participant, now: UTCTime) throws -> ReleaseResult {
         let (agreement, policy, dataset) = try authorize(id, purpose: purpose, partner: partner, now: now)
         let all = try store.batches(of: dataset.id, from: 1).map(\.sequence)
         let batches = try undrawn(all, partner: agreement.partner, dataset: dataset.id)

@@ -1,4 +1,5 @@
 import CivitasCrypto
+@_exported import CivitasTime
 
 // The records the broker keeps and its adapters show: what a store persists and returns, what
 // the broker's use cases take and give, what the HTTP layer encodes. No behaviour beyond data.
@@ -10,9 +11,9 @@ public struct Participant: Sendable, Equatable {
     }
     public let keys: PublicKeys
     public let role: Role
-    public let registered: String
+    public let registered: UTCTime
 
-    public init(keys: PublicKeys, role: Role, registered: String) {
+    public init(keys: PublicKeys, role: Role, registered: UTCTime) {
         self.keys = keys
         self.role = role
         self.registered = registered
@@ -27,9 +28,9 @@ public struct Dataset: Sendable, Equatable {
     public let schemaSHA256: [UInt8]
     /// Purposes the publisher offers the dataset for (codes such as `public-health-surveillance`).
     public let purposes: [String]
-    public let registered: String
+    public let registered: UTCTime
 
-    public init(id: String, publisher: KeyID, schema: [UInt8], schemaSHA256: [UInt8], purposes: [String], registered: String) {
+    public init(id: String, publisher: KeyID, schema: [UInt8], schemaSHA256: [UInt8], purposes: [String], registered: UTCTime) {
         self.id = id
         self.publisher = publisher
         self.schema = schema
@@ -77,16 +78,16 @@ public struct StoredAgreement: Sendable, Equatable {
     public let offerSignature: [UInt8]
     public var acceptSignature: [UInt8]?
     public var state: State
-    public let validFrom: String
-    public let validUntil: String
+    public let validFrom: UTCTime
+    public let validUntil: UTCTime
     public let budgetMicro: UInt64
     public var spentMicro: UInt64
-    public let offered: String
-    public var accepted: String?
-    public var ended: String?
+    public let offered: UTCTime
+    public var accepted: UTCTime?
+    public var ended: UTCTime?
 
     public init(id: String, dataset: String, publisher: KeyID, partner: KeyID, policy: [UInt8], policySHA256: [UInt8],
-                offerSignature: [UInt8], validFrom: String, validUntil: String, budgetMicro: UInt64, offered: String) {
+                offerSignature: [UInt8], validFrom: UTCTime, validUntil: UTCTime, budgetMicro: UInt64, offered: UTCTime) {
         self.id = id
         self.dataset = dataset
         self.publisher = publisher
@@ -118,10 +119,10 @@ public struct Delivery: Sendable, Equatable {
     public let logIndex: UInt64
     public let records: Int
     public let envelope: [UInt8]
-    public let created: String
+    public let created: UTCTime
 
     public init(id: String, agreement: String, partner: KeyID, kind: Kind, feed: String?, feedSequence: Int64?, logIndex: UInt64,
-                records: Int, envelope: [UInt8], created: String) {
+                records: Int, envelope: [UInt8], created: UTCTime) {
         self.id = id
         self.agreement = agreement
         self.partner = partner
@@ -149,9 +150,9 @@ public struct Feed: Sendable, Equatable {
     /// Where windows are pushed, if anywhere, and up to which sequence they were accepted there.
     public let webhook: String?
     public let pushed: Int64
-    public let created: String
+    public let created: UTCTime
 
-    public init(id: String, agreement: String, purpose: String, nextBatch: Int64, delivered: Int64, acknowledged: Int64, webhook: String?, pushed: Int64, created: String) {
+    public init(id: String, agreement: String, purpose: String, nextBatch: Int64, delivered: Int64, acknowledged: Int64, webhook: String?, pushed: Int64, created: UTCTime) {
         self.id = id
         self.agreement = agreement
         self.purpose = purpose
@@ -168,9 +169,9 @@ public struct Feed: Sendable, Equatable {
 public struct BatchSummary: Sendable, Equatable {
     public let sequence: Int64
     public let records: Int
-    public let created: String
+    public let created: UTCTime
 
-    public init(sequence: Int64, records: Int, created: String) {
+    public init(sequence: Int64, records: Int, created: UTCTime) {
         self.sequence = sequence
         self.records = records
         self.created = created

@@ -85,8 +85,8 @@ public struct BrokerAPI: Sendable {
         return object
     }
 
-    func now() -> String {
-        EnvelopeSealer.timestamp(Date(timeIntervalSince1970: TimeInterval(clock())))
+    func now() -> UTCTime {
+        UTCTime(secondsSince1970: clock())
     }
 
     func addParticipant(_ context: CivitasRequestContext) throws -> Response {
@@ -178,7 +178,7 @@ public struct BrokerAPI: Sendable {
                 "@type": "dcat:Dataset",
                 "dct:identifier": .string(dataset.id),
                 "dct:title": .string(schema["title"]?.stringValue ?? dataset.id),
-                "dct:issued": .string(dataset.registered),
+                "dct:issued": .string(dataset.registered.rfc3339),
                 "dct:publisher": .object(["@type": "foaf:Agent", "foaf:name": .string(publisher?.keys.name ?? dataset.publisher.hex),
                                           "dct:identifier": .string(dataset.publisher.hex)]),
                 "spdx:checksum": .object(["spdx:algorithm": "SHA-256", "spdx:checksumValue": .string(Hex.encode(dataset.schemaSHA256))]),
@@ -205,13 +205,13 @@ public struct BrokerAPI: Sendable {
     static func json(_ participant: Participant) -> JSONValue {
         .object(["key_id": .string(participant.keys.keyID.hex), "name": .string(participant.keys.name),
                  "role": .string(participant.role.rawValue), "ed25519": .string(Base64.encode(participant.keys.signingKey)),
-                 "x25519": .string(Base64.encode(participant.keys.encryptionKey)), "registered": .string(participant.registered)])
+                 "x25519": .string(Base64.encode(participant.keys.encryptionKey)), "registered": .string(participant.registered.rfc3339)])
     }
 
     static func json(_ dataset: Dataset) -> JSONValue {
         .object(["id": .string(dataset.id), "publisher": .string(dataset.publisher.hex),
                  "schema_sha256": .string(Hex.encode(dataset.schemaSHA256)),
-                 "purposes": .array(dataset.purposes.map(JSONValue.string)), "registered": .string(dataset.registered)])
+                 "purposes": .array(dataset.purposes.map(JSONValue.string)), "registered": .string(dataset.registered.rfc3339)])
     }
 }
 

@@ -38,7 +38,7 @@ public final class BrokerSchedule: @unchecked Sendable {
 
     /// One round of the periodic work.
     public func tick() async {
-        let now = EnvelopeSealer.timestamp(Date(timeIntervalSince1970: TimeInterval(clock())))
+        let now = UTCTime(secondsSince1970: clock())
         // Each step, and each feed within a step, fails on its own: one never stops the others.
         do {
             let expired = try broker.expireAgreements(now: now)

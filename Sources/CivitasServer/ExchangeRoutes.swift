@@ -271,12 +271,12 @@ extension BrokerAPI {
         var object: [String: JSONValue] = [
             "id": .string(agreement.id), "dataset": .string(agreement.dataset), "publisher": .string(agreement.publisher.hex),
             "partner": .string(agreement.partner.hex), "state": .string(agreement.state.rawValue),
-            "policy_sha256": .string(Hex.encode(agreement.policySHA256)), "valid_from": .string(agreement.validFrom),
-            "valid_until": .string(agreement.validUntil), "epsilon_budget": .string(MicroUnits.decimal(agreement.budgetMicro)),
-            "epsilon_spent": .string(MicroUnits.decimal(agreement.spentMicro)), "offered": .string(agreement.offered),
+            "policy_sha256": .string(Hex.encode(agreement.policySHA256)), "valid_from": .string(agreement.validFrom.rfc3339),
+            "valid_until": .string(agreement.validUntil.rfc3339), "epsilon_budget": .string(MicroUnits.decimal(agreement.budgetMicro)),
+            "epsilon_spent": .string(MicroUnits.decimal(agreement.spentMicro)), "offered": .string(agreement.offered.rfc3339),
         ]
-        if let accepted = agreement.accepted { object["accepted"] = .string(accepted) }
-        if let ended = agreement.ended { object["ended"] = .string(ended) }
+        if let accepted = agreement.accepted { object["accepted"] = .string(accepted.rfc3339) }
+        if let ended = agreement.ended { object["ended"] = .string(ended.rfc3339) }
         return .object(object)
     }
 
@@ -284,7 +284,7 @@ extension BrokerAPI {
         var object: [String: JSONValue] = [
             "id": .string(delivery.id), "agreement": .string(delivery.agreement), "kind": .string(delivery.kind.rawValue),
             "records": .number(Double(delivery.records)), "log_index": .number(Double(delivery.logIndex)),
-            "envelope_bytes": .number(Double(delivery.envelope.count)), "created": .string(delivery.created),
+            "envelope_bytes": .number(Double(delivery.envelope.count)), "created": .string(delivery.created.rfc3339),
         ]
         if let feed = delivery.feed { object["feed"] = .string(feed) }
         if let sequence = delivery.feedSequence { object["sequence"] = .number(Double(sequence)) }
@@ -312,7 +312,7 @@ extension BrokerAPI {
         var object: [String: JSONValue] = [
             "id": .string(feed.id), "agreement": .string(feed.agreement), "purpose": .string(feed.purpose),
             "next_batch": .number(Double(feed.nextBatch)), "delivered": .number(Double(feed.delivered)),
-            "acknowledged": .number(Double(feed.acknowledged)), "created": .string(feed.created),
+            "acknowledged": .number(Double(feed.acknowledged)), "created": .string(feed.created.rfc3339),
         ]
         if let webhook = feed.webhook {
             object["webhook"] = .string(webhook)

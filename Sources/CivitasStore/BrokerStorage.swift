@@ -18,21 +18,21 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func logInclusionEvidence(index: UInt64, signer: SecretKeys) throws -> InclusionEvidence
 
     // MARK: Participants and request nonces
-    func registerParticipant(_ keys: PublicKeys, role: Participant.Role, now: String) throws -> Participant
+    func registerParticipant(_ keys: PublicKeys, role: Participant.Role, now: UTCTime) throws -> Participant
     func participant(_ keyID: KeyID) throws -> Participant?
     func participants() throws -> [Participant]
     /// Records a request nonce; refuses (`replayed`) one the key used since `oldestAccepted`.
     func recordNonce(keyID: String, nonce: String, created: Int64, oldestAccepted: Int64) throws
 
     // MARK: Datasets and batches
-    func registerDataset(id: String, publisher: KeyID, schema: [UInt8], purposes: [String], now: String) throws -> Dataset
+    func registerDataset(id: String, publisher: KeyID, schema: [UInt8], purposes: [String], now: UTCTime) throws -> Dataset
     func dataset(_ id: String) throws -> Dataset?
     func datasets() throws -> [Dataset]
     /// Stores a batch whole, encrypted; the same idempotency key answers the stored batch.
-    func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: String) throws -> Batch
+    func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch
     /// Stores a batch handed over chunk by chunk (columns, rows), whole or not at all: a producer
     /// that throws leaves nothing stored.
-    func appendBatch(dataset id: String, idempotencyKey: String?, now: String,
+    func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
                      produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch
     func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary]
     /// The records of a dataset (or of some batches), segment by segment.
@@ -40,11 +40,11 @@ public protocol BrokerStorage: AnyObject, Sendable {
 
     // MARK: Agreements and consent
     func offerAgreement(_ agreement: StoredAgreement, purposes: [String], legalBasis: String, aggregateKeys: [String: String]) throws
-    func acceptAgreement(_ id: String, signature: [UInt8], now: String) throws -> StoredAgreement
-    func endAgreement(_ id: String, as state: StoredAgreement.State, by: KeyID?, now: String) throws -> StoredAgreement
+    func acceptAgreement(_ id: String, signature: [UInt8], now: UTCTime) throws -> StoredAgreement
+    func endAgreement(_ id: String, as state: StoredAgreement.State, by: KeyID?, now: UTCTime) throws -> StoredAgreement
     func agreement(_ id: String) throws -> StoredAgreement?
     func agreements(involving participant: KeyID?) throws -> [StoredAgreement]
-    func recordConsents(_ events: [BrokerStore.ConsentEvent], recordedBy: KeyID, now: String) throws -> [UInt64]
+    func recordConsents(_ events: [BrokerStore.ConsentEvent], recordedBy: KeyID, now: UTCTime) throws -> [UInt64]
     /// Per subject hash (hex), whether its latest event for the purpose granted consent.
     func consentStates(dataset: String, purpose: String) throws -> [String: Bool]
 
@@ -54,7 +54,7 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64>
     func delivery(_ id: String) throws -> Delivery?
     func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery]
-    func createFeed(id: String, agreement: String, purpose: String, webhook: String?, now: String) throws -> Feed
+    func createFeed(id: String, agreement: String, purpose: String, webhook: String?, now: UTCTime) throws -> Feed
     func feed(_ id: String) throws -> Feed?
     func feeds() throws -> [Feed]
     func skipFeedBatches(_ id: String, from: Int64, to: Int64) throws

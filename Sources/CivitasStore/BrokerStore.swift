@@ -67,7 +67,7 @@ public final class BrokerStore: Sendable {
 
     /// Registers a participant; throws ``StoreError/Code/duplicate`` if its key id is already registered.
     @discardableResult
-    public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, now: String) throws -> Participant {
+    public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, now: UTCTime) throws -> Participant {
         try writeLogged { db, log in
             if try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [keys.keyID.hex]) != nil {
                 throw StoreError(.duplicate, "participant \(keys.keyID) (\(keys.name)) is already registered")
@@ -122,7 +122,7 @@ public final class BrokerStore: Sendable {
 
     /// Registers a dataset with a fresh encryption key; throws ``StoreError/Code/duplicate`` if the id exists.
     @discardableResult
-    public func registerDataset(id: String, publisher: KeyID, schema: [UInt8], purposes: [String] = [], now: String) throws -> Dataset {
+    public func registerDataset(id: String, publisher: KeyID, schema: [UInt8], purposes: [String] = [], now: UTCTime) throws -> Dataset {
         guard (1...128).contains(id.utf8.count), Self.isCode(id) else {
             throw StoreError(.invalidArgument, "dataset id '\(id.prefix(60))' must be 1-128 of a-z 0-9 . _ -")
         }
@@ -171,7 +171,7 @@ public final class BrokerStore: Sendable {
     /// Stores a validated batch in one transaction: the batch row and its encrypted segments, or
     /// nothing. With an idempotency key already used for this dataset, returns the earlier batch
     /// (``Batch/replayed``) and stores nothing — unless the content differs, which is refused.
-    public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: String) throws -> Batch {
+    public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch {
         try appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
             try emit(columns, [])
             for start in stride(from: 0, to: rows.count, by: Self.segmentRows) {
@@ -185,7 +185,7 @@ public final class BrokerStore: Sendable {
     /// producer that throws leaves nothing stored. Every chunk names the same columns; the first
     /// may carry no rows. With an idempotency key already used, the rows are only hashed and
     /// compared, and the stored batch is answered.
-    public func appendBatch(dataset id: String, idempotencyKey: String?, now: String,
+    public func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
                             produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
         if let idempotencyKey, !(1...200).contains(idempotencyKey.utf8.count) {
             throw StoreError(.invalidArgument, "an idempotency key must be 1 to 200 bytes")

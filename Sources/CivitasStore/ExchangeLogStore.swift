@@ -11,14 +11,15 @@ public struct LogWriter {
     var nextIndex: UInt64
     var previous: MerkleDigest
     /// The last entry's time: entries never go back in time, even if the clock does.
-    var floorTime: String
+    /// The latest entry's time: no entry is logged earlier (nil while the log is empty).
+    var floorTime: UTCTime?
 
     /// Appends an event at `time` (or at the previous entry's time, if that is later); returns its index in the log.
     @discardableResult
-    public mutating func append(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
-        let time = max(time, floorTime)
+    public mutating func append(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+        let time = max(time, floorTime ?? time)
         floorTime = time
-        let entry = try ExchangeLog.prepare(index: nextIndex, previous: previous, time: time, type: type, members: members)
+        let entry = try ExchangeLog.prepare(index: nextIndex, previous: previous, time: time.rfc3339, type: type, members: members)
         try db.execute(sql: "INSERT INTO log_entry (position, bytes, leaf) VALUES (?, ?, ?)",
                        arguments: [Int64(nextIndex), Data(entry.bytes), Data(entry.leafHash)])
         prepared.append(entry)
@@ -147,7 +148,7 @@ extension BrokerStore {
             var pending: [ExchangeLog.PreparedEntry] = []
             let result = try wrap {
                 try pool.write { db -> T in
-                    var writer = LogWriter(db: db, nextIndex: log.size, previous: log.lastLeafHash, floorTime: log.lastTime)
+                    var writer = LogWriter(db: db, nextIndex: log.size, previous: log.lastLeafHash, floorTime: UTCTime(rfc3339: log.lastTime))
                     let value = try body(db, &writer)
                     pending = writer.prepared
                     return value

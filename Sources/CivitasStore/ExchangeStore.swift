@@ -21,13 +21,13 @@ extension BrokerStore {
                                  Int64(agreement.budgetMicro), agreement.offered])
             try log.append(time: agreement.offered, type: .agreementOffered, members: LogEvents.agreementOffered(
                 agreement: agreement.id, dataset: agreement.dataset, publisher: agreement.publisher, partner: agreement.partner,
-                purposes: purposes, policySHA256: agreement.policySHA256, legalBasis: legalBasis, validFrom: agreement.validFrom,
-                validUntil: agreement.validUntil, epsilonBudgetMicro: agreement.budgetMicro, aggregateKeys: aggregateKeys))
+                purposes: purposes, policySHA256: agreement.policySHA256, legalBasis: legalBasis, validFrom: agreement.validFrom.rfc3339,
+                validUntil: agreement.validUntil.rfc3339, epsilonBudgetMicro: agreement.budgetMicro, aggregateKeys: aggregateKeys))
         }
     }
 
     /// Records the partner's acceptance (its signature over the policy hash) and logs `agreement.accepted`.
-    public func acceptAgreement(_ id: String, signature: [UInt8], now: String) throws -> StoredAgreement {
+    public func acceptAgreement(_ id: String, signature: [UInt8], now: UTCTime) throws -> StoredAgreement {
         try writeLogged { db, log in
             var agreement = try Self.agreement(id, in: db)
             guard agreement.state == .offered else {
@@ -44,7 +44,7 @@ extension BrokerStore {
     }
 
     /// Ends an offered or accepted agreement: revoked by a party (`by`), or expired (`by` nil). Logged.
-    public func endAgreement(_ id: String, as state: StoredAgreement.State, by: KeyID?, now: String) throws -> StoredAgreement {
+    public func endAgreement(_ id: String, as state: StoredAgreement.State, by: KeyID?, now: UTCTime) throws -> StoredAgreement {
         precondition(state == .revoked || state == .expired, "an agreement ends revoked or expired")
         return try writeLogged { db, log in
             var agreement = try Self.agreement(id, in: db)
@@ -130,7 +130,7 @@ extension BrokerStore {
     }
 
     /// Records several consent events in one transaction, each logged; returns their log indexes.
-    public func recordConsents(_ events: [ConsentEvent], recordedBy: KeyID, now: String) throws -> [UInt64] {
+    public func recordConsents(_ events: [ConsentEvent], recordedBy: KeyID, now: UTCTime) throws -> [UInt64] {
         try writeLogged { db, log in
             try events.map { event in
                 try db.execute(sql: """
@@ -240,7 +240,7 @@ extension BrokerStore {
     // MARK: Feeds
 
     /// Creates a feed that starts with the dataset's next batch.
-    public func createFeed(id: String, agreement: String, purpose: String, webhook: String?, now: String) throws -> Feed {
+    public func createFeed(id: String, agreement: String, purpose: String, webhook: String?, now: UTCTime) throws -> Feed {
         try wrap {
             try pool.write { db in
                 let stored = try Self.agreement(agreement, in: db)
@@ -323,7 +323,7 @@ public protocol ExchangeWrites: AnyObject {
     /// Moves the feed to `nextBatch` after delivering window number `delivered`.
     func moveFeed(_ id: String, nextBatch: Int64, delivered: Int64) throws
     /// Appends a log entry; returns its index.
-    func appendLog(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64
+    func appendLog(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64
     /// Stores a delivery and its envelope.
     func insertDelivery(_ delivery: Delivery) throws
     /// Records that `delivery` drew these batches of `dataset` for `partner`; each batch at most
@@ -363,7 +363,7 @@ final class ExchangeTransaction: ExchangeWrites {
     }
 
     /// Appends a log entry; returns its index.
-    public func appendLog(time: String, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+    public func appendLog(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
         try log.append(time: time, type: type, members: members)
     }
 

@@ -21,7 +21,7 @@ func runExchangeBenchmark(sizes: [Int]) throws {
         let brokerKeys = try SecretKeys.generate(name: "broker")
         let broker = try Broker(store: store, keys: brokerKeys)
         let agencyKeys = try SecretKeys.generate(name: "agency"), partnerKeys = try SecretKeys.generate(name: "partner")
-        let now = "2026-11-27T10:00:00Z"
+        let now: UTCTime = "2026-11-27T10:00:00Z"
         let agency = try store.registerParticipant(agencyKeys.publicKeys, role: .agency, now: now)
         let partner = try store.registerParticipant(partnerKeys.publicKeys, role: .partner, now: now)
         let purpose = "public-health-surveillance"

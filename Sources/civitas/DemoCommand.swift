@@ -69,7 +69,7 @@ struct DemoCommand: AsyncParsableCommand {
                                     storageKey: try StorageKeyFile.loadOrCreate("\(directory)/broker.sqlite.storage-key"),
                                     logOrigin: "civitas.example/demo-log")
         let broker = try Broker(store: store, keys: brokerKeys)
-        try store.registerParticipant(brokerKeys.publicKeys, role: .operator_, now: EnvelopeSealer.timestamp(Date()))
+        try store.registerParticipant(brokerKeys.publicKeys, role: .operator_, now: .now)
         let server = try await DemoServer.start(broker: broker)
         defer { server.stop() }
         detail("broker listening on \(server.url) (database \(directory)/broker.sqlite, records encrypted at rest)")
@@ -124,8 +124,8 @@ struct DemoCommand: AsyncParsableCommand {
         }
 
         step(5, "The agencies offer health agreements, signing the canonical policy hash; health checks and countersigns.")
-        let now = Date()
-        let validFrom = EnvelopeSealer.timestamp(now.addingTimeInterval(-3600)), validUntil = EnvelopeSealer.timestamp(now.addingTimeInterval(365 * 86400))
+        let now = UTCTime.now
+        let validFrom = now.adding(seconds: -3600).rfc3339, validUntil = now.adding(seconds: 365 * 86400).rfc3339
         let callsPolicy: JSONValue = [
             "agreement": "ag-911-health", "dataset": "montgomery-911", "publisher": .string(emergency.keyID.hex), "partner": .string(health.keyID.hex),
             "purposes": [.string(Self.healthPurpose)], "legal_basis": "consent",

@@ -50,7 +50,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let `operator` {
             let keys = try Files.publicKeys(`operator`)
             if try store.participant(keys.keyID) == nil {
-                try store.registerParticipant(keys, role: .operator_, now: EnvelopeSealer.timestamp(Date()))
+                try store.registerParticipant(keys, role: .operator_, now: .now)
             }
         }
         var logger = Logger(label: "civitas")

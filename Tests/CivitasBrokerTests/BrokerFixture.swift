@@ -23,7 +23,7 @@ final class BrokerFixture {
     let auditor: Participant
     static let dataset = "clinic-visits"
     static let purpose = "public-health-surveillance"
-    var now = "2026-11-27T10:00:00Z"
+    var now: UTCTime = "2026-11-27T10:00:00Z"
 
     static let schema = """
         {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Clinic visit", "type": "object",
@@ -54,7 +54,7 @@ final class BrokerFixture {
         clinicKeys = try SecretKeys.generate(name: "clinic")
         partnerAKeys = try SecretKeys.generate(name: "health")
         partnerBKeys = try SecretKeys.generate(name: "university")
-        let t = "2026-11-27T09:00:00Z"
+        let t: UTCTime = "2026-11-27T09:00:00Z"
         try store.registerParticipant(brokerKeys.publicKeys, role: .operator_, now: t)
         clinic = try store.registerParticipant(clinicKeys.publicKeys, role: .agency, now: t)
         partnerA = try store.registerParticipant(partnerAKeys.publicKeys, role: .partner, now: t)

@@ -119,7 +119,7 @@ struct AgreementTests {
         try fixture.publish(BrokerFixture.records(people: 30))
         try fixture.consent(Array(0..<30), granted: true)
         let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys), partner: fixture.partnerAKeys)
-        let late = "2027-01-01T00:00:00Z"
+        let late: UTCTime = "2027-01-01T00:00:00Z"
         let before = try fixture.stateFingerprint()
         let refused = try #require(throws: BrokerError.self) {
             try fixture.broker.release(agreement: id, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: late)

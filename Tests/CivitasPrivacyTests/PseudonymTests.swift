@@ -1,3 +1,4 @@
+import CivitasTime
 @testable import CivitasCrypto
 import Foundation
 import Testing

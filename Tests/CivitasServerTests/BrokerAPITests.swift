@@ -30,7 +30,7 @@ struct TestBroker {
         operatorKeys = try SecretKeys.generate(name: "operator")
         agency = try SecretKeys.generate(name: "emergency-services")
         partner = try SecretKeys.generate(name: "health")
-        let registered = EnvelopeSealer.timestamp(Date(timeIntervalSince1970: TimeInterval(TestBroker.now - 60)))
+        let registered = UTCTime(Date(timeIntervalSince1970: TimeInterval(TestBroker.now - 60)))
         try store.registerParticipant(operatorKeys.publicKeys, role: .operator_, now: registered)
         try store.registerParticipant(agency.publicKeys, role: .agency, now: registered)
         try store.registerParticipant(partner.publicKeys, role: .partner, now: registered)

@@ -23,7 +23,7 @@ struct TemporaryStore {
 
 @Suite("Broker store (SQLite)")
 struct BrokerStoreTests {
-    let now = "2026-11-27T10:00:00Z"
+    let now: UTCTime = "2026-11-27T10:00:00Z"
 
     @Test("Migrations are applied once, by name, and survive reopening")
     func migrations() throws {

@@ -6,7 +6,7 @@ import Testing
 
 @Suite("The exchange log in the store")
 struct ExchangeLogStoreTests {
-    let now = "2026-11-27T10:00:00Z"
+    let now: UTCTime = "2026-11-27T10:00:00Z"
 
     func audit(_ store: BrokerStore, signer: SecretKeys) throws -> AuditReport {
         let sink = MemorySink()

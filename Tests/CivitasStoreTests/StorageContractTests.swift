@@ -21,7 +21,7 @@ struct StorageContractTests {
         }
     }
 
-    static let now = "2026-11-27T10:00:00Z"
+    static let now: UTCTime = "2026-11-27T10:00:00Z"
 
     /// Two participants and a dataset.
     struct World {

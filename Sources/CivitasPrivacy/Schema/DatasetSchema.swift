@@ -1,3 +1,4 @@
+import CivitasTime
 import CivitasCrypto
 import Foundation
 
