@@ -94,10 +94,7 @@ public struct ReleaseTreatment: Sendable {
         /// Takes a batch of records, `columns` naming their values.
         public mutating func add(columns: [String], rows: [[String]]) throws {
             if table == nil {
-                let subjectField = AgreementPolicy.subjectField(of: treatment.schema).flatMap { columns.contains($0) ? $0 : nil }
-                if subjectField == nil && treatment.policy.legalBasis == .consent && !rows.isEmpty {
-                    throw BrokerError(.invalid, "legal basis consent needs the subject field, which these records lack")
-                }
+                let subjectField = try treatment.subjectField(in: columns, records: rows.count)
                 released = treatment.policy.fields.filter { columns.contains($0) }
                 var names = released
                 if let subjectField, !names.contains(subjectField) { names.append(subjectField) }
@@ -130,6 +127,21 @@ public struct ReleaseTreatment: Sendable {
                 table.append(record)
             }
         }
+
+        /// The collected records, handed over: the input no longer holds them.
+        mutating func takeTable() -> ColumnarTable? {
+            defer { table = nil }
+            return table
+        }
+    }
+
+    /// The subject field among `columns`, if they carry it; basis consent refuses records without it.
+    func subjectField(in columns: [String], records: Int) throws -> String? {
+        let field = AgreementPolicy.subjectField(of: schema).flatMap { columns.contains($0) ? $0 : nil }
+        if field == nil && policy.legalBasis == .consent && records > 0 {
+            throw BrokerError(.invalid, "legal basis consent needs the subject field, which these records lack")
+        }
+        return field
     }
 
     /// An empty input for steps 3 and 4.
@@ -142,10 +154,8 @@ public struct ReleaseTreatment: Sendable {
     /// without the subject field.
     public func consented(_ table: CSVTable, mayRelease: (String) -> Bool) throws -> (CSVTable, withoutConsent: Int) {
         var selected = table
-        if let subject = AgreementPolicy.subjectField(of: schema), let column = table.columns.firstIndex(of: subject) {
+        if let subject = try subjectField(in: table.columns, records: table.rows.count), let column = table.columns.firstIndex(of: subject) {
             selected.rows = table.rows.filter { mayRelease($0[column]) }
-        } else if policy.legalBasis == .consent {
-            throw BrokerError(.invalid, "legal basis consent needs the subject field, which these records lack")
         }
         try Self.requireRecords(read: table.rows.count, selected: selected.rows.count)
         return (selected, table.rows.count - selected.rows.count)
@@ -172,7 +182,8 @@ public struct ReleaseTreatment: Sendable {
                        randomness: AnyRandomWords = AnyRandomWords(SystemRandomness())) throws -> TreatedRecords {
         let selected = input.table?.rowCount ?? 0
         try Self.requireRecords(read: input.recordsRead, selected: selected + input.overCap)
-        guard var table = input.table else { throw BrokerError(.nothingToRelease, "there are no records to release") }
+        // Taken out of the input, so that dropping the look-up for appending frees it.
+        guard var table = input.takeTable() else { throw BrokerError(.nothingToRelease, "there are no records to release") }
         table.finishAppending()
         // 5. Pseudonyms, one per distinct value.
         let fields = input.released.compactMap { schema.field($0) }
