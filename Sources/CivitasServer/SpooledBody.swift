@@ -12,7 +12,8 @@ final class SpooledBody: @unchecked Sendable {
     private(set) var count = 0
 
     init() throws {
-        var template = Array((NSTemporaryDirectory() + "/civitas-upload-XXXXXX").utf8CString)
+        // mkstemp replaces the six trailing X's with a unique name and creates the file.
+        var template = Array((NSTemporaryDirectory() + "/civitas-upload-" + String(repeating: "X", count: 6)).utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.map { mkstemp($0) } ?? -1 }
         guard descriptor >= 0 else { throw APIError(.internalServerError, "spool_failed", "the broker cannot spool the upload to a temporary file") }
         _ = template.withUnsafeBufferPointer { buffer in buffer.baseAddress.map { unlink($0) } }

@@ -318,18 +318,8 @@ struct ReleaseTests {
 
     @Test("Noise and sampling draw from the randomness the broker is given: the same seed gives the same aggregate")
     func injectedRandomness() throws {
-        struct SplitMix: RandomWords {
-            var state: UInt64
-            mutating func next() -> UInt64 {
-                state &+= 0x9E37_79B9_7F4A_7C15
-                var z = state
-                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                return z ^ (z >> 31)
-            }
-        }
         func run(seed: UInt64) throws -> [[String]] {
-            let fixture = try BrokerFixture(randomness: { AnyRandomWords(SplitMix(state: seed)) })
+            let fixture = try BrokerFixture(randomness: { AnyRandomWords(SeededRandomness(state: seed)) })
             try fixture.publish(BrokerFixture.records(people: 30))
             try fixture.consent(Array(0..<30), granted: true)
             let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys), partner: fixture.partnerAKeys)

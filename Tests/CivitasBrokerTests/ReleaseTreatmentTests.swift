@@ -8,17 +8,6 @@ import Testing
 /// keeps them as codes; what leaves must not depend on how the records were cut.
 @Suite("Release treatment, batch by batch")
 struct ReleaseTreatmentTests {
-    struct Counter: RandomWords {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     let master: PseudonymMasterKey
     let schema: DatasetSchema
     let records: CSVTable
@@ -47,7 +36,7 @@ struct ReleaseTreatmentTests {
             try input.add(columns: records.columns, rows: Array(records.rows[batch]))
         }
         let pseudonymizer = try Pseudonymizer(master: master, domain: PseudonymDomain(agreement: "ag-1", partner: "b", purpose: "p", epoch: epoch))
-        return try treatment.finish(input, pseudonymizer: pseudonymizer, randomness: AnyRandomWords(Counter(state: 11)))
+        return try treatment.finish(input, pseudonymizer: pseudonymizer, randomness: AnyRandomWords(SeededRandomness(state: 11)))
     }
 
     @Test("Whole or in batches of any size, the payload and the figures are the same", arguments: [
