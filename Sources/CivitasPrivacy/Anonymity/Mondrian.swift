@@ -12,8 +12,8 @@ public struct Mondrian {
 
     public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
                           keepColumns: [String] = []) throws -> AnonymizedTable {
-        let released = try anonymize(try ColumnarTable(table), quasiIdentifiers: quasiIdentifiers, requirements: requirements,
-                                     keepColumns: keepColumns)
+        let columns = try ColumnarTable(table, columns: requirements.columnsRead(quasiIdentifiers: quasiIdentifiers, keepColumns: keepColumns))
+        let released = try anonymize(columns, quasiIdentifiers: quasiIdentifiers, requirements: requirements, keepColumns: keepColumns)
         return AnonymizedTable(table: released.table, report: released.report)
     }
 

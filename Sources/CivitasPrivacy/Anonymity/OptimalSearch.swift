@@ -37,8 +37,8 @@ public struct OptimalSearch {
     /// Encodes, searches and releases in one call.
     public func anonymize(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
                           keepColumns: [String] = []) throws -> AnonymizedTable {
-        let released = try anonymize(try ColumnarTable(table), quasiIdentifiers: quasiIdentifiers, requirements: requirements,
-                                     keepColumns: keepColumns)
+        let columns = try ColumnarTable(table, columns: requirements.columnsRead(quasiIdentifiers: quasiIdentifiers, keepColumns: keepColumns))
+        let released = try anonymize(columns, quasiIdentifiers: quasiIdentifiers, requirements: requirements, keepColumns: keepColumns)
         return AnonymizedTable(table: released.table, report: released.report)
     }
 
@@ -62,9 +62,12 @@ public struct OptimalSearch {
     /// Most generalizations tried after the first when linked records cannot be protected within the limit.
     static let maximumRetries = 16
 
-    /// Encodes the table for searching (the part that reads every row).
-    public func prepare(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements) throws -> Prepared {
-        try prepare(try ColumnarTable(table), quasiIdentifiers: quasiIdentifiers, requirements: requirements)
+    /// Encodes the table for searching (the part that reads every row); `keepColumns` are the
+    /// columns a later release passes through (no other column is read).
+    public func prepare(_ table: CSVTable, quasiIdentifiers: [QuasiIdentifier], requirements: AnonymityRequirements,
+                        keepColumns: [String] = []) throws -> Prepared {
+        try prepare(try ColumnarTable(table, columns: requirements.columnsRead(quasiIdentifiers: quasiIdentifiers, keepColumns: keepColumns)),
+                    quasiIdentifiers: quasiIdentifiers, requirements: requirements)
     }
 
     /// Encodes a columnar table for searching.

@@ -64,3 +64,16 @@ public struct AnonymityRequirements: Sendable, Equatable {
         self.linking = linking
     }
 }
+
+extension AnonymityRequirements {
+    /// The columns an anonymization reads: the quasi-identifiers, the sensitive, subject and
+    /// linking columns, and the kept ones, each once (a table's other columns are never encoded).
+    func columnsRead(quasiIdentifiers: [QuasiIdentifier], keepColumns: [String]) -> [String] {
+        var names: [String] = []
+        for name in quasiIdentifiers.map(\.column) + [sensitive, subject].compactMap({ $0 }) + linking + keepColumns where !names.contains(name) {
+            names.append(name)
+        }
+        return names
+    }
+}
+
