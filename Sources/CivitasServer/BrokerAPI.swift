@@ -18,6 +18,9 @@ public struct BrokerAPI: Sendable {
     /// Request-body bytes all requests may hold at once (each authenticated before it is read).
     public static let maximumBodyBytesInFlight = 2 * maximumBodySize
     let bodies = RequestBodyBudget(limit: BrokerAPI.maximumBodyBytesInFlight)
+    /// Bytes all spooled uploads may hold on disk at once.
+    public static let maximumSpooledBytes = 4 * maximumBodySize
+    let spooledBytes = RequestBodyBudget(limit: BrokerAPI.maximumSpooledBytes)
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
 
     let broker: Broker
@@ -51,7 +54,8 @@ public struct BrokerAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: try broker.checkpoint())))
         }
 
-        let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, bodies: bodies, spools: Self.spoolsBody))
+        let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, bodies: bodies,
+                                                                                   spooledBytes: spooledBytes, spools: Self.spoolsBody))
         signed.post("admin/participants") { _, context in try addParticipant(context) }
         signed.get("participants") { _, context in try listParticipants(context) }
         signed.post("datasets") { _, context in try registerDataset(context) }

@@ -19,6 +19,8 @@ struct SignatureAuthenticator: RouterMiddleware {
     let broker: Broker
     let clock: @Sendable () -> Int64
     let bodies: RequestBodyBudget
+    /// The disk all spooled bodies may take together.
+    let spooledBytes: RequestBodyBudget
     /// Whether a request's body goes to a temporary file rather than memory.
     let spools: @Sendable (Request) -> Bool
     static let allowedSkew: Int64 = 300
@@ -81,13 +83,20 @@ struct SignatureAuthenticator: RouterMiddleware {
                            headers: [.retryAfter: "1"])
         }
         defer { bodies.release(share) }
+        // A spooled body reserves its disk until the request is answered (the file lives as long).
+        let disk = spooling ? declared ?? context.maxUploadSize : 0
+        guard disk == 0 || spooledBytes.reserve(disk) else {
+            throw APIError(.serviceUnavailable, "busy", "the broker is spooling as many uploads as it holds on disk at once; retry shortly",
+                           headers: [.retryAfter: "1"])
+        }
+        defer { if disk > 0 { spooledBytes.release(disk) } }
         let expected: [UInt8]
         if spooling {
             let spool = try SpooledBody()
             let hasher = try SHA256Hasher()
             for try await buffer in request.body {
-                guard spool.count + buffer.readableBytes <= context.maxUploadSize else {
-                    throw APIError(.contentTooLarge, "too_large", "the body is larger than \(context.maxUploadSize) bytes")
+                guard spool.count + buffer.readableBytes <= disk else {
+                    throw APIError(.contentTooLarge, "too_large", "the body is larger than \(disk) bytes")
                 }
                 try buffer.withUnsafeReadableBytes { bytes in
                     hasher.update(bytes)

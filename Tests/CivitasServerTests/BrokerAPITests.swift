@@ -398,6 +398,12 @@ struct SpooledUploadTests {
             let whole = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency,
                                                                        contentType: "application/x-ndjson"))
             #expect(whole.status == .serviceUnavailable)
+            // Spools are bounded on disk too: with all but a megabyte of that taken, the CSV is refused.
+            let spooling = BrokerAPI.maximumSpooledBytes - SignatureAuthenticator.spoolBufferShare
+            #expect(broker.api.spooledBytes.reserve(spooling))
+            let noDisk = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency, contentType: "text/csv"))
+            #expect(noDisk.status == .serviceUnavailable)
+            broker.api.spooledBytes.release(spooling)
             var tampered = try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency, contentType: "text/csv")
             var changed = csv
             changed[csv.count - 2] ^= 1
