@@ -25,9 +25,14 @@ extension Broker {
                                         policy: policy.canonical, policySHA256: policy.sha256, offerSignature: signature,
                                         validFrom: policy.validFrom, validUntil: policy.validUntil, budgetMicro: policy.epsilonBudgetMicro, offered: now)
         let keySources = try policy.aggregates.map { try Self.declaredGroups($0.groupBy, terms: $0, schema: DatasetSchema.parse(dataset.schema), sourcesOnly: true).1 } ?? [:]
-        try mapStore {
-            try store.offerAgreement(agreement, purposes: policy.purposes, legalBasis: policy.legalBasis.rawValue,
-                                     aggregateKeys: keySources.compactMapValues(\.stringValue))
+        let aggregateKeys = keySources.compactMapValues(\.stringValue)
+        try change { transaction in
+            try transaction.insertAgreement(agreement)
+            _ = try transaction.appendLog(time: now, type: .agreementOffered, members: LogEvents.agreementOffered(
+                agreement: agreement.id, dataset: agreement.dataset, publisher: agreement.publisher, partner: agreement.partner,
+                purposes: policy.purposes, policySHA256: agreement.policySHA256, legalBasis: policy.legalBasis.rawValue,
+                validFrom: agreement.validFrom.rfc3339, validUntil: agreement.validUntil.rfc3339, epsilonBudgetMicro: agreement.budgetMicro,
+                aggregateKeys: aggregateKeys))
         }
         return agreement
     }
@@ -40,7 +45,18 @@ extension Broker {
             throw BrokerError(.badSignature, "the acceptance signature does not verify with \(partner.keys.name)'s key over policy \(Hex.encode(agreement.policySHA256))")
         }
         guard now <= agreement.validUntil else { throw BrokerError(.agreementNotActive, "agreement \(id) ended at \(agreement.validUntil)") }
-        return try mapStore { try store.acceptAgreement(id, signature: signature, now: now) }
+        return try change { transaction in
+            var current = try transaction.agreement(id)
+            guard current.state == .offered else {
+                throw BrokerError(.agreementNotActive, "agreement \(id) is \(current.state.rawValue); only an offered agreement can be accepted")
+            }
+            current.state = .accepted
+            current.acceptSignature = signature
+            current.accepted = now
+            try transaction.updateAgreement(current)
+            _ = try transaction.appendLog(time: now, type: .agreementAccepted, members: LogEvents.agreementAccepted(agreement: id, partner: current.partner))
+            return current
+        }
     }
 
     /// Either party revokes the agreement; nothing is released under it afterwards.
@@ -49,7 +65,7 @@ extension Broker {
         guard [agreement.publisher, agreement.partner].contains(participant.keys.keyID) else {
             throw BrokerError(.forbidden, "only the parties to agreement \(id) may revoke it")
         }
-        return try mapStore { try store.endAgreement(id, as: .revoked, by: participant.keys.keyID, now: now) }
+        return try end(id, as: .revoked, by: participant.keys.keyID, now: now)
     }
 
     /// Marks agreements past their validity as expired (logged); returns their ids.
@@ -58,13 +74,32 @@ extension Broker {
         var expired: [String] = []
         for agreement in try store.agreements(involving: nil) where (agreement.state == .offered || agreement.state == .accepted) && agreement.validUntil < now {
             do {
-                _ = try store.endAgreement(agreement.id, as: .expired, by: nil, now: now)
+                _ = try end(agreement.id, as: .expired, by: nil, now: now)
                 expired.append(agreement.id)
-            } catch let error as StoreError where error.code == .conflict {
+            } catch let error as BrokerError where error.code == .agreementNotActive {
                 continue  // revoked or expired meanwhile
             }
         }
         return expired
+    }
+
+    /// Ends an offered or accepted agreement: revoked by a party (`by`), or expired (`by` nil). Logged.
+    private func end(_ id: String, as state: StoredAgreement.State, by party: KeyID?, now: UTCTime) throws -> StoredAgreement {
+        try change { transaction in
+            var current = try transaction.agreement(id)
+            guard current.state == .offered || current.state == .accepted else {
+                throw BrokerError(.agreementNotActive, "agreement \(id) is already \(current.state.rawValue)")
+            }
+            current.state = state
+            current.ended = now
+            try transaction.updateAgreement(current)
+            if let party {
+                _ = try transaction.appendLog(time: now, type: .agreementRevoked, members: LogEvents.agreementRevoked(agreement: id, by: party))
+            } else {
+                _ = try transaction.appendLog(time: now, type: .agreementExpired, members: LogEvents.agreementExpired(agreement: id))
+            }
+            return current
+        }
     }
 
     /// An agreement and its policy, for one of its parties (or an auditor or the operator).

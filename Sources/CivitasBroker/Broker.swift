@@ -39,14 +39,17 @@ public final class Broker: Sendable {
         return agreement
     }
 
+    /// Runs `body` as one storage transaction: what it writes and logs commits together, or nothing does.
+    func change<T>(_ body: (any StorageTransaction) throws -> T) throws -> T {
+        try mapStore { try store.transaction(body) }
+    }
+
     /// Store refusals as broker errors.
     func mapStore<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as StoreError {
             switch error.code {
             case .notFound: throw BrokerError(.notFound, error.message)
             case .duplicate: throw BrokerError(.duplicate, error.message)
-            case .budgetExceeded: throw BrokerError(.budgetExhausted, error.message)
-            case .conflict: throw BrokerError(.agreementNotActive, error.message)
             case .superseded: throw BrokerError(.conflict, error.message)
             case .invalidArgument: throw BrokerError(.invalid, error.message)
             case .replayed, .corrupt, .database: throw error

@@ -46,7 +46,7 @@ extension Broker {
             throw BrokerError(.invalid, "send 1 to \(Self.maximumConsentEvents) consent events at a time")
         }
         var datasets: [String: Dataset] = [:]
-        var events: [BrokerStore.ConsentEvent] = []
+        var events: [StoredConsent] = []
         var records: [[String: JSONValue]] = []
         for (number, request) in requests.enumerated() {
             let label = requests.count == 1 ? "" : "event \(number + 1): "
@@ -85,7 +85,14 @@ extension Broker {
             events.append(.init(dataset: dataset.id, subject: subject, purpose: request.purpose, granted: request.granted,
                                 record: try CanonicalJSON.encode(.object(record))))
         }
-        let indexes = try mapStore { try store.recordConsents(events, recordedBy: recorder.keys.keyID, now: now) }
+        let indexes = try change { transaction in
+            try events.map { event in
+                try transaction.putConsent(event, now: now)
+                return try transaction.appendLog(time: now, type: event.granted ? .consentGranted : .consentRevoked,
+                                                 members: LogEvents.consentRecorded(dataset: event.dataset, subject: event.subject,
+                                                                                    purpose: event.purpose, recordedBy: recorder.keys.keyID))
+            }
+        }
         return try zip(records, indexes).map { record, index in
             var receipt = record
             receipt["log_index"] = .number(Double(index))

@@ -1,4 +1,5 @@
 import CivitasCrypto
+import CivitasLog
 import CivitasPrivacy
 import CivitasStore
 import Foundation
@@ -29,7 +30,36 @@ extension Broker {
         do { _ = try DatasetSchema.parse(bytes) } catch let error as PrivacyError {
             throw BrokerError(.invalidSchema, "the schema: \(error.message)")
         }
-        return try mapStore { try store.registerDataset(id: id, publisher: publisher.keys.keyID, schema: bytes, purposes: purposes, now: now) }
+        guard (1...128).contains(id.utf8.count), Self.isCode(id) else {
+            throw BrokerError(.invalid, "dataset id '\(id.prefix(60))' must be 1-128 of a-z 0-9 . _ -")
+        }
+        try Self.checkPurposes(purposes)
+        let dataset = Dataset(id: id, publisher: publisher.keys.keyID, schema: bytes, schemaSHA256: SHA256Hasher.hash(bytes), purposes: purposes, registered: now)
+        try change { transaction in
+            try transaction.insertDataset(dataset)
+            _ = try transaction.appendLog(time: now, type: .datasetRegistered,
+                                          members: LogEvents.datasetRegistered(dataset: id, publisher: dataset.publisher, schemaSHA256: dataset.schemaSHA256))
+        }
+        return dataset
+    }
+
+    /// Most purposes one dataset may be offered for.
+    public static let maximumPurposes = 32
+
+    /// Whether `text` uses only the characters of dataset ids and purpose codes: a-z 0-9 - _ .
+    static func isCode(_ text: String) -> Bool {
+        text.utf8.allSatisfy { (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }
+    }
+
+    /// Checks purpose codes: 1-64 of a-z 0-9 - _ . each, no repeats, at most ``maximumPurposes``.
+    static func checkPurposes(_ purposes: [String]) throws {
+        guard purposes.count <= maximumPurposes else { throw BrokerError(.invalid, "at most \(maximumPurposes) purposes") }
+        for purpose in purposes {
+            guard (1...64).contains(purpose.utf8.count), isCode(purpose) else {
+                throw BrokerError(.invalid, "purpose '\(purpose.prefix(60))' must be 1-64 of a-z 0-9 . _ -")
+            }
+        }
+        guard Set(purposes).count == purposes.count else { throw BrokerError(.invalid, "a purpose is listed twice") }
     }
 
     /// A registered dataset.

@@ -11,7 +11,13 @@ extension Broker {
         let (_, policy, _) = try authorize(id, purpose: purpose, partner: partner, now: now)
         guard policy.feed != nil else { throw BrokerError(.invalid, "agreement \(id) has no feed terms") }
         if let webhook { try webhooks.check(webhook) }
-        return try mapStore { try store.createFeed(id: "feed-" + Hex.encode(Sodium.randomBytes(8)), agreement: id, purpose: purpose, webhook: webhook, now: now) }
+        return try change { transaction in
+            let agreement = try transaction.agreement(id)
+            let feed = Feed(id: "feed-" + Hex.encode(Sodium.randomBytes(8)), agreement: id, purpose: purpose,
+                            nextBatch: try transaction.lastBatch(of: agreement.dataset) + 1, delivered: 0, acknowledged: 0, webhook: webhook, pushed: 0, created: now)
+            try transaction.insertFeed(feed)
+            return feed
+        }
     }
 
     /// Closes every feed window that is due at `now` (enough records, or the oldest waiting
@@ -61,10 +67,11 @@ extension Broker {
         } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
             waitingWindows.record(feed.id, lastBatch: last.sequence)
         } catch let error as BrokerError where error.code == .kUnreachable || error.code == .nothingToRelease {
-            do {
-                try mapStore { try store.skipFeedBatches(feed.id, from: window.lowerBound, to: window.upperBound) }
-            } catch let error as BrokerError where error.code == .conflict {
-                // another caller moved the feed on meanwhile
+            try change { transaction in
+                // Unless another caller moved the feed on meanwhile, it passes over the batches.
+                let current = try transaction.feed(feed.id)
+                guard current.nextBatch == window.lowerBound else { return }
+                try transaction.updateFeed(current.with(nextBatch: window.upperBound))
             }
         } catch let error as BrokerError where error.code == .conflict {
             // another caller (an upload, the schedule, another node) delivered this window first
@@ -83,7 +90,16 @@ extension Broker {
     /// The partner acknowledges every window up to `sequence`; later pulls start after it.
     public func acknowledge(feed id: String, through sequence: Int64, by partner: Participant) throws -> Feed {
         _ = try feed(id, for: partner)
-        return try mapStore { try store.acknowledge(feed: id, through: sequence) }
+        return try change { transaction in
+            let current = try transaction.feed(id)
+            guard sequence <= current.delivered else {
+                throw BrokerError(.invalid, "feed \(id) has delivered \(current.delivered) windows; \(sequence) cannot be acknowledged")
+            }
+            guard sequence > current.acknowledged else { return current }  // never moves back
+            let acknowledged = current.with(acknowledged: sequence)
+            try transaction.updateFeed(acknowledged)
+            return acknowledged
+        }
     }
 
     /// A delivery, for its partner (or an auditor, who can verify but not open it).
@@ -111,7 +127,10 @@ extension Broker {
 
     /// Records that `feed`'s webhook accepted every window through `sequence`.
     public func markPushed(feed: String, through sequence: Int64) throws {
-        try mapStore { try store.markPushed(feed: feed, through: sequence) }
+        try change { transaction in
+            let current = try transaction.feed(feed)
+            if sequence > current.pushed { try transaction.updateFeed(current.with(pushed: sequence)) }
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 import CivitasCrypto
+import CivitasLog
 import CivitasStore
 import Foundation
 
@@ -12,9 +13,32 @@ extension Broker {
     }
 
     /// Registers a participant by its public keys; only the operator may. Logged.
+    @discardableResult
     public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, by registrar: Participant, now: UTCTime) throws -> Participant {
         try require(registrar, roles: [.operator_])
-        return try mapStore { try store.registerParticipant(keys, role: role, now: now) }
+        return try change { try Self.register(keys, role: role, now: now, in: $0) }
+    }
+
+    /// Registers the operator the broker starts with, unless it is registered already (as the
+    /// operator: a key registered with another role is refused).
+    @discardableResult
+    public func registerOperator(_ keys: PublicKeys, now: UTCTime) throws -> Participant {
+        try change { transaction in
+            if let existing = try transaction.participant(keys.keyID) {
+                guard existing.role == .operator_ else {
+                    throw BrokerError(.conflict, "\(keys.name) (\(keys.keyID)) is registered as \(existing.role.rawValue), not as the operator")
+                }
+                return existing
+            }
+            return try Self.register(keys, role: .operator_, now: now, in: transaction)
+        }
+    }
+
+    private static func register(_ keys: PublicKeys, role: Participant.Role, now: UTCTime, in transaction: any StorageTransaction) throws -> Participant {
+        let participant = Participant(keys: keys, role: role, registered: now)
+        try transaction.insertParticipant(participant)
+        _ = try transaction.appendLog(time: now, type: .participantRegistered, members: LogEvents.participantRegistered(keys, role: role.rawValue))
+        return participant
     }
 
     /// Every registered participant, for any participant.

@@ -102,28 +102,26 @@ extension Broker {
         // Step 9, in ONE transaction: the agreement as it is now (still active, budget left), the
         // feed still where this window starts, then the charge, the log entry, the delivery and
         // the batches it drew. Any refusal leaves all of them unwritten.
-        return try mapStore {
-            try store.exchangeTransaction { transaction in
-                let current = try transaction.agreement(agreement.id)
-                try Self.checkActive(current, at: now)
-                let spent = try Self.charge(epsilonMicro, to: current)
-                try transaction.setSpent(spent, of: current.id)
-                var feedSequence: Int64?
-                if let window = feedWindow {
-                    let feed = try transaction.feed(window.feed)
-                    guard feed.nextBatch == window.from, window.to > window.from else {
-                        throw BrokerError(.conflict, "feed \(feed.id) has moved on to batch \(feed.nextBatch); this window starts at \(window.from)")
-                    }
-                    feedSequence = feed.delivered + 1
-                    try transaction.moveFeed(feed.id, nextBatch: window.to, delivered: feed.delivered + 1)
+        return try change { transaction in
+            var current = try transaction.agreement(agreement.id)
+            try Self.checkActive(current, at: now)
+            current.spentMicro = try Self.charge(epsilonMicro, to: current)
+            try transaction.updateAgreement(current)
+            var feedSequence: Int64?
+            if let window = feedWindow {
+                let feed = try transaction.feed(window.feed)
+                guard feed.nextBatch == window.from, window.to > window.from else {
+                    throw BrokerError(.conflict, "feed \(feed.id) has moved on to batch \(feed.nextBatch); this window starts at \(window.from)")
                 }
-                let index = try transaction.appendLog(time: now, type: .releaseDelivered, members: members)
-                let delivery = Delivery(id: deliveryID, agreement: current.id, partner: current.partner, kind: kind, feed: feedWindow?.feed,
-                                        feedSequence: feedSequence, logIndex: index, records: records, envelope: envelope, created: now)
-                try transaction.insertDelivery(delivery)
-                try transaction.recordDrawnBatches(drawnBatches, dataset: current.dataset, partner: current.partner, delivery: deliveryID)
-                return delivery
+                feedSequence = feed.delivered + 1
+                try transaction.updateFeed(feed.with(nextBatch: window.to, delivered: feed.delivered + 1))
             }
+            let index = try transaction.appendLog(time: now, type: .releaseDelivered, members: members)
+            let delivery = Delivery(id: deliveryID, agreement: current.id, partner: current.partner, kind: kind, feed: feedWindow?.feed,
+                                    feedSequence: feedSequence, logIndex: index, records: records, envelope: envelope, created: now)
+            try transaction.insertDelivery(delivery)
+            try transaction.recordDrawnBatches(drawnBatches, dataset: current.dataset, partner: current.partner, delivery: deliveryID)
+            return delivery
         }
     }
 

@@ -34,6 +34,15 @@ public enum LogEvents {
         ["agreement": .string(agreement), "by": .string(by.hex)]
     }
 
+    public static func agreementExpired(agreement: String) -> [String: JSONValue] {
+        ["agreement": .string(agreement)]
+    }
+
+    /// A consent event (granted or withdrawn) for a subject's keyed hash, never the subject itself.
+    public static func consentRecorded(dataset: String, subject: [UInt8], purpose: String, recordedBy: KeyID) -> [String: JSONValue] {
+        ["dataset": .string(dataset), "subject": .string(Hex.encode(subject)), "purpose": .string(purpose), "recorded_by": .string(recordedBy.hex)]
+    }
+
     /// A delivered release: the envelope's signed manifest and signature (no payload), what the
     /// privacy treatment achieved, and the ε charged (× 10^6). `kAchieved` is 0 when no k-anonymity step ran.
     public static func releaseDelivered(release: String, agreement: String, dataset: String, partner: KeyID, purpose: String,

@@ -105,6 +105,25 @@ public struct StoredAgreement: Sendable, Equatable {
     }
 }
 
+/// A subject's consent event as stored: the latest one per dataset, subject and purpose counts.
+public struct StoredConsent: Sendable, Equatable {
+    public let dataset: String
+    /// The subject's keyed hash for the dataset, never the subject itself.
+    public let subject: [UInt8]
+    public let purpose: String
+    public let granted: Bool
+    /// The ISO/IEC TS 27560 record, as canonical JSON.
+    public let record: [UInt8]
+
+    public init(dataset: String, subject: [UInt8], purpose: String, granted: Bool, record: [UInt8]) {
+        self.dataset = dataset
+        self.subject = subject
+        self.purpose = purpose
+        self.granted = granted
+        self.record = record
+    }
+}
+
 /// A payload delivered to a partner: a release, an aggregate or a feed window, as its envelope.
 public struct Delivery: Sendable, Equatable {
     public enum Kind: String, Sendable { case release, aggregate, window }
@@ -162,6 +181,12 @@ public struct Feed: Sendable, Equatable {
         self.webhook = webhook
         self.pushed = pushed
         self.created = created
+    }
+
+    /// The same feed with its positions moved.
+    public func with(nextBatch: Int64? = nil, delivered: Int64? = nil, acknowledged: Int64? = nil, pushed: Int64? = nil) -> Feed {
+        Feed(id: id, agreement: agreement, purpose: purpose, nextBatch: nextBatch ?? self.nextBatch, delivered: delivered ?? self.delivered,
+             acknowledged: acknowledged ?? self.acknowledged, webhook: webhook, pushed: pushed ?? self.pushed, created: created)
     }
 }
 

@@ -38,46 +38,12 @@ public final class BrokerStore: Sendable {
     }
 
 
-    /// Most purposes one dataset may be offered for.
-    public static let maximumPurposes = 32
-
-    /// Whether `text` uses only the characters of dataset ids and purpose codes: a-z 0-9 - _ .
-    static func isCode(_ text: String) -> Bool {
-        text.utf8.allSatisfy { (48...57).contains($0) || (97...122).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }
-    }
-
-    /// Checks purpose codes: 1-64 of a-z 0-9 - _ . each, no repeats, at most ``maximumPurposes``.
-    static func checkPurposes(_ purposes: [String]) throws {
-        guard purposes.count <= maximumPurposes else { throw StoreError(.invalidArgument, "at most \(maximumPurposes) purposes") }
-        for purpose in purposes {
-            guard (1...64).contains(purpose.utf8.count),
-                  isCode(purpose) else {
-                throw StoreError(.invalidArgument, "purpose '\(purpose.prefix(60))' must be 1-64 of a-z 0-9 . _ -")
-            }
-        }
-        guard Set(purposes).count == purposes.count else { throw StoreError(.invalidArgument, "a purpose is listed twice") }
-    }
-
     /// Names of the migrations applied to this database, in order.
     public func appliedMigrations() throws -> [String] {
         try wrap { try pool.read { db in try Self.migrator.appliedMigrations(db) } }
     }
 
     // MARK: Participants
-
-    /// Registers a participant; throws ``StoreError/Code/duplicate`` if its key id is already registered.
-    @discardableResult
-    public func registerParticipant(_ keys: PublicKeys, role: Participant.Role, now: UTCTime) throws -> Participant {
-        try writeLogged { db, log in
-            if try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [keys.keyID.hex]) != nil {
-                throw StoreError(.duplicate, "participant \(keys.keyID) (\(keys.name)) is already registered")
-            }
-            try db.execute(sql: "INSERT INTO participant (key_id, name, role, ed25519, x25519, registered) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [keys.keyID.hex, keys.name, role.rawValue, Data(keys.signingKey), Data(keys.encryptionKey), now])
-            try log.append(time: now, type: .participantRegistered, members: LogEvents.participantRegistered(keys, role: role.rawValue))
-            return Participant(keys: keys, role: role, registered: now)
-        }
-    }
 
     /// The participant with this key id, if registered.
     public func participant(_ keyID: KeyID) throws -> Participant? {
@@ -90,7 +56,7 @@ public final class BrokerStore: Sendable {
         try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM participant ORDER BY name") }.map(Self.participant(from:)) }
     }
 
-    private static func participant(from row: Row) throws -> Participant {
+    static func participant(from row: Row) throws -> Participant {
         let signing: Data = try row.decode(forColumn: "ed25519"), encryption: Data = try row.decode(forColumn: "x25519")
         guard let role = Participant.Role(rawValue: try row.decode(forColumn: "role")) else {
             throw StoreError(.corrupt, "participant \((try? row.decode(String?.self, forColumn: "key_id")) ?? "?") has an unknown role")
@@ -120,45 +86,25 @@ public final class BrokerStore: Sendable {
 
     // MARK: Datasets
 
-    /// Registers a dataset with a fresh encryption key; throws ``StoreError/Code/duplicate`` if the id exists.
-    @discardableResult
-    public func registerDataset(id: String, publisher: KeyID, schema: [UInt8], purposes: [String] = [], now: UTCTime) throws -> Dataset {
-        guard (1...128).contains(id.utf8.count), Self.isCode(id) else {
-            throw StoreError(.invalidArgument, "dataset id '\(id.prefix(60))' must be 1-128 of a-z 0-9 . _ -")
-        }
-        try Self.checkPurposes(purposes)
-        let purposesJSON = String(decoding: try CanonicalJSON.encode(.array(purposes.map(JSONValue.string))), as: UTF8.self)
-        let key = try SealedStorageKey.generate()
-        let wrapped = storageKey.wrap(key, associatedData: Array("dataset-key:\(id)".utf8))
-        let hash = SHA256Hasher.hash(schema)
-        try writeLogged { db, log in
-            if try Row.fetchOne(db, sql: "SELECT 1 FROM dataset WHERE id = ?", arguments: [id]) != nil {
-                throw StoreError(.duplicate, "dataset \(id) is already registered")
-            }
-            guard try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [publisher.hex]) != nil else {
-                throw StoreError(.notFound, "publisher \(publisher) is not a registered participant")
-            }
-            try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, purposes, registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           arguments: [id, publisher.hex, Data(schema), Data(hash), Data(wrapped), purposesJSON, now])
-            try log.append(time: now, type: .datasetRegistered,
-                           members: LogEvents.datasetRegistered(dataset: id, publisher: publisher, schemaSHA256: hash))
-        }
-        return Dataset(id: id, publisher: publisher, schema: schema, schemaSHA256: hash, purposes: purposes, registered: now)
-    }
-
     /// The dataset with this id, if registered.
     public func dataset(_ id: String) throws -> Dataset? {
-        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]) }.map { row in
-            let schema: Data = try row.decode(forColumn: "schema"), hash: Data = try row.decode(forColumn: "schema_sha256")
-            guard let publisher = KeyID(hex: try row.decode(forColumn: "publisher")) else { throw StoreError(.corrupt, "dataset \(id) has a malformed publisher") }
-            let purposesText: String = try row.decode(forColumn: "purposes")
-            guard case .array(let items)? = try? JSONParser.parse(Array(purposesText.utf8)) else {
-                throw StoreError(.corrupt, "dataset \(id) has malformed purposes")
-            }
-            return Dataset(id: try row.decode(forColumn: "id"), publisher: publisher, schema: Array(schema), schemaSHA256: Array(hash),
-                           purposes: items.compactMap(\.stringValue), registered: try row.decode(forColumn: "registered"))
-        } }
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]) }.map(Self.dataset(from:)) }
     }
+
+    static func dataset(from row: Row) throws -> Dataset {
+        let id: String = try row.decode(forColumn: "id")
+        let schema: Data = try row.decode(forColumn: "schema"), hash: Data = try row.decode(forColumn: "schema_sha256")
+        guard let publisher = KeyID(hex: try row.decode(forColumn: "publisher")) else { throw StoreError(.corrupt, "dataset \(id) has a malformed publisher") }
+        let purposesText: String = try row.decode(forColumn: "purposes")
+        guard case .array(let items)? = try? JSONParser.parse(Array(purposesText.utf8)) else {
+            throw StoreError(.corrupt, "dataset \(id) has malformed purposes")
+        }
+        return Dataset(id: id, publisher: publisher, schema: Array(schema), schemaSHA256: Array(hash),
+                       purposes: items.compactMap(\.stringValue), registered: try row.decode(forColumn: "registered"))
+    }
+
+    /// What a dataset's wrapped records key is bound to.
+    static func datasetKeyBinding(_ id: String) -> [UInt8] { Array("dataset-key:\(id)".utf8) }
 
     /// All datasets, by id.
     public func datasets() throws -> [Dataset] {
@@ -292,7 +238,7 @@ public final class BrokerStore: Sendable {
             throw StoreError(.notFound, "dataset \(id) is not registered")
         }
         do {
-            return try storageKey.unwrap(Array(wrapped), associatedData: Array("dataset-key:\(id)".utf8))
+            return try storageKey.unwrap(Array(wrapped), associatedData: Self.datasetKeyBinding(id))
         } catch {
             throw StoreError(.corrupt, "the key of dataset \(id) does not open with this store key")
         }

@@ -11,12 +11,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
         case corrupt
         /// A value is outside what the store accepts.
         case invalidArgument
-        /// The record's state does not allow the change (an agreement not offered, not accepted, or outside its validity).
-        case conflict
-        /// Another change got there first (a feed window already delivered or skipped).
+        /// Another change got there first (a batch already drawn for the partner).
         case superseded
-        /// The change would take a privacy budget past its limit.
-        case budgetExceeded
         /// The database reported a failure.
         case database
     }

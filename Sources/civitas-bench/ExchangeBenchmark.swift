@@ -22,10 +22,11 @@ func runExchangeBenchmark(sizes: [Int]) throws {
         let broker = try Broker(store: store, keys: brokerKeys)
         let agencyKeys = try SecretKeys.generate(name: "agency"), partnerKeys = try SecretKeys.generate(name: "partner")
         let now: UTCTime = "2026-11-27T10:00:00Z"
-        let agency = try store.registerParticipant(agencyKeys.publicKeys, role: .agency, now: now)
-        let partner = try store.registerParticipant(partnerKeys.publicKeys, role: .partner, now: now)
+        let operator_ = try broker.registerOperator(brokerKeys.publicKeys, now: now)
+        let agency = try broker.registerParticipant(agencyKeys.publicKeys, role: .agency, by: operator_, now: now)
+        let partner = try broker.registerParticipant(partnerKeys.publicKeys, role: .partner, by: operator_, now: now)
         let purpose = "public-health-surveillance"
-        try store.registerDataset(id: "calls", publisher: agencyKeys.keyID, schema: schema, purposes: [purpose], now: now)
+        _ = try broker.registerDataset(id: "calls", schema: try JSONParser.parse(schema), purposes: [purpose], by: agency, now: now)
         for start in stride(from: 0, to: records, by: 100_000) {
             let table = BenchCalls.table(rows: min(records, start + 100_000) - start, callers: records / 3, offset: start)
             _ = try store.appendBatch(dataset: "calls", columns: table.columns, rows: table.rows, idempotencyKey: nil, now: now)

@@ -1,4 +1,5 @@
 import CivitasCrypto
+import CivitasLog
 import CivitasStore
 import Foundation
 
@@ -14,15 +15,24 @@ func runStoredLogBenchmark(entries: Int) throws {
     let path = directory + "/broker.sqlite"
     let building = try seconds {
         let store = try BrokerStore(path: path, storageKey: key)
-        try store.registerParticipant(agency.publicKeys, role: .agency, now: "2026-11-27T09:00:00Z")
-        try store.registerDataset(id: "calls", publisher: agency.keyID, schema: Array("{}".utf8), purposes: ["research"], now: "2026-11-27T09:00:00Z")
+        let registered: UTCTime = "2026-11-27T09:00:00Z", recorded: UTCTime = "2026-11-27T10:00:00Z"
+        let schema = Array("{}".utf8)
+        try store.transaction { transaction in
+            try transaction.insertParticipant(Participant(keys: agency.publicKeys, role: .agency, registered: registered))
+            try transaction.insertDataset(Dataset(id: "calls", publisher: agency.keyID, schema: schema, schemaSHA256: SHA256Hasher.hash(schema),
+                                                  purposes: ["research"], registered: registered))
+        }
         let record = Array(#"{"schema_version":"ISO/IEC TS 27560:2023"}"#.utf8)
         for start in stride(from: 0, to: entries, by: 10_000) {
-            let events = (start..<min(entries, start + 10_000)).map { i in
-                BrokerStore.ConsentEvent(dataset: "calls", subject: SHA256Hasher.hash(withUnsafeBytes(of: i, Array.init)), purpose: "research",
-                                         granted: true, record: record)
+            try store.transaction { transaction in
+                for i in start..<min(entries, start + 10_000) {
+                    let consent = StoredConsent(dataset: "calls", subject: SHA256Hasher.hash(withUnsafeBytes(of: i, Array.init)), purpose: "research",
+                                                granted: true, record: record)
+                    try transaction.putConsent(consent, now: recorded)
+                    _ = try transaction.appendLog(time: recorded, type: .consentGranted, members: LogEvents.consentRecorded(
+                        dataset: consent.dataset, subject: consent.subject, purpose: consent.purpose, recordedBy: agency.keyID))
+                }
             }
-            _ = try store.recordConsents(events, recordedBy: agency.keyID, now: "2026-11-27T10:00:00Z")
         }
         try store.checkpointLog(signer: broker)
     }

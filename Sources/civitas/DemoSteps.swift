@@ -55,7 +55,7 @@ extension DemoCommand {
                                     storageKey: try StorageKeyFile.loadOrCreate("\(directory)/broker.sqlite.storage-key"),
                                     logOrigin: "civitas.example/demo-log")
         let broker = try Broker(store: store, keys: brokerKeys)
-        try store.registerParticipant(brokerKeys.publicKeys, role: .operator_, now: .now)
+        try broker.registerOperator(brokerKeys.publicKeys, now: .now)
         let server = try await DemoServer.start(broker: broker)
         detail("broker listening on \(server.url) (database \(directory)/broker.sqlite, records encrypted at rest)")
         let operatorClient = BrokerClient(baseURL: server.url, keys: brokerKeys)

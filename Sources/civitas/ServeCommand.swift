@@ -48,10 +48,7 @@ struct ServeCommand: AsyncParsableCommand {
         let keys = try Self.brokerKeys(brokerKey, passphrase: passphrase)
         let broker = try Broker(store: store, keys: keys, webhooks: WebhookTargets(allowed: webhookAllow))
         if let `operator` {
-            let keys = try Files.publicKeys(`operator`)
-            if try store.participant(keys.keyID) == nil {
-                try store.registerParticipant(keys, role: .operator_, now: .now)
-            }
+            try broker.registerOperator(try Files.publicKeys(`operator`), now: .now)
         }
         var logger = Logger(label: "civitas")
         logger.logLevel = .info

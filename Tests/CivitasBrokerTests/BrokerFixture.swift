@@ -55,13 +55,13 @@ final class BrokerFixture {
         partnerAKeys = try SecretKeys.generate(name: "health")
         partnerBKeys = try SecretKeys.generate(name: "university")
         let t: UTCTime = "2026-11-27T09:00:00Z"
-        try store.registerParticipant(brokerKeys.publicKeys, role: .operator_, now: t)
-        clinic = try store.registerParticipant(clinicKeys.publicKeys, role: .agency, now: t)
-        partnerA = try store.registerParticipant(partnerAKeys.publicKeys, role: .partner, now: t)
-        partnerB = try store.registerParticipant(partnerBKeys.publicKeys, role: .partner, now: t)
-        consentService = try store.registerParticipant(try SecretKeys.generate(name: "consent-desk").publicKeys, role: .consentService, now: t)
-        auditor = try store.registerParticipant(try SecretKeys.generate(name: "auditor").publicKeys, role: .auditor, now: t)
-        try store.registerDataset(id: Self.dataset, publisher: clinicKeys.keyID, schema: Array(Self.schema.utf8), purposes: [Self.purpose], now: t)
+        let operator_ = try broker.registerOperator(brokerKeys.publicKeys, now: t)
+        clinic = try broker.registerParticipant(clinicKeys.publicKeys, role: .agency, by: operator_, now: t)
+        partnerA = try broker.registerParticipant(partnerAKeys.publicKeys, role: .partner, by: operator_, now: t)
+        partnerB = try broker.registerParticipant(partnerBKeys.publicKeys, role: .partner, by: operator_, now: t)
+        consentService = try broker.registerParticipant(try SecretKeys.generate(name: "consent-desk").publicKeys, role: .consentService, by: operator_, now: t)
+        auditor = try broker.registerParticipant(try SecretKeys.generate(name: "auditor").publicKeys, role: .auditor, by: operator_, now: t)
+        _ = try broker.registerDataset(id: Self.dataset, schema: try JSONParser.parse(Array(Self.schema.utf8)), purposes: [Self.purpose], by: clinic, now: t)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }

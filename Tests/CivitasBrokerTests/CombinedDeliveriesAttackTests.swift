@@ -257,7 +257,7 @@ struct CombinedDeliveriesAttackTests {
                                                      purpose: BrokerFixture.purpose, policySHA256: agreement.policySHA256, envelope: summary,
                                                      recordsReleased: 0, recordsSuppressed: 0, kAchieved: 0, epsilonMicro: 0, transforms: transforms)
             // Written straight through the store's transaction, as a broker that ignored its own rules could.
-            try fixture.store.exchangeTransaction { transaction in
+            try fixture.store.transaction { transaction in
                 let index = try transaction.appendLog(time: fixture.now, type: .releaseDelivered, members: members)
                 try transaction.insertDelivery(Delivery(id: delivery, agreement: id, partner: agreement.partner, kind: .release, feed: nil,
                                                         feedSequence: nil, logIndex: index, records: 0, envelope: envelope, created: fixture.now))

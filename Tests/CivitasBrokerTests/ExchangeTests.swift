@@ -403,8 +403,10 @@ struct ReleaseTests {
         let before = try fixture.stateFingerprint()
         struct Refused: Error {}
         #expect(throws: Refused.self) {
-            try fixture.store.exchangeTransaction { transaction in
-                try transaction.setSpent(1, of: id)
+            try fixture.store.transaction { transaction in
+                var current = try transaction.agreement(id)
+                current.spentMicro = 1
+                try transaction.updateAgreement(current)
                 let index = try transaction.appendLog(time: fixture.now, type: .releaseDelivered, members: members)
                 try transaction.insertDelivery(Delivery(id: "rel-x", agreement: id, partner: agreement.partner, kind: .release, feed: nil,
                                                         feedSequence: nil, logIndex: index, records: 0, envelope: envelope, created: fixture.now))

@@ -31,9 +31,9 @@ struct TestBroker {
         agency = try SecretKeys.generate(name: "emergency-services")
         partner = try SecretKeys.generate(name: "health")
         let registered = UTCTime(Date(timeIntervalSince1970: TimeInterval(TestBroker.now - 60)))
-        try store.registerParticipant(operatorKeys.publicKeys, role: .operator_, now: registered)
-        try store.registerParticipant(agency.publicKeys, role: .agency, now: registered)
-        try store.registerParticipant(partner.publicKeys, role: .partner, now: registered)
+        let operator_ = try broker.registerOperator(operatorKeys.publicKeys, now: registered)
+        try broker.registerParticipant(agency.publicKeys, role: .agency, by: operator_, now: registered)
+        try broker.registerParticipant(partner.publicKeys, role: .partner, by: operator_, now: registered)
     }
 
     var application: some ApplicationProtocol { Application(router: api.router()) }
@@ -108,6 +108,10 @@ struct BrokerAPITests {
             let refusedPurpose = try await client.execute(try TestBroker.signed(.post, "/datasets", body: badPurpose, key: broker.agency))
             #expect(refusedPurpose.status == .unprocessableContent)
             #expect(String(buffer: refusedPurpose.body).contains("purpose 'Public Health'"))
+            let badID = Array(#"{"id":"Calls 911","schema":\#(callSchema),"purposes":["research"]}"#.utf8)
+            let refusedID = try await client.execute(try TestBroker.signed(.post, "/datasets", body: badID, key: broker.agency))
+            #expect(refusedID.status == .unprocessableContent)
+            #expect(String(buffer: refusedID.body).contains("dataset id 'Calls 911'"))
             let register = Array(#"{"id":"calls","schema":\#(callSchema),"purposes":["public-health-surveillance","transport-planning"]}"#.utf8)
             let dataset = try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency))
             #expect(dataset.status == .created)
@@ -328,7 +332,8 @@ struct BoundsAndConflictsTests {
     func boundsAndConflicts() async throws {
         let broker = try TestBroker()
         let otherAgency = try SecretKeys.generate(name: "transport")
-        try broker.store.registerParticipant(otherAgency.publicKeys, role: .agency, now: "2026-11-27T00:00:00Z")
+        let operator_ = try #require(try broker.broker.participant(signingWith: broker.operatorKeys.keyID))
+        try broker.broker.registerParticipant(otherAgency.publicKeys, role: .agency, by: operator_, now: "2026-11-27T00:00:00Z")
         try await broker.application.test(.router) { client in
             let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
             #expect(try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency)).status == .created)

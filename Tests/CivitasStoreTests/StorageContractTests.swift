@@ -33,9 +33,17 @@ struct StorageContractTests {
             storage = try implementation.make()
             agency = try SecretKeys.generate(name: "agency")
             partner = try SecretKeys.generate(name: "partner")
-            _ = try storage.registerParticipant(agency.publicKeys, role: .agency, now: StorageContractTests.now)
-            _ = try storage.registerParticipant(partner.publicKeys, role: .partner, now: StorageContractTests.now)
-            _ = try storage.registerDataset(id: "calls", publisher: agency.keyID, schema: Array("{}".utf8), purposes: ["research"], now: StorageContractTests.now)
+            let (agency, partner) = (agency, partner)
+            try storage.transaction { transaction in
+                try transaction.insertParticipant(Participant(keys: agency.publicKeys, role: .agency, registered: StorageContractTests.now))
+                try transaction.insertParticipant(Participant(keys: partner.publicKeys, role: .partner, registered: StorageContractTests.now))
+                try transaction.insertDataset(World.dataset("calls", publisher: agency.keyID))
+            }
+        }
+
+        static func dataset(_ id: String, publisher: KeyID) -> Dataset {
+            Dataset(id: id, publisher: publisher, schema: Array("{}".utf8), schemaSHA256: SHA256Hasher.hash(Array("{}".utf8)),
+                    purposes: ["research"], registered: StorageContractTests.now)
         }
 
         func agreement(_ id: String, budgetMicro: UInt64 = 1_000_000) -> StoredAgreement {
@@ -50,16 +58,19 @@ struct StorageContractTests {
         let world = try World(implementation)
         #expect(try world.storage.participant(world.agency.keyID)?.role == .agency)
         #expect(try world.storage.participants().count == 2)
-        #expect(throws: StoreError(.duplicate, "")) { try world.storage.registerParticipant(world.agency.publicKeys, role: .partner, now: Self.now) }
-        let dataset = try #require(try world.storage.dataset("calls"))
-        #expect(dataset.publisher == world.agency.keyID && dataset.purposes == ["research"])
         #expect(throws: StoreError(.duplicate, "")) {
-            try world.storage.registerDataset(id: "calls", publisher: world.agency.keyID, schema: [], purposes: [], now: Self.now)
+            try world.storage.transaction { try $0.insertParticipant(Participant(keys: world.agency.publicKeys, role: .partner, registered: Self.now)) }
         }
-        #expect(throws: StoreError(.invalidArgument, "")) {
-            try world.storage.registerDataset(id: "Not An Id", publisher: world.agency.keyID, schema: [], purposes: [], now: Self.now)
-        }
+        let dataset = try #require(try world.storage.dataset("calls"))
+        #expect(dataset == World.dataset("calls", publisher: world.agency.keyID))
+        #expect(throws: StoreError(.duplicate, "")) { try world.storage.transaction { try $0.insertDataset(dataset) } }
+        let stranger = try SecretKeys.generate(name: "stranger").keyID
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.transaction { try $0.insertDataset(World.dataset("other", publisher: stranger)) } }
         #expect(try world.storage.dataset("missing") == nil)
+        let (partner, stored, lastBatch) = try world.storage.transaction { transaction in
+            (try transaction.participant(world.partner.keyID), try transaction.dataset("calls"), try transaction.lastBatch(of: "calls"))
+        }
+        #expect(partner?.role == .partner && stored == dataset && lastBatch == 0)
     }
 
     @Test("A request nonce is accepted once per key until it ages out", arguments: Implementation.allCases)
@@ -122,18 +133,30 @@ struct StorageContractTests {
         #expect(read == rows)
     }
 
-    @Test("Agreements move offered → accepted → ended, each change logged once", arguments: Implementation.allCases)
+    @Test("Agreements read back as written and as updated; duplicates are refused", arguments: Implementation.allCases)
     func agreements(_ implementation: Implementation) throws {
         let world = try World(implementation)
-        let size = world.storage.logSize
-        try world.storage.offerAgreement(world.agreement("ag-1"), purposes: ["research"], legalBasis: "consent", aggregateKeys: [:])
-        #expect(throws: StoreError(.duplicate, "")) {
-            try world.storage.offerAgreement(world.agreement("ag-1"), purposes: ["research"], legalBasis: "consent", aggregateKeys: [:])
+        let offered = world.agreement("ag-1")
+        try world.storage.transaction { try $0.insertAgreement(offered) }
+        #expect(throws: StoreError(.duplicate, "")) { try world.storage.transaction { try $0.insertAgreement(offered) } }
+        #expect(try world.storage.agreement("ag-1") == offered)
+        var accepted = offered
+        accepted.state = .accepted
+        accepted.acceptSignature = [2, 3]
+        accepted.accepted = Self.now
+        accepted.spentMicro = 250_000
+        try world.storage.transaction { try $0.updateAgreement(accepted) }
+        #expect(try world.storage.agreement("ag-1") == accepted)
+        var ended = accepted
+        ended.state = .revoked
+        ended.ended = "2026-11-28T00:00:00Z"
+        try world.storage.transaction { transaction in
+            #expect(try transaction.agreement("ag-1") == accepted)
+            try transaction.updateAgreement(ended)
         }
-        #expect(try world.storage.agreement("ag-1")?.state == .offered)
-        #expect(try world.storage.acceptAgreement("ag-1", signature: [2], now: Self.now).state == .accepted)
-        #expect(try world.storage.endAgreement("ag-1", as: .revoked, by: world.partner.keyID, now: Self.now).state == .revoked)
-        #expect(world.storage.logSize == size + 3)
+        #expect(try world.storage.agreement("ag-1") == ended)
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.transaction { try $0.updateAgreement(world.agreement("ag-missing")) } }
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.transaction { _ = try $0.agreement("ag-missing") } }
         #expect(try world.storage.agreements(involving: world.partner.keyID).map(\.id) == ["ag-1"])
         #expect(try world.storage.agreements(involving: try SecretKeys.generate(name: "x").keyID).isEmpty)
     }
@@ -141,34 +164,39 @@ struct StorageContractTests {
     @Test("Consent: the latest event per subject and purpose wins", arguments: Implementation.allCases)
     func consent(_ implementation: Implementation) throws {
         let world = try World(implementation)
-        let subject = SHA256Hasher.hash(Array("person".utf8))
-        func event(_ granted: Bool) -> BrokerStore.ConsentEvent {
-            .init(dataset: "calls", subject: subject, purpose: "research", granted: granted, record: Array("{}".utf8))
+        let subject = SHA256Hasher.hash(Array("person".utf8)), other = SHA256Hasher.hash(Array("other".utf8))
+        func event(_ subject: [UInt8], _ granted: Bool) -> StoredConsent {
+            StoredConsent(dataset: "calls", subject: subject, purpose: "research", granted: granted, record: Array("{}".utf8))
         }
-        _ = try world.storage.recordConsents([event(true)], recordedBy: world.agency.keyID, now: Self.now)
-        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [Hex.encode(subject): true])
-        _ = try world.storage.recordConsents([event(false)], recordedBy: world.agency.keyID, now: Self.now)
-        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [Hex.encode(subject): false])
+        try world.storage.transaction { transaction in
+            try transaction.putConsent(event(subject, true), now: Self.now)
+            try transaction.putConsent(event(other, true), now: Self.now)
+        }
+        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [Hex.encode(subject): true, Hex.encode(other): true])
+        try world.storage.transaction { try $0.putConsent(event(subject, false), now: Self.now) }
+        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [Hex.encode(subject): false, Hex.encode(other): true])
+        #expect(try world.storage.consentStates(dataset: "calls", purpose: "other").isEmpty)
     }
 
-    @Test("An exchange transaction commits whole or not at all; a batch is drawn once per partner", arguments: Implementation.allCases)
-    func exchangeTransactions(_ implementation: Implementation) throws {
+    @Test("A transaction commits whole or not at all; a batch is drawn once per partner", arguments: Implementation.allCases)
+    func transactions(_ implementation: Implementation) throws {
         let world = try World(implementation)
-        try world.storage.offerAgreement(world.agreement("ag-1"), purposes: ["research"], legalBasis: "consent", aggregateKeys: [:])
-        _ = try world.storage.acceptAgreement("ag-1", signature: [2], now: Self.now)
+        try world.storage.transaction { try $0.insertAgreement(world.agreement("ag-1")) }
         let size = world.storage.logSize
+        struct Refused: Error {}
         func deliver(_ id: String, batches: [Int64], fail: Bool = false) throws {
-            try world.storage.exchangeTransaction { transaction in
-                let agreement = try transaction.agreement("ag-1")
-                try transaction.setSpent(agreement.spentMicro + 10, of: "ag-1")
+            try world.storage.transaction { transaction in
+                var agreement = try transaction.agreement("ag-1")
+                agreement.spentMicro += 10
+                try transaction.updateAgreement(agreement)
                 let index = try transaction.appendLog(time: Self.now, type: .agreementExpired, members: ["agreement": "ag-1"])
                 try transaction.insertDelivery(Delivery(id: id, agreement: "ag-1", partner: world.partner.keyID, kind: .release, feed: nil,
                                                         feedSequence: nil, logIndex: index, records: 0, envelope: [9], created: Self.now))
                 try transaction.recordDrawnBatches(batches, dataset: "calls", partner: world.partner.keyID, delivery: id)
-                if fail { throw StoreError(.conflict, "refused by the caller") }
+                if fail { throw Refused() }
             }
         }
-        #expect(throws: StoreError(.conflict, "")) { try deliver("rel-0", batches: [1], fail: true) }
+        #expect(throws: Refused.self) { try deliver("rel-0", batches: [1], fail: true) }
         #expect(try world.storage.delivery("rel-0") == nil)
         #expect(world.storage.logSize == size)
         #expect(try world.storage.agreement("ag-1")?.spentMicro == 0)
@@ -182,24 +210,35 @@ struct StorageContractTests {
         #expect(try world.storage.delivery("rel-1")?.envelope == [9])
     }
 
-    @Test("Feeds move on, are acknowledged within what was delivered, and record pushes", arguments: Implementation.allCases)
+    @Test("Feeds read back as written and as moved; duplicates are refused", arguments: Implementation.allCases)
     func feeds(_ implementation: Implementation) throws {
         let world = try World(implementation)
-        try world.storage.offerAgreement(world.agreement("ag-1"), purposes: ["research"], legalBasis: "consent", aggregateKeys: [:])
-        let feed = try world.storage.createFeed(id: "feed-1", agreement: "ag-1", purpose: "research", webhook: "https://hooks.example/x", now: Self.now)
-        #expect(feed.nextBatch == 1 && feed.delivered == 0)
-        try world.storage.skipFeedBatches("feed-1", from: 1, to: 3)
-        #expect(throws: StoreError(.superseded, "")) { try world.storage.skipFeedBatches("feed-1", from: 1, to: 4) }
-        #expect(try world.storage.feed("feed-1")?.nextBatch == 3)
-        #expect(throws: StoreError(.invalidArgument, "")) { try world.storage.acknowledge(feed: "feed-1", through: 1) }
-        try world.storage.markPushed(feed: "feed-1", through: 0)
-        #expect(try world.storage.feeds().map(\.id) == ["feed-1"])
+        try world.storage.transaction { try $0.insertAgreement(world.agreement("ag-1")) }
+        let feed = Feed(id: "feed-1", agreement: "ag-1", purpose: "research", nextBatch: 1, delivered: 0, acknowledged: 0,
+                        webhook: "https://hooks.example/x", pushed: 0, created: Self.now)
+        try world.storage.transaction { try $0.insertFeed(feed) }
+        #expect(throws: StoreError(.duplicate, "")) { try world.storage.transaction { try $0.insertFeed(feed) } }
+        #expect(try world.storage.feed("feed-1") == feed)
+        let moved = feed.with(nextBatch: 3, delivered: 2, acknowledged: 1, pushed: 2)
+        try world.storage.transaction { transaction in
+            #expect(try transaction.feed("feed-1") == feed)
+            try transaction.updateFeed(moved)
+        }
+        #expect(try world.storage.feed("feed-1") == moved)
+        #expect(try world.storage.feeds() == [moved])
+        let missing = Feed(id: "feed-9", agreement: "ag-1", purpose: "research", nextBatch: 1, delivered: 0, acknowledged: 0,
+                           webhook: nil, pushed: 0, created: Self.now)
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.transaction { try $0.updateFeed(missing) } }
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.transaction { _ = try $0.feed("feed-9") } }
     }
 
     @Test("The log's checkpoint is signed over what is stored, and its export and evidence verify", arguments: Implementation.allCases)
     func logReaders(_ implementation: Implementation) throws {
         let world = try World(implementation)
-        try world.storage.offerAgreement(world.agreement("ag-1"), purposes: ["research"], legalBasis: "consent", aggregateKeys: [:])
+        try world.storage.transaction { transaction in
+            try transaction.insertAgreement(world.agreement("ag-1"))
+            _ = try transaction.appendLog(time: Self.now, type: .agreementExpired, members: ["agreement": "ag-1"])
+        }
         let broker = try SecretKeys.generate(name: "broker")
         let note = try world.storage.checkpointLog(signer: broker)
         let key = try NoteKey(name: String(note.prefix { $0 != "\n" }), publicKey: broker.publicKeys.signingKey)

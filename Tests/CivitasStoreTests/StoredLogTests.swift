@@ -15,11 +15,16 @@ struct StoredLogTests {
         let agency = try SecretKeys.generate(name: "agency")
         try temporary.store.registerParticipant(agency.publicKeys, role: .agency, now: "2026-11-27T09:00:00Z")
         try temporary.store.registerDataset(id: "calls", publisher: agency.keyID, schema: Array("{}".utf8), purposes: ["research"], now: "2026-11-27T09:00:00Z")
-        let events = (0..<12).map { i in
-            BrokerStore.ConsentEvent(dataset: "calls", subject: SHA256Hasher.hash(Array("person \(i)".utf8)), purpose: "research", granted: true,
-                                     record: Array("{}".utf8))
+        let recorded: UTCTime = "2026-11-27T10:00:00Z"
+        try temporary.store.transaction { transaction in
+            for i in 0..<12 {
+                let consent = StoredConsent(dataset: "calls", subject: SHA256Hasher.hash(Array("person \(i)".utf8)), purpose: "research", granted: true,
+                                            record: Array("{}".utf8))
+                try transaction.putConsent(consent, now: recorded)
+                _ = try transaction.appendLog(time: recorded, type: .consentGranted, members: LogEvents.consentRecorded(
+                    dataset: consent.dataset, subject: consent.subject, purpose: consent.purpose, recordedBy: agency.keyID))
+            }
         }
-        _ = try temporary.store.recordConsents(events, recordedBy: agency.keyID, now: "2026-11-27T10:00:00Z")
         try temporary.store.checkpointLog(signer: broker)
         return (temporary, broker)
     }

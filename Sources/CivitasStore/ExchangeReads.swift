@@ -1,0 +1,149 @@
+import CivitasCrypto
+import CivitasLog
+import Foundation
+import GRDB
+
+/// What the broker reads back of agreements, consent, batches, deliveries and feeds.
+extension BrokerStore {
+    // MARK: Agreements
+
+    /// The agreement with this id, if any.
+    public func agreement(_ id: String) throws -> StoredAgreement? {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM agreement WHERE id = ?", arguments: [id]).map(Self.agreement(from:))
+            }
+        }
+    }
+
+    /// Agreements a participant is a party to (all of them when `participant` is nil), by id.
+    public func agreements(involving participant: KeyID? = nil) throws -> [StoredAgreement] {
+        try wrap {
+            try pool.read { db in
+                if let participant {
+                    return try Row.fetchAll(db, sql: "SELECT * FROM agreement WHERE publisher = ? OR partner = ? ORDER BY id",
+                                            arguments: [participant.hex, participant.hex]).map(Self.agreement(from:))
+                }
+                return try Row.fetchAll(db, sql: "SELECT * FROM agreement ORDER BY id").map(Self.agreement(from:))
+            }
+        }
+    }
+
+    static func agreement(from row: Row) throws -> StoredAgreement {
+        let id: String = try row.decode(forColumn: "id")
+        guard let publisher = KeyID(hex: try row.decode(forColumn: "publisher")), let partner = KeyID(hex: try row.decode(forColumn: "partner")),
+              let state = StoredAgreement.State(rawValue: try row.decode(forColumn: "state")) else {
+            throw StoreError(.corrupt, "agreement \(id) has a malformed party or state")
+        }
+        let policy: Data = try row.decode(forColumn: "policy"), hash: Data = try row.decode(forColumn: "policy_sha256"), offer: Data = try row.decode(forColumn: "offer_signature")
+        var agreement = StoredAgreement(id: id, dataset: try row.decode(forColumn: "dataset"), publisher: publisher, partner: partner, policy: Array(policy),
+                                        policySHA256: Array(hash), offerSignature: Array(offer), validFrom: try row.decode(forColumn: "valid_from"),
+                                        validUntil: try row.decode(forColumn: "valid_until"), budgetMicro: UInt64(try row.decode(Int64.self, forColumn: "budget_micro")), offered: try row.decode(forColumn: "offered"))
+        agreement.acceptSignature = (try row.decode(Data?.self, forColumn: "accept_signature")).map(Array.init)
+        agreement.state = state
+        agreement.spentMicro = UInt64(try row.decode(Int64.self, forColumn: "spent_micro"))
+        agreement.accepted = try row.decode(forColumn: "accepted")
+        agreement.ended = try row.decode(forColumn: "ended")
+        return agreement
+    }
+
+    // MARK: Consent
+
+    /// The current consent state of every subject recorded for a dataset and purpose:
+    /// subject hash (hex) → granted.
+    public func consentStates(dataset: String, purpose: String) throws -> [String: Bool] {
+        try wrap {
+            try pool.read { db in
+                var states: [String: Bool] = [:]
+                let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent WHERE dataset = ? AND purpose = ?",
+                                               arguments: [dataset, purpose])
+                while let row = try rows.next() {
+                    states[Hex.encode(Array(try row.decode(Data.self, forColumn: "subject")))] = try row.decode(forColumn: "granted")
+                }
+                return states
+            }
+        }
+    }
+
+    // MARK: Batches by range
+
+    /// The dataset's batches from `sequence` on, in order.
+    public func batches(of dataset: String, from sequence: Int64 = 1) throws -> [BatchSummary] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT sequence, records, created FROM batch WHERE dataset = ? AND sequence >= ? ORDER BY sequence",
+                                 arguments: [dataset, sequence]).map {
+                    BatchSummary(sequence: $0["sequence"], records: $0["records"], created: $0["created"])
+                }
+            }
+        }
+    }
+
+    /// The last batch sequence of a dataset (0 when it has none).
+    public func lastBatch(of dataset: String) throws -> Int64 {
+        try wrap { try pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM batch WHERE dataset = ?", arguments: [dataset]) ?? 0 } }
+    }
+
+    // MARK: Deliveries
+
+    /// The batches of `dataset` that deliveries to `partner` have drawn from.
+    public func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64> {
+        try wrap {
+            try pool.read { db in
+                Set(try Int64.fetchAll(db, sql: "SELECT sequence FROM drawn_batch WHERE partner = ? AND dataset = ?",
+                                       arguments: [partner.hex, dataset]))
+            }
+        }
+    }
+
+    /// The delivery with this id, if any.
+    public func delivery(_ id: String) throws -> Delivery? {
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM delivery WHERE id = ?", arguments: [id]).map(Self.delivery(from:)) } }
+    }
+
+    /// A feed's windows after `sequence`, in order, at most `limit`.
+    public func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE feed = ? AND feed_sequence > ? ORDER BY feed_sequence LIMIT ?",
+                                 arguments: [feed, sequence, limit]).map(Self.delivery(from:))
+            }
+        }
+    }
+
+    /// Deliveries under an agreement, oldest first.
+    public func deliveries(agreement: String) throws -> [Delivery] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE agreement = ? ORDER BY log_index", arguments: [agreement]).map(Self.delivery(from:))
+            }
+        }
+    }
+
+    static func delivery(from row: Row) throws -> Delivery {
+        let id: String = try row.decode(forColumn: "id")
+        guard let partner = KeyID(hex: try row.decode(forColumn: "partner")), let kind = Delivery.Kind(rawValue: try row.decode(forColumn: "kind")) else {
+            throw StoreError(.corrupt, "delivery \(id) has a malformed partner or kind")
+        }
+        let envelope: Data = try row.decode(forColumn: "envelope")
+        return Delivery(id: id, agreement: try row.decode(forColumn: "agreement"), partner: partner, kind: kind, feed: try row.decode(forColumn: "feed"), feedSequence: try row.decode(forColumn: "feed_sequence"),
+                        logIndex: UInt64(try row.decode(Int64.self, forColumn: "log_index")), records: try row.decode(forColumn: "records"), envelope: Array(envelope), created: try row.decode(forColumn: "created"))
+    }
+
+    // MARK: Feeds
+
+    /// The feed with this id, if any.
+    public func feed(_ id: String) throws -> Feed? {
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM feed WHERE id = ?", arguments: [id]).map(Self.feed(from:)) } }
+    }
+
+    /// Every feed, by id.
+    public func feeds() throws -> [Feed] {
+        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM feed ORDER BY id").map(Self.feed(from:)) } }
+    }
+
+    static func feed(from row: Row) throws -> Feed {
+        Feed(id: try row.decode(forColumn: "id"), agreement: try row.decode(forColumn: "agreement"), purpose: try row.decode(forColumn: "purpose"), nextBatch: try row.decode(forColumn: "next_batch"), delivered: try row.decode(forColumn: "delivered"),
+             acknowledged: try row.decode(forColumn: "acknowledged"), webhook: try row.decode(forColumn: "webhook"), pushed: try row.decode(forColumn: "pushed"), created: try row.decode(forColumn: "created"))
+    }
+}

@@ -1,0 +1,214 @@
+import CivitasCrypto
+import CivitasLog
+import Foundation
+import GRDB
+
+/// Reads and writes inside one storage transaction (``BrokerStorage/transaction(_:)``): rows as
+/// they are now, locked against other writers until the transaction ends; whatever is written
+/// and appended to the log commits together, or nothing does. It persists what it is given and
+/// decides nothing: the broker checks every rule before it writes.
+public protocol StorageTransaction: AnyObject {
+    // MARK: Participants and datasets
+    /// The participant with this key id, if registered.
+    func participant(_ keyID: KeyID) throws -> Participant?
+    /// Stores a participant; refuses (`duplicate`) a key id already stored.
+    func insertParticipant(_ participant: Participant) throws
+    /// The dataset with this id, if registered.
+    func dataset(_ id: String) throws -> Dataset?
+    /// Stores a dataset with a fresh records key; refuses (`duplicate`) an id already stored and
+    /// (`notFound`) a publisher that is not.
+    func insertDataset(_ dataset: Dataset) throws
+    /// The dataset's highest batch sequence (0 before its first batch).
+    func lastBatch(of dataset: String) throws -> Int64
+
+    // MARK: Agreements and consent
+    /// The agreement, as stored now; `notFound` if there is none.
+    func agreement(_ id: String) throws -> StoredAgreement
+    /// Stores a new agreement; refuses (`duplicate`) an id already stored.
+    func insertAgreement(_ agreement: StoredAgreement) throws
+    /// Stores what may change of an agreement: its state, acceptance, end and spent budget.
+    func updateAgreement(_ agreement: StoredAgreement) throws
+    /// Stores a subject's latest consent event for a dataset and purpose (replacing the previous one).
+    func putConsent(_ consent: StoredConsent, now: UTCTime) throws
+
+    // MARK: Feeds, deliveries and the log
+    /// The feed, as stored now; `notFound` if there is none.
+    func feed(_ id: String) throws -> Feed
+    /// Stores a new feed; refuses (`duplicate`) an id already stored.
+    func insertFeed(_ feed: Feed) throws
+    /// Stores what may change of a feed: its next batch and its delivered, acknowledged and pushed sequences.
+    func updateFeed(_ feed: Feed) throws
+    /// Appends a log entry; returns its index.
+    func appendLog(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64
+    /// Stores a delivery and its envelope.
+    func insertDelivery(_ delivery: Delivery) throws
+    /// Records that `delivery` drew these batches of `dataset` for `partner`; each batch at most
+    /// once per partner and dataset (a second draw is refused as `superseded`).
+    func recordDrawnBatches(_ batches: [Int64], dataset: String, partner: KeyID, delivery: String) throws
+}
+
+extension BrokerStore {
+    /// Runs `body` in ONE write transaction over the broker's state and the log: whatever it
+    /// reads, writes and appends commits together, or nothing does. The store persists; the
+    /// caller decides what may be written.
+    public func transaction<T>(_ body: (any StorageTransaction) throws -> T) throws -> T {
+        try writeLogged { db, log in
+            let transaction = SQLiteTransaction(db: db, log: log, storageKey: storageKey)
+            defer { log = transaction.log }
+            return try body(transaction)
+        }
+    }
+}
+
+/// A storage transaction on the SQLite store.
+final class SQLiteTransaction: StorageTransaction {
+    let db: Database
+    var log: LogWriter
+    let storageKey: SealedStorageKey
+
+    init(db: Database, log: LogWriter, storageKey: SealedStorageKey) {
+        self.db = db
+        self.log = log
+        self.storageKey = storageKey
+    }
+
+    func participant(_ keyID: KeyID) throws -> Participant? {
+        try Row.fetchOne(db, sql: "SELECT * FROM participant WHERE key_id = ?", arguments: [keyID.hex]).map(BrokerStore.participant(from:))
+    }
+
+    func insertParticipant(_ participant: Participant) throws {
+        let keys = participant.keys
+        if try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [keys.keyID.hex]) != nil {
+            throw StoreError(.duplicate, "participant \(keys.keyID) (\(keys.name)) is already registered")
+        }
+        var arguments: StatementArguments = [keys.keyID.hex, keys.name, participant.role.rawValue]
+        arguments += [Data(keys.signingKey), Data(keys.encryptionKey), participant.registered]
+        try db.execute(sql: "INSERT INTO participant (key_id, name, role, ed25519, x25519, registered) VALUES (?, ?, ?, ?, ?, ?)",
+                       arguments: arguments)
+    }
+
+    func dataset(_ id: String) throws -> Dataset? {
+        try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]).map(BrokerStore.dataset(from:))
+    }
+
+    func insertDataset(_ dataset: Dataset) throws {
+        if try Row.fetchOne(db, sql: "SELECT 1 FROM dataset WHERE id = ?", arguments: [dataset.id]) != nil {
+            throw StoreError(.duplicate, "dataset \(dataset.id) is already registered")
+        }
+        guard try Row.fetchOne(db, sql: "SELECT 1 FROM participant WHERE key_id = ?", arguments: [dataset.publisher.hex]) != nil else {
+            throw StoreError(.notFound, "publisher \(dataset.publisher) is not a registered participant")
+        }
+        let purposes = String(decoding: try CanonicalJSON.encode(.array(dataset.purposes.map(JSONValue.string))), as: UTF8.self)
+        let wrapped = storageKey.wrap(try SealedStorageKey.generate(), associatedData: BrokerStore.datasetKeyBinding(dataset.id))
+        var arguments: StatementArguments = [dataset.id, dataset.publisher.hex, Data(dataset.schema)]
+        arguments += [Data(dataset.schemaSHA256), Data(wrapped), purposes, dataset.registered]
+        try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, purposes, registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       arguments: arguments)
+    }
+
+    func lastBatch(of dataset: String) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM batch WHERE dataset = ?", arguments: [dataset]) ?? 0
+    }
+
+    func agreement(_ id: String) throws -> StoredAgreement {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM agreement WHERE id = ?", arguments: [id]) else {
+            throw StoreError(.notFound, "agreement \(id) does not exist")
+        }
+        return try BrokerStore.agreement(from: row)
+    }
+
+    func insertAgreement(_ agreement: StoredAgreement) throws {
+        if try Row.fetchOne(db, sql: "SELECT 1 FROM agreement WHERE id = ?", arguments: [agreement.id]) != nil {
+            throw StoreError(.duplicate, "agreement \(agreement.id) already exists")
+        }
+        let acceptSignature: Data? = agreement.acceptSignature.map { Data($0) }
+        let budget: Int64 = try Self.storable(agreement.budgetMicro), spent: Int64 = try Self.storable(agreement.spentMicro)
+        var arguments: StatementArguments = [agreement.id, agreement.dataset, agreement.publisher.hex, agreement.partner.hex]
+        arguments += [Data(agreement.policy), Data(agreement.policySHA256), Data(agreement.offerSignature), acceptSignature]
+        arguments += [agreement.state.rawValue, agreement.validFrom, agreement.validUntil, budget]
+        arguments += [spent, agreement.offered, agreement.accepted, agreement.ended]
+        try db.execute(sql: """
+            INSERT INTO agreement (id, dataset, publisher, partner, policy, policy_sha256, offer_signature, accept_signature, state,
+                                   valid_from, valid_until, budget_micro, spent_micro, offered, accepted, ended)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: arguments)
+    }
+
+    func updateAgreement(_ agreement: StoredAgreement) throws {
+        let acceptSignature: Data? = agreement.acceptSignature.map { Data($0) }
+        let spent: Int64 = try Self.storable(agreement.spentMicro)
+        var arguments: StatementArguments = [agreement.state.rawValue, acceptSignature, agreement.accepted]
+        arguments += [agreement.ended, spent, agreement.id]
+        try db.execute(sql: "UPDATE agreement SET state = ?, accept_signature = ?, accepted = ?, ended = ?, spent_micro = ? WHERE id = ?",
+                       arguments: arguments)
+        guard db.changesCount == 1 else { throw StoreError(.notFound, "agreement \(agreement.id) does not exist") }
+    }
+
+    func putConsent(_ consent: StoredConsent, now: UTCTime) throws {
+        var arguments: StatementArguments = [consent.dataset, Data(consent.subject), consent.purpose]
+        arguments += [consent.granted, Data(consent.record), now]
+        try db.execute(sql: """
+            INSERT INTO consent (dataset, subject, purpose, granted, record, updated) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (dataset, subject, purpose) DO UPDATE SET granted = excluded.granted, record = excluded.record, updated = excluded.updated
+            """, arguments: arguments)
+    }
+
+    func feed(_ id: String) throws -> Feed {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM feed WHERE id = ?", arguments: [id]) else {
+            throw StoreError(.notFound, "feed \(id) does not exist")
+        }
+        return try BrokerStore.feed(from: row)
+    }
+
+    func insertFeed(_ feed: Feed) throws {
+        if try Row.fetchOne(db, sql: "SELECT 1 FROM feed WHERE id = ?", arguments: [feed.id]) != nil {
+            throw StoreError(.duplicate, "feed \(feed.id) already exists")
+        }
+        var arguments: StatementArguments = [feed.id, feed.agreement, feed.purpose, feed.nextBatch, feed.delivered]
+        arguments += [feed.acknowledged, feed.webhook, feed.pushed, feed.created]
+        try db.execute(sql: """
+            INSERT INTO feed (id, agreement, purpose, next_batch, delivered, acknowledged, webhook, pushed, created)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: arguments)
+    }
+
+    func updateFeed(_ feed: Feed) throws {
+        let arguments: StatementArguments = [feed.nextBatch, feed.delivered, feed.acknowledged, feed.pushed, feed.id]
+        try db.execute(sql: "UPDATE feed SET next_batch = ?, delivered = ?, acknowledged = ?, pushed = ? WHERE id = ?", arguments: arguments)
+        guard db.changesCount == 1 else { throw StoreError(.notFound, "feed \(feed.id) does not exist") }
+    }
+
+    func appendLog(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+        try log.append(time: time, type: type, members: members)
+    }
+
+    func insertDelivery(_ delivery: Delivery) throws {
+        // The envelope is bound without an intermediate copy (SQLite copies it once itself).
+        try delivery.envelope.withUnsafeBytes { envelope in
+            let blob = envelope.baseAddress.map { Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: $0), count: envelope.count, deallocator: .none) } ?? Data()
+            var arguments: StatementArguments = [delivery.id, delivery.agreement, delivery.partner.hex, delivery.kind.rawValue, delivery.feed]
+            arguments += [delivery.feedSequence, Int64(delivery.logIndex), delivery.records, blob, delivery.created]
+            try db.execute(sql: """
+                INSERT INTO delivery (id, agreement, partner, kind, feed, feed_sequence, log_index, records, envelope, created)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: arguments)
+        }
+    }
+
+    func recordDrawnBatches(_ batches: [Int64], dataset: String, partner: KeyID, delivery: String) throws {
+        for sequence in batches {
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM drawn_batch WHERE partner = ? AND dataset = ? AND sequence = ?",
+                                arguments: [partner.hex, dataset, sequence]) != nil {
+                throw StoreError(.superseded, "batch \(sequence) of \(dataset) was delivered to this partner meanwhile")
+            }
+            try db.execute(sql: "INSERT INTO drawn_batch (partner, dataset, sequence, delivery) VALUES (?, ?, ?, ?)",
+                           arguments: [partner.hex, dataset, sequence, delivery])
+        }
+    }
+
+    /// A budget figure as SQLite stores it (a signed 64-bit integer).
+    private static func storable(_ micro: UInt64) throws -> Int64 {
+        guard let value = Int64(exactly: micro) else { throw StoreError(.invalidArgument, "a budget figure above 2^63 cannot be stored") }
+        return value
+    }
+}
