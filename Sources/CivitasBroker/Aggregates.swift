@@ -49,9 +49,9 @@ extension Broker {
                 : .mean(column: measure, lower: bounds.lower, upper: bounds.upper)
         }
         let mayRelease = try consentRule(policy: policy, dataset: dataset.id, purpose: request.purpose)
-        let (table, _) = try ReleaseTreatment(schema: schema, policy: policy).consented(try records(of: dataset.id, sequences: nil), mayRelease: mayRelease)
-        let subject = AgreementPolicy.subjectField(of: schema).flatMap { table.columns.contains($0) ? $0 : nil }
         let (groups, keySources) = try Self.declaredGroups(request.groupBy, terms: terms, schema: schema)
+        let (table, subject) = try consentedColumns(of: dataset.id, reading: request.groupBy + [request.measure].compactMap { $0 },
+                                                   treatment: ReleaseTreatment(schema: schema, policy: policy), mayRelease: mayRelease)
         let result: CSVTable
         do {
             let epsilon = try Rational(UInt128(request.epsilonMicro), 1_000_000)
@@ -68,6 +68,43 @@ extension Broker {
                                                 "group_by": .array(request.groupBy.map(JSONValue.string)), "group_keys": .object(keySources),
                                                 "measure": .string(request.measure ?? "")])
         return ReleaseResult(delivery: delivery, outcome: nil, epsilonMicro: request.epsilonMicro)
+    }
+
+    /// Steps 2 and 3 for an aggregate: the dataset read a segment at a time into columns of codes
+    /// holding only `columns` and the subject, keeping the records whose subject may be released.
+    /// Returns them with the subject column's name (nil when the records have none).
+    func consentedColumns(of dataset: String, reading columns: [String], treatment: ReleaseTreatment,
+                          mayRelease: (String) -> Bool) throws -> (ColumnarTable, subject: String?) {
+        var table: ColumnarTable?
+        var subject: String?, read = 0
+        try forEachSegment(of: dataset, sequences: nil) { segmentColumns, rows in
+            if table == nil {
+                subject = try treatment.subjectField(in: segmentColumns, records: rows.count)
+                var names: [String] = []
+                for name in columns + [subject].compactMap({ $0 }) where !names.contains(name) { names.append(name) }
+                table = ColumnarTable(columns: names)
+            }
+            guard var selected = table else { return }
+            table = nil  // appended in place, without a copy
+            defer { table = selected }
+            let positions = try selected.columns.map { name in
+                guard let position = segmentColumns.firstIndex(of: name) else {
+                    throw BrokerError(.invalid, "the records have no column '\(name)'")
+                }
+                return position
+            }
+            let subjectPosition = subject.flatMap { segmentColumns.firstIndex(of: $0) }
+            var record = [String](repeating: "", count: positions.count)
+            read += rows.count
+            for row in rows where subjectPosition.map({ mayRelease(row[$0]) }) ?? true {
+                for (c, position) in positions.enumerated() { record[c] = position < row.count ? row[position] : "" }
+                selected.append(record)
+            }
+        }
+        var consented = table ?? ColumnarTable(columns: columns)
+        consented.finishAppending()
+        try ReleaseTreatment.requireRecords(read: read, selected: consented.rowCount)
+        return (consented, subject)
     }
 
     /// Most groups one aggregate may output.

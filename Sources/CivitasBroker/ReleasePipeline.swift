@@ -38,16 +38,6 @@ extension Broker {
         }
     }
 
-    /// Step 2 for a whole table at once (aggregates).
-    func records(of dataset: String, sequences: [Int64]?) throws -> CSVTable {
-        var table = CSVTable(columns: [], rows: [])
-        try forEachSegment(of: dataset, sequences: sequences) { columns, rows in
-            table.columns = columns
-            table.rows += rows
-        }
-        return table
-    }
-
     /// The batches among `sequences` that no delivery to `partner` has drawn from, in order.
     func undrawn(_ sequences: [Int64], partner: KeyID, dataset: String) throws -> [Int64] {
         let drawn = try mapStore { try store.drawnBatches(partner: partner, dataset: dataset) }

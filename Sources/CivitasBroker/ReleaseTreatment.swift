@@ -149,18 +149,6 @@ public struct ReleaseTreatment: Sendable {
         Input(treatment: self, mayRelease: mayRelease)
     }
 
-    /// Step 3 alone, on a whole table (aggregates): the records whose subject may be released, and
-    /// how many were left out. Refuses when nothing remains, or when basis consent meets records
-    /// without the subject field.
-    public func consented(_ table: CSVTable, mayRelease: (String) -> Bool) throws -> (CSVTable, withoutConsent: Int) {
-        var selected = table
-        if let subject = try subjectField(in: table.columns, records: table.rows.count), let column = table.columns.firstIndex(of: subject) {
-            selected.rows = table.rows.filter { mayRelease($0[column]) }
-        }
-        try Self.requireRecords(read: table.rows.count, selected: selected.rows.count)
-        return (selected, table.rows.count - selected.rows.count)
-    }
-
     static func requireRecords(read: Int, selected: Int) throws {
         guard selected > 0 else {
             throw BrokerError(.nothingToRelease, read == 0 ? "there are no records to release"

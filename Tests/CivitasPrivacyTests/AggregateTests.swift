@@ -45,6 +45,41 @@ struct AggregateTests {
         #expect(abs((means["B"] ?? 0) - 30) < 1.5, "\(means)")
     }
 
+    @Test("Rows are counted in their declared group by every group-by column; undeclared combinations are left out")
+    func severalGroupByColumns() throws {
+        // Per (zone, kind): how many rows, one subject each. ("north", "x") is declared but empty;
+        // ("east", "fire") and ("south", "ems") are not declared.
+        let counts = [["north", "fire"]: 3, ["north", "ems"]: 5, ["south", "fire"]: 7, ["east", "fire"]: 11, ["south", "ems"]: 2]
+        var rows: [[String]] = []
+        for (group, count) in counts.sorted(by: { $0.key.joined() < $1.key.joined() }) {
+            for i in 0..<count { rows.append(["p-\(group.joined())-\(i)", group[0], group[1]]) }
+        }
+        let table = CSVTable(columns: ["person", "zone", "kind"], rows: rows)
+        let declared = [["north", "fire"], ["north", "ems"], ["south", "fire"], ["north", "x"]]
+        // ε = 60 per row: the discrete Laplace noise is 0 except with probability about 2e-26.
+        let aggregate = try DPAggregate(statistic: .count, groupBy: ["zone", "kind"], mechanism: .laplace(epsilon: try Rational(60, 1)), subject: "person")
+        var sampler = ExactSampler(random: SystemRandomness())
+        for source in [try aggregate.run(table, groups: declared, using: &sampler),
+                       try aggregate.run(try ColumnarTable(table, columns: ["kind", "person", "zone"]), groups: declared, using: &sampler)] {
+            #expect(source.columns == ["zone", "kind", "count"])
+            #expect(source.rows == [["north", "fire", "3"], ["north", "ems", "5"], ["south", "fire", "7"], ["north", "x", "0"]])
+        }
+    }
+
+    @Test("A measure that is not a number on the grid is refused naming its row and column")
+    func unreadableMeasure() throws {
+        let table = CSVTable(columns: ["person", "group", "value"], rows: [["a", "A", "3"], ["b", "A", "three"]])
+        let aggregate = try DPAggregate(statistic: .sum(column: "value", lower: "0", upper: "10"), groupBy: ["group"],
+                                        mechanism: .laplace(epsilon: try Rational(1, 1)), subject: "person", maxRowsPerSubject: 5)
+        var sampler = ExactSampler(random: SystemRandomness())
+        do {
+            _ = try aggregate.run(table, groups: [["A"]], using: &sampler)
+            Issue.record("a value that is not a number was summed")
+        } catch let error as PrivacyError {
+            #expect(error.code == .invalidValue && error.message.hasPrefix("row 2, column 'value'"), "\(error.message)")
+        }
+    }
+
     @Test("Gaussian aggregates charge ρ, and parameters are checked up front")
     func gaussianAndParameters() throws {
         let aggregate = try DPAggregate(statistic: .mean(column: "value", lower: "0", upper: "20"), groupBy: ["group"],

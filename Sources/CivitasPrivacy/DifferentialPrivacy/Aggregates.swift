@@ -60,21 +60,34 @@ public struct DPAggregate: Sendable {
     /// `groupBy` order); rows in other groups are ignored. Returns a table: the group
     /// columns, then `count`, `sum` or `mean`.
     public func run<R: RandomWords>(_ table: CSVTable, groups: [[String]], using sampler: inout ExactSampler<R>) throws -> CSVTable {
-        let groupIndexes = try groupBy.map { try table.index(of: $0) }
-        let subjectIndex = try subject.map { try table.index(of: $0) }
+        var read = groupBy
+        for column in [subject, measureColumn].compactMap({ $0 }) where !read.contains(column) { read.append(column) }
+        return try run(ColumnarTable(table, columns: read), groups: groups, using: &sampler)
+    }
+
+    /// The column summed or averaged, if any.
+    var measureColumn: String? {
+        switch statistic {
+        case .count: return nil
+        case .sum(let column, _, _), .mean(let column, _, _): return column
+        }
+    }
+
+    /// The same aggregate over a table held as columns of codes (it needs the group-by
+    /// columns, the subject column and the measure, if any).
+    public func run<R: RandomWords>(_ table: ColumnarTable, groups: [[String]], using sampler: inout ExactSampler<R>) throws -> CSVTable {
+        let groupColumns = try groupBy.map { try table.index(of: $0) }
+        let subjectColumn = try subject.map { try table.index(of: $0) }
         guard groups.allSatisfy({ $0.count == groupBy.count }) else {
             throw PrivacyError(.invalidParameter, "every declared group needs one value per group-by column")
         }
-        var groupNumber: [[String]: Int] = [:]
         var orderedGroups: [[String]] = []
-        for group in groups where groupNumber[group] == nil {
-            groupNumber[group] = orderedGroups.count
-            orderedGroups.append(group)
-        }
+        var seenGroups = Set<[String]>()
+        for group in groups where seenGroups.insert(group).inserted { orderedGroups.append(group) }
 
         // The measured column on its grid.
         var grid = try DecimalGrid(fractionDigits: 0)
-        var lower: Int64 = 0, upper: Int64 = 0, valueIndex: Int?
+        var lower: Int64 = 0, upper: Int64 = 0, valueColumn: Int?
         switch statistic {
         case .count: break
         case .sum(let column, let low, let high), .mean(let column, let low, let high):
@@ -83,23 +96,21 @@ public struct DPAggregate: Sendable {
             lower = try grid.units(of: low)
             upper = try grid.units(of: high)
             guard lower < upper else { throw PrivacyError(.invalidParameter, "bounds \(low):\(high) must have lower < upper") }
-            valueIndex = try table.index(of: column)
+            valueColumn = try table.index(of: column)
+        }
+        let groupOfRow = Self.groupNumbers(table, columns: groupColumns, groups: orderedGroups)
+        // Each distinct value of the measure is read on the grid once.
+        var clamped: [Int64?] = []
+        if let valueColumn {
+            clamped = table.values[valueColumn].map { text in (try? grid.units(of: text)).map { min(max($0, lower), upper) } }
         }
 
         // Contribution bounding: per subject, a random choice of at most G groups and R rows in each.
-        var rowsBySubject: [String: [Int]] = [:]
-        for (r, row) in table.rows.enumerated() {
-            let key = subjectIndex.map { row[$0] } ?? "\u{0}row\(r)"
-            rowsBySubject[key, default: []].append(r)
-        }
-        var counts = [Int64](repeating: 0, count: groupNumber.count)
-        var sums = [Int64](repeating: 0, count: groupNumber.count)
-        for rows in rowsBySubject.values {
-            var byGroup: [Int: [Int]] = [:]
-            for r in rows {
-                guard let g = groupNumber[groupIndexes.map { table.rows[r][$0] }] else { continue }
-                byGroup[g, default: []].append(r)
-            }
+        var counts = [Int64](repeating: 0, count: orderedGroups.count)
+        var sums = [Int64](repeating: 0, count: orderedGroups.count)
+        func contribute(_ rows: ArraySlice<Int32>) throws {
+            var byGroup: [Int: [Int32]] = [:]
+            for r in rows where groupOfRow[Int(r)] >= 0 { byGroup[Int(groupOfRow[Int(r)]), default: []].append(r) }
             var chosenGroups = Array(byGroup.keys).sorted()
             Self.shuffle(&chosenGroups, using: &sampler)
             for g in chosenGroups.prefix(maxGroupsPerSubject) {
@@ -107,15 +118,31 @@ public struct DPAggregate: Sendable {
                 Self.shuffle(&groupRows, using: &sampler)
                 for r in groupRows.prefix(maxRowsPerSubject) {
                     counts[g] += 1
-                    if let valueIndex {
-                        let value: Int64
-                        do { value = try grid.units(of: table.rows[r][valueIndex]) } catch let error as PrivacyError {
-                            throw PrivacyError(.invalidValue, "row \(r + 1), column '\(table.columns[valueIndex])': \(error.message)")
+                    if let valueColumn {
+                        let code = Int(table.codes[valueColumn][Int(r)])
+                        guard let value = clamped[code] else {
+                            throw PrivacyError(.invalidValue, "row \(Int(r) + 1), column '\(table.columns[valueColumn])': \(Self.gridError(grid, table.values[valueColumn][code]))")
                         }
-                        sums[g] += min(max(value, lower), upper)
+                        sums[g] += value
                     }
                 }
             }
+        }
+        if let subjectColumn {
+            // Rows grouped by subject with a counting sort over the subject codes, subjects in order of first appearance.
+            let subjects = table.codes[subjectColumn]
+            var starts = [Int](repeating: 0, count: table.values[subjectColumn].count + 1)
+            for code in subjects { starts[Int(code) + 1] += 1 }
+            for s in 1..<starts.count { starts[s] += starts[s - 1] }
+            var next = starts
+            var ordered = [Int32](repeating: 0, count: subjects.count)
+            for (r, code) in subjects.enumerated() {
+                ordered[next[Int(code)]] = Int32(r)
+                next[Int(code)] += 1
+            }
+            for s in 0..<(starts.count - 1) where starts[s] < starts[s + 1] { try contribute(ordered[starts[s]..<starts[s + 1]]) }
+        } else {
+            for r in 0..<table.rowCount where groupOfRow[r] >= 0 { try contribute([Int32(r)]) }
         }
 
         // Noise. Sensitivities: a subject changes at most G groups by at most R rows each.
@@ -161,6 +188,55 @@ public struct DPAggregate: Sendable {
             }
         }
         return CSVTable(columns: columns, rows: rows)
+    }
+
+    /// Per row, the number of its group among `groups`, or -1 for a row in no declared group.
+    static func groupNumbers(_ table: ColumnarTable, columns: [Int], groups: [[String]]) -> [Int32] {
+        // Per column, each distinct value's position among the keys declared for that column.
+        var keyPositions: [[String: Int]] = Array(repeating: [:], count: columns.count)
+        for group in groups {
+            for (c, key) in group.enumerated() where keyPositions[c][key] == nil { keyPositions[c][key] = keyPositions[c].count }
+        }
+        // A row's group is found by its key positions, read as one number when they fit in one.
+        let radixes = keyPositions.map { max($0.count, 1) }
+        let fits = radixes.reduce(Optional(1)) { product, radix in
+            product.flatMap { let (value, overflow) = $0.multipliedReportingOverflow(by: radix); return overflow ? nil : value }
+        } != nil
+        func combined(_ positions: [Int]) -> [Int] {
+            fits ? [zip(positions, radixes).reduce(0) { $0 * $1.1 + $1.0 }] : positions
+        }
+        var numberOf: [[Int]: Int32] = [:]
+        for (g, group) in groups.enumerated() {
+            numberOf[combined(group.enumerated().map { c, key in keyPositions[c][key] ?? 0 })] = Int32(g)
+        }
+        let codeKeys = columns.enumerated().map { c, column in table.values[column].map { keyPositions[c][$0] ?? -1 } }
+        var numbers = [Int32](repeating: -1, count: table.rowCount)
+        var positions = [Int](repeating: 0, count: columns.count)
+        if fits && columns.count == 1, let column = columns.first {
+            // One group-by column: a look-up per distinct value, then one per row.
+            let numberOfCode = codeKeys[0].map { $0 < 0 ? -1 : numberOf[[$0]] ?? -1 }
+            for r in 0..<table.rowCount { numbers[r] = numberOfCode[Int(table.codes[column][r])] }
+            return numbers
+        }
+        rows: for r in 0..<table.rowCount {
+            for (c, column) in columns.enumerated() {
+                let position = codeKeys[c][Int(table.codes[column][r])]
+                if position < 0 { continue rows }
+                positions[c] = position
+            }
+            numbers[r] = numberOf[combined(positions)] ?? -1
+        }
+        return numbers
+    }
+
+    /// Why a value is not a number on the grid.
+    static func gridError(_ grid: DecimalGrid, _ text: String) -> String {
+        do {
+            _ = try grid.units(of: text)
+            return "not a number on the grid"
+        } catch {
+            return (error as? PrivacyError)?.message ?? "\(error)"
+        }
     }
 
     static func fractionDigits(_ decimal: String) -> Int {
