@@ -5,9 +5,10 @@ import CivitasPrivacy
 import CivitasStore
 import Foundation
 
-/// A broker on a fresh database with a clinic publishing visit records, two partners, a consent
-/// service and an auditor; records carry a public `ref` so tests can tell which person a released
-/// record belongs to without the pseudonym key.
+/// A broker on a fresh database set up as `Tests/Fixtures/clinic-exchange.json` says (the
+/// Python oracle tests start theirs from the same file): a clinic publishing visit records, two
+/// partners, a consent service and an auditor; records carry a public `ref` so tests can tell
+/// which person a released record belongs to without the pseudonym key.
 final class BrokerFixture {
     let directory: String
     let store: BrokerStore
@@ -21,24 +22,30 @@ final class BrokerFixture {
     let partnerBKeys: SecretKeys
     let consentService: Participant
     let auditor: Participant
-    static let dataset = "clinic-visits"
-    static let purpose = "public-health-surveillance"
-    var now: UTCTime = "2026-11-27T10:00:00Z"
+    static let dataset = scenario.string("dataset")
+    static let purpose = scenario.string("purpose")
+    var now = UTCTime(rfc3339: scenario.string("now")) ?? UTCTime(secondsSince1970: 0)
 
-    static let schema = """
-        {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Clinic visit", "type": "object",
-         "additionalProperties": false, "required": ["person", "ref", "age", "zip", "diagnosis", "visits"],
-         "x-privacy": {"subject": "person"},
-         "properties": {
-           "person": {"type": "string", "maxLength": 32, "x-privacy": {"class": "subject"}},
-           "ref": {"type": "string", "maxLength": 32, "x-privacy": {"class": "public"}},
-           "age": {"type": "integer", "minimum": 0, "maximum": 120, "x-privacy": {"class": "quasi-identifier", "hierarchy": {"intervals": [10, 20, 40]}}},
-           "zip": {"type": "string", "pattern": "^[0-9]{5}$", "x-privacy": {"class": "quasi-identifier", "hierarchy": {"mask": [1, 1, 1]}}},
-           "diagnosis": {"type": "string", "maxLength": 40, "x-privacy": {"class": "sensitive"}},
-           "visits": {"type": "integer", "minimum": 0, "maximum": 50, "x-privacy": {"class": "measure", "bounds": ["0", "50"]}},
-           "notes": {"type": "string", "maxLength": 200, "x-privacy": {"class": "drop"}}
-         }}
-        """
+    /// The shared description of this broker.
+    static let scenario: Scenario = {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/clinic-exchange.json").path
+        do {
+            return Scenario(json: try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: path)))))
+        } catch {
+            preconditionFailure("\(path) does not read as JSON: \(error)")
+        }
+    }()
+
+    /// The fixture file, read.
+    struct Scenario {
+        let json: JSONValue
+        func string(_ key: String) -> String { json[key]?.stringValue ?? "" }
+        /// The keys of the participant named `name` get the role the file gives it.
+        func role(of name: String) -> Participant.Role? {
+            guard case .array(let participants)? = json["participants"] else { return nil }
+            return participants.first { $0["name"]?.stringValue == name }.flatMap { $0["role"]?.stringValue }.flatMap(Participant.Role.init(rawValue:))
+        }
+    }
 
     init(randomness: (@Sendable () -> AnyRandomWords)? = nil) throws {
         directory = NSTemporaryDirectory() + "civitas-broker-\(UUID().uuidString)"
@@ -54,14 +61,23 @@ final class BrokerFixture {
         clinicKeys = try SecretKeys.generate(name: "clinic")
         partnerAKeys = try SecretKeys.generate(name: "health")
         partnerBKeys = try SecretKeys.generate(name: "university")
-        let t: UTCTime = "2026-11-27T09:00:00Z"
+        let scenario = Self.scenario
+        let t = UTCTime(rfc3339: scenario.string("registered")) ?? UTCTime(secondsSince1970: 0)
         let operator_ = try broker.registerOperator(brokerKeys.publicKeys, now: t)
-        clinic = try broker.registerParticipant(clinicKeys.publicKeys, role: .agency, by: operator_, now: t)
-        partnerA = try broker.registerParticipant(partnerAKeys.publicKeys, role: .partner, by: operator_, now: t)
-        partnerB = try broker.registerParticipant(partnerBKeys.publicKeys, role: .partner, by: operator_, now: t)
-        consentService = try broker.registerParticipant(try SecretKeys.generate(name: "consent-desk").publicKeys, role: .consentService, by: operator_, now: t)
-        auditor = try broker.registerParticipant(try SecretKeys.generate(name: "auditor").publicKeys, role: .auditor, by: operator_, now: t)
-        _ = try broker.registerDataset(id: Self.dataset, schema: try JSONParser.parse(Array(Self.schema.utf8)), purposes: [Self.purpose], by: clinic, now: t)
+        let broker = self.broker
+        let register = { (keys: PublicKeys) throws -> Participant in
+            guard let role = scenario.role(of: keys.name) else { throw BrokerError(.notFound, "\(keys.name) is not in the fixture file") }
+            return try broker.registerParticipant(keys, role: role, by: operator_, now: t)
+        }
+        clinic = try register(clinicKeys.publicKeys)
+        partnerA = try register(partnerAKeys.publicKeys)
+        partnerB = try register(partnerBKeys.publicKeys)
+        consentService = try register(try SecretKeys.generate(name: "consent-desk").publicKeys)
+        auditor = try register(try SecretKeys.generate(name: "auditor").publicKeys)
+        guard let schema = scenario.json["schema"], case .array(let purposes)? = scenario.json["policy"]?["purposes"] else {
+            throw BrokerError(.invalid, "the fixture file has no schema or purposes")
+        }
+        _ = try broker.registerDataset(id: Self.dataset, schema: schema, purposes: purposes.compactMap(\.stringValue), by: clinic, now: t)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
@@ -69,12 +85,17 @@ final class BrokerFixture {
     /// Person `i`'s id; the records of person i have refs "r<i>-<n>".
     static func person(_ i: Int) -> String { "P\(10000 + i)" }
 
-    /// `people` persons with `visitsEach` records each; ages and zips repeat so k is reachable.
+    /// `people` persons with `visitsEach` records each, by the fixture file's rule; ages and zips
+    /// repeat so k is reachable.
     static func records(people: Int, visitsEach: Int = 2, startingAt first: Int = 0) -> CSVTable {
+        let diagnoses = (scenario.json["records"]?["diagnoses"]).flatMap { value -> [String]? in
+            guard case .array(let items) = value else { return nil }
+            return items.compactMap(\.stringValue)
+        } ?? []
         var rows: [[String]] = []
         for i in first..<(first + people) {
             for n in 0..<visitsEach {
-                rows.append([person(i), "r\(i)-\(n)", String(20 + (i * 7) % 60), "1910\(i % 10)", ["flu", "asthma", "diabetes", "covid"][(i + n) % 4],
+                rows.append([person(i), "r\(i)-\(n)", String(20 + (i * 7) % 60), "1910\(i % 10)", diagnoses[(i + n) % diagnoses.count],
                              String((i + n) % 12), "free text \(i)"])
             }
         }
@@ -86,17 +107,22 @@ final class BrokerFixture {
         try store.appendBatch(dataset: Self.dataset, columns: table.columns, rows: table.rows, idempotencyKey: nil, now: now)
     }
 
-    /// A policy for `partner`, with overrides.
-    func policy(id: String, partner: SecretKeys, basis: String = "consent", k: Int = 3, suppression: Double = 0.2,
-                fields: [String] = ["person", "ref", "age", "zip", "diagnosis", "visits"], budget: Double = 1,
-                extra: [String: JSONValue] = [:]) -> JSONValue {
-        var object: [String: JSONValue] = [
-            "agreement": .string(id), "dataset": .string(Self.dataset), "publisher": .string(clinicKeys.keyID.hex),
-            "partner": .string(partner.keyID.hex), "purposes": [.string(Self.purpose)], "legal_basis": .string(basis),
-            "fields": .array(fields.map(JSONValue.string)), "treatment": ["k": .number(Double(k)), "suppression_limit": .number(suppression)],
-            "aggregates": ["group_by": ["zip"], "group_keys": ["zip": .array((0...9).map { .string("1910\($0)") })], "max_epsilon_per_query": 0.4], "epsilon_budget": .number(budget),
-            "valid_from": "2026-11-01T00:00:00Z", "valid_until": "2026-12-31T23:59:59Z",
-        ]
+    /// The fixture file's policy for `partner`, with overrides.
+    func policy(id: String, partner: SecretKeys, basis: String? = nil, k: Int? = nil, suppression: Double? = nil,
+                fields: [String]? = nil, budget: Double? = nil, extra: [String: JSONValue] = [:]) -> JSONValue {
+        guard case .object(var object)? = Self.scenario.json["policy"] else { return .null }
+        object["agreement"] = .string(id)
+        object["dataset"] = .string(Self.dataset)
+        object["publisher"] = .string(clinicKeys.keyID.hex)
+        object["partner"] = .string(partner.keyID.hex)
+        if let basis { object["legal_basis"] = .string(basis) }
+        if let fields { object["fields"] = .array(fields.map(JSONValue.string)) }
+        if let budget { object["epsilon_budget"] = .number(budget) }
+        if k != nil || suppression != nil, case .object(var treatment)? = object["treatment"] {
+            if let k { treatment["k"] = .number(Double(k)) }
+            if let suppression { treatment["suppression_limit"] = .number(suppression) }
+            object["treatment"] = .object(treatment)
+        }
         object.merge(extra) { _, new in new }
         return .object(object)
     }

@@ -14,7 +14,7 @@ struct ReleaseTreatmentTests {
 
     init() throws {
         master = try PseudonymMasterKey.generate()
-        schema = try DatasetSchema.parse(Array(BrokerFixture.schema.utf8))
+        schema = try DatasetSchema.parse(try CanonicalJSON.encode(BrokerFixture.scenario.json["schema"] ?? .null))
         records = BrokerFixture.records(people: 120, visitsEach: 3)
     }
 
