@@ -1,0 +1,49 @@
+"""A release through a live broker set up from Tests/Fixtures/clinic-exchange.json (the broker the
+Swift broker tests use), checked by pandas and pycanon: every class of the released table holds at
+least k people, nobody without consent is released, the dropped column is gone and subjects are
+pseudonymized. The positive control: the published table itself fails the people count."""
+
+import pandas as pd
+import pytest
+from pycanon import anonymity
+
+from clinic_broker import ClinicBroker
+
+QI = ["age", "zip"]
+PEOPLE = 90
+
+
+def without_consent(i):
+    return i % 9 == 0
+
+
+@pytest.fixture(scope="module")
+def clinic(civitas_bin, tmp_path_factory):
+    broker = ClinicBroker(civitas_bin, tmp_path_factory.mktemp("clinic"))
+    yield broker
+    broker.stop()
+
+
+def people_per_class(df):
+    return df.groupby(QI)["person"].nunique()
+
+
+def test_a_release_holds_k_people_per_class_and_only_consenting_people(clinic):
+    assert "stored 180 records" in clinic.publish(PEOPLE)
+    clinic.consent([i for i in range(PEOPLE) if not without_consent(i)])
+    clinic.agree("ag-health", "health", k=3)
+    report = clinic.release("ag-health", "health", "health.csv")
+    assert "without consent 20" in report, report
+
+    columns, rows = clinic.records(PEOPLE)
+    published = pd.DataFrame(rows, columns=columns)
+    assert people_per_class(published).min() < 3, "positive control: the published table must fail the check"
+
+    released = pd.read_csv(clinic.folder / "health.csv", dtype=str, keep_default_na=False)
+    assert len(released) > 0
+    assert people_per_class(released).min() >= 3
+    assert anonymity.k_anonymity(released, QI) >= 3
+    refused = {f"r{i}-{n}" for i in range(PEOPLE) if without_consent(i) for n in range(2)}
+    assert not refused & set(released["ref"])
+    assert "notes" not in released.columns
+    assert not released["person"].isin(published["person"]).any()
