@@ -77,7 +77,8 @@ extension Broker {
     /// Reads a batch in `format`, validates every record against the dataset's schema and stores
     /// it encrypted, whole or not at all; feed windows it fills close at once (a window that
     /// fails is reported to `windowFailed`). The same `idempotencyKey` answers the stored batch.
-    public func publishBatch(dataset id: String, format: BatchFormat, body: ByteSource, idempotencyKey: String?, by publisher: Participant,
+    /// `body` opens the batch's bytes from the start; it may be called more than once.
+    public func publishBatch(dataset id: String, format: BatchFormat, body: () throws -> ByteSource, idempotencyKey: String?, by publisher: Participant,
                              now: UTCTime, windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
         try require(publisher, roles: [.agency])
         let dataset = try dataset(id)
@@ -85,26 +86,15 @@ extension Broker {
         let schema = try DatasetSchema.parse(dataset.schema)
         let batch: Batch
         if format == .csv {
-            batch = try publishCSV(dataset: id, schema: schema, body: body, idempotencyKey: idempotencyKey, now: now)
+            batch = try publishCSV(dataset: id, schema: schema, body: try body(), idempotencyKey: idempotencyKey, now: now)
         } else {
-            batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: try Self.whole(body), idempotencyKey: idempotencyKey, now: now)
+            batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: body, idempotencyKey: idempotencyKey, now: now)
         }
         if !batch.replayed {
             // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
             do { _ = try closeDueWindows(now: now, dataset: id, failed: windowFailed) } catch { windowFailed("*", error) }
         }
         return batch
-    }
-
-    /// Every byte of `source` (formats that are parsed whole).
-    static func whole(_ source: ByteSource) throws -> [UInt8] {
-        var bytes: [UInt8] = []
-        var block = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let count = try block.withUnsafeMutableBytes { try source.read(into: $0) }
-            if count == 0 { return bytes }
-            bytes += block[0..<count]
-        }
     }
 
     /// A CSV batch read, validated and sealed chunk by chunk inside the store's transaction: the
@@ -142,24 +132,51 @@ extension Broker {
         }
     }
 
-    /// A JSON Lines (or, with `ngsi`, NGSI) batch: parsed and validated whole, then stored.
-    private func publishRecords(dataset id: String, schema: DatasetSchema, ngsi: Bool, body: [UInt8], idempotencyKey: String?,
+    /// A JSON Lines (or, with `ngsi`, NGSI) batch, read twice a record at a time: first every
+    /// record is validated and the fields are collected (a batch's columns are the union of its
+    /// records' fields), then, inside the store's transaction, each record becomes a row under
+    /// those columns and is sealed chunk by chunk. The records are never held whole.
+    private func publishRecords(dataset id: String, schema: DatasetSchema, ngsi: Bool, body: () throws -> ByteSource, idempotencyKey: String?,
                                 now: UTCTime) throws -> Batch {
-        let table: CSVTable
-        do {
-            let records = ngsi ? try JSONRecords.parseNGSILD(body, maximumRecords: Self.maximumBatchRows)
-                : try JSONRecords.parseJSONLines(body, maximumRecords: Self.maximumBatchRows)
-            let (coerced, problems) = JSONRecords.validate(records, schema: schema, limit: Self.maximumReportedProblems)
-            guard problems.isEmpty else { throw Self.refusal(id, problems) }
-            table = try JSONRecords.table(coerced)
-        } catch let error as PrivacyError {
-            throw BrokerError(.invalidBatch, "the batch cannot be read: \(error.message); nothing was stored")
+        func forEachRecord(_ handle: (_ record: [String: JSONValue], _ number: Int) throws -> Void) throws {
+            do {
+                var number = 0
+                let counted: ([String: JSONValue], Int) throws -> Void = { record, _ in
+                    number += 1
+                    try handle(record, number)
+                }
+                if ngsi {
+                    try JSONRecordReader.readNGSI(from: try body(), maximumRecords: Self.maximumBatchRows, counted)
+                } else {
+                    try JSONRecordReader.readJSONLines(from: try body(), maximumRecords: Self.maximumBatchRows, counted)
+                }
+            } catch let error as PrivacyError {
+                throw BrokerError(.invalidBatch, "the batch cannot be read: \(error.message); nothing was stored")
+            }
         }
-        guard !table.rows.isEmpty else {
-            throw BrokerError(.invalidBatch, "the batch has no records; nothing was stored")
+        var fields = Set<String>(), problems: [DatasetSchema.Issue] = [], records = 0
+        try forEachRecord { record, number in
+            records = number
+            fields.formUnion(record.keys)
+            guard problems.count < Self.maximumReportedProblems else { return }
+            problems += JSONRecords.validate(record, row: number, schema: schema).1.prefix(Self.maximumReportedProblems - problems.count)
         }
+        guard problems.isEmpty else { throw Self.refusal(id, problems) }
+        guard records > 0 else { throw BrokerError(.invalidBatch, "the batch has no records; nothing was stored") }
+        let columns = fields.sorted()
         return try mapStore {
-            try store.appendBatch(dataset: id, columns: table.columns, rows: table.rows, idempotencyKey: idempotencyKey, now: now)
+            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
+                try emit(columns, [])
+                var chunk: [[String]] = []
+                try forEachRecord { record, _ in
+                    chunk.append(try JSONRecords.row(JSONRecords.validate(record, row: 0, schema: schema).0, columns: columns))
+                    if chunk.count == BrokerStore.segmentRows {
+                        try emit(columns, chunk)
+                        chunk.removeAll(keepingCapacity: true)
+                    }
+                }
+                if !chunk.isEmpty { try emit(columns, chunk) }
+            }
         }
     }
 

@@ -139,12 +139,11 @@ public struct BrokerAPI: Sendable {
         return JSONResponse.make(Self.json(try broker.dataset(id)))
     }
 
-    /// CSV batch uploads are read a block at a time, so their bodies are spooled to a temporary
-    /// file instead of memory; other bodies are read whole.
+    /// Batch uploads (CSV, JSON Lines, NGSI) are read a block at a time, so their bodies are
+    /// spooled to a temporary file instead of memory; other bodies are read whole.
     static func spoolsBody(_ request: Request) -> Bool {
         let path = request.uri.path.split(separator: "/")
         return request.method == .post && path.count == 3 && path[0] == "datasets" && path[2] == "batches"
-            && request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces) == "text/csv"
     }
 
     func uploadBatch(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
@@ -161,7 +160,8 @@ public struct BrokerAPI: Sendable {
                            "batches are text/csv, application/x-ndjson (JSON Lines) or application/ld+json (NGSI-LD, normalized or key-values)")
         }
         let idempotencyKey = Self.idempotencyHeader.flatMap { request.headers[$0] }
-        let body: ByteSource = context.spooled?.source() ?? MemorySource(context.body)
+        let spooled = context.spooled, inMemory = context.body
+        let body = { () -> ByteSource in spooled?.source() ?? MemorySource(inMemory) }
         let batch = try broker.publishBatch(dataset: id, format: format, body: body, idempotencyKey: idempotencyKey, by: publisher,
                                             now: now()) { feed, error in
             context.logger.warning("feed window not delivered", metadata: ["feed": "\(feed)", "error": "\(error)"])

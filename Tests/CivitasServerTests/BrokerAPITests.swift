@@ -396,12 +396,12 @@ struct SpooledUploadTests {
             for i in 0..<rows { csv += Array("\(["AMBLER", "NORRISTOWN", "\"HORSHAM, PA\""][i % 3]),EMS: FALL VICTIM \(i % 97)\n".utf8) }
             #expect(csv.count > 3 * SignatureAuthenticator.spoolBufferShare)
             // Other requests hold all but 2 MiB of the bytes bodies may hold in memory: a body read
-            // whole no longer fits (the control), a spooled one does.
+            // whole (a dataset registration) no longer fits (the control), a spooled batch does.
             let held = BrokerAPI.maximumBodyBytesInFlight - 2 * SignatureAuthenticator.spoolBufferShare
             #expect(broker.api.bodies.reserve(held))
             defer { broker.api.bodies.release(held) }
-            let whole = try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: csv, key: broker.agency,
-                                                                       contentType: "application/x-ndjson"))
+            let whole = try await client.execute(try TestBroker.signed(.post, "/datasets", body: csv, key: broker.agency,
+                                                                       contentType: "application/json"))
             #expect(whole.status == .serviceUnavailable)
             // Spools are bounded on disk too: with all but a megabyte of that taken, the CSV is refused.
             let spooling = BrokerAPI.maximumSpooledBytes - SignatureAuthenticator.spoolBufferShare

@@ -3,65 +3,43 @@ import CivitasCrypto
 /// Records that arrive as JSON (JSON Lines, or NGSI-LD entities in normalized or key-values form)
 /// turned into the flat table the rest of the broker works on.
 public enum JSONRecords {
-    /// Parses JSON Lines: one JSON object per non-empty line (a leading UTF-8 byte-order mark is
-    /// skipped). Errors name the line, the byte within it and the reason.
+    /// Parses JSON Lines held in memory (see ``JSONRecordReader/readJSONLines(from:maximumRecords:blockSize:_:)``).
     public static func parseJSONLines(_ bytes: [UInt8], maximumRecords: Int) throws -> [[String: JSONValue]] {
         var records: [[String: JSONValue]] = []
-        let body = bytes.starts(with: CSVTable.byteOrderMark) ? bytes.dropFirst(CSVTable.byteOrderMark.count) : bytes[...]
-        for (number, line) in body.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
-            let trimmed = Array(line.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D })
-            if trimmed.isEmpty { continue }
-            let value: JSONValue
-            do { value = try JSONParser.parse(Array(line)) } catch let error as CryptoError {
-                throw PrivacyError(.invalidValue, "line \(number + 1): \(error.message)")
-            }
-            guard let object = value.objectValue else {
-                throw PrivacyError(.invalidValue, "line \(number + 1) holds a JSON value that is not an object")
-            }
-            records.append(object)
-            guard records.count <= maximumRecords else { throw PrivacyError(.invalidValue, "more than \(maximumRecords) records") }
-        }
+        try JSONRecordReader.readJSONLines(from: MemorySource(bytes), maximumRecords: maximumRecords) { record, _ in records.append(record) }
         return records
     }
 
-    /// Parses NGSI-LD: an entity or an array of entities, normalized (attributes as
-    /// Property / Relationship / GeoProperty objects) or key-values; NGSI v2 entities
-    /// (attributes as `{type, value, metadata}`) are read the same way. Returns key-values
-    /// records; `@context` and attribute metadata are dropped.
+    /// Parses NGSI-LD held in memory (see ``JSONRecordReader/readNGSI(from:maximumRecords:blockSize:_:)``).
     public static func parseNGSILD(_ bytes: [UInt8], maximumRecords: Int) throws -> [[String: JSONValue]] {
-        let value: JSONValue
-        do { value = try JSONParser.parse(bytes, limits: .init(maximumDepth: 64, maximumBytes: max(bytes.count, 1))) } catch let error as CryptoError {
-            throw PrivacyError(.invalidValue, "the body is not JSON: \(error.message)")
-        }
-        let entities: [JSONValue]
-        switch value {
-        case .array(let items): entities = items
-        case .object: entities = [value]
-        default: throw PrivacyError(.invalidValue, "NGSI-LD content is an entity or an array of entities")
-        }
-        guard entities.count <= maximumRecords else { throw PrivacyError(.invalidValue, "more than \(maximumRecords) entities") }
-        return try entities.enumerated().map { index, entity in
-            guard var object = entity.objectValue else { throw PrivacyError(.invalidValue, "entity \(index + 1) is not a JSON object") }
-            object.removeValue(forKey: "@context")
-            for (name, attribute) in object where name != "id" && name != "type" {
-                if let members = attribute.objectValue, let kind = members["type"]?.stringValue {
-                    switch kind {
-                    case "Property", "GeoProperty", "LanguageProperty", "VocabProperty", "ListProperty", "JsonProperty":
-                        if let inner = members["value"] ?? members["languageMap"] ?? members["vocab"] ?? members["valueList"] ?? members["json"] {
-                            object[name] = typedLiteral(inner)
-                        }
-                    case "Relationship", "ListRelationship":
-                        if let inner = members["object"] ?? members["objectList"] ?? members["value"] { object[name] = inner }
-                    default:
-                        // NGSI v2 normalized: {"type": "Number", "value": …, "metadata": {…}}.
-                        if let inner = members["value"], Set(members.keys).isSubset(of: ["type", "value", "metadata"]) {
-                            object[name] = typedLiteral(inner)
-                        }
+        var records: [[String: JSONValue]] = []
+        try JSONRecordReader.readNGSI(from: MemorySource(bytes), maximumRecords: maximumRecords) { record, _ in records.append(record) }
+        return records
+    }
+
+    /// An NGSI-LD entity, normalized or key-values, or an NGSI v2 entity, as a key-values record:
+    /// `@context` and attribute metadata are dropped.
+    static func keyValues(_ entity: [String: JSONValue]) -> [String: JSONValue] {
+        var object = entity
+        object.removeValue(forKey: "@context")
+        for (name, attribute) in object where name != "id" && name != "type" {
+            if let members = attribute.objectValue, let kind = members["type"]?.stringValue {
+                switch kind {
+                case "Property", "GeoProperty", "LanguageProperty", "VocabProperty", "ListProperty", "JsonProperty":
+                    if let inner = members["value"] ?? members["languageMap"] ?? members["vocab"] ?? members["valueList"] ?? members["json"] {
+                        object[name] = typedLiteral(inner)
+                    }
+                case "Relationship", "ListRelationship":
+                    if let inner = members["object"] ?? members["objectList"] ?? members["value"] { object[name] = inner }
+                default:
+                    // NGSI v2 normalized: {"type": "Number", "value": …, "metadata": {…}}.
+                    if let inner = members["value"], Set(members.keys).isSubset(of: ["type", "value", "metadata"]) {
+                        object[name] = typedLiteral(inner)
                     }
                 }
             }
-            return object
         }
+        return object
     }
 
     /// A JSON-LD typed literal `{"@type": "DateTime", "@value": "…"}` (some publishers write `value`)
@@ -83,31 +61,39 @@ public enum JSONRecords {
         var issues: [DatasetSchema.Issue] = []
         var result: [[String: JSONValue]] = []
         for (index, record) in records.enumerated() {
-            var coerced = record
-            for field in schema.fields where field.required && record[field.name] == nil {
-                issues.append(.init(row: index + 1, field: field.name, reason: "required field is missing"))
-            }
-            for (name, value) in record {
-                guard let field = schema.field(name) else {
-                    if !schema.allowsOtherColumns { issues.append(.init(row: index + 1, field: name, reason: "field is not in the schema")) }
-                    continue
-                }
-                if case .string(let text) = value, text.utf8.count > maximumFieldLength {
-                    issues.append(.init(row: index + 1, field: name, reason: "value is longer than \(maximumFieldLength) bytes"))
-                    continue
-                }
-                var checked = value
-                if case .string(let text) = value, !field.types.contains("string"),
-                   field.types.contains("number") || field.types.contains("integer"), let number = Double(text), number.isFinite {
-                    checked = .number(number)
-                    coerced[name] = checked
-                }
-                if let reason = problem(checked, field: field) { issues.append(.init(row: index + 1, field: name, reason: reason)) }
-            }
+            let (coerced, found) = validate(record, row: index + 1, schema: schema)
+            issues += found
             if issues.count >= limit { return (result, Array(issues.prefix(limit))) }
             result.append(coerced)
         }
         return (result, issues)
+    }
+
+    /// Checks one record (number `row`) against the schema; returns it coerced, and its problems.
+    public static func validate(_ record: [String: JSONValue], row: Int, schema: DatasetSchema) -> ([String: JSONValue], [DatasetSchema.Issue]) {
+        var issues: [DatasetSchema.Issue] = []
+        var coerced = record
+        for field in schema.fields where field.required && record[field.name] == nil {
+            issues.append(.init(row: row, field: field.name, reason: "required field is missing"))
+        }
+        for (name, value) in record {
+            guard let field = schema.field(name) else {
+                if !schema.allowsOtherColumns { issues.append(.init(row: row, field: name, reason: "field is not in the schema")) }
+                continue
+            }
+            if case .string(let text) = value, text.utf8.count > maximumFieldLength {
+                issues.append(.init(row: row, field: name, reason: "value is longer than \(maximumFieldLength) bytes"))
+                continue
+            }
+            var checked = value
+            if case .string(let text) = value, !field.types.contains("string"),
+               field.types.contains("number") || field.types.contains("integer"), let number = Double(text), number.isFinite {
+                checked = .number(number)
+                coerced[name] = checked
+            }
+            if let reason = problem(checked, field: field) { issues.append(.init(row: row, field: name, reason: reason)) }
+        }
+        return (coerced, issues)
     }
 
     private static func problem(_ value: JSONValue, field: DatasetSchema.Field) -> String? {
@@ -162,15 +148,18 @@ public enum JSONRecords {
     /// numbers in their canonical form, objects and arrays as canonical JSON, null as empty.
     public static func table(_ records: [[String: JSONValue]]) throws -> CSVTable {
         let columns = Set(records.flatMap(\.keys)).sorted()
-        let rows = try records.map { record in
-            try columns.map { column -> String in
-                switch record[column] {
-                case nil, .null?: return ""
-                case .string(let text)?: return text
-                case let other?: return String(decoding: try CanonicalJSON.encode(other), as: UTF8.self)
-                }
+        return CSVTable(columns: columns, rows: try records.map { try row($0, columns: columns) })
+    }
+
+    /// A record as a row under `columns`: strings as they are, numbers in their canonical form,
+    /// objects and arrays as canonical JSON, null or absent as empty.
+    public static func row(_ record: [String: JSONValue], columns: [String]) throws -> [String] {
+        try columns.map { column -> String in
+            switch record[column] {
+            case nil, .null?: return ""
+            case .string(let text)?: return text
+            case let other?: return String(decoding: try CanonicalJSON.encode(other), as: UTF8.self)
             }
         }
-        return CSVTable(columns: columns, rows: rows)
     }
 }
