@@ -26,7 +26,20 @@ public struct AggregateRequest: Sendable {
 /// Differentially private aggregates under an agreement, over declared group keys.
 extension Broker {
     /// A differentially private aggregate over the consented records, charged to the agreement's ε budget.
-    public func aggregate(agreement id: String, request: AggregateRequest, by partner: Participant, now: UTCTime) throws -> ReleaseResult {
+    /// With `requestKey`, a repeated request answers the first delivery: never a second charge.
+    public func aggregate(agreement id: String, request: AggregateRequest, by partner: Participant, now: UTCTime,
+                          requestKey: String? = nil) throws -> ReleaseResult {
+        let keyed = try KeyedRequest(requestKey, request: [
+            "aggregate": .string(id), "purpose": .string(request.purpose), "statistic": .string(request.statistic.rawValue),
+            "measure": request.measure.map(JSONValue.string) ?? .null, "group_by": .array(request.groupBy.map(JSONValue.string)),
+            "epsilon_micro": .number(Double(request.epsilonMicro)),
+        ])
+        return try answeringOnce(keyed, partner: partner) {
+            try aggregate(agreement: id, request: request, by: partner, now: now, keyed: keyed)
+        }
+    }
+
+    private func aggregate(agreement id: String, request: AggregateRequest, by partner: Participant, now: UTCTime, keyed: KeyedRequest?) throws -> ReleaseResult {
         let (agreement, policy, dataset) = try authorize(id, purpose: request.purpose, partner: partner, now: now)
         guard let terms = policy.aggregates else { throw BrokerError(.invalid, "agreement \(id) does not allow aggregates") }
         if let column = request.groupBy.first(where: { !terms.groupBy.contains($0) }) {
@@ -62,11 +75,14 @@ extension Broker {
         } catch let error as PrivacyError {
             throw BrokerError(.invalid, error.message)
         }
-        let delivery = try deliver(payload: result.csv(), records: result.rows.count, id: Self.newDeliveryID(.aggregate), kind: .aggregate, agreement: agreement, policy: policy, purpose: request.purpose, outcome: nil,
+        let deliveryID = Self.newDeliveryID(.aggregate)
+        let requestKey = try Self.requestKey(keyed, partner: partner.keys.keyID, delivery: deliveryID, outcome: nil, epsilonMicro: request.epsilonMicro, now: now)
+        let delivery = try deliver(payload: result.csv(), records: result.rows.count, id: deliveryID, kind: .aggregate, agreement: agreement, policy: policy, purpose: request.purpose, outcome: nil,
                                    epsilonMicro: request.epsilonMicro, feedWindow: nil, drawnBatches: [], now: now,
                                    transforms: ["statistic": .string(request.statistic.rawValue), "mechanism": "discrete-laplace",
                                                 "group_by": .array(request.groupBy.map(JSONValue.string)), "group_keys": .object(keySources),
-                                                "measure": .string(request.measure ?? "")])
+                                                "measure": .string(request.measure ?? "")],
+                                   requestKey: requestKey)
         return ReleaseResult(delivery: delivery, outcome: nil, epsilonMicro: request.epsilonMicro)
     }
 

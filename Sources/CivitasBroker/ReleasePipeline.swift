@@ -66,7 +66,7 @@ extension Broker {
     /// and store in one transaction.
     func deliver(payload: consuming [UInt8], records: Int, id deliveryID: String, kind: Delivery.Kind, agreement: StoredAgreement, policy: AgreementPolicy,
                          purpose: String, outcome: TreatmentOutcome?, epsilonMicro: UInt64, feedWindow: (feed: String, from: Int64, to: Int64)?,
-                         drawnBatches: [Int64], now: UTCTime, transforms: [String: JSONValue] = [:]) throws -> Delivery {
+                         drawnBatches: [Int64], now: UTCTime, transforms: [String: JSONValue] = [:], requestKey: RequestKey? = nil) throws -> Delivery {
         guard let partner = try store.participant(agreement.partner) else { throw BrokerError(.notFound, "partner \(agreement.partner) is gone") }
         let sealer = EnvelopeSealer(issuer: keys, recipient: partner.keys, contentType: "text/csv", metadata: [
             "delivery": .string(deliveryID), "kind": .string(kind.rawValue), "agreement": .string(agreement.id),
@@ -111,6 +111,7 @@ extension Broker {
                                     feedSequence: feedSequence, logIndex: index, records: records, envelope: envelope, created: now)
             try transaction.insertDelivery(delivery)
             try transaction.recordDrawnBatches(drawnBatches, dataset: current.dataset, partner: current.partner, delivery: deliveryID)
+            if let requestKey { try transaction.insertRequestKey(requestKey) }
             return delivery
         }
     }

@@ -155,6 +155,28 @@ public struct Delivery: Sendable, Equatable {
     }
 }
 
+/// A partner's idempotency key for a release or an aggregate, and the delivery it made: the
+/// same key with the same request answers that delivery again.
+public struct RequestKey: Sendable, Equatable {
+    public let partner: KeyID
+    public let key: String
+    /// SHA-256 over what was asked (the route and its canonical body).
+    public let requestSHA256: [UInt8]
+    public let delivery: String
+    /// The delivery's figures as the broker answered them first (canonical JSON; counts only).
+    public let figures: [UInt8]
+    public let created: UTCTime
+
+    public init(partner: KeyID, key: String, requestSHA256: [UInt8], delivery: String, figures: [UInt8], created: UTCTime) {
+        self.partner = partner
+        self.key = key
+        self.requestSHA256 = requestSHA256
+        self.delivery = delivery
+        self.figures = figures
+        self.created = created
+    }
+}
+
 /// A partner's subscription to new records under an agreement.
 public struct Feed: Sendable, Equatable {
     public let id: String

@@ -159,7 +159,7 @@ public struct BrokerAPI: Sendable {
             throw APIError(.unsupportedMediaType, "unsupported_media_type",
                            "batches are text/csv, application/x-ndjson (JSON Lines) or application/ld+json (NGSI-LD, normalized or key-values)")
         }
-        let idempotencyKey = Self.idempotencyHeader.flatMap { request.headers[$0] }
+        let idempotencyKey = Self.idempotencyKey(request)
         let spooled = context.spooled, inMemory = context.body
         let body = { () -> ByteSource in spooled?.source() ?? MemorySource(inMemory) }
         let batch = try broker.publishBatch(dataset: id, format: format, body: body, idempotencyKey: idempotencyKey, by: publisher,

@@ -23,8 +23,14 @@ extension BrokerAPI {
         signed.get("agreements/:agreement/odrl") { _, context in try agreementODRL(context) }
         signed.post("agreements/:agreement/accept") { _, context in try acceptAgreement(context) }
         signed.post("agreements/:agreement/revoke") { _, context in try revokeAgreement(context) }
-        signed.post("agreements/:agreement/releases") { _, context in try await offloaded { try requestRelease(context) } }
-        signed.post("agreements/:agreement/aggregates") { _, context in try await offloaded { try requestAggregate(context) } }
+        signed.post("agreements/:agreement/releases") { request, context in
+            let key = Self.idempotencyKey(request)
+            return try await offloaded { try requestRelease(context, requestKey: key) }
+        }
+        signed.post("agreements/:agreement/aggregates") { request, context in
+            let key = Self.idempotencyKey(request)
+            return try await offloaded { try requestAggregate(context, requestKey: key) }
+        }
         signed.post("agreements/:agreement/feeds") { _, context in try subscribe(context) }
         signed.get("feeds/:feed") { _, context in try showFeed(context) }
         signed.get("feeds/:feed/deliveries") { request, context in try await pull(request, context) }
@@ -87,14 +93,19 @@ extension BrokerAPI {
 
     // MARK: Releases and aggregates
 
-    func requestRelease(_ context: CivitasRequestContext) throws -> Response {
-        let partner = try require(context, roles: [.partner])
-        guard let purpose = try jsonBody(context)["purpose"]?.stringValue else { throw APIError.badRequest("a release request names its purpose") }
-        let result = try brokerCall { try broker.release(agreement: parameter(context, "agreement"), purpose: purpose, by: partner, now: now()) }
-        return JSONResponse.make(status: .created, Self.json(result))
+    /// The request's `Idempotency-Key`, if it carries one.
+    static func idempotencyKey(_ request: Request) -> String? {
+        idempotencyHeader.flatMap { request.headers[$0] }
     }
 
-    func requestAggregate(_ context: CivitasRequestContext) throws -> Response {
+    func requestRelease(_ context: CivitasRequestContext, requestKey key: String?) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        guard let purpose = try jsonBody(context)["purpose"]?.stringValue else { throw APIError.badRequest("a release request names its purpose") }
+        let result = try brokerCall { try broker.release(agreement: parameter(context, "agreement"), purpose: purpose, by: partner, now: now(), requestKey: key) }
+        return JSONResponse.make(status: result.replayed ? .ok : .created, Self.json(result))
+    }
+
+    func requestAggregate(_ context: CivitasRequestContext, requestKey key: String?) throws -> Response {
         let partner = try require(context, roles: [.partner])
         let body = try jsonBody(context)
         guard let purpose = body["purpose"]?.stringValue, let statisticName = body["statistic"]?.stringValue,
@@ -114,8 +125,8 @@ extension BrokerAPI {
         }
         let request = AggregateRequest(purpose: purpose, statistic: statistic, measure: body["measure"]?.stringValue, groupBy: groupBy,
                                        epsilonMicro: UInt64(scaled))
-        let result = try brokerCall { try broker.aggregate(agreement: parameter(context, "agreement"), request: request, by: partner, now: now()) }
-        return JSONResponse.make(status: .created, Self.json(result))
+        let result = try brokerCall { try broker.aggregate(agreement: parameter(context, "agreement"), request: request, by: partner, now: now(), requestKey: key) }
+        return JSONResponse.make(status: result.replayed ? .ok : .created, Self.json(result))
     }
 
     func fetchDelivery(_ context: CivitasRequestContext) throws -> Response {
@@ -293,18 +304,8 @@ extension BrokerAPI {
 
     static func json(_ result: ReleaseResult) -> JSONValue {
         var object = json(result.delivery).objectValue ?? [:]
-        object["epsilon_charged"] = .string(MicroUnits.decimal(result.epsilonMicro))
-        if let outcome = result.outcome {
-            object["records_selected"] = .number(Double(outcome.recordsSelected))
-            object["records_without_consent"] = .number(Double(outcome.recordsWithoutConsent))
-            object["records_suppressed"] = .number(Double(outcome.recordsSuppressed))
-            object["k_achieved"] = .number(Double(outcome.kAchieved))
-            if let report = outcome.report {
-                object["k_counts"] = .string(report.subjectColumn == nil ? "records" : "subjects")
-                object["subjects_released"] = .number(Double(report.subjectsReleased))
-                object["subjects_suppressed"] = .number(Double(report.subjectsSuppressed))
-            }
-        }
+        object.merge(result.figures) { _, figure in figure }
+        object["replayed"] = .bool(result.replayed)
         return .object(object)
     }
 

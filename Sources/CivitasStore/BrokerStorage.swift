@@ -50,6 +50,8 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Deliveries and feeds
     func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64>
     func delivery(_ id: String) throws -> Delivery?
+    /// The partner's idempotency key `key`, if it was used.
+    func requestKey(partner: KeyID, key: String) throws -> RequestKey?
     func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery]
     func feed(_ id: String) throws -> Feed?
     func feeds() throws -> [Feed]

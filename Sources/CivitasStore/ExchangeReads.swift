@@ -96,6 +96,19 @@ extension BrokerStore {
         }
     }
 
+    /// The partner's idempotency key `key`, if it was used.
+    public func requestKey(partner: KeyID, key: String) throws -> RequestKey? {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM request_key WHERE partner = ? AND key = ?", arguments: [partner.hex, key]).map { row in
+                    let hash: Data = try row.decode(forColumn: "request_sha256"), figures: Data = try row.decode(forColumn: "figures")
+                    return RequestKey(partner: partner, key: key, requestSHA256: Array(hash), delivery: try row.decode(forColumn: "delivery"),
+                                      figures: Array(figures), created: try row.decode(forColumn: "created"))
+                }
+            }
+        }
+    }
+
     /// The delivery with this id, if any.
     public func delivery(_ id: String) throws -> Delivery? {
         try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM delivery WHERE id = ?", arguments: [id]).map(Self.delivery(from:)) } }

@@ -69,6 +69,18 @@ extension BrokerStore {
                 t.primaryKey(["partner", "dataset", "sequence"])
             }
         }
+        migrator.registerMigration("2026-12-04 request keys") { db in
+            // A partner's idempotency keys for releases and aggregates: the delivery each one made.
+            try db.create(table: "request_key") { t in
+                t.column("partner", .text).notNull()
+                t.column("key", .text).notNull()
+                t.column("request_sha256", .blob).notNull()
+                t.column("delivery", .text).notNull().references("delivery", column: "id")
+                t.column("figures", .blob).notNull()
+                t.column("created", .text).notNull()
+                t.primaryKey(["partner", "key"])
+            }
+        }
         return migrator
     }
 

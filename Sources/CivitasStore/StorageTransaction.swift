@@ -45,6 +45,9 @@ public protocol StorageTransaction: AnyObject {
     /// Records that `delivery` drew these batches of `dataset` for `partner`; each batch at most
     /// once per partner and dataset (a second draw is refused as `superseded`).
     func recordDrawnBatches(_ batches: [Int64], dataset: String, partner: KeyID, delivery: String) throws
+    /// Stores a partner's idempotency key with the delivery it made; refuses (`duplicate`) a key
+    /// the partner already used.
+    func insertRequestKey(_ key: RequestKey) throws
 }
 
 extension BrokerStore {
@@ -204,6 +207,16 @@ final class SQLiteTransaction: StorageTransaction {
             try db.execute(sql: "INSERT INTO drawn_batch (partner, dataset, sequence, delivery) VALUES (?, ?, ?, ?)",
                            arguments: [partner.hex, dataset, sequence, delivery])
         }
+    }
+
+    func insertRequestKey(_ key: RequestKey) throws {
+        if try Row.fetchOne(db, sql: "SELECT 1 FROM request_key WHERE partner = ? AND key = ?", arguments: [key.partner.hex, key.key]) != nil {
+            throw StoreError(.duplicate, "request key \(key.key.prefix(60)) was already used by this partner")
+        }
+        var arguments: StatementArguments = [key.partner.hex, key.key, Data(key.requestSHA256)]
+        arguments += [key.delivery, Data(key.figures), key.created]
+        try db.execute(sql: "INSERT INTO request_key (partner, key, request_sha256, delivery, figures, created) VALUES (?, ?, ?, ?, ?, ?)",
+                       arguments: arguments)
     }
 
     /// A budget figure as SQLite stores it (a signed 64-bit integer).

@@ -1,10 +1,10 @@
 import ArgumentParser
+import AsyncHTTPClient
 import CivitasCrypto
 import CivitasServer
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 
 /// Options every command that talks to a broker takes.
 struct BrokerOptions: ParsableArguments {
@@ -34,51 +34,59 @@ struct BrokerClient {
         self.keys = keys
     }
 
+    /// The HTTP client every command shares: connections time out after 10 s, answers never
+    /// (a release of millions of records takes as long as it takes; the client waits on the
+    /// socket without using the CPU).
+    static let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                                 configuration: HTTPClient.Configuration(redirectConfiguration: .disallow,
+                                                                         timeout: .init(connect: .seconds(10), read: nil)))
+    /// Largest answer read into memory: a JSON document, or an envelope or log page a command fetches.
+    static let maximumAnswer = 1 << 31
+
     /// Sends a signed request; returns the status and the parsed JSON body, or throws the broker's error as one line.
+    /// With `retryKey` (an idempotency key the request carries), a request whose connection fails
+    /// is sent again with the same key, up to four more times, waiting 1, 2, 4 and 8 seconds between tries.
     func send(_ method: String, _ path: String, body: [UInt8] = [], contentType: String = "application/json",
-              headers extra: [String: String] = [:]) async throws -> (status: Int, json: JSONValue) {
-        var request = try signedRequest(method, path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: extra)
-        request.httpBody = Data(body)
-        let (data, response): (Data, URLResponse)
-        do { (data, response) = try await URLSession.shared.data(for: request) } catch {
-            throw CLIError("cannot reach the broker at \(baseURL): \(error.localizedDescription)")
+              headers extra: [String: String] = [:], retryKey: String? = nil) async throws -> (status: Int, json: JSONValue) {
+        var headers = extra
+        if let retryKey { headers["Idempotency-Key"] = retryKey }
+        var attempt = 0
+        while true {
+            var request = try signedRequest(method, path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: headers)
+            request.body = .bytes(ByteBuffer(bytes: body))
+            do {
+                let (status, data, answerHeaders) = try await execute(request)
+                return try answer(data, status: status, headers: answerHeaders)
+            } catch let error as TransportError where retryKey != nil && attempt < 4 {
+                attempt += 1
+                Output.warn("\(error.message); sending the request again with the same key (\(attempt) of 4)")
+                try await Task.sleep(nanoseconds: UInt64(1 << (attempt - 1)) * 1_000_000_000)
+            }
         }
-        return try answer(data, response)
     }
 
     /// Sends a signed GET and returns the raw body (an envelope, a log export), or throws the broker's error as one line.
     func fetch(_ path: String, accept: String = "*/*") async throws -> (bytes: [UInt8], headers: [String: String]) {
         var request = try signedRequest("GET", path, bodySHA256: SHA256Hasher.hash([]), contentType: "application/json", headers: ["Accept": accept])
-        request.httpBody = Data()
-        let (data, response): (Data, URLResponse)
-        do { (data, response) = try await URLSession.shared.data(for: request) } catch {
-            throw CLIError("cannot reach the broker at \(baseURL): \(error.localizedDescription)")
-        }
-        _ = try answer(data, response)
-        var headers: [String: String] = [:]
-        for (name, value) in (response as? HTTPURLResponse)?.allHeaderFields ?? [:] {
-            if let name = name as? String, let value = value as? String { headers[name.lowercased()] = value }
-        }
-        return (Array(data), headers)
+        request.body = .bytes(ByteBuffer())
+        let (status, data, headers) = try await execute(request)
+        _ = try answer(data, status: status, headers: headers)
+        return (data, headers)
     }
 
     /// Streams a file as the body of a signed POST, drawing progress on a terminal; the file is never held in memory whole.
     func upload(_ path: String, file: UploadFile, contentType: String, headers extra: [String: String],
                 progress: UploadProgress) async throws -> (status: Int, json: JSONValue) {
         var request = try signedRequest("POST", path, bodySHA256: file.sha256, contentType: contentType, headers: extra)
-        request.setValue(String(file.size), forHTTPHeaderField: "Content-Length")
-        let delegate = UploadDelegate(progress: progress)
-        let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
-        defer { session.finishTasksAndInvalidate() }
-        let task = session.uploadTask(with: request, fromFile: URL(fileURLWithPath: file.path))
-        let (data, response): (Data, URLResponse?)
-        do { (data, response) = try await delegate.wait(for: task) } catch {
+        request.headers.replaceOrAdd(name: "Content-Length", value: String(file.size))
+        request.body = .stream(FileChunks(file: file, progress: progress), length: .known(Int64(file.size)))
+        let answer: (status: Int, body: [UInt8], headers: [String: String])
+        do { answer = try await execute(request) } catch {
             if progress.enabled { Output.progress("\n") }
-            throw CLIError("cannot reach the broker at \(baseURL): \(error.localizedDescription)")
+            throw error
         }
         progress.finish()
-        guard let response else { throw CLIError("the broker at \(baseURL) closed the connection without an answer") }
-        return try answer(data, response)
+        return try self.answer(answer.body, status: answer.status, headers: answer.headers)
     }
 
     /// Registers a participant's public keys with a role (the operator's request).
@@ -89,24 +97,43 @@ struct BrokerClient {
         _ = try await send("POST", "/admin/participants", body: body)
     }
 
+    /// A request that got no answer: the broker could not be reached, or the connection broke.
+    struct TransportError: Error, CustomStringConvertible {
+        let message: String
+        var description: String { message }
+    }
+
+    private func execute(_ request: HTTPClientRequest) async throws -> (status: Int, body: [UInt8], headers: [String: String]) {
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await Self.http.execute(request, deadline: .distantFuture)
+            body = try await response.body.collect(upTo: Self.maximumAnswer)
+        } catch {
+            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
+        }
+        var headers: [String: String] = [:]
+        for header in response.headers { headers[header.name.lowercased()] = header.value }
+        return (Int(response.status.code), Array(buffer: body), headers)
+    }
+
     private func signedRequest(_ method: String, _ path: String, bodySHA256: [UInt8], contentType: String,
-                               headers extra: [String: String]) throws -> URLRequest {
+                               headers extra: [String: String]) throws -> HTTPClientRequest {
         let target = baseURL + path
-        guard let url = URL(string: target) else { throw CLIError("'\(target)' is not a URL") }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        request.setValue(contentType, forHTTPHeaderField: "Content-Type")
-        for (name, value) in extra { request.setValue(value, forHTTPHeaderField: name) }
+        guard URL(string: target) != nil else { throw CLIError("'\(target)' is not a URL") }
+        var request = HTTPClientRequest(url: target)
+        request.method = HTTPMethod(rawValue: method)
+        request.headers.add(name: "Content-Type", value: contentType)
+        for (name, value) in extra { request.headers.replaceOrAdd(name: name, value: value) }
         for (name, value) in try RequestSigner.headers(method: method, targetURI: target, bodySHA256: bodySHA256, key: keys,
                                                        created: Int64(Date().timeIntervalSince1970)) {
-            request.setValue(value, forHTTPHeaderField: name)
+            request.headers.replaceOrAdd(name: name, value: value)
         }
         return request
     }
 
-    private func answer(_ data: Data, _ response: URLResponse) throws -> (status: Int, json: JSONValue) {
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        let json = (try? JSONParser.parse(Array(data))) ?? .null
+    private func answer(_ data: [UInt8], status: Int, headers: [String: String]) throws -> (status: Int, json: JSONValue) {
+        let json = (try? JSONParser.parse(data)) ?? .null
         guard (200..<300).contains(status) else {
             let message = json["error"]?["message"]?.stringValue ?? "HTTP \(status)"
             var line = "broker refused (\(status)): \(message)"
@@ -114,9 +141,7 @@ struct BrokerClient {
                 line += "; " + details.compactMap(\.stringValue).prefix(5).joined(separator: "; ")
                 if details.count > 5 { line += "; …" }
             }
-            if let requestID = (response as? HTTPURLResponse)?.value(forHTTPHeaderField: "Request-Id") {
-                line += " (request id \(requestID))"
-            }
+            if let requestID = headers["request-id"] { line += " (request id \(requestID))" }
             throw CLIError(line)
         }
         return (status, json)

@@ -130,6 +130,20 @@ struct ConsentCommand: AsyncParsableCommand {
     }
 }
 
+/// The idempotency key of a release or an aggregate: the same key answers the first delivery.
+struct RequestKeyOption: ParsableArguments {
+    @Option(name: .customLong("idempotency-key"),
+            help: "Send the request under this key; a repeated request with the same key answers the first delivery (default: a fresh key, printed on standard error).")
+    var value: String?
+
+    /// The key to send, after telling the user on standard error how to ask for the same delivery again.
+    func announced() -> String {
+        let key = value ?? "req-" + Hex.encode(Sodium.randomBytes(12))
+        Output.warn("request key \(key) (if this is interrupted, send it again with --idempotency-key \(key) to get the same delivery)")
+        return key
+    }
+}
+
 struct RequestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "request", abstract: "Ask the broker for a release, a DP aggregate or a feed under an agreement (partner).",
@@ -139,11 +153,13 @@ struct RequestCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Request a privacy-treated release of the dataset; fetch it with `civitas pull --delivery`.")
         @OptionGroup var options: BrokerOptions
         @Option(help: "Purpose code.") var purpose: String
+        @OptionGroup var key: RequestKeyOption
         @Argument(help: "Agreement id.") var agreement: String
 
         func run() async throws {
             let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/releases",
-                                                                 body: try CanonicalJSON.encode(["purpose": .string(purpose)]))
+                                                                 body: try CanonicalJSON.encode(["purpose": .string(purpose)]),
+                                                                 retryKey: key.announced())
             print(DeliveryText.summary(json))
         }
     }
@@ -156,13 +172,15 @@ struct RequestCommand: AsyncParsableCommand {
         @Option(help: "The measure to sum or average.") var measure: String?
         @Option(help: "Columns to group by, comma-separated.") var groupBy: String?
         @Option(help: "ε for this aggregate.") var epsilon: Double
+        @OptionGroup var key: RequestKeyOption
         @Argument(help: "Agreement id.") var agreement: String
 
         func run() async throws {
             var body: [String: JSONValue] = ["purpose": .string(purpose), "statistic": .string(statistic), "epsilon": .number(epsilon),
                                              "group_by": .array((groupBy?.split(separator: ",").map { .string(String($0)) }) ?? [])]
             if let measure { body["measure"] = .string(measure) }
-            let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/aggregates", body: try CanonicalJSON.encode(.object(body)))
+            let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/aggregates", body: try CanonicalJSON.encode(.object(body)),
+                                                                 retryKey: key.announced())
             print(DeliveryText.summary(json))
         }
     }

@@ -1,8 +1,6 @@
 import CivitasCrypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -86,38 +84,39 @@ final class UploadProgress: @unchecked Sendable {
     }
 }
 
-/// Receives an upload task's progress, answer and completion.
-final class UploadDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-    private let progress: UploadProgress
-    private let lock = NSLock()
-    private var received = Data()
-    private var continuation: CheckedContinuation<(Data, URLResponse?), Error>?
-    /// Bounds the broker's answer (it is a short JSON document).
-    static let maximumAnswer = 1 << 20
+/// A file's bytes as the body of a request, 1 MiB at a time, reporting progress as they go.
+struct FileChunks: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let file: UploadFile
+    let progress: UploadProgress
 
-    init(progress: UploadProgress) { self.progress = progress }
+    func makeAsyncIterator() -> Iterator { Iterator(file: file, progress: progress) }
 
-    func wait(for task: URLSessionTask) async throws -> (Data, URLResponse?) {
-        try await withCheckedThrowingContinuation { continuation in
-            lock.withLock { self.continuation = continuation }
-            task.resume()
+    final class Iterator: AsyncIteratorProtocol {
+        private let path: String
+        private let progress: UploadProgress
+        private var descriptor: Int32 = -1
+        private var sent = 0
+        private var chunk = [UInt8](repeating: 0, count: 1 << 20)
+
+        init(file: UploadFile, progress: UploadProgress) {
+            path = file.path
+            self.progress = progress
         }
-    }
 
-    func urlSession(_ session: URLSession, task: URLSessionTask, didSendBodyData bytesSent: Int64,
-                    totalBytesSent: Int64, totalBytesExpectedToSend: Int64) {
-        progress.update(sent: totalBytesSent)
-    }
+        deinit { if descriptor >= 0 { close(descriptor) } }
 
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-        lock.withLock { if received.count + data.count <= Self.maximumAnswer { received.append(data) } }
-    }
-
-    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
-        let (continuation, data) = lock.withLock { () -> (CheckedContinuation<(Data, URLResponse?), Error>?, Data) in
-            defer { self.continuation = nil }
-            return (self.continuation, received)
+        func next() async throws -> ByteBuffer? {
+            if descriptor < 0 {
+                descriptor = open(path, O_RDONLY | O_CLOEXEC)
+                guard descriptor >= 0 else { throw CLIError("cannot read batch file \(path): \(Files.errorText())") }
+            }
+            let source = FileDescriptorSource(descriptor: descriptor, name: path)
+            let count = try chunk.withUnsafeMutableBytes { try source.read(into: $0) }
+            guard count > 0 else { return nil }
+            sent += count
+            progress.update(sent: Int64(sent))
+            return ByteBuffer(bytes: chunk[0..<count])
         }
-        if let error { continuation?.resume(throwing: error) } else { continuation?.resume(returning: (data, task.response)) }
     }
 }

@@ -373,6 +373,45 @@ struct ReleaseTests {
         #expect(try fixture.store.agreement(id)?.spentMicro == 900_000)
     }
 
+    @Test("A retried release or aggregate with its request key answers the first delivery: no second release, no second charge")
+    func retriedRequests() async throws {
+        let fixture = try BrokerFixture()
+        try fixture.publish(BrokerFixture.records(people: 30))
+        try fixture.consent(Array(0..<30), granted: true)
+        let id = try fixture.agree(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys, budget: 1), partner: fixture.partnerAKeys)
+        let purpose = BrokerFixture.purpose
+        let first = try fixture.broker.release(agreement: id, purpose: purpose, by: fixture.partnerA, now: fixture.now, requestKey: "retry-1")
+        let logSize = fixture.store.logSize
+        let again = try fixture.broker.release(agreement: id, purpose: purpose, by: fixture.partnerA, now: fixture.now, requestKey: "retry-1")
+        #expect(again.replayed && !first.replayed)
+        #expect(again.delivery == first.delivery && again.figures == first.figures)
+        #expect(fixture.store.logSize == logSize)
+        // The same key for another request is refused; without a key the (positive control) second
+        // release is a new delivery, refused here because every batch was delivered.
+        #expect(throws: BrokerError.self) {
+            try fixture.broker.release(agreement: id, purpose: "other-purpose", by: fixture.partnerA, now: fixture.now, requestKey: "retry-1")
+        }
+        #expect(performing: { try fixture.broker.release(agreement: id, purpose: purpose, by: fixture.partnerA, now: fixture.now) },
+                throws: { ($0 as? BrokerError)?.code == .nothingToRelease })
+
+        // Eight concurrent aggregates under one key: one charge, one delivery, the same answer to all.
+        let query = AggregateRequest(purpose: purpose, statistic: .count, measure: nil, groupBy: ["zip"], epsilonMicro: 300_000)
+        let broker = fixture.broker, partner = fixture.partnerA, now = fixture.now
+        let deliveries = await withTaskGroup(of: String?.self) { group in
+            for _ in 0..<8 {
+                group.addTask { try? broker.aggregate(agreement: id, request: query, by: partner, now: now, requestKey: "agg-1").delivery.id }
+            }
+            return await group.reduce(into: [String?]()) { $0.append($1) }
+        }
+        #expect(deliveries.count == 8 && Set(deliveries).count == 1 && deliveries.first != nil, "\(deliveries)")
+        #expect(try fixture.store.agreement(id)?.spentMicro == 300_000)
+        #expect(try fixture.store.deliveries(agreement: id).count == 2)
+        // Another key is another aggregate, charged again.
+        _ = try fixture.broker.aggregate(agreement: id, request: query, by: partner, now: now, requestKey: "agg-2")
+        #expect(try fixture.store.agreement(id)?.spentMicro == 600_000)
+        #expect(throws: BrokerError.self) { try fixture.broker.aggregate(agreement: id, request: query, by: partner, now: now, requestKey: "bad key") }
+    }
+
     @Test("A change that fails inside its transaction leaves the log, in memory and on disk, as it was")
     func atomicity() throws {
         let fixture = try BrokerFixture()

@@ -208,6 +208,14 @@ struct StorageContractTests {
         #expect(try world.storage.delivery("rel-2") == nil)
         #expect(world.storage.logSize == size + 1)
         #expect(try world.storage.delivery("rel-1")?.envelope == [9])
+
+        // A request key is stored with its delivery, once per partner and key.
+        let key = RequestKey(partner: world.partner.keyID, key: "retry-1", requestSHA256: [1, 2], delivery: "rel-1", figures: Array("{}".utf8),
+                             created: Self.now)
+        try world.storage.transaction { try $0.insertRequestKey(key) }
+        #expect(try world.storage.requestKey(partner: world.partner.keyID, key: "retry-1") == key)
+        #expect(try world.storage.requestKey(partner: world.agency.keyID, key: "retry-1") == nil)
+        #expect(throws: StoreError(.duplicate, "")) { try world.storage.transaction { try $0.insertRequestKey(key) } }
     }
 
     @Test("Feeds read back as written and as moved; duplicates are refused", arguments: Implementation.allCases)

@@ -3,6 +3,8 @@ Swift broker tests use), checked by pandas and pycanon: every class of the relea
 least k people, nobody without consent is released, the dropped column is gone and subjects are
 pseudonymized. The positive control: the published table itself fails the people count."""
 
+import json
+
 import pandas as pd
 import pytest
 from pycanon import anonymity
@@ -47,3 +49,20 @@ def test_a_release_holds_k_people_per_class_and_only_consenting_people(clinic):
     assert not refused & set(released["ref"])
     assert "notes" not in released.columns
     assert not released["person"].isin(published["person"]).any()
+
+
+def test_a_repeated_aggregate_with_its_key_answers_the_first_delivery(clinic):
+    """The partner's client retries under the key it printed: the broker answers the first
+    delivery, and the budget is charged once. A new key is a new aggregate (the control)."""
+    def aggregate(*key):
+        result = clinic.civitas("request", "aggregate", "--key", clinic.secret("health"), "--purpose", clinic.purpose,
+                                "--statistic", "count", "--group-by", "zip", "--epsilon", "0.2", *key, "ag-health")
+        return result.stdout.split("delivery ")[1].split(":")[0], result.stderr
+    first, told = aggregate()
+    key = told.split("request key ")[1].split(" ")[0]
+    again, _ = aggregate("--idempotency-key", key)
+    assert again == first
+    other, _ = aggregate("--idempotency-key", key + "-2")
+    assert other != first
+    shown = json.loads(clinic.civitas("agreements", "show", "--key", clinic.secret("health"), "ag-health").stdout)
+    assert shown["epsilon_spent"] == "0.4", shown
