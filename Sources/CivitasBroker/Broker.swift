@@ -15,6 +15,8 @@ public final class Broker: Sendable {
     let subjects: DomainPRF
     /// Feeds whose window could not reach k, with the last batch it held then.
     let waitingWindows = WaitingWindows()
+    /// Wakes partners waiting for a feed's next window when it is delivered.
+    public let feedSignals = FeedSignals()
     /// The webhook URLs the broker may call (checked when a feed is created and before every push).
     public let webhooks: WebhookTargets
     /// Where noise and contribution sampling draw their randomness (the CSPRNG unless a test injects another).

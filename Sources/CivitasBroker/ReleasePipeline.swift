@@ -92,7 +92,7 @@ extension Broker {
         // Step 9, in ONE transaction: the agreement as it is now (still active, budget left), the
         // feed still where this window starts, then the charge, the log entry, the delivery and
         // the batches it drew. Any refusal leaves all of them unwritten.
-        return try change { transaction in
+        let delivery = try change { transaction in
             var current = try transaction.agreement(agreement.id)
             try Self.checkActive(current, at: now)
             current.spentMicro = try Self.charge(epsilonMicro, to: current)
@@ -114,6 +114,8 @@ extension Broker {
             if let requestKey { try transaction.insertRequestKey(requestKey) }
             return delivery
         }
+        if let window = feedWindow { feedSignals.signal(window.feed) }
+        return delivery
     }
 
     /// An agreement may be used only while accepted and inside its validity window.

@@ -162,15 +162,23 @@ extension BrokerAPI {
         let after = try Self.integerQuery(request, "after") ?? feed.acknowledged
         let wait = min(try Self.integerQuery(request, "wait") ?? 0, Int64(Self.maximumWait))
         let deadline = ContinuousClock.now + .seconds(wait)
+        var version = broker.feedSignals.version(of: id)
         var deliveries = try brokerCall { try broker.windows(of: id, after: after, limit: Self.maximumPulled, for: partner) }
         while deliveries.isEmpty, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(200))
+            await Self.waitForWindow(of: id, after: version, until: deadline, signals: broker.feedSignals)
+            version = broker.feedSignals.version(of: id)
             deliveries = try brokerCall { try broker.windows(of: id, after: after, limit: Self.maximumPulled, for: partner) }
         }
         return JSONResponse.make(.object([
             "feed": .string(id), "acknowledged": .number(Double(feed.acknowledged)),
             "deliveries": .array(deliveries.map(Self.json)),
         ]))
+    }
+
+    /// Waits for the broker to signal a new window of `feed`, and at most five seconds at a time, so
+    /// that a window another broker process delivered into the same database is seen too.
+    static func waitForWindow(of feed: String, after version: UInt64, until deadline: ContinuousClock.Instant, signals: FeedSignals) async {
+        await signals.wait(for: feed, after: version, until: min(deadline, ContinuousClock.now + .seconds(5)))
     }
 
     /// Server-Sent Events: one `delivery` event per window after `after` (or Last-Event-ID), for up to `wait` seconds.
@@ -186,13 +194,14 @@ extension BrokerAPI {
             let deadline = ContinuousClock.now + .seconds(wait)
             try await writer.write(ByteBuffer(string: ": civitas feed \(id)\nretry: 2000\n\n"))
             repeat {
+                let version = broker.feedSignals.version(of: id)
                 let deliveries = try broker.windows(of: id, after: after, limit: Self.maximumPulled, for: partner)
                 for delivery in deliveries {
                     let data = String(decoding: try CanonicalJSON.encode(Self.json(delivery)), as: UTF8.self)
                     try await writer.write(ByteBuffer(string: "id: \(delivery.feedSequence ?? 0)\nevent: delivery\ndata: \(data)\n\n"))
                     after = delivery.feedSequence ?? after
                 }
-                if deliveries.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+                if deliveries.isEmpty { await Self.waitForWindow(of: id, after: version, until: deadline, signals: broker.feedSignals) }
             } while ContinuousClock.now < deadline
             try await writer.finish(nil)
         }

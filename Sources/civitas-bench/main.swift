@@ -4,6 +4,7 @@
 //   swift run -c release civitas-bench privacy  (the privacy engine)
 //   swift run -c release civitas-bench stored-log [ENTRIES]  (verifying a stored log at start)
 //   swift run -c release civitas-bench exchange [RECORDS...]  (consent, releases, aggregates, feed windows)
+//   swift run -c release civitas-bench feed [ROUNDS]  (how soon a waiting partner holds a new feed window)
 // Prints Civitas seal+sign and open+verify throughput for 1 MiB and 256 MiB
 // payloads beside the raw libsodium primitives measured in the same run,
 // and the peak RSS growth of each Civitas operation.
@@ -75,6 +76,11 @@ if CommandLine.arguments.dropFirst().first == "privacy" {
 if CommandLine.arguments.dropFirst().first == "exchange" {
     let sizes = CommandLine.arguments.dropFirst(2).compactMap { Int($0) }
     try runExchangeBenchmark(sizes: sizes.isEmpty ? [10_000, 100_000] : sizes)
+    exit(0)
+}
+
+if CommandLine.arguments.dropFirst().first == "feed" {
+    try runFeedBenchmark(rounds: CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 100)
     exit(0)
 }
 
