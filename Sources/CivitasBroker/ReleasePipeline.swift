@@ -23,9 +23,15 @@ extension Broker {
     func consentRule(policy: AgreementPolicy, dataset: String, purpose: String) throws -> (String) -> Bool {
         let states = try mapStore { try store.consentStates(dataset: dataset, purpose: purpose) }
         let requireGrant = policy.legalBasis == .consent
+        // A subject's answer is kept once computed: a person with many records is hashed once.
+        final class Answers { var bySubject: [String: Bool] = [:] }
+        let answers = Answers()
         return { subject in
-            let state = states[Hex.encode(self.subjectHash(dataset: dataset, subject: subject))]
-            return requireGrant ? state == true : state != false
+            if let known = answers.bySubject[subject] { return known }
+            let state = SubjectDigest(self.subjectHash(dataset: dataset, subject: subject)).flatMap { states[$0] }
+            let answer = requireGrant ? state == true : state != false
+            answers.bySubject[subject] = answer
+            return answer
         }
     }
 

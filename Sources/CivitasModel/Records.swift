@@ -105,6 +105,21 @@ public struct StoredAgreement: Sendable, Equatable {
     }
 }
 
+/// A subject's keyed hash (32 bytes) as a compact dictionary key.
+public struct SubjectDigest: Hashable, Sendable {
+    private let a: UInt64, b: UInt64, c: UInt64, d: UInt64
+
+    /// The digest of exactly 32 bytes; nil for any other length.
+    public init?(_ bytes: [UInt8]) {
+        guard bytes.count == 32 else { return nil }
+        func word(_ at: Int) -> UInt64 { bytes[at..<(at + 8)].reduce(0) { $0 << 8 | UInt64($1) } }
+        a = word(0)
+        b = word(8)
+        c = word(16)
+        d = word(24)
+    }
+}
+
 /// A subject's consent event as stored: the latest one per dataset, subject and purpose counts.
 public struct StoredConsent: Sendable, Equatable {
     public let dataset: String

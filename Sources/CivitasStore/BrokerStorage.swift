@@ -44,8 +44,8 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Agreements and consent
     func agreement(_ id: String) throws -> StoredAgreement?
     func agreements(involving participant: KeyID?) throws -> [StoredAgreement]
-    /// Per subject hash (hex), whether its latest event for the purpose granted consent.
-    func consentStates(dataset: String, purpose: String) throws -> [String: Bool]
+    /// Per subject hash, whether its latest event for the purpose granted consent.
+    func consentStates(dataset: String, purpose: String) throws -> [SubjectDigest: Bool]
 
     // MARK: Deliveries and feeds
     func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64>

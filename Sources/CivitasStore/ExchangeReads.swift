@@ -49,16 +49,20 @@ extension BrokerStore {
 
     // MARK: Consent
 
-    /// The current consent state of every subject recorded for a dataset and purpose:
-    /// subject hash (hex) → granted.
-    public func consentStates(dataset: String, purpose: String) throws -> [String: Bool] {
+    /// The current consent state of every subject recorded for a dataset and purpose, by the
+    /// subject's keyed hash.
+    public func consentStates(dataset: String, purpose: String) throws -> [SubjectDigest: Bool] {
         try wrap {
             try pool.read { db in
-                var states: [String: Bool] = [:]
+                var states: [SubjectDigest: Bool] = [:]
                 let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent WHERE dataset = ? AND purpose = ?",
                                                arguments: [dataset, purpose])
                 while let row = try rows.next() {
-                    states[Hex.encode(Array(try row.decode(Data.self, forColumn: "subject")))] = try row.decode(forColumn: "granted")
+                    let subject: Data = try row.decode(forColumn: "subject")
+                    guard let digest = SubjectDigest(Array(subject)) else {
+                        throw StoreError(.corrupt, "a consent record of \(dataset) holds a subject hash of \(subject.count) bytes, not 32")
+                    }
+                    states[digest] = try row.decode(forColumn: "granted")
                 }
                 return states
             }

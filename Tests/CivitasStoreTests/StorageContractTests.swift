@@ -172,9 +172,9 @@ struct StorageContractTests {
             try transaction.putConsent(event(subject, true), now: Self.now)
             try transaction.putConsent(event(other, true), now: Self.now)
         }
-        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [Hex.encode(subject): true, Hex.encode(other): true])
+        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [SubjectDigest(subject): true, SubjectDigest(other): true])
         try world.storage.transaction { try $0.putConsent(event(subject, false), now: Self.now) }
-        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [Hex.encode(subject): false, Hex.encode(other): true])
+        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [SubjectDigest(subject): false, SubjectDigest(other): true])
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "other").isEmpty)
     }
 
