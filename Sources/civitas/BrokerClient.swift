@@ -74,6 +74,34 @@ struct BrokerClient {
         return (data, headers)
     }
 
+    /// Sends a signed GET and streams the body into `sink` as it arrives (an envelope of any
+    /// size is never held whole); returns the answer's headers.
+    func download(_ path: String, to sink: ByteSink) async throws -> [String: String] {
+        var request = try signedRequest("GET", path, bodySHA256: SHA256Hasher.hash([]), contentType: "application/json", headers: [:])
+        request.body = .bytes(ByteBuffer())
+        let response: HTTPClientResponse
+        do { response = try await Self.http.execute(request, deadline: .distantFuture) } catch {
+            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
+        }
+        var headers: [String: String] = [:]
+        for header in response.headers { headers[header.name.lowercased()] = header.value }
+        guard (200..<300).contains(Int(response.status.code)) else {
+            let body = try await response.body.collect(upTo: 1 << 20)
+            _ = try answer(Array(buffer: body), status: Int(response.status.code), headers: headers)
+            return headers
+        }
+        do {
+            for try await buffer in response.body {
+                try buffer.withUnsafeReadableBytes { try sink.write($0) }
+            }
+        } catch let error as CLIError {
+            throw error
+        } catch {
+            throw TransportError(message: "the download from \(baseURL) broke off: \(error)")
+        }
+        return headers
+    }
+
     /// Streams a file as the body of a signed POST, drawing progress on a terminal; the file is never held in memory whole.
     func upload(_ path: String, file: UploadFile, contentType: String, headers extra: [String: String],
                 progress: UploadProgress) async throws -> (status: Int, json: JSONValue) {

@@ -236,11 +236,19 @@ struct PullCommand: AsyncParsableCommand {
                 ids = items.compactMap { item in item["id"]?.stringValue.map { ($0, item["sequence"]?.exactUnsignedInteger.map { Int64($0) }) } }
             }
         }
-        var output: [UInt8] = []
-        var pending: CSVTable?
+        // Everything streams through files: the envelope as it downloads, its verified payload,
+        // then the output (which appears only once every delivery verified).
+        let file = out == "-" ? nil : try Files.AtomicFile(path: out, mode: 0o600)
+        var writer = PayloadWriter(format: format, output: file?.descriptor ?? 1, name: out == "-" ? "standard output" : out)
         for (id, sequence) in ids {
-            let (envelope, headers) = try await client.fetch("/deliveries/\(id)")
-            let (table, summary) = try DeliveryText.open(envelope, keys: client.keys, broker: broker)
+            let envelope = try Files.anonymousTemporaryFile()
+            defer { close(envelope) }
+            let headers = try await client.download("/deliveries/\(id)", to: FileDescriptorSink(descriptor: envelope, name: "envelope \(id)"))
+            lseek(envelope, 0, SEEK_SET)
+            let payload = try Files.anonymousTemporaryFile()
+            defer { close(payload) }
+            let summary = try EnvelopeOpener(recipient: client.keys, issuer: broker).open(FileDescriptorSource(descriptor: envelope, name: "envelope \(id)"),
+                                                                                          to: FileDescriptorSink(descriptor: payload, name: "payload of \(id)"))
             guard let logIndex = headers["civitas-log-index"].flatMap(UInt64.init) else {
                 throw CLIError("the broker did not say where it logged delivery \(id)")
             }
@@ -248,32 +256,60 @@ struct PullCommand: AsyncParsableCommand {
             let logged = try DeliveryText.checkLogged(evidenceJSON, delivery: id, summary: summary, broker: broker)
             if let saveEnvelopes {
                 try FileManager.default.createDirectory(atPath: saveEnvelopes, withIntermediateDirectories: true)
-                try Data(envelope).write(to: URL(fileURLWithPath: "\(saveEnvelopes)/\(id).envelope"))
+                let saved = try Files.AtomicFile(path: "\(saveEnvelopes)/\(id).envelope", mode: 0o644)
+                lseek(envelope, 0, SEEK_SET)
+                try Files.copy(from: envelope, to: saved.descriptor, name: "envelope \(id)")
+                try saved.commit(replacing: true)
                 try Data(try CanonicalJSON.encode(evidenceJSON) + [0x0A]).write(to: URL(fileURLWithPath: "\(saveEnvelopes)/\(id).evidence.json"))
             }
-            if format == "jsonl" {
-                output += try DeliveryText.jsonLines(table)
-            } else if pending?.columns == table.columns {
-                pending?.rows += table.rows
-            } else {
-                if let pending { output += pending.csv() }
-                pending = table
-            }
-            Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(table.rows.count) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…; logged as entry \(logIndex), included in the broker's signed checkpoint of \(logged.size) entries")
+            lseek(payload, 0, SEEK_SET)
+            try writer.append(payload: payload, name: "payload of \(id)")
+            let records = summary.manifest.metadata["records"]?.exactUnsignedInteger.map { "\($0)" } ?? "?"
+            Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(records) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…; logged as entry \(logIndex), included in the broker's signed checkpoint of \(logged.size) entries")
         }
-        if let pending { output += pending.csv() }
-        if out == "-" {
-            try output.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
-        } else {
-            let file = try Files.AtomicFile(path: out, mode: 0o600)
-            try output.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: out).write($0) }
-            try file.commit(replacing: true)
-        }
+        try file?.commit(replacing: true)
         if let feed, ack, let last = ids.last?.sequence {
             _ = try await client.send("POST", "/feeds/\(feed)/ack", body: try CanonicalJSON.encode(["through": .number(Double(last))]))
             Output.warn("acknowledged windows through \(last)")
         }
         if feed != nil && ids.isEmpty { Output.warn("no new window") }
+    }
+}
+
+/// Writes verified CSV payloads one after another, a block at a time: as CSV, where a payload
+/// with the same columns as the one before continues its table (its header is left out), or as
+/// JSON Lines, one object per record.
+struct PayloadWriter {
+    let format: String
+    let outputDescriptor: Int32
+    let output: FileDescriptorSink
+    private var columns: [String]?
+
+    init(format: String, output descriptor: Int32, name: String) {
+        self.format = format
+        outputDescriptor = descriptor
+        output = FileDescriptorSink(descriptor: descriptor, name: name)
+    }
+
+    mutating func append(payload descriptor: Int32, name: String) throws {
+        let source = FileDescriptorSource(descriptor: descriptor, name: name)
+        if format == "jsonl" {
+            var header: [String] = []
+            try CSVTable.read(from: source, delimiter: 0x2C, chunkRows: 4_096, header: { header = $0 }) { rows, _ in
+                try DeliveryText.jsonLines(CSVTable(columns: header, rows: rows)).withUnsafeBytes { try output.write($0) }
+            }
+            return
+        }
+        // The header line (column names never hold a line break), then the rest as it is.
+        var first = [UInt8](repeating: 0, count: 1 << 16)
+        let count = try first.withUnsafeMutableBytes { try source.read(into: $0) }
+        guard count > 0 else { return }
+        let end = first[0..<count].firstIndex(of: 0x0A).map { $0 + 1 } ?? count
+        let header = try CSVTable.parse(Array(first[0..<end]), delimiter: 0x2C).columns
+        let skip = header == columns ? end : 0
+        columns = header
+        try first[skip..<count].withUnsafeBytes { try output.write($0) }
+        if count == first.count { try Files.copy(from: descriptor, to: outputDescriptor, name: name) }
     }
 }
 

@@ -50,6 +50,14 @@ def test_a_release_holds_k_people_per_class_and_only_consenting_people(clinic):
     assert "notes" not in released.columns
     assert not released["person"].isin(published["person"]).any()
 
+    # The same delivery pulled as JSON Lines holds the same records.
+    delivery = report.split("delivery ")[1].split(":")[0]
+    clinic.civitas("pull", "--key", clinic.secret("health"), "--issuer", "Keys/broker.pub", "--delivery", delivery,
+                   "--format", "jsonl", "--out", "health.jsonl")
+    as_lines = pd.read_json(clinic.folder / "health.jsonl", lines=True, dtype=False).astype(str)
+    assert as_lines[list(released.columns)].sort_values("ref").reset_index(drop=True).equals(
+        released.sort_values("ref").reset_index(drop=True))
+
 
 def test_a_repeated_aggregate_with_its_key_answers_the_first_delivery(clinic):
     """The partner's client retries under the key it printed: the broker answers the first
