@@ -68,6 +68,10 @@ extension Broker {
         return dataset
     }
 
+    /// A number that changes whenever the broker's state does (every change appends to the
+    /// exchange log): what was read for an unchanged version can be served again.
+    public var stateVersion: UInt64 { store.logSize }
+
     /// Every registered dataset with its publisher (for the public catalog).
     public func catalog() throws -> [(dataset: Dataset, publisher: Participant?)] {
         let participants = Dictionary(uniqueKeysWithValues: try mapStore { try store.participants() }.map { ($0.keys.keyID, $0) })

@@ -21,6 +21,7 @@ public struct BrokerAPI: Sendable {
     /// Bytes all spooled uploads may hold on disk at once.
     public static let maximumSpooledBytes = 4 * maximumBodySize
     let spooledBytes = RequestBodyBudget(limit: BrokerAPI.maximumSpooledBytes)
+    let catalogCache = CatalogCache()
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
 
     let broker: Broker
@@ -48,7 +49,7 @@ public struct BrokerAPI: Sendable {
             Response(status: .ok, headers: [.contentType: "application/json"],
                      body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
-        router.get("catalog") { _, _ in try catalog() }
+        router.get("catalog") { request, _ in try catalog(request) }
         router.get("log/checkpoint") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: try broker.checkpoint())))
@@ -172,9 +173,21 @@ public struct BrokerAPI: Sendable {
         ]))
     }
 
+    /// The catalog, served from a copy kept until the broker's state changes, with an ETag; a
+    /// request whose `If-None-Match` names the current one is answered 304 without a body.
+    func catalog(_ request: Request) throws -> Response {
+        let (body, etag) = try catalogCache.current(version: broker.stateVersion) { try catalogDocument() }
+        var headers: HTTPFields = [.contentType: "application/ld+json", .eTag: etag, .cacheControl: "no-cache"]
+        if let asked = request.headers[.ifNoneMatch], asked.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
+            headers[.contentType] = nil
+            return Response(status: .notModified, headers: headers)
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
     /// The catalog as DCAT-AP JSON-LD: datasets, publishers, schemas and the purposes each is
     /// offered for (DPV `hasPurpose`). Nothing personal.
-    func catalog() throws -> Response {
+    func catalogDocument() throws -> JSONValue {
         let datasets: [JSONValue] = try broker.catalog().map { dataset, publisher in
             let schema = (try? JSONParser.parse(dataset.schema)) ?? .null
             var entry: [String: JSONValue] = [
@@ -196,14 +209,14 @@ public struct BrokerAPI: Sendable {
             if let id = schema["$id"]?.stringValue { entry["dct:conformsTo"] = .object(["@id": .string(id)]) }
             return .object(entry)
         }
-        return JSONResponse.make(.object([
+        return .object([
             "@context": .object(["dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/",
                                  "foaf": "http://xmlns.com/foaf/0.1/", "spdx": "http://spdx.org/rdf/terms#",
                                  "dpv": "https://w3id.org/dpv#"]),
             "@type": "dcat:Catalog",
             "dct:title": "Civitas data space catalog",
             "dcat:dataset": .array(datasets),
-        ]), contentType: "application/ld+json")
+        ])
     }
 
     static func json(_ participant: Participant) -> JSONValue {
@@ -292,5 +305,20 @@ struct RequestIDError: HTTPResponseError {
         var response = try error.response(from: request, context: context)
         if let name = RequestObserver.requestIDHeader { response.headers[name] = requestID }
         return response
+    }
+}
+
+/// The encoded catalog and its ETag, kept while the broker's state version stays the same.
+final class CatalogCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var kept: (version: UInt64, body: [UInt8], etag: String)?
+
+    /// The catalog for `version`: the kept copy, or `build`'s document encoded and kept.
+    func current(version: UInt64, build: () throws -> JSONValue) throws -> (body: [UInt8], etag: String) {
+        if let kept = lock.withLock({ kept }), kept.version == version { return (kept.body, kept.etag) }
+        let body = try CanonicalJSON.encode(try build()) + [0x0A]
+        let etag = "\"" + Hex.encode(Array(SHA256Hasher.hash(body).prefix(16))) + "\""
+        lock.withLock { kept = (version, body, etag) }
+        return (body, etag)
     }
 }

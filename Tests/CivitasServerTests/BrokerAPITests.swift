@@ -82,6 +82,17 @@ struct BrokerAPITests {
             let catalog = try await client.execute(uri: "/catalog", method: .get)
             #expect(catalog.status == .ok)
             #expect(try json(catalog)["@type"] == "dcat:Catalog")
+            // The catalog carries an ETag: asked again with it, the answer is 304 without a body,
+            // until a change (a dataset registered) makes a new catalog with a new ETag.
+            let etag = try #require(catalog.headers[.eTag])
+            let unchanged = try await client.execute(uri: "/catalog", method: .get, headers: [.ifNoneMatch: etag])
+            #expect(unchanged.status == .notModified && unchanged.body.readableBytes == 0 && unchanged.headers[.eTag] == etag)
+            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            #expect(try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency)).status == .created)
+            let changed = try await client.execute(uri: "/catalog", method: .get, headers: [.ifNoneMatch: etag])
+            #expect(changed.status == .ok && changed.headers[.eTag] != etag)
+            guard case .array(let listed)? = try json(changed)["dcat:dataset"] else { Issue.record("no datasets in the catalog"); return }
+            #expect(listed.compactMap { $0["dct:identifier"]?.stringValue } == ["calls"])
             let openapi = try await client.execute(uri: "/openapi.json", method: .get)
             #expect(try json(openapi)["openapi"] == "3.1.0")
             _ = try await client.execute(uri: "/healthz", method: .get)
