@@ -1,5 +1,6 @@
 import ArgumentParser
 import AsyncHTTPClient
+import CivitasBroker
 import CivitasCrypto
 import CivitasServer
 import Foundation
@@ -232,7 +233,13 @@ struct PublishCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "publish",
         abstract: "Upload a batch of records to a dataset (its publisher only).",
-        discussion: "The batch is validated whole: if any record fails the schema, nothing is stored and the first problems are printed. Retrying with the same --idempotency-key never stores a batch twice."
+        discussion: """
+            The batch is validated whole: if any record fails the schema, nothing is stored and the first problems are \
+            printed. Retrying with the same --idempotency-key never stores a batch twice. A CSV or JSON Lines file larger \
+            than one batch may be (64 MiB, 1,000,000 records) is sent as consecutive batches cut at record boundaries, \
+            each validated and stored whole, under the keys KEY-part-1, KEY-part-2, …: sending the file again stores \
+            only the parts that were not stored yet.
+            """
     )
     @OptionGroup var options: BrokerOptions
     @Option(help: "Makes retries safe (default: the SHA-256 of the file).") var idempotencyKey: String?
@@ -243,7 +250,7 @@ struct PublishCommand: AsyncParsableCommand {
     @Argument(help: "The batch: CSV, JSON Lines, or NGSI-LD entities (normalized or key-values).") var file: String
 
     func run() async throws {
-        let upload = try UploadFile(path: file, limit: BrokerAPI.maximumBodySize)
+        let upload = try UploadFile(path: file, limit: Int.max)
         let key = idempotencyKey ?? Hex.encode(upload.sha256)
         let type = contentType ?? {
             let lower = file.lowercased()
@@ -251,12 +258,30 @@ struct PublishCommand: AsyncParsableCommand {
             if lower.hasSuffix(".json") || lower.hasSuffix(".jsonld") { return "application/ld+json" }
             return "text/csv"
         }()
-        let progress = UploadProgress(total: upload.size, label: "uploading \(dataset)", enabled: !noProgress && upload.size >= 1 << 20)
-        let (status, json) = try await BrokerClient(options).upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
-                                                                     headers: ["Idempotency-Key": key], progress: progress)
+        let client = try BrokerClient(options)
+        guard upload.size > BrokerAPI.maximumBodySize else {
+            try await send(upload, key: key, type: type, client: client, part: nil)
+            return
+        }
+        guard type == "text/csv" || type == "application/x-ndjson" else {
+            throw CLIError("\(file) is \(upload.size) bytes; a batch is at most \(BrokerAPI.maximumBodySize) bytes, and only CSV and JSON Lines files are cut into consecutive batches: split it")
+        }
+        // A margin under the limit leaves room for the part's header line.
+        let splitter = BatchSplitter(csv: type == "text/csv", maximumBytes: BrokerAPI.maximumBodySize - (1 << 20), maximumRecords: Broker.maximumBatchRows)
+        try await splitter.split(file) { part, _, number in
+            try await send(part, key: "\(key)-part-\(number)", type: type, client: client, part: number)
+        }
+    }
+
+    private func send(_ upload: UploadFile, key: String, type: String, client: BrokerClient, part: Int?) async throws {
+        let label = "uploading \(dataset)" + (part.map { " (part \($0))" } ?? "")
+        let progress = UploadProgress(total: upload.size, label: label, enabled: !noProgress && upload.size >= 1 << 20)
+        let (status, json) = try await client.upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
+                                                     headers: ["Idempotency-Key": key], progress: progress)
         let records = json["records"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         let sequence = json["sequence"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
-        print(status == 200 ? "already stored as batch \(sequence) of \(dataset) (\(records) records)"
-                            : "stored \(records) records as batch \(sequence) of \(dataset)")
+        let suffix = part.map { " (part \($0) of \(file))" } ?? ""
+        print(status == 200 ? "already stored as batch \(sequence) of \(dataset) (\(records) records)\(suffix)"
+                            : "stored \(records) records as batch \(sequence) of \(dataset)\(suffix)")
     }
 }

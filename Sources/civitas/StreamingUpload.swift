@@ -12,6 +12,12 @@ struct UploadFile {
     let size: Int
     let sha256: [UInt8]
 
+    init(path: String, size: Int, sha256: [UInt8]) {
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+    }
+
     /// Reads the file once in 1 MiB chunks; refuses anything that is not a regular file or is larger than `limit`.
     init(path: String, limit: Int) throws {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)

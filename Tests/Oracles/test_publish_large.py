@@ -1,0 +1,56 @@
+"""A CSV file larger than one batch may be (64 MiB) is sent by `civitas publish` as consecutive
+batches cut at record boundaries, a quoted line break never being one: every record arrives once,
+as written (pandas reads the file and the broker's stored count must match), and sending the file
+again stores nothing new."""
+
+import pathlib
+
+import pandas as pd
+
+from conftest import start_broker
+
+SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "Schemas" / "datasets"
+
+
+def write_calls(path, target_bytes):
+    """911-shaped calls whose description holds quoted commas, quotes and line breaks."""
+    towns = ["NORRISTOWN", "ABINGTON", "LOWER MERION", "CHELTENHAM"]
+    header = "lat,lng,desc,zip,title,timeStamp,twp,addr,e\n"
+    written = 0
+    with open(path, "w", newline="") as out:
+        out.write(header)
+        i = 0
+        while written < target_bytes:
+            desc = f'"call {i}, ""as reported""\nsecond line of {i}; {"x" * (i % 90)}"'
+            line = (f"40.{100000 + (i * 7919) % 300000},-75.{200000 + (i * 104729) % 300000},{desc},{19400 + i % 40},"
+                    f"EMS: FALL VICTIM,2016-01-1{i % 10} 0{i % 10}:1{i % 6}:00,{towns[i % 4]},MAIN ST,1\n")
+            out.write(line)
+            written += len(line)
+            i += 1
+    return i
+
+
+def test_a_file_larger_than_a_batch_arrives_whole_in_parts(civitas_bin, tmp_path, cli):
+    cli.cwd = tmp_path
+    for name in ["operator", "agency"]:
+        cli.run("keys", "generate", "--name", name, "--dir", "K")
+    process, url = start_broker(civitas_bin, tmp_path, "K/operator.pub")
+    try:
+        cli.run("participants", "add", "--key", "K/operator.secret", "--role", "agency", "K/agency.pub", "--broker", url)
+        cli.run("datasets", "register", "--key", "K/agency.secret", "--id", "calls", "--schema", SCHEMAS / "emergency-call.schema.json",
+                "--broker", url)
+        source = tmp_path / "calls.csv"
+        rows = write_calls(source, 66 << 20)
+        assert source.stat().st_size > 64 << 20
+        assert len(pd.read_csv(source, dtype=str, keep_default_na=False)) == rows
+
+        first = cli.run("publish", "--no-progress", "--key", "K/agency.secret", "calls", source, "--broker", url).stdout.decode()
+        parts = [line for line in first.splitlines() if line.startswith("stored ")]
+        assert len(parts) == 2, first
+        assert sum(int(line.split()[1]) for line in parts) == rows
+
+        again = cli.run("publish", "--no-progress", "--key", "K/agency.secret", "calls", source, "--broker", url).stdout.decode()
+        assert [line.startswith("already stored") for line in again.splitlines()] == [True, True], again
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
