@@ -239,16 +239,16 @@ struct PullCommand: AsyncParsableCommand {
         // Everything streams through files: the envelope as it downloads, its verified payload,
         // then the output (which appears only once every delivery verified).
         let file = out == "-" ? nil : try Files.AtomicFile(path: out, mode: 0o600)
-        var writer = PayloadWriter(format: format, output: file?.descriptor ?? 1, name: out == "-" ? "standard output" : out)
+        var writer = PayloadWriter(format: format, output: file?.descriptor ?? 1, name: out == "-" ? "standard output" : out, direct: file != nil)
         for (id, sequence) in ids {
             let envelope = try Files.anonymousTemporaryFile()
             defer { close(envelope) }
             let headers = try await client.download("/deliveries/\(id)", to: FileDescriptorSink(descriptor: envelope, name: "envelope \(id)"))
             lseek(envelope, 0, SEEK_SET)
-            let payload = try Files.anonymousTemporaryFile()
-            defer { close(payload) }
-            let summary = try EnvelopeOpener(recipient: client.keys, issuer: broker).open(FileDescriptorSource(descriptor: envelope, name: "envelope \(id)"),
-                                                                                          to: FileDescriptorSink(descriptor: payload, name: "payload of \(id)"))
+            let opener = EnvelopeOpener(recipient: client.keys, issuer: broker)
+            let summary = try writer.write(payloadOf: id) { sink in
+                try opener.open(FileDescriptorSource(descriptor: envelope, name: "envelope \(id)"), to: sink)
+            }
             guard let logIndex = headers["civitas-log-index"].flatMap(UInt64.init) else {
                 throw CLIError("the broker did not say where it logged delivery \(id)")
             }
@@ -262,8 +262,6 @@ struct PullCommand: AsyncParsableCommand {
                 try saved.commit(replacing: true)
                 try Data(try CanonicalJSON.encode(evidenceJSON) + [0x0A]).write(to: URL(fileURLWithPath: "\(saveEnvelopes)/\(id).evidence.json"))
             }
-            lseek(payload, 0, SEEK_SET)
-            try writer.append(payload: payload, name: "payload of \(id)")
             let records = summary.manifest.metadata["records"]?.exactUnsignedInteger.map { "\($0)" } ?? "?"
             Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(records) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…; logged as entry \(logIndex), included in the broker's signed checkpoint of \(logged.size) entries")
         }
@@ -278,38 +276,93 @@ struct PullCommand: AsyncParsableCommand {
 
 /// Writes verified CSV payloads one after another, a block at a time: as CSV, where a payload
 /// with the same columns as the one before continues its table (its header is left out), or as
-/// JSON Lines, one object per record.
+/// JSON Lines, one object per record. A CSV payload bound for an output file is decrypted straight
+/// into it (the file appears only once everything verified); otherwise it goes through an
+/// owner-only temporary file first.
 struct PayloadWriter {
     let format: String
-    let outputDescriptor: Int32
     let output: FileDescriptorSink
+    let direct: Bool
     private var columns: [String]?
 
-    init(format: String, output descriptor: Int32, name: String) {
+    init(format: String, output descriptor: Int32, name: String, direct: Bool) {
         self.format = format
-        outputDescriptor = descriptor
         output = FileDescriptorSink(descriptor: descriptor, name: name)
+        self.direct = direct
     }
 
-    mutating func append(payload descriptor: Int32, name: String) throws {
-        let source = FileDescriptorSource(descriptor: descriptor, name: name)
+    /// Runs `open` (which writes delivery `id`'s verified payload into the sink it is given) and
+    /// writes that payload to the output; returns what `open` returns.
+    mutating func write(payloadOf id: String, open: (ByteSink) throws -> EnvelopeSummary) throws -> EnvelopeSummary {
+        if format == "csv" && direct {
+            let sink = ContinuedCSV(output: output, previous: columns)
+            let summary = try open(sink)
+            try sink.finish()
+            columns = sink.columns ?? columns
+            return summary
+        }
+        let payload = try Files.anonymousTemporaryFile()
+        defer { close(payload) }
+        let name = "payload of \(id)"
+        let summary = try open(FileDescriptorSink(descriptor: payload, name: name))
+        lseek(payload, 0, SEEK_SET)
+        let source = FileDescriptorSource(descriptor: payload, name: name)
         if format == "jsonl" {
             var header: [String] = []
             try CSVTable.read(from: source, delimiter: 0x2C, chunkRows: 4_096, header: { header = $0 }) { rows, _ in
                 try DeliveryText.jsonLines(CSVTable(columns: header, rows: rows)).withUnsafeBytes { try output.write($0) }
             }
+            return summary
+        }
+        let sink = ContinuedCSV(output: output, previous: columns)
+        var block = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let count = try block.withUnsafeMutableBytes { try source.read(into: $0) }
+            if count == 0 { break }
+            try block[0..<count].withUnsafeBytes { try sink.write($0) }
+        }
+        try sink.finish()
+        columns = sink.columns ?? columns
+        return summary
+    }
+}
+
+/// Passes a CSV payload through, leaving out its header line when it names the same columns as
+/// the payload before (column names never hold a line break).
+final class ContinuedCSV: ByteSink {
+    private let output: FileDescriptorSink
+    private let previous: [String]?
+    private var header: [UInt8]? = []
+    private(set) var columns: [String]?
+
+    init(output: FileDescriptorSink, previous: [String]?) {
+        self.output = output
+        self.previous = previous
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard var pending = header else { return try output.write(bytes) }
+        guard let newline = bytes.firstIndex(of: 0x0A) else {
+            pending += bytes
+            header = pending
             return
         }
-        // The header line (column names never hold a line break), then the rest as it is.
-        var first = [UInt8](repeating: 0, count: 1 << 16)
-        let count = try first.withUnsafeMutableBytes { try source.read(into: $0) }
-        guard count > 0 else { return }
-        let end = first[0..<count].firstIndex(of: 0x0A).map { $0 + 1 } ?? count
-        let header = try CSVTable.parse(Array(first[0..<end]), delimiter: 0x2C).columns
-        let skip = header == columns ? end : 0
-        columns = header
-        try first[skip..<count].withUnsafeBytes { try output.write($0) }
-        if count == first.count { try Files.copy(from: descriptor, to: outputDescriptor, name: name) }
+        pending += bytes[..<(newline + 1)]
+        header = nil
+        try decide(pending)
+        try output.write(UnsafeRawBufferPointer(rebasing: bytes[(newline + 1)...]))
+    }
+
+    /// Writes a header line that never ended (a payload of a header alone, or empty).
+    func finish() throws {
+        if let pending = header, !pending.isEmpty { try decide(pending) }
+        header = nil
+    }
+
+    private func decide(_ line: [UInt8]) throws {
+        let names = try CSVTable.parse(line, delimiter: 0x2C).columns
+        columns = names
+        if names != previous { try line.withUnsafeBytes { try output.write($0) } }
     }
 }
 
