@@ -36,7 +36,7 @@ extension BrokerAPI {
         signed.get("feeds/:feed/deliveries") { request, context in try await pull(request, context) }
         signed.get("feeds/:feed/events") { request, context in try events(request, context) }
         signed.post("feeds/:feed/ack") { _, context in try acknowledge(context) }
-        signed.get("deliveries/:delivery") { _, context in try fetchDelivery(context) }
+        signed.get("deliveries/:delivery") { _, context in try await offloaded { try fetchDelivery(context) } }
         signed.post("consent") { _, context in try await offloaded { try recordConsent(context) } }
         signed.get("log/export") { _, context in try exportLog(context) }
         signed.get("log/entries/:index/proof") { _, context in try inclusionEvidence(context) }
