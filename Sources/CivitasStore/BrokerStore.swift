@@ -2,6 +2,7 @@ import CivitasCrypto
 import CivitasLog
 import Foundation
 import GRDB
+import Synchronization
 
 /// The broker's state on embedded SQLite: participants, request nonces, datasets and
 /// batches of records. Records are stored encrypted (XChaCha20-Poly1305 under a
@@ -12,6 +13,8 @@ public final class BrokerStore: Sendable {
     let storageKey: SealedStorageKey
     /// The exchange log's Merkle tree, mirrored in memory; changed only after its entries commit.
     let logState: LockedLog
+    /// The oldest accepted request time of the last sweep of expired nonces.
+    let nonceSweep = Mutex<Int64>(Int64.min)
     /// Records per encrypted segment.
     public static let segmentRows = 1000
 
@@ -47,8 +50,11 @@ public final class BrokerStore: Sendable {
 
     /// The participant with this key id, if registered.
     public func participant(_ keyID: KeyID) throws -> Participant? {
-        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM participant WHERE key_id = ?", arguments: [keyID.hex]) }
-            .map(Self.participant(from:)) }
+        try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM participant WHERE key_id = ?"), arguments: [keyID.hex])
+            }.map(Self.participant(from:))
+        }
     }
 
     /// All participants, by name.
@@ -73,13 +79,23 @@ public final class BrokerStore: Sendable {
     /// Nonces older than the window are forgotten (their requests are refused as stale anyway).
     public func recordNonce(keyID: String, nonce: String, created: Int64, oldestAccepted: Int64) throws {
         guard (1...256).contains(nonce.utf8.count) else { throw StoreError(.invalidArgument, "a request nonce must be 1 to 256 bytes") }
+        // Nonces past the window are swept at most once a second, not on every request.
+        let sweep = nonceSweep.withLock { last -> Bool in
+            guard oldestAccepted > last else { return false }
+            last = oldestAccepted
+            return true
+        }
         try wrap {
             try pool.write { db in
-                try db.execute(sql: "DELETE FROM request_nonce WHERE created < ?", arguments: [oldestAccepted])
-                if try Row.fetchOne(db, sql: "SELECT 1 FROM request_nonce WHERE key_id = ? AND nonce = ?", arguments: [keyID, nonce]) != nil {
+                if sweep { try db.cachedStatement(sql: "DELETE FROM request_nonce WHERE created < ?").execute(arguments: [oldestAccepted]) }
+                // A nonce seen within the window stays; one seen before it (not swept yet) is taken anew.
+                try db.cachedStatement(sql: """
+                    INSERT INTO request_nonce (key_id, nonce, created) VALUES (?, ?, ?)
+                    ON CONFLICT (key_id, nonce) DO UPDATE SET created = excluded.created WHERE request_nonce.created < ?
+                    """).execute(arguments: [keyID, nonce, created, oldestAccepted])
+                guard db.changesCount == 1 else {
                     throw StoreError(.replayed, "nonce \(nonce.prefix(40)) was already used by key \(keyID.prefix(40))")
                 }
-                try db.execute(sql: "INSERT INTO request_nonce (key_id, nonce, created) VALUES (?, ?, ?)", arguments: [keyID, nonce, created])
             }
         }
     }
