@@ -197,34 +197,21 @@ public struct DPAggregate: Sendable {
         for group in groups {
             for (c, key) in group.enumerated() where keyPositions[c][key] == nil { keyPositions[c][key] = keyPositions[c].count }
         }
-        // A row's group is found by its key positions, read as one number when they fit in one.
-        let radixes = keyPositions.map { max($0.count, 1) }
-        let fits = radixes.reduce(Optional(1)) { product, radix in
-            product.flatMap { let (value, overflow) = $0.multipliedReportingOverflow(by: radix); return overflow ? nil : value }
-        } != nil
-        func combined(_ positions: [Int]) -> [Int] {
-            fits ? [zip(positions, radixes).reduce(0) { $0 * $1.1 + $1.0 }] : positions
-        }
+        // A row's group is found by the positions of its keys (a reused buffer: no copy per row).
         var numberOf: [[Int]: Int32] = [:]
         for (g, group) in groups.enumerated() {
-            numberOf[combined(group.enumerated().map { c, key in keyPositions[c][key] ?? 0 })] = Int32(g)
+            numberOf[group.enumerated().map { c, key in keyPositions[c][key] ?? 0 }] = Int32(g)
         }
         let codeKeys = columns.enumerated().map { c, column in table.values[column].map { keyPositions[c][$0] ?? -1 } }
         var numbers = [Int32](repeating: -1, count: table.rowCount)
         var positions = [Int](repeating: 0, count: columns.count)
-        if fits && columns.count == 1, let column = columns.first {
-            // One group-by column: a look-up per distinct value, then one per row.
-            let numberOfCode = codeKeys[0].map { $0 < 0 ? -1 : numberOf[[$0]] ?? -1 }
-            for r in 0..<table.rowCount { numbers[r] = numberOfCode[Int(table.codes[column][r])] }
-            return numbers
-        }
         rows: for r in 0..<table.rowCount {
             for (c, column) in columns.enumerated() {
                 let position = codeKeys[c][Int(table.codes[column][r])]
                 if position < 0 { continue rows }
                 positions[c] = position
             }
-            numbers[r] = numberOf[combined(positions)] ?? -1
+            numbers[r] = numberOf[positions] ?? -1
         }
         return numbers
     }
