@@ -1,5 +1,13 @@
 #ifndef CIVITAS_COPENSSL_SHIM_H
 #define CIVITAS_COPENSSL_SHIM_H
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+/* One-shot SHA-256 without an EVP context: OpenSSL's SHA-256 (which uses the CPU's
+   SHA extensions where present) at no per-call allocation, for many short inputs. */
+static inline void civitas_sha256(const void *data, size_t count, unsigned char *digest) {
+    SHA256((const unsigned char *)data, count, digest);
+}
 #endif

@@ -38,22 +38,34 @@ extension Broker {
     /// Most consent events recorded in one request.
     public static let maximumConsentEvents = 10_000
 
-    /// Records grants and withdrawals of consent in one transaction (each logged) and returns a
-    /// signed receipt for each: the ISO/IEC TS 27560 record with its log index, and the broker's
-    /// Ed25519 signature over it.
-    public func recordConsent(_ requests: [ConsentRequest], by recorder: Participant, now: UTCTime) throws -> [JSONValue] {
+    /// Most datasets the events of one request may concern.
+    public static let maximumConsentDatasets = 64
+
+    /// Records grants and withdrawals of consent in one transaction and returns their receipts:
+    /// each event's ISO/IEC TS 27560 record, provable on its own by its inclusion proof in the
+    /// Merkle tree of the request's records, whose root the one `consent.recorded` log entry
+    /// carries and the broker signs.
+    public func recordConsent(_ requests: [ConsentRequest], by recorder: Participant, now: UTCTime) throws -> ConsentReceipts {
         guard (1...Self.maximumConsentEvents).contains(requests.count) else {
             throw BrokerError(.invalid, "send 1 to \(Self.maximumConsentEvents) consent events at a time")
         }
         var datasets: [String: Dataset] = [:]
         var events: [StoredConsent] = []
-        var records: [[String: JSONValue]] = []
+        var records: [[UInt8]] = []
+        events.reserveCapacity(requests.count)
+        records.reserveCapacity(requests.count)
+        let time = now.rfc3339
+        let recordIDs = Sodium.randomBytes(12 * requests.count)
+        var granted = 0
         for (number, request) in requests.enumerated() {
             let label = requests.count == 1 ? "" : "event \(number + 1): "
             if datasets[request.dataset] == nil {
                 guard let dataset = try store.dataset(request.dataset) else { throw BrokerError(.notFound, "\(label)dataset \(request.dataset) is not registered") }
                 guard dataset.publisher == recorder.keys.keyID || recorder.role == .consentService else {
                     throw BrokerError(.forbidden, "\(label)consent for \(dataset.id) is recorded by its publisher or a consent service")
+                }
+                guard datasets.count < Self.maximumConsentDatasets else {
+                    throw BrokerError(.invalid, "\(label)one request records consent for at most \(Self.maximumConsentDatasets) datasets")
                 }
                 datasets[request.dataset] = dataset
             }
@@ -67,41 +79,25 @@ extension Broker {
                 }
             }
             let subject = subjectHash(dataset: dataset.id, subject: request.subject)
-            let record: [String: JSONValue] = [
-                "schema_version": "ISO/IEC TS 27560:2023",
-                "record_id": .string("cr-" + Hex.encode(Sodium.randomBytes(12))),
-                "pii_principal_id": .string(Hex.encode(subject)),
-                "pii_controller": .string(dataset.publisher.hex),
-                "dataset": .string(dataset.id),
-                "purposes": [["purpose": .string(request.purpose), "lawful_basis": "consent"]],
-                "notice": .string(request.notice),
-                "consent_type": "explicit",
-                "collection_method": .string(request.collectionMethod),
-                "jurisdiction": .string(request.jurisdiction),
-                "event": ["type": .string(request.granted ? "given" : "withdrawn"), "time": .string(now.rfc3339), "recorded_by": .string(recorder.keys.keyID.hex)],
-                "state": .string(request.granted ? "active" : "withdrawn"),
-            ]
-            records.append(record)
-            events.append(.init(dataset: dataset.id, subject: subject, purpose: request.purpose, granted: request.granted,
-                                record: try CanonicalJSON.encode(.object(record))))
+            let record = ConsentRecord(recordID: "cr-" + Hex.encode(recordIDs[(12 * number)..<(12 * number + 12)]), principal: subject,
+                                       controller: dataset.publisher, dataset: dataset.id, purpose: request.purpose, notice: request.notice,
+                                       collectionMethod: request.collectionMethod, jurisdiction: request.jurisdiction,
+                                       granted: request.granted, time: time, recordedBy: recorder.keys.keyID)
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(640)
+            record.appendCanonical(to: &bytes)
+            records.append(bytes)
+            if request.granted { granted += 1 }
+            events.append(.init(dataset: dataset.id, subject: subject, purpose: request.purpose, granted: request.granted, record: bytes))
         }
-        let indexes = try change { transaction in
-            try events.map { event in
-                try transaction.putConsent(event, now: now)
-                return try transaction.appendLog(time: now, type: event.granted ? .consentGranted : .consentRevoked,
-                                                 members: LogEvents.consentRecorded(dataset: event.dataset, subject: event.subject,
-                                                                                    purpose: event.purpose, recordedBy: recorder.keys.keyID))
-            }
+        let tree = ConsentReceipts.tree(of: records)
+        let members = LogEvents.consentRecorded(datasets: datasets.keys.sorted(), recordedBy: recorder.keys.keyID, receipts: records.count,
+                                                receiptsRoot: try tree.root(), granted: granted, withdrawn: records.count - granted)
+        let entry = try change { transaction in
+            for event in events { try transaction.appendConsent(event, now: now) }
+            return try transaction.appendLogEntry(time: now, type: .consentRecorded, members: members)
         }
-        return try zip(records, indexes).map { record, index in
-            var receipt = record
-            receipt["log_index"] = .number(Double(index))
-            let signed = try CanonicalJSON.encode(.object(receipt))
-            return ["receipt": .object(receipt), "broker_key": .string(keys.keyID.hex),
-                    "signature": .string(Base64.encode(keys.sign(Self.receiptContext + signed)))]
-        }
+        return ConsentReceipts(records: records, tree: tree, logEntry: entry.bytes, logIndex: entry.entry.index, brokerKey: keys.keyID,
+                               signature: keys.sign(ConsentReceipts.signatureContext + entry.bytes))
     }
-
-    /// What the broker signs in a consent receipt: this context, then the receipt's canonical JSON.
-    public static let receiptContext = Array("civitas-consent-receipt/1".utf8) + [0]
 }

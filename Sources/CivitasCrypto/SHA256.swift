@@ -1,5 +1,4 @@
 internal import COpenSSL
-internal import CSodium
 
 /// Incremental SHA-256 (FIPS 180-4) over OpenSSL's libcrypto, which uses the
 /// CPU's SHA extensions where present.
@@ -44,9 +43,14 @@ public final class SHA256Hasher: @unchecked Sendable {
 
     /// SHA-256 of a byte string in one call.
     public static func hash(_ bytes: [UInt8]) -> [UInt8] {
-        _ = try? Sodium.ensureInitialised()
-        var digest = [UInt8](repeating: 0, count: digestLength)
-        _ = crypto_hash_sha256(&digest, bytes, UInt64(bytes.count))
-        return digest
+        bytes.withUnsafeBytes { hash(raw: $0) }
+    }
+
+    /// SHA-256 of a byte string in one call.
+    public static func hash(raw bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: digestLength) { digest, count in
+            civitas_sha256(bytes.baseAddress, bytes.count, digest.baseAddress)
+            count = digestLength
+        }
     }
 }

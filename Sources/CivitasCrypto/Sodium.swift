@@ -50,6 +50,24 @@ public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
 
     /// Lower-case hex of the bytes.
+    public static func encode(_ bytes: [UInt8]) -> String {
+        bytes.withUnsafeBytes(encode(raw:))
+    }
+
+    /// Lower-case hex of the bytes.
+    public static func encode(_ bytes: ArraySlice<UInt8>) -> String {
+        bytes.withUnsafeBytes(encode(raw:))
+    }
+
+    /// Lower-case hex of the bytes.
+    public static func encode(raw bytes: UnsafeRawBufferPointer) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        append(raw: bytes, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Lower-case hex of the bytes.
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         var out = [UInt8]()
         out.reserveCapacity(bytes.underestimatedCount * 2)
@@ -58,6 +76,27 @@ public enum Hex {
             out.append(digits[Int(byte & 0x0f)])
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the lower-case hex of the bytes to `out`.
+    public static func append(_ bytes: [UInt8], to out: inout [UInt8]) {
+        bytes.withUnsafeBytes { append(raw: $0, to: &out) }
+    }
+
+    /// Appends the lower-case hex of the bytes to `out`.
+    public static func append(raw bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: bytes.count * 2))
+        out.withUnsafeMutableBufferPointer { target in
+            digits.withUnsafeBufferPointer { digits in
+                var position = start
+                for byte in bytes {
+                    target[position] = digits[Int(byte >> 4)]
+                    target[position + 1] = digits[Int(byte & 0x0f)]
+                    position += 2
+                }
+            }
+        }
     }
 
     /// Decodes lower- or upper-case hex; nil for odd length or a non-hex character.

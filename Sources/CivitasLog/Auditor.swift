@@ -234,7 +234,7 @@ struct ComplianceReplay {
             agreements[id] = agreement
         case .releaseDelivered:
             return release(entry, report: &report)
-        case .datasetRegistered, .consentGranted, .consentRevoked, .releaseRefused:
+        case .datasetRegistered, .consentGranted, .consentRevoked, .consentRecorded, .releaseRefused:
             break
         }
         return []

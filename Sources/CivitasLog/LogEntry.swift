@@ -9,8 +9,11 @@ public enum LogEntryType: String, Sendable, CaseIterable {
     case agreementAccepted = "agreement.accepted"
     case agreementRevoked = "agreement.revoked"
     case agreementExpired = "agreement.expired"
+    /// One subject's consent event (written by earlier versions; logs holding these entries still verify).
     case consentGranted = "consent.granted"
     case consentRevoked = "consent.revoked"
+    /// The consent events of one request, committed to by the Merkle root of their receipts.
+    case consentRecorded = "consent.recorded"
     case releaseDelivered = "release.delivered"
     case releaseRefused = "release.refused"
 
@@ -43,6 +46,9 @@ public enum LogEntryType: String, Sendable, CaseIterable {
             [("agreement", .name)]
         case .consentGranted, .consentRevoked:
             [("dataset", .name), ("subject", .digest), ("purpose", .name), ("recorded_by", .keyID)]
+        case .consentRecorded:
+            [("datasets", .names), ("recorded_by", .keyID), ("receipts", .count), ("receipts_root", .digest),
+             ("granted", .count), ("withdrawn", .count)]
         case .releaseDelivered:
             [("release", .name), ("agreement", .name), ("dataset", .name), ("partner", .keyID), ("purpose", .name),
              ("policy_sha256", .digest), ("envelope_manifest", .object), ("envelope_signature", .signature),

@@ -43,6 +43,15 @@ public enum LogEvents {
         ["dataset": .string(dataset), "subject": .string(Hex.encode(subject)), "purpose": .string(purpose), "recorded_by": .string(recordedBy.hex)]
     }
 
+    /// The consent events of one request: how many, of which datasets, by whom, and the Merkle root
+    /// (RFC 9162) of their receipts, so each receipt is provable without naming any subject here.
+    public static func consentRecorded(datasets: [String], recordedBy: KeyID, receipts: Int, receiptsRoot: MerkleDigest,
+                                       granted: Int, withdrawn: Int) -> [String: JSONValue] {
+        ["datasets": .array(datasets.map { .string($0) }), "recorded_by": .string(recordedBy.hex),
+         "receipts": .number(Double(receipts)), "receipts_root": .string(Hex.encode(receiptsRoot)),
+         "granted": .number(Double(granted)), "withdrawn": .number(Double(withdrawn))]
+    }
+
     /// A delivered release: the envelope's signed manifest and signature (no payload), what the
     /// privacy treatment achieved, and the ε charged (× 10^6). `kAchieved` is 0 when no k-anonymity step ran.
     public static func releaseDelivered(release: String, agreement: String, dataset: String, partner: KeyID, purpose: String,

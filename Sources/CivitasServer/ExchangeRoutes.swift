@@ -37,7 +37,7 @@ extension BrokerAPI {
         signed.get("feeds/:feed/events") { request, context in try events(request, context) }
         signed.post("feeds/:feed/ack") { _, context in try acknowledge(context) }
         signed.get("deliveries/:delivery") { _, context in try await offloaded { try fetchDelivery(context) } }
-        signed.post("consent") { _, context in try await offloaded { try recordConsent(context) } }
+        signed.post("consent") { request, context in try await offloaded { try recordConsent(request, context) } }
         signed.get("log/export") { _, context in try exportLog(context) }
         signed.get("log/entries/:index/proof") { _, context in try inclusionEvidence(context) }
     }
@@ -219,18 +219,26 @@ extension BrokerAPI {
 
     // MARK: Consent and log
 
-    /// One consent event (`{dataset, subject, purpose, action, notice, collection_method, jurisdiction}`) → its receipt,
-    /// or `{"events": [...]}` (a consent service's sync, one transaction) → `{"receipts": [...]}`.
-    func recordConsent(_ context: CivitasRequestContext) throws -> Response {
+    /// Consent events → their receipts (docs/exchanges.md#consent), in one of three forms: one event
+    /// object → that event's receipt with its batch; `{"events": [...]}` → `{"batch", "receipts"}`;
+    /// JSON Lines (one event per line) → JSON Lines, the batch first, then one receipt per event.
+    func recordConsent(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
         let recorder = try require(context, roles: [.agency, .consentService])
-        let body = try jsonBody(context)
-        let single = body["events"] == nil
+        let contentType = request.headers[.contentType]?.split(separator: ";").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
+        let jsonLines = contentType == "application/jsonl" || contentType == "application/x-ndjson"
         let items: [JSONValue]
-        if single {
-            items = [.object(body)]
+        var single = false
+        if jsonLines {
+            items = try Self.consentLines(context.body)
         } else {
-            guard case .array(let events)? = body["events"] else { throw APIError.badRequest("events must be a list of consent events") }
-            items = events
+            let body = try jsonBody(context)
+            if body["events"] == nil {
+                single = true
+                items = [.object(body)]
+            } else {
+                guard case .array(let events)? = body["events"] else { throw APIError.badRequest("events must be a list of consent events") }
+                items = events
+            }
         }
         let requests = try items.enumerated().map { number, item -> ConsentRequest in
             guard let dataset = item["dataset"]?.stringValue, let subject = item["subject"]?.stringValue, let purpose = item["purpose"]?.stringValue,
@@ -242,7 +250,38 @@ extension BrokerAPI {
                                   jurisdiction: item["jurisdiction"]?.stringValue ?? "")
         }
         let receipts = try brokerCall { try broker.recordConsent(requests, by: recorder, now: now()) }
-        return JSONResponse.make(status: .created, single ? receipts[0] : .object(["receipts": .array(receipts)]))
+        if jsonLines {
+            // Pieces below the allocator's large-block threshold: ten thousand receipts are about 15 MB.
+            var pieces: [ByteBuffer] = []
+            try receipts.jsonLines(chunkBytes: 64 << 10) { pieces.append(ByteBuffer(bytes: $0)) }
+            let body = ResponseBody { [pieces] writer in
+                for piece in pieces { try await writer.write(piece) }
+                try await writer.finish(nil)
+            }
+            return Response(status: .created, headers: [.contentType: "application/jsonl"], body: body)
+        }
+        if single, case .object(var receipt) = try receipts.receiptJSON(0) {
+            receipt["batch"] = try receipts.batchJSON()
+            return JSONResponse.make(status: .created, .object(receipt))
+        }
+        return JSONResponse.make(status: .created, ["batch": try receipts.batchJSON(),
+                                                    "receipts": .array(try (0..<receipts.count).map(receipts.receiptJSON))])
+    }
+
+    /// The events of a JSON Lines consent body, one object per non-empty line.
+    static func consentLines(_ body: [UInt8]) throws -> [JSONValue] {
+        var items: [JSONValue] = []
+        for (number, line) in body.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            guard line.contains(where: { $0 != 0x20 && $0 != 0x0D && $0 != 0x09 }) else { continue }
+            guard items.count < Broker.maximumConsentEvents else {
+                throw APIError.badRequest("send 1 to \(Broker.maximumConsentEvents) consent events at a time")
+            }
+            guard let item = try? JSONParser.parse(Array(line), limits: .init(maximumDepth: 4, maximumBytes: 8192)), item.objectValue != nil else {
+                throw APIError.badRequest("line \(number + 1) is not a JSON object of at most 8 KiB")
+            }
+            items.append(item)
+        }
+        return items
     }
 
     /// The whole log as an auditor's export (JSON Lines), checkpointed to its current size, streamed

@@ -17,6 +17,11 @@ public struct LogWriter {
     /// Appends an event at `time` (or at the previous entry's time, if that is later); returns its index in the log.
     @discardableResult
     public mutating func append(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+        try appendEntry(time: time, type: type, members: members).entry.index
+    }
+
+    /// Appends an event as ``append(time:type:members:)`` does; returns the entry with its canonical bytes.
+    public mutating func appendEntry(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> ExchangeLog.PreparedEntry {
         let time = max(time, floorTime ?? time)
         floorTime = time
         let entry = try ExchangeLog.prepare(index: nextIndex, previous: previous, time: time.rfc3339, type: type, members: members)
@@ -25,7 +30,7 @@ public struct LogWriter {
         prepared.append(entry)
         previous = entry.leafHash
         nextIndex += 1
-        return entry.entry.index
+        return entry
     }
 
     /// Index the next appended entry will have.

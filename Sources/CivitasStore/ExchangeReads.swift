@@ -55,7 +55,8 @@ extension BrokerStore {
         try wrap {
             try pool.read { db in
                 var states: [SubjectDigest: Bool] = [:]
-                let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent WHERE dataset = ? AND purpose = ?",
+                // Events in the order they were recorded: a subject's last one is its state.
+                let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent_event WHERE dataset = ? AND purpose = ? ORDER BY id",
                                                arguments: [dataset, purpose])
                 while let row = try rows.next() {
                     let subject: Data = try row.decode(forColumn: "subject")

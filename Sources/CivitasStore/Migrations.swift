@@ -81,6 +81,26 @@ extension BrokerStore {
                 t.primaryKey(["partner", "key"])
             }
         }
+        migrator.registerMigration("2026-12-04 consent events") { db in
+            // Every consent event is kept (each ISO/IEC TS 27560 record, not only the latest) and
+            // appended in order: the (dataset, purpose, id) index grows at its end, where a table
+            // keyed by subject hash was written at random pages. A subject's state is its last event.
+            try db.create(table: "consent_event") { t in
+                t.primaryKey("id", .integer)
+                t.column("dataset", .text).notNull().references("dataset", column: "id")
+                t.column("subject", .blob).notNull()
+                t.column("purpose", .text).notNull()
+                t.column("granted", .boolean).notNull()
+                t.column("record", .blob).notNull()
+                t.column("recorded", .text).notNull()
+            }
+            try db.create(index: "consent_event_by_purpose", on: "consent_event", columns: ["dataset", "purpose", "id"])
+            try db.execute(sql: """
+                INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded)
+                SELECT dataset, subject, purpose, granted, record, updated FROM consent ORDER BY updated, rowid
+                """)
+            try db.drop(table: "consent")
+        }
         return migrator
     }
 

@@ -28,8 +28,8 @@ public protocol StorageTransaction: AnyObject {
     func insertAgreement(_ agreement: StoredAgreement) throws
     /// Stores what may change of an agreement: its state, acceptance, end and spent budget.
     func updateAgreement(_ agreement: StoredAgreement) throws
-    /// Stores a subject's latest consent event for a dataset and purpose (replacing the previous one).
-    func putConsent(_ consent: StoredConsent, now: UTCTime) throws
+    /// Appends a consent event (every one is kept); a subject's latest event for a dataset and purpose is its state.
+    func appendConsent(_ consent: StoredConsent, now: UTCTime) throws
 
     // MARK: Feeds, deliveries and the log
     /// The feed, as stored now; `notFound` if there is none.
@@ -38,8 +38,8 @@ public protocol StorageTransaction: AnyObject {
     func insertFeed(_ feed: Feed) throws
     /// Stores what may change of a feed: its next batch and its delivered, acknowledged and pushed sequences.
     func updateFeed(_ feed: Feed) throws
-    /// Appends a log entry; returns its index.
-    func appendLog(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64
+    /// Appends a log entry; returns it with its canonical bytes and leaf hash.
+    func appendLogEntry(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> ExchangeLog.PreparedEntry
     /// Stores a delivery and its envelope.
     func insertDelivery(_ delivery: Delivery) throws
     /// Records that `delivery` drew these batches of `dataset` for `partner`; each batch at most
@@ -48,6 +48,14 @@ public protocol StorageTransaction: AnyObject {
     /// Stores a partner's idempotency key with the delivery it made; refuses (`duplicate`) a key
     /// the partner already used.
     func insertRequestKey(_ key: RequestKey) throws
+}
+
+extension StorageTransaction {
+    /// Appends a log entry; returns its index.
+    @discardableResult
+    public func appendLog(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
+        try appendLogEntry(time: time, type: type, members: members).entry.index
+    }
 }
 
 extension BrokerStore {
@@ -147,13 +155,17 @@ final class SQLiteTransaction: StorageTransaction {
         guard db.changesCount == 1 else { throw StoreError(.notFound, "agreement \(agreement.id) does not exist") }
     }
 
-    func putConsent(_ consent: StoredConsent, now: UTCTime) throws {
+    /// The text of the last time written by ``appendConsent(_:now:)``: a request's events share one.
+    private var consentTime: (time: UTCTime, text: String)?
+
+    func appendConsent(_ consent: StoredConsent, now: UTCTime) throws {
+        if consentTime?.time != now { consentTime = (now, now.rfc3339) }
         var arguments: StatementArguments = [consent.dataset, Data(consent.subject), consent.purpose]
-        arguments += [consent.granted, Data(consent.record), now]
-        try db.execute(sql: """
-            INSERT INTO consent (dataset, subject, purpose, granted, record, updated) VALUES (?, ?, ?, ?, ?, ?)
-            ON CONFLICT (dataset, subject, purpose) DO UPDATE SET granted = excluded.granted, record = excluded.record, updated = excluded.updated
-            """, arguments: arguments)
+        arguments += [consent.granted, Data(consent.record), consentTime?.text ?? now.rfc3339]
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded) VALUES (?, ?, ?, ?, ?, ?)
+            """)
+        try statement.execute(arguments: arguments)
     }
 
     func feed(_ id: String) throws -> Feed {
@@ -181,8 +193,8 @@ final class SQLiteTransaction: StorageTransaction {
         guard db.changesCount == 1 else { throw StoreError(.notFound, "feed \(feed.id) does not exist") }
     }
 
-    func appendLog(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> UInt64 {
-        try log.append(time: time, type: type, members: members)
+    func appendLogEntry(time: UTCTime, type: LogEntryType, members: [String: JSONValue]) throws -> ExchangeLog.PreparedEntry {
+        try log.appendEntry(time: time, type: type, members: members)
     }
 
     func insertDelivery(_ delivery: Delivery) throws {

@@ -38,7 +38,7 @@ func runExchangeBenchmark(sizes: [Int]) throws {
             consentSeconds += try seconds {
                 _ = try broker.recordConsent(chunk.map {
                     ConsentRequest(dataset: "calls", subject: $0, purpose: purpose, granted: true, notice: "n-1", collectionMethod: "web-form", jurisdiction: "US-PA")
-                }, by: agency, now: now)
+                }, by: agency, now: now).jsonLines()
             }
         }
         let policy: JSONValue = [

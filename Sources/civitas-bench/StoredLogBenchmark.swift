@@ -28,7 +28,7 @@ func runStoredLogBenchmark(entries: Int) throws {
                 for i in start..<min(entries, start + 10_000) {
                     let consent = StoredConsent(dataset: "calls", subject: SHA256Hasher.hash(withUnsafeBytes(of: i, Array.init)), purpose: "research",
                                                 granted: true, record: record)
-                    try transaction.putConsent(consent, now: recorded)
+                    try transaction.appendConsent(consent, now: recorded)
                     _ = try transaction.appendLog(time: recorded, type: .consentGranted, members: LogEvents.consentRecorded(
                         dataset: consent.dataset, subject: consent.subject, purpose: consent.purpose, recordedBy: agency.keyID))
                 }

@@ -66,6 +66,16 @@ struct BrokerClient {
         }
     }
 
+    /// Sends a signed POST and returns the raw body of a successful answer (JSON Lines, for instance),
+    /// or throws the broker's error as one line.
+    func post(_ path: String, body: [UInt8], contentType: String) async throws -> [UInt8] {
+        var request = try signedRequest("POST", path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: [:])
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let (status, data, headers) = try await execute(request)
+        if !(200..<300).contains(status) { _ = try answer(data, status: status, headers: headers) }
+        return data
+    }
+
     /// Sends a signed GET and returns the raw body (an envelope, a log export), or throws the broker's error as one line.
     func fetch(_ path: String, accept: String = "*/*") async throws -> (bytes: [UInt8], headers: [String: String]) {
         var request = try signedRequest("GET", path, bodySHA256: SHA256Hasher.hash([]), contentType: "application/json", headers: ["Accept": accept])

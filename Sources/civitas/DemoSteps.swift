@@ -113,11 +113,10 @@ extension DemoCommand {
         let callers = Set(calls.rows.map { $0[callerColumn] }).sorted()
         let consenting = callers.filter { !DemoCallers.neverConsents($0) }
         let grants = try await recordConsent(emergencyClient, callers: consenting, granted: true)
-        detail("POST /consent  \(grants.count) grants for \(Self.healthPurpose) (\(callers.count - consenting.count) of \(callers.count) callers never consented): 201")
-        if let first = grants.first, let receipt = first["receipt"], let signature = first["signature"]?.stringValue.flatMap(Base64.decode) {
-            let valid = brokerKeys.publicKeys.isValidSignature(signature, for: Broker.receiptContext + (try CanonicalJSON.encode(receipt)))
-            detail("receipt \(receipt["record_id"]?.stringValue ?? "?"): ISO/IEC TS 27560 record, subject \(receipt["pii_principal_id"]?.stringValue?.prefix(16) ?? "?")… (a keyed hash), log entry \(integer(receipt["log_index"])), broker signature \(valid ? "valid" : "INVALID")")
-            guard valid else { throw CLIError("a consent receipt does not verify") }
+        detail("POST /consent  \(grants.receipts.count) grants for \(Self.healthPurpose) (\(callers.count - consenting.count) of \(callers.count) callers never consented): 201")
+        if let first = grants.receipts.first, let receipt = first["receipt"] {
+            let entry = try ConsentReceipts.verify(receipt: first, batch: grants.batch, broker: brokerKeys.publicKeys)
+            detail("receipt \(receipt["record_id"]?.stringValue ?? "?"): ISO/IEC TS 27560 record, subject \(receipt["pii_principal_id"]?.stringValue?.prefix(16) ?? "?")… (a keyed hash), inclusion proof of \(first["inclusion_proof"].map { if case .array(let hashes) = $0 { hashes.count } else { 0 } } ?? 0) hashes into the receipts root that log entry \(entry.index) carries and the broker signed: valid")
         }
         return callers
     }
@@ -324,16 +323,16 @@ extension DemoCommand {
         detail("POST /datasets  \(id) by \(client.keys.publicKeys.name) (\(schema)): \(registered.status), offered for \(purposes.joined(separator: ", "))")
     }
 
-    private func recordConsent(_ client: BrokerClient, callers: [String], granted: Bool) async throws -> [JSONValue] {
+    private func recordConsent(_ client: BrokerClient, callers: [String], granted: Bool) async throws -> (batch: JSONValue, receipts: [JSONValue]) {
         let events: [JSONValue] = callers.map {
             ["dataset": "montgomery-911", "subject": .string($0), "purpose": .string(Self.healthPurpose), "action": .string(granted ? "grant" : "withdraw"),
              "notice": "https://civitas.example/notices/911-health-research/v1", "collection_method": "web-form", "jurisdiction": "US-PA"]
         }
         let answer = try await client.send("POST", "/consent", body: try CanonicalJSON.encode(["events": .array(events)]))
-        guard case .array(let receipts)? = answer.json["receipts"], receipts.count == callers.count else {
+        guard let batch = answer.json["batch"], case .array(let receipts)? = answer.json["receipts"], receipts.count == callers.count else {
             throw CLIError("the broker did not return one receipt per consent event")
         }
-        return receipts
+        return (batch, receipts)
     }
 
     private func expectRefusal(_ status: Int, _ what: String, _ attempt: () async throws -> Void) async throws {

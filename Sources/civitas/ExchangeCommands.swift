@@ -92,42 +92,132 @@ struct AgreementsCommand: AsyncParsableCommand {
 struct ConsentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "consent", abstract: "Record a subject's consent or its withdrawal (publisher or consent service).",
-        discussion: "The broker stores only a keyed hash of the subject id and returns a receipt it signs (ISO/IEC TS 27560 fields).")
+        discussion: """
+            The broker stores only a keyed hash of the subject id and returns a receipt for each event (an ISO/IEC TS 27560 \
+            record with its inclusion proof in the Merkle tree of its request's receipts, whose root the broker signs and logs). \
+            A subjects file of any length is sent \(Broker.maximumConsentEvents) events per request.
+            """)
 
     @OptionGroup var options: BrokerOptions
     @Argument(help: "grant or withdraw.") var action: String
     @Option(help: "Dataset id.") var dataset: String
     @Option(help: "The subject's id as it appears in the dataset's subject field.") var subject: String?
-    @Option(help: "A file of subject ids, one per line: one event each, recorded together (at most 10,000).") var subjects: String?
+    @Option(help: "A file of subject ids, one per line: one event each.") var subjects: String?
     @Option(help: "Purpose code.") var purpose: String
     @Option(help: "The notice shown to the subject (id or URL).") var notice: String
     @Option(help: "How consent was collected: web-form, paper-form, phone…") var method: String = "web-form"
     @Option(help: "Jurisdiction code.") var jurisdiction: String
-    @Option(help: "Write the signed receipts here (JSON Lines).") var receipt: String?
+    @Option(help: "Write the receipts here (JSON Lines: each request's batch line, then its receipts).") var receipt: String?
 
     func run() async throws {
         guard action == "grant" || action == "withdraw" else { throw CLIError("the action is grant or withdraw") }
         guard (subject == nil) != (subjects == nil) else { throw CLIError("give --subject ID or --subjects FILE") }
-        var ids = subject.map { [$0] } ?? []
-        if let subjects {
-            let text = String(decoding: try Files.read(subjects, limit: 8 << 20, what: "subjects file"), as: UTF8.self)
-            ids = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            guard (1...Broker.maximumConsentEvents).contains(ids.count) else {
-                throw CLIError("\(subjects) must list 1 to \(Broker.maximumConsentEvents) subjects")
+        let client = try BrokerClient(options)
+        let output = try receipt.map { try ReceiptFile(path: $0) }
+        var events = 0, requests = 0
+        var entries: [Int] = []
+        // Every event is the same object but for its subject, which sorts last: write the rest once.
+        var opening = try CanonicalJSON.encode(["action": .string(action), "collection_method": .string(method), "dataset": .string(dataset),
+                                                "jurisdiction": .string(jurisdiction), "notice": .string(notice), "purpose": .string(purpose)])
+        opening.removeLast()
+        opening += Array(#","subject":"#.utf8)
+        // Three requests in flight, so the broker works on two while another travels; answers are
+        // written in the order of the file.
+        var inFlight: [(count: Int, answer: Task<[UInt8], any Error>)] = []
+        defer { for request in inFlight { request.answer.cancel() } }
+        func finishOldest() async throws {
+            let (count, task) = inFlight.removeFirst()
+            let answer = try await task.value
+            guard let end = answer.firstIndex(of: 0x0A), let batch = try? JSONParser.parse(Array(answer[..<end]))["batch"],
+                  let index = batch["log_entry"]?["index"]?.exactUnsignedInteger, batch["log_entry"]?["receipts"]?.exactUnsignedInteger == UInt64(count) else {
+                throw CLIError("the broker did not answer with a batch of \(count) receipts")
             }
+            try output?.write(answer)
+            events += count
+            requests += 1
+            entries.append(Int(index))
         }
-        let events: [JSONValue] = ids.map {
-            ["dataset": .string(dataset), "subject": .string($0), "purpose": .string(purpose), "action": .string(action),
-             "notice": .string(notice), "collection_method": .string(method), "jurisdiction": .string(jurisdiction)]
+        func send(_ ids: [String]) async throws {
+            if inFlight.count == 3 { try await finishOldest() }
+            var body: [UInt8] = []
+            body.reserveCapacity(ids.count * (opening.count + 32))
+            for id in ids {
+                body += opening
+                CanonicalJSON.appendString(id, to: &body)
+                body += Array("}\n".utf8)
+            }
+            inFlight.append((ids.count, Task { [body] in try await client.post("/consent", body: body, contentType: "application/jsonl") }))
         }
-        let (_, json) = try await BrokerClient(options).send("POST", "/consent", body: try CanonicalJSON.encode(["events": .array(events)]))
-        guard case .array(let receipts)? = json["receipts"] else { throw CLIError("the broker returned no receipts") }
-        if let receipt {
-            try Data(receipts.map { try CanonicalJSON.encode($0) + [0x0A] }.joined()).write(to: URL(fileURLWithPath: receipt))
+        if let subject {
+            try await send([subject])
+        } else if let subjects {
+            var chunk: [String] = []
+            try await SubjectsFile.forEachLine(subjects) { id in
+                chunk.append(id)
+                if chunk.count == Broker.maximumConsentEvents {
+                    try await send(chunk)
+                    chunk.removeAll(keepingCapacity: true)
+                }
+            }
+            if !chunk.isEmpty { try await send(chunk) }
         }
-        let first = receipts.first?["receipt"]
-        print("consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(receipts.count) event(s), first receipt \(first?["record_id"]?.stringValue ?? "?") at log entry \(first?["log_index"]?.numberValue.map { Int($0) } ?? -1)\(receipt.map { "; receipts in \($0)" } ?? "")")
+        while !inFlight.isEmpty { try await finishOldest() }
+        if let subjects, events == 0 { throw CLIError("\(subjects) lists no subjects") }
+        try output?.commit()
+        let logged = entries.count == 1 ? "log entry \(entries[0])" : "log entries \(entries.first ?? 0)–\(entries.last ?? 0)"
+        print("consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(events) event(s) in \(requests) request(s), \(logged)\(receipt.map { "; receipts in \($0)" } ?? "")")
     }
+}
+
+/// A file of subject ids, one per line, read a block at a time.
+enum SubjectsFile {
+    /// Longest subject id read (the broker's limit on a consent field).
+    static let maximumLine = Broker.maximumConsentFieldLength
+
+    /// Calls `body` with each non-blank line, trimmed of spaces.
+    static func forEachLine(_ path: String, _ body: (String) async throws -> Void) async throws {
+        let descriptor = try EnvelopeFiles.openInput(path)
+        defer { close(descriptor) }
+        var block = [UInt8](repeating: 0, count: 1 << 20)
+        var pending: [UInt8] = []
+        var lineNumber = 0
+        func emit(_ line: ArraySlice<UInt8>) async throws {
+            lineNumber += 1
+            let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !text.isEmpty else { return }
+            guard text.utf8.count <= maximumLine else { throw CLIError("\(path) line \(lineNumber): a subject id is at most \(maximumLine) bytes") }
+            try await body(text)
+        }
+        while true {
+            let count = block.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            guard count >= 0 else { throw CLIError("cannot read \(path): \(Files.errorText())") }
+            if count == 0 { break }
+            pending += block[..<count]
+            var start = pending.startIndex
+            while let end = pending[start...].firstIndex(of: 0x0A) {
+                try await emit(pending[start..<end])
+                start = end + 1
+            }
+            pending.removeSubrange(..<start)
+            guard pending.count <= maximumLine + 2 else { throw CLIError("\(path) line \(lineNumber + 1): a subject id is at most \(maximumLine) bytes") }
+        }
+        if !pending.isEmpty { try await emit(pending[...]) }
+    }
+}
+
+/// The receipts file: written as answers arrive (owner-only), in place only once every request succeeded.
+final class ReceiptFile {
+    private let file: Files.AtomicFile
+    private let sink: FileDescriptorSink
+
+    init(path: String) throws {
+        file = try Files.AtomicFile(path: path, mode: 0o600)
+        sink = FileDescriptorSink(descriptor: file.descriptor, name: path)
+    }
+
+    func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try sink.write($0) } }
+
+    func commit() throws { try file.commit(replacing: true) }
 }
 
 /// The idempotency key of a release or an aggregate: the same key answers the first delivery.

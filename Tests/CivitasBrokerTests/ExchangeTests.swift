@@ -1,4 +1,4 @@
-import CivitasBroker
+@testable import CivitasBroker
 import CivitasCrypto
 import CivitasLog
 import CivitasPrivacy
@@ -141,10 +141,10 @@ struct ConsentTests {
                                                                         purpose: BrokerFixture.purpose, granted: true, notice: "n-1",
                                                                         collectionMethod: "web-form", jurisdiction: "EU")],
                                                         by: fixture.consentService, now: fixture.now)
-        let receipt = try #require(receipts.first)
+        let receipt = try receipts.receiptJSON(0)
         let record = try #require(receipt["receipt"])
-        let signature = try #require(receipt["signature"]?.stringValue.flatMap(Base64.decode))
-        #expect(fixture.brokerKeys.publicKeys.isValidSignature(signature, for: Broker.receiptContext + (try CanonicalJSON.encode(record))))
+        let entry = try ConsentReceipts.verify(receipt: receipt, batch: try receipts.batchJSON(), broker: fixture.brokerKeys.publicKeys)
+        #expect(entry.type == .consentRecorded && entry.count("receipts") == 1 && entry.count("granted") == 1)
         #expect(record["schema_version"]?.stringValue == "ISO/IEC TS 27560:2023")
         #expect(record["pii_principal_id"]?.stringValue == Hex.encode(fixture.broker.subjectHash(dataset: BrokerFixture.dataset, subject: "P-SECRET-4711")))
         for file in ["broker.sqlite", "broker.sqlite-wal"] {
@@ -153,6 +153,52 @@ struct ConsentTests {
         }
         let export = try fixture.export()
         #expect(Data(export).range(of: Data("P-SECRET-4711".utf8)) == nil)
+        #expect(Data(export).range(of: Data(Hex.encode(fixture.broker.subjectHash(dataset: BrokerFixture.dataset, subject: "P-SECRET-4711")).utf8)) == nil,
+                "the log names no subject, not even by its keyed hash")
+    }
+
+    @Test("Every receipt of a request proves itself against the one signed log entry; a changed receipt does not")
+    func receiptsProveThemselves() throws {
+        let fixture = try BrokerFixture()
+        let requests = (0..<37).map {
+            ConsentRequest(dataset: BrokerFixture.dataset, subject: "P\($0)", purpose: BrokerFixture.purpose, granted: $0 % 5 != 0,
+                           notice: "n-1", collectionMethod: "web-form", jurisdiction: "EU")
+        }
+        let receipts = try fixture.broker.recordConsent(requests, by: fixture.consentService, now: fixture.now)
+        let batch = try receipts.batchJSON()
+        let broker = fixture.brokerKeys.publicKeys
+        for index in 0..<receipts.count {
+            let entry = try ConsentReceipts.verify(receipt: try receipts.receiptJSON(index), batch: batch, broker: broker)
+            #expect(entry.index == receipts.logIndex && entry.count("granted") == 29 && entry.count("withdrawn") == 8)
+        }
+        // The JSON Lines answer carries the same batch and receipts.
+        let lines = try receipts.jsonLines().split(separator: 0x0A).map { try JSONParser.parse(Array($0)) }
+        let fifth = try receipts.receiptJSON(4)
+        #expect(lines.count == 38 && lines[0]["batch"] == batch && lines[5] == fifth)
+        // Positive controls: a changed record, a receipt moved to another index, another request's signature.
+        guard case .object(var forged) = try receipts.receiptJSON(3), case .object(var record)? = forged["receipt"] else { return }
+        record["state"] = "withdrawn"
+        forged["receipt"] = .object(record)
+        #expect(throws: BrokerError.self) { try ConsentReceipts.verify(receipt: .object(forged), batch: batch, broker: broker) }
+        guard case .object(var moved) = try receipts.receiptJSON(3) else { return }
+        moved["receipt_index"] = 4
+        #expect(throws: BrokerError.self) { try ConsentReceipts.verify(receipt: .object(moved), batch: batch, broker: broker) }
+        let later = try fixture.broker.recordConsent(Array(requests.prefix(2)), by: fixture.consentService, now: fixture.now)
+        #expect(throws: BrokerError.self) { try ConsentReceipts.verify(receipt: try receipts.receiptJSON(0), batch: try later.batchJSON(), broker: broker) }
+    }
+
+    @Test("A record's canonical bytes are written directly, exactly as RFC 8785 encodes its JSON")
+    func recordBytes() throws {
+        let fixture = try BrokerFixture()
+        for (notice, method, granted) in [("n-1", "web-form", true), ("https://x.example/ñ?a=\"b\"\\c", "line\nbreak\u{1}\t", false),
+                                          ("日本語 😀", "\u{7f}\u{2028}", true)] {
+            let record = ConsentRecord(recordID: "cr-0011", principal: Array(repeating: 0xAB, count: 32), controller: fixture.clinic.keys.keyID,
+                                       dataset: "d", purpose: "p/q", notice: notice, collectionMethod: method, jurisdiction: "EU",
+                                       granted: granted, time: "2026-12-04T00:00:00Z", recordedBy: fixture.consentService.keys.keyID)
+            var bytes: [UInt8] = []
+            record.appendCanonical(to: &bytes)
+            #expect(bytes == (try CanonicalJSON.encode(record.jsonValue)))
+        }
     }
 
     @Test("Only the publisher or a consent service records consent, for an offered purpose")

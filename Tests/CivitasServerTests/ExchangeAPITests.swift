@@ -53,12 +53,29 @@ struct ExchangeAPITests {
                                                          "notice": "n-1", "collection_method": "web-form", "jurisdiction": "EU"], key: broker.agency)
             #expect(one.status == .created)
             let receipt = try json(one)
-            let signature = try #require(receipt["signature"]?.stringValue.flatMap(Base64.decode))
-            #expect(broker.brokerKeys.publicKeys.isValidSignature(signature, for: Broker.receiptContext + (try CanonicalJSON.encode(receipt["receipt"] ?? .null))))
+            let entry = try ConsentReceipts.verify(receipt: receipt, batch: try #require(receipt["batch"]), broker: broker.brokerKeys.publicKeys)
+            #expect(entry.type == .consentRecorded)
             let events: [JSONValue] = (1..<50).map { ["dataset": "visits", "subject": .string("P\($0)"), "purpose": "public-health-surveillance", "action": "grant",
                                                        "notice": "n-1", "collection_method": "web-form", "jurisdiction": "EU"] }
             let bulk = try await send(.post, "/consent", ["events": .array(events)], key: broker.agency)
             #expect(bulk.status == .created)
+            let bulkAnswer = try json(bulk)
+            guard case .array(let bulkReceipts)? = bulkAnswer["receipts"] else { Issue.record("no receipts"); return }
+            for receipt in bulkReceipts {
+                _ = try ConsentReceipts.verify(receipt: receipt, batch: try #require(bulkAnswer["batch"]), broker: broker.brokerKeys.publicKeys)
+            }
+            // JSON Lines in, JSON Lines out: the batch line, then one receipt per event.
+            let lines: [UInt8] = try events.flatMap { event -> [UInt8] in try CanonicalJSON.encode(event) + [0x0A] }
+            let streamed = try await send(.post, "/consent", key: broker.agency, contentType: "application/jsonl", raw: lines)
+            #expect(streamed.status == .created && streamed.headers[.contentType] == "application/jsonl")
+            let answerLines = try Array(streamed.body.readableBytesView).split(separator: 0x0A).map { try JSONParser.parse(Array($0)) }
+            #expect(answerLines.count == events.count + 1)
+            for receipt in answerLines.dropFirst() {
+                _ = try ConsentReceipts.verify(receipt: receipt, batch: try #require(answerLines.first?["batch"]), broker: broker.brokerKeys.publicKeys)
+            }
+            let badLine = try await send(.post, "/consent", key: broker.agency, contentType: "application/jsonl", raw: lines + Array("not json\n".utf8))
+            #expect(badLine.status == .badRequest)
+            #expect(try json(badLine)["error"]?["message"]?.stringValue?.contains("line 50") == true)
             let byPartner = try await send(.post, "/consent", ["events": .array(events)], key: broker.partner)
             #expect(byPartner.status == .forbidden)
 

@@ -169,11 +169,11 @@ struct StorageContractTests {
             StoredConsent(dataset: "calls", subject: subject, purpose: "research", granted: granted, record: Array("{}".utf8))
         }
         try world.storage.transaction { transaction in
-            try transaction.putConsent(event(subject, true), now: Self.now)
-            try transaction.putConsent(event(other, true), now: Self.now)
+            try transaction.appendConsent(event(subject, true), now: Self.now)
+            try transaction.appendConsent(event(other, true), now: Self.now)
         }
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [SubjectDigest(subject): true, SubjectDigest(other): true])
-        try world.storage.transaction { try $0.putConsent(event(subject, false), now: Self.now) }
+        try world.storage.transaction { try $0.appendConsent(event(subject, false), now: Self.now) }
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [SubjectDigest(subject): false, SubjectDigest(other): true])
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "other").isEmpty)
     }

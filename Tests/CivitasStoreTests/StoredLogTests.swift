@@ -20,7 +20,7 @@ struct StoredLogTests {
             for i in 0..<12 {
                 let consent = StoredConsent(dataset: "calls", subject: SHA256Hasher.hash(Array("person \(i)".utf8)), purpose: "research", granted: true,
                                             record: Array("{}".utf8))
-                try transaction.putConsent(consent, now: recorded)
+                try transaction.appendConsent(consent, now: recorded)
                 _ = try transaction.appendLog(time: recorded, type: .consentGranted, members: LogEvents.consentRecorded(
                     dataset: consent.dataset, subject: consent.subject, purpose: consent.purpose, recordedBy: agency.keyID))
             }

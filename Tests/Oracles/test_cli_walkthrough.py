@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import time
 
+import nacl.exceptions
 import nacl.signing
 import pandas as pd
 import pytest
@@ -78,12 +79,43 @@ def test_walkthrough(walk):
             "--purpose", PURPOSE, "--notice", "https://city.example/notices/911-research", "--jurisdiction", "US-PA",
             "--receipt", "receipts.jsonl")
     broker = fmt.read_public(folder / "Keys" / "broker.pub")
-    receipts = [json.loads(line) for line in (folder / "receipts.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (folder / "receipts.jsonl").read_text().splitlines()]
+    batch, receipts = lines[0]["batch"], lines[1:]
     assert len(receipts) == len(consenting) == 450
-    for receipt in receipts[:20]:
-        nacl.signing.VerifyKey(broker["ed25519"]).verify(b"civitas-consent-receipt/1\x00" + rfc8785.dumps(receipt["receipt"]),
-                                                         base64.b64decode(receipt["signature"]))
-        assert receipt["receipt"]["schema_version"] == "ISO/IEC TS 27560:2023"
+    # One signature per request, over the consent.recorded log entry; each receipt proves itself
+    # by its RFC 9162 inclusion proof up to the entry's receipts_root.
+    entry = batch["log_entry"]
+    assert entry["type"] == "consent.recorded" and entry["receipts"] == 450 and entry["granted"] == 450
+    nacl.signing.VerifyKey(broker["ed25519"]).verify(b"civitas-consent-receipts/1\x00" + rfc8785.dumps(entry),
+                                                     base64.b64decode(batch["signature"]))
+    root = bytes.fromhex(entry["receipts_root"])
+
+    def proves(receipt):
+        leaf = log.leaf_hash(rfc8785.dumps(receipt["receipt"]))
+        proof = [bytes.fromhex(h) for h in receipt["inclusion_proof"]]
+        try:
+            return log.root_from_inclusion(leaf, receipt["receipt_index"], entry["receipts"], proof) == root
+        except AssertionError:
+            return False
+
+    assert [r["receipt_index"] for r in receipts] == list(range(450))
+    assert all(proves(r) for r in receipts)
+    assert len({r["receipt"]["record_id"] for r in receipts}) == 450
+    for r in receipts[:3]:
+        assert r["receipt"]["schema_version"] == "ISO/IEC TS 27560:2023" and r["receipt"]["state"] == "active"
+    # Positive controls: a changed record, a receipt under another's index, a shortened proof all fail.
+    forged = json.loads(json.dumps(receipts[7]))
+    forged["receipt"]["state"] = "withdrawn"
+    moved = dict(receipts[7], receipt_index=8)
+    short = dict(receipts[7], inclusion_proof=receipts[7]["inclusion_proof"][:-1])
+    assert not proves(forged) and not proves(moved) and not proves(short)
+    tampered = dict(entry, granted=449)
+    try:
+        nacl.signing.VerifyKey(broker["ed25519"]).verify(b"civitas-consent-receipts/1\x00" + rfc8785.dumps(tampered),
+                                                         base64.b64decode(batch["signature"]))
+        raise AssertionError("a changed log entry verified")
+    except nacl.exceptions.BadSignatureError:
+        pass
 
     # The agreement: offered by the agency, accepted by health.
     publisher = civitas("keys", "show", "--id", "Keys/emergency-services.pub").stdout.strip()
@@ -160,6 +192,8 @@ def test_walkthrough(walk):
     raw = [line.encode() for line in (folder / "log.jsonl").read_text().splitlines()[1:] if not line.startswith('{"checkpoint"')]
     assert log.root([log.leaf_hash(e) for e in raw[:size]]) == signed_root, "the evidence's checkpoint is not a prefix of the exported log"
     offers = [e for e in entries if e["type"] == "agreement.offered"]
+    # The consent receipts' signed entry is the very entry the auditor's log holds.
+    assert raw[entry["index"]] == rfc8785.dumps(entry)
     assert offers[0]["policy_sha256"] == hashlib.sha256(rfc8785.dumps(policy)).hexdigest()
 
 

@@ -115,10 +115,11 @@ def test_no_caller_number_in_clear_in_the_database(demo):
             continue
         assert b"215-555-" not in path.read_bytes(), f"{path.name} holds a caller number in clear"
     with sqlite3.connect(out / "broker.sqlite") as db:
-        subjects = db.execute("SELECT subject FROM consent").fetchall()
+        subjects = db.execute("SELECT subject FROM consent_event").fetchall()
         assert subjects and all(len(s) == 32 for (s,) in subjects)
-        withdrawn = db.execute("SELECT COUNT(*) FROM consent WHERE granted = 0").fetchone()[0]
-        assert withdrawn == 40
+        # Every event is kept; a subject's state is its last one.
+        states = dict(db.execute("SELECT subject, granted FROM consent_event ORDER BY id").fetchall())
+        assert sum(1 for granted in states.values() if not granted) == 40
 
 
 def test_policies_match_the_published_schema_and_hash_as_logged(demo):

@@ -44,6 +44,12 @@ public enum CanonicalJSON {
 
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
+    /// Appends the canonical form of a string (RFC 8785 section 3.2.2.2: ECMAScript's
+    /// JSON.stringify form, in quotes), for writers that lay out a fixed shape themselves.
+    public static func appendString(_ s: String, to out: inout [UInt8]) {
+        writeString(s, to: &out)
+    }
+
     /// RFC 8785 section 3.2.2.2: the ECMAScript JSON.stringify string form.
     private static func writeString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
