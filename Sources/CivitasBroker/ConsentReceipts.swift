@@ -99,9 +99,9 @@ public struct ConsentReceipts: Sendable {
          "signature": .string(Base64.encode(signature))]
     }
 
-    /// `{"inclusion_proof" (hex hashes), "receipt" (the record), "receipt_index"}`.
+    /// `{"inclusion_proof" (base64 hashes, as RFC 6962's JSON audit paths), "receipt" (the record), "receipt_index"}`.
     public func receiptJSON(_ index: Int) throws -> JSONValue {
-        ["inclusion_proof": .array(try inclusionProof(index).map { .string(Hex.encode($0)) }),
+        ["inclusion_proof": .array(try inclusionProof(index).map { .string(Base64.encode($0)) }),
          "receipt": try JSONParser.parse(records[index]), "receipt_index": .number(Double(index))]
     }
 
@@ -126,7 +126,7 @@ public struct ConsentReceipts: Sendable {
             for (number, hash) in try inclusionProof(index).enumerated() {
                 if number > 0 { out.append(UInt8(ascii: ",")) }
                 out.append(UInt8(ascii: "\""))
-                Hex.append(hash, to: &out)
+                hash.withUnsafeBytes { Base64.append(raw: $0, to: &out) }
                 out.append(UInt8(ascii: "\""))
             }
             out += Self.receiptOpening
@@ -167,8 +167,8 @@ public struct ConsentReceipts: Sendable {
             throw BrokerError(.invalid, "the consent batch's log entry is not a consent.recorded entry")
         }
         let proof = try hashes.map { item -> MerkleDigest in
-            guard let hash = item.stringValue.flatMap(Hex.decode), hash.count == MerkleHash.size else {
-                throw BrokerError(.invalid, "a receipt's inclusion proof holds a hash that is not 32 bytes of hex")
+            guard let hash = item.stringValue.flatMap(Base64.decode), hash.count == MerkleHash.size else {
+                throw BrokerError(.invalid, "a receipt's inclusion proof holds a hash that is not 32 bytes of base64")
             }
             return hash
         }

@@ -146,7 +146,7 @@ public enum Base64 {
     }
 
     /// Appends the base64 of `raw` to `bytes`, with no intermediate copy left behind.
-    static func append(raw: UnsafeRawBufferPointer, to bytes: inout [UInt8]) {
+    public static func append(raw: UnsafeRawBufferPointer, to bytes: inout [UInt8]) {
         _ = try? Sodium.ensureInitialised()
         let variant = sodium_base64_VARIANT_ORIGINAL
         let length = sodium_base64_encoded_len(raw.count, variant)  // includes the terminating NUL

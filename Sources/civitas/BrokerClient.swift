@@ -68,12 +68,24 @@ struct BrokerClient {
 
     /// Sends a signed POST and returns the raw body of a successful answer (JSON Lines, for instance),
     /// or throws the broker's error as one line.
-    func post(_ path: String, body: [UInt8], contentType: String) async throws -> [UInt8] {
+    func post(_ path: String, body: [UInt8], contentType: String) async throws -> ByteBuffer {
         var request = try signedRequest("POST", path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: [:])
         request.body = .bytes(ByteBuffer(bytes: body))
-        let (status, data, headers) = try await execute(request)
-        if !(200..<300).contains(status) { _ = try answer(data, status: status, headers: headers) }
-        return data
+        let response: HTTPClientResponse
+        let answer: ByteBuffer
+        do {
+            response = try await Self.http.execute(request, deadline: .distantFuture)
+            answer = try await response.body.collect(upTo: Self.maximumAnswer)
+        } catch {
+            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
+        }
+        guard (200..<300).contains(Int(response.status.code)) else {
+            var headers: [String: String] = [:]
+            for header in response.headers { headers[header.name.lowercased()] = header.value }
+            _ = try self.answer(Array(buffer: answer), status: Int(response.status.code), headers: headers)
+            return answer
+        }
+        return answer
     }
 
     /// Sends a signed GET and returns the raw body (an envelope, a log export), or throws the broker's error as one line.

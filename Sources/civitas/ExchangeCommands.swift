@@ -4,6 +4,7 @@ import CivitasCrypto
 import CivitasLog
 import CivitasPrivacy
 import Foundation
+import NIOCore
 
 struct AgreementsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -123,12 +124,13 @@ struct ConsentCommand: AsyncParsableCommand {
         opening += Array(#","subject":"#.utf8)
         // Three requests in flight, so the broker works on two while another travels; answers are
         // written in the order of the file.
-        var inFlight: [(count: Int, answer: Task<[UInt8], any Error>)] = []
+        var inFlight: [(count: Int, answer: Task<ByteBuffer, any Error>)] = []
         defer { for request in inFlight { request.answer.cancel() } }
         func finishOldest() async throws {
             let (count, task) = inFlight.removeFirst()
             let answer = try await task.value
-            guard let end = answer.firstIndex(of: 0x0A), let batch = try? JSONParser.parse(Array(answer[..<end]))["batch"],
+            guard let end = answer.readableBytesView.firstIndex(of: 0x0A),
+                  let batch = try? JSONParser.parse(Array(answer.readableBytesView[..<end]))["batch"],
                   let index = batch["log_entry"]?["index"]?.exactUnsignedInteger, batch["log_entry"]?["receipts"]?.exactUnsignedInteger == UInt64(count) else {
                 throw CLIError("the broker did not answer with a batch of \(count) receipts")
             }
@@ -215,7 +217,7 @@ final class ReceiptFile {
         sink = FileDescriptorSink(descriptor: file.descriptor, name: path)
     }
 
-    func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try sink.write($0) } }
+    func write(_ bytes: ByteBuffer) throws { try bytes.withUnsafeReadableBytes { try sink.write($0) } }
 
     func commit() throws { try file.commit(replacing: true) }
 }

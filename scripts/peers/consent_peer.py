@@ -6,6 +6,7 @@ to SQLite (the same table and index as the broker's), and the receipts written a
 
 Usage: consent_peer.py SUBJECTS_FILE WORK_DIR   prints events, seconds and events/s as JSON."""
 
+import base64
 import hashlib
 import hmac
 import json
@@ -102,9 +103,9 @@ def main():
             db.execute("INSERT INTO log_entry VALUES (?, ?, ?)", (position, entry, leaf))
         signature = signing.sign(b"civitas-consent-receipts/1\x00" + entry).signature
         lines = [b'{"batch":' + canonical({"broker_key": recorder, "log_entry": json.loads(entry),
-                                           "signature": signature.hex()}) + b"}\n"]
+                                           "signature": base64.b64encode(signature).decode()}) + b"}\n"]
         for i, record in enumerate(records):
-            path = ",".join('"' + h.hex() + '"' for h in proof(levels, i, 0, len(records)))
+            path = ",".join('"' + base64.b64encode(h).decode() + '"' for h in proof(levels, i, 0, len(records)))
             lines.append(b'{"inclusion_proof":[' + path.encode() + b'],"receipt":' + record + b',"receipt_index":' + str(i).encode() + b"}\n")
         out.write(b"".join(lines))
         previous, position, events = leaf, position + 1, events + len(records)

@@ -149,7 +149,21 @@ public struct JSONParser {
 
     private mutating func parseString() throws -> String {
         index += 1
-        var out: [UInt8] = []
+        // Most strings hold no escape: up to the closing quote, they are their own bytes
+        // (the whole text was checked to be UTF-8 before parsing).
+        var scan = index
+        while scan < bytes.count {
+            let c = bytes[scan]
+            if c == UInt8(ascii: "\"") {
+                let text = String(decoding: bytes[index..<scan], as: UTF8.self)
+                index = scan + 1
+                return text
+            }
+            if c == UInt8(ascii: "\\") || c < 0x20 { break }
+            scan += 1
+        }
+        var out = Array(bytes[index..<scan])
+        index = scan
         while true {
             guard let c = current else { throw failure("unterminated string") }
             switch c {
