@@ -147,10 +147,15 @@ public struct BrokerAPI: Sendable {
         return request.method == .post && path.count == 3 && path[0] == "datasets" && path[2] == "batches"
     }
 
+    /// The request's media type, without parameters (`text/csv; charset=utf-8` → `text/csv`).
+    static func mediaType(_ request: Request) -> String {
+        request.headers[.contentType]?.split(separator: ";").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
+    }
+
     func uploadBatch(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
         let publisher = try require(context, roles: [.agency])
         let id = context.parameters.get("dataset") ?? ""
-        let contentType = request.headers[.contentType]?.split(separator: ";").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
+        let contentType = Self.mediaType(request)
         let format: BatchFormat
         switch contentType {
         case "text/csv": format = .csv

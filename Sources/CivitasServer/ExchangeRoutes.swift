@@ -224,7 +224,7 @@ extension BrokerAPI {
     /// JSON Lines (one event per line) → JSON Lines, the batch first, then one receipt per event.
     func recordConsent(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
         let recorder = try require(context, roles: [.agency, .consentService])
-        let contentType = request.headers[.contentType]?.split(separator: ";").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
+        let contentType = Self.mediaType(request)
         let jsonLines = contentType == "application/jsonl" || contentType == "application/x-ndjson"
         let items: [JSONValue]
         var single = false

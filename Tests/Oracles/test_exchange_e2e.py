@@ -86,8 +86,10 @@ def test_the_log_recomputes_and_no_budget_is_exceeded(demo):
             budgets[entry["agreement"]] = entry["epsilon_budget_micro"]
         if entry["type"] == "release.delivered":
             spent[entry["agreement"]] = spent.get(entry["agreement"], 0) + entry["epsilon_micro"]
-    assert {"participant.registered", "dataset.registered", "consent.granted", "consent.revoked", "agreement.offered",
+    assert {"participant.registered", "dataset.registered", "consent.recorded", "agreement.offered",
             "agreement.accepted", "agreement.revoked", "release.delivered"} <= kinds
+    consent = [json.loads(e) for e in entries if json.loads(e)["type"] == "consent.recorded"]
+    assert any(c["granted"] and not c["withdrawn"] for c in consent) and any(c["withdrawn"] for c in consent)
     assert spent["ag-traffic-health"] == budgets["ag-traffic-health"] == 1_000_000
     for agreement, total in spent.items():
         assert total <= budgets[agreement], f"{agreement} spent {total} of {budgets[agreement]}"
