@@ -21,6 +21,10 @@ public final class Broker: Sendable {
     public let webhooks: WebhookTargets
     /// Where noise and contribution sampling draw their randomness (the CSPRNG unless a test injects another).
     let randomness: @Sendable () -> AnyRandomWords
+    /// Records the nonces of concurrent signed requests in one transaction.
+    let requestNonces: RequestNonceWriter
+    /// Participants already read, by signing key.
+    let knownParticipants = KnownParticipants()
 
     /// Largest subject id, notice, method or jurisdiction text accepted in a consent event.
     public static let maximumConsentFieldLength = 256
@@ -31,6 +35,7 @@ public final class Broker: Sendable {
         self.keys = keys
         self.webhooks = webhooks
         self.randomness = randomness
+        requestNonces = RequestNonceWriter { [store] nonces, oldestAccepted in try store.recordNonces(nonces, oldestAccepted: oldestAccepted) }
         var secret = try store.secret(named: "broker-master")
         master = try PseudonymMasterKey(bytes: &secret)
         subjects = try master.prf(domain: "civitas-consent-subjects/1")

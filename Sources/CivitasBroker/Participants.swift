@@ -48,18 +48,20 @@ extension Broker {
 
     /// The participant whose key id signs a request, if registered.
     public func participant(signingWith keyID: KeyID) throws -> Participant? {
-        try mapStore { try store.participant(keyID) }
+        try knownParticipants.participant(keyID) { try mapStore { try store.participant(keyID) } }
     }
 
     /// Accepts a request nonce once per key: refused as a replay when the key used it within the
-    /// allowed skew (nonces older than `oldestAccepted` are forgotten).
-    public func acceptNonce(_ nonce: String, keyID: KeyID, created: Int64, oldestAccepted: Int64) throws {
+    /// allowed skew (nonces older than `oldestAccepted` are forgotten). Returns once the nonce is
+    /// stored, together with those of the requests that arrived meanwhile.
+    public func acceptNonce(_ nonce: String, keyID: KeyID, created: Int64, oldestAccepted: Int64) async throws {
+        guard (1...256).contains(nonce.utf8.count) else { throw BrokerError(.invalid, "a request nonce must be 1 to 256 bytes") }
+        let new: Bool
         do {
-            try store.recordNonce(keyID: keyID.hex, nonce: nonce, created: created, oldestAccepted: oldestAccepted)
-        } catch let error as StoreError where error.code == .replayed {
-            throw BrokerError(.replayed, "replayed request: this nonce was already used")
+            new = try await requestNonces.record(RequestNonce(keyID: keyID.hex, nonce: nonce, created: created), oldestAccepted: oldestAccepted)
         } catch let error as StoreError where error.code == .invalidArgument {
             throw BrokerError(.invalid, error.message)
         }
+        guard new else { throw BrokerError(.replayed, "replayed request: this nonce was already used") }
     }
 }

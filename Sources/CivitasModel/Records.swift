@@ -170,6 +170,19 @@ public struct Delivery: Sendable, Equatable {
     }
 }
 
+/// A signed request's nonce, as its key used it at `created` (seconds since 1970).
+public struct RequestNonce: Sendable, Equatable {
+    public let keyID: String
+    public let nonce: String
+    public let created: Int64
+
+    public init(keyID: String, nonce: String, created: Int64) {
+        self.keyID = keyID
+        self.nonce = nonce
+        self.created = created
+    }
+}
+
 /// A partner's idempotency key for a release or an aggregate, and the delivery it made: the
 /// same key with the same request answers that delivery again.
 public struct RequestKey: Sendable, Equatable {

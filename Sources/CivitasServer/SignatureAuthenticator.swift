@@ -66,7 +66,7 @@ struct SignatureAuthenticator: RouterMiddleware {
             throw APIError.unauthorized("the signature must carry the participant's key id")
         }
         do {
-            try broker.acceptNonce(nonce, keyID: id, created: created, oldestAccepted: now - Self.allowedSkew)
+            try await broker.acceptNonce(nonce, keyID: id, created: created, oldestAccepted: now - Self.allowedSkew)
         } catch let error as BrokerError {
             throw APIError.unauthorized(error.message)
         }

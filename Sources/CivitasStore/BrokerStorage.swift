@@ -25,8 +25,9 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Participants and request nonces
     func participant(_ keyID: KeyID) throws -> Participant?
     func participants() throws -> [Participant]
-    /// Records a request nonce; refuses (`replayed`) one the key used since `oldestAccepted`.
-    func recordNonce(keyID: String, nonce: String, created: Int64, oldestAccepted: Int64) throws
+    /// Records request nonces in one write, in order; for each, whether it was new: false for one
+    /// its key used since `oldestAccepted` (earlier in the same list included).
+    func recordNonces(_ nonces: [RequestNonce], oldestAccepted: Int64) throws -> [Bool]
 
     // MARK: Datasets and batches
     func dataset(_ id: String) throws -> Dataset?
@@ -58,3 +59,12 @@ public protocol BrokerStorage: AnyObject, Sendable {
 }
 
 extension BrokerStore: BrokerStorage {}
+
+extension BrokerStorage {
+    /// Records a request nonce; refuses (`replayed`) one the key used since `oldestAccepted`.
+    public func recordNonce(keyID: String, nonce: String, created: Int64, oldestAccepted: Int64) throws {
+        guard try recordNonces([RequestNonce(keyID: keyID, nonce: nonce, created: created)], oldestAccepted: oldestAccepted) == [true] else {
+            throw StoreError(.replayed, "nonce \(nonce.prefix(40)) was already used by key \(keyID.prefix(40))")
+        }
+    }
+}

@@ -30,9 +30,6 @@ public final class BrokerStore: Sendable {
         do {
             var configuration = Configuration()
             configuration.foreignKeysEnabled = true
-            // 16 MiB of page cache per connection (SQLite's default is 2 MiB): a large write, such as
-            // ten thousand consent records, then re-reads its index pages from memory, not the file.
-            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -16384") }
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
         } catch let error as DatabaseError {
@@ -78,26 +75,30 @@ public final class BrokerStore: Sendable {
 
     // MARK: Replay protection
 
-    /// Records a request nonce; throws ``StoreError/Code/replayed`` if this key used it within the window.
-    /// Nonces older than the window are forgotten (their requests are refused as stale anyway).
-    public func recordNonce(keyID: String, nonce: String, created: Int64, oldestAccepted: Int64) throws {
-        guard (1...256).contains(nonce.utf8.count) else { throw StoreError(.invalidArgument, "a request nonce must be 1 to 256 bytes") }
+    /// Records request nonces in one transaction; for each, whether it was new (false: its key used
+    /// it within the window). Nonces older than the window are forgotten (their requests are
+    /// refused as stale anyway).
+    public func recordNonces(_ nonces: [RequestNonce], oldestAccepted: Int64) throws -> [Bool] {
+        if let long = nonces.first(where: { !(1...256).contains($0.nonce.utf8.count) }) {
+            throw StoreError(.invalidArgument, "a request nonce must be 1 to 256 bytes, not \(long.nonce.utf8.count)")
+        }
         // Nonces past the window are swept at most once a second, not on every request.
         let sweep = nonceSweep.withLock { last -> Bool in
             guard oldestAccepted > last else { return false }
             last = oldestAccepted
             return true
         }
-        try wrap {
+        return try wrap {
             try pool.write { db in
                 if sweep { try db.cachedStatement(sql: "DELETE FROM request_nonce WHERE created < ?").execute(arguments: [oldestAccepted]) }
                 // A nonce seen within the window stays; one seen before it (not swept yet) is taken anew.
-                try db.cachedStatement(sql: """
+                let insert = try db.cachedStatement(sql: """
                     INSERT INTO request_nonce (key_id, nonce, created) VALUES (?, ?, ?)
                     ON CONFLICT (key_id, nonce) DO UPDATE SET created = excluded.created WHERE request_nonce.created < ?
-                    """).execute(arguments: [keyID, nonce, created, oldestAccepted])
-                guard db.changesCount == 1 else {
-                    throw StoreError(.replayed, "nonce \(nonce.prefix(40)) was already used by key \(keyID.prefix(40))")
+                    """)
+                return try nonces.map { nonce in
+                    try insert.execute(arguments: [nonce.keyID, nonce.nonce, nonce.created, oldestAccepted])
+                    return db.changesCount == 1
                 }
             }
         }

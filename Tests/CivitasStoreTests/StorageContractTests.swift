@@ -80,6 +80,9 @@ struct StorageContractTests {
         #expect(throws: StoreError(.replayed, "")) { try storage.recordNonce(keyID: "k1", nonce: "n1", created: 1001, oldestAccepted: 701) }
         try storage.recordNonce(keyID: "k2", nonce: "n1", created: 1001, oldestAccepted: 701)
         try storage.recordNonce(keyID: "k1", nonce: "n1", created: 2000, oldestAccepted: 1700)
+        // Many in one write: each answered in order, a repeat within the list included.
+        let batch = ["a", "b", "a", "n1", "c"].map { RequestNonce(keyID: "k1", nonce: $0, created: 2001) }
+        #expect(try storage.recordNonces(batch, oldestAccepted: 1701) == [true, true, false, false, true])
     }
 
     @Test("Batches are stored whole, in order, idempotently; records read back exactly", arguments: Implementation.allCases)
