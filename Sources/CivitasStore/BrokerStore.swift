@@ -59,7 +59,7 @@ public final class BrokerStore: Sendable {
 
     /// All participants, by name.
     public func participants() throws -> [Participant] {
-        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM participant ORDER BY name") }.map(Self.participant(from:)) }
+        try wrap { try pool.read { db in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM participant ORDER BY name")) }.map(Self.participant(from:)) }
     }
 
     static func participant(from row: Row) throws -> Participant {
