@@ -331,16 +331,32 @@ struct PullCommand: AsyncParsableCommand {
         // Everything streams through files: the envelope as it downloads, its verified payload,
         // then the output (which appears only once every delivery verified).
         let file = out == "-" ? nil : try Files.AtomicFile(path: out, mode: 0o600)
-        var writer = PayloadWriter(format: format, output: file?.descriptor ?? 1, name: out == "-" ? "standard output" : out, direct: file != nil)
+        let writer = PayloadWriter(format: format, output: file?.descriptor ?? 1, name: out == "-" ? "standard output" : out, direct: file != nil)
         for (id, sequence) in ids {
-            let envelope = try Files.anonymousTemporaryFile()
-            defer { close(envelope) }
-            let headers = try await client.download("/deliveries/\(id)", to: FileDescriptorSink(descriptor: envelope, name: "envelope \(id)"))
-            lseek(envelope, 0, SEEK_SET)
+            // The envelope is verified and decrypted on its own thread as it downloads; a copy is
+            // kept only to save it.
+            let envelope = saveEnvelopes == nil ? nil : try Files.anonymousTemporaryFile()
+            defer { envelope.map { _ = close($0) } }
+            let channel = ByteChannel(capacity: 8 << 20)
             let opener = EnvelopeOpener(recipient: client.keys, issuer: broker)
-            let summary = try writer.write(payloadOf: id) { sink in
-                try opener.open(FileDescriptorSource(descriptor: envelope, name: "envelope \(id)"), to: sink)
+            let opening = Task {
+                try await onOwnThread { [writer] in
+                    defer { channel.stopReading() }
+                    return try writer.write(payloadOf: id) { sink in try opener.open(channel, to: sink) }
+                }
             }
+            let headers: [String: String]
+            do {
+                let sink: ByteSink = envelope.map { TeeSink(channel, FileDescriptorSink(descriptor: $0, name: "envelope \(id)")) } ?? channel
+                headers = try await client.download("/deliveries/\(id)", to: sink)
+                channel.finish()
+            } catch {
+                channel.finish(error: error)
+                // A refusal by the reader (a bad signature, say) explains a stopped download best.
+                _ = try await opening.value
+                throw error
+            }
+            let summary = try await opening.value
             guard let logIndex = headers["civitas-log-index"].flatMap(UInt64.init) else {
                 throw CLIError("the broker did not say where it logged delivery \(id)")
             }
@@ -349,6 +365,7 @@ struct PullCommand: AsyncParsableCommand {
             if let saveEnvelopes {
                 try FileManager.default.createDirectory(atPath: saveEnvelopes, withIntermediateDirectories: true)
                 let saved = try Files.AtomicFile(path: "\(saveEnvelopes)/\(id).envelope", mode: 0o644)
+                guard let envelope else { throw CLIError("the envelope of \(id) was not kept") }
                 lseek(envelope, 0, SEEK_SET)
                 try Files.copy(from: envelope, to: saved.descriptor, name: "envelope \(id)")
                 try saved.commit(replacing: true)
@@ -371,7 +388,7 @@ struct PullCommand: AsyncParsableCommand {
 /// JSON Lines, one object per record. A CSV payload bound for an output file is decrypted straight
 /// into it (the file appears only once everything verified); otherwise it goes through an
 /// owner-only temporary file first.
-struct PayloadWriter {
+final class PayloadWriter: @unchecked Sendable {
     let format: String
     let output: FileDescriptorSink
     let direct: Bool
@@ -385,7 +402,7 @@ struct PayloadWriter {
 
     /// Runs `open` (which writes delivery `id`'s verified payload into the sink it is given) and
     /// writes that payload to the output; returns what `open` returns.
-    mutating func write(payloadOf id: String, open: (ByteSink) throws -> EnvelopeSummary) throws -> EnvelopeSummary {
+    func write(payloadOf id: String, open: (ByteSink) throws -> EnvelopeSummary) throws -> EnvelopeSummary {
         if format == "csv" && direct {
             let sink = ContinuedCSV(output: output, previous: columns)
             let summary = try open(sink)
