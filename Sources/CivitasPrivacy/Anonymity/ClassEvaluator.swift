@@ -137,24 +137,61 @@ final class ClassEvaluator {
     /// With the subject linked, the subjects whose records fall into exactly the same classes must
     /// number at least k (docs/privacy.md). Counts the subjects of kept classes that would be
     /// suppressed for it: those whose set of classes is shared by fewer than k subjects.
+    /// Sets of classes are counted in an open-addressing table of representatives compared
+    /// element by element (exact, whatever the hash), with no allocation per subject.
     private func linkedSubjectsBelowK() -> Int {
-        var signatures: [[Int32]: Int] = [:]
-        var linkedInto: [Int32: Int] = [:]
-        for subject in 0..<spanningSlots.count where spanningSlots[subject].count > 1 {
+        let subjects = spanningSlots.count
+        var tableSize = 16
+        while tableSize < subjects * 2 { tableSize <<= 1 }
+        if signatureSubject.count != tableSize {
+            signatureSubject = [Int32](repeating: -1, count: tableSize)
+            signatureCount = [Int32](repeating: 0, count: tableSize)
+        }
+        if linkedInto.count != capacity { linkedInto = [Int32](repeating: 0, count: capacity) }
+        let mask = tableSize - 1
+        var touched: [Int32] = []
+        var signatures: [Int32] = []
+        for subject in 0..<subjects {
             let slots = spanningSlots[subject]
-            signatures[slots.sorted(), default: 0] += 1
-            for slot in slots { linkedInto[slot, default: 0] += 1 }
+            guard slots.count > 1 else { continue }
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for slot in slots {
+                hash = (hash ^ UInt64(UInt32(bitPattern: slot))) &* 0x100_0000_01b3
+                if linkedInto[Int(slot)] == 0 { touched.append(slot) }
+                linkedInto[Int(slot)] += 1
+            }
+            var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+            while signatureSubject[position] >= 0 && !spanningSlots[Int(signatureSubject[position])].elementsEqual(slots) {
+                position = (position + 1) & mask
+            }
+            if signatureSubject[position] < 0 {
+                signatureSubject[position] = Int32(subject)
+                signatures.append(Int32(position))
+            }
+            signatureCount[position] += 1
         }
         var suppressed = 0
-        for (slot, count) in linkedInto where kept[Int(slot)] {
+        for slot in touched {
+            let count = Int(linkedInto[Int(slot)])
+            linkedInto[Int(slot)] = 0
+            guard kept[Int(slot)] else { continue }
             let alone = Int(sizes[Int(slot)]) - count
             if alone > 0 && alone < requirements.k { suppressed += alone }
         }
-        for (signature, count) in signatures where count < requirements.k && signature.allSatisfy({ kept[Int($0)] }) {
-            suppressed += count
+        for position in signatures {
+            let count = Int(signatureCount[Int(position)])
+            let representative = Int(signatureSubject[Int(position)])
+            signatureSubject[Int(position)] = -1
+            signatureCount[Int(position)] = 0
+            if count < requirements.k && spanningSlots[representative].allSatisfy({ kept[Int($0)] }) { suppressed += count }
         }
         return suppressed
     }
+
+    /// Scratch tables of ``linkedSubjectsBelowK()``, left empty between calls.
+    private var signatureSubject: [Int32] = []
+    private var signatureCount: [Int32] = []
+    private var linkedInto: [Int32] = []
 
     /// Hashes each item's generalized codes into the class table, adding its weight. `input`
     /// holds one code per column per item; `tables[column]` maps it to the target level's code.
@@ -248,7 +285,10 @@ final class ClassEvaluator {
                                         while keys[slot] != key { slot = (slot &+ 1) & mask }
                                         if seen.contains(Int32(slot)) { sizes[slot] &-= 1 } else { seen.append(Int32(slot)) }
                                     }
-                                    if linked { spanningSlots.append(seen) }
+                                    if linked {
+                                        seen.sort()
+                                        spanningSlots.append(seen)
+                                    }
                                 }
                             }
                         }
