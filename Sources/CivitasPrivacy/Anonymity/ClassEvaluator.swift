@@ -257,44 +257,70 @@ final class ClassEvaluator {
         spanningSlots.removeAll()
         guard !table.spanningSubjects.isEmpty else { return }
         let q = levels.count
-        var offsets: [Int] = []
-        var flat: [UInt32] = []
+        var columnOffsets: [Int] = []
+        var codes: [UInt32] = []
         for column in 0..<q {
-            offsets.append(flat.count)
-            flat += table.codes[column][levels[column]]
+            columnOffsets.append(codes.count)
+            codes += table.codes[column][levels[column]]
         }
+        let offsets = columnOffsets, flat = codes
         let mask = capacity - 1
         let linked = linksSubjects
-        var seen: [Int32] = []
-        flat.withUnsafeBufferPointer { flat in
-            offsets.withUnsafeBufferPointer { offsets in
-                multipliers.withUnsafeBufferPointer { multipliers in
-                    table.cellLeaves.withUnsafeBufferPointer { leaves in
-                        keys.withUnsafeBufferPointer { keys in
-                            sizes.withUnsafeMutableBufferPointer { sizes in
-                                for subject in 0..<table.spanningSubjects.count {
-                                    seen.removeAll(keepingCapacity: true)
-                                    for cell in table.spanningSubjects[subject] {
-                                        // The class exists: every cell was grouped in this evaluation.
-                                        var key: UInt64 = 0
-                                        let base = Int(cell) &* q
-                                        for column in 0..<q {
-                                            key &+= UInt64(flat[offsets[column] &+ Int(leaves[base &+ column])]) &* multipliers[column]
+        let subjects = table.spanningSubjects.count
+        // The subjects in two halves, one per core: each finds its subjects' classes (reading the
+        // class table only) and lists the class sizes to correct; the corrections and the lists
+        // are then applied in subject order, so the outcome is the same as in one pass.
+        let parts = subjects >= 4_096 ? 2 : 1
+        var decrements = [[Int32]](repeating: [], count: parts)
+        var lists = [Lists](repeating: Lists(), count: parts)
+        let keys = self.keys
+        let spanning = table.spanningSubjects
+        let leavesTable = table.cellLeaves
+        decrements.withUnsafeMutableBufferPointer { decrementsBuffer in
+            lists.withUnsafeMutableBufferPointer { listsBuffer in
+                // Each part writes only its own element.
+                let decrements = PartResults(base: decrementsBuffer), lists = PartResults(base: listsBuffer)
+                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    let range = (subjects * part / parts)..<(subjects * (part + 1) / parts)
+                    var seen: [Int32] = []
+                    var corrections: [Int32] = []
+                    var found = Lists()
+                    flat.withUnsafeBufferPointer { flat in
+                        offsets.withUnsafeBufferPointer { offsets in
+                            multipliers.withUnsafeBufferPointer { multipliers in
+                                leavesTable.withUnsafeBufferPointer { leaves in
+                                    keys.withUnsafeBufferPointer { keys in
+                                        for subject in range {
+                                            seen.removeAll(keepingCapacity: true)
+                                            for cell in spanning[subject] {
+                                                // The class exists: every cell was grouped in this evaluation.
+                                                var key: UInt64 = 0
+                                                let base = Int(cell) &* q
+                                                for column in 0..<q {
+                                                    key &+= UInt64(flat[offsets[column] &+ Int(leaves[base &+ column])]) &* multipliers[column]
+                                                }
+                                                var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+                                                while keys[slot] != key { slot = (slot &+ 1) & mask }
+                                                if seen.contains(Int32(slot)) { corrections.append(Int32(slot)) } else { seen.append(Int32(slot)) }
+                                            }
+                                            if linked {
+                                                seen.sort()
+                                                found.append(seen)
+                                            }
                                         }
-                                        var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
-                                        while keys[slot] != key { slot = (slot &+ 1) & mask }
-                                        if seen.contains(Int32(slot)) { sizes[slot] &-= 1 } else { seen.append(Int32(slot)) }
-                                    }
-                                    if linked {
-                                        seen.sort()
-                                        spanningSlots.append(seen)
                                     }
                                 }
                             }
                         }
                     }
+                    decrements.base[part] = corrections
+                    lists.base[part] = found
                 }
             }
+        }
+        for part in 0..<parts {
+            for slot in decrements[part] { sizes[Int(slot)] &-= 1 }
+            if linked { spanningSlots.append(contentsOf: lists[part]) }
         }
     }
 
@@ -366,4 +392,9 @@ final class ClassEvaluator {
         }
         pairUsed.removeAll(keepingCapacity: true)
     }
+}
+
+/// Per-part results written by concurrent workers, each to its own element only.
+private struct PartResults<Element>: @unchecked Sendable {
+    let base: UnsafeMutableBufferPointer<Element>
 }

@@ -238,6 +238,13 @@ struct Lists {
         starts.append(items.count)
     }
 
+    /// Appends every list of `other`, in order.
+    mutating func append(contentsOf other: Lists) {
+        let shift = items.count
+        items.append(contentsOf: other.items)
+        starts.append(contentsOf: other.starts.dropFirst().map { $0 + shift })
+    }
+
     mutating func removeAll() {
         items.removeAll(keepingCapacity: true)
         starts.removeAll(keepingCapacity: true)
