@@ -14,13 +14,13 @@ from pycanon import anonymity
 QI = ["age", "zip"]
 
 
-def repeat_callers(path):
-    """300 callers; every fifth calls five times, mostly from the same place, once from another."""
+def repeat_callers(path, callers=300, zips=12):
+    """`callers` callers; every fifth calls five times, mostly from the same place, once from another."""
     rng = random.Random(7)
     titles = ["EMS: FALL VICTIM", "EMS: RESPIRATORY EMERGENCY", "Fire: FIRE ALARM", "Traffic: DISABLED VEHICLE -"]
     rows = []
-    for caller in range(300):
-        age, zip_code = rng.randrange(18, 90), 19400 + rng.randrange(12)
+    for caller in range(callers):
+        age, zip_code = rng.randrange(18, 90), 19000 + rng.randrange(zips)
         calls = 5 if caller % 5 == 0 else 1
         for call in range(calls):
             moved = call == 3
@@ -67,6 +67,20 @@ def test_every_class_holds_k_people_and_pseudonyms_narrow_nobody(cli, tmp_path, 
     assert classes_by_people(df).min() >= k
     assert smallest_linked_group(df) >= k
     assert anonymity.k_anonymity(df, QI) >= k
+
+
+def test_many_repeat_callers_are_counted_on_both_cores(cli, tmp_path):
+    """6,000 callers with five calls each among 30,000, over 900 zip codes: enough that the search
+    counts them in two halves (the halves' equivalence is a unit test; here the release itself is
+    checked)."""
+    source, out = tmp_path / "calls.csv", tmp_path / "out.csv"
+    repeat_callers(source, callers=30_000, zips=900)
+    cli.run("anonymize", source, out, "--qi", "age,zip", "--sensitive", "title", "--subject", "caller", "--keep", "caller",
+            "--k", 5, "--max-suppression", "0.3", "--algorithm", "optimal", *HIERARCHIES)
+    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert len(df) > 0
+    assert classes_by_people(df).min() >= 5
+    assert smallest_linked_group(df) >= 5
 
 
 def test_entropy_l_diversity_counts_people(cli, tmp_path):

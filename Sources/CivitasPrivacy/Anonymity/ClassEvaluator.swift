@@ -34,7 +34,7 @@ final class ClassEvaluator {
         slotOfCell = [Int32](repeating: 0, count: table.cellCount.count)
     }
 
-    struct Outcome {
+    struct Outcome: Equatable {
         /// Subjects in classes that fail k or l (a subject in two failing classes counts twice):
         /// these would be suppressed.
         var suppressed: Int
@@ -270,7 +270,7 @@ final class ClassEvaluator {
         // The subjects in two halves, one per core: each finds its subjects' classes (reading the
         // class table only) and lists the class sizes to correct; the corrections and the lists
         // are then applied in subject order, so the outcome is the same as in one pass.
-        let parts = subjects >= 4_096 ? 2 : 1
+        let parts = subjects >= parallelFrom ? 2 : 1
         var decrements = [[Int32]](repeating: [], count: parts)
         var lists = [Lists](repeating: Lists(), count: parts)
         let keys = self.keys
@@ -323,6 +323,9 @@ final class ClassEvaluator {
             if linked { spanningSlots.append(contentsOf: lists[part]) }
         }
     }
+
+    /// Spanning subjects from which their classes are found on two cores.
+    var parallelFrom = 4_096
 
     /// Per spanning subject, the distinct classes of its records (last evaluation; kept only when the subject is linked).
     private var spanningSlots = Lists()
