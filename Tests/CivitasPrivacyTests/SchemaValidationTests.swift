@@ -1,4 +1,5 @@
 import CivitasCrypto
+import Foundation
 import Testing
 @testable import CivitasPrivacy
 
@@ -76,5 +77,27 @@ struct NGSIFormsTests {
         let parsed = try JSONRecords.parseNGSILD(Array(record.utf8), maximumRecords: 1)
         #expect(parsed.first?["address"]?["streetAddress"]?.stringValue == "25 Walbrook")
         #expect(parsed.first?["shape"]?["type"]?.stringValue == "Point")
+    }
+
+    @Test("A number cell is read by the grammar the regular expression states, for every short string of its characters")
+    func decimalNumbers() throws {
+        // Anchored at the very end (`\z`): ICU's `$` also matches before a final line break, which
+        // cells never hold (control characters are refused before this check).
+        let regex = try NSRegularExpression(pattern: #"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\z"#)
+        func byRegex(_ text: String) -> Bool {
+            regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+        }
+        let alphabet = ["0", "7", "-", "+", ".", "e", "E", " ", "x"]
+        var strings = [""]
+        var frontier = [""]
+        for _ in 0..<5 {
+            frontier = frontier.flatMap { prefix in alphabet.map { prefix + $0 } }
+            strings += frontier
+        }
+        strings += ["-0.5e+10", "12.", ".5", "1e", "1e+", "--1", "1.2.3", "٣", "1\n", "00012.500"]
+        var disagreements: [String] = []
+        for text in strings where DatasetSchema.isDecimalNumber(text) != byRegex(text) { disagreements.append(text) }
+        #expect(disagreements.isEmpty, "\(disagreements.prefix(10))")
+        #expect(strings.filter(byRegex).count > 100, "the strings must include many numbers, or the test shows little")
     }
 }

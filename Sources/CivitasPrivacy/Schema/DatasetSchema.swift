@@ -271,6 +271,33 @@ public struct DatasetSchema: Sendable {
         return CivilDate.problem(value)
     }
 
+    /// Whether `text` is a decimal number as JSON writes one, with leading zeros allowed:
+    /// `-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?`, whole.
+    static func isDecimalNumber(_ text: String) -> Bool {
+        var bytes = text.utf8.makeIterator()
+        var next = bytes.next()
+        func digits() -> Bool {
+            var any = false
+            while let byte = next, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                any = true
+                next = bytes.next()
+            }
+            return any
+        }
+        if next == UInt8(ascii: "-") { next = bytes.next() }
+        guard digits() else { return false }
+        if next == UInt8(ascii: ".") {
+            next = bytes.next()
+            guard digits() else { return false }
+        }
+        if next == UInt8(ascii: "e") || next == UInt8(ascii: "E") {
+            next = bytes.next()
+            if next == UInt8(ascii: "+") || next == UInt8(ascii: "-") { next = bytes.next() }
+            guard digits() else { return false }
+        }
+        return next == nil
+    }
+
     private static func problem(_ value: String, field: Field, regex: NSRegularExpression?) -> String? {
         if let problem = controlCharacterProblem(value, field: field) { return problem }
         if value.isEmpty {
@@ -285,7 +312,7 @@ public struct DatasetSchema: Sendable {
         if field.types.contains("integer") && !field.types.contains("string") && !field.types.contains("number") {
             guard Int64(value) != nil else { return "'\(value.prefix(40))' is not an integer" }
         } else if field.types.contains("number") && !field.types.contains("string") {
-            guard numeric != nil, value.range(of: #"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"#, options: .regularExpression) != nil else {
+            guard numeric != nil, Self.isDecimalNumber(value) else {
                 return "'\(value.prefix(40))' is not a number"
             }
         } else if field.types == ["boolean"] {
