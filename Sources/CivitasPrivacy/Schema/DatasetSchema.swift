@@ -225,14 +225,14 @@ public struct DatasetSchema: Sendable {
             }
         }
         guard issues.isEmpty else { return Array(issues.prefix(limit)) }
-        let checks: [(Int, Field, NSRegularExpression?)] = table.columns.enumerated().compactMap { index, column in
+        let checks: [(Int, Field, CellTypes, NSRegularExpression?)] = table.columns.enumerated().compactMap { index, column in
             guard let field = field(column) else { return nil }
             let regex = field.pattern.flatMap { try? NSRegularExpression(pattern: $0) }
-            return (index, field, regex)
+            return (index, field, CellTypes(field.types), regex)
         }
         for (r, row) in table.rows.enumerated() {
-            for (index, field, regex) in checks {
-                if let reason = Self.problem(row[index], field: field, regex: regex) {
+            for (index, field, types, regex) in checks {
+                if let reason = Self.problem(row[index], field: field, types: types, regex: regex) {
                     issues.append(Issue(row: firstRow + r, field: field.name, reason: reason))
                     if issues.count >= limit { return issues }
                 }
@@ -244,6 +244,10 @@ public struct DatasetSchema: Sendable {
     /// Control characters no schema field can mean (NUL, escape, …); a subject id may hold no
     /// control character at all, or it could never match the consent its person gave.
     static func controlCharacterProblem(_ value: String, field: Field) -> String? {
+        // Control characters are single UTF-8 bytes below 0x20 or 0x7F; most cells hold none.
+        var value = value
+        let clean = value.withUTF8 { bytes in !bytes.contains { $0 < 0x20 || $0 == 0x7F } }
+        if clean { return nil }
         let forbidden = value.unicodeScalars.first { scalar in
             scalar.value == 0x7F || (scalar.value < 0x20 && (field.privacy == .subject || ![0x09, 0x0A, 0x0D].contains(scalar.value)))
         }
@@ -298,34 +302,50 @@ public struct DatasetSchema: Sendable {
         return next == nil
     }
 
-    private static func problem(_ value: String, field: Field, regex: NSRegularExpression?) -> String? {
+    /// What a field's declared JSON types mean for a CSV cell, worked out once per field.
+    struct CellTypes {
+        let nullable, onlyString, integer, number, boolean, noCellForm, string, textual: Bool
+
+        init(_ types: Set<String>) {
+            nullable = types.contains("null") || types.isEmpty
+            onlyString = types == ["string"]
+            string = types.contains("string")
+            integer = types.contains("integer") && !string && !types.contains("number")
+            number = types.contains("number") && !string
+            boolean = types == ["boolean"]
+            noCellForm = !types.isEmpty && types.isDisjoint(with: ["string", "number", "integer", "boolean", "null"])
+            textual = string || types.isEmpty
+        }
+    }
+
+    private static func problem(_ value: String, field: Field, types: CellTypes, regex: NSRegularExpression?) -> String? {
         if let problem = controlCharacterProblem(value, field: field) { return problem }
         if value.isEmpty {
-            if field.types.contains("null") || field.types.isEmpty { return nil }
-            if field.types == ["string"] && (field.minLength ?? 0) == 0 && field.pattern == nil && field.allowed == nil { return nil }
+            if types.nullable { return nil }
+            if types.onlyString && (field.minLength ?? 0) == 0 && field.pattern == nil && field.allowed == nil { return nil }
             return "missing value"
         }
         if let allowed = field.allowed, !allowed.contains(value) {
             return "'\(value.prefix(40))' is not one of the allowed values"
         }
         let numeric = Double(value)
-        if field.types.contains("integer") && !field.types.contains("string") && !field.types.contains("number") {
+        if types.integer {
             guard Int64(value) != nil else { return "'\(value.prefix(40))' is not an integer" }
-        } else if field.types.contains("number") && !field.types.contains("string") {
+        } else if types.number {
             guard numeric != nil, Self.isDecimalNumber(value) else {
                 return "'\(value.prefix(40))' is not a number"
             }
-        } else if field.types == ["boolean"] {
+        } else if types.boolean {
             guard value == "true" || value == "false" else { return "'\(value.prefix(40))' is not true or false" }
-        } else if !field.types.isEmpty && field.types.isDisjoint(with: ["string", "number", "integer", "boolean", "null"]) {
+        } else if types.noCellForm {
             return "an \(field.types.sorted().joined(separator: "/")) cannot come from a CSV cell"
         }
-        if let numeric, !field.types.contains("string") {
+        if let numeric, !types.string {
             if let minimum = field.minimum, numeric < minimum { return "\(value) is below the minimum \(minimum)" }
             if let maximum = field.maximum, numeric > maximum { return "\(value) is above the maximum \(maximum)" }
         }
         if let problem = dateProblem(value, field: field) { return problem }
-        if field.types.contains("string") || field.types.isEmpty {
+        if types.textual {
             let length = value.count
             if let minLength = field.minLength, length < minLength { return "shorter than \(minLength) characters" }
             if let maxLength = field.maxLength, length > maxLength { return "longer than \(maxLength) characters" }
