@@ -87,97 +87,14 @@ public struct CSVTable: Sendable, Equatable {
         }
         let skip = first.starts(with: byteOrderMark) ? byteOrderMark.count : 0
         let separator = delimiter ?? detectDelimiter(Array(first[skip...]))
-        var columns: [String]?
-        var chunk: [[String]] = []
-        var rowsRead = 0
-        var record: [String] = []
-        var field: [UInt8] = []
-        var quoted = false
-        /// Inside a quoted field, a quote was read: the next byte says whether it was doubled.
-        var quotePending = false
-        var line = 1
-        var fieldStarted = false
-        func endField() throws {
-            guard field.count <= limits.maximumFieldLength else {
-                throw PrivacyError(.invalidValue, "line \(line): a field is longer than \(limits.maximumFieldLength) bytes")
-            }
-            guard let text = String(validating: field, as: UTF8.self) else {
-                throw PrivacyError(.invalidValue, "line \(line): a field is not valid UTF-8")
-            }
-            record.append(text)
-            field.removeAll(keepingCapacity: true)
-            fieldStarted = false
-            guard record.count <= limits.maximumColumns else {
-                throw PrivacyError(.invalidValue, "line \(line): more than \(limits.maximumColumns) fields")
-            }
-        }
-        func flush() throws {
-            guard !chunk.isEmpty else { return }
-            try rows(chunk, rowsRead - chunk.count + 1)
-            chunk.removeAll(keepingCapacity: true)
-        }
-        func endRecord() throws {
-            try endField()
-            defer { record = [] }
-            if record.count == 1 && record[0].isEmpty { return }
-            guard let columns else {
-                guard Set(record).count == record.count else { throw PrivacyError(.invalidValue, "the header names a column twice") }
-                columns = record
-                try header(record)
-                return
-            }
-            rowsRead += 1
-            guard rowsRead <= limits.maximumRows else { throw PrivacyError(.invalidValue, "more than \(limits.maximumRows) rows") }
-            guard record.count == columns.count else {
-                throw PrivacyError(.invalidValue, "row \(rowsRead): \(record.count) fields, the header has \(columns.count)")
-            }
-            chunk.append(record)
-            if chunk.count >= chunkRows { try flush() }
-        }
-        func parse(_ bytes: UnsafeBufferPointer<UInt8>) throws {
-            for byte in bytes {
-                if quotePending {
-                    quotePending = false
-                    if byte == 0x22 {
-                        field.append(0x22)
-                        continue
-                    }
-                    quoted = false
-                }
-                if quoted {
-                    if byte == 0x22 {
-                        quotePending = true
-                    } else {
-                        if byte == 0x0A { line += 1 }
-                        field.append(byte)
-                    }
-                } else if byte == 0x22 && !fieldStarted && field.isEmpty {
-                    quoted = true
-                    fieldStarted = true
-                } else if byte == separator {
-                    try endField()
-                } else if byte == 0x0A {
-                    try endRecord()
-                    line += 1
-                } else if byte == 0x0D {
-                    // CR of CRLF: the LF ends the record.
-                } else {
-                    field.append(byte)
-                    fieldStarted = true
-                }
-            }
-        }
-        try first.withUnsafeBufferPointer { try parse(UnsafeBufferPointer(rebasing: $0[skip...])) }
+        var reader = CSVReader(separator: separator, limits: limits, chunkRows: chunkRows)
+        try first.withUnsafeBufferPointer { try reader.parse(UnsafeBufferPointer(rebasing: $0[skip...]), header: header, rows: rows) }
         first = []
         while length > 0 {
-            try block.withUnsafeBufferPointer { try parse(UnsafeBufferPointer(rebasing: $0[0..<length])) }
+            try block.withUnsafeBufferPointer { try reader.parse(UnsafeBufferPointer(rebasing: $0[0..<length]), header: header, rows: rows) }
             length = try fill()
         }
-        if quotePending { quoted = false }
-        guard !quoted else { throw PrivacyError(.invalidValue, "line \(line): a quoted field is not closed") }
-        if !field.isEmpty || !record.isEmpty { try endRecord() }
-        guard columns != nil else { throw PrivacyError(.invalidValue, "the CSV has no header row") }
-        try flush()
+        try reader.finish(header: header, rows: rows)
     }
 
     /// The table as CSV with the given delimiter, quoting fields that need it.
@@ -221,5 +138,113 @@ public struct CSVWriter: Sendable {
             }
         }
         bytes.append(0x0A)
+    }
+}
+
+/// The state of reading CSV records byte by byte (RFC 4180 quoting), handing full chunks of rows
+/// on. Kept in one value so the byte loop works on it in place.
+private struct CSVReader {
+    let separator: UInt8
+    let limits: CSVTable.Limits
+    let chunkRows: Int
+    var columns: [String]?
+    var chunk: [[String]] = []
+    var rowsRead = 0
+    var record: [String] = []
+    var field: [UInt8] = []
+    var quoted = false
+    /// Inside a quoted field, a quote was read: the next byte says whether it was doubled.
+    var quotePending = false
+    var line = 1
+    var fieldStarted = false
+
+    init(separator: UInt8, limits: CSVTable.Limits, chunkRows: Int) {
+        self.separator = separator
+        self.limits = limits
+        self.chunkRows = chunkRows
+    }
+
+    mutating func endField() throws {
+        guard field.count <= limits.maximumFieldLength else {
+            throw PrivacyError(.invalidValue, "line \(line): a field is longer than \(limits.maximumFieldLength) bytes")
+        }
+        guard let text = String(validating: field, as: UTF8.self) else {
+            throw PrivacyError(.invalidValue, "line \(line): a field is not valid UTF-8")
+        }
+        record.append(text)
+        field.removeAll(keepingCapacity: true)
+        fieldStarted = false
+        guard record.count <= limits.maximumColumns else {
+            throw PrivacyError(.invalidValue, "line \(line): more than \(limits.maximumColumns) fields")
+        }
+    }
+
+    mutating func flush(rows: (_ chunk: [[String]], _ firstRow: Int) throws -> Void) throws {
+        guard !chunk.isEmpty else { return }
+        try rows(chunk, rowsRead - chunk.count + 1)
+        chunk.removeAll(keepingCapacity: true)
+    }
+
+    mutating func endRecord(header: ([String]) throws -> Void, rows: (_ chunk: [[String]], _ firstRow: Int) throws -> Void) throws {
+        try endField()
+        defer { record = [] }
+        if record.count == 1 && record[0].isEmpty { return }
+        guard let columns else {
+            guard Set(record).count == record.count else { throw PrivacyError(.invalidValue, "the header names a column twice") }
+            columns = record
+            try header(record)
+            return
+        }
+        rowsRead += 1
+        guard rowsRead <= limits.maximumRows else { throw PrivacyError(.invalidValue, "more than \(limits.maximumRows) rows") }
+        guard record.count == columns.count else {
+            throw PrivacyError(.invalidValue, "row \(rowsRead): \(record.count) fields, the header has \(columns.count)")
+        }
+        chunk.append(record)
+        if chunk.count >= chunkRows { try flush(rows: rows) }
+    }
+
+    mutating func parse(_ bytes: UnsafeBufferPointer<UInt8>, header: ([String]) throws -> Void,
+                        rows: (_ chunk: [[String]], _ firstRow: Int) throws -> Void) throws {
+        for byte in bytes {
+            if quotePending {
+                quotePending = false
+                if byte == 0x22 {
+                    field.append(0x22)
+                    continue
+                }
+                quoted = false
+            }
+            if quoted {
+                if byte == 0x22 {
+                    quotePending = true
+                } else {
+                    if byte == 0x0A { line += 1 }
+                    field.append(byte)
+                }
+            } else if byte == 0x22 && !fieldStarted && field.isEmpty {
+                quoted = true
+                fieldStarted = true
+            } else if byte == separator {
+                try endField()
+            } else if byte == 0x0A {
+                try endRecord(header: header, rows: rows)
+                line += 1
+            } else if byte == 0x0D {
+                // CR of CRLF: the LF ends the record.
+            } else {
+                field.append(byte)
+                fieldStarted = true
+            }
+        }
+    }
+
+    /// The end of the input: the last record, then the last chunk.
+    mutating func finish(header: ([String]) throws -> Void, rows: (_ chunk: [[String]], _ firstRow: Int) throws -> Void) throws {
+        if quotePending { quoted = false }
+        guard !quoted else { throw PrivacyError(.invalidValue, "line \(line): a quoted field is not closed") }
+        if !field.isEmpty || !record.isEmpty { try endRecord(header: header, rows: rows) }
+        guard columns != nil else { throw PrivacyError(.invalidValue, "the CSV has no header row") }
+        try flush(rows: rows)
     }
 }
