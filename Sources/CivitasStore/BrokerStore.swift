@@ -162,14 +162,22 @@ public final class BrokerStore: Sendable {
             let hasher: SHA256Hasher
             var columns: [String]?
             init() throws { hasher = try SHA256Hasher() }
+            private var line: [UInt8] = []
             func add(columns given: [String], rows: [[String]]) throws {
                 if let columns {
                     guard columns == given else { throw StoreError(.invalidArgument, "every chunk of a batch must name the same columns") }
                 } else {
                     columns = given
-                    hasher.update(try CanonicalJSON.encode(.array(given.map(JSONValue.string))) + [0x0A])
+                    hash(given)
                 }
-                for row in rows { hasher.update(try CanonicalJSON.encode(.array(row.map(JSONValue.string))) + [0x0A]) }
+                for row in rows { hash(row) }
+            }
+            /// Hashes one row as its canonical JSON array and a line feed.
+            private func hash(_ row: [String]) {
+                line.removeAll(keepingCapacity: true)
+                CanonicalJSON.appendStringArray(row, to: &line)
+                line.append(0x0A)
+                hasher.update(line)
             }
         }
         return try wrap {
@@ -193,8 +201,15 @@ public final class BrokerStore: Sendable {
                 var position = 0, records = 0
                 var pending: [[String]] = []
                 func seal(_ rows: [[String]]) throws {
-                    let plaintext = try CanonicalJSON.encode(.object(["columns": .array((contentHash.columns ?? []).map(JSONValue.string)),
-                                                                       "rows": .array(rows.map { .array($0.map(JSONValue.string)) })]))
+                    // Canonical JSON of {"columns": [...], "rows": [[...], ...]}, written directly.
+                    var plaintext = Array(#"{"columns":"#.utf8)
+                    CanonicalJSON.appendStringArray(contentHash.columns ?? [], to: &plaintext)
+                    plaintext += Array(#","rows":["#.utf8)
+                    for (index, row) in rows.enumerated() {
+                        if index > 0 { plaintext.append(UInt8(ascii: ",")) }
+                        CanonicalJSON.appendStringArray(row, to: &plaintext)
+                    }
+                    plaintext += Array("]}".utf8)
                     let sealed = datasetKey.seal(plaintext, associatedData: Self.segmentBinding(id, sequence, position))
                     try db.execute(sql: "INSERT INTO segment (dataset, sequence, position, sealed) VALUES (?, ?, ?, ?)",
                                    arguments: [id, sequence, position, Data(sealed)])

@@ -115,4 +115,14 @@ struct CanonicalJSONTests {
         let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
         #expect(throws: CryptoError(.invalidJSON, "")) { try JSONParser.parse(deep) }
     }
+
+    @Test("Arrays of strings written directly are the bytes the value encoder gives, escapes and all")
+    func stringArraysDirectly() throws {
+        let samples: [[String]] = [[], [""], ["a", "b"], ["quote \" back \\ slash", "tab\tnew\nline\u{1}", "ñ 日本 😀", "\u{7f}\u{2028}"]]
+        for strings in samples {
+            var direct: [UInt8] = []
+            CanonicalJSON.appendStringArray(strings, to: &direct)
+            #expect(direct == (try CanonicalJSON.encode(.array(strings.map(JSONValue.string)))))
+        }
+    }
 }

@@ -50,6 +50,17 @@ public enum CanonicalJSON {
         writeString(s, to: &out)
     }
 
+    /// Appends the canonical form of an array of strings: the same bytes as
+    /// `encode(.array(strings.map(JSONValue.string)))`, without building the values.
+    public static func appendStringArray(_ strings: [String], to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "["))
+        for (index, string) in strings.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            writeString(string, to: &out)
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+
     /// RFC 8785 section 3.2.2.2: the ECMAScript JSON.stringify string form.
     private static func writeString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
