@@ -71,20 +71,8 @@ struct BrokerClient {
     func post(_ path: String, body: [UInt8], contentType: String) async throws -> ByteBuffer {
         var request = try signedRequest("POST", path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: [:])
         request.body = .bytes(ByteBuffer(bytes: body))
-        let response: HTTPClientResponse
-        let answer: ByteBuffer
-        do {
-            response = try await Self.http.execute(request, deadline: .distantFuture)
-            answer = try await response.body.collect(upTo: Self.maximumAnswer)
-        } catch {
-            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
-        }
-        guard (200..<300).contains(Int(response.status.code)) else {
-            var headers: [String: String] = [:]
-            for header in response.headers { headers[header.name.lowercased()] = header.value }
-            _ = try self.answer(Array(buffer: answer), status: Int(response.status.code), headers: headers)
-            return answer
-        }
+        let (status, answer, headers) = try await executeKeepingBuffer(request)
+        if !(200..<300).contains(status) { _ = try self.answer(Array(buffer: answer), status: status, headers: headers) }
         return answer
     }
 
@@ -155,6 +143,12 @@ struct BrokerClient {
     }
 
     private func execute(_ request: HTTPClientRequest) async throws -> (status: Int, body: [UInt8], headers: [String: String]) {
+        let (status, body, headers) = try await executeKeepingBuffer(request)
+        return (status, Array(buffer: body), headers)
+    }
+
+    /// Sends the request and collects the answer in the buffer it arrived in.
+    private func executeKeepingBuffer(_ request: HTTPClientRequest) async throws -> (status: Int, body: ByteBuffer, headers: [String: String]) {
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
@@ -165,7 +159,7 @@ struct BrokerClient {
         }
         var headers: [String: String] = [:]
         for header in response.headers { headers[header.name.lowercased()] = header.value }
-        return (Int(response.status.code), Array(buffer: body), headers)
+        return (Int(response.status.code), body, headers)
     }
 
     private func signedRequest(_ method: String, _ path: String, bodySHA256: [UInt8], contentType: String,
