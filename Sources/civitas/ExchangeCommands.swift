@@ -166,7 +166,8 @@ struct ConsentCommand: AsyncParsableCommand {
         while !inFlight.isEmpty { try await finishOldest() }
         if let subjects, events == 0 { throw CLIError("\(subjects) lists no subjects") }
         try output?.commit()
-        let logged = entries.count == 1 ? "log entry \(entries[0])" : "log entries \(entries.first ?? 0)–\(entries.last ?? 0)"
+        // Requests in flight may be logged in either order.
+        let logged = entries.count == 1 ? "log entry \(entries[0])" : "log entries \(entries.min() ?? 0)–\(entries.max() ?? 0)"
         print("consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(events) event(s) in \(requests) request(s), \(logged)\(receipt.map { "; receipts in \($0)" } ?? "")")
     }
 }
