@@ -99,7 +99,15 @@ struct BrokerStoreTests {
         // Move b's segment under a (raw SQL, as an attacker with the file would).
         let database = try DatabaseHandle(path: temporary.path)
         try database.execute("UPDATE segment SET sealed = (SELECT sealed FROM segment WHERE dataset = 'b') WHERE dataset = 'a'")
-        #expect(throws: StoreError(.corrupt, "")) { try temporary.store.records(of: "a") { _, _ in } }
+        // Evidence for a failure below: the move happened, and what the store's own reader sees.
+        let moved = try database.queue.read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM segment WHERE dataset = 'a' AND sealed = (SELECT sealed FROM segment WHERE dataset = 'b')")
+        }
+        #expect(moved == 1, "the raw update did not move b's segment under a")
+        var readRows: [[String]] = []
+        #expect(throws: StoreError(.corrupt, ""), "the store read \(readRows) from a's moved segment") {
+            try temporary.store.records(of: "a") { _, rows in readRows += rows }
+        }
         try database.execute("UPDATE segment SET sealed = substr(sealed, 1, 30) || x'00' || substr(sealed, 32) WHERE dataset = 'b'")
         #expect(throws: StoreError(.corrupt, "")) { try temporary.store.records(of: "b") { _, _ in } }
     }
