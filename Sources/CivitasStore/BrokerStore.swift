@@ -22,10 +22,17 @@ public final class BrokerStore: Sendable {
     /// `logOrigin` names the exchange log (its checkpoints' origin line); it is fixed when the store is created.
     public init(path: String, storageKey: SealedStorageKey, logOrigin: String = BrokerStore.defaultLogOrigin) throws {
         // Owner-only from the start: SQLite gives the WAL and shared-memory files the database's mode.
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw StoreError(.database, "cannot create the store at \(path): \(String(cString: strerror(errno)))") }
-        _ = fchmod(descriptor, 0o600)
-        close(descriptor)
+        // A descriptor is opened (and closed) only to create a new file: closing one on a database
+        // this process already has open would drop every POSIX lock SQLite holds on it.
+        let descriptor = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if descriptor >= 0 {
+            close(descriptor)
+        } else if errno != EEXIST {
+            throw StoreError(.database, "cannot create the store at \(path): \(String(cString: strerror(errno)))")
+        }
+        guard chmod(path, 0o600) == 0 else {
+            throw StoreError(.database, "cannot make the store at \(path) owner-only: \(String(cString: strerror(errno)))")
+        }
         let pool: DatabasePool
         do {
             var configuration = Configuration()
