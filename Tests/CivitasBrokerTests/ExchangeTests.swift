@@ -176,11 +176,12 @@ struct ConsentTests {
         let fifth = try receipts.receiptJSON(4)
         #expect(lines.count == 38 && lines[0]["batch"] == batch && lines[5] == fifth)
         // Positive controls: a changed record, a receipt moved to another index, another request's signature.
-        guard case .object(var forged) = try receipts.receiptJSON(3), case .object(var record)? = forged["receipt"] else { return }
+        var forged = try #require(try receipts.receiptJSON(3).objectValue)
+        var record = try #require(forged["receipt"]?.objectValue)
         record["state"] = "withdrawn"
         forged["receipt"] = .object(record)
         #expect(throws: BrokerError.self) { try ConsentReceipts.verify(receipt: .object(forged), batch: batch, broker: broker) }
-        guard case .object(var moved) = try receipts.receiptJSON(3) else { return }
+        var moved = try #require(try receipts.receiptJSON(3).objectValue)
         moved["receipt_index"] = 4
         #expect(throws: BrokerError.self) { try ConsentReceipts.verify(receipt: .object(moved), batch: batch, broker: broker) }
         let later = try fixture.broker.recordConsent(Array(requests.prefix(2)), by: fixture.consentService, now: fixture.now)
