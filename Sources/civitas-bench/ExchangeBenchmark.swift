@@ -12,6 +12,15 @@ func runExchangeBenchmark(sizes: [Int]) throws {
     let schema = try Array(Data(contentsOf: URL(fileURLWithPath: "Schemas/datasets/emergency-call.schema.json")))
     print("| records | consent events/s (10,000 in one request) | release: records/s (k = 5, optimal) | release wall time | release peak RSS | aggregate (count by township) | aggregate peak RSS | feed window of 1,000 | peak RSS of the run |")
     print("|---|---|---|---|---|---|---|---|---|")
+    var peerRows: [String] = []
+    defer {
+        if !peerRows.isEmpty {
+            print("\nThe release beside the Python pipeline (scripts/peers/release_peer.py), the same records and consent:\n")
+            print("| records | Civitas release | Civitas peak RSS | Python release | Python peak RSS | Civitas faster by | records released (Civitas / Python) | k in callers | same rows | Python stages (s) |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+            peerRows.forEach { print($0) }
+        }
+    }
     for records in sizes {
         let directory = NSTemporaryDirectory() + "civitas-bench-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -56,6 +65,10 @@ func runExchangeBenchmark(sizes: [Int]) throws {
         _ = Memory.resetPeak()
         let releaseSeconds = try seconds { release = try broker.release(agreement: "ag-bench", purpose: purpose, by: partner, now: now) }
         let releasePeak = Memory.peak()
+        if let release, let peer = try ReleasePeer.run(records: records, callers: callers, directory: directory) {
+            let ours = try ReleasePeer.rowsDigest(envelope: release.delivery.envelope, recipient: partnerKeys, issuer: brokerKeys.publicKeys)
+            peerRows.append("| \(records.formatted()) | \(String(format: "%.2f s", releaseSeconds)) | \(mib(releasePeak)) | \(peer.seconds) | \(mib(peer.peak)) | \(String(format: "%.1f×", peer.secondsValue / releaseSeconds)) | \(release.delivery.records.formatted()) / \(peer.released.formatted()) | \(release.outcome?.kAchieved ?? 0) / \(peer.k) | \(ours == peer.rowsDigest ? "yes" : "NO") | \(peer.stages) |")
+        }
         let aggregate = AggregateRequest(purpose: purpose, statistic: .count, measure: nil, groupBy: ["twp"], epsilonMicro: 100_000)
         _ = Memory.resetPeak()
         let aggregateSeconds = try seconds { _ = try broker.aggregate(agreement: "ag-bench", request: aggregate, by: partner, now: now) }
@@ -98,5 +111,73 @@ enum BenchCalls {
                         towns[town], "MAIN ST", "1", caller(((offset + index) * 7) % max(callers, 1))])
         }
         return CSVTable(columns: ["lat", "lng", "desc", "zip", "title", "timeStamp", "twp", "addr", "e", "caller"], rows: out)
+    }
+}
+
+/// The Python release pipeline run on the same records and consent, and the comparison of its rows with ours.
+enum ReleasePeer {
+    struct Outcome {
+        let secondsValue: Double
+        let peak: Int
+        let released: Int
+        let k: Int
+        let rowsDigest: String
+        let stages: String
+        var seconds: String { String(format: "%.2f s", secondsValue) }
+    }
+
+    /// Runs the peer from the venv scripts/bench prepares (nil when it is missing or CIVITAS_RELEASE_PEER=0).
+    static func run(records: Int, callers: [String], directory: String) throws -> Outcome? {
+        let environment = ProcessInfo.processInfo.environment
+        let python = environment["CIVITAS_PEERS_PYTHON"] ?? ".venv-peers/bin/python"
+        guard environment["CIVITAS_RELEASE_PEER"] != "0", FileManager.default.isExecutableFile(atPath: python) else { return nil }
+        let recordsPath = directory + "/peer-records.csv", callersPath = directory + "/peer-callers.txt"
+        FileManager.default.createFile(atPath: recordsPath, contents: nil)
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: recordsPath))
+        for start in stride(from: 0, to: records, by: 100_000) {
+            let table = BenchCalls.table(rows: min(records, start + 100_000) - start, callers: records / 3, offset: start)
+            var text = start == 0 ? table.columns.joined(separator: ",") + "\n" : ""
+            for row in table.rows { text += row.joined(separator: ",") + "\n" }
+            out.write(Data(text.utf8))
+        }
+        try out.close()
+        try Data((callers.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: callersPath))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = ["scripts/peers/release_peer.py", recordsPath, callersPath, directory + "/peer", "5", "0.1"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, let object = try JSONParser.parse(Array(output)).objectValue else {
+            throw BenchError("the release peer failed")
+        }
+        let stages = (object["stages"]?.objectValue ?? [:]).sorted { $0.key < $1.key }
+            .map { "\($0.key) \(String(format: "%.2f", $0.value.numberValue ?? 0))" }.joined(separator: ", ")
+        return Outcome(secondsValue: object["seconds"]?.numberValue ?? 0, peak: Int(object["peak_rss"]?.numberValue ?? 0),
+                       released: Int(object["released"]?.numberValue ?? 0), k: Int(object["k"]?.numberValue ?? 0),
+                       rowsDigest: object["rows_sha256"]?.stringValue ?? "", stages: stages)
+    }
+
+    /// SHA-256 of the released rows (no header) with each pseudonym replaced by the order of its first
+    /// appearance, as the peer computes it: equal digests mean the same rows, linked the same way.
+    static func rowsDigest(envelope: [UInt8], recipient: SecretKeys, issuer: PublicKeys) throws -> String {
+        let sink = MemorySink(capacity: envelope.count)
+        _ = try EnvelopeOpener(recipient: recipient, issuer: issuer).open(MemorySource(envelope), to: sink)
+        let lines = String(decoding: sink.bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        guard let header = lines.first?.split(separator: ","), let caller = header.firstIndex(of: "caller"), !sink.bytes.contains(0x22) else {
+            throw BenchError("the released CSV has no caller column or has quoted fields")
+        }
+        var order: [Substring: Int] = [:]
+        var text = ""
+        for line in lines.dropFirst() where !line.isEmpty {
+            var fields = line.split(separator: ",", omittingEmptySubsequences: false)
+            let ordinal = order[fields[caller]] ?? order.count
+            order[fields[caller]] = ordinal
+            fields[caller] = Substring(String(ordinal))
+            text += fields.joined(separator: ",") + "\n"
+        }
+        return Hex.encode(SHA256Hasher.hash(Array(text.utf8)))
     }
 }
