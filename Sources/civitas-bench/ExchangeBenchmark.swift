@@ -132,7 +132,7 @@ enum ReleasePeer {
         let python = environment["CIVITAS_PEERS_PYTHON"] ?? ".venv-peers/bin/python"
         guard environment["CIVITAS_RELEASE_PEER"] != "0", FileManager.default.isExecutableFile(atPath: python) else { return nil }
         let recordsPath = directory + "/peer-records.csv", callersPath = directory + "/peer-callers.txt"
-        FileManager.default.createFile(atPath: recordsPath, contents: nil)
+        guard FileManager.default.createFile(atPath: recordsPath, contents: nil) else { throw BenchError("cannot write \(recordsPath)") }
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: recordsPath))
         for start in stride(from: 0, to: records, by: 100_000) {
             let table = BenchCalls.table(rows: min(records, start + 100_000) - start, callers: records / 3, offset: start)

@@ -29,6 +29,23 @@ func releasedClasses(_ table: CSVTable, qi: [String]) throws -> [[String]: [Stri
     return classes
 }
 
+/// 1,500 people, one in three with four records (so linked groups count when the subject is released).
+func linkedPeopleTable() -> CSVTable {
+    var rows: [[String]] = []
+    var state: UInt64 = 11
+    func next(_ bound: Int) -> Int {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Int((state >> 33) % UInt64(bound))
+    }
+    for person in 0..<1_500 {
+        let age = 18 + next(60), zip = ["19401", "19403", "19406", "19422", "19446"][next(5)]
+        for record in 0..<(person % 3 == 0 ? 4 : 1) {
+            rows.append([String(age + (record == 2 ? 9 : 0)), record == 3 ? "19446" : zip, ["F", "M"][person % 2], "P\(person)"])
+        }
+    }
+    return CSVTable(columns: ["age", "zip", "sex", "person"], rows: rows)
+}
+
 @Suite("Anonymization engine")
 struct AnonymizationTests {
     @Test("The optimal search finds the same best node as brute force over the whole lattice, under every metric",
@@ -46,7 +63,7 @@ struct AnonymizationTests {
         for node in 0..<lattice.size {
             let outcome = try evaluator.evaluate(levels: lattice.levels(of: node), fromCells: true)
             guard outcome.suppressed <= limit else { continue }
-            let sizes = evaluator.usedSlots.filter { evaluator.kept[Int($0)] }.map { Double(evaluator.size(ofSlot: $0)) }
+            let sizes = (0..<Int32(evaluator.classCount)).filter { evaluator.kept[Int($0)] }.map { Double(evaluator.size(ofClass: $0)) }
             let score: Double
             switch metric {
             case .loss: score = Double(400 - outcome.suppressed) / 400 * lattice.precision(node) + Double(outcome.suppressed) / 400
@@ -61,20 +78,7 @@ struct AnonymizationTests {
 
     @Test("Subjects counted on two cores give every node the same outcome as counted on one", arguments: [3, 5])
     func subjectsCountedInTwoHalves(k: Int) throws {
-        // 1,500 people, one in three with four records, the subject released (so linked groups count too).
-        var rows: [[String]] = []
-        var state: UInt64 = 11
-        func next(_ bound: Int) -> Int {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Int((state >> 33) % UInt64(bound))
-        }
-        for person in 0..<1_500 {
-            let age = 18 + next(60), zip = ["19401", "19403", "19406", "19422", "19446"][next(5)]
-            for record in 0..<(person % 3 == 0 ? 4 : 1) {
-                rows.append([String(age + (record == 2 ? 9 : 0)), record == 3 ? "19446" : zip, ["F", "M"][person % 2], "P\(person)"])
-            }
-        }
-        let table = CSVTable(columns: ["age", "zip", "sex", "person"], rows: rows)
+        let table = linkedPeopleTable()
         let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.2, subject: "person", linking: ["person"])
         let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
         let one = ClassEvaluator(table: prepared.encoded, requirements: requirements), two = ClassEvaluator(table: prepared.encoded, requirements: requirements)
@@ -88,6 +92,24 @@ struct AnonymizationTests {
         }
         #expect(differing == 0)
         #expect(try one.evaluate(levels: lattice.levels(of: 0)).suppressed > 0, "the finest node must have people to suppress, or the test shows nothing")
+    }
+
+    @Test("Classes rolled up from stored coarser classes give every node the outcome counted from the cells", arguments: [3, 5])
+    func rolledUpClassesMatchCells(k: Int) throws {
+        let table = linkedPeopleTable()
+        let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.2, subject: "person", linking: ["person"])
+        let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
+        let rolling = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let cells = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let lattice = Lattice(heights: prepared.encoded.heights)
+        var differing = 0
+        // Finest first, so that every coarser node can be rolled up from classes stored before it.
+        for node in lattice.bottomUpOrder {
+            let levels = lattice.levels(of: node)
+            if try rolling.evaluate(levels: levels) != (try cells.evaluate(levels: levels, fromCells: true)) { differing += 1 }
+        }
+        #expect(differing == 0)
+        #expect(rolling.rolledUp > lattice.size / 2, "most nodes must be rolled up, or the test shows nothing")
     }
 
     @Test("Released tables are k-anonymous under plain equality; suppressed records leave entirely", arguments: ["optimal", "mondrian"])

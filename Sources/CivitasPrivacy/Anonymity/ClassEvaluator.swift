@@ -2,21 +2,26 @@ import Foundation
 
 /// Groups weighted cells into equivalence classes for one generalization and
 /// decides which classes meet k (and l), counting distinct subjects: the inner
-/// loop of every search. Uses an open-addressing table reused across evaluations.
+/// loop of every search. Classes are numbered densely in the order they are
+/// found; an open-addressing table of their keys is reused across evaluations.
 final class ClassEvaluator {
     let table: EncodedTable
     let requirements: AnonymityRequirements
-    private var capacity: Int
+    private let capacity: Int
+    /// The open-addressing table: a generalized tuple's key and its class number.
     private var keys: [UInt64]
-    private var sizes: [Int32]
-    private var used: [Int32] = []
+    private var classOfKey: [Int32]
+    /// Positions of `keys` filled by the last evaluation (to empty them again).
+    private var filled: [Int32] = []
+    /// Per class of the last evaluation: its size in subjects.
+    private var sizes: [Int32] = []
     private var pairKeys: [UInt64]
     private var pairCounts: [Int32]
     private var pairUsed: [Int32] = []
-    /// Per cell, the class slot of the last evaluation.
-    private(set) var slotOfCell: [Int32]
-    /// Per slot, whether the class was kept (meets k and l) in the last evaluation.
-    private(set) var kept: [Bool]
+    /// Per cell, its class in the last evaluation that started from the cells.
+    private(set) var classOfCell: [Int32]
+    /// Per class, whether it was kept (meets k and l) in the last evaluation.
+    private(set) var kept: [Bool] = []
     private static let empty = UInt64.max
 
     init(table: EncodedTable, requirements: AnonymityRequirements) {
@@ -26,12 +31,15 @@ final class ClassEvaluator {
         while capacity < table.cellCount.count * 2 { capacity <<= 1 }
         self.capacity = capacity
         keys = [UInt64](repeating: Self.empty, count: capacity)
-        sizes = [Int32](repeating: 0, count: capacity)
-        kept = [Bool](repeating: false, count: capacity)
+        classOfKey = [Int32](repeating: 0, count: capacity)
         let pairCapacity = requirements.diversity == nil ? 1 : capacity * 2
         pairKeys = [UInt64](repeating: Self.empty, count: pairCapacity)
         pairCounts = [Int32](repeating: 0, count: pairCapacity)
-        slotOfCell = [Int32](repeating: 0, count: table.cellCount.count)
+        classOfCell = [Int32](repeating: 0, count: table.cellCount.count)
+        let entries = table.spanningSubjects.items.count
+        classOfEntry = [Int32](repeating: 0, count: entries)
+        distinctClasses = [Int32](repeating: 0, count: entries)
+        distinctCount = [Int32](repeating: 0, count: table.spanningSubjects.count)
     }
 
     struct Outcome: Equatable {
@@ -63,13 +71,15 @@ final class ClassEvaluator {
         let levels: [Int]
         let codes: [UInt32]
         let sizes: [Int32]
+        /// Per entry of the table's spanning subjects' cell lists, its cell's class here.
+        let entryClasses: [Int32]
     }
     private var snapshots: [Snapshot] = []
     private var snapshotClasses = 0
     private static let snapshotLimit = 24
     /// A snapshot is kept when it has at most 1/snapshotShare as many classes as there are cells.
     private static let snapshotShare = 5
-    /// Label codes (one per column) of each class created by the last evaluation, in creation order.
+    /// Label codes (one per column) of each class of the last evaluation, in class order.
     private var classCodes: [UInt32] = []
 
     /// Drops the stored classes (so that every search starts from the cells).
@@ -77,6 +87,9 @@ final class ClassEvaluator {
         snapshots.removeAll()
         snapshotClasses = 0
     }
+
+    /// Evaluations rolled up from stored classes rather than grouped from the cells.
+    private(set) var rolledUp = 0
 
     /// Evaluates the full-domain generalization at `levels`. Unless `fromCells` is set (needed when
     /// the release must know each cell's class), it starts from the smallest stored set of classes
@@ -93,42 +106,69 @@ final class ClassEvaluator {
         }.min { $0.sizes.count < $1.sizes.count } : nil
         if let source, source.sizes.count < table.cellCount.count {
             group(input: source.codes, tables: (0..<q).map { table.rollup[$0][source.levels[$0]][levels[$0]] },
-                  multipliers: multipliers, weights: source.sizes, recordCells: false)
+                  multipliers: multipliers, weights: source.sizes, classOfItem: &classOfItem)
+            // Each spanning entry's class follows from its class in the source: one look-up, no hashing.
+            gather(classOfItem, at: source.entryClasses, into: &classOfEntry)
+            rolledUp += 1
         } else {
             group(input: table.cellLeaves, tables: (0..<q).map { table.codes[$0][levels[$0]] },
-                  multipliers: multipliers, weights: table.cellSubjects, recordCells: true)
+                  multipliers: multipliers, weights: table.cellSubjects, classOfItem: &classOfCell)
+            gather(classOfCell, at: table.spanningSubjects.items, into: &classOfEntry)
         }
         // Stored before the per-subject correction (sums of cell weights roll up, the correction
         // does not), and only when much smaller than the cells: all snapshots together hold at most
         // as many classes as there are cells, so they never outweigh the table.
         let cells = table.cellCount.count
-        if canRollUp, used.count * Self.snapshotShare <= cells {
-            let classSizes = used.map { sizes[Int($0)] }
-            while snapshots.count == Self.snapshotLimit || (!snapshots.isEmpty && snapshotClasses + used.count > cells) {
+        let classes = sizes.count
+        if canRollUp, classes * Self.snapshotShare <= cells {
+            while snapshots.count == Self.snapshotLimit || (!snapshots.isEmpty && snapshotClasses + classes > cells) {
                 snapshotClasses -= snapshots.removeFirst().sizes.count
             }
-            snapshots.append(Snapshot(levels: levels, codes: classCodes, sizes: classSizes))
-            snapshotClasses += used.count
+            snapshots.append(Snapshot(levels: levels, codes: classCodes, sizes: sizes, entryClasses: classOfEntry))
+            snapshotClasses += classes
         }
-        countSpanningSubjectsOnce(levels: levels, multipliers: multipliers)
-        var diversityOK: [Int32: Bool] = [:]
+        countSpanningSubjectsOnce()
+        var diversityOK: [Bool] = []
         if let diversity = requirements.diversity {
             diversityOK = classDiversity(diversity)
         }
-        var outcome = Outcome(suppressed: 0, classes: used.count, keptClasses: 0)
+        var outcome = Outcome(suppressed: 0, classes: classes, keptClasses: 0)
         let k = Int32(requirements.k)
-        for slot in used {
-            let ok = sizes[Int(slot)] >= k && (requirements.diversity == nil || diversityOK[slot] == true)
-            kept[Int(slot)] = ok
-            if ok {
-                outcome.keptClasses += 1
-                outcome.keptSquares += Double(sizes[Int(slot)]) * Double(sizes[Int(slot)])
-            } else {
-                outcome.suppressed += Int(sizes[Int(slot)])
+        kept = [Bool](repeating: false, count: classes)
+        var suppressed = 0, keptClasses = 0
+        var squares = 0.0
+        sizes.withUnsafeBufferPointer { sizes in
+            kept.withUnsafeMutableBufferPointer { kept in
+                for id in 0..<classes {
+                    let size = sizes[id]
+                    let ok = size >= k && (diversityOK.isEmpty || diversityOK[id])
+                    kept[id] = ok
+                    if ok {
+                        keptClasses += 1
+                        squares += Double(size) * Double(size)
+                    } else {
+                        suppressed += Int(size)
+                    }
+                }
             }
         }
+        outcome.suppressed = suppressed
+        outcome.keptClasses = keptClasses
+        outcome.keptSquares = squares
         if linksSubjects { outcome.suppressed += linkedSubjectsBelowK() }
         return outcome
+    }
+
+    /// `output[i] = values[indexes[i]]` for every index, into a buffer reused across evaluations.
+    private func gather<Index: BinaryInteger>(_ values: [Int32], at indexes: [Index], into output: inout [Int32]) {
+        if output.count != indexes.count { output = [Int32](repeating: 0, count: indexes.count) }
+        values.withUnsafeBufferPointer { values in
+            indexes.withUnsafeBufferPointer { indexes in
+                output.withUnsafeMutableBufferPointer { output in
+                    for i in 0..<indexes.count { output[i] = values[Int(indexes[i])] }
+                }
+            }
+        }
     }
 
     /// Whether the released table carries the subject's pseudonym, which links a subject's records across classes.
@@ -140,50 +180,72 @@ final class ClassEvaluator {
     /// Sets of classes are counted in an open-addressing table of representatives compared
     /// element by element (exact, whatever the hash), with no allocation per subject.
     private func linkedSubjectsBelowK() -> Int {
-        let subjects = spanningSlots.count
+        let subjects = table.spanningSubjects.count
         var tableSize = 16
         while tableSize < subjects * 2 { tableSize <<= 1 }
         if signatureSubject.count != tableSize {
             signatureSubject = [Int32](repeating: -1, count: tableSize)
             signatureCount = [Int32](repeating: 0, count: tableSize)
         }
-        if linkedInto.count != capacity { linkedInto = [Int32](repeating: 0, count: capacity) }
+        let classes = sizes.count
+        var linkedInto = [Int32](repeating: 0, count: classes)
         let mask = tableSize - 1
-        var touched: [Int32] = []
         var signatures: [Int32] = []
-        for subject in 0..<subjects {
-            let slots = spanningSlots[subject]
-            guard slots.count > 1 else { continue }
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for slot in slots {
-                hash = (hash ^ UInt64(UInt32(bitPattern: slot))) &* 0x100_0000_01b3
-                if linkedInto[Int(slot)] == 0 { touched.append(slot) }
-                linkedInto[Int(slot)] += 1
-            }
-            var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
-            while signatureSubject[position] >= 0 && !spanningSlots[Int(signatureSubject[position])].elementsEqual(slots) {
-                position = (position + 1) & mask
-            }
-            if signatureSubject[position] < 0 {
-                signatureSubject[position] = Int32(subject)
-                signatures.append(Int32(position))
-            }
-            signatureCount[position] += 1
-        }
+        let k = requirements.k
         var suppressed = 0
-        for slot in touched {
-            let count = Int(linkedInto[Int(slot)])
-            linkedInto[Int(slot)] = 0
-            guard kept[Int(slot)] else { continue }
-            let alone = Int(sizes[Int(slot)]) - count
-            if alone > 0 && alone < requirements.k { suppressed += alone }
-        }
-        for position in signatures {
-            let count = Int(signatureCount[Int(position)])
-            let representative = Int(signatureSubject[Int(position)])
-            signatureSubject[Int(position)] = -1
-            signatureCount[Int(position)] = 0
-            if count < requirements.k && spanningSlots[representative].allSatisfy({ kept[Int($0)] }) { suppressed += count }
+        table.spanningSubjects.starts.withUnsafeBufferPointer { starts in
+            distinctClasses.withUnsafeBufferPointer { distinct in
+                distinctCount.withUnsafeBufferPointer { counts in
+                    signatureSubject.withUnsafeMutableBufferPointer { signatureSubject in
+                        signatureCount.withUnsafeMutableBufferPointer { signatureCount in
+                            linkedInto.withUnsafeMutableBufferPointer { linkedInto in
+                                kept.withUnsafeBufferPointer { kept in
+                                    for subject in 0..<subjects {
+                                        let count = Int(counts[subject])
+                                        guard count > 1 else { continue }
+                                        let start = starts[subject]
+                                        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+                                        for i in start..<(start + count) {
+                                            let id = distinct[i]
+                                            hash = (hash ^ UInt64(UInt32(bitPattern: id))) &* 0x100_0000_01b3
+                                            linkedInto[Int(id)] &+= 1
+                                        }
+                                        var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+                                        while true {
+                                            let other = signatureSubject[position]
+                                            if other < 0 {
+                                                signatureSubject[position] = Int32(subject)
+                                                signatures.append(Int32(position))
+                                                break
+                                            }
+                                            let otherStart = starts[Int(other)]
+                                            if Int(counts[Int(other)]) == count
+                                                && (0..<count).allSatisfy({ distinct[start + $0] == distinct[otherStart + $0] }) {
+                                                break
+                                            }
+                                            position = (position &+ 1) & mask
+                                        }
+                                        signatureCount[position] &+= 1
+                                    }
+                                    for id in 0..<classes where linkedInto[id] > 0 && kept[id] {
+                                        let alone = Int(sizes[id]) - Int(linkedInto[id])
+                                        if alone > 0 && alone < k { suppressed += alone }
+                                    }
+                                    for position in signatures {
+                                        let count = Int(signatureCount[Int(position)])
+                                        let representative = Int(signatureSubject[Int(position)])
+                                        signatureSubject[Int(position)] = -1
+                                        signatureCount[Int(position)] = 0
+                                        guard count < k else { continue }
+                                        let start = starts[representative]
+                                        if (start..<(start + Int(counts[representative]))).allSatisfy({ kept[Int(distinct[$0])] }) { suppressed += count }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         return suppressed
     }
@@ -191,11 +253,20 @@ final class ClassEvaluator {
     /// Scratch tables of ``linkedSubjectsBelowK()``, left empty between calls.
     private var signatureSubject: [Int32] = []
     private var signatureCount: [Int32] = []
-    private var linkedInto: [Int32] = []
 
-    /// Hashes each item's generalized codes into the class table, adding its weight. `input`
-    /// holds one code per column per item; `tables[column]` maps it to the target level's code.
-    private func group(input: [UInt32], tables: [[UInt32]], multipliers: [UInt64], weights: [Int32], recordCells: Bool) {
+    /// Per entry of the spanning subjects' cell lists, its cell's class (last evaluation).
+    private var classOfEntry: [Int32]
+    /// Per spanning subject, its distinct classes in ascending order, written from the subject's
+    /// first entry on (`distinctCount` of them), and how many there are.
+    private var distinctClasses: [Int32]
+    private var distinctCount: [Int32]
+    /// Per item of the last roll-up (a class of the source snapshot), its class.
+    private var classOfItem: [Int32] = []
+
+    /// Hashes each item's generalized codes into the class table, adding its weight, and writes
+    /// each item's class to `classOfItem`. `input` holds one code per column per item;
+    /// `tables[column]` maps it to the target level's code.
+    private func group(input: [UInt32], tables: [[UInt32]], multipliers: [UInt64], weights: [Int32], classOfItem: inout [Int32]) {
         let q = tables.count
         var offsets: [Int] = []
         var flat: [UInt32] = []
@@ -206,14 +277,17 @@ final class ClassEvaluator {
         let mask = capacity - 1
         let items = weights.count
         var newClasses: [UInt32] = []
+        var sizes: [Int32] = []
+        var filled: [Int32] = []
+        if classOfItem.count < items { classOfItem = [Int32](repeating: 0, count: items) }
         flat.withUnsafeBufferPointer { flat in
             offsets.withUnsafeBufferPointer { offsets in
                 multipliers.withUnsafeBufferPointer { multipliers in
                     input.withUnsafeBufferPointer { input in
                         weights.withUnsafeBufferPointer { weights in
                             keys.withUnsafeMutableBufferPointer { keys in
-                                sizes.withUnsafeMutableBufferPointer { sizes in
-                                    slotOfCell.withUnsafeMutableBufferPointer { slotOfCell in
+                                classOfKey.withUnsafeMutableBufferPointer { classOfKey in
+                                    classOfItem.withUnsafeMutableBufferPointer { classOfItem in
                                         var base = 0
                                         for item in 0..<items {
                                             var key: UInt64 = 0
@@ -222,15 +296,21 @@ final class ClassEvaluator {
                                             }
                                             var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
                                             while keys[slot] != key && keys[slot] != Self.empty { slot = (slot &+ 1) & mask }
+                                            let id: Int32
                                             if keys[slot] == Self.empty {
                                                 keys[slot] = key
-                                                used.append(Int32(slot))
+                                                id = Int32(sizes.count)
+                                                classOfKey[slot] = id
+                                                filled.append(Int32(slot))
+                                                sizes.append(weights[item])
                                                 for column in 0..<q {
                                                     newClasses.append(flat[offsets[column] &+ Int(input[base &+ column])])
                                                 }
+                                            } else {
+                                                id = classOfKey[slot]
+                                                sizes[Int(id)] &+= weights[item]
                                             }
-                                            sizes[slot] &+= weights[item]
-                                            if recordCells { slotOfCell[item] = Int32(slot) }
+                                            classOfItem[item] = id
                                             base &+= q
                                         }
                                     }
@@ -242,96 +322,79 @@ final class ClassEvaluator {
             }
         }
         classCodes = newClasses
+        self.sizes = sizes
+        self.filled = filled
     }
 
-    /// Size of the class in `slot` after the last evaluation.
-    func size(ofSlot slot: Int32) -> Int { Int(sizes[Int(slot)]) }
+    /// Size in subjects of a class of the last evaluation.
+    func size(ofClass id: Int32) -> Int { Int(sizes[Int(id)]) }
 
-    /// Slots used by the last evaluation.
-    var usedSlots: [Int32] { used }
+    /// Number of classes of the last evaluation (numbered from 0).
+    var classCount: Int { sizes.count }
 
     /// Class sizes are sums of per-cell subject counts; a subject with records in several cells of
-    /// one class was counted once per cell, and is now counted once.
-    /// Keeps, when the subject is linked, each spanning subject's distinct classes in `spanningSlots`.
-    private func countSpanningSubjectsOnce(levels: [Int], multipliers: [UInt64]) {
-        spanningSlots.removeAll()
-        guard !table.spanningSubjects.isEmpty else { return }
-        let q = levels.count
-        var columnOffsets: [Int] = []
-        var codes: [UInt32] = []
-        for column in 0..<q {
-            columnOffsets.append(codes.count)
-            codes += table.codes[column][levels[column]]
-        }
-        let offsets = columnOffsets, flat = codes
-        let mask = capacity - 1
-        let linked = linksSubjects
+    /// one class was counted once per cell, and is now counted once. Writes each spanning
+    /// subject's distinct classes, in ascending order, to `distinctClasses`.
+    private func countSpanningSubjectsOnce() {
         let subjects = table.spanningSubjects.count
-        // The subjects in two halves, one per core: each finds its subjects' classes (reading the
-        // class table only) and lists the class sizes to correct; the corrections and the lists
-        // are then applied in subject order, so the outcome is the same as in one pass.
+        guard subjects > 0 else { return }
+        // The subjects in two halves, one per core: each reads its subjects' classes, writes their
+        // distinct classes (to its own entries) and lists the class sizes to correct; the
+        // corrections are applied afterwards, so the outcome is the same as in one pass.
         let parts = subjects >= parallelFrom ? 2 : 1
         var decrements = [[Int32]](repeating: [], count: parts)
-        var lists = [Lists](repeating: Lists(), count: parts)
-        let keys = self.keys
-        let spanning = table.spanningSubjects
-        let leavesTable = table.cellLeaves
-        decrements.withUnsafeMutableBufferPointer { decrementsBuffer in
-            lists.withUnsafeMutableBufferPointer { listsBuffer in
-                // Each part writes only its own element.
-                let decrements = PartResults(base: decrementsBuffer), lists = PartResults(base: listsBuffer)
-                DispatchQueue.concurrentPerform(iterations: parts) { part in
-                    let range = (subjects * part / parts)..<(subjects * (part + 1) / parts)
-                    var seen: [Int32] = []
-                    var corrections: [Int32] = []
-                    var found = Lists()
-                    flat.withUnsafeBufferPointer { flat in
-                        offsets.withUnsafeBufferPointer { offsets in
-                            multipliers.withUnsafeBufferPointer { multipliers in
-                                leavesTable.withUnsafeBufferPointer { leaves in
-                                    keys.withUnsafeBufferPointer { keys in
-                                        for subject in range {
-                                            seen.removeAll(keepingCapacity: true)
-                                            for cell in spanning[subject] {
-                                                // The class exists: every cell was grouped in this evaluation.
-                                                var key: UInt64 = 0
-                                                let base = Int(cell) &* q
-                                                for column in 0..<q {
-                                                    key &+= UInt64(flat[offsets[column] &+ Int(leaves[base &+ column])]) &* multipliers[column]
-                                                }
-                                                var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
-                                                while keys[slot] != key { slot = (slot &+ 1) & mask }
-                                                if seen.contains(Int32(slot)) { corrections.append(Int32(slot)) } else { seen.append(Int32(slot)) }
-                                            }
-                                            if linked {
-                                                seen.sort()
-                                                found.append(seen)
-                                            }
+        let starts = table.spanningSubjects.starts
+        let classOfEntry = self.classOfEntry
+        distinctClasses.withUnsafeMutableBufferPointer { distinctBuffer in
+            distinctCount.withUnsafeMutableBufferPointer { countBuffer in
+                decrements.withUnsafeMutableBufferPointer { decrementsBuffer in
+                    // Each part writes only its own subjects' entries and counts, and its own element of decrements.
+                    let distinct = PartResults(base: distinctBuffer), counts = PartResults(base: countBuffer)
+                    let decrements = PartResults(base: decrementsBuffer)
+                    DispatchQueue.concurrentPerform(iterations: parts) { part in
+                        let range = (subjects * part / parts)..<(subjects * (part + 1) / parts)
+                        var corrections: [Int32] = []
+                        classOfEntry.withUnsafeBufferPointer { classes in
+                            starts.withUnsafeBufferPointer { starts in
+                                for subject in range {
+                                    let start = starts[subject]
+                                    var count = 0
+                                    for entry in start..<starts[subject + 1] {
+                                        let id = classes[entry]
+                                        // Insertion into the subject's short sorted list of classes.
+                                        var position = start + count
+                                        while position > start && distinct.base[position - 1] > id { position -= 1 }
+                                        if position > start && distinct.base[position - 1] == id {
+                                            corrections.append(id)
+                                            continue
                                         }
+                                        var move = start + count
+                                        while move > position {
+                                            distinct.base[move] = distinct.base[move - 1]
+                                            move -= 1
+                                        }
+                                        distinct.base[position] = id
+                                        count += 1
                                     }
+                                    counts.base[subject] = Int32(count)
                                 }
                             }
                         }
+                        decrements.base[part] = corrections
                     }
-                    decrements.base[part] = corrections
-                    lists.base[part] = found
                 }
             }
         }
         for part in 0..<parts {
-            for slot in decrements[part] { sizes[Int(slot)] &-= 1 }
-            if linked { spanningSlots.append(contentsOf: lists[part]) }
+            for id in decrements[part] { sizes[Int(id)] &-= 1 }
         }
     }
 
     /// Spanning subjects from which their classes are found on two cores.
     var parallelFrom = 4_096
 
-    /// Per spanning subject, the distinct classes of its records (last evaluation; kept only when the subject is linked).
-    private var spanningSlots = Lists()
-
     /// l-diversity per class, each sensitive value weighted by the distinct subjects holding it.
-    private func classDiversity(_ diversity: DiversityRequirement) -> [Int32: Bool] {
+    private func classDiversity(_ diversity: DiversityRequirement) -> [Bool] {
         let mask = pairKeys.count - 1
         func pairSlot(_ key: UInt64) -> Int {
             var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
@@ -339,7 +402,7 @@ final class ClassEvaluator {
             return slot
         }
         for cell in 0..<table.cellCount.count {
-            let key = UInt64(UInt32(bitPattern: slotOfCell[cell])) << 32 | UInt64(table.cellSensitive[cell])
+            let key = UInt64(UInt32(bitPattern: classOfCell[cell])) << 32 | UInt64(table.cellSensitive[cell])
             let slot = pairSlot(key)
             if pairKeys[slot] == Self.empty {
                 pairKeys[slot] = key
@@ -352,42 +415,41 @@ final class ClassEvaluator {
         for subject in 0..<table.spanningSubjects.count {
             seen.removeAll(keepingCapacity: true)
             for cell in table.spanningSubjects[subject] {
-                let key = UInt64(UInt32(bitPattern: slotOfCell[Int(cell)])) << 32 | UInt64(table.cellSensitive[Int(cell)])
+                let key = UInt64(UInt32(bitPattern: classOfCell[Int(cell)])) << 32 | UInt64(table.cellSensitive[Int(cell)])
                 if seen.contains(key) { pairCounts[pairSlot(key)] -= 1 } else { seen.append(key) }
             }
         }
-        var distinct: [Int32: Int] = [:]
-        var plogp: [Int32: Double] = [:]
-        var weight: [Int32: Double] = [:]
+        let classes = sizes.count
+        var distinct = [Int](repeating: 0, count: classes)
+        var plogp = [Double](repeating: 0, count: classes)
+        var weight = [Double](repeating: 0, count: classes)
         for slot in pairUsed {
-            let classSlot = Int32(truncatingIfNeeded: pairKeys[Int(slot)] >> 32)
+            let id = Int(Int32(truncatingIfNeeded: pairKeys[Int(slot)] >> 32))
             let count = Double(pairCounts[Int(slot)])
-            distinct[classSlot, default: 0] += 1
-            plogp[classSlot, default: 0] += count * log(count)
-            weight[classSlot, default: 0] += count
+            distinct[id] += 1
+            plogp[id] += count * log(count)
+            weight[id] += count
         }
-        var result: [Int32: Bool] = [:]
-        for slot in used {
-            let values = distinct[slot] ?? 0
+        return (0..<classes).map { id in
             switch diversity {
             case .distinct(let l):
-                result[slot] = values >= l
+                return distinct[id] >= l
             case .entropy(let l):
-                let n = weight[slot] ?? 0
-                let entropy = n > 0 ? log(n) - (plogp[slot] ?? 0) / n : 0
-                result[slot] = values >= l && entropy >= log(Double(l)) + DiversityRequirement.entropyMargin
+                let n = weight[id]
+                let entropy = n > 0 ? log(n) - plogp[id] / n : 0
+                return distinct[id] >= l && entropy >= log(Double(l)) + DiversityRequirement.entropyMargin
             }
         }
-        return result
     }
 
     private func reset() {
-        for slot in used {
-            keys[Int(slot)] = Self.empty
-            sizes[Int(slot)] = 0
-            kept[Int(slot)] = false
+        if filled.count > capacity / 8 {
+            keys.withUnsafeMutableBufferPointer { $0.update(repeating: Self.empty) }
+        } else {
+            for slot in filled { keys[Int(slot)] = Self.empty }
         }
-        used.removeAll(keepingCapacity: true)
+        filled.removeAll(keepingCapacity: true)
+        sizes.removeAll(keepingCapacity: true)
         classCodes.removeAll(keepingCapacity: true)
         for slot in pairUsed {
             pairKeys[Int(slot)] = Self.empty
@@ -397,7 +459,7 @@ final class ClassEvaluator {
     }
 }
 
-/// Per-part results written by concurrent workers, each to its own element only.
+/// Per-part results written by concurrent workers, each to its own elements only.
 private struct PartResults<Element>: @unchecked Sendable {
     let base: UnsafeMutableBufferPointer<Element>
 }

@@ -48,9 +48,9 @@ enum Release {
         var classOfRow = [Int32](repeating: 0, count: table.rowCount)
         var keep = [Bool](repeating: false, count: table.rowCount)
         for r in 0..<table.rowCount {
-            let slot = evaluator.slotOfCell[Int(encoded.cellOfRow[r])]
-            classOfRow[r] = slot
-            keep[r] = evaluator.kept[Int(slot)]
+            let id = evaluator.classOfCell[Int(encoded.cellOfRow[r])]
+            classOfRow[r] = id
+            keep[r] = evaluator.kept[Int(id)]
         }
         let summary = try SubjectProtection(requirements: requirements).enforce(table: table, encoded: encoded, classOfRow: classOfRow, keep: &keep)
         // Each record's leaf, released as its label at the chosen level.
