@@ -107,25 +107,30 @@ public struct ReleaseTreatment: Sendable {
             let positions = table.columns.map { columns.firstIndex(of: $0) }
             let cap = treatment.policy.treatment.maxRecordsPerSubject
             recordsRead += rows.count
-            var record = [String](repeating: "", count: positions.count)
-            for row in rows {
-                for (c, position) in positions.enumerated() { record[c] = position.map { $0 < row.count ? row[$0] : "" } ?? "" }
-                if let subject {
-                    guard mayRelease(record[subject]) else {
+            // Which records may go (consent, the cap per subject), then the kept ones column by column.
+            var keep = [Bool](repeating: true, count: rows.count)
+            if let subject {
+                // A batch without the subject field has no subject to release: its records are checked as "".
+                let position = positions[subject]
+                for (r, row) in rows.enumerated() {
+                    let value = position.map { $0 < row.count ? row[$0] : "" } ?? ""
+                    guard mayRelease(value) else {
                         withoutConsent += 1
+                        keep[r] = false
                         continue
                     }
                     if let cap {
-                        let seen = perSubject[record[subject], default: 0] + 1
-                        perSubject[record[subject]] = seen
+                        let seen = perSubject[value, default: 0] + 1
+                        perSubject[value] = seen
                         guard seen <= cap else {
                             overCap += 1
+                            keep[r] = false
                             continue
                         }
                     }
                 }
-                table.append(record)
             }
+            table.append(rows: rows, positions: positions, keep: keep)
         }
 
         /// The collected records, handed over: the input no longer holds them.

@@ -15,6 +15,29 @@ struct ColumnarTableTests {
         #expect(throws: PrivacyError.self) { try ColumnarTable(table, columns: ["name"]) }
     }
 
+    @Test("Records appended column by column on both cores are the records appended one by one")
+    func appendedInBulk() throws {
+        var state: UInt64 = 9
+        func next(_ bound: Int) -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        // Rows in the source's own order, some short; the table reads five columns, one of them absent.
+        let rows = (0..<2_000).map { _ in (0..<(3 + next(2))).map { _ in String(next(50)) } }
+        let positions: [Int?] = [2, 0, nil, 3, 1]
+        let keep = rows.map { _ in next(4) != 0 }
+        var bulk = ColumnarTable(columns: ["a", "b", "c", "d", "e"]), single = bulk
+        bulk.append(rows: Array(rows[..<700]), positions: positions, keep: Array(keep[..<700]))
+        bulk.append(rows: Array(rows[700...]), positions: positions, keep: Array(keep[700...]))
+        for (row, kept) in zip(rows, keep) where kept {
+            single.append(positions.map { position in position.map { $0 < row.count ? row[$0] : "" } ?? "" })
+        }
+        #expect(bulk.rowCount == keep.filter { $0 }.count)
+        #expect(bulk.codes == single.codes)
+        #expect(bulk.values == single.values)
+        #expect(bulk.values[3].contains(""), "short rows must give empty values, or the test shows nothing")
+    }
+
     @Test("A transform of the values keeps records apart that it maps to the same text")
     func transformKeepsCodes() throws {
         var columns = try ColumnarTable(CSVTable(columns: ["id"], rows: [["a1"], ["b1"], ["a1"]]))

@@ -54,13 +54,20 @@ struct EncodedTable {
         var labels = quasiIdentifiers.map { [[String]](repeating: [], count: $0.hierarchy.height) }
         for (column, qi) in quasiIdentifiers.enumerated() {
             var labelIndex = [[String: UInt32]](repeating: [:], count: qi.hierarchy.height)
-            for (leaf, value) in table.values[columnIndexes[column]].enumerated() {
+            // Level 0 is the value itself: while the table's values are distinct, its code is the leaf.
+            let values = table.values[columnIndexes[column]]
+            let leavesAreLabels = table.hasDistinctValues[columnIndexes[column]]
+            if leavesAreLabels {
+                labels[column][0] = values
+                codes[column][0] = (0..<UInt32(values.count)).map { $0 }
+            }
+            for (leaf, value) in values.enumerated() {
                 let chain: [String]
                 do { chain = try qi.hierarchy.labels(for: value) } catch let error as PrivacyError {
                     let row = (leafOfRow[column].firstIndex(of: UInt32(leaf)) ?? 0) + 1
                     throw PrivacyError(.invalidValue, "row \(row), column '\(qi.column)': \(error.message)")
                 }
-                for level in 0..<qi.hierarchy.height {
+                for level in (leavesAreLabels ? 1 : 0)..<qi.hierarchy.height {
                     let label = chain[level]
                     let code: UInt32
                     if let known = labelIndex[level][label] { code = known } else {
@@ -74,64 +81,34 @@ struct EncodedTable {
         }
         let sensitiveOfRow = sensitiveIndex.map { table.codes[$0] } ?? [UInt32](repeating: 0, count: table.rowCount)
         let sensitiveValues = sensitiveIndex.map { table.values[$0] } ?? []
-        // Merge identical (leaves, sensitive) records into weighted cells, keyed by a
-        // mixed-radix number when it fits in 64 bits (it does for typical tables).
-        let radixes = quasiIdentifiers.indices.map { UInt64(max(labels[$0][0].count, 1)) } + [UInt64(max(sensitiveValues.count, 1))]
-        var fits = true
-        var product: UInt64 = 1
-        for radix in radixes {
-            let (next, overflow) = product.multipliedReportingOverflow(by: radix)
-            if overflow { fits = false; break }
-            product = next
-        }
-        // At most one cell per record; reserved so that growing never copies.
-        var cellLeaves: [UInt32] = []
-        cellLeaves.reserveCapacity(table.rowCount * q)
-        var cellSensitive: [UInt32] = []
-        cellSensitive.reserveCapacity(table.rowCount)
-        var cellCount: [Int32] = []
-        cellCount.reserveCapacity(table.rowCount)
-        var cellOfRow = [Int32](repeating: 0, count: table.rowCount)
-        func addCell(row r: Int) {
-            cellOfRow[r] = Int32(cellCount.count)
-            for column in 0..<q { cellLeaves.append(leafOfRow[column][r]) }
-            cellSensitive.append(sensitiveOfRow[r])
-            cellCount.append(1)
-        }
-        if fits {
-            var cellIndex: [UInt64: Int32] = [:]
-            cellIndex.reserveCapacity(table.rowCount)
-            for r in 0..<table.rowCount {
-                var key: UInt64 = 0
-                var multiplier: UInt64 = 1
-                for column in 0..<q {
-                    key &+= UInt64(leafOfRow[column][r]) &* multiplier
-                    multiplier &*= radixes[column]
-                }
-                key &+= UInt64(sensitiveOfRow[r]) &* multiplier
-                if let existing = cellIndex[key] {
-                    cellCount[Int(existing)] += 1
-                    cellOfRow[r] = existing
-                } else {
-                    cellIndex[key] = Int32(cellCount.count)
-                    addCell(row: r)
+        // Merge identical (leaves, sensitive) records into weighted cells: rows are numbered column
+        // by column as mixed-radix keys, renumbered densely whenever the next column would overflow 64 bits.
+        var rowKeys = [UInt64](repeating: 0, count: table.rowCount)
+        var span: UInt64 = 1
+        for (column, radix) in zip(leafOfRow + [sensitiveOfRow], quasiIdentifiers.indices.map { labels[$0][0].count } + [sensitiveValues.count]) {
+            let radix = UInt64(max(radix, 1))
+            if span.multipliedReportingOverflow(by: radix).overflow {
+                span = UInt64(Self.renumber(&rowKeys).count)
+            }
+            rowKeys.withUnsafeMutableBufferPointer { keys in
+                column.withUnsafeBufferPointer { leaves in
+                    for r in 0..<leaves.count { keys[r] = keys[r] &* radix &+ UInt64(leaves[r]) }
                 }
             }
-        } else {
-            var cellIndex: [[UInt32]: Int32] = [:]
-            var key = [UInt32](repeating: 0, count: q + 1)
-            for r in 0..<table.rowCount {
-                for column in 0..<q { key[column] = leafOfRow[column][r] }
-                key[q] = sensitiveOfRow[r]
-                if let existing = cellIndex[key] {
-                    cellCount[Int(existing)] += 1
-                    cellOfRow[r] = existing
-                } else {
-                    cellIndex[key] = Int32(cellCount.count)
-                    addCell(row: r)
-                }
+            span &*= radix
+        }
+        let firstRow = Self.renumber(&rowKeys)
+        let cellOfRow = rowKeys.map { Int32(truncatingIfNeeded: $0) }
+        rowKeys = []
+        var cellCount = [Int32](repeating: 0, count: firstRow.count)
+        for cell in cellOfRow { cellCount[Int(cell)] += 1 }
+        var cellLeaves = [UInt32](repeating: 0, count: firstRow.count * q)
+        for column in 0..<q {
+            leafOfRow[column].withUnsafeBufferPointer { leaves in
+                for (cell, row) in firstRow.enumerated() { cellLeaves[cell * q + column] = leaves[Int(row)] }
             }
         }
+        let cellSensitive = firstRow.map { sensitiveOfRow[Int($0)] }
         self.leafOfRow = leafOfRow
         self.codes = codes
         self.labels = labels
@@ -210,6 +187,35 @@ struct EncodedTable {
             rollup.append(byFrom)
         }
         self.rollup = rollup
+    }
+
+    /// Replaces every key by a dense number (0, 1, … in order of first appearance); returns the
+    /// first position of each number.
+    static func renumber(_ keys: inout [UInt64]) -> [Int32] {
+        var capacity = 1024
+        while capacity < keys.count * 2 { capacity <<= 1 }
+        let mask = capacity - 1
+        var slotKeys = [UInt64](repeating: 0, count: capacity)
+        var slotNumbers = [Int32](repeating: -1, count: capacity)
+        var first: [Int32] = []
+        keys.withUnsafeMutableBufferPointer { keys in
+            slotKeys.withUnsafeMutableBufferPointer { slotKeys in
+                slotNumbers.withUnsafeMutableBufferPointer { slotNumbers in
+                    for r in 0..<keys.count {
+                        let key = keys[r]
+                        var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+                        while slotNumbers[slot] >= 0 && slotKeys[slot] != key { slot = (slot &+ 1) & mask }
+                        if slotNumbers[slot] < 0 {
+                            slotKeys[slot] = key
+                            slotNumbers[slot] = Int32(first.count)
+                            first.append(Int32(r))
+                        }
+                        keys[r] = UInt64(slotNumbers[slot])
+                    }
+                }
+            }
+        }
+        return first
     }
 
     /// Per column, per pair of levels from ≤ to: label code at `from` → label code at `to`.

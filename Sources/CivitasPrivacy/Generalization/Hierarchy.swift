@@ -20,6 +20,17 @@ public enum Hierarchy: Sendable, Equatable {
     /// Units of date truncation.
     public enum DateUnit: String, Sendable, CaseIterable {
         case minute, hour, day, month, year
+
+        /// Characters of `YYYY-MM-DD HH:MM:SS` kept at this unit.
+        var prefixLength: Int {
+            switch self {
+            case .minute: 16
+            case .hour: 13
+            case .day: 10
+            case .month: 7
+            case .year: 4
+            }
+        }
     }
 
     /// Number of levels, including level 0 and the `*` level.
@@ -60,9 +71,11 @@ public enum Hierarchy: Sendable, Equatable {
                 labels.append(whole ? "\(low)-\(low + w - 1)" : "[\(low),\(low + w))")
             }
         case .dateTruncation(let units):
-            let text = value.replacingOccurrences(of: "T", with: " ")
+            // Plain ASCII without a `T` or CR (every valid timestamp): prefixes are taken on the bytes.
+            let plain = value.utf8.allSatisfy { $0 < 0x80 && $0 != 0x54 && $0 != 0x0D }
+            let text = plain ? value : value.replacingOccurrences(of: "T", with: " ")
             for unit in units {
-                labels.append(Self.truncate(text, to: unit))
+                labels.append(plain ? Self.truncateASCII(text, to: unit) : Self.truncate(text, to: unit))
             }
         case .masking(let steps):
             let characters = Array(Self.maskable(value))
@@ -72,8 +85,11 @@ public enum Hierarchy: Sendable, Equatable {
                 labels.append(String(characters.prefix(characters.count - masked)) + String(repeating: "*", count: masked))
             }
         case .geoGrid(let digits):
+            let bytes = Array(value.utf8)
+            var scratch: [UInt8] = []
             for fraction in digits {
-                labels.append(Self.truncateDecimal(value, fractionDigits: fraction))
+                labels.append(Self.truncatePlainDecimal(bytes, fractionDigits: fraction, scratch: &scratch)
+                              ?? Self.truncateDecimalText(value, fractionDigits: fraction))
             }
         case .suppressionOnly:
             break
@@ -105,19 +121,62 @@ public enum Hierarchy: Sendable, Equatable {
     }
 
     private static func truncate(_ text: String, to unit: DateUnit) -> String {
-        let keep: Int
-        switch unit {
-        case .minute: keep = 16
-        case .hour: keep = 13
-        case .day: keep = 10
-        case .month: keep = 7
-        case .year: keep = 4
-        }
-        return String(text.prefix(keep))
+        String(text.prefix(unit.prefixLength))
+    }
+
+    /// The same prefix as ``truncate(_:to:)`` for ASCII text without CR (one character per byte).
+    private static func truncateASCII(_ text: String, to unit: DateUnit) -> String {
+        String(Substring(text.utf8.prefix(unit.prefixLength)))
     }
 
     /// Rounds a decimal toward negative infinity to `fractionDigits` digits, on the text (no floating point).
     static func truncateDecimal(_ value: String, fractionDigits: Int) -> String {
+        truncatePlainDecimal(value, fractionDigits: fractionDigits) ?? truncateDecimalText(value, fractionDigits: fractionDigits)
+    }
+
+    /// ``truncateDecimal(_:fractionDigits:)`` on the bytes of a plain decimal (`-?[0-9]+(\.[0-9]*)?`),
+    /// nil for any other text.
+    static func truncatePlainDecimal(_ value: String, fractionDigits: Int) -> String? {
+        var scratch: [UInt8] = []
+        return truncatePlainDecimal(Array(value.utf8), fractionDigits: fractionDigits, scratch: &scratch)
+    }
+
+    /// The same on a value's UTF-8 bytes, with a buffer reused between calls.
+    static func truncatePlainDecimal(_ bytes: [UInt8], fractionDigits: Int, scratch digits: inout [UInt8]) -> String? {
+        let negative = bytes.first == UInt8(ascii: "-")
+        let wholeStart = negative ? 1 : 0
+        var point = wholeStart
+        while point < bytes.count, bytes[point] >= 0x30, bytes[point] <= 0x39 { point += 1 }
+        guard point > wholeStart else { return nil }
+        let fractionStart = point < bytes.count ? point + 1 : bytes.count
+        if point < bytes.count {
+            guard bytes[point] == UInt8(ascii: ".") else { return nil }
+            for byte in bytes[fractionStart...] where byte < 0x30 || byte > 0x39 { return nil }
+        }
+        let fraction = bytes[fractionStart...]
+        digits.removeAll(keepingCapacity: true)
+        if negative { digits.append(UInt8(ascii: "-")) }
+        digits += bytes[wholeStart..<point]
+        digits += fraction.prefix(fractionDigits)
+        digits += repeatElement(UInt8(ascii: "0"), count: max(0, fractionDigits - fraction.count))
+        let exact = fraction.dropFirst(fractionDigits).allSatisfy { $0 == UInt8(ascii: "0") }
+        if negative && !exact {
+            // Step one unit away from zero so the cell is [v, v + unit).
+            var index = digits.count - 1
+            while index >= 1 {
+                if digits[index] == UInt8(ascii: "9") { digits[index] = UInt8(ascii: "0"); index -= 1 } else {
+                    digits[index] += 1
+                    break
+                }
+            }
+            if index < 1 { digits.insert(UInt8(ascii: "1"), at: 1) }
+        }
+        if fractionDigits > 0 { digits.insert(UInt8(ascii: "."), at: digits.count - fractionDigits) }
+        return String(decoding: digits, as: UTF8.self)
+    }
+
+    /// ``truncateDecimal(_:fractionDigits:)`` for any text, character by character.
+    static func truncateDecimalText(_ value: String, fractionDigits: Int) -> String {
         let parts = value.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
         guard let whole = parts.first, !value.isEmpty else { return value }
         let fraction = parts.count > 1 ? String(parts[1]) : ""

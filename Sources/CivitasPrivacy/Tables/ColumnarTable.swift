@@ -1,3 +1,5 @@
+import Dispatch
+
 /// A table held column by column: each column keeps every distinct value once and a code per
 /// record, in order of first appearance. Records are appended one at a time, so a table far
 /// larger than any one batch is built without holding rows of strings; the privacy engine reads
@@ -10,6 +12,8 @@ public struct ColumnarTable: Sendable {
     /// Per column: code → value.
     public private(set) var values: [[String]]
     private var index: [[String: UInt32]]
+    /// Per column: whether its values are still pairwise distinct (a transform may have merged some).
+    public private(set) var hasDistinctValues: [Bool]
     /// Set once values were transformed or the look-up dropped: no more records may be appended.
     private var closed = false
 
@@ -18,6 +22,7 @@ public struct ColumnarTable: Sendable {
         codes = Array(repeating: [], count: columns.count)
         values = Array(repeating: [], count: columns.count)
         index = Array(repeating: [:], count: columns.count)
+        hasDistinctValues = Array(repeating: true, count: columns.count)
     }
 
     /// The named columns of a table of rows (all of them when `columns` is nil).
@@ -49,6 +54,41 @@ public struct ColumnarTable: Sendable {
         rowCount += 1
     }
 
+    /// Appends the records of `rows` that `keep` marks, in order: column `c` takes `row[positions[c]]`
+    /// (an empty value when the position is nil or past the row's end). Columns are filled on
+    /// both cores, each column by one of them, so the outcome is that of appending one by one.
+    public mutating func append(rows: [[String]], positions: [Int?], keep: [Bool]) {
+        precondition(!closed && positions.count == columns.count && keep.count == rows.count, "records appended to a closed table, or of the wrong width")
+        let added = keep.lazy.filter { $0 }.count
+        guard added > 0 else { return }
+        let width = columns.count
+        codes.withUnsafeMutableBufferPointer { codes in
+            values.withUnsafeMutableBufferPointer { values in
+                index.withUnsafeMutableBufferPointer { index in
+                    // Each worker touches only the columns it owns.
+                    let columns = ColumnBuffers(codes: codes, values: values, index: index)
+                    DispatchQueue.concurrentPerform(iterations: min(2, width)) { part in
+                        for c in stride(from: part, to: width, by: 2) {
+                            let position = positions[c]
+                            for (r, row) in rows.enumerated() where keep[r] {
+                                let value = position.map { $0 < row.count ? row[$0] : "" } ?? ""
+                                if let code = columns.index[c][value] {
+                                    columns.codes[c].append(code)
+                                } else {
+                                    let code = UInt32(columns.values[c].count)
+                                    columns.index[c][value] = code
+                                    columns.values[c].append(value)
+                                    columns.codes[c].append(code)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        rowCount += added
+    }
+
     /// Drops the look-up kept for appending (about as large as the distinct values); the table
     /// takes no more records.
     public mutating func finishAppending() {
@@ -73,6 +113,7 @@ public struct ColumnarTable: Sendable {
     public mutating func transformValues(ofColumn column: Int, _ transform: (String) throws -> String) rethrows {
         finishAppending()
         values[column] = try values[column].map(transform)
+        hasDistinctValues[column] = false
     }
 
     /// Keeps only the records at the given positions, in order.
@@ -82,4 +123,11 @@ public struct ColumnarTable: Sendable {
 
     /// The whole table as rows of strings.
     public var table: CSVTable { rows(Array(0..<rowCount)) }
+}
+
+/// The per-column storage of a table, shared by workers that each fill their own columns.
+private struct ColumnBuffers: @unchecked Sendable {
+    let codes: UnsafeMutableBufferPointer<[UInt32]>
+    let values: UnsafeMutableBufferPointer<[String]>
+    let index: UnsafeMutableBufferPointer<[String: UInt32]>
 }
