@@ -99,6 +99,8 @@ final class ClassEvaluator {
             throw PrivacyError(.invalidParameter, "too many distinct quasi-identifier combinations for the optimal search; use --algorithm mondrian")
         }
         let q = levels.count
+        // Distinct generalized tuples possible: a bound on the classes.
+        let keySpace = (multipliers.last ?? 1) &* UInt64(max(table.domainSizes(levels).last ?? 1, 1))
         reset()
         let canRollUp = !fromCells && requirements.diversity == nil
         let source = canRollUp ? snapshots.filter { snapshot in
@@ -106,13 +108,13 @@ final class ClassEvaluator {
         }.min { $0.sizes.count < $1.sizes.count } : nil
         if let source, source.sizes.count < table.cellCount.count {
             group(input: source.codes, tables: (0..<q).map { table.rollup[$0][source.levels[$0]][levels[$0]] },
-                  multipliers: multipliers, weights: source.sizes, classOfItem: &classOfItem)
+                  multipliers: multipliers, keySpace: keySpace, weights: source.sizes, classOfItem: &classOfItem)
             // Each spanning entry's class follows from its class in the source: one look-up, no hashing.
             gather(classOfItem, at: source.entryClasses, into: &classOfEntry)
             rolledUp += 1
         } else {
             group(input: table.cellLeaves, tables: (0..<q).map { table.codes[$0][levels[$0]] },
-                  multipliers: multipliers, weights: table.cellSubjects, classOfItem: &classOfCell)
+                  multipliers: multipliers, keySpace: keySpace, weights: table.cellSubjects, classOfItem: &classOfCell)
             gather(classOfCell, at: table.spanningSubjects.items, into: &classOfEntry)
         }
         // Stored before the per-subject correction (sums of cell weights roll up, the correction
@@ -266,7 +268,7 @@ final class ClassEvaluator {
     /// Hashes each item's generalized codes into the class table, adding its weight, and writes
     /// each item's class to `classOfItem`. `input` holds one code per column per item;
     /// `tables[column]` maps it to the target level's code.
-    private func group(input: [UInt32], tables: [[UInt32]], multipliers: [UInt64], weights: [Int32], classOfItem: inout [Int32]) {
+    private func group(input: [UInt32], tables: [[UInt32]], multipliers: [UInt64], keySpace: UInt64, weights: [Int32], classOfItem: inout [Int32]) {
         let q = tables.count
         var offsets: [Int] = []
         var flat: [UInt32] = []
@@ -274,8 +276,13 @@ final class ClassEvaluator {
             offsets.append(flat.count)
             flat += table
         }
-        let mask = capacity - 1
         let items = weights.count
+        // No more classes than items or than distinct keys: the table is sized for that many, at
+        // most half full, so that grouping a few classes stays within the cache.
+        let bound = min(UInt64(items), keySpace)
+        var tableSize = 1024
+        while tableSize < capacity && UInt64(tableSize) < bound * 2 { tableSize <<= 1 }
+        let mask = tableSize - 1
         var newClasses: [UInt32] = []
         var sizes: [Int32] = []
         var filled: [Int32] = []
@@ -294,7 +301,7 @@ final class ClassEvaluator {
                                             for column in 0..<q {
                                                 key &+= UInt64(flat[offsets[column] &+ Int(input[base &+ column])]) &* multipliers[column]
                                             }
-                                            var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+                                            var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
                                             while keys[slot] != key && keys[slot] != Self.empty { slot = (slot &+ 1) & mask }
                                             let id: Int32
                                             if keys[slot] == Self.empty {
@@ -342,53 +349,41 @@ final class ClassEvaluator {
         // distinct classes (to its own entries) and lists the class sizes to correct; the
         // corrections are applied afterwards, so the outcome is the same as in one pass.
         let parts = subjects >= parallelFrom ? 2 : 1
-        var decrements = [[Int32]](repeating: [], count: parts)
         let starts = table.spanningSubjects.starts
-        let classOfEntry = self.classOfEntry
-        distinctClasses.withUnsafeMutableBufferPointer { distinctBuffer in
-            distinctCount.withUnsafeMutableBufferPointer { countBuffer in
-                decrements.withUnsafeMutableBufferPointer { decrementsBuffer in
-                    // Each part writes only its own subjects' entries and counts, and its own element of decrements.
-                    let distinct = PartResults(base: distinctBuffer), counts = PartResults(base: countBuffer)
-                    let decrements = PartResults(base: decrementsBuffer)
-                    DispatchQueue.concurrentPerform(iterations: parts) { part in
-                        let range = (subjects * part / parts)..<(subjects * (part + 1) / parts)
-                        var corrections: [Int32] = []
-                        classOfEntry.withUnsafeBufferPointer { classes in
-                            starts.withUnsafeBufferPointer { starts in
-                                for subject in range {
-                                    let start = starts[subject]
-                                    var count = 0
-                                    for entry in start..<starts[subject + 1] {
-                                        let id = classes[entry]
-                                        // Insertion into the subject's short sorted list of classes.
-                                        var position = start + count
-                                        while position > start && distinct.base[position - 1] > id { position -= 1 }
-                                        if position > start && distinct.base[position - 1] == id {
-                                            corrections.append(id)
-                                            continue
-                                        }
-                                        var move = start + count
-                                        while move > position {
-                                            distinct.base[move] = distinct.base[move - 1]
-                                            move -= 1
-                                        }
-                                        distinct.base[position] = id
-                                        count += 1
-                                    }
-                                    counts.base[subject] = Int32(count)
-                                }
+        // Per part, per class: how many of its subjects' repeated entries fell into the class.
+        let classes = sizes.count
+        if repeats.count < parts * classes { repeats = [Int32](repeating: 0, count: parts * classes) }
+        classOfEntry.withUnsafeBufferPointer { classesBuffer in
+            distinctClasses.withUnsafeMutableBufferPointer { distinctBuffer in
+                distinctCount.withUnsafeMutableBufferPointer { countBuffer in
+                    repeats.withUnsafeMutableBufferPointer { repeatsBuffer in
+                        starts.withUnsafeBufferPointer { startsBuffer in
+                            // Each part writes only its own subjects' entries and counts, and its own row of repeats.
+                            let shared = SpanningBuffers(classes: classesBuffer, starts: startsBuffer, distinct: distinctBuffer, counts: countBuffer,
+                                                         repeats: repeatsBuffer)
+                            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                                shared.sortAndCount(subjects: (subjects * part / parts)..<(subjects * (part + 1) / parts),
+                                                    repeats: part * classes)
                             }
                         }
-                        decrements.base[part] = corrections
                     }
                 }
             }
         }
-        for part in 0..<parts {
-            for id in decrements[part] { sizes[Int(id)] &-= 1 }
+        sizes.withUnsafeMutableBufferPointer { sizes in
+            repeats.withUnsafeMutableBufferPointer { repeats in
+                for part in 0..<parts {
+                    for id in 0..<classes where repeats[part * classes + id] != 0 {
+                        sizes[id] &-= repeats[part * classes + id]
+                        repeats[part * classes + id] = 0
+                    }
+                }
+            }
         }
     }
+
+    /// Scratch of ``countSpanningSubjectsOnce()``, left zero between calls.
+    private var repeats: [Int32] = []
 
     /// Spanning subjects from which their classes are found on two cores.
     var parallelFrom = 4_096
@@ -459,7 +454,41 @@ final class ClassEvaluator {
     }
 }
 
-/// Per-part results written by concurrent workers, each to its own elements only.
-private struct PartResults<Element>: @unchecked Sendable {
-    let base: UnsafeMutableBufferPointer<Element>
+/// What ``ClassEvaluator``'s per-subject pass reads and writes; workers take disjoint subjects.
+private struct SpanningBuffers: @unchecked Sendable {
+    let classes: UnsafeBufferPointer<Int32>
+    let starts: UnsafeBufferPointer<Int>
+    let distinct: UnsafeMutableBufferPointer<Int32>
+    let counts: UnsafeMutableBufferPointer<Int32>
+    let repeats: UnsafeMutableBufferPointer<Int32>
+
+    /// Writes each subject's distinct classes in ascending order from its first entry on, and
+    /// their number; counts every repeated class in `repeats` from `offset` on.
+    func sortAndCount(subjects: Range<Int>, repeats offset: Int) {
+        for subject in subjects {
+            let start = starts[subject], end = starts[subject + 1]
+            var count = 0
+            for entry in start..<end {
+                let id = classes[entry]
+                // Insertion into the subject's short sorted list of classes.
+                var position = start + count
+                while position > start && distinct[position - 1] > id {
+                    distinct[position] = distinct[position - 1]
+                    position -= 1
+                }
+                if position > start && distinct[position - 1] == id {
+                    // Already listed: undo the shift and count the repeat.
+                    while position < start + count {
+                        distinct[position] = distinct[position + 1]
+                        position += 1
+                    }
+                    repeats[offset + Int(id)] &+= 1
+                    continue
+                }
+                distinct[position] = id
+                count += 1
+            }
+            counts[subject] = Int32(count)
+        }
+    }
 }
