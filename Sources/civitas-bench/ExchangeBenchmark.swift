@@ -16,8 +16,8 @@ func runExchangeBenchmark(sizes: [Int]) throws {
     defer {
         if !peerRows.isEmpty {
             print("\nThe release beside the Python pipeline (scripts/peers/release_peer.py), the same records and consent:\n")
-            print("| records | Civitas release | Civitas peak RSS | Python release | Python peak RSS | Civitas faster by | records released (Civitas / Python) | k in callers | same rows | Python stages (s) |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
+            print("| records | Civitas release | Civitas peak RSS | Python release | Python peak RSS | Civitas faster by | records released (Civitas / Python) | k in callers | nodes checked | same rows | Python stages (s) |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
             peerRows.forEach { print($0) }
         }
     }
@@ -67,7 +67,7 @@ func runExchangeBenchmark(sizes: [Int]) throws {
         let releasePeak = Memory.peak()
         if let release, let peer = try ReleasePeer.run(records: records, callers: callers, directory: directory) {
             let ours = try ReleasePeer.rowsDigest(envelope: release.delivery.envelope, recipient: partnerKeys, issuer: brokerKeys.publicKeys)
-            peerRows.append("| \(records.formatted()) | \(String(format: "%.2f s", releaseSeconds)) | \(mib(releasePeak)) | \(peer.seconds) | \(mib(peer.peak)) | \(String(format: "%.1f×", peer.secondsValue / releaseSeconds)) | \(release.delivery.records.formatted()) / \(peer.released.formatted()) | \(release.outcome?.kAchieved ?? 0) / \(peer.k) | \(ours == peer.rowsDigest ? "yes" : "NO") | \(peer.stages) |")
+            peerRows.append("| \(records.formatted()) | \(String(format: "%.2f s", releaseSeconds)) | \(mib(releasePeak)) | \(peer.seconds) | \(mib(peer.peak)) | \(String(format: "%.1f×", peer.secondsValue / releaseSeconds)) | \(release.delivery.records.formatted()) / \(peer.released.formatted()) | \(release.outcome?.kAchieved ?? 0) / \(peer.k) | \(release.outcome?.report?.nodesChecked ?? 0) / \(peer.nodesChecked) | \(ours == peer.rowsDigest ? "yes" : "NO") | \(peer.stages) |")
         }
         let aggregate = AggregateRequest(purpose: purpose, statistic: .count, measure: nil, groupBy: ["twp"], epsilonMicro: 100_000)
         _ = Memory.resetPeak()
@@ -79,7 +79,7 @@ func runExchangeBenchmark(sizes: [Int]) throws {
         var windows = 0
         let windowSeconds = try seconds { windows = try broker.closeDueWindows(now: now).count }
         guard windows == 1, let release else { throw BenchError("the feed window was not delivered") }
-        print("| \(records.formatted()) | \(Int(Double(callers.count) / consentSeconds).formatted()) | \(Int(Double(records) / releaseSeconds).formatted()) (\(release.delivery.records.formatted()) released, k \(release.outcome?.kAchieved ?? 0) callers) | \(String(format: "%.2f s", releaseSeconds)) | \(mib(releasePeak)) | \(String(format: "%.1f ms", aggregateSeconds * 1000)) | \(mib(aggregatePeak)) | \(String(format: "%.1f ms", windowSeconds * 1000)) | \(mib(max(runPeak, releasePeak, aggregatePeak, Memory.peak()))) |")
+        print("| \(records.formatted()) | \(Int(Double(callers.count) / consentSeconds).formatted()) | \(Int(Double(records) / releaseSeconds).formatted()) (\(release.delivery.records.formatted()) released, k \(release.outcome?.kAchieved ?? 0) callers, \(release.outcome?.report?.nodesChecked ?? 0) nodes checked) | \(String(format: "%.2f s", releaseSeconds)) | \(mib(releasePeak)) | \(String(format: "%.1f ms", aggregateSeconds * 1000)) | \(mib(aggregatePeak)) | \(String(format: "%.1f ms", windowSeconds * 1000)) | \(mib(max(runPeak, releasePeak, aggregatePeak, Memory.peak()))) |")
     }
 }
 
@@ -121,6 +121,7 @@ enum ReleasePeer {
         let peak: Int
         let released: Int
         let k: Int
+        let nodesChecked: Int
         let rowsDigest: String
         let stages: String
         var seconds: String { String(format: "%.2f s", secondsValue) }
@@ -157,6 +158,7 @@ enum ReleasePeer {
             .map { "\($0.key) \(String(format: "%.2f", $0.value.numberValue ?? 0))" }.joined(separator: ", ")
         return Outcome(secondsValue: object["seconds"]?.numberValue ?? 0, peak: Int(object["peak_rss"]?.numberValue ?? 0),
                        released: Int(object["released"]?.numberValue ?? 0), k: Int(object["k"]?.numberValue ?? 0),
+                       nodesChecked: Int(object["nodes_checked"]?.numberValue ?? 0),
                        rowsDigest: object["rows_sha256"]?.stringValue ?? "", stages: stages)
     }
 
