@@ -35,6 +35,9 @@ extension Broker {
         subjects.mac(Array(dataset.utf8) + [0] + Array(subject.utf8))
     }
 
+    /// The text fields of a consent event, as the API names them.
+    static let consentFieldNames = ["subject", "notice", "collection_method", "jurisdiction"]
+
     /// Most consent events recorded in one request.
     public static let maximumConsentEvents = 10_000
 
@@ -58,7 +61,8 @@ extension Broker {
         let recordIDs = Sodium.randomBytes(12 * requests.count)
         var granted = 0
         for (number, request) in requests.enumerated() {
-            let label = requests.count == 1 ? "" : "event \(number + 1): "
+            // Written only into an error, so that a request of ten thousand events builds none.
+            var label: String { requests.count == 1 ? "" : "event \(number + 1): " }
             if datasets[request.dataset] == nil {
                 guard let dataset = try store.dataset(request.dataset) else { throw BrokerError(.notFound, "\(label)dataset \(request.dataset) is not registered") }
                 guard dataset.publisher == recorder.keys.keyID || recorder.role == .consentService else {
@@ -72,11 +76,9 @@ extension Broker {
             guard let dataset = datasets[request.dataset], dataset.purposes.contains(request.purpose) else {
                 throw BrokerError(.invalid, "\(label)dataset \(request.dataset) is not offered for purpose \(request.purpose)")
             }
-            for (name, value) in [("subject", request.subject), ("notice", request.notice), ("collection_method", request.collectionMethod),
-                                  ("jurisdiction", request.jurisdiction)] {
-                guard (1...Self.maximumConsentFieldLength).contains(value.utf8.count) else {
-                    throw BrokerError(.invalid, "\(label)consent field '\(name)' must be 1 to \(Self.maximumConsentFieldLength) bytes")
-                }
+            for (name, value) in zip(Self.consentFieldNames, [request.subject, request.notice, request.collectionMethod, request.jurisdiction])
+                where !(1...Self.maximumConsentFieldLength).contains(value.utf8.count) {
+                throw BrokerError(.invalid, "\(label)consent field '\(name)' must be 1 to \(Self.maximumConsentFieldLength) bytes")
             }
             let subject = subjectHash(dataset: dataset.id, subject: request.subject)
             let record = ConsentRecord(recordID: "cr-" + Hex.encode(recordIDs[(12 * number)..<(12 * number + 12)]), principal: subject,

@@ -126,7 +126,7 @@ public struct ConsentReceipts: Sendable {
             for (number, hash) in try inclusionProof(index).enumerated() {
                 if number > 0 { out.append(UInt8(ascii: ",")) }
                 out.append(UInt8(ascii: "\""))
-                hash.withUnsafeBytes { Base64.append(raw: $0, to: &out) }
+                hash.withUnsafeBytes { Base64.appendPublic(raw: $0, to: &out) }
                 out.append(UInt8(ascii: "\""))
             }
             out += Self.receiptOpening

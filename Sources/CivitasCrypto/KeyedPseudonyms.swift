@@ -1,3 +1,4 @@
+internal import COpenSSL
 internal import CSodium
 
 /// A master key for pseudonyms, held in protected memory. Every pseudonym
@@ -54,15 +55,34 @@ public final class PseudonymMasterKey: Sendable {
 }
 
 /// HMAC-SHA-256 (RFC 2104) under one domain's key, with the keyed state
-/// computed once so each pseudonym costs two SHA-256 compressions.
+/// computed once so each pseudonym costs two SHA-256 compressions. The inner and
+/// outer states are kept in locked, wiped memory; SHA-256 is OpenSSL's (the
+/// CPU's SHA extensions where present), whose time does not depend on the data.
 public final class DomainPRF: @unchecked Sendable {
+    /// Two SHA-256 states: after the key XOR ipad block, and after the key XOR opad block.
     private let state: ProtectedBytes
 
     init(key: ProtectedBytes) throws {
-        state = try ProtectedBytes(count: Int(crypto_auth_hmacsha256_statebytes()))
-        state.withPointer(to: crypto_auth_hmacsha256_state.self) { st in
-            key.withUnsafeUInt8Pointer { k in
-                _ = crypto_auth_hmacsha256_init(st, k, key.count)
+        state = try ProtectedBytes(count: 2 * MemoryLayout<SHA256_CTX>.stride)
+        var pads = [UInt8](repeating: 0, count: 128)
+        defer { Sodium.wipe(&pads) }
+        key.withUnsafeUInt8Pointer { k in
+            if key.count > 64 {
+                civitas_sha256(k, key.count, &pads)
+            } else {
+                for i in 0..<key.count { pads[i] = k[i] }
+            }
+        }
+        for i in 0..<64 {
+            pads[64 + i] = pads[i] ^ 0x5c
+            pads[i] ^= 0x36
+        }
+        state.withPointer(to: SHA256_CTX.self) { contexts in
+            pads.withUnsafeBufferPointer { pads in
+                SHA256_Init(contexts)
+                SHA256_Update(contexts, pads.baseAddress, 64)
+                SHA256_Init(contexts + 1)
+                SHA256_Update(contexts + 1, pads.baseAddress.map { $0 + 64 }, 64)
             }
         }
     }
@@ -70,10 +90,17 @@ public final class DomainPRF: @unchecked Sendable {
     /// HMAC-SHA-256 of `input` (32 bytes).
     public func mac(_ input: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 32)
-        var local = state.withPointer(to: crypto_auth_hmacsha256_state.self) { $0.pointee }
-        _ = crypto_auth_hmacsha256_update(&local, input, UInt64(input.count))
-        _ = crypto_auth_hmacsha256_final(&local, &out)
-        withUnsafeMutableBytes(of: &local) { sodium_memzero($0.baseAddress, $0.count) }
+        var inner = [UInt8](repeating: 0, count: 32)
+        state.withPointer(to: SHA256_CTX.self) { contexts in
+            var local = contexts.pointee
+            input.withUnsafeBytes { _ = SHA256_Update(&local, $0.baseAddress, $0.count) }
+            SHA256_Final(&inner, &local)
+            local = contexts[1]
+            SHA256_Update(&local, inner, 32)
+            SHA256_Final(&out, &local)
+            withUnsafeMutableBytes(of: &local) { sodium_memzero($0.baseAddress, $0.count) }
+        }
+        Sodium.wipe(&inner)
         return out
     }
 

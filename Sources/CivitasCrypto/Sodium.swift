@@ -162,6 +162,31 @@ public enum Base64 {
         bytes.removeLast()  // the NUL
     }
 
+    /// Appends the base64 of public bytes (hashes, proofs) to `bytes`: the same text as
+    /// ``append(raw:to:)`` by table look-ups, whose timing depends on the bytes, so never for a secret.
+    public static func appendPublic(raw: UnsafeRawBufferPointer, to bytes: inout [UInt8]) {
+        let alphabet: StaticString = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        let table = UnsafeRawBufferPointer(start: alphabet.utf8Start, count: 64)
+        bytes.reserveCapacity(bytes.count + (raw.count + 2) / 3 * 4)
+        var index = 0
+        while index + 3 <= raw.count {
+            let word = UInt32(raw[index]) << 16 | UInt32(raw[index + 1]) << 8 | UInt32(raw[index + 2])
+            bytes.append(table[Int(word >> 18)])
+            bytes.append(table[Int(word >> 12 & 63)])
+            bytes.append(table[Int(word >> 6 & 63)])
+            bytes.append(table[Int(word & 63)])
+            index += 3
+        }
+        let rest = raw.count - index
+        if rest > 0 {
+            let word = UInt32(raw[index]) << 16 | (rest == 2 ? UInt32(raw[index + 1]) << 8 : 0)
+            bytes.append(table[Int(word >> 18)])
+            bytes.append(table[Int(word >> 12 & 63)])
+            bytes.append(rest == 2 ? table[Int(word >> 6 & 63)] : UInt8(ascii: "="))
+            bytes.append(UInt8(ascii: "="))
+        }
+    }
+
     /// Decodes strict standard padded base64; nil on any deviation.
     public static func decode(_ text: String) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: text.utf8.count / 4 * 3 + 3)

@@ -1,6 +1,7 @@
 import CivitasTime
 @testable import CivitasCrypto
 import Foundation
+import CSodium
 import Testing
 @testable import CivitasPrivacy
 
@@ -34,6 +35,39 @@ struct PseudonymTests {
         var key = Array("Jefe".utf8)
         let prf = try DomainPRF(key: try ProtectedBytes.taking(&key))
         #expect(Hex.encode(prf.mac("what do ya want for nothing?")) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    }
+
+    @Test("HMAC-SHA-256 matches RFC 4231 with keys of 20, 131 bytes and libsodium's HMAC for keys and inputs of every length")
+    func hmacAgainstVectorsAndSodium() throws {
+        // RFC 4231 test case 1 (20-byte key) and case 6 (a 131-byte key, hashed first).
+        var key1 = [UInt8](repeating: 0x0b, count: 20)
+        #expect(Hex.encode(try DomainPRF(key: try ProtectedBytes.taking(&key1)).mac("Hi There"))
+                == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
+        var key6 = [UInt8](repeating: 0xaa, count: 131)
+        #expect(Hex.encode(try DomainPRF(key: try ProtectedBytes.taking(&key6)).mac("Test Using Larger Than Block-Size Key - Hash Key First"))
+                == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+        var state: UInt64 = 23
+        func next() -> UInt8 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return UInt8(truncatingIfNeeded: state >> 33)
+        }
+        var compared = 0
+        for keyLength in [1, 31, 32, 33, 63, 64, 65, 100] {
+            let key = (0..<keyLength).map { _ in next() }
+            var copy = key
+            let prf = try DomainPRF(key: try ProtectedBytes.taking(&copy))
+            for length in [0, 1, 40, 55, 56, 63, 64, 65, 200] {
+                let input = (0..<length).map { _ in next() }
+                var expected = [UInt8](repeating: 0, count: 32)
+                var sodiumState = crypto_auth_hmacsha256_state()
+                _ = crypto_auth_hmacsha256_init(&sodiumState, key, key.count)
+                _ = crypto_auth_hmacsha256_update(&sodiumState, input, UInt64(input.count))
+                _ = crypto_auth_hmacsha256_final(&sodiumState, &expected)
+                #expect(prf.mac(input) == expected, "key \(keyLength) bytes, input \(length) bytes")
+                compared += 1
+            }
+        }
+        #expect(compared == 72)
     }
 
     @Test("Reversible pseudonyms keep the format and reverse only with the domain")
