@@ -3,14 +3,10 @@ import Testing
 
 /// A small generated table with values already '*' and missing values.
 func sampleTable(rows: Int, seed: UInt64) -> CSVTable {
-    var state = seed
-    func next(_ bound: Int) -> Int {
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return Int((state >> 33) % UInt64(bound))
-    }
+    var numbers = SeededNumbers(seed: seed)
     let zips = ["19401", "19403", "19406", "19422", "19446", "*", ""]
     let data = (0..<rows).map { _ in
-        [String(18 + next(60)), zips[next(zips.count)], ["F", "M", "*"][next(3)], ["a", "b", "c", "d"][next(4)]]
+        [String(18 + numbers.next(60)), zips[numbers.next(zips.count)], ["F", "M", "*"][numbers.next(3)], ["a", "b", "c", "d"][numbers.next(4)]]
     }
     return CSVTable(columns: ["age", "zip", "sex", "disease"], rows: data)
 }
@@ -32,13 +28,9 @@ func releasedClasses(_ table: CSVTable, qi: [String]) throws -> [[String]: [Stri
 /// 1,500 people, one in three with four records (so linked groups count when the subject is released).
 func linkedPeopleTable() -> CSVTable {
     var rows: [[String]] = []
-    var state: UInt64 = 11
-    func next(_ bound: Int) -> Int {
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return Int((state >> 33) % UInt64(bound))
-    }
+    var numbers = SeededNumbers(seed: 11)
     for person in 0..<1_500 {
-        let age = 18 + next(60), zip = ["19401", "19403", "19406", "19422", "19446"][next(5)]
+        let age = 18 + numbers.next(60), zip = ["19401", "19403", "19406", "19422", "19446"][numbers.next(5)]
         for record in 0..<(person % 3 == 0 ? 4 : 1) {
             rows.append([String(age + (record == 2 ? 9 : 0)), record == 3 ? "19446" : zip, ["F", "M"][person % 2], "P\(person)"])
         }
@@ -168,16 +160,12 @@ struct AnonymizationTests {
 
     @Test("Decimals and timestamps generalized on their bytes get the labels read character by character")
     func byteLabelsMatchCharacterLabels() throws {
-        var state: UInt64 = 5
-        func next(_ bound: Int) -> Int {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Int((state >> 33) % UInt64(bound))
-        }
+        var numbers = SeededNumbers(seed: 5)
         var decimals = ["0", "-0", "-0.0", "-0.5", "9.999", "-9.999", "-99.9991", "-0.0001", "7.", "-7.", "12.30", "-12.300", "40.169545", "-75.2497639"]
         for _ in 0..<3_000 {
-            let whole = (0..<(1 + next(3))).map { _ in String(next(10)) }.joined()
-            let fraction = (0..<next(8)).map { _ in ["0", "9", String(next(10))][next(3)] }.joined()
-            decimals.append((next(2) == 0 ? "-" : "") + whole + (fraction.isEmpty && next(2) == 0 ? "" : "." + fraction))
+            let whole = (0..<(1 + numbers.next(3))).map { _ in String(numbers.next(10)) }.joined()
+            let fraction = (0..<numbers.next(8)).map { _ in ["0", "9", String(numbers.next(10))][numbers.next(3)] }.joined()
+            decimals.append((numbers.next(2) == 0 ? "-" : "") + whole + (fraction.isEmpty && numbers.next(2) == 0 ? "" : "." + fraction))
         }
         var compared = 0
         for value in decimals {
@@ -202,15 +190,11 @@ struct AnonymizationTests {
     @Test("Records merge into one cell exactly when all their quasi-identifiers and sensitive value are equal, however wide the key")
     func cellsMergeEqualRecords() throws {
         // Eight columns of up to 400 values: the mixed-radix key passes 64 bits and is renumbered on the way.
-        var state: UInt64 = 3
-        func next(_ bound: Int) -> Int {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Int((state >> 33) % UInt64(bound))
-        }
+        var numbers = SeededNumbers(seed: 3)
         let columns = (0..<8).map { "c\($0)" }
         var rows: [[String]] = []
         for _ in 0..<3_000 {
-            if !rows.isEmpty, next(3) == 0 { rows.append(rows[next(rows.count)]) } else { rows.append(columns.map { _ in String(next(400)) }) }
+            if !rows.isEmpty, numbers.next(3) == 0 { rows.append(rows[numbers.next(rows.count)]) } else { rows.append(columns.map { _ in String(numbers.next(400)) }) }
         }
         let table = try ColumnarTable(CSVTable(columns: columns, rows: rows))
         let encoded = try EncodedTable(table: table, quasiIdentifiers: columns.dropLast().map { QuasiIdentifier(column: $0, hierarchy: .suppressionOnly) },

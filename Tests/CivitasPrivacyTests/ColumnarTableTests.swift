@@ -17,15 +17,11 @@ struct ColumnarTableTests {
 
     @Test("Records appended column by column on both cores are the records appended one by one")
     func appendedInBulk() throws {
-        var state: UInt64 = 9
-        func next(_ bound: Int) -> Int {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Int((state >> 33) % UInt64(bound))
-        }
+        var numbers = SeededNumbers(seed: 9)
         // Rows in the source's own order, some short; the table reads five columns, one of them absent.
-        let rows = (0..<2_000).map { _ in (0..<(3 + next(2))).map { _ in String(next(50)) } }
+        let rows = (0..<2_000).map { _ in (0..<(3 + numbers.next(2))).map { _ in String(numbers.next(50)) } }
         let positions: [Int?] = [2, 0, nil, 3, 1]
-        let keep = rows.map { _ in next(4) != 0 }
+        let keep = rows.map { _ in numbers.next(4) != 0 }
         var bulk = ColumnarTable(columns: ["a", "b", "c", "d", "e"]), single = bulk
         bulk.append(rows: Array(rows[..<700]), positions: positions, keep: Array(keep[..<700]))
         bulk.append(rows: Array(rows[700...]), positions: positions, keep: Array(keep[700...]))

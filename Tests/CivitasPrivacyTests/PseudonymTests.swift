@@ -46,18 +46,14 @@ struct PseudonymTests {
         var key6 = [UInt8](repeating: 0xaa, count: 131)
         #expect(Hex.encode(try DomainPRF(key: try ProtectedBytes.taking(&key6)).mac("Test Using Larger Than Block-Size Key - Hash Key First"))
                 == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
-        var state: UInt64 = 23
-        func next() -> UInt8 {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return UInt8(truncatingIfNeeded: state >> 33)
-        }
+        var numbers = SeededNumbers(seed: 23)
         var compared = 0
         for keyLength in [1, 31, 32, 33, 63, 64, 65, 100] {
-            let key = (0..<keyLength).map { _ in next() }
+            let key = (0..<keyLength).map { _ in UInt8(numbers.next(256)) }
             var copy = key
             let prf = try DomainPRF(key: try ProtectedBytes.taking(&copy))
             for length in [0, 1, 40, 55, 56, 63, 64, 65, 200] {
-                let input = (0..<length).map { _ in next() }
+                let input = (0..<length).map { _ in UInt8(numbers.next(256)) }
                 var expected = [UInt8](repeating: 0, count: 32)
                 var sodiumState = crypto_auth_hmacsha256_state()
                 _ = crypto_auth_hmacsha256_init(&sodiumState, key, key.count)
