@@ -222,6 +222,20 @@ struct AnonymizationTests {
         #expect(outcome.suppressed == 0)
     }
 
+    @Test("Records stay in their own cells when a transform merged values of a later column")
+    func mergedValuesKeepCellsApart() throws {
+        var table = try ColumnarTable(CSVTable(columns: ["sex", "zip"], rows: [["x", "a1"], ["x", "a2"], ["x", "b"], ["y", "a1"]]))
+        // a1 and a2 both become a: three distinct zips in the table, two released texts.
+        table.transformValues(ofColumn: 1) { $0.hasPrefix("a") ? "a" : $0 }
+        let qis = [QuasiIdentifier(column: "sex", hierarchy: .suppressionOnly), QuasiIdentifier(column: "zip", hierarchy: .suppressionOnly)]
+        let requirements = try AnonymityRequirements(k: 1)
+        let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: qis, requirements: requirements)
+        #expect(prepared.encoded.cellCount.count == 4)
+        let evaluator = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        #expect(try evaluator.evaluate(levels: [0, 0], fromCells: true).classes == 3)
+        #expect((0..<Int32(evaluator.classCount)).map { evaluator.size(ofClass: $0) }.sorted() == [1, 1, 2])
+    }
+
     @Test("A hierarchy that is not a tree, unknown columns and impossible requirements are refused with their names")
     func refusals() throws {
         let notATree = try Hierarchy.arx([["a", "x", "*"], ["b", "x", "*"], ["c", "y", "*"], ["d", "y", "**"]])

@@ -119,7 +119,8 @@ final class ClassEvaluator {
         }
         // Stored before the per-subject correction (sums of cell weights roll up, the correction
         // does not), and only when much smaller than the cells: all snapshots together hold at most
-        // as many classes as there are cells, so they never outweigh the table.
+        // as many classes as there are cells. Each also keeps the class of every spanning entry
+        // (4 bytes per record of a subject with several records), so at most `snapshotLimit` of those.
         let cells = table.cellCount.count
         let classes = sizes.count
         if canRollUp, classes * Self.snapshotShare <= cells {

@@ -85,7 +85,8 @@ struct EncodedTable {
         // by column as mixed-radix keys, renumbered densely whenever the next column would overflow 64 bits.
         var rowKeys = [UInt64](repeating: 0, count: table.rowCount)
         var span: UInt64 = 1
-        for (column, radix) in zip(leafOfRow + [sensitiveOfRow], quasiIdentifiers.indices.map { labels[$0][0].count } + [sensitiveValues.count]) {
+        // Each column's radix is the number of its leaf codes (its distinct values in the table).
+        for (column, radix) in zip(leafOfRow + [sensitiveOfRow], columnIndexes.map { table.values[$0].count } + [sensitiveValues.count]) {
             let radix = UInt64(max(radix, 1))
             if span.multipliedReportingOverflow(by: radix).overflow {
                 span = UInt64(Self.renumber(&rowKeys).count)
