@@ -134,7 +134,18 @@ extension BrokerAPI {
         let delivery = try brokerCall { try broker.delivery(parameter(context, "delivery"), for: participant) }
         var headers: HTTPFields = [.contentType: Self.envelopeType]
         if let name = HTTPField.Name("Civitas-Log-Index") { headers[name] = String(delivery.logIndex) }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: delivery.envelope)))
+        // Written a megabyte at a time: no second copy of the whole envelope.
+        let envelope = delivery.envelope
+        let body = ResponseBody(contentLength: envelope.count) { writer in
+            var start = 0
+            repeat {
+                let end = min(envelope.count, start + (1 << 20))
+                try await writer.write(ByteBuffer(bytes: envelope[start..<end]))
+                start = end
+            } while start < envelope.count
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: headers, body: body)
     }
 
     // MARK: Feeds

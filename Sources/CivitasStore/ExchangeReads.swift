@@ -116,7 +116,14 @@ extension BrokerStore {
 
     /// The delivery with this id, if any.
     public func delivery(_ id: String) throws -> Delivery? {
-        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM delivery WHERE id = ?", arguments: [id]).map(Self.delivery(from:)) } }
+        // A cursor's row is read in place: the envelope is copied once, into the delivery.
+        try wrap {
+            try pool.read { db in
+                let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM delivery WHERE id = ?", arguments: [id])
+                // The row is valid only while its cursor is.
+                return try withExtendedLifetime(cursor) { try cursor.next().map(Self.delivery(from:)) }
+            }
+        }
     }
 
     /// A feed's windows after `sequence`, in order, at most `limit`.
@@ -143,9 +150,11 @@ extension BrokerStore {
         guard let partner = KeyID(hex: try row.decode(forColumn: "partner")), let kind = Delivery.Kind(rawValue: try row.decode(forColumn: "kind")) else {
             throw StoreError(.corrupt, "delivery \(id) has a malformed partner or kind")
         }
-        let envelope: Data = try row.decode(forColumn: "envelope")
+        guard let envelope = try row.withUnsafeData(named: "envelope", { $0.map { [UInt8]($0) } }) else {
+            throw StoreError(.corrupt, "delivery \(id) has no envelope")
+        }
         return Delivery(id: id, agreement: try row.decode(forColumn: "agreement"), partner: partner, kind: kind, feed: try row.decode(forColumn: "feed"), feedSequence: try row.decode(forColumn: "feed_sequence"),
-                        logIndex: UInt64(try row.decode(Int64.self, forColumn: "log_index")), records: try row.decode(forColumn: "records"), envelope: Array(envelope), created: try row.decode(forColumn: "created"))
+                        logIndex: UInt64(try row.decode(Int64.self, forColumn: "log_index")), records: try row.decode(forColumn: "records"), envelope: envelope, created: try row.decode(forColumn: "created"))
     }
 
     // MARK: Feeds
