@@ -222,7 +222,8 @@ public final class BrokerStore: Sendable {
                                    arguments: [id, sequence, position, Data(sealed)])
                     position += 1
                 }
-                try produce { columns, chunk in
+                // The next chunk is read and validated on another thread while this one is sealed and stored.
+                try ChunkHandoff.overlap(produce: produce) { columns, chunk in
                     try contentHash.add(columns: columns, rows: chunk)
                     records += chunk.count
                     pending += chunk

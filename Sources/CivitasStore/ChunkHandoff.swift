@@ -1,0 +1,109 @@
+import Foundation
+
+/// Runs a producer of chunks on its own thread and hands its chunks to the caller's thread, at
+/// most `capacity` waiting, so that producing the next chunk (reading, validating) overlaps
+/// consuming this one (sealing, storing). The producer's error, or the consumer's, ends both;
+/// the producer has always returned when this does.
+enum ChunkHandoff {
+    typealias Chunk = (columns: [String], rows: [[String]])
+
+    static func overlap(capacity: Int = 2, produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void,
+                        consume: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
+        let queue = Queue(capacity: capacity)
+        try withoutActuallyEscaping(produce) { produce in
+            let producer = Producer(run: produce)
+            let thread = Thread {
+                do {
+                    try producer.run? { columns, rows in try queue.put((columns, rows)) }
+                    queue.finish(nil)
+                } catch {
+                    queue.finish(error)
+                }
+                queue.producerReturned()
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+            // Whatever happens here, the producer is stopped and has returned before `produce` goes out of scope.
+            defer {
+                queue.cancel()
+                queue.waitForProducer()
+                producer.run = nil  // the thread object may outlive this call; the producer must not
+            }
+            while let chunk = try queue.take() { try consume(chunk.columns, chunk.rows) }
+        }
+    }
+
+    /// The producer, handed to its thread; it runs only while `overlap` waits for it, which
+    /// lets it go before returning.
+    private final class Producer: @unchecked Sendable {
+        var run: ((_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void)?
+        init(run: @escaping (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) { self.run = run }
+    }
+
+    /// Refused to a producer whose consumer has stopped.
+    struct Cancelled: Error {}
+
+    /// A bounded queue of chunks between the two threads, guarded by one condition.
+    private final class Queue: @unchecked Sendable {
+        private let condition = NSCondition()
+        private let capacity: Int
+        private var chunks: [Chunk] = []
+        private var finished = false
+        private var failure: Error?
+        private var cancelled = false
+        private var returned = false
+
+        init(capacity: Int) { self.capacity = max(1, capacity) }
+
+        func put(_ chunk: Chunk) throws {
+            condition.lock()
+            defer { condition.unlock() }
+            while chunks.count >= capacity && !cancelled { condition.wait() }
+            guard !cancelled else { throw Cancelled() }
+            chunks.append(chunk)
+            condition.broadcast()
+        }
+
+        func finish(_ error: Error?) {
+            condition.lock()
+            finished = true
+            failure = error
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        /// The next chunk; nil once the producer finished and every chunk was taken; its error, if it failed.
+        func take() throws -> Chunk? {
+            condition.lock()
+            defer { condition.unlock() }
+            while chunks.isEmpty && !finished { condition.wait() }
+            if !chunks.isEmpty {
+                condition.broadcast()
+                return chunks.removeFirst()
+            }
+            if let failure { throw failure }
+            return nil
+        }
+
+        func cancel() {
+            condition.lock()
+            cancelled = true
+            chunks.removeAll()
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        func producerReturned() {
+            condition.lock()
+            returned = true
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        func waitForProducer() {
+            condition.lock()
+            while !returned { condition.wait() }
+            condition.unlock()
+        }
+    }
+}
