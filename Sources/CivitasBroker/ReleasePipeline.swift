@@ -64,7 +64,10 @@ extension Broker {
             agreement: agreement.id, partner: agreement.partner.hex, purpose: purpose, epoch: epoch))
         let treatment = ReleaseTreatment(schema: try DatasetSchema.parse(dataset.schema), policy: policy)
         var input = treatment.input(mayRelease: try consentRule(policy: policy, dataset: dataset.id, purpose: purpose))
-        try forEachSegment(of: dataset.id, sequences: batches) { columns, rows in try input.add(columns: columns, rows: rows) }
+        // Segments are read and decrypted on another thread while the records of the last one are taken in.
+        try ChunkHandoff.overlap(produce: { emit in try forEachSegment(of: dataset.id, sequences: batches, emit) }) { columns, rows in
+            try input.add(columns: columns, rows: rows)
+        }
         return try treatment.finish(input, pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit, randomness: randomness())
     }
 

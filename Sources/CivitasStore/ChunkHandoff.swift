@@ -4,10 +4,10 @@ import Foundation
 /// most `capacity` waiting, so that producing the next chunk (reading, validating) overlaps
 /// consuming this one (sealing, storing). The producer's error, or the consumer's, ends both;
 /// the producer has always returned when this does.
-enum ChunkHandoff {
-    typealias Chunk = (columns: [String], rows: [[String]])
+public enum ChunkHandoff {
+    public typealias Chunk = (columns: [String], rows: [[String]])
 
-    static func overlap(capacity: Int = 2, produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void,
+    public static func overlap(capacity: Int = 2, produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void,
                         consume: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
         let queue = Queue(capacity: capacity)
         try withoutActuallyEscaping(produce) { produce in
