@@ -128,7 +128,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CivitasStoreTests",
-            dependencies: ["CivitasStore", "CivitasCrypto", "CivitasLog", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["CivitasStore", "CivitasCrypto", "CivitasLog", "CivitasModel", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(
             name: "CivitasServerTests",

@@ -1,5 +1,6 @@
 import CivitasCrypto
 import CivitasLog
+import CivitasModel
 import CivitasPrivacy
 import CivitasStore
 import Foundation

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import CivitasStore
+@testable import CivitasModel
 
 /// How many chunks the producer has handed over, read from the consumer's thread.
 final class EmittedCount: @unchecked Sendable {

@@ -129,12 +129,7 @@ public enum Hierarchy: Sendable, Equatable {
         String(Substring(text.utf8.prefix(unit.prefixLength)))
     }
 
-    /// Rounds a decimal toward negative infinity to `fractionDigits` digits, on the text (no floating point).
-    static func truncateDecimal(_ value: String, fractionDigits: Int) -> String {
-        truncatePlainDecimal(value, fractionDigits: fractionDigits) ?? truncateDecimalText(value, fractionDigits: fractionDigits)
-    }
-
-    /// ``truncateDecimal(_:fractionDigits:)`` on the bytes of a plain decimal (`-?[0-9]+(\.[0-9]*)?`),
+    /// ``truncateDecimalText(_:fractionDigits:)`` on the bytes of a plain decimal (`-?[0-9]+(\.[0-9]*)?`),
     /// nil for any other text.
     static func truncatePlainDecimal(_ value: String, fractionDigits: Int) -> String? {
         var scratch: [UInt8] = []
@@ -175,7 +170,8 @@ public enum Hierarchy: Sendable, Equatable {
         return String(decoding: digits, as: UTF8.self)
     }
 
-    /// ``truncateDecimal(_:fractionDigits:)`` for any text, character by character.
+    /// Rounds a decimal toward negative infinity to `fractionDigits` digits, on the text (no
+    /// floating point), character by character: for any text.
     static func truncateDecimalText(_ value: String, fractionDigits: Int) -> String {
         let parts = value.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
         guard let whole = parts.first, !value.isEmpty else { return value }

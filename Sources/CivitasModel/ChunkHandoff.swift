@@ -2,7 +2,7 @@ import Foundation
 
 /// Runs a producer of chunks on its own thread and hands its chunks to the caller's thread, at
 /// most `capacity` waiting, so that producing the next chunk (reading, validating) overlaps
-/// consuming this one (sealing, storing). The producer's error, or the consumer's, ends both;
+/// consuming this one (sealing, storing; taking records in). The producer's error, or the consumer's, ends both;
 /// the producer has always returned when this does.
 public enum ChunkHandoff {
     public typealias Chunk = (columns: [String], rows: [[String]])
