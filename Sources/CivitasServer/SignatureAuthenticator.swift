@@ -76,8 +76,10 @@ struct SignatureAuthenticator: RouterMiddleware {
             throw APIError(.contentTooLarge, "too_large", "the body is larger than \(context.maxUploadSize) bytes")
         }
         let spooling = spools(request)
-        // A spooled body holds one network buffer at a time; others are held whole.
-        let share = spooling ? Self.spoolBufferShare : declared ?? context.maxUploadSize
+        // A spooled body holds one network buffer at a time; others are held whole. A request with
+        // neither Content-Length nor Transfer-Encoding has no body (RFC 9112, section 6.3) and holds nothing.
+        let framed = declared != nil || request.headers[.transferEncoding] != nil
+        let share = spooling ? Self.spoolBufferShare : declared ?? (framed ? context.maxUploadSize : 0)
         guard bodies.reserve(share) else {
             throw APIError(.serviceUnavailable, "busy", "the broker is receiving as much as it holds at once; retry shortly",
                            headers: [.retryAfter: "1"])

@@ -392,6 +392,22 @@ struct BoundsAndConflictsTests {
 
 @Suite("Spooled uploads")
 struct SpooledUploadTests {
+    @Test("A signed request without a body holds none of the bytes bodies may hold: with all of them taken, a GET is answered and a POST with a body is refused")
+    func bodilessRequestsHoldNoBudget() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            #expect(broker.api.bodies.reserve(BrokerAPI.maximumBodyBytesInFlight))
+            defer { broker.api.bodies.release(BrokerAPI.maximumBodyBytesInFlight) }
+            // As a load generator sends it: no Content-Length, no body.
+            let get = try TestBroker.signed(.get, "/participants", key: broker.partner)
+            let read = try await client.execute(uri: get.path, method: get.method, headers: get.headers, body: nil)
+            #expect(read.status == .ok)
+            let body = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            let register = try TestBroker.signed(.post, "/datasets", body: body, key: broker.agency, extra: [.contentLength: "\(body.count)"])
+            #expect(try await client.execute(register).status == .serviceUnavailable)
+        }
+    }
+
     @Test("A CSV batch larger than memory holds is spooled, hashed on the way and stored; a body that does not match its digest stores nothing and leaves no file")
     func spooledBatch() async throws {
         let broker = try TestBroker()

@@ -38,5 +38,5 @@ function request()
 end
 
 function response(status, headers, body)
-  if status ~= 200 then failures = (failures or 0) + 1 end
+  if status ~= 200 then failures = (failures or 0) + 1; if failures < 3 then io.stderr:write(status .. " " .. body .. "\n") end end
 end
