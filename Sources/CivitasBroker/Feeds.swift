@@ -104,10 +104,37 @@ extension Broker {
 
     /// A delivery, for its partner (or an auditor, who can verify but not open it).
     public func delivery(_ id: String, for participant: Participant) throws -> Delivery {
-        guard let delivery = try store.delivery(id), delivery.partner == participant.keys.keyID || participant.role == .auditor else {
-            throw BrokerError(.notFound, "delivery \(id) is not one of \(participant.keys.name)'s")
+        guard let delivery = try mapStore({ try store.delivery(id) }), Self.mayFetch(delivery.partner, participant) else {
+            throw Self.notTheirs(id, participant)
         }
         return delivery
+    }
+
+    /// Where delivery `id` is logged and how long its envelope is, for its partner or an auditor,
+    /// without reading the envelope.
+    public func deliveryEnvelope(_ id: String, for participant: Participant) throws -> DeliveryEnvelope {
+        guard let envelope = try mapStore({ try store.deliveryEnvelope(id) }), Self.mayFetch(envelope.partner, participant) else {
+            throw Self.notTheirs(id, participant)
+        }
+        return envelope
+    }
+
+    /// Reads delivery `id`'s envelope, for its partner or an auditor, in pieces of at most
+    /// `pieceSize` bytes handed to `each` in order (each valid only during the call), until the
+    /// end or until `each` returns false.
+    public func readEnvelope(of id: String, for participant: Participant, pieceSize: Int,
+                             _ each: (UnsafeRawBufferPointer) throws -> Bool) throws {
+        _ = try deliveryEnvelope(id, for: participant)
+        try mapStore { try store.readEnvelope(of: id, pieceSize: pieceSize, each) }
+    }
+
+    /// Whether `participant` may fetch a delivery made to `partner`: its partner and auditors may.
+    private static func mayFetch(_ partner: KeyID, _ participant: Participant) -> Bool {
+        partner == participant.keys.keyID || participant.role == .auditor
+    }
+
+    private static func notTheirs(_ id: String, _ participant: Participant) -> BrokerError {
+        BrokerError(.notFound, "delivery \(id) is not one of \(participant.keys.name)'s")
     }
     /// A feed's windows after `sequence`, in order, at most `limit`, for its partner.
     public func windows(of feed: String, after sequence: Int64, limit: Int, for partner: Participant) throws -> [Delivery] {

@@ -170,6 +170,23 @@ public struct Delivery: Sendable, Equatable {
     }
 }
 
+/// A delivery's partner, log entry and envelope length: what serving its envelope needs to know
+/// before the envelope is read.
+public struct DeliveryEnvelope: Sendable, Equatable {
+    public let delivery: String
+    public let partner: KeyID
+    /// The `release.delivered` log entry that records the delivery.
+    public let logIndex: UInt64
+    public let byteCount: Int
+
+    public init(delivery: String, partner: KeyID, logIndex: UInt64, byteCount: Int) {
+        self.delivery = delivery
+        self.partner = partner
+        self.logIndex = logIndex
+        self.byteCount = byteCount
+    }
+}
+
 /// A signed request's nonce, as its key used it at `created` (seconds since 1970).
 public struct RequestNonce: Sendable, Equatable {
     public let keyID: String

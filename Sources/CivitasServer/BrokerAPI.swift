@@ -22,6 +22,9 @@ public struct BrokerAPI: Sendable {
     public static let maximumSpooledBytes = 4 * maximumBodySize
     let spooledBytes = RequestBodyBudget(limit: BrokerAPI.maximumSpooledBytes)
     let catalogCache = CatalogCache()
+    /// Envelopes read from the store at once (each holds one of its readers while it downloads).
+    public static let maximumEnvelopeReaders = 4
+    let envelopeReaders = EnvelopeReaders(limit: BrokerAPI.maximumEnvelopeReaders)
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
 
     let broker: Broker

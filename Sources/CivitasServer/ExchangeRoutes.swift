@@ -131,18 +131,25 @@ extension BrokerAPI {
 
     func fetchDelivery(_ context: CivitasRequestContext) throws -> Response {
         let participant = try require(context, roles: [.partner, .auditor])
-        let delivery = try brokerCall { try broker.delivery(parameter(context, "delivery"), for: participant) }
+        let id = try parameter(context, "delivery")
+        let envelope = try brokerCall { try broker.deliveryEnvelope(id, for: participant) }
         var headers: HTTPFields = [.contentType: Self.envelopeType]
-        if let name = HTTPField.Name("Civitas-Log-Index") { headers[name] = String(delivery.logIndex) }
-        // Written a megabyte at a time: no second copy of the whole envelope.
-        let envelope = delivery.envelope
-        let body = ResponseBody(contentLength: envelope.count) { writer in
-            var start = 0
-            repeat {
-                let end = min(envelope.count, start + (1 << 20))
-                try await writer.write(ByteBuffer(bytes: envelope[start..<end]))
-                start = end
-            } while start < envelope.count
+        if let name = HTTPField.Name("Civitas-Log-Index") { headers[name] = String(envelope.logIndex) }
+        guard envelopeReaders.take() else {
+            throw APIError(.serviceUnavailable, "busy", "the broker is sending as many envelopes as it reads at once; retry shortly",
+                           headers: [.retryAfter: "1"])
+        }
+        // Read from the store as it is sent, a megabyte at a time: the envelope is never held whole.
+        let stream = EnvelopeStream(read: { [broker] each in
+            try broker.readEnvelope(of: id, for: participant, pieceSize: EnvelopeStream.pieceSize, each)
+        }, finished: { [envelopeReaders] in envelopeReaders.giveBack() })
+        let body = ResponseBody(contentLength: envelope.byteCount) { writer in
+            do {
+                for try await piece in stream { try await writer.write(piece) }
+            } catch {
+                stream.abandon()
+                throw error
+            }
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers, body: body)

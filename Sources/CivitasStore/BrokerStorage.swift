@@ -51,6 +51,12 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Deliveries and feeds
     func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64>
     func delivery(_ id: String) throws -> Delivery?
+    /// Delivery `id`'s partner, log entry and envelope length, if it exists, without reading the envelope.
+    func deliveryEnvelope(_ id: String) throws -> DeliveryEnvelope?
+    /// Reads delivery `id`'s envelope from its start, in pieces of at most `pieceSize` bytes handed
+    /// to `each` in order (each valid only during the call) within one read of the store, until the
+    /// end or until `each` returns false. Refuses (`notFound`) a delivery that does not exist.
+    func readEnvelope(of id: String, pieceSize: Int, _ each: (UnsafeRawBufferPointer) throws -> Bool) throws
     /// The partner's idempotency key `key`, if it was used.
     func requestKey(partner: KeyID, key: String) throws -> RequestKey?
     func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery]

@@ -2,6 +2,7 @@ import CivitasCrypto
 import CivitasLog
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// What the broker reads back of agreements, consent, batches, deliveries and feeds.
 extension BrokerStore {
@@ -122,6 +123,57 @@ extension BrokerStore {
                 let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM delivery WHERE id = ?", arguments: [id])
                 // The row is valid only while its cursor is.
                 return try withExtendedLifetime(cursor) { try cursor.next().map(Self.delivery(from:)) }
+            }
+        }
+    }
+
+    /// Delivery `id`'s partner, log entry and envelope length, if it exists, without reading the envelope.
+    public func deliveryEnvelope(_ id: String) throws -> DeliveryEnvelope? {
+        try wrap {
+            try pool.read { db in
+                // length() of a BLOB reads its size from the record header, not its pages.
+                try Row.fetchOne(db.cachedStatement(sql: "SELECT partner, log_index, length(envelope) AS bytes FROM delivery WHERE id = ?"),
+                                 arguments: [id]).map { row in
+                    guard let partner = KeyID(hex: try row.decode(forColumn: "partner")) else {
+                        throw StoreError(.corrupt, "delivery \(id) has a malformed partner")
+                    }
+                    return DeliveryEnvelope(delivery: id, partner: partner, logIndex: UInt64(try row.decode(Int64.self, forColumn: "log_index")),
+                                            byteCount: try row.decode(forColumn: "bytes"))
+                }
+            }
+        }
+    }
+
+    /// Reads delivery `id`'s envelope from its start, in pieces of at most `pieceSize` bytes handed
+    /// to `each` in order (each valid only during the call) within one read transaction, through
+    /// one incremental BLOB handle (so no piece walks the envelope's pages from the start again),
+    /// until the end or until `each` returns false.
+    public func readEnvelope(of id: String, pieceSize: Int, _ each: (UnsafeRawBufferPointer) throws -> Bool) throws {
+        guard pieceSize > 0 else { throw StoreError(.invalidArgument, "a piece of an envelope is at least one byte") }
+        try wrap {
+            try pool.read { db in
+                guard let rowID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT rowid FROM delivery WHERE id = ?"), arguments: [id]) else {
+                    throw StoreError(.notFound, "no delivery \(id)")
+                }
+                var handle: OpaquePointer?
+                let opened = sqlite3_blob_open(db.sqliteConnection, "main", "delivery", "envelope", rowID, 0, &handle)
+                defer { sqlite3_blob_close(handle) }
+                guard opened == SQLITE_OK, let blob = handle else {
+                    throw StoreError(.database, "the envelope of delivery \(id) cannot be read: \(String(cString: sqlite3_errstr(opened)))")
+                }
+                let total = Int(sqlite3_blob_bytes(blob))
+                let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: min(pieceSize, max(total, 1)), alignment: 16)
+                defer { piece.deallocate() }
+                var offset = 0
+                while offset < total {
+                    let count = min(piece.count, total - offset)
+                    let read = sqlite3_blob_read(blob, piece.baseAddress, Int32(count), Int32(offset))
+                    guard read == SQLITE_OK else {
+                        throw StoreError(.database, "the envelope of delivery \(id) cannot be read at byte \(offset): \(String(cString: sqlite3_errstr(read)))")
+                    }
+                    offset += count
+                    guard try each(UnsafeRawBufferPointer(rebasing: piece[..<count])) else { return }
+                }
             }
         }
     }

@@ -87,15 +87,17 @@ struct BrokerClient {
 
     /// Sends a signed GET and streams the body into `sink` as it arrives (an envelope of any
     /// size is never held whole); returns the answer's headers.
+    /// A broker busy sending other envelopes (503 with Retry-After) is asked again after the time
+    /// it names (1 to 10 s), with a fresh signature, up to ``busyAttempts`` times in all.
     func download(_ path: String, to sink: ByteSink) async throws -> [String: String] {
-        var request = try signedRequest("GET", path, bodySHA256: SHA256Hasher.hash([]), contentType: "application/json", headers: [:])
-        request.body = .bytes(ByteBuffer())
-        let response: HTTPClientResponse
-        do { response = try await Self.http.execute(request, deadline: .distantFuture) } catch {
-            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
+        var attempt = 1
+        var (response, headers) = try await downloadResponse(path)
+        while response.status == .serviceUnavailable, attempt < Self.busyAttempts, let wait = headers["retry-after"].flatMap(Int.init) {
+            _ = try await response.body.collect(upTo: 1 << 20)
+            try await Task.sleep(for: .seconds(min(max(wait, 1), 10)))
+            attempt += 1
+            (response, headers) = try await downloadResponse(path)
         }
-        var headers: [String: String] = [:]
-        for header in response.headers { headers[header.name.lowercased()] = header.value }
         guard (200..<300).contains(Int(response.status.code)) else {
             let body = try await response.body.collect(upTo: 1 << 20)
             _ = try answer(Array(buffer: body), status: Int(response.status.code), headers: headers)
@@ -111,6 +113,22 @@ struct BrokerClient {
             throw TransportError(message: "the download from \(baseURL) broke off: \(error)")
         }
         return headers
+    }
+
+    /// Most times a download asks a busy broker.
+    static let busyAttempts = 30
+
+    /// The answer to a signed GET of `path`, its body not read yet, and its headers by lowercased name.
+    private func downloadResponse(_ path: String) async throws -> (HTTPClientResponse, [String: String]) {
+        var request = try signedRequest("GET", path, bodySHA256: SHA256Hasher.hash([]), contentType: "application/json", headers: [:])
+        request.body = .bytes(ByteBuffer())
+        let response: HTTPClientResponse
+        do { response = try await Self.http.execute(request, deadline: .distantFuture) } catch {
+            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
+        }
+        var headers: [String: String] = [:]
+        for header in response.headers { headers[header.name.lowercased()] = header.value }
+        return (response, headers)
     }
 
     /// Streams a file as the body of a signed POST, drawing progress on a terminal; the file is never held in memory whole.

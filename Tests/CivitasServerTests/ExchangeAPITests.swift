@@ -35,6 +35,42 @@ struct ExchangeAPITests {
 
     func body(_ value: JSONValue) throws -> [UInt8] { try CanonicalJSON.encode(value) }
 
+    @Test("An envelope of several megabytes is sent exactly as read from the store, to its partner only; with every envelope reader busy the broker says so")
+    func envelopeStreaming() async throws {
+        let broker = try TestBroker()
+        var generator = SystemRandomNumberGenerator()
+        let envelope = (0..<(5 << 20) + 777).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let now: UTCTime = "2026-11-20T10:00:00Z"
+        let logIndex = try broker.store.transaction { transaction -> UInt64 in
+            let schema = Array("{}".utf8)
+            try transaction.insertDataset(Dataset(id: "visits", publisher: broker.agency.keyID, schema: schema, schemaSHA256: SHA256Hasher.hash(schema),
+                                                  purposes: ["research"], registered: now))
+            try transaction.insertAgreement(StoredAgreement(id: "ag-1", dataset: "visits", publisher: broker.agency.keyID, partner: broker.partner.keyID,
+                                                            policy: Array("{}".utf8), policySHA256: SHA256Hasher.hash(schema), offerSignature: [1],
+                                                            validFrom: "2026-11-01T00:00:00Z", validUntil: "2026-12-31T23:59:59Z", budgetMicro: 0, offered: now))
+            let index = try transaction.appendLog(time: now, type: .agreementExpired, members: ["agreement": "ag-1"])
+            try transaction.insertDelivery(Delivery(id: "rel-big", agreement: "ag-1", partner: broker.partner.keyID, kind: .release, feed: nil,
+                                                    feedSequence: nil, logIndex: index, records: 1, envelope: envelope, created: now))
+            return index
+        }
+        try await broker.application.test(.live) { client in
+            let fetched = try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-big", key: broker.partner))
+            #expect(fetched.status == .ok)
+            #expect(Array(fetched.body.readableBytesView) == envelope)
+            #expect(fetched.headers[.contentLength] == String(envelope.count))
+            #expect(fetched.headers[try #require(HTTPField.Name("Civitas-Log-Index"))] == String(logIndex))
+            #expect(try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-big", key: broker.agency)).status == .forbidden)
+            #expect(try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-none", key: broker.partner)).status == .notFound)
+            // Every reader taken: refused with a time to retry, not queued; given back: served again.
+            for _ in 0..<BrokerAPI.maximumEnvelopeReaders { #expect(broker.api.envelopeReaders.take()) }
+            let busy = try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-big", key: broker.partner))
+            #expect(busy.status == .serviceUnavailable && busy.headers[.retryAfter] == "1")
+            for _ in 0..<BrokerAPI.maximumEnvelopeReaders { broker.api.envelopeReaders.giveBack() }
+            let again = try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-big", key: broker.partner))
+            #expect(Array(again.body.readableBytesView) == envelope)
+        }
+    }
+
     @Test("Offer, accept, consent, release, aggregate, feed (pull, SSE, ack), revoke and audit, each refusal with its status and code")
     func exchange() async throws {
         let broker = try TestBroker()

@@ -221,6 +221,44 @@ struct StorageContractTests {
         #expect(throws: StoreError(.duplicate, "")) { try world.storage.transaction { try $0.insertRequestKey(key) } }
     }
 
+    @Test("A delivery's envelope is described without being read, and read back exactly in pieces of any size", arguments: Implementation.allCases)
+    func envelopePieces(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        try world.storage.transaction { try $0.insertAgreement(world.agreement("ag-1")) }
+        var generator = SystemRandomNumberGenerator()
+        let envelope = (0..<(3 << 20) + 12_345).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        try world.storage.transaction { transaction in
+            let index = try transaction.appendLog(time: Self.now, type: .agreementExpired, members: ["agreement": "ag-1"])
+            try transaction.insertDelivery(Delivery(id: "rel-1", agreement: "ag-1", partner: world.partner.keyID, kind: .release, feed: nil,
+                                                    feedSequence: nil, logIndex: index, records: 3, envelope: envelope, created: Self.now))
+        }
+        let described = try #require(try world.storage.deliveryEnvelope("rel-1"))
+        #expect(described.byteCount == envelope.count && described.partner == world.partner.keyID)
+        #expect(described.logIndex == (try world.storage.delivery("rel-1"))?.logIndex)
+        #expect(try world.storage.deliveryEnvelope("rel-2") == nil)
+        for pieceSize in [1 << 20, 65_536, 999_983, 8 << 20] {
+            var read: [UInt8] = []
+            var pieces = 0
+            try world.storage.readEnvelope(of: "rel-1", pieceSize: pieceSize) { piece in
+                #expect(piece.count <= pieceSize)
+                read += piece
+                pieces += 1
+                return true
+            }
+            #expect(read == envelope)
+            #expect(pieces == (envelope.count + pieceSize - 1) / pieceSize)
+        }
+        // The reader stops when told to.
+        var pieces = 0
+        try world.storage.readEnvelope(of: "rel-1", pieceSize: 1 << 20) { _ in
+            pieces += 1
+            return pieces < 2
+        }
+        #expect(pieces == 2)
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.readEnvelope(of: "rel-2", pieceSize: 1 << 20) { _ in true } }
+        #expect(throws: StoreError(.invalidArgument, "")) { try world.storage.readEnvelope(of: "rel-1", pieceSize: 0) { _ in true } }
+    }
+
     @Test("Feeds read back as written and as moved; duplicates are refused", arguments: Implementation.allCases)
     func feeds(_ implementation: Implementation) throws {
         let world = try World(implementation)
