@@ -3,15 +3,16 @@ import NIOCore
 
 /// Serves a delivery's envelope as it is read from the store: a reader thread reads it a piece at
 /// a time inside one read of the store and hands each piece over; the response writes them in
-/// order. At most ``capacity`` pieces wait between the two, so memory stays at a few megabytes
+/// order. At most ``capacity`` pieces wait between the two, so memory stays at two megabytes
 /// whatever the envelope's size, and a reader whose client takes no piece for ``stallLimit``
 /// gives up, ending its read of the store.
 final class EnvelopeStream: AsyncSequence, @unchecked Sendable {
     typealias Element = ByteBuffer
-    /// Bytes in one piece.
-    static let pieceSize = 1 << 20
-    /// Pieces read ahead of the response at most.
-    static let capacity = 4
+    /// Bytes in one piece: 128 KiB, below the size from which the broker's allocator maps each
+    /// block afresh (``ProcessMemory``), so pieces reuse memory rather than fault in new pages.
+    static let pieceSize = 1 << 17
+    /// Pieces read ahead of the response at most (2 MiB).
+    static let capacity = 16
     /// How long the reader waits for the response to take a piece before it gives up.
     static let stallLimit: TimeInterval = 60
 

@@ -139,7 +139,7 @@ extension BrokerAPI {
             throw APIError(.serviceUnavailable, "busy", "the broker is sending as many envelopes as it reads at once; retry shortly",
                            headers: [.retryAfter: "1"])
         }
-        // Read from the store as it is sent, a megabyte at a time: the envelope is never held whole.
+        // Read from the store as it is sent, a piece at a time: the envelope is never held whole.
         let stream = EnvelopeStream(read: { [broker] each in
             try broker.readEnvelope(of: id, for: participant, pieceSize: EnvelopeStream.pieceSize, each)
         }, finished: { [envelopeReaders] in envelopeReaders.giveBack() })
