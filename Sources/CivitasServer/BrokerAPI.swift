@@ -57,6 +57,7 @@ public struct BrokerAPI: Sendable {
             Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: try broker.checkpoint())))
         }
+        router.get("log/consistency") { request, _ in try consistencyProof(request) }
 
         let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, bodies: bodies,
                                                                                    spooledBytes: spooledBytes, spools: Self.spoolsBody))
@@ -183,6 +184,15 @@ public struct BrokerAPI: Sendable {
 
     /// The catalog, served from a copy kept until the broker's state changes, with an ETag; a
     /// request whose `If-None-Match` names the current one is answered 304 without a body.
+    /// `GET /log/consistency?from=N&to=M`: the RFC 9162 consistency proof between the log's first
+    /// N and first M entries (M defaults to the log's size now), public like the checkpoints it joins.
+    func consistencyProof(_ request: Request) throws -> Response {
+        guard let from = try Self.integerQuery(request, "from") else { throw APIError.badRequest("give from=N, the size of the checkpoint you hold") }
+        let to = try Self.integerQuery(request, "to").map(UInt64.init)
+        let (size, proof) = try brokerCall { try broker.consistencyProof(from: UInt64(from), to: to) }
+        return JSONResponse.make(["from": .number(Double(from)), "to": .number(Double(size)), "proof": .array(proof.map { .string(Hex.encode($0)) })])
+    }
+
     func catalog(_ request: Request) throws -> Response {
         let (body, etag) = try catalogCache.current(version: broker.stateVersion) { try catalogDocument() }
         var headers: HTTPFields = [.contentType: "application/ld+json", .eTag: etag, .cacheControl: "no-cache"]

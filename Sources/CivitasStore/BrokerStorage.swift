@@ -21,6 +21,9 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func logExporter(signer: SecretKeys, pageEntries: Int) throws -> LogExporter
     /// Entry `index` with its inclusion proof and a checkpoint covering it.
     func logInclusionEvidence(index: UInt64, signer: SecretKeys) throws -> InclusionEvidence
+    /// The RFC 9162 consistency proof from the log's first `size1` entries to its first `size2`
+    /// (at most the log's size); refuses (`invalidArgument`) sizes that do not make a proof.
+    func logConsistencyProof(from size1: UInt64, to size2: UInt64) throws -> [MerkleDigest]
 
     // MARK: Participants and request nonces
     func participant(_ keyID: KeyID) throws -> Participant?

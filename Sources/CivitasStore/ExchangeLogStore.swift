@@ -202,6 +202,17 @@ extension BrokerStore {
         return InclusionEvidence(entry: Array(entry), index: index, proof: proof, checkpoint: note)
     }
 
+    /// The RFC 9162 consistency proof from the log's first `size1` entries to its first `size2`
+    /// (at most the log's size); refuses (`invalidArgument`) sizes that do not make a proof.
+    public func logConsistencyProof(from size1: UInt64, to size2: UInt64) throws -> [MerkleDigest] {
+        try logState.withLock { log in
+            guard size1 >= 1, size1 <= size2, size2 <= log.size else {
+                throw StoreError(.invalidArgument, "no consistency proof from \(size1) to \(size2) entries: the log has \(log.size), and a proof runs from 1 entry or more to as many or more")
+            }
+            return try log.tree.consistencyProof(from: size1, to: size2)
+        }
+    }
+
     /// Writes the export an auditor takes away (docs/log-format.md): header, entries, and each
     /// kept checkpoint after the entries it covers. Checkpoints the log first.
     public func exportLog(signer: SecretKeys, to sink: ByteSink) throws {

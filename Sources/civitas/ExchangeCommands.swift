@@ -314,12 +314,16 @@ struct PullCommand: AsyncParsableCommand {
     @Option(help: "csv or jsonl.") var format: String = "csv"
     @Option(help: ArgumentHelp("Directory to keep the envelopes in.", valueName: "DIR")) var saveEnvelopes: String?
     @Option(help: "Output file, or '-' for standard output.") var out: String = "-"
+    @Option(help: ArgumentHelp("Your last verified checkpoint of the broker's log: each delivery's checkpoint must extend it (a consistency proof is fetched and checked), then replaces it (default: BROKER.pub's path + .checkpoint; the file `civitas audit --checkpoint` keeps).",
+                               valueName: "FILE"))
+    var checkpoint: String?
 
     func run() async throws {
         guard (delivery == nil) != (feed == nil) else { throw CLIError("give --delivery ID or --feed ID") }
         guard format == "csv" || format == "jsonl" else { throw CLIError("--format is csv or jsonl") }
         let client = try BrokerClient(options)
         let broker = try Files.publicKeys(issuer)
+        let known = KnownCheckpoint(path: checkpoint ?? issuer + ".checkpoint", broker: broker)
         var ids: [(id: String, sequence: Int64?)] = []
         if let delivery {
             ids = [(delivery, nil)]
@@ -363,6 +367,11 @@ struct PullCommand: AsyncParsableCommand {
             }
             let (_, evidenceJSON) = try await client.send("GET", "/log/entries/\(logIndex)/proof")
             let logged = try DeliveryText.checkLogged(evidenceJSON, delivery: id, summary: summary, broker: broker)
+            guard let note = evidenceJSON["checkpoint"]?.stringValue else { throw CLIError("the broker's log evidence has no checkpoint") }
+            let history = try await known.advance(to: note) { from, to in
+                let (_, json) = try await client.send("GET", "/log/consistency?from=\(from)&to=\(to)")
+                return try DeliveryText.consistencyProof(json, from: from, to: to)
+            }
             if let saveEnvelopes {
                 try FileManager.default.createDirectory(atPath: saveEnvelopes, withIntermediateDirectories: true)
                 let saved = try Files.AtomicFile(path: "\(saveEnvelopes)/\(id).envelope", mode: 0o644)
@@ -373,7 +382,7 @@ struct PullCommand: AsyncParsableCommand {
                 try Data(try CanonicalJSON.encode(evidenceJSON) + [0x0A]).write(to: URL(fileURLWithPath: "\(saveEnvelopes)/\(id).evidence.json"))
             }
             let records = summary.manifest.metadata["records"]?.exactUnsignedInteger.map { "\($0)" } ?? "?"
-            Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(records) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…; logged as entry \(logIndex), included in the broker's signed checkpoint of \(logged.size) entries")
+            Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(records) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…; logged as entry \(logIndex), included in the broker's signed checkpoint of \(logged.size) entries, \(history.sentence(known.path))")
         }
         try file?.commit(replacing: true)
         if let feed, ack, let last = ids.last?.sequence {
@@ -498,6 +507,19 @@ enum DeliveryText {
             throw CLIError("the broker's log entry \(entry.index) does not record delivery \(delivery) as received")
         }
         return checkpoint
+    }
+
+    /// The proof hashes of a `GET /log/consistency` answer, which must be for the sizes asked.
+    static func consistencyProof(_ json: JSONValue, from: UInt64, to: UInt64) throws -> [MerkleDigest] {
+        guard json["from"]?.exactUnsignedInteger == from, json["to"]?.exactUnsignedInteger == to, case .array(let hashes)? = json["proof"], hashes.count <= 128 else {
+            throw CLIError("the broker's consistency proof is not one from \(from) to \(to) entries")
+        }
+        return try hashes.map { item in
+            guard let hash = item.stringValue.flatMap(Hex.decode), hash.count == MerkleHash.size else {
+                throw CLIError("the broker's consistency proof holds a hash that is not 32 bytes of hex")
+            }
+            return hash
+        }
     }
 
     /// One JSON object per record.

@@ -28,7 +28,7 @@ struct LogVectorTests {
         #expect(Hex.encode(report.latestCheckpoint?.rootHash ?? []) == "569acc61ad6b792ebc13434f3f389ce9463cb16e02bc14fc071ca5cef7c51717")
     }
 
-    @Test("Civitas rebuilds the same entries, root and checkpoint signature, and the documented proof")
+    @Test("Civitas rebuilds the same entries, root and checkpoint signature, and the documented proofs")
     func rebuilds() throws {
         let broker = try Self.exampleBroker()
         let lines = try Self.export().split(separator: 0x0A).map(Array.init)
@@ -41,6 +41,10 @@ struct LogVectorTests {
         let proof = try tree.inclusionProof(index: 1, treeSize: 3)
         #expect(proof.map(Hex.encode) == ["b10eeff8b74fae5efd5ee9cd2f331a91ae224d3139516451172be8e60e19df5a",
                                           "a85be02941e7e83a81e7abca1bcd6170a0cadd7e6643f82ee2d567302a6620da"])
+        // The documented consistency proof from the tree of 2 to the tree of 3: the third leaf alone.
+        let consistency = try tree.consistencyProof(from: 2, to: 3)
+        #expect(consistency.map(Hex.encode) == ["a85be02941e7e83a81e7abca1bcd6170a0cadd7e6643f82ee2d567302a6620da"])
+        try MerkleVerifier.verifyConsistency(size1: 2, size2: 3, root1: try tree.root(atSize: 2), root2: try tree.root(), proof: consistency)
         let checkpoint = try Checkpoint(origin: "civitas.example/example-log", size: 3, rootHash: try tree.root())
         // Ed25519 is deterministic: Civitas signs the same note byte for byte.
         let note = try checkpoint.signedNote(signer: broker, keyName: "civitas.example/example-log")

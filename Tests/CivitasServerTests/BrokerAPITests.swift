@@ -1,5 +1,6 @@
 import CivitasBroker
 import CivitasCrypto
+import CivitasLog
 import CivitasStore
 import Foundation
 import HTTPTypes
@@ -73,6 +74,27 @@ let callSchema = #"{"title":"Calls","type":"object","required":["twp","title"],"
 
 @Suite("Broker HTTP API (in process)")
 struct BrokerAPITests {
+    @Test("Consistency proofs between two checkpoints are public; sizes that make no proof are refused")
+    func consistencyProofs() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            let key = try NoteKey(name: broker.store.logOrigin, publicKey: broker.brokerKeys.publicKeys.signingKey)
+            let first = try Checkpoint.verify(note: String(buffer: try await client.execute(uri: "/log/checkpoint", method: .get).body), key: key)
+            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            #expect(try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency)).status == .created)
+            let second = try Checkpoint.verify(note: String(buffer: try await client.execute(uri: "/log/checkpoint", method: .get).body), key: key)
+            #expect(second.size > first.size)
+            let answer = try json(try await client.execute(uri: "/log/consistency?from=\(first.size)", method: .get))
+            #expect(answer["from"]?.exactUnsignedInteger == first.size && answer["to"]?.exactUnsignedInteger == second.size)
+            guard case .array(let hashes)? = answer["proof"] else { Issue.record("no proof"); return }
+            try MerkleVerifier.verifyConsistency(size1: first.size, size2: second.size, root1: first.rootHash, root2: second.rootHash,
+                                                 proof: hashes.compactMap { $0.stringValue.flatMap(Hex.decode) })
+            #expect(try await client.execute(uri: "/log/consistency", method: .get).status == .badRequest)
+            #expect(try await client.execute(uri: "/log/consistency?from=0", method: .get).status == .unprocessableContent)
+            #expect(try await client.execute(uri: "/log/consistency?from=1&to=\(second.size + 1)", method: .get).status == .unprocessableContent)
+        }
+    }
+
     @Test("Public routes answer without a signature")
     func publicRoutes() async throws {
         let broker = try TestBroker()

@@ -299,5 +299,16 @@ struct StorageContractTests {
         #expect(report.entries == world.storage.logSize, "\(report.findings)")
         let evidence = try world.storage.logInclusionEvidence(index: 0, signer: broker)
         #expect(evidence.index == 0)
+
+        // A later checkpoint is consistent with an earlier one: the proof leads from each root to the other.
+        let first = try Checkpoint.verify(note: note, key: key)
+        for n in 0..<6 { _ = try world.storage.transaction { try $0.appendLog(time: Self.now, type: .agreementExpired, members: ["agreement": .string("ag-\(n)")]) } }
+        let second = try Checkpoint.verify(note: try world.storage.checkpointLog(signer: broker), key: key)
+        let proof = try world.storage.logConsistencyProof(from: first.size, to: second.size)
+        try MerkleVerifier.verifyConsistency(size1: first.size, size2: second.size, root1: first.rootHash, root2: second.rootHash, proof: proof)
+        #expect(try world.storage.logConsistencyProof(from: second.size, to: second.size).isEmpty)
+        #expect(throws: StoreError(.invalidArgument, "")) { try world.storage.logConsistencyProof(from: 0, to: second.size) }
+        #expect(throws: StoreError(.invalidArgument, "")) { try world.storage.logConsistencyProof(from: second.size, to: first.size) }
+        #expect(throws: StoreError(.invalidArgument, "")) { try world.storage.logConsistencyProof(from: first.size, to: second.size + 1) }
     }
 }
