@@ -182,8 +182,6 @@ public struct BrokerAPI: Sendable {
         ]))
     }
 
-    /// The catalog, served from a copy kept until the broker's state changes, with an ETag; a
-    /// request whose `If-None-Match` names the current one is answered 304 without a body.
     /// `GET /log/consistency?from=N&to=M`: the RFC 9162 consistency proof between the log's first
     /// N and first M entries (M defaults to the log's size now), public like the checkpoints it joins.
     func consistencyProof(_ request: Request) throws -> Response {
@@ -193,6 +191,8 @@ public struct BrokerAPI: Sendable {
         return JSONResponse.make(["from": .number(Double(from)), "to": .number(Double(size)), "proof": .array(proof.map { .string(Hex.encode($0)) })])
     }
 
+    /// The catalog, served from a copy kept until the broker's state changes, with an ETag; a
+    /// request whose `If-None-Match` names the current one is answered 304 without a body.
     func catalog(_ request: Request) throws -> Response {
         let (body, etag) = try catalogCache.current(version: broker.stateVersion) { try catalogDocument() }
         var headers: HTTPFields = [.contentType: "application/ld+json", .eTag: etag, .cacheControl: "no-cache"]
