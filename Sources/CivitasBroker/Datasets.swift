@@ -30,6 +30,8 @@ extension Broker {
         do { _ = try DatasetSchema.parse(bytes) } catch let error as PrivacyError {
             throw BrokerError(.invalidSchema, "the schema: \(error.message)")
         }
+        // What the catalog publishes about it: a title and description at least.
+        _ = try DatasetDescription.parse(schema: schema)
         guard (1...128).contains(id.utf8.count), Self.isCode(id) else {
             throw BrokerError(.invalid, "dataset id '\(id.prefix(60))' must be 1-128 of a-z 0-9 . _ -")
         }
@@ -72,10 +74,13 @@ extension Broker {
     /// exchange log): what was read for an unchanged version can be served again.
     public var stateVersion: UInt64 { store.logSize }
 
-    /// Every registered dataset with its publisher (for the public catalog).
-    public func catalog() throws -> [(dataset: Dataset, publisher: Participant?)] {
-        let participants = Dictionary(uniqueKeysWithValues: try mapStore { try store.participants() }.map { ($0.keys.keyID, $0) })
-        return try mapStore { try store.datasets() }.map { ($0, participants[$0.publisher]) }
+    /// Every registered dataset with its publisher, and the operator who runs the broker (the
+    /// first registered), for the public catalog.
+    public func catalog() throws -> (operator: Participant?, datasets: [(dataset: Dataset, publisher: Participant?)]) {
+        let all = try mapStore { try store.participants() }
+        let participants = Dictionary(uniqueKeysWithValues: all.map { ($0.keys.keyID, $0) })
+        let operator_ = all.filter { $0.role == .operator_ }.min { $0.registered < $1.registered }
+        return (operator_, try mapStore { try store.datasets() }.map { ($0, participants[$0.publisher]) })
     }
 
     /// Reads a batch in `format`, validates every record against the dataset's schema and stores

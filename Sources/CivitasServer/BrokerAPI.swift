@@ -22,6 +22,7 @@ public struct BrokerAPI: Sendable {
     public static let maximumSpooledBytes = 4 * maximumBodySize
     let spooledBytes = RequestBodyBudget(limit: BrokerAPI.maximumSpooledBytes)
     let catalogCache = CatalogCache()
+    let turtleCatalogCache = CatalogCache()
     /// Envelopes read from the store at once (each holds one of its readers while it downloads).
     public static let maximumEnvelopeReaders = 4
     let envelopeReaders = EnvelopeReaders(limit: BrokerAPI.maximumEnvelopeReaders)
@@ -30,10 +31,14 @@ public struct BrokerAPI: Sendable {
     let broker: Broker
     let metrics: PrometheusCollectorRegistry
     let clock: @Sendable () -> Int64
+    /// The catalog's settings, read for each catalog built (the public URL may be known only once the server listens).
+    let catalogSettings: @Sendable () -> CatalogSettings
 
     public init(broker: Broker, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+                catalog: @escaping @Sendable () -> CatalogSettings = { CatalogSettings() },
                 clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.broker = broker
+        self.catalogSettings = catalog
         self.metrics = metrics
         self.clock = clock
     }
@@ -194,8 +199,11 @@ public struct BrokerAPI: Sendable {
     /// The catalog, served from a copy kept until the broker's state changes, with an ETag; a
     /// request whose `If-None-Match` names the current one is answered 304 without a body.
     func catalog(_ request: Request) throws -> Response {
-        let (body, etag) = try catalogCache.current(version: broker.stateVersion) { try catalogDocument() }
-        var headers: HTTPFields = [.contentType: "application/ld+json", .eTag: etag, .cacheControl: "no-cache"]
+        let turtle = Self.prefersTurtle(request.headers[.accept])
+        let cache = turtle ? turtleCatalogCache : catalogCache
+        let (body, etag) = try cache.current(version: broker.stateVersion) { try catalogBody(turtle: turtle) }
+        var headers: HTTPFields = [.contentType: turtle ? "text/turtle; charset=utf-8" : "application/ld+json", .eTag: etag,
+                                   .cacheControl: "no-cache", .vary: "Accept"]
         if let asked = request.headers[.ifNoneMatch], asked.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
             headers[.contentType] = nil
             return Response(status: .notModified, headers: headers)
@@ -203,38 +211,21 @@ public struct BrokerAPI: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    /// The catalog as DCAT-AP JSON-LD: datasets, publishers, schemas and the purposes each is
-    /// offered for (DPV `hasPurpose`). Nothing personal.
-    func catalogDocument() throws -> JSONValue {
-        let datasets: [JSONValue] = try broker.catalog().map { dataset, publisher in
-            let schema = (try? JSONParser.parse(dataset.schema)) ?? .null
-            var entry: [String: JSONValue] = [
-                "@id": .string("urn:civitas:dataset:\(dataset.id)"),
-                "@type": "dcat:Dataset",
-                "dct:identifier": .string(dataset.id),
-                "dct:title": .string(schema["title"]?.stringValue ?? dataset.id),
-                "dct:issued": .string(dataset.registered.rfc3339),
-                "dct:publisher": .object(["@type": "foaf:Agent", "foaf:name": .string(publisher?.keys.name ?? dataset.publisher.hex),
-                                          "dct:identifier": .string(dataset.publisher.hex)]),
-                "spdx:checksum": .object(["spdx:algorithm": "SHA-256", "spdx:checksumValue": .string(Hex.encode(dataset.schemaSHA256))]),
-            ]
-            if let description = schema["description"]?.stringValue { entry["dct:description"] = .string(description) }
-            if !dataset.purposes.isEmpty {
-                entry["dpv:hasPurpose"] = .array(dataset.purposes.map {
-                    .object(["@id": .string("urn:civitas:purpose:\($0)"), "dct:identifier": .string($0)])
-                })
-            }
-            if let id = schema["$id"]?.stringValue { entry["dct:conformsTo"] = .object(["@id": .string(id)]) }
-            return .object(entry)
-        }
-        return .object([
-            "@context": .object(["dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/",
-                                 "foaf": "http://xmlns.com/foaf/0.1/", "spdx": "http://spdx.org/rdf/terms#",
-                                 "dpv": "https://w3id.org/dpv#"]),
-            "@type": "dcat:Catalog",
-            "dct:title": "Civitas data space catalog",
-            "dcat:dataset": .array(datasets),
-        ])
+    /// Whether an Accept header asks for Turtle rather than JSON-LD (the default).
+    static func prefersTurtle(_ accept: String?) -> Bool {
+        guard let accept = accept?.lowercased(), accept.contains("text/turtle") else { return false }
+        let turtle = accept.range(of: "text/turtle")?.lowerBound
+        let json = [accept.range(of: "application/ld+json")?.lowerBound, accept.range(of: "application/json")?.lowerBound].compactMap { $0 }.min()
+        guard let turtle else { return false }
+        return json.map { turtle < $0 } ?? true
+    }
+
+    /// The catalog as DCAT-AP 3 (``CatalogGraph``), in JSON-LD or Turtle. Nothing personal.
+    func catalogBody(turtle: Bool) throws -> [UInt8] {
+        let (brokerOperator, datasets) = try broker.catalog()
+        let graph = try CatalogGraph.build(settings: catalogSettings(), brokerOperator: brokerOperator, datasets: datasets)
+        if turtle { return Array(graph.turtle(prefixes: Vocabulary.prefixes).utf8) }
+        return try CanonicalJSON.encode(graph.jsonLD(prefixes: Vocabulary.prefixes)) + [0x0A]
     }
 
     static func json(_ participant: Participant) -> JSONValue {
@@ -331,10 +322,10 @@ final class CatalogCache: @unchecked Sendable {
     private let lock = NSLock()
     private var kept: (version: UInt64, body: [UInt8], etag: String)?
 
-    /// The catalog for `version`: the kept copy, or `build`'s document encoded and kept.
-    func current(version: UInt64, build: () throws -> JSONValue) throws -> (body: [UInt8], etag: String) {
+    /// The catalog for `version`: the kept copy, or `build`'s bytes, kept.
+    func current(version: UInt64, build: () throws -> [UInt8]) throws -> (body: [UInt8], etag: String) {
         if let kept = lock.withLock({ kept }), kept.version == version { return (kept.body, kept.etag) }
-        let body = try CanonicalJSON.encode(try build()) + [0x0A]
+        let body = try build()
         let etag = "\"" + Hex.encode(Array(SHA256Hasher.hash(body).prefix(16))) + "\""
         lock.withLock { kept = (version, body, etag) }
         return (body, etag)

@@ -37,6 +37,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A webhook host (name or address) the broker may call although it is internal (loopback, private, link-local); repeatable.",
                                valueName: "HOST"))
     var webhookAllow: [String] = []
+    @Option(help: ArgumentHelp("The URL partners reach the broker at: it names the catalog's datasets and API (default: http://HOST:PORT).", valueName: "URL"))
+    var publicURL: String?
+    @Option(help: ArgumentHelp("The catalog's own description, as JSON: {title, description, homepage, license, spatial: [IRI], contact: {name, email}}, every field optional.",
+                               valueName: "FILE"))
+    var catalog: String?
 
     func run() async throws {
         let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
@@ -57,15 +62,31 @@ struct ServeCommand: AsyncParsableCommand {
         let interval = scheduleInterval
         let scheduled = Task { await schedule.run(every: .seconds(interval)) }
         defer { scheduled.cancel() }
+        if let publicURL, !DatasetDescription.isWebIRI(publicURL) { throw CLIError("--public-url must be an http(s) URL") }
+        // Until the server listens (on a port picked when --port is 0), the URL it was asked for.
+        let settings = CatalogSettingsBox(try catalogSettings(url: publicURL ?? "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"))
         let app = Application(
-            router: BrokerAPI(broker: broker).router(),
+            router: BrokerAPI(broker: broker, catalog: { settings.current }).router(),
             configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
             onServerRunning: { channel in
+                if publicURL == nil, let port = channel.localAddress?.port, let address = channel.localAddress?.ipAddress {
+                    settings.current = (try? catalogSettings(url: "http://\(address.contains(":") ? "[\(address)]" : address):\(port)")) ?? settings.current
+                }
                 Output.line("civitas broker \(keys.keyID) (log \(store.logOrigin), \(store.logSize) entries)")
                 Output.line("civitas broker listening on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(path))")
             },
             logger: logger)
         try await app.runService()
+    }
+
+    /// The catalog's settings: --catalog's description, or the defaults, for the broker at `url`.
+    func catalogSettings(url: String) throws -> CatalogSettings {
+        guard let catalog else { return CatalogSettings(publicURL: url) }
+        do {
+            return try CatalogSettings.parse(try JSONParser.parse(try Files.read(catalog, limit: 1 << 16, what: "catalog description")), publicURL: url)
+        } catch let error as BrokerError {
+            throw CLIError("\(catalog): \(error.message)")
+        }
     }
 
     /// The broker's keys from `path`, generated (with the .pub beside it) when the file does not exist.
@@ -111,5 +132,18 @@ enum StorageKeyFile {
         }
         Files.warnIfExposed(path)
         return try SealedStorageKey(bytes: &key)
+    }
+}
+
+/// The catalog's settings, set again once the server knows the port it listens on.
+final class CatalogSettingsBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var settings: CatalogSettings
+
+    init(_ settings: CatalogSettings) { self.settings = settings }
+
+    var current: CatalogSettings {
+        get { lock.withLock { settings } }
+        set { lock.withLock { settings = newValue } }
     }
 }

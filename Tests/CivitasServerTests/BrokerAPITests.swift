@@ -66,11 +66,44 @@ extension TestClientProtocol {
     }
 }
 
+/// The node objects of a JSON-LD `@graph` (as the catalog is written) by `@id`.
+struct CatalogNodes {
+    let nodes: [String: JSONValue]
+
+    init(_ document: JSONValue) {
+        var nodes: [String: JSONValue] = [:]
+        if case .array(let items)? = document["@graph"] {
+            for item in items { if let id = item["@id"]?.stringValue { nodes[id] = item } }
+        }
+        self.nodes = nodes
+    }
+
+    /// The ids of the nodes of a type (a compact IRI as written), sorted.
+    func ids(ofType type: String) -> [String] {
+        nodes.filter { _, node in
+            if case .array(let types)? = node["@type"] { return types.contains(.string(type)) }
+            return false
+        }.keys.sorted()
+    }
+
+    /// The literal values of a node's property.
+    func values(_ id: String, _ property: String) -> [String] {
+        guard case .array(let items)? = nodes[id]?[property] else { return [] }
+        return items.compactMap { $0["@value"]?.stringValue }
+    }
+
+    /// The nodes a node's property refers to.
+    func references(_ id: String, _ property: String) -> [String] {
+        guard case .array(let items)? = nodes[id]?[property] else { return [] }
+        return items.compactMap { $0["@id"]?.stringValue }
+    }
+}
+
 func json(_ response: TestResponse) throws -> JSONValue {
     try JSONParser.parse(Array(response.body.readableBytesView))
 }
 
-let callSchema = #"{"title":"Calls","type":"object","required":["twp","title"],"additionalProperties":false,"properties":{"twp":{"type":"string","maxLength":60,"x-privacy":{"class":"quasi-identifier","hierarchy":{"suppress":true}}},"title":{"type":"string","minLength":1,"x-privacy":{"class":"sensitive"}},"age":{"type":["integer","null"],"minimum":0,"maximum":120,"x-privacy":{"class":"quasi-identifier","hierarchy":{"intervals":[10]}}}}}"#
+let callSchema = #"{"title":"Calls","description":"Emergency calls, one per dispatch.","type":"object","required":["twp","title"],"additionalProperties":false,"properties":{"twp":{"type":"string","maxLength":60,"x-privacy":{"class":"quasi-identifier","hierarchy":{"suppress":true}}},"title":{"type":"string","minLength":1,"x-privacy":{"class":"sensitive"}},"age":{"type":["integer","null"],"minimum":0,"maximum":120,"x-privacy":{"class":"quasi-identifier","hierarchy":{"intervals":[10]}}}}}"#
 
 @Suite("Broker HTTP API (in process)")
 struct BrokerAPITests {
@@ -103,7 +136,7 @@ struct BrokerAPITests {
             #expect(health.status == .ok)
             let catalog = try await client.execute(uri: "/catalog", method: .get)
             #expect(catalog.status == .ok)
-            #expect(try json(catalog)["@type"] == "dcat:Catalog")
+            #expect(CatalogNodes(try json(catalog)).ids(ofType: "dcat:Catalog") == ["http://localhost/catalog"])
             // The catalog carries an ETag: asked again with it, the answer is 304 without a body,
             // until a change (a dataset registered) makes a new catalog with a new ETag.
             let etag = try #require(catalog.headers[.eTag])
@@ -113,8 +146,11 @@ struct BrokerAPITests {
             #expect(try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency)).status == .created)
             let changed = try await client.execute(uri: "/catalog", method: .get, headers: [.ifNoneMatch: etag])
             #expect(changed.status == .ok && changed.headers[.eTag] != etag)
-            guard case .array(let listed)? = try json(changed)["dcat:dataset"] else { Issue.record("no datasets in the catalog"); return }
-            #expect(listed.compactMap { $0["dct:identifier"]?.stringValue } == ["calls"])
+            let nodes = CatalogNodes(try json(changed))
+            #expect(nodes.ids(ofType: "dcat:Dataset").flatMap { nodes.values($0, "dct:identifier") } == ["calls"])
+            let turtle = try await client.execute(uri: "/catalog", method: .get, headers: [.accept: "text/turtle"])
+            #expect(turtle.headers[.contentType] == "text/turtle; charset=utf-8" && turtle.headers[.eTag] != changed.headers[.eTag])
+            #expect(String(buffer: turtle.body).contains("<http://localhost/datasets/calls>\n    a dcat:Dataset"))
             let openapi = try await client.execute(uri: "/openapi.json", method: .get)
             #expect(try json(openapi)["openapi"] == "3.1.0")
             _ = try await client.execute(uri: "/healthz", method: .get)
@@ -164,11 +200,11 @@ struct BrokerAPITests {
             try broker.store.records(of: "calls") { _, rows in stored += rows }
             #expect(stored.count == 2)
 
-            let catalog = try json(try await client.execute(uri: "/catalog", method: .get))
-            guard case .array(let datasets)? = catalog["dcat:dataset"] else { Issue.record("no datasets in the catalog"); return }
-            #expect(datasets.count == 1 && datasets[0]["dct:title"] == "Calls")
-            guard case .array(let purposes)? = datasets.first?["dpv:hasPurpose"] else { Issue.record("no purposes in the catalog"); return }
-            #expect(purposes.compactMap { $0["dct:identifier"]?.stringValue } == ["public-health-surveillance", "transport-planning"])
+            let catalog = CatalogNodes(try json(try await client.execute(uri: "/catalog", method: .get)))
+            let datasets = catalog.ids(ofType: "dcat:Dataset")
+            #expect(datasets.count == 1 && datasets.flatMap { catalog.values($0, "dct:title") } == ["Calls"])
+            let purposes = datasets.flatMap { catalog.references($0, "dpv:hasPurpose") }
+            #expect(purposes.flatMap { catalog.values($0, "skos:prefLabel") } == ["public-health-surveillance", "transport-planning"])
         }
     }
 

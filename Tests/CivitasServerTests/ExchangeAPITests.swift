@@ -11,7 +11,7 @@ import NIOCore
 import Testing
 @testable import CivitasServer
 
-let visitSchema = #"{"title":"Visits","type":"object","additionalProperties":false,"required":["person","age","zip","diagnosis"],"x-privacy":{"subject":"person"},"properties":{"person":{"type":"string","maxLength":32,"x-privacy":{"class":"subject"}},"age":{"type":"integer","minimum":0,"maximum":120,"x-privacy":{"class":"quasi-identifier","hierarchy":{"intervals":[10,20,40]}}},"zip":{"type":"string","pattern":"^[0-9]{5}$","x-privacy":{"class":"quasi-identifier","hierarchy":{"mask":[1,1,1]}}},"diagnosis":{"type":"string","maxLength":40,"x-privacy":{"class":"sensitive"}}}}"#
+let visitSchema = #"{"title":"Visits","description":"Clinic visits, one per visit.","type":"object","additionalProperties":false,"required":["person","age","zip","diagnosis"],"x-privacy":{"subject":"person"},"properties":{"person":{"type":"string","maxLength":32,"x-privacy":{"class":"subject"}},"age":{"type":"integer","minimum":0,"maximum":120,"x-privacy":{"class":"quasi-identifier","hierarchy":{"intervals":[10,20,40]}}},"zip":{"type":"string","pattern":"^[0-9]{5}$","x-privacy":{"class":"quasi-identifier","hierarchy":{"mask":[1,1,1]}}},"diagnosis":{"type":"string","maxLength":40,"x-privacy":{"class":"sensitive"}}}}"#
 
 @Suite("Exchanges over the HTTP API (in process)")
 struct ExchangeAPITests {
