@@ -1,5 +1,5 @@
 """The broker's /catalog, as JSON-LD and as Turtle, read by rdflib and checked by pyshacl against
-the official DCAT-AP 3.0.1 shapes (../shared/data/standards/dcat-ap-3.0.1-shacl): no violation of
+the official DCAT-AP 3.0.1 shapes (Tests/Fixtures/dcat-ap-3.0.1-shacl, as published): no violation of
 the mandatory shapes (shapes.ttl and range.ttl, with the date check SOURCE.txt describes put back
 as the `sh:node` it was meant to be), and no warning of the recommended shapes but those about
 data the broker is not given (a place's bounding box or centroid, a licence's type). Positive controls: the same graph with a dataset's description or a typed date taken away
@@ -17,7 +17,7 @@ from rdflib.namespace import DCAT, DCTERMS, RDF, XSD
 from conftest import start_broker
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SHAPES = ROOT.parent / "shared" / "data" / "standards" / "dcat-ap-3.0.1-shacl"
+SHAPES = ROOT / "Tests" / "Fixtures" / "dcat-ap-3.0.1-shacl"
 PUBLIC_URL = "https://broker.city.example"
 
 DESCRIPTION = {
