@@ -47,11 +47,12 @@ public struct BrokerAPI: Sendable {
     public func router() -> Router<CivitasRequestContext> {
         let router = Router(context: CivitasRequestContext.self)
         let table = RouteTable()
-        router.add(middleware: RequestObserver(metrics: PrometheusMetricsFactory(registry: metrics), routes: table))
+        let observed = BrokerMetrics(registry: metrics)
+        router.add(middleware: RequestObserver(metrics: observed, routes: table))
         router.get("healthz") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.emitToBuffer())))
+            let exposition = observed.exposition(figures: try broker.figures(), now: clock())
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: exposition)))
         }
         router.get("openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"],
@@ -241,12 +242,12 @@ public struct BrokerAPI: Sendable {
     }
 }
 
-/// Records every request in the metrics (through the swift-metrics API, backed by the Prometheus
-/// registry that /metrics serves) and in one structured log line carrying the request id.
+/// Records every request in the metrics (``BrokerMetrics``, which /metrics serves) and in one
+/// structured log line carrying the request id.
 /// Logs name the method, route, status and duration only: never a body, a header value or a query.
 struct RequestObserver: RouterMiddleware {
     typealias Context = CivitasRequestContext
-    let metrics: PrometheusMetricsFactory
+    let metrics: BrokerMetrics
     let routes: RouteTable
     static let requestIDHeader = HTTPField.Name("Request-Id")
 
@@ -292,10 +293,7 @@ struct RequestObserver: RouterMiddleware {
                         started: ContinuousClock.Instant) {
         let elapsed = ContinuousClock.now - started
         let route = context.endpointPath ?? "unmatched"
-        let dimensions = [("method", request.method.rawValue), ("route", route), ("status", String(status))]
-        Counter(label: "civitas_http_requests_total", dimensions: dimensions, factory: metrics).increment()
-        Metrics.Timer(label: "civitas_http_request_duration_seconds", dimensions: [("route", route)], factory: metrics)
-            .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        metrics.answered(method: request.method.rawValue, route: route, status: status, code: code, duration: elapsed)
         var metadata: Logger.Metadata = ["method": "\(request.method.rawValue)", "route": "\(route)", "status": "\(status)",
                                          "duration_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"]
         if let code { metadata["error"] = "\(code)" }

@@ -21,6 +21,8 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func logExporter(signer: SecretKeys, pageEntries: Int) throws -> LogExporter
     /// Entry `index` with its inclusion proof and a checkpoint covering it.
     func logInclusionEvidence(index: UInt64, signer: SecretKeys) throws -> InclusionEvidence
+    /// The log's size and its latest checkpoint's, with when that was signed.
+    func logStatus() throws -> LogStatus
     /// The RFC 9162 consistency proof from the log's first `size1` entries to its first `size2`
     /// (at most the log's size); refuses (`invalidArgument`) sizes that do not make a proof.
     func logConsistencyProof(from size1: UInt64, to size2: UInt64) throws -> [MerkleDigest]
@@ -54,6 +56,8 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Deliveries and feeds
     func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64>
     func delivery(_ id: String) throws -> Delivery?
+    /// How many deliveries of each kind were made.
+    func deliveryCounts() throws -> [Delivery.Kind: Int]
     /// Delivery `id`'s partner, log entry and envelope length, if it exists, without reading the envelope.
     func deliveryEnvelope(_ id: String) throws -> DeliveryEnvelope?
     /// Reads delivery `id`'s envelope from its start, in pieces of at most `pieceSize` bytes handed

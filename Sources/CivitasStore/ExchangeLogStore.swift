@@ -182,7 +182,8 @@ extension BrokerStore {
                         return latest["note"] as String
                     }
                     let note = try log.checkpoint(signer: signer)
-                    try db.execute(sql: "INSERT INTO log_checkpoint (size, note) VALUES (?, ?)", arguments: [Int64(log.size), note])
+                    try db.execute(sql: "INSERT INTO log_checkpoint (size, note, signed) VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+                                   arguments: [Int64(log.size), note])
                     return note
                 }
             }
@@ -200,6 +201,14 @@ extension BrokerStore {
             throw StoreError(.corrupt, "log entry \(index) is not stored")
         }
         return InclusionEvidence(entry: Array(entry), index: index, proof: proof, checkpoint: note)
+    }
+
+    /// The log's size and its latest checkpoint's, with when that was signed.
+    public func logStatus() throws -> LogStatus {
+        let entries = logSize
+        let latest = try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT size, signed FROM log_checkpoint ORDER BY size DESC LIMIT 1") } }
+        return LogStatus(entries: entries, checkpointEntries: latest.map { UInt64($0["size"] as Int64) } ?? 0,
+                         checkpointSigned: (latest?["signed"] as String?).flatMap(UTCTime.init(rfc3339:)))
     }
 
     /// The RFC 9162 consistency proof from the log's first `size1` entries to its first `size2`
@@ -361,5 +370,20 @@ enum StoredEntryCheck {
     /// A buffer written by disjoint slices of concurrent iterations.
     struct UncheckedBuffer: @unchecked Sendable {
         let base: UnsafeMutableBufferPointer<Outcome>
+    }
+}
+
+/// How far the exchange log is checkpointed.
+public struct LogStatus: Sendable, Equatable {
+    public let entries: UInt64
+    /// Entries the latest signed checkpoint covers (0: none signed yet).
+    public let checkpointEntries: UInt64
+    /// When the latest checkpoint was signed, if known.
+    public let checkpointSigned: UTCTime?
+
+    public init(entries: UInt64, checkpointEntries: UInt64, checkpointSigned: UTCTime?) {
+        self.entries = entries
+        self.checkpointEntries = checkpointEntries
+        self.checkpointSigned = checkpointSigned
     }
 }

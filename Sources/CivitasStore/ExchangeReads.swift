@@ -127,6 +127,20 @@ extension BrokerStore {
         }
     }
 
+    /// How many deliveries of each kind were made.
+    public func deliveryCounts() throws -> [Delivery.Kind: Int] {
+        try wrap {
+            try pool.read { db in
+                var counts: [Delivery.Kind: Int] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT kind, COUNT(*) AS n FROM delivery GROUP BY kind") {
+                    guard let kind = Delivery.Kind(rawValue: row["kind"]) else { throw StoreError(.corrupt, "a delivery has an unknown kind") }
+                    counts[kind] = row["n"]
+                }
+                return counts
+            }
+        }
+    }
+
     /// Delivery `id`'s partner, log entry and envelope length, if it exists, without reading the envelope.
     public func deliveryEnvelope(_ id: String) throws -> DeliveryEnvelope? {
         try wrap {

@@ -101,6 +101,10 @@ extension BrokerStore {
                 """)
             try db.drop(table: "consent")
         }
+        migrator.registerMigration("2026-12-05 checkpoint times") { db in
+            // When each checkpoint was signed (UTC, as SQLite records it), for the checkpoint-age metric; unknown for older ones.
+            try db.alter(table: "log_checkpoint") { t in t.add(column: "signed", .text) }
+        }
         return migrator
     }
 

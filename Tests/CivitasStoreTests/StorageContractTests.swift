@@ -211,6 +211,7 @@ struct StorageContractTests {
         #expect(try world.storage.delivery("rel-2") == nil)
         #expect(world.storage.logSize == size + 1)
         #expect(try world.storage.delivery("rel-1")?.envelope == [9])
+        #expect(try world.storage.deliveryCounts() == [.release: 1])
 
         // A request key is stored with its delivery, once per partner and key.
         let key = RequestKey(partner: world.partner.keyID, key: "retry-1", requestSHA256: [1, 2], delivery: "rel-1", figures: Array("{}".utf8),
@@ -289,9 +290,13 @@ struct StorageContractTests {
             _ = try transaction.appendLog(time: Self.now, type: .agreementExpired, members: ["agreement": "ag-1"])
         }
         let broker = try SecretKeys.generate(name: "broker")
+        #expect(try world.storage.logStatus() == LogStatus(entries: world.storage.logSize, checkpointEntries: 0, checkpointSigned: nil))
         let note = try world.storage.checkpointLog(signer: broker)
         let key = try NoteKey(name: String(note.prefix { $0 != "\n" }), publicKey: broker.publicKeys.signingKey)
         #expect(try Checkpoint.verify(note: note, key: key).size == world.storage.logSize)
+        let status = try world.storage.logStatus()
+        #expect(status.entries == world.storage.logSize && status.checkpointEntries == world.storage.logSize)
+        #expect(abs((status.checkpointSigned?.secondsSince1970 ?? 0) - Int64(Date().timeIntervalSince1970)) < 60)
         let exporter = try world.storage.logExporter(signer: broker, pageEntries: 2)
         var export: [UInt8] = []
         while let page = try exporter.nextPage() { export += page }
