@@ -204,44 +204,6 @@ public struct AgreementPolicy: Sendable, Equatable {
         schema.fields.first { $0.privacy == .subject }?.name
     }
 
-    /// The policy as an ODRL 2.2 Agreement (JSON-LD): permission to use the dataset for the
-    /// purposes within the validity window, with the privacy treatment as duties.
-    public func odrl() -> JSONValue {
-        var duties: [JSONValue] = []
-        if treatment.k >= 2 {
-            var constraints: [JSONValue] = [["leftOperand": "civitas:k", "operator": "gteq", "rightOperand": .number(Double(treatment.k))],
-                                            ["leftOperand": "civitas:suppressionLimit", "operator": "lteq", "rightOperand": .number(treatment.suppressionLimit)]]
-            if let l = treatment.l { constraints.append(["leftOperand": "civitas:l", "operator": "gteq", "rightOperand": .number(Double(l))]) }
-            duties.append(["action": "anonymize", "constraint": .array(constraints)])
-        }
-        duties.append(["action": "civitas:pseudonymize", "constraint": [["leftOperand": "civitas:pseudonymDomain", "operator": "eq",
-                                                                          "rightOperand": .string("agreement \(id), partner \(partner.hex), epoch \(treatment.pseudonymEpoch), linkage \(treatment.linkage.rawValue)")]]])
-        if epsilonBudgetMicro > 0 {
-            duties.append(["action": "civitas:chargePrivacyBudget", "constraint": [["leftOperand": "civitas:epsilon", "operator": "lteq",
-                                                                                     "rightOperand": .number(Double(epsilonBudgetMicro) / 1e6)]]])
-        }
-        return [
-            "@context": ["http://www.w3.org/ns/odrl.jsonld", ["civitas": "https://civitas.example/ns/odrl#", "dpv": "https://w3id.org/dpv#"]],
-            "@type": "Agreement",
-            "uid": .string("urn:civitas:agreement:\(id)"),
-            "civitas:policySHA256": .string(Hex.encode(sha256)),
-            "civitas:legalBasis": .string(legalBasis.rawValue),
-            "assigner": .string("urn:civitas:participant:\(publisher.hex)"),
-            "assignee": .string("urn:civitas:participant:\(partner.hex)"),
-            "permission": [[
-                "target": .string("urn:civitas:dataset:\(dataset)"),
-                "action": "use",
-                "civitas:fields": .array(fields.map(JSONValue.string)),
-                "constraint": [
-                    ["leftOperand": "purpose", "operator": "isAnyOf", "rightOperand": .array(purposes.map { .string("urn:civitas:purpose:\($0)") })],
-                    ["leftOperand": "dateTime", "operator": "gteq", "rightOperand": ["@value": .string(validFrom.rfc3339), "@type": "xsd:dateTime"]],
-                    ["leftOperand": "dateTime", "operator": "lteq", "rightOperand": ["@value": .string(validUntil.rfc3339), "@type": "xsd:dateTime"]],
-                ],
-                "duty": .array(duties),
-            ]],
-        ]
-    }
-
     // MARK: Signatures
 
     /// What the publisher signs to offer the policy: a context string, a zero byte, the policy hash.

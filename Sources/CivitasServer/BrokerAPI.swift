@@ -59,6 +59,9 @@ public struct BrokerAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
         router.get("catalog") { request, _ in try catalog(request) }
+        router.get("odrl/profile.jsonld") { _, _ in
+            JSONResponse.make(["@context": AgreementPolicy.odrlProfileContext], contentType: "application/ld+json")
+        }
         router.get("log/checkpoint") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: try broker.checkpoint())))

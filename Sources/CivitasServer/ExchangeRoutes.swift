@@ -72,8 +72,8 @@ extension BrokerAPI {
 
     func agreementODRL(_ context: CivitasRequestContext) throws -> Response {
         let participant = try require(context, roles: Set(Participant.Role.allCases))
-        let (_, policy) = try brokerCall { try broker.agreement(parameter(context, "agreement"), for: participant) }
-        return JSONResponse.make(policy.odrl(), contentType: "application/ld+json")
+        let (agreement, policy) = try brokerCall { try broker.agreement(parameter(context, "agreement"), for: participant) }
+        return JSONResponse.make(policy.odrl(agreed: agreement.accepted), contentType: "application/ld+json")
     }
 
     func acceptAgreement(_ context: CivitasRequestContext) throws -> Response {

@@ -80,6 +80,7 @@ enum OpenAPIDocument {
                         "415": {"description": "Not text/csv."},
                         "422": {"description": "The batch does not match the schema; details list row, field and reason; nothing stored.",
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}},
+        "/odrl/profile.jsonld": {"get": {"summary": "The JSON-LD context of the Civitas ODRL profile's terms (docs/odrl-profile.md); public", "responses": {"200": {"description": "The context.", "content": {"application/ld+json": {"schema": {"type": "object"}}}}}}},
         "/log/checkpoint": {"get": {"summary": "The log's latest signed checkpoint (C2SP signed note); public", "responses": {"200": {"description": "The checkpoint."}}}},
         "/log/consistency": {"get": {"summary": "The RFC 9162 consistency proof between the log's first `from` and first `to` entries (to: the log's size now when left out); public",
           "parameters": [{"name": "from", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}},

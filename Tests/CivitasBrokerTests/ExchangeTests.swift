@@ -93,24 +93,46 @@ struct AgreementTests {
         #expect(twice.code == .agreementNotActive)
     }
 
-    @Test("The ODRL export names parties, target, purposes, validity and the treatment duties")
+    @Test("The ODRL export declares its profile and states every term: the policy rebuilt from it hashes the same; a term outside the profile is refused")
     func odrl() throws {
         let fixture = try BrokerFixture()
-        let policy = try AgreementPolicy.parse(fixture.policy(id: "ag-1", partner: fixture.partnerAKeys))
-        let odrl = policy.odrl()
-        #expect(odrl["@type"]?.stringValue == "Agreement")
-        #expect(odrl["assigner"]?.stringValue == "urn:civitas:participant:\(fixture.clinicKeys.keyID.hex)")
-        #expect(odrl["assignee"]?.stringValue == "urn:civitas:participant:\(fixture.partnerAKeys.keyID.hex)")
-        guard case .array(let permissions)? = odrl["permission"], let permission = permissions.first,
-              case .array(let constraints)? = permission["constraint"], case .array(let duties)? = permission["duty"] else {
-            Issue.record("no permission in \(odrl)")
-            return
+        let plain = fixture.policy(id: "ag-1", partner: fixture.partnerAKeys)
+        guard case .object(var treatment)? = plain["treatment"] else { Issue.record("no treatment"); return }
+        treatment["l"] = 2
+        treatment["algorithm"] = "mondrian"
+        treatment["pseudonym_epoch"] = "2027"
+        treatment["measure_noise"] = ["epsilon": 0.5, "fraction_digits": 1]
+        treatment["max_records_per_subject"] = 3
+        let rich = fixture.policy(id: "ag-2", partner: fixture.partnerBKeys, basis: "public-task", budget: 2.5, extra: [
+            "treatment": .object(treatment),
+            "aggregates": ["group_by": ["zip", "age"], "group_keys": ["zip": ["19101", "19102"]], "max_epsilon_per_query": 0.25, "max_rows_per_subject": 4],
+            "feed": ["window_records": 50, "window_seconds": 600, "below_k": "suppress"],
+        ])
+        for document in [plain, rich] {
+            let policy = try AgreementPolicy.parse(document)
+            let odrl = policy.odrl(agreed: "2026-11-20T10:00:00Z")
+            #expect(odrl["profile"]?.stringValue == AgreementPolicy.odrlProfile)
+            #expect(odrl["assignee"]?.stringValue == "urn:civitas:participant:\(policy.partner.hex)")
+            #expect(odrl["dspace:timestamp"]?["@value"]?.stringValue == "2026-11-20T10:00:00Z")
+            let rebuilt = try AgreementPolicy.parse(try AgreementPolicy.policyDocument(fromODRL: odrl))
+            #expect(rebuilt.sha256 == policy.sha256)
+            #expect(rebuilt == policy)
         }
-        #expect(permission["target"]?.stringValue == "urn:civitas:dataset:clinic-visits")
-        let operands = constraints.compactMap { $0["leftOperand"]?.stringValue }
-        #expect(operands == ["purpose", "dateTime", "dateTime"])
-        let actions = duties.compactMap { $0["action"]?.stringValue }
-        #expect(actions.contains("anonymize"))
+        #expect(try AgreementPolicy.parse(rich).odrl()["dpv:hasLegalBasis"]?.stringValue == "eu-gdpr:A6-1-e")
+        // Control: a changed value changes the rebuilt policy's hash; an unknown term is refused, not dropped.
+        let policy = try AgreementPolicy.parse(rich)
+        guard case .object(var odrl) = policy.odrl(), case .array(var permissions)? = odrl["permission"],
+              case .object(var feed) = permissions[2], case .array(var constraints)? = feed["constraint"] else { Issue.record("no feed permission"); return }
+        constraints[0] = ["leftOperand": "civitas:windowRecords", "operator": "eq", "rightOperand": 51]
+        feed["constraint"] = .array(constraints)
+        permissions[2] = .object(feed)
+        odrl["permission"] = .array(permissions)
+        #expect(try AgreementPolicy.parse(try AgreementPolicy.policyDocument(fromODRL: .object(odrl))).sha256 != policy.sha256)
+        constraints.append(["leftOperand": "civitas:colour", "operator": "eq", "rightOperand": "blue"])
+        feed["constraint"] = .array(constraints)
+        permissions[2] = .object(feed)
+        odrl["permission"] = .array(permissions)
+        #expect(throws: BrokerError.self) { try AgreementPolicy.policyDocument(fromODRL: .object(odrl)) }
     }
 
     @Test("Expiry: agreements past their validity are marked expired, logged, and release nothing")
