@@ -110,6 +110,9 @@ public struct BrokerAPI: Sendable {
     func addParticipant(_ context: CivitasRequestContext) throws -> Response {
         let registrar = try require(context, roles: [.operator_])
         let body = try jsonBody(context)
+        if let unknown = Set(body.keys).subtracting(["name", "role", "ed25519", "x25519"]).sorted().first {
+            throw APIError.badRequest("a participant has no member '\(unknown.prefix(60))' (name, role, ed25519, x25519)")
+        }
         guard let name = body["name"]?.stringValue, let roleName = body["role"]?.stringValue,
               let ed = body["ed25519"]?.stringValue.flatMap(Base64.decode), let x = body["x25519"]?.stringValue.flatMap(Base64.decode) else {
             throw APIError.badRequest("a participant needs name, role, ed25519 and x25519 (base64)")

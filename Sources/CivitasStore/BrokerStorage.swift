@@ -24,7 +24,8 @@ public protocol BrokerStorage: AnyObject, Sendable {
     /// The log's size and its latest checkpoint's, with when that was signed.
     func logStatus() throws -> LogStatus
     /// The RFC 9162 consistency proof from the log's first `size1` entries to its first `size2`
-    /// (at most the log's size); refuses (`invalidArgument`) sizes that do not make a proof.
+    /// (at most the log's size); refuses a first size of 0 (`invalidArgument`) and sizes with no
+    /// proof between them (`notFound`).
     func logConsistencyProof(from size1: UInt64, to size2: UInt64) throws -> [MerkleDigest]
 
     // MARK: Participants and request nonces

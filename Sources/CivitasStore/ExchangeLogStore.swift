@@ -212,11 +212,13 @@ extension BrokerStore {
     }
 
     /// The RFC 9162 consistency proof from the log's first `size1` entries to its first `size2`
-    /// (at most the log's size); refuses (`invalidArgument`) sizes that do not make a proof.
+    /// (at most the log's size); refuses a first size of 0 (`invalidArgument`: no proof starts
+    /// from the empty tree) and sizes with no proof between them (`notFound`).
     public func logConsistencyProof(from size1: UInt64, to size2: UInt64) throws -> [MerkleDigest] {
         try logState.withLock { log in
-            guard size1 >= 1, size1 <= size2, size2 <= log.size else {
-                throw StoreError(.invalidArgument, "no consistency proof from \(size1) to \(size2) entries: the log has \(log.size), and a proof runs from 1 entry or more to as many or more")
+            guard size1 >= 1 else { throw StoreError(.invalidArgument, "a consistency proof runs from a tree of 1 entry or more") }
+            guard size1 <= size2, size2 <= log.size else {
+                throw StoreError(.notFound, "no consistency proof from \(size1) to \(size2) entries: the log has \(log.size), and a proof runs to as many entries or more")
             }
             return try log.tree.consistencyProof(from: size1, to: size2)
         }

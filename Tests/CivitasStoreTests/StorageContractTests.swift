@@ -313,7 +313,7 @@ struct StorageContractTests {
         try MerkleVerifier.verifyConsistency(size1: first.size, size2: second.size, root1: first.rootHash, root2: second.rootHash, proof: proof)
         #expect(try world.storage.logConsistencyProof(from: second.size, to: second.size).isEmpty)
         #expect(throws: StoreError(.invalidArgument, "")) { try world.storage.logConsistencyProof(from: 0, to: second.size) }
-        #expect(throws: StoreError(.invalidArgument, "")) { try world.storage.logConsistencyProof(from: second.size, to: first.size) }
-        #expect(throws: StoreError(.invalidArgument, "")) { try world.storage.logConsistencyProof(from: first.size, to: second.size + 1) }
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.logConsistencyProof(from: second.size, to: first.size) }
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.logConsistencyProof(from: first.size, to: second.size + 1) }
     }
 }
