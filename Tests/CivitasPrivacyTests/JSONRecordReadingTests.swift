@@ -34,11 +34,54 @@ struct JSONRecordReadingTests {
     func ngsiBlocks() throws {
         // The oracle: the whole text parsed as one JSON value, each element made key-values.
         guard case .array(let entities) = try JSONParser.parse(Array(Self.ngsi.utf8)) else { Issue.record("not an array"); return }
-        let expected = entities.compactMap(\.objectValue).map(JSONRecords.keyValues)
+        let expected = try entities.compactMap(\.objectValue).map { try JSONRecords.keyValues($0) }
         #expect(expected.count == 3 && expected[0]["note"] == .string(#"a ] in "quotes", a } and a \"#) && expected[2]["count"] == .number(3))
         for size in 1...Self.ngsi.utf8.count + 1 {
             #expect(try read(Self.ngsi, ngsi: true, blockSize: size) == expected, "block size \(size)")
         }
+    }
+
+    @Test("An attribute's observation time, unit, sub-properties and v2 metadata become columns; concise form reads as normalized; storage times are dropped")
+    func attributeFacts() throws {
+        let normalized = #"""
+            {"id": "urn:ngsi-ld:TrafficFlowObserved:1", "type": "TrafficFlowObserved", "createdAt": "2026-01-01T00:00:00Z",
+            "intensity": {"type": "Property", "value": 197, "observedAt": "2016-12-07T11:10:00Z", "unitCode": "E50",
+                          "measuredBy": {"type": "Relationship", "object": "urn:ngsi-ld:Device:7"}},
+            "refRoad": {"type": "Relationship", "object": "urn:ngsi-ld:Road:1"},
+            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [-3.7, 40.4]}}}
+            """#
+        let concise = #"""
+            {"id": "urn:ngsi-ld:TrafficFlowObserved:1", "type": "TrafficFlowObserved",
+            "intensity": {"value": 197, "observedAt": "2016-12-07T11:10:00Z", "unitCode": "E50", "measuredBy": {"object": "urn:ngsi-ld:Device:7"}},
+            "refRoad": {"object": "urn:ngsi-ld:Road:1"}, "location": {"type": "Point", "coordinates": [-3.7, 40.4]}}
+            """#
+        let expected: [String: JSONValue] = ["id": "urn:ngsi-ld:TrafficFlowObserved:1", "type": "TrafficFlowObserved", "intensity": 197,
+                                             "intensity.observedAt": "2016-12-07T11:10:00Z", "intensity.unitCode": "E50",
+                                             "intensity.measuredBy": "urn:ngsi-ld:Device:7", "refRoad": "urn:ngsi-ld:Road:1",
+                                             "location": ["type": "Point", "coordinates": [-3.7, 40.4]]]
+        for text in [normalized, concise] {
+            #expect(try read(text, ngsi: true, blockSize: 7) == [expected])
+        }
+        let v2 = #"{"id": "TFO-1", "type": "TrafficFlowObserved", "intensity": {"type": "Number", "value": 197, "metadata": {"unitCode": {"type": "Text", "value": "E50"}}}}"#
+        #expect(try read(v2, ngsi: true, blockSize: 64) == [["id": "TFO-1", "type": "TrafficFlowObserved", "intensity": 197, "intensity.unitCode": "E50"]])
+        // A structured value that merely has a "value" member among others stays as it is.
+        let structured = #"{"id": "x", "type": "T", "size": {"value": 3, "unit": "m"}}"#
+        #expect(try read(structured, ngsi: true, blockSize: 64) == [["id": "x", "type": "T", "size": ["value": 3, "unit": "m"]]])
+    }
+
+    @Test("A notification's entities are read as a batch; an attribute with several instances is refused with what to do")
+    func notificationsAndInstances() throws {
+        let ld = #"""
+            {"id": "urn:ngsi-ld:Notification:1", "type": "Notification", "subscriptionId": "urn:ngsi-ld:Subscription:1",
+            "notifiedAt": "2026-12-05T10:00:00Z", "data": [{"id": "a", "type": "T", "n": {"type": "Property", "value": 1}}, {"id": "b", "type": "T", "n": 2}]}
+            """#
+        #expect(try read(ld, ngsi: true, blockSize: 5) == [["id": "a", "type": "T", "n": 1], ["id": "b", "type": "T", "n": 2]])
+        let v2 = #"{"subscriptionId": "5a1f", "data": [{"id": "c", "type": "T", "n": {"type": "Number", "value": 3, "metadata": {}}}]}"#
+        #expect(try read(v2, ngsi: true, blockSize: 5) == [["id": "c", "type": "T", "n": 3]])
+        let instances = #"[{"id": "a", "type": "T", "n": [{"type": "Property", "value": 1, "datasetId": "urn:ngsi-ld:Dataset:x"}, {"type": "Property", "value": 2}]}]"#
+        #expect(performing: { try read(instances, ngsi: true, blockSize: 9) }, throws: {
+            ($0 as? PrivacyError)?.message.contains("attribute n has 2 instances (datasetId)") == true
+        })
     }
 
     @Test("Every block size gives the lines parsed one by one")

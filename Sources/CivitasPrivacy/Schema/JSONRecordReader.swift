@@ -42,8 +42,9 @@ public enum JSONRecordReader {
 
     /// NGSI-LD: an entity or an array of entities, normalized (attributes as Property /
     /// Relationship / GeoProperty objects) or key-values; NGSI v2 entities (attributes as
-    /// `{type, value, metadata}`) are read the same way. Each entity is handed over as a
-    /// key-values record; `@context` and attribute metadata are dropped.
+    /// `{type, value, metadata}`) are read the same way, and so are the entities of a
+    /// subscription's notification. Each entity is handed over as a flat record
+    /// (``JSONRecords/keyValues(_:entityNumber:)``).
     public static func readNGSI(from source: ByteSource, maximumRecords: Int, blockSize: Int = 1 << 16,
                                 _ handle: (_ record: [String: JSONValue], _ entity: Int) throws -> Void) throws {
         var splitter = ArrayElements()
@@ -58,7 +59,19 @@ public enum JSONRecordReader {
             guard let object = value.objectValue else {
                 throw PrivacyError(.invalidValue, inArray ? "entity \(count) is not a JSON object" : "NGSI-LD content is an entity or an array of entities")
             }
-            try handle(JSONRecords.keyValues(object), count)
+            // A subscription's notification (NGSI-LD `{"type": "Notification", "data": [...]}`,
+            // NGSI v2 `{"subscriptionId": …, "data": [...]}`) carries its entities in `data`.
+            if !inArray, case .array(let entities)? = object["data"], object["type"]?.stringValue == "Notification" || object["subscriptionId"] != nil {
+                count -= 1
+                for item in entities {
+                    count += 1
+                    guard count <= maximumRecords else { throw PrivacyError(.invalidValue, "more than \(maximumRecords) entities") }
+                    guard let entity = item.objectValue else { throw PrivacyError(.invalidValue, "entity \(count) of the notification is not a JSON object") }
+                    try handle(JSONRecords.keyValues(entity, entityNumber: count), count)
+                }
+                return
+            }
+            try handle(JSONRecords.keyValues(object, entityNumber: count), count)
         }
         try forEachBlock(of: source, blockSize: blockSize) { block in try splitter.add(block, element: entity) }
         try splitter.finish(element: entity)

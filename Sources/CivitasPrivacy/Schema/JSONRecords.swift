@@ -17,29 +17,73 @@ public enum JSONRecords {
         return records
     }
 
-    /// An NGSI-LD entity, normalized or key-values, or an NGSI v2 entity, as a key-values record:
-    /// `@context` and attribute metadata are dropped.
-    static func keyValues(_ entity: [String: JSONValue]) -> [String: JSONValue] {
-        var object = entity
-        object.removeValue(forKey: "@context")
-        for (name, attribute) in object where name != "id" && name != "type" {
-            if let members = attribute.objectValue, let kind = members["type"]?.stringValue {
-                switch kind {
-                case "Property", "GeoProperty", "LanguageProperty", "VocabProperty", "ListProperty", "JsonProperty":
-                    if let inner = members["value"] ?? members["languageMap"] ?? members["vocab"] ?? members["valueList"] ?? members["json"] {
-                        object[name] = typedLiteral(inner)
-                    }
-                case "Relationship", "ListRelationship":
-                    if let inner = members["object"] ?? members["objectList"] ?? members["value"] { object[name] = inner }
-                default:
-                    // NGSI v2 normalized: {"type": "Number", "value": …, "metadata": {…}}.
-                    if let inner = members["value"], Set(members.keys).isSubset(of: ["type", "value", "metadata"]) {
-                        object[name] = typedLiteral(inner)
-                    }
-                }
+    /// An NGSI-LD entity (normalized, concise or key-values) or an NGSI v2 entity as a flat
+    /// record: each attribute's value under its name, and what the attribute says about it — its
+    /// `observedAt`, `unitCode`, sub-properties and sub-relationships (NGSI-LD), its metadata
+    /// (NGSI v2) — as columns `attribute.member` the schema classifies like any other (a schema
+    /// that does not list them refuses them, naming them, rather than lose them). `@context`
+    /// and what a context broker adds about storage (`createdAt`, `modifiedAt`) are dropped.
+    /// An attribute with several instances (`datasetId`) is refused: one record holds one value
+    /// per column.
+    static func keyValues(_ entity: [String: JSONValue], entityNumber: Int = 1) throws -> [String: JSONValue] {
+        var record: [String: JSONValue] = [:]
+        for (name, attribute) in entity {
+            switch name {
+            case "@context", "createdAt", "modifiedAt": continue
+            case "id", "type":
+                record[name] = attribute
+                continue
+            default: break
+            }
+            if case .array(let instances) = attribute, instances.contains(where: { $0.objectValue?["datasetId"] != nil || isAttribute($0.objectValue) }) {
+                throw PrivacyError(.invalidValue, "entity \(entityNumber): attribute \(name.prefix(80)) has \(instances.count) instances (datasetId); a record holds one value per column: send each instance in an entity of its own, or only the default instance")
+            }
+            guard let members = attribute.objectValue, isAttribute(members), let value = attributeValue(members) else {
+                record[name] = attribute
+                continue
+            }
+            record[name] = value
+            if let metadata = members["metadata"]?.objectValue {
+                // NGSI v2: {"unitCode": {"type": "Text", "value": "KMH"}, …}.
+                for (key, item) in metadata { record["\(name).\(key)"] = item.objectValue.flatMap { attributeValue($0) } ?? item }
+            }
+            for (member, detail) in members where !attributeMembers.contains(member) {
+                record["\(name).\(member)"] = detail.objectValue.flatMap { isAttribute($0) ? attributeValue($0) : nil } ?? typedLiteral(detail)
             }
         }
-        return object
+        return record
+    }
+
+    /// Members that make up an attribute itself (its kind, value and instance), not facts about it.
+    static let attributeMembers: Set<String> = ["type", "value", "object", "languageMap", "vocab", "valueList", "json", "objectList", "objectType",
+                                                "datasetId", "instanceId", "createdAt", "modifiedAt", "deletedAt", "lang", "metadata"]
+    static let ldKinds: Set<String> = ["Property", "GeoProperty", "LanguageProperty", "VocabProperty", "ListProperty", "JsonProperty",
+                                       "Relationship", "ListRelationship"]
+
+    /// Whether an object is an NGSI attribute: NGSI-LD normalized (a `type` of attribute kind),
+    /// NGSI-LD concise (no `type`; a `value`, `object`, `languageMap`, `vocab`, `valueList`,
+    /// `json` or `objectList`, the other members facts about it), or NGSI v2 normalized
+    /// (`{type, value, metadata}`). A GeoJSON geometry or another structured value is not.
+    static func isAttribute(_ members: [String: JSONValue]?) -> Bool {
+        guard let members else { return false }
+        if let kind = members["type"]?.stringValue {
+            if ldKinds.contains(kind) { return true }
+            return members["value"] != nil && Set(members.keys).isSubset(of: ["type", "value", "metadata"])
+        }
+        let carriers: Set<String> = ["value", "object", "languageMap", "vocab", "valueList", "json", "objectList"]
+        guard members.keys.contains(where: carriers.contains) else { return false }
+        // Concise: every other member is a known fact (observedAt, unitCode, …) or a sub-attribute (an object).
+        return members.allSatisfy { key, item in
+            attributeMembers.contains(key) || key == "observedAt" || key == "unitCode" || item.objectValue != nil
+        }
+    }
+
+    /// The value an attribute carries.
+    static func attributeValue(_ members: [String: JSONValue]) -> JSONValue? {
+        if let inner = members["value"] ?? members["languageMap"] ?? members["vocab"] ?? members["valueList"] ?? members["json"] {
+            return typedLiteral(inner)
+        }
+        return members["object"] ?? members["objectList"]
     }
 
     /// A JSON-LD typed literal `{"@type": "DateTime", "@value": "…"}` (some publishers write `value`)
