@@ -69,6 +69,24 @@ struct JSONRecordReadingTests {
         #expect(try read(structured, ngsi: true, blockSize: 64) == [["id": "x", "type": "T", "size": ["value": 3, "unit": "m"]]])
     }
 
+    @Test("Types, attribute names and kinds written as IRIs read as the terms a schema uses: the entity's own context, the NGSI-LD core and Smart Data Models namespaces")
+    func namesAsIRIs() throws {
+        let short = #"{"id": "urn:ngsi-ld:TrafficFlowObserved:1", "type": "TrafficFlowObserved", "intensity": {"type": "Property", "value": 197, "observedAt": "2016-12-07T11:10:00Z"}, "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [-3.7, 40.4]}}, "laneId": 2}"#
+        let iris = #"""
+            {"@context": ["https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld", {"tfo": "https://smartdatamodels.org/dataModel.Transportation/", "lane": "https://smartdatamodels.org/dataModel.Transportation/laneId"}],
+             "id": "urn:ngsi-ld:TrafficFlowObserved:1", "type": "https://smartdatamodels.org/dataModel.Transportation/TrafficFlowObserved",
+             "tfo:intensity": {"type": "https://uri.etsi.org/ngsi-ld/Property", "value": 197, "https://uri.etsi.org/ngsi-ld/observedAt": "2016-12-07T11:10:00Z"},
+             "https://uri.etsi.org/ngsi-ld/location": {"type": "https://uri.etsi.org/ngsi-ld/GeoProperty", "value": {"type": "Point", "coordinates": [-3.7, 40.4]}},
+             "lane": 2}
+            """#
+        let expected = try read(short, ngsi: true, blockSize: 4096)
+        #expect(expected.first?["intensity.observedAt"] == "2016-12-07T11:10:00Z")
+        #expect(try read(iris, ngsi: true, blockSize: 13) == expected)
+        // An IRI in no namespace the broker knows, and not named by the entity's context, is kept as written.
+        let unknown = #"{"id": "x", "type": "T", "https://example.org/vocab/speed": 3}"#
+        #expect(try read(unknown, ngsi: true, blockSize: 64) == [["id": "x", "type": "T", "https://example.org/vocab/speed": 3]])
+    }
+
     @Test("A notification's entities are read as a batch; an attribute with several instances is refused with what to do")
     func notificationsAndInstances() throws {
         let ld = #"""

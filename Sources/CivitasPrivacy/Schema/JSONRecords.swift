@@ -27,11 +27,32 @@ public enum JSONRecords {
     /// per column.
     static func keyValues(_ entity: [String: JSONValue], entityNumber: Int = 1) throws -> [String: JSONValue] {
         var record: [String: JSONValue] = [:]
-        for (name, attribute) in entity {
+        let names = NGSINames(context: entity["@context"])
+        /// An attribute object with its member names and kind as short terms.
+        func termed(_ value: JSONValue) -> JSONValue {
+            guard case .object(let members) = value else { return value }
+            var out: [String: JSONValue] = [:]
+            for (key, item) in members {
+                let key = key.hasPrefix("@") ? key : names.term(key)
+                out[key] = key == "type" ? item.stringValue.map { .string(names.term($0)) } ?? item : item
+            }
+            return .object(out)
+        }
+        for (written, given) in entity {
+            let name = written.hasPrefix("@") ? written : names.term(written)
+            var attribute = given
+            if case .array(let items) = given { attribute = .array(items.map(termed)) } else if given.objectValue != nil { attribute = termed(given) }
             switch name {
             case "@context", "createdAt", "modifiedAt": continue
-            case "id", "type":
-                record[name] = attribute
+            case "id":
+                record[name] = given
+                continue
+            case "type":
+                if case .array(let types) = given {
+                    record[name] = .array(types.map { $0.stringValue.map { .string(names.term($0)) } ?? $0 })
+                } else {
+                    record[name] = given.stringValue.map { .string(names.term($0)) } ?? given
+                }
                 continue
             default: break
             }
