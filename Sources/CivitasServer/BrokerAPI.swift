@@ -7,7 +7,6 @@ import HTTPTypes
 import Hummingbird
 import NIOPosix
 import Logging
-import Metrics
 import Prometheus
 
 /// The broker's HTTP API: public routes (health, metrics, OpenAPI, catalog) and routes that
@@ -17,15 +16,15 @@ public struct BrokerAPI: Sendable {
     public static let maximumBodySize = 64 << 20
     /// Request-body bytes all requests may hold at once (each authenticated before it is read).
     public static let maximumBodyBytesInFlight = 2 * maximumBodySize
-    let bodies = RequestBodyBudget(limit: BrokerAPI.maximumBodyBytesInFlight)
+    let bodies = SharedAllowance(limit: BrokerAPI.maximumBodyBytesInFlight)
     /// Bytes all spooled uploads may hold on disk at once.
     public static let maximumSpooledBytes = 4 * maximumBodySize
-    let spooledBytes = RequestBodyBudget(limit: BrokerAPI.maximumSpooledBytes)
+    let spooledBytes = SharedAllowance(limit: BrokerAPI.maximumSpooledBytes)
     let catalogCache = CatalogCache()
     let turtleCatalogCache = CatalogCache()
     /// Envelopes read from the store at once (each holds one of its readers while it downloads).
     public static let maximumEnvelopeReaders = 4
-    let envelopeReaders = EnvelopeReaders(limit: BrokerAPI.maximumEnvelopeReaders)
+    let envelopeReaders = SharedAllowance(limit: BrokerAPI.maximumEnvelopeReaders)
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
 
     let broker: Broker

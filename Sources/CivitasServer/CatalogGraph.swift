@@ -69,7 +69,7 @@ public struct CatalogSettings: Sendable {
             throw BrokerError(.invalid, "\(unknown.prefix(40)) is not a catalog setting (\(known.sorted().joined(separator: ", ")))")
         }
         if let homepage = value["homepage"] {
-            guard let iri = homepage.stringValue, iri.hasPrefix("https://") || iri.hasPrefix("http://"), !iri.contains(" ") else {
+            guard let iri = homepage.stringValue, DatasetDescription.isWebIRI(iri) else {
                 throw BrokerError(.invalid, "homepage must be an http(s) IRI")
             }
             settings.homepage = iri

@@ -118,28 +118,3 @@ final class EnvelopeStream: AsyncSequence, @unchecked Sendable {
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(stream: self) }
 }
-
-/// How many envelopes are read from the store at once: each holds one of the store's readers
-/// while its client downloads.
-final class EnvelopeReaders: @unchecked Sendable {
-    let limit: Int
-    private let lock = NSLock()
-    private var active = 0
-
-    init(limit: Int) {
-        self.limit = limit
-    }
-
-    /// Takes a reader; false when all are in use.
-    func take() -> Bool {
-        lock.withLock {
-            guard active < limit else { return false }
-            active += 1
-            return true
-        }
-    }
-
-    func giveBack() {
-        lock.withLock { active -= 1 }
-    }
-}

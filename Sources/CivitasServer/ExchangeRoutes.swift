@@ -135,14 +135,14 @@ extension BrokerAPI {
         let envelope = try brokerCall { try broker.deliveryEnvelope(id, for: participant) }
         var headers: HTTPFields = [.contentType: Self.envelopeType]
         if let name = HTTPField.Name("Civitas-Log-Index") { headers[name] = String(envelope.logIndex) }
-        guard envelopeReaders.take() else {
+        guard envelopeReaders.reserve(1) else {
             throw APIError(.serviceUnavailable, "busy", "the broker is sending as many envelopes as it reads at once; retry shortly",
                            headers: [.retryAfter: "1"])
         }
         // Read from the store as it is sent, a piece at a time: the envelope is never held whole.
         let stream = EnvelopeStream(read: { [broker] each in
             try broker.readEnvelope(of: id, for: participant, pieceSize: EnvelopeStream.pieceSize, each)
-        }, finished: { [envelopeReaders] in envelopeReaders.giveBack() })
+        }, finished: { [envelopeReaders] in envelopeReaders.release(1) })
         let body = ResponseBody(contentLength: envelope.byteCount) { writer in
             do {
                 for try await piece in stream { try await writer.write(piece) }

@@ -11,16 +11,16 @@ import Hummingbird
 /// allowed skew, a nonce of 1 to 256 bytes not seen before from that key, `keyid` = the
 /// participant's key id, and `alg="ed25519"`. Everything that needs no body is checked before a
 /// byte of the body is read, so an unauthenticated request costs no memory; the body is then
-/// read within the shared ``RequestBodyBudget``, or, for the requests `spools` names (CSV batch
+/// read within the shared ``SharedAllowance``, or, for the requests `spools` names (CSV batch
 /// uploads, read a block at a time), streamed to a temporary file and hashed on the way, so that
 /// memory does not grow with the body. Missing or bad signatures get 401.
 struct SignatureAuthenticator: RouterMiddleware {
     typealias Context = CivitasRequestContext
     let broker: Broker
     let clock: @Sendable () -> Int64
-    let bodies: RequestBodyBudget
+    let bodies: SharedAllowance
     /// The disk all spooled bodies may take together.
-    let spooledBytes: RequestBodyBudget
+    let spooledBytes: SharedAllowance
     /// Whether a request's body goes to a temporary file rather than memory.
     let spools: @Sendable (Request) -> Bool
     static let allowedSkew: Int64 = 300

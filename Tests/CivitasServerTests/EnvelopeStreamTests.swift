@@ -50,7 +50,7 @@ struct EnvelopeStreamTests {
     func boundedReadAhead() async throws {
         let progress = ReadProgress()
         let stream = EnvelopeStream(read: Self.reader(pieces: 1000, progress: progress), finished: { progress.finish() })
-        var iterator = stream.makeAsyncIterator()
+        let iterator = stream.makeAsyncIterator()
         _ = try await iterator.next()
         try await Task.sleep(for: .milliseconds(200))
         // One taken, the queue full, and the piece the reader is waiting to hand over.
@@ -67,7 +67,7 @@ struct EnvelopeStreamTests {
         let stream = EnvelopeStream(stallLimit: 0.3, read: Self.reader(pieces: 1000, progress: progress), finished: { progress.finish() })
         let finished = try #require(try await progress.waitForFinish(within: 5))
         #expect(finished.timeIntervalSince(started) >= 0.3)
-        var iterator = stream.makeAsyncIterator()
+        let iterator = stream.makeAsyncIterator()
         var taken = 0
         await #expect(throws: EnvelopeStream.Stalled.self) {
             while try await iterator.next() != nil { taken += 1 }

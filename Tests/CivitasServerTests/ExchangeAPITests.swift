@@ -62,10 +62,10 @@ struct ExchangeAPITests {
             #expect(try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-big", key: broker.agency)).status == .forbidden)
             #expect(try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-none", key: broker.partner)).status == .notFound)
             // Every reader taken: refused with a time to retry, not queued; given back: served again.
-            for _ in 0..<BrokerAPI.maximumEnvelopeReaders { #expect(broker.api.envelopeReaders.take()) }
+            for _ in 0..<BrokerAPI.maximumEnvelopeReaders { #expect(broker.api.envelopeReaders.reserve(1)) }
             let busy = try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-big", key: broker.partner))
             #expect(busy.status == .serviceUnavailable && busy.headers[.retryAfter] == "1")
-            for _ in 0..<BrokerAPI.maximumEnvelopeReaders { broker.api.envelopeReaders.giveBack() }
+            for _ in 0..<BrokerAPI.maximumEnvelopeReaders { broker.api.envelopeReaders.release(1) }
             let again = try await client.execute(try TestBroker.signed(.get, "/deliveries/rel-big", key: broker.partner))
             #expect(Array(again.body.readableBytesView) == envelope)
         }

@@ -1,9 +1,10 @@
 import Foundation
 
-/// The request-body bytes the broker holds at once, across all requests: a body is read only
-/// after its signature verifies, and only while its share fits under the limit.
-final class RequestBodyBudget: @unchecked Sendable {
-    /// Bytes all bodies being read or handled may hold together.
+/// What all requests may hold together at once, counted in units: the bytes of request bodies
+/// (each read only after its signature verifies, and only while its share fits), the disk of
+/// spooled uploads, the store's readers that envelope downloads hold.
+final class SharedAllowance: @unchecked Sendable {
+    /// Units all requests may hold together.
     let limit: Int
     private let lock = NSLock()
     private var reserved = 0
