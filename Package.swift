@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // System libraries, reached only through the crypto target.
@@ -59,10 +60,15 @@ let package = Package(
             dependencies: ["CivitasCrypto", "CivitasTime"]
         ),
 
-        // Persistence: the broker's state on embedded SQLite (GRDB, WAL), the exchange log included.
+        // Persistence: the broker's state on embedded SQLite (GRDB, WAL) or on PostgreSQL shared by
+        // several broker nodes, the exchange log included.
         .target(
             name: "CivitasStore",
-            dependencies: ["CivitasCrypto", "CivitasLog", "CivitasModel", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "CivitasCrypto", "CivitasLog", "CivitasModel",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
         ),
 
         // The records the broker keeps and shows (participants, datasets, agreements, deliveries, feeds).

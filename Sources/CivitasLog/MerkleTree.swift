@@ -83,6 +83,17 @@ public struct MerkleTree: Sendable {
         return proof
     }
 
+    /// The tree's right edge as it is now: each complete subtree of the binary decomposition of its size.
+    public var frontier: MerkleFrontier {
+        var hashes: [MerkleDigest] = []
+        var start: UInt64 = 0
+        for bit in (0..<64).reversed() where size & (UInt64(1) << UInt64(bit)) != 0 {
+            hashes.append(node(level: bit, index: start >> UInt64(bit)))
+            start += UInt64(1) << UInt64(bit)
+        }
+        return MerkleFrontier(size: size, hashes: hashes)
+    }
+
     // MARK: - Internals
 
     private func node(level: Int, index: UInt64) -> MerkleDigest {

@@ -17,7 +17,7 @@ public final class BrokerStore: Sendable {
     /// The oldest accepted request time of the last sweep of expired nonces.
     let nonceSweep = Mutex<Int64>(Int64.min)
     /// Records per encrypted segment.
-    public static let segmentRows = 1000
+    public static let segmentRows = Segments.rows
 
     /// Opens (creating if needed) the database at `path` in WAL mode and applies migrations.
     /// `logOrigin` names the exchange log (its checkpoints' origin line); it is fixed when the store is created.
@@ -61,24 +61,13 @@ public final class BrokerStore: Sendable {
         try wrap {
             try pool.read { db in
                 try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM participant WHERE key_id = ?"), arguments: [keyID.hex])
-            }.map(Self.participant(from:))
+            }.map(StoredRecords.participant(from:))
         }
     }
 
     /// All participants, by name.
     public func participants() throws -> [Participant] {
-        try wrap { try pool.read { db in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM participant ORDER BY name")) }.map(Self.participant(from:)) }
-    }
-
-    static func participant(from row: Row) throws -> Participant {
-        let signing: Data = try row.decode(forColumn: "ed25519"), encryption: Data = try row.decode(forColumn: "x25519")
-        guard let role = Participant.Role(rawValue: try row.decode(forColumn: "role")) else {
-            throw StoreError(.corrupt, "participant \((try? row.decode(String?.self, forColumn: "key_id")) ?? "?") has an unknown role")
-        }
-        let keys = try PublicKeys(name: try row.decode(forColumn: "name"), signingKey: Array(signing), encryptionKey: Array(encryption))
-        let storedID: String = try row.decode(forColumn: "key_id")
-        guard keys.keyID.hex == storedID else { throw StoreError(.corrupt, "participant \(keys.keyID): stored key id does not match its keys") }
-        return Participant(keys: keys, role: role, registered: try row.decode(forColumn: "registered"))
+        try wrap { try pool.read { db in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM participant ORDER BY name")) }.map(StoredRecords.participant(from:)) }
     }
 
     // MARK: Replay protection
@@ -116,23 +105,8 @@ public final class BrokerStore: Sendable {
 
     /// The dataset with this id, if registered.
     public func dataset(_ id: String) throws -> Dataset? {
-        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]) }.map(Self.dataset(from:)) }
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]) }.map(StoredRecords.dataset(from:)) }
     }
-
-    static func dataset(from row: Row) throws -> Dataset {
-        let id: String = try row.decode(forColumn: "id")
-        let schema: Data = try row.decode(forColumn: "schema"), hash: Data = try row.decode(forColumn: "schema_sha256")
-        guard let publisher = KeyID(hex: try row.decode(forColumn: "publisher")) else { throw StoreError(.corrupt, "dataset \(id) has a malformed publisher") }
-        let purposesText: String = try row.decode(forColumn: "purposes")
-        guard case .array(let items)? = try? JSONParser.parse(Array(purposesText.utf8)) else {
-            throw StoreError(.corrupt, "dataset \(id) has malformed purposes")
-        }
-        return Dataset(id: id, publisher: publisher, schema: Array(schema), schemaSHA256: Array(hash),
-                       purposes: items.compactMap(\.stringValue), registered: try row.decode(forColumn: "registered"))
-    }
-
-    /// What a dataset's wrapped records key is bound to.
-    static func datasetKeyBinding(_ id: String) -> [UInt8] { Array("dataset-key:\(id)".utf8) }
 
     /// All datasets, by id.
     public func datasets() throws -> [Dataset] {
@@ -161,81 +135,26 @@ public final class BrokerStore: Sendable {
     /// compared, and the stored batch is answered.
     public func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
                             produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
-        if let idempotencyKey, !(1...200).contains(idempotencyKey.utf8.count) {
-            throw StoreError(.invalidArgument, "an idempotency key must be 1 to 200 bytes")
-        }
+        try Segments.checkIdempotencyKey(idempotencyKey)
         let datasetKey = try self.datasetKey(id)
-        /// The content hash: SHA-256 over the canonical columns, then each row's canonical array, each line-terminated.
-        final class ContentHash {
-            let hasher: SHA256Hasher
-            var columns: [String]?
-            init() throws { hasher = try SHA256Hasher() }
-            private var line: [UInt8] = []
-            func add(columns given: [String], rows: [[String]]) throws {
-                if let columns {
-                    guard columns == given else { throw StoreError(.invalidArgument, "every chunk of a batch must name the same columns") }
-                } else {
-                    columns = given
-                    hash(given)
-                }
-                for row in rows { hash(row) }
-            }
-            /// Hashes one row as its canonical JSON array and a line feed.
-            private func hash(_ row: [String]) {
-                line.removeAll(keepingCapacity: true)
-                CanonicalJSON.appendStringArray(row, to: &line)
-                line.append(0x0A)
-                hasher.update(line)
-            }
-        }
         return try wrap {
             try pool.write { db -> Batch in
                 if let idempotencyKey, let existing = try Row.fetchOne(db, sql: "SELECT * FROM batch WHERE dataset = ? AND idempotency_key = ?",
                                                                        arguments: [id, idempotencyKey]) {
-                    let contentHash = try ContentHash()
-                    try produce { columns, rows in try contentHash.add(columns: columns, rows: rows) }
-                    let hash = contentHash.hasher.finish()
-                    let storedHash: Data = try existing.decode(forColumn: "content_sha256")
-                    guard Array(storedHash) == hash else {
+                    let hash = try Segments.contentHash(produce: produce)
+                    guard try existing.bytes("content_sha256") == hash else {
                         throw StoreError(.duplicate, "idempotency key \(idempotencyKey.prefix(60)) was used for a different batch of \(id)")
                     }
-                    return Batch(dataset: id, sequence: try existing.decode(forColumn: "sequence"), records: try existing.decode(forColumn: "records"),
+                    return Batch(dataset: id, sequence: try existing.integer("sequence"), records: Int(try existing.integer("records")),
                                  idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: true)
                 }
                 let sequence = (try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM batch WHERE dataset = ?", arguments: [id]) ?? 0) + 1
                 try db.execute(sql: "INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, created) VALUES (?, ?, 0, ?, ?, ?)",
                                arguments: [id, sequence, idempotencyKey, Data(count: SHA256Hasher.digestLength), now])
-                let contentHash = try ContentHash()
-                var position = 0, records = 0
-                var pending: [[String]] = []
-                func seal(_ rows: [[String]]) throws {
-                    // Canonical JSON of {"columns": [...], "rows": [[...], ...]}, written directly.
-                    var plaintext = Array(#"{"columns":"#.utf8)
-                    CanonicalJSON.appendStringArray(contentHash.columns ?? [], to: &plaintext)
-                    plaintext += Array(#","rows":["#.utf8)
-                    for (index, row) in rows.enumerated() {
-                        if index > 0 { plaintext.append(UInt8(ascii: ",")) }
-                        CanonicalJSON.appendStringArray(row, to: &plaintext)
-                    }
-                    plaintext += Array("]}".utf8)
-                    let sealed = datasetKey.seal(plaintext, associatedData: Self.segmentBinding(id, sequence, position))
-                    try db.execute(sql: "INSERT INTO segment (dataset, sequence, position, sealed) VALUES (?, ?, ?, ?)",
-                                   arguments: [id, sequence, position, Data(sealed)])
-                    position += 1
+                let insert = try db.cachedStatement(sql: "INSERT INTO segment (dataset, sequence, position, sealed) VALUES (?, ?, ?, ?)")
+                let (records, hash) = try Segments.seal(dataset: id, sequence: sequence, key: datasetKey, produce: produce) { position, sealed in
+                    try insert.execute(arguments: [id, sequence, position, Data(sealed)])
                 }
-                // The next chunk is read and validated on another thread while this one is sealed and stored.
-                try ChunkHandoff.overlap(produce: produce) { columns, chunk in
-                    try contentHash.add(columns: columns, rows: chunk)
-                    records += chunk.count
-                    pending += chunk
-                    while pending.count >= Self.segmentRows {
-                        try seal(Array(pending.prefix(Self.segmentRows)))
-                        pending.removeFirst(Self.segmentRows)
-                    }
-                }
-                if !pending.isEmpty || position == 0 { try seal(pending) }
-                guard contentHash.columns != nil else { throw StoreError(.invalidArgument, "a batch needs its columns") }
-                let hash = contentHash.hasher.finish()
                 try db.execute(sql: "UPDATE batch SET records = ?, content_sha256 = ? WHERE dataset = ? AND sequence = ?",
                                arguments: [records, Data(hash), id, sequence])
                 return Batch(dataset: id, sequence: sequence, records: records, idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: false)
@@ -254,23 +173,8 @@ public final class BrokerStore: Sendable {
                 let segments = try Row.fetchCursor(db, sql: "SELECT sequence, position, sealed FROM segment WHERE dataset = ? AND sequence >= ? AND sequence < ? ORDER BY sequence, position",
                                                    arguments: [id, range.lowerBound, range.upperBound])
                 while let row = try segments.next() {
-                    let (sequence, position, sealed): (Int64, Int, Data) =
-                        (try row.decode(forColumn: "sequence"), try row.decode(forColumn: "position"), try row.decode(forColumn: "sealed"))
-                    let plaintext: [UInt8]
-                    do {
-                        plaintext = try datasetKey.open(Array(sealed), associatedData: Self.segmentBinding(id, sequence, position))
-                    } catch {
-                        throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) failed authentication")
-                    }
-                    guard let object = (try? JSONParser.parse(plaintext))?.objectValue,
-                          case .array(let columnValues)? = object["columns"], case .array(let rowValues)? = object["rows"] else {
-                        throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) does not parse")
-                    }
-                    let columns = columnValues.compactMap(\.stringValue)
-                    let rows: [[String]] = rowValues.map { value in
-                        if case .array(let cells) = value { return cells.compactMap(\.stringValue) }
-                        return []
-                    }
+                    let (sequence, position) = (try row.integer("sequence"), Int(try row.integer("position")))
+                    let (columns, rows) = try Segments.open(try row.bytes("sealed"), key: datasetKey, dataset: id, sequence: sequence, position: position)
                     try handle(columns, rows)
                 }
             }
@@ -281,16 +185,7 @@ public final class BrokerStore: Sendable {
         guard let wrapped = try wrap({ try pool.read { db in try Data.fetchOne(db, sql: "SELECT wrapped_key FROM dataset WHERE id = ?", arguments: [id]) } }) else {
             throw StoreError(.notFound, "dataset \(id) is not registered")
         }
-        do {
-            return try storageKey.unwrap(Array(wrapped), associatedData: Self.datasetKeyBinding(id))
-        } catch {
-            throw StoreError(.corrupt, "the key of dataset \(id) does not open with this store key")
-        }
-    }
-
-    /// Associated data binding a segment to its place: moving it elsewhere makes it fail to open.
-    static func segmentBinding(_ dataset: String, _ sequence: Int64, _ position: Int) -> [UInt8] {
-        Array("segment:\(dataset):\(sequence):\(position)".utf8)
+        return try Segments.datasetKey(Array(wrapped), dataset: id, storageKey: storageKey)
     }
 
     func wrap<T>(_ body: () throws -> T) throws -> T {

@@ -12,7 +12,7 @@ extension BrokerStore {
     public func agreement(_ id: String) throws -> StoredAgreement? {
         try wrap {
             try pool.read { db in
-                try Row.fetchOne(db, sql: "SELECT * FROM agreement WHERE id = ?", arguments: [id]).map(Self.agreement(from:))
+                try Row.fetchOne(db, sql: "SELECT * FROM agreement WHERE id = ?", arguments: [id]).map(StoredRecords.agreement(from:))
             }
         }
     }
@@ -23,29 +23,11 @@ extension BrokerStore {
             try pool.read { db in
                 if let participant {
                     return try Row.fetchAll(db, sql: "SELECT * FROM agreement WHERE publisher = ? OR partner = ? ORDER BY id",
-                                            arguments: [participant.hex, participant.hex]).map(Self.agreement(from:))
+                                            arguments: [participant.hex, participant.hex]).map(StoredRecords.agreement(from:))
                 }
-                return try Row.fetchAll(db, sql: "SELECT * FROM agreement ORDER BY id").map(Self.agreement(from:))
+                return try Row.fetchAll(db, sql: "SELECT * FROM agreement ORDER BY id").map(StoredRecords.agreement(from:))
             }
         }
-    }
-
-    static func agreement(from row: Row) throws -> StoredAgreement {
-        let id: String = try row.decode(forColumn: "id")
-        guard let publisher = KeyID(hex: try row.decode(forColumn: "publisher")), let partner = KeyID(hex: try row.decode(forColumn: "partner")),
-              let state = StoredAgreement.State(rawValue: try row.decode(forColumn: "state")) else {
-            throw StoreError(.corrupt, "agreement \(id) has a malformed party or state")
-        }
-        let policy: Data = try row.decode(forColumn: "policy"), hash: Data = try row.decode(forColumn: "policy_sha256"), offer: Data = try row.decode(forColumn: "offer_signature")
-        var agreement = StoredAgreement(id: id, dataset: try row.decode(forColumn: "dataset"), publisher: publisher, partner: partner, policy: Array(policy),
-                                        policySHA256: Array(hash), offerSignature: Array(offer), validFrom: try row.decode(forColumn: "valid_from"),
-                                        validUntil: try row.decode(forColumn: "valid_until"), budgetMicro: UInt64(try row.decode(Int64.self, forColumn: "budget_micro")), offered: try row.decode(forColumn: "offered"))
-        agreement.acceptSignature = (try row.decode(Data?.self, forColumn: "accept_signature")).map(Array.init)
-        agreement.state = state
-        agreement.spentMicro = UInt64(try row.decode(Int64.self, forColumn: "spent_micro"))
-        agreement.accepted = try row.decode(forColumn: "accepted")
-        agreement.ended = try row.decode(forColumn: "ended")
-        return agreement
     }
 
     // MARK: Consent
@@ -78,9 +60,7 @@ extension BrokerStore {
         try wrap {
             try pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT sequence, records, created FROM batch WHERE dataset = ? AND sequence >= ? ORDER BY sequence",
-                                 arguments: [dataset, sequence]).map {
-                    BatchSummary(sequence: $0["sequence"], records: $0["records"], created: $0["created"])
-                }
+                                 arguments: [dataset, sequence]).map(StoredRecords.batchSummary(from:))
             }
         }
     }
@@ -107,9 +87,7 @@ extension BrokerStore {
         try wrap {
             try pool.read { db in
                 try Row.fetchOne(db, sql: "SELECT * FROM request_key WHERE partner = ? AND key = ?", arguments: [partner.hex, key]).map { row in
-                    let hash: Data = try row.decode(forColumn: "request_sha256"), figures: Data = try row.decode(forColumn: "figures")
-                    return RequestKey(partner: partner, key: key, requestSHA256: Array(hash), delivery: try row.decode(forColumn: "delivery"),
-                                      figures: Array(figures), created: try row.decode(forColumn: "created"))
+                    try StoredRecords.requestKey(from: row, partner: partner, key: key)
                 }
             }
         }
@@ -122,7 +100,7 @@ extension BrokerStore {
             try pool.read { db in
                 let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM delivery WHERE id = ?", arguments: [id])
                 // The row is valid only while its cursor is.
-                return try withExtendedLifetime(cursor) { try cursor.next().map(Self.delivery(from:)) }
+                return try withExtendedLifetime(cursor) { try cursor.next().map(StoredRecords.delivery(from:)) }
             }
         }
     }
@@ -197,7 +175,7 @@ extension BrokerStore {
         try wrap {
             try pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE feed = ? AND feed_sequence > ? ORDER BY feed_sequence LIMIT ?",
-                                 arguments: [feed, sequence, limit]).map(Self.delivery(from:))
+                                 arguments: [feed, sequence, limit]).map(StoredRecords.delivery(from:))
             }
         }
     }
@@ -206,37 +184,20 @@ extension BrokerStore {
     public func deliveries(agreement: String) throws -> [Delivery] {
         try wrap {
             try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE agreement = ? ORDER BY log_index", arguments: [agreement]).map(Self.delivery(from:))
+                try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE agreement = ? ORDER BY log_index", arguments: [agreement]).map(StoredRecords.delivery(from:))
             }
         }
-    }
-
-    static func delivery(from row: Row) throws -> Delivery {
-        let id: String = try row.decode(forColumn: "id")
-        guard let partner = KeyID(hex: try row.decode(forColumn: "partner")), let kind = Delivery.Kind(rawValue: try row.decode(forColumn: "kind")) else {
-            throw StoreError(.corrupt, "delivery \(id) has a malformed partner or kind")
-        }
-        guard let envelope = try row.withUnsafeData(named: "envelope", { $0.map { [UInt8]($0) } }) else {
-            throw StoreError(.corrupt, "delivery \(id) has no envelope")
-        }
-        return Delivery(id: id, agreement: try row.decode(forColumn: "agreement"), partner: partner, kind: kind, feed: try row.decode(forColumn: "feed"), feedSequence: try row.decode(forColumn: "feed_sequence"),
-                        logIndex: UInt64(try row.decode(Int64.self, forColumn: "log_index")), records: try row.decode(forColumn: "records"), envelope: envelope, created: try row.decode(forColumn: "created"))
     }
 
     // MARK: Feeds
 
     /// The feed with this id, if any.
     public func feed(_ id: String) throws -> Feed? {
-        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM feed WHERE id = ?", arguments: [id]).map(Self.feed(from:)) } }
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM feed WHERE id = ?", arguments: [id]).map(StoredRecords.feed(from:)) } }
     }
 
     /// Every feed, by id.
     public func feeds() throws -> [Feed] {
-        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM feed ORDER BY id").map(Self.feed(from:)) } }
-    }
-
-    static func feed(from row: Row) throws -> Feed {
-        Feed(id: try row.decode(forColumn: "id"), agreement: try row.decode(forColumn: "agreement"), purpose: try row.decode(forColumn: "purpose"), nextBatch: try row.decode(forColumn: "next_batch"), delivered: try row.decode(forColumn: "delivered"),
-             acknowledged: try row.decode(forColumn: "acknowledged"), webhook: try row.decode(forColumn: "webhook"), pushed: try row.decode(forColumn: "pushed"), created: try row.decode(forColumn: "created"))
+        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM feed ORDER BY id").map(StoredRecords.feed(from:)) } }
     }
 }

@@ -84,7 +84,7 @@ final class SQLiteTransaction: StorageTransaction {
     }
 
     func participant(_ keyID: KeyID) throws -> Participant? {
-        try Row.fetchOne(db, sql: "SELECT * FROM participant WHERE key_id = ?", arguments: [keyID.hex]).map(BrokerStore.participant(from:))
+        try Row.fetchOne(db, sql: "SELECT * FROM participant WHERE key_id = ?", arguments: [keyID.hex]).map(StoredRecords.participant(from:))
     }
 
     func insertParticipant(_ participant: Participant) throws {
@@ -99,7 +99,7 @@ final class SQLiteTransaction: StorageTransaction {
     }
 
     func dataset(_ id: String) throws -> Dataset? {
-        try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]).map(BrokerStore.dataset(from:))
+        try Row.fetchOne(db, sql: "SELECT * FROM dataset WHERE id = ?", arguments: [id]).map(StoredRecords.dataset(from:))
     }
 
     func insertDataset(_ dataset: Dataset) throws {
@@ -110,7 +110,7 @@ final class SQLiteTransaction: StorageTransaction {
             throw StoreError(.notFound, "publisher \(dataset.publisher) is not a registered participant")
         }
         let purposes = String(decoding: try CanonicalJSON.encode(.array(dataset.purposes.map(JSONValue.string))), as: UTF8.self)
-        let wrapped = storageKey.wrap(try SealedStorageKey.generate(), associatedData: BrokerStore.datasetKeyBinding(dataset.id))
+        let wrapped = try Segments.newDatasetKey(dataset: dataset.id, storageKey: storageKey)
         var arguments: StatementArguments = [dataset.id, dataset.publisher.hex, Data(dataset.schema)]
         arguments += [Data(dataset.schemaSHA256), Data(wrapped), purposes, dataset.registered]
         try db.execute(sql: "INSERT INTO dataset (id, publisher, schema, schema_sha256, wrapped_key, purposes, registered) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -125,7 +125,7 @@ final class SQLiteTransaction: StorageTransaction {
         guard let row = try Row.fetchOne(db, sql: "SELECT * FROM agreement WHERE id = ?", arguments: [id]) else {
             throw StoreError(.notFound, "agreement \(id) does not exist")
         }
-        return try BrokerStore.agreement(from: row)
+        return try StoredRecords.agreement(from: row)
     }
 
     func insertAgreement(_ agreement: StoredAgreement) throws {
@@ -133,7 +133,7 @@ final class SQLiteTransaction: StorageTransaction {
             throw StoreError(.duplicate, "agreement \(agreement.id) already exists")
         }
         let acceptSignature: Data? = agreement.acceptSignature.map { Data($0) }
-        let budget: Int64 = try Self.storable(agreement.budgetMicro), spent: Int64 = try Self.storable(agreement.spentMicro)
+        let budget: Int64 = try StoredRecords.storable(agreement.budgetMicro), spent: Int64 = try StoredRecords.storable(agreement.spentMicro)
         var arguments: StatementArguments = [agreement.id, agreement.dataset, agreement.publisher.hex, agreement.partner.hex]
         arguments += [Data(agreement.policy), Data(agreement.policySHA256), Data(agreement.offerSignature), acceptSignature]
         arguments += [agreement.state.rawValue, agreement.validFrom, agreement.validUntil, budget]
@@ -147,7 +147,7 @@ final class SQLiteTransaction: StorageTransaction {
 
     func updateAgreement(_ agreement: StoredAgreement) throws {
         let acceptSignature: Data? = agreement.acceptSignature.map { Data($0) }
-        let spent: Int64 = try Self.storable(agreement.spentMicro)
+        let spent: Int64 = try StoredRecords.storable(agreement.spentMicro)
         var arguments: StatementArguments = [agreement.state.rawValue, acceptSignature, agreement.accepted]
         arguments += [agreement.ended, spent, agreement.id]
         try db.execute(sql: "UPDATE agreement SET state = ?, accept_signature = ?, accepted = ?, ended = ?, spent_micro = ? WHERE id = ?",
@@ -172,7 +172,7 @@ final class SQLiteTransaction: StorageTransaction {
         guard let row = try Row.fetchOne(db, sql: "SELECT * FROM feed WHERE id = ?", arguments: [id]) else {
             throw StoreError(.notFound, "feed \(id) does not exist")
         }
-        return try BrokerStore.feed(from: row)
+        return try StoredRecords.feed(from: row)
     }
 
     func insertFeed(_ feed: Feed) throws {
@@ -229,11 +229,5 @@ final class SQLiteTransaction: StorageTransaction {
         arguments += [key.delivery, Data(key.figures), key.created]
         try db.execute(sql: "INSERT INTO request_key (partner, key, request_sha256, delivery, figures, created) VALUES (?, ?, ?, ?, ?, ?)",
                        arguments: arguments)
-    }
-
-    /// A budget figure as SQLite stores it (a signed 64-bit integer).
-    private static func storable(_ micro: UInt64) throws -> Int64 {
-        guard let value = Int64(exactly: micro) else { throw StoreError(.invalidArgument, "a budget figure above 2^63 cannot be stored") }
-        return value
     }
 }

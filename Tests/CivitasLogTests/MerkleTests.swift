@@ -55,6 +55,29 @@ struct MerkleTests {
         }
     }
 
+    @Test("A frontier appended leaf by leaf gives the published roots and every tree's root and edge up to 300 leaves")
+    func frontierFollowsTheTree() throws {
+        var frontier = MerkleFrontier()
+        var tree = MerkleTree()
+        #expect(Hex.encode(frontier.root) == referenceRoots[0])
+        for (index, leaf) in referenceLeaves.enumerated() {
+            frontier.append(leafHash: MerkleHash.leaf(leaf))
+            #expect(Hex.encode(frontier.root) == referenceRoots[index + 1], "size \(index + 1)")
+        }
+        var grown = MerkleFrontier()
+        for index in 0..<300 {
+            let leaf = MerkleHash.leaf(Array("entry \(index)".utf8))
+            tree.append(leafHash: leaf)
+            // Kept as a store keeps it: encoded, read back, then appended to.
+            grown = try MerkleFrontier(size: grown.size, encoded: grown.encoded)
+            grown.append(leafHash: leaf)
+            #expect(grown == tree.frontier, "size \(tree.size)")
+            #expect(grown.root == (try tree.root()), "size \(tree.size)")
+        }
+        // A stored edge of the wrong length is refused.
+        #expect(throws: LogError.self) { try MerkleFrontier(size: 3, encoded: [UInt8](repeating: 0, count: 32)) }
+    }
+
     @Test("Published inclusion and consistency proofs are generated exactly and verify")
     func referenceProofs() throws {
         let tree = referenceTree()
