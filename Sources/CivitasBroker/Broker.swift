@@ -59,6 +59,7 @@ public final class Broker: Sendable {
             case .duplicate: throw BrokerError(.duplicate, error.message)
             case .superseded: throw BrokerError(.conflict, error.message)
             case .invalidArgument: throw BrokerError(.invalid, error.message)
+            case .contended: throw BrokerError(.busy, error.message)
             case .replayed, .corrupt, .database: throw error
             }
         }

@@ -24,6 +24,8 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case badSignature = "bad_signature"
         /// Another request changed the same agreement or feed first; retry.
         case conflict
+        /// Other broker nodes kept changing the same records at the same time; nothing was changed, retry shortly.
+        case busy
         /// A signed request's nonce was used before by the same key.
         case replayed
         /// A batch that cannot be read or does not match its dataset's schema; nothing was stored.

@@ -22,13 +22,14 @@ public struct ExchangeLog: Sendable {
         self.keepsEntries = keepsEntries
     }
 
-    /// Rebuilds the tree of a stored log from its leaf hashes, and its last entry (parsed and
-    /// checked against the last leaf hash), without keeping the entries.
-    public mutating func restore(leafHashes: [MerkleDigest], lastEntry: [UInt8]) throws {
-        precondition(tree.size == 0 && !keepsEntries, "restore rebuilds an empty log that does not keep entries")
+    /// Extends the tree of a stored log with the leaf hashes of the entries after its last, and the
+    /// last of them (parsed and checked against the last leaf hash), without keeping the entries.
+    public mutating func extend(leafHashes: [MerkleDigest], lastEntry: [UInt8]) throws {
+        precondition(!keepsEntries, "extend rebuilds a log that does not keep entries")
         guard let last = leafHashes.last else { return }
-        let entry = try LogEntry.parse(lastEntry, position: UInt64(leafHashes.count - 1))
-        guard MerkleHash.leaf(lastEntry) == last, entry.index == UInt64(leafHashes.count - 1) else {
+        let lastIndex = tree.size + UInt64(leafHashes.count) - 1
+        let entry = try LogEntry.parse(lastEntry, position: lastIndex)
+        guard MerkleHash.leaf(lastEntry) == last, entry.index == lastIndex else {
             throw LogError(.invalidEntry, "the stored last entry does not match its stored leaf hash")
         }
         for leaf in leafHashes { tree.append(leafHash: leaf) }

@@ -39,8 +39,10 @@ public struct APIError: HTTPResponseError, Sendable {
         case .replayed: .unauthorized
         case .duplicate, .agreementNotActive, .budgetExhausted, .conflict: .conflict
         case .invalid, .invalidBatch, .invalidSchema, .kUnreachable, .nothingToRelease, .badSignature: .unprocessableContent
+        case .busy: .serviceUnavailable
         }
-        self.init(status, error.code.rawValue, error.message, details: error.details)
+        self.init(status, error.code.rawValue, error.message, details: error.details,
+                  headers: error.code == .busy ? [.retryAfter: "1"] : [:])
     }
 
     static func unauthorized(_ message: String) -> APIError { APIError(.unauthorized, "unauthorized", message) }

@@ -68,7 +68,7 @@ extension BrokerStore {
                 var log = try ExchangeLog(origin: origin, keepsEntries: false)
                 let (leaves, releases) = try verifyStoredLog(db)
                 if let last = try Data.fetchOne(db, sql: "SELECT bytes FROM log_entry ORDER BY position DESC LIMIT 1") {
-                    do { try log.restore(leafHashes: leaves, lastEntry: Array(last)) } catch let error as LogError {
+                    do { try log.extend(leafHashes: leaves, lastEntry: Array(last)) } catch let error as LogError {
                         throw StoreError(.corrupt, "the exchange log's last entry: \(error.message)")
                     }
                 }
@@ -80,70 +80,27 @@ extension BrokerStore {
         }
     }
 
-    /// Checks every stored entry before the log is served: positions run 0, 1, 2, … without gaps;
-    /// each entry parses as canonical JSON of a valid entry, carries its own position as index,
-    /// links to the previous entry's leaf hash and is not earlier than it; each stored leaf hash
-    /// is SHA-256(0x00 ‖ the entry). Entries are read in chunks and checked on every core.
+    /// Checks every stored entry before the log is served (``StoredLogCheck``).
     /// Returns the leaf hashes and, per delivery id, its entry.
     static func verifyStoredLog(_ db: Database) throws -> ([MerkleDigest], [String: UInt64]) {
-        var leaves: [MerkleDigest] = []
-        var releases: [String: UInt64] = [:]
-        var previousTime = ""
-        var chunk: [(leaf: [UInt8], bytes: [UInt8])] = []
-        func verifyChunk() throws {
-            let first = leaves.count
-            let previousLeaf = leaves.last ?? [UInt8](repeating: 0, count: MerkleHash.size)
-            let outcomes = StoredEntryCheck.run(chunk, firstPosition: first, previousLeaf: previousLeaf)
-            for (offset, outcome) in outcomes.enumerated() {
-                let position = first + offset
-                switch outcome {
-                case .failure(let message): throw StoreError(.corrupt, "log entry \(position)\(message)")
-                case .success(let checked):
-                    guard checked.time >= previousTime else {
-                        throw StoreError(.corrupt, "log entry \(position) is dated \(checked.time), before the entry before it (\(previousTime))")
-                    }
-                    previousTime = checked.time
-                    if let release = checked.release { releases[release] = UInt64(position) }
-                    leaves.append(chunk[offset].leaf)
-                }
-            }
-            chunk.removeAll(keepingCapacity: true)
-        }
+        let check = StoredLogCheck()
         let rows = try Row.fetchCursor(db, sql: "SELECT position, leaf, bytes FROM log_entry ORDER BY position")
         while let row = try rows.next() {
-            guard let position = try row.decode(Int64?.self, forColumn: "position"), let leaf = try row.decode(Data?.self, forColumn: "leaf"), let bytes = try row.decode(Data?.self, forColumn: "bytes") else {
-                throw StoreError(.corrupt, "log entry \(leaves.count + chunk.count) has a missing column")
-            }
-            guard position == Int64(leaves.count + chunk.count) else {
-                throw StoreError(.corrupt, "log entry \(leaves.count + chunk.count) is missing (the next stored position is \(position))")
-            }
-            chunk.append((Array(leaf), Array(bytes)))
-            if chunk.count == StoredEntryCheck.chunkSize { try verifyChunk() }
+            try check.add(position: try row.optionalInteger("position"), leaf: try row.optionalBytes("leaf"), bytes: try row.optionalBytes("bytes"))
         }
-        try verifyChunk()
-        return (leaves, releases)
+        return try check.finish()
     }
 
     /// Every stored checkpoint states a size the log reaches and the root the log has at that size;
     /// every delivery points at the log entry that records it.
     static func verifyCheckpointsAndDeliveries(_ db: Database, log: ExchangeLog, releases: [String: UInt64]) throws {
-        for row in try Row.fetchAll(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size") {
-            let size = try row.decode(Int64?.self, forColumn: "size") ?? -1
-            let checkpoint: Checkpoint
-            do { checkpoint = try Checkpoint.statement(of: try row.decode(String?.self, forColumn: "note") ?? "") } catch let error as LogError {
-                throw StoreError(.corrupt, "the stored checkpoint at size \(size): \(error.message)")
-            }
-            guard checkpoint.size == UInt64(max(size, 0)), checkpoint.origin == log.origin, checkpoint.size <= log.size,
-                  let root = try? log.tree.root(atSize: checkpoint.size), root == checkpoint.rootHash else {
-                throw StoreError(.corrupt, "the stored checkpoint at size \(size) does not match the log (\(log.size) entries): entries were altered or removed")
-            }
+        let checkpoints = try Row.fetchAll(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size").map {
+            (size: try $0.optionalInteger("size"), note: try $0.optionalText("note"))
         }
-        for row in try Row.fetchAll(db, sql: "SELECT id, log_index FROM delivery") {
-            let id = try row.decode(String?.self, forColumn: "id") ?? "?", index = try row.decode(Int64?.self, forColumn: "log_index") ?? -1
-            guard index >= 0, releases[id] == UInt64(index) else {
-                throw StoreError(.corrupt, "delivery \(id) points at log entry \(index), which does not record it (the log has \(log.size) entries)")
-            }
+        let deliveries = try Row.fetchAll(db, sql: "SELECT id, log_index FROM delivery").map {
+            (id: try $0.optionalText("id"), logIndex: try $0.optionalInteger("log_index"))
         }
+        try StoredLogCheck.verify(checkpoints: checkpoints, deliveries: deliveries, log: log, releases: releases)
     }
 
     /// Runs `body` in one write transaction with a log writer: the change and its log entries
@@ -243,7 +200,14 @@ extension BrokerStore {
             try pool.read { db in
                 let checkpoints = try Row.fetchAll(db, sql: "SELECT size, note FROM log_checkpoint ORDER BY size")
                     .map { (size: UInt64($0["size"] as Int64), note: $0["note"] as String) }
-                return try LogExporter(store: self, key: key, checkpoints: checkpoints, size: checkpoints.last?.size ?? 0, pageEntries: pageEntries)
+                return try LogExporter(key: key, checkpoints: checkpoints, size: checkpoints.last?.size ?? 0, pageEntries: pageEntries) { from, to in
+                    try self.wrap {
+                        try self.pool.read { db in
+                            try Data.fetchAll(db, sql: "SELECT bytes FROM log_entry WHERE position >= ? AND position < ? ORDER BY position",
+                                              arguments: [Int64(from), Int64(to)]).map { Array($0) }
+                        }
+                    }
+                }
             }
         }
     }
@@ -273,7 +237,7 @@ extension BrokerStore {
 /// taken one at a time under a lock, so the exporter may be handed to another task.
 public final class LogExporter: LogPages, @unchecked Sendable {
     private let lock = NSLock()
-    private let store: BrokerStore
+    private let readEntries: (_ from: UInt64, _ to: UInt64) throws -> [[UInt8]]
     private let size: UInt64
     private let pageEntries: Int
     private let sink = PageSink()
@@ -281,8 +245,11 @@ public final class LogExporter: LogPages, @unchecked Sendable {
     private var next: UInt64 = 0
     private var done = false
 
-    init(store: BrokerStore, key: NoteKey, checkpoints: [(size: UInt64, note: String)], size: UInt64, pageEntries: Int) throws {
-        self.store = store
+    /// An export of the first `size` entries, read through `readEntries` (the entries from one
+    /// position up to another, excluded) one page at a time.
+    init(key: NoteKey, checkpoints: [(size: UInt64, note: String)], size: UInt64, pageEntries: Int,
+         readEntries: @escaping (_ from: UInt64, _ to: UInt64) throws -> [[UInt8]]) throws {
+        self.readEntries = readEntries
         self.size = size
         self.pageEntries = max(1, pageEntries)
         writer = try LogExport.Writer(origin: key.name, logKey: key, checkpoints: checkpoints, to: sink)
@@ -294,14 +261,9 @@ public final class LogExporter: LogPages, @unchecked Sendable {
         defer { lock.unlock() }
         guard !done else { return nil }
         let end = min(size, next + UInt64(pageEntries))
-        let entries = try store.wrap {
-            try store.pool.read { db in
-                try Data.fetchAll(db, sql: "SELECT bytes FROM log_entry WHERE position >= ? AND position < ? ORDER BY position",
-                                  arguments: [Int64(next), Int64(end)])
-            }
-        }
+        let entries = try readEntries(next, end)
         guard entries.count == Int(end - next) else { throw StoreError(.corrupt, "log entries \(next) to \(end - 1) are not all stored") }
-        for bytes in entries { try writer.append(entry: Array(bytes)) }
+        for bytes in entries { try writer.append(entry: bytes) }
         next = end
         if next == size {
             try writer.finish()
@@ -318,6 +280,85 @@ final class PageSink: ByteSink {
     func take() -> [UInt8] {
         defer { bytes.removeAll(keepingCapacity: true) }
         return bytes
+    }
+}
+
+/// Checks a stored log entry by entry before it is served: positions run 0, 1, 2, … without
+/// gaps; each entry parses as canonical JSON of a valid entry, carries its own position as
+/// index, links to the previous entry's leaf hash and is not earlier than it; each stored leaf
+/// hash is SHA-256(0x00 ‖ the entry). Entries are checked in chunks on every core.
+final class StoredLogCheck {
+    private(set) var leaves: [MerkleDigest] = []
+    private var releases: [String: UInt64] = [:]
+    private var previousTime: String
+    private var chunk: [(leaf: [UInt8], bytes: [UInt8])] = []
+    private let first: Int
+    private let firstPreviousLeaf: MerkleDigest
+
+    /// A check of the entries from `position` on, after an entry with this leaf hash and time.
+    init(from position: Int = 0, previousLeaf: MerkleDigest = [UInt8](repeating: 0, count: MerkleHash.size), previousTime: String = "") {
+        first = position
+        firstPreviousLeaf = previousLeaf
+        self.previousTime = previousTime
+    }
+
+    /// Takes the next stored entry's columns, as read.
+    func add(position: Int64?, leaf: [UInt8]?, bytes: [UInt8]?) throws {
+        let expected = first + leaves.count + chunk.count
+        guard let position, let leaf, let bytes else { throw StoreError(.corrupt, "log entry \(expected) has a missing column") }
+        guard position == Int64(expected) else {
+            throw StoreError(.corrupt, "log entry \(expected) is missing (the next stored position is \(position))")
+        }
+        chunk.append((leaf, bytes))
+        if chunk.count == StoredEntryCheck.chunkSize { try verifyChunk() }
+    }
+
+    /// The leaf hashes of the entries checked and, per delivery id, its entry.
+    func finish() throws -> ([MerkleDigest], [String: UInt64]) {
+        try verifyChunk()
+        return (leaves, releases)
+    }
+
+    private func verifyChunk() throws {
+        let start = first + leaves.count
+        let outcomes = StoredEntryCheck.run(chunk, firstPosition: start, previousLeaf: leaves.last ?? firstPreviousLeaf)
+        for (offset, outcome) in outcomes.enumerated() {
+            let position = start + offset
+            switch outcome {
+            case .failure(let message): throw StoreError(.corrupt, "log entry \(position)\(message)")
+            case .success(let checked):
+                guard checked.time >= previousTime else {
+                    throw StoreError(.corrupt, "log entry \(position) is dated \(checked.time), before the entry before it (\(previousTime))")
+                }
+                previousTime = checked.time
+                if let release = checked.release { releases[release] = UInt64(position) }
+                leaves.append(chunk[offset].leaf)
+            }
+        }
+        chunk.removeAll(keepingCapacity: true)
+    }
+
+    /// Every stored checkpoint states a size the log reaches and the root the log has at that size;
+    /// every delivery points at the log entry that records it.
+    static func verify(checkpoints: [(size: Int64?, note: String?)], deliveries: [(id: String?, logIndex: Int64?)],
+                       log: ExchangeLog, releases: [String: UInt64]) throws {
+        for (storedSize, note) in checkpoints {
+            let size = storedSize ?? -1
+            let checkpoint: Checkpoint
+            do { checkpoint = try Checkpoint.statement(of: note ?? "") } catch let error as LogError {
+                throw StoreError(.corrupt, "the stored checkpoint at size \(size): \(error.message)")
+            }
+            guard checkpoint.size == UInt64(max(size, 0)), checkpoint.origin == log.origin, checkpoint.size <= log.size,
+                  let root = try? log.tree.root(atSize: checkpoint.size), root == checkpoint.rootHash else {
+                throw StoreError(.corrupt, "the stored checkpoint at size \(size) does not match the log (\(log.size) entries): entries were altered or removed")
+            }
+        }
+        for (storedID, storedIndex) in deliveries {
+            let id = storedID ?? "?", index = storedIndex ?? -1
+            guard index >= 0, releases[id] == UInt64(index) else {
+                throw StoreError(.corrupt, "delivery \(id) points at log entry \(index), which does not record it (the log has \(log.size) entries)")
+            }
+        }
     }
 }
 

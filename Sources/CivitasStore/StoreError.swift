@@ -13,6 +13,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
         case invalidArgument
         /// Another change got there first (a batch already drawn for the partner).
         case superseded
+        /// Other broker nodes kept changing the same records at the same time; retrying later may succeed.
+        case contended
         /// The database reported a failure.
         case database
     }

@@ -12,11 +12,13 @@ struct StorageContractTests {
     /// The implementations under contract, each made fresh for a test.
     enum Implementation: String, CaseIterable, Sendable, CustomStringConvertible {
         case sqlite
+        case postgres
         var description: String { rawValue }
 
         func make() throws -> any BrokerStorage {
             switch self {
             case .sqlite: return try TemporaryStore().store
+            case .postgres: return try TemporaryPostgres().node()
             }
         }
     }

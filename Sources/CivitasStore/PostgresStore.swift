@@ -1,0 +1,371 @@
+import CivitasCrypto
+import CivitasLog
+import Foundation
+import PostgresNIO
+import Synchronization
+
+/// The broker's state on PostgreSQL, shared by every broker node that opens the same database:
+/// the same records, encryption and log as ``BrokerStore``, with the database as the one
+/// sequencer of the log. A node appends under the log's head row, locked in the same
+/// transaction as the change it records; its in-memory tree is only a cache for proofs,
+/// extended from the database when others have appended.
+public final class PostgresStore: BrokerStorage, Sendable {
+    let connections: PostgresConnections
+    let storageKey: SealedStorageKey
+    /// This node's copy of the log's tree, behind a lock; entries others appended are read in on demand.
+    let cachedLog: LockedLog
+    /// The oldest accepted request time of this node's last sweep of expired nonces.
+    let nonceSweep = Mutex<Int64>(Int64.min)
+    /// How many times a transaction that lost a race with another node (deadlock, serialization) is run.
+    static let attempts = 5
+
+    /// Opens the database at `location`, applies migrations (once, whichever node gets there
+    /// first) and checks the stored log. `logOrigin` names the exchange log; it is fixed when the
+    /// database is first used. At most `connections` are open at once.
+    public init(location: PostgresLocation, storageKey: SealedStorageKey, logOrigin: String = BrokerStore.defaultLogOrigin,
+                connections limit: Int = 16) throws {
+        connections = PostgresConnections(location: location, limit: limit)
+        self.storageKey = storageKey
+        try connections.withConnection { session in _ = try PostgresMigrations.migrate(session) }
+        cachedLog = LockedLog(try Self.loadLog(connections, origin: logOrigin))
+    }
+
+    /// Names of the migrations applied to this database, in order.
+    public func appliedMigrations() throws -> [String] {
+        try read { session in try session.rows("SELECT name FROM schema_migration ORDER BY name").map { try $0.text("name") } }
+    }
+
+    // MARK: Running statements
+
+    /// Runs `body` on one connection, with database failures as store errors.
+    func read<T>(_ body: (PostgresSession) throws -> T) throws -> T {
+        try Self.mapped { try connections.withConnection(body) }
+    }
+
+    /// Runs `body` on one connection in one transaction that sees the database as it was when the
+    /// transaction began (what others commit meanwhile stays invisible), read only.
+    func snapshot<T>(_ body: (PostgresSession) throws -> T) throws -> T {
+        try read { session in
+            try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            do {
+                let value = try body(session)
+                try session.execute("COMMIT")
+                return value
+            } catch {
+                _ = try? session.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    /// Database and decoding failures as store errors.
+    static func mapped<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as StoreError { throw error } catch let error as PSQLError {
+            throw PostgresSession.storeError(error)
+        } catch is PostgresDecodingError {
+            throw StoreError(.corrupt, "a stored row cannot be read: a column is missing, NULL or of the wrong type")
+        }
+    }
+
+    // MARK: Changes
+
+    /// Runs `body` in ONE transaction: whatever it writes and appends to the log commits together,
+    /// or nothing does. Rows it changes are locked by what it reads of them (the agreement, then
+    /// the log's head); a transaction that loses a race with another node is run again, a few
+    /// times, then refused as `contended`.
+    public func transaction<T>(_ body: (any StorageTransaction) throws -> T) throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try read { session in
+                    try session.execute("BEGIN")
+                    do {
+                        let transaction = PostgresTransaction(session: session, storageKey: storageKey)
+                        let value = try body(transaction)
+                        try transaction.writeLogHead()
+                        try session.execute("COMMIT")
+                        return value
+                    } catch {
+                        _ = try? session.execute("ROLLBACK")
+                        throw error
+                    }
+                }
+            } catch let error as StoreError where error.code == .contended && attempt < Self.attempts {
+                // Another node holds the same rows: wait a little, longer each time, and run it again.
+                attempt += 1
+                usleep(UInt32.random(in: 2_000...10_000) * UInt32(attempt))
+            }
+        }
+    }
+
+    // MARK: Secrets
+
+    /// A secret kept wrapped by the storage key, created (32 random bytes) by whichever node asks first.
+    /// The caller wipes the returned bytes.
+    public func secret(named name: String) throws -> [UInt8] {
+        let associatedData = Array("store-secret:\(name)".utf8)
+        var fresh = Sodium.randomBytes(32)
+        defer { Sodium.wipe(&fresh) }
+        let wrapped = try read { session -> [UInt8] in
+            try session.execute("INSERT INTO store_secret (name, wrapped) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                                [.text(name), .bytes(storageKey.seal(fresh, associatedData: associatedData))])
+            guard let row = try session.row("SELECT wrapped FROM store_secret WHERE name = $1", [.text(name)]) else {
+                throw StoreError(.corrupt, "the store secret \(name) was not kept")
+            }
+            return try row.bytes("wrapped")
+        }
+        do { return try storageKey.open(wrapped, associatedData: associatedData) } catch {
+            throw StoreError(.corrupt, "the store secret \(name) does not open with this storage key")
+        }
+    }
+
+    // MARK: Participants and nonces
+
+    public func participant(_ keyID: KeyID) throws -> Participant? {
+        try read { try $0.row("SELECT * FROM participant WHERE key_id = $1", [.text(keyID.hex)]).map(StoredRecords.participant(from:)) }
+    }
+
+    public func participants() throws -> [Participant] {
+        try read { try $0.rows("SELECT * FROM participant ORDER BY name").map(StoredRecords.participant(from:)) }
+    }
+
+    public func recordNonces(_ nonces: [RequestNonce], oldestAccepted: Int64) throws -> [Bool] {
+        if let long = nonces.first(where: { !(1...256).contains($0.nonce.utf8.count) }) {
+            throw StoreError(.invalidArgument, "a request nonce must be 1 to 256 bytes, not \(long.nonce.utf8.count)")
+        }
+        let sweep = nonceSweep.withLock { last -> Bool in
+            guard oldestAccepted > last else { return false }
+            last = oldestAccepted
+            return true
+        }
+        return try read { session in
+            try session.execute("BEGIN")
+            do {
+                if sweep { try session.execute("DELETE FROM request_nonce WHERE created < $1", [.integer(oldestAccepted)]) }
+                // A nonce seen within the window by any node stays; one seen before it (not swept yet) is taken anew.
+                let fresh = try nonces.map { nonce in
+                    try session.execute("""
+                        INSERT INTO request_nonce (key_id, nonce, created) VALUES ($1, $2, $3)
+                        ON CONFLICT (key_id, nonce) DO UPDATE SET created = excluded.created WHERE request_nonce.created < $4
+                        """, [.text(nonce.keyID), .text(nonce.nonce), .integer(nonce.created), .integer(oldestAccepted)]) == 1
+                }
+                try session.execute("COMMIT")
+                return fresh
+            } catch {
+                _ = try? session.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    // MARK: Datasets and batches
+
+    public func dataset(_ id: String) throws -> Dataset? {
+        try read { try $0.row("SELECT * FROM dataset WHERE id = $1", [.text(id)]).map(StoredRecords.dataset(from:)) }
+    }
+
+    public func datasets() throws -> [Dataset] {
+        try read { try $0.rows("SELECT * FROM dataset ORDER BY id").map(StoredRecords.dataset(from:)) }
+    }
+
+    public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch {
+        try appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
+            try emit(columns, [])
+            for start in stride(from: 0, to: rows.count, by: Segments.rows) {
+                try emit(columns, Array(rows[start..<min(rows.count, start + Segments.rows)]))
+            }
+        }
+    }
+
+    public func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
+                            produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
+        try Segments.checkIdempotencyKey(idempotencyKey)
+        let datasetKey = try self.datasetKey(id)
+        return try read { session in
+            try session.execute("BEGIN")
+            do {
+                // The dataset's row is the lock that numbers its batches one after another, across nodes.
+                try session.rows("SELECT 1 FROM dataset WHERE id = $1 FOR UPDATE", [.text(id)])
+                if let idempotencyKey, let existing = try session.row("SELECT * FROM batch WHERE dataset = $1 AND idempotency_key = $2",
+                                                                      [.text(id), .text(idempotencyKey)]) {
+                    let hash = try Segments.contentHash(produce: produce)
+                    try session.execute("COMMIT")
+                    guard try existing.bytes("content_sha256") == hash else {
+                        throw StoreError(.duplicate, "idempotency key \(idempotencyKey.prefix(60)) was used for a different batch of \(id)")
+                    }
+                    return Batch(dataset: id, sequence: try existing.integer("sequence"), records: Int(try existing.integer("records")),
+                                 idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: true)
+                }
+                let sequence = try session.row("SELECT COALESCE(MAX(sequence), 0) + 1 AS next FROM batch WHERE dataset = $1", [.text(id)])?.integer("next") ?? 1
+                try session.execute("INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, created) VALUES ($1, $2, 0, $3, $4, $5)",
+                                    [.text(id), .integer(sequence), .text(idempotencyKey), .bytes([UInt8](repeating: 0, count: SHA256Hasher.digestLength)), .time(now)])
+                let (records, hash) = try Segments.seal(dataset: id, sequence: sequence, key: datasetKey, produce: produce) { position, sealed in
+                    try session.execute("INSERT INTO segment (dataset, sequence, position, sealed) VALUES ($1, $2, $3, $4)",
+                                        [.text(id), .integer(sequence), .integer(Int64(position)), .bytes(sealed)])
+                }
+                try session.execute("UPDATE batch SET records = $1, content_sha256 = $2 WHERE dataset = $3 AND sequence = $4",
+                                    [.integer(Int64(records)), .bytes(hash), .text(id), .integer(sequence)])
+                try session.execute("COMMIT")
+                return Batch(dataset: id, sequence: sequence, records: records, idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: false)
+            } catch {
+                _ = try? session.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    public func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary] {
+        try read {
+            try $0.rows("SELECT sequence, records, created FROM batch WHERE dataset = $1 AND sequence >= $2 ORDER BY sequence",
+                        [.text(dataset), .integer(sequence)]).map(StoredRecords.batchSummary(from:))
+        }
+    }
+
+    /// Segments read per statement: a few at a time, so a release holds little more than one.
+    static let segmentsPerPage: Int64 = 4
+
+    public func records(of id: String, batches: Range<Int64>?, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
+        let datasetKey = try self.datasetKey(id)
+        let range = batches ?? 0..<Int64.max
+        // One snapshot: batches others commit meanwhile are not read half.
+        try snapshot { session in
+            var after: (sequence: Int64, position: Int64) = (range.lowerBound - 1, Int64.max)
+            while true {
+                let page = try session.rows("""
+                    SELECT sequence, position, sealed FROM segment
+                    WHERE dataset = $1 AND (sequence, position) > ($2, $3) AND sequence < $4
+                    ORDER BY sequence, position LIMIT $5
+                    """, [.text(id), .integer(after.sequence), .integer(after.position), .integer(range.upperBound), .integer(Self.segmentsPerPage)])
+                for row in page {
+                    after = (try row.integer("sequence"), try row.integer("position"))
+                    let (columns, rows) = try Segments.open(try row.bytes("sealed"), key: datasetKey, dataset: id, sequence: after.sequence, position: Int(after.position))
+                    try handle(columns, rows)
+                }
+                if page.count < Int(Self.segmentsPerPage) { return }
+            }
+        }
+    }
+
+    private func datasetKey(_ id: String) throws -> SealedStorageKey {
+        guard let wrapped = try read({ try $0.row("SELECT wrapped_key FROM dataset WHERE id = $1", [.text(id)])?.bytes("wrapped_key") }) else {
+            throw StoreError(.notFound, "dataset \(id) is not registered")
+        }
+        return try Segments.datasetKey(wrapped, dataset: id, storageKey: storageKey)
+    }
+
+    // MARK: Agreements and consent
+
+    public func agreement(_ id: String) throws -> StoredAgreement? {
+        try read { try $0.row("SELECT * FROM agreement WHERE id = $1", [.text(id)]).map(StoredRecords.agreement(from:)) }
+    }
+
+    public func agreements(involving participant: KeyID?) throws -> [StoredAgreement] {
+        try read { session in
+            if let participant {
+                return try session.rows("SELECT * FROM agreement WHERE publisher = $1 OR partner = $1 ORDER BY id", [.text(participant.hex)])
+                    .map(StoredRecords.agreement(from:))
+            }
+            return try session.rows("SELECT * FROM agreement ORDER BY id").map(StoredRecords.agreement(from:))
+        }
+    }
+
+    /// Consent events read per statement.
+    static let consentPage: Int64 = 50_000
+
+    public func consentStates(dataset: String, purpose: String) throws -> [SubjectDigest: Bool] {
+        try snapshot { session in
+            var states: [SubjectDigest: Bool] = [:]
+            var after: Int64 = 0
+            // Events in the order they were recorded: a subject's last one is its state.
+            while true {
+                let page = try session.rows("""
+                    SELECT id, subject, granted FROM consent_event WHERE dataset = $1 AND purpose = $2 AND id > $3 ORDER BY id LIMIT $4
+                    """, [.text(dataset), .text(purpose), .integer(after), .integer(Self.consentPage)])
+                for row in page {
+                    after = try row.integer("id")
+                    let subject = try row.bytes("subject")
+                    guard let digest = SubjectDigest(subject) else {
+                        throw StoreError(.corrupt, "a consent record of \(dataset) holds a subject hash of \(subject.count) bytes, not 32")
+                    }
+                    states[digest] = try row.flag("granted")
+                }
+                if page.count < Int(Self.consentPage) { return states }
+            }
+        }
+    }
+
+    // MARK: Deliveries and feeds
+
+    public func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64> {
+        try read {
+            Set(try $0.rows("SELECT sequence FROM drawn_batch WHERE partner = $1 AND dataset = $2", [.text(partner.hex), .text(dataset)])
+                .map { try $0.integer("sequence") })
+        }
+    }
+
+    public func delivery(_ id: String) throws -> Delivery? {
+        try read { try $0.row("SELECT * FROM delivery WHERE id = $1", [.text(id)]).map(StoredRecords.delivery(from:)) }
+    }
+
+    public func deliveryCounts() throws -> [Delivery.Kind: Int] {
+        try read { session in
+            var counts: [Delivery.Kind: Int] = [:]
+            for row in try session.rows("SELECT kind, COUNT(*) AS n FROM delivery GROUP BY kind") {
+                guard let kind = Delivery.Kind(rawValue: try row.text("kind")) else { throw StoreError(.corrupt, "a delivery has an unknown kind") }
+                counts[kind] = Int(try row.integer("n"))
+            }
+            return counts
+        }
+    }
+
+    public func deliveryEnvelope(_ id: String) throws -> DeliveryEnvelope? {
+        try read { session in
+            try session.row("SELECT partner, log_index, octet_length(envelope)::bigint AS bytes FROM delivery WHERE id = $1", [.text(id)]).map { row in
+                DeliveryEnvelope(delivery: id, partner: try row.keyID("partner"), logIndex: try StoredRecords.unsigned(row.integer("log_index")),
+                                 byteCount: Int(try row.integer("bytes")))
+            }
+        }
+    }
+
+    public func readEnvelope(of id: String, pieceSize: Int, _ each: (UnsafeRawBufferPointer) throws -> Bool) throws {
+        guard pieceSize > 0 else { throw StoreError(.invalidArgument, "a piece of an envelope is at least one byte") }
+        try snapshot { session in
+            guard let total = try session.row("SELECT octet_length(envelope)::bigint AS bytes FROM delivery WHERE id = $1", [.text(id)])?.integer("bytes") else {
+                throw StoreError(.notFound, "no delivery \(id)")
+            }
+            // The envelope is stored out of line uncompressed: each piece reads only its own part.
+            var offset: Int64 = 0
+            while offset < total {
+                let count = min(Int64(pieceSize), total - offset)
+                guard let piece = try session.row("SELECT substring(envelope FROM $2::integer FOR $3::integer) AS piece FROM delivery WHERE id = $1",
+                                                  [.text(id), .integer(offset + 1), .integer(count)])?.bytes("piece"), piece.count == Int(count) else {
+                    throw StoreError(.corrupt, "the envelope of delivery \(id) ends before byte \(offset + count)")
+                }
+                offset += count
+                guard try piece.withUnsafeBytes(each) else { return }
+            }
+        }
+    }
+
+    public func requestKey(partner: KeyID, key: String) throws -> RequestKey? {
+        try read {
+            try $0.row("SELECT * FROM request_key WHERE partner = $1 AND key = $2", [.text(partner.hex), .text(key)])
+                .map { try StoredRecords.requestKey(from: $0, partner: partner, key: key) }
+        }
+    }
+
+    public func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery] {
+        try read {
+            try $0.rows("SELECT * FROM delivery WHERE feed = $1 AND feed_sequence > $2 ORDER BY feed_sequence LIMIT $3",
+                        [.text(feed), .integer(sequence), .integer(Int64(limit))]).map(StoredRecords.delivery(from:))
+        }
+    }
+
+    public func feed(_ id: String) throws -> Feed? {
+        try read { try $0.row("SELECT * FROM feed WHERE id = $1", [.text(id)]).map(StoredRecords.feed(from:)) }
+    }
+
+    public func feeds() throws -> [Feed] {
+        try read { try $0.rows("SELECT * FROM feed ORDER BY id").map(StoredRecords.feed(from:)) }
+    }
+}
