@@ -13,9 +13,12 @@ import Glibc
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the broker's HTTP API on embedded SQLite.",
+        abstract: "Run the broker's HTTP API on embedded SQLite, or as one of several nodes on PostgreSQL.",
         discussion: """
-            Listens on 127.0.0.1 unless told otherwise. The database (SQLite, WAL) is at --db or $CIVITAS_DB.
+            Listens on 127.0.0.1 unless told otherwise. The database (SQLite, WAL) is at --db or $CIVITAS_DB;
+            with --postgres URL (or $CIVITAS_POSTGRES) the broker keeps its state in that PostgreSQL database
+            instead, which any number of broker nodes may share: give every node the same --storage-key and
+            --broker-key files.
             Records are encrypted at rest under per-dataset keys wrapped by the storage key file
             (created with mode 0600 if missing). --operator registers the operator's public key at start.
             The broker signs envelopes, log checkpoints and consent receipts with --broker-key (created with
@@ -25,6 +28,10 @@ struct ServeCommand: AsyncParsableCommand {
     )
 
     @Option(help: "SQLite database file (default: $CIVITAS_DB or civitas.sqlite).") var db: String?
+    @Option(help: ArgumentHelp("A PostgreSQL database shared by every broker node, as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|require] (default: $CIVITAS_POSTGRES; SQLite when neither is set).",
+                               valueName: "URL"))
+    var postgres: String?
+    @Option(help: "Connections each node opens to PostgreSQL at most.") var postgresConnections: Int = 16
     @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "Port (0 picks a free one and prints it).") var port: Int = 8080
     @Option(help: "Storage key file (default: the database path + .storage-key).") var storageKey: String?
@@ -44,16 +51,32 @@ struct ServeCommand: AsyncParsableCommand {
     var catalog: String?
 
     func run() async throws {
-        let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
         // The database, its WAL and shared-memory files and the storage key are the operator's alone.
         umask(0o077)
         ProcessMemory.returnLargeBlocksToTheSystem()
-        let key = try StorageKeyFile.loadOrCreate(storageKey ?? path + ".storage-key")
-        let store = try BrokerStore(path: path, storageKey: key, logOrigin: logOrigin)
+        let store: any BrokerStorage, location: String
+        if let url = postgres ?? Environment.value(of: "CIVITAS_POSTGRES") {
+            guard let storageKey else { throw CLIError("--postgres needs --storage-key: every node opens the records with the same key") }
+            guard (1...1000).contains(postgresConnections) else { throw CLIError("--postgres-connections must be 1 to 1000") }
+            let database = try PostgresLocation(url: url)
+            store = try PostgresStore(location: database, storageKey: try StorageKeyFile.loadOrCreate(storageKey), logOrigin: logOrigin,
+                                      connections: postgresConnections)
+            location = "PostgreSQL \(database)"
+        } else {
+            let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
+            store = try BrokerStore(path: path, storageKey: try StorageKeyFile.loadOrCreate(storageKey ?? path + ".storage-key"), logOrigin: logOrigin)
+            location = path
+        }
         let keys = try Self.brokerKeys(brokerKey, passphrase: passphrase)
         let broker = try Broker(store: store, keys: keys, webhooks: WebhookTargets(allowed: webhookAllow))
         if let `operator` {
-            try broker.registerOperator(try Files.publicKeys(`operator`), now: .now)
+            let operatorKeys = try Files.publicKeys(`operator`)
+            do {
+                try broker.registerOperator(operatorKeys, now: .now)
+            } catch let error as BrokerError where error.code == .duplicate {
+                // Another node starting at the same moment registered it first.
+                try broker.registerOperator(operatorKeys, now: .now)
+            }
         }
         var logger = Logger(label: "civitas")
         logger.logLevel = .info
@@ -72,8 +95,8 @@ struct ServeCommand: AsyncParsableCommand {
                 if publicURL == nil, let port = channel.localAddress?.port, let address = channel.localAddress?.ipAddress {
                     settings.current = (try? catalogSettings(url: "http://\(address.contains(":") ? "[\(address)]" : address):\(port)")) ?? settings.current
                 }
-                Output.line("civitas broker \(keys.keyID) (log \(store.logOrigin), \(store.logSize) entries)")
-                Output.line("civitas broker listening on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(path))")
+                Output.line("civitas broker \(keys.keyID) (log \(logOrigin), \(store.logSize) entries)")
+                Output.line("civitas broker listening on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(location))")
             },
             logger: logger)
         try await app.runService()

@@ -12,14 +12,17 @@ FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "Fixtures" / "clinic-exc
 
 
 class ClinicBroker:
-    def __init__(self, civitas_bin, folder):
+    def __init__(self, civitas_bin, folder, serve=None):
+        """`serve(folder)` starts the broker once the keys exist and returns its process and URL
+        (default: one `civitas serve` on SQLite in `folder`)."""
         self.scenario = json.loads(FIXTURE.read_text())
         self.binary, self.folder = civitas_bin, pathlib.Path(folder)
         self.dataset, self.purpose = self.scenario["dataset"], self.scenario["purpose"]
         self.url = None
         for name in ["operator"] + [p["name"] for p in self.scenario["participants"]]:
             self.civitas("keys", "generate", "--name", name)
-        self.process, self.url = start_broker(civitas_bin, self.folder, "Keys/operator.pub")
+        serve = serve or (lambda folder: start_broker(civitas_bin, folder, "Keys/operator.pub"))
+        self.process, self.url = serve(self.folder)
         try:
             for participant in self.scenario["participants"]:
                 self.civitas("participants", "add", "--key", "Keys/operator.secret", "--role", participant["role"],
