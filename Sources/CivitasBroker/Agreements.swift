@@ -71,6 +71,11 @@ extension Broker {
     /// Marks agreements past their validity as expired (logged); returns their ids.
     @discardableResult
     public func expireAgreements(now: UTCTime) throws -> [String] {
+        // One node looks at a time; an agreement it ends is ended for all.
+        try claimed("expire-agreements", seconds: 60) { try expireEachAgreement(now: now) } ?? []
+    }
+
+    private func expireEachAgreement(now: UTCTime) throws -> [String] {
         var expired: [String] = []
         for agreement in try store.agreements(involving: nil) where (agreement.state == .offered || agreement.state == .accepted) && agreement.validUntil < now {
             do {

@@ -25,6 +25,8 @@ public final class Broker: Sendable {
     let requestNonces: RequestNonceWriter
     /// Participants already read, by signing key.
     let knownParticipants = KnownParticipants()
+    /// Who this broker is when it claims scheduled work that other nodes on the same database could also do.
+    public let node = "node-" + Hex.encode(Sodium.randomBytes(8))
 
     /// Largest subject id, notice, method or jurisdiction text accepted in a consent event.
     public static let maximumConsentFieldLength = 256
@@ -39,6 +41,27 @@ public final class Broker: Sendable {
         var secret = try store.secret(named: "broker-master")
         master = try PseudonymMasterKey(bytes: &secret)
         subjects = try master.prf(domain: "civitas-consent-subjects/1")
+        // Windows other nodes deliver wake this node's waiters too.
+        let signals = feedSignals
+        try store.watchWindows { feed in signals.signal(feed) }
+    }
+
+    /// Claims the scheduled work `name` for this node for `seconds`: false when another node holds it.
+    public func claim(work name: String, seconds: Int) throws -> Bool {
+        try mapStore { try store.claimWork(name, holder: node, seconds: seconds) }
+    }
+
+    /// Gives up this node's claim on `name`.
+    public func release(work name: String) throws {
+        try mapStore { try store.releaseWork(name, holder: node) }
+    }
+
+    /// Runs `body` when this node claims the work `name` (for at most `seconds`), and gives the
+    /// claim up after it; nil when another node holds it.
+    func claimed<T>(_ name: String, seconds: Int, _ body: () throws -> T) throws -> T? {
+        guard try claim(work: name, seconds: seconds) else { return nil }
+        defer { try? release(work: name) }
+        return try body()
     }
 
     func existing(_ id: String) throws -> StoredAgreement {

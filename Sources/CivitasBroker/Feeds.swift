@@ -31,13 +31,21 @@ extension Broker {
         var results: [ReleaseResult] = []
         for feed in try store.feeds() {
             do {
-                if let result = try closeWindow(of: feed, now: now, dataset: only) { results.append(result) }
+                // One node treats a window at a time; the others leave it to that node.
+                if let result = try claimed("feed-window:\(feed.id)", seconds: Self.windowClaimSeconds, {
+                    try closeWindow(of: feed, now: now, dataset: only)
+                }) ?? nil {
+                    results.append(result)
+                }
             } catch {
                 failed(feed.id, error)
             }
         }
         return results
     }
+
+    /// How long a node may take to treat a window before another may take it over.
+    static let windowClaimSeconds = 300
 
     /// Closes `feed`'s window if it is due; nil when nothing was delivered.
     func closeWindow(of feed: Feed, now: UTCTime, dataset only: String?) throws -> ReleaseResult? {

@@ -115,6 +115,7 @@ extension Broker {
                 }
                 feedSequence = feed.delivered + 1
                 try transaction.updateFeed(feed.with(nextBatch: window.to, delivered: feed.delivered + 1))
+                try transaction.announceWindow(feed: feed.id)
             }
             let index = try transaction.appendLog(time: now, type: .releaseDelivered, members: members)
             let delivery = Delivery(id: deliveryID, agreement: current.id, partner: current.partner, kind: kind, feed: feedWindow?.feed,

@@ -76,30 +76,49 @@ public final class BrokerSchedule: @unchecked Sendable {
                 logger.warning("webhook refused", metadata: ["feed": "\(feed.id)", "error": "\(error)"])
                 continue
             }
-            for delivery in try broker.windowsToPush(of: feed.id, after: feed.pushed, limit: 20) {
-                var request = URLRequest(url: url, timeoutInterval: Self.webhookTimeout)
-                request.httpMethod = "POST"
-                request.setValue("application/vnd.civitas.envelope", forHTTPHeaderField: "Content-Type")
-                request.setValue(feed.id, forHTTPHeaderField: "Civitas-Feed")
-                request.setValue(String(delivery.feedSequence ?? 0), forHTTPHeaderField: "Civitas-Sequence")
-                request.setValue(delivery.id, forHTTPHeaderField: "Civitas-Delivery")
-                let accepted: Bool
-                do {
-                    let (_, response) = try await session.upload(for: request, from: Data(delivery.envelope))
-                    accepted = ((response as? HTTPURLResponse)?.statusCode).map { (200..<300).contains($0) } ?? false
-                } catch {
-                    accepted = false
+            // One node pushes a feed's windows at a time; the others leave the feed to it.
+            guard try broker.claim(work: "webhook:\(feed.id)", seconds: Self.pushClaimSeconds) else { continue }
+            do {
+                // Read again under the claim: another node may have pushed meanwhile.
+                if let current = try broker.feedsToPush().first(where: { $0.id == feed.id }) {
+                    try await push(current, to: url, now: now)
                 }
-                guard accepted else {
-                    let failures = (lock.withLock { backoff[feed.id]?.failures } ?? 0) + 1
-                    let delay = Int64(min(1 << min(failures - 1, 20), 300))
-                    lock.withLock { backoff[feed.id] = (failures, now + delay) }
-                    logger.warning("webhook push failed; retrying later", metadata: ["feed": "\(feed.id)", "attempt": "\(failures)", "retry_in_s": "\(delay)"])
-                    break
-                }
-                lock.withLock { _ = backoff.removeValue(forKey: feed.id) }
-                try broker.markPushed(feed: feed.id, through: delivery.feedSequence ?? 0)
+            } catch {
+                try? broker.release(work: "webhook:\(feed.id)")
+                throw error
             }
+            try broker.release(work: "webhook:\(feed.id)")
+        }
+    }
+
+    /// How long a node may take to push a feed's windows before another may take over.
+    static let pushClaimSeconds = 300
+
+    /// Pushes `feed`'s windows after the last one its webhook accepted, in order, until one fails.
+    private func push(_ feed: Feed, to url: URL, now: Int64) async throws {
+        for delivery in try broker.windowsToPush(of: feed.id, after: feed.pushed, limit: 20) {
+            var request = URLRequest(url: url, timeoutInterval: Self.webhookTimeout)
+            request.httpMethod = "POST"
+            request.setValue("application/vnd.civitas.envelope", forHTTPHeaderField: "Content-Type")
+            request.setValue(feed.id, forHTTPHeaderField: "Civitas-Feed")
+            request.setValue(String(delivery.feedSequence ?? 0), forHTTPHeaderField: "Civitas-Sequence")
+            request.setValue(delivery.id, forHTTPHeaderField: "Civitas-Delivery")
+            let accepted: Bool
+            do {
+                let (_, response) = try await session.upload(for: request, from: Data(delivery.envelope))
+                accepted = ((response as? HTTPURLResponse)?.statusCode).map { (200..<300).contains($0) } ?? false
+            } catch {
+                accepted = false
+            }
+            guard accepted else {
+                let failures = (lock.withLock { backoff[feed.id]?.failures } ?? 0) + 1
+                let delay = Int64(min(1 << min(failures - 1, 20), 300))
+                lock.withLock { backoff[feed.id] = (failures, now + delay) }
+                logger.warning("webhook push failed; retrying later", metadata: ["feed": "\(feed.id)", "attempt": "\(failures)", "retry_in_s": "\(delay)"])
+                break
+            }
+            lock.withLock { _ = backoff.removeValue(forKey: feed.id) }
+            try broker.markPushed(feed: feed.id, through: delivery.feedSequence ?? 0)
         }
     }
 }

@@ -70,6 +70,18 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery]
     func feed(_ id: String) throws -> Feed?
     func feeds() throws -> [Feed]
+    /// Calls `handler` with a feed's id whenever a transaction of ANOTHER process on the same
+    /// database announced a window of it (``StorageTransaction/announceWindow(feed:)``), until the
+    /// store is released. A store only one process opens has nothing to watch.
+    func watchWindows(_ handler: @escaping @Sendable (_ feed: String) -> Void) throws
+
+    // MARK: Scheduled work
+    /// Claims the work named `name` (a feed's window, its webhook pushes) for `holder` for the
+    /// next `seconds` on the database's clock, in one statement: true when nobody else holds it
+    /// now. A claim past its time is anybody's; the holder may claim again to extend it.
+    func claimWork(_ name: String, holder: String, seconds: Int) throws -> Bool
+    /// Gives up `holder`'s claim on `name` before its time (anybody else's is left alone).
+    func releaseWork(_ name: String, holder: String) throws
 }
 
 extension BrokerStore: BrokerStorage {}

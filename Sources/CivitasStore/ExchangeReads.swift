@@ -201,3 +201,38 @@ extension BrokerStore {
         try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM feed ORDER BY id").map(StoredRecords.feed(from:)) } }
     }
 }
+
+/// Scheduled work on SQLite: one process opens the store, so a claim only keeps that process's
+/// own rounds from doing the same work twice; the rules are those of every store.
+extension BrokerStore {
+    /// Nothing to watch: no other process writes this store.
+    public func watchWindows(_ handler: @escaping @Sendable (_ feed: String) -> Void) throws {}
+
+    public func claimWork(_ name: String, holder: String, seconds: Int) throws -> Bool {
+        try WorkLease.check(name: name, holder: holder, seconds: seconds)
+        return try wrap {
+            try pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO work_lease (name, holder, until) VALUES (?, ?, CAST(strftime('%s', 'now') AS INTEGER) + ?)
+                    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                    WHERE work_lease.until <= CAST(strftime('%s', 'now') AS INTEGER) OR work_lease.holder = excluded.holder
+                    """, arguments: [name, holder, seconds])
+                return db.changesCount == 1
+            }
+        }
+    }
+
+    public func releaseWork(_ name: String, holder: String) throws {
+        try wrap { try pool.write { db in try db.execute(sql: "DELETE FROM work_lease WHERE name = ? AND holder = ?", arguments: [name, holder]) } }
+    }
+}
+
+/// What every store accepts of a claim on scheduled work.
+enum WorkLease {
+    static func check(name: String, holder: String, seconds: Int) throws {
+        guard (1...200).contains(name.utf8.count), (1...100).contains(holder.utf8.count) else {
+            throw StoreError(.invalidArgument, "a piece of work is named in 1 to 200 bytes and its holder in 1 to 100")
+        }
+        guard (1...86_400).contains(seconds) else { throw StoreError(.invalidArgument, "work is claimed for 1 second to a day, not \(seconds) s") }
+    }
+}

@@ -105,6 +105,14 @@ extension BrokerStore {
             // When each checkpoint was signed (UTC, as SQLite records it), for the checkpoint-age metric; unknown for older ones.
             try db.alter(table: "log_checkpoint") { t in t.add(column: "signed", .text) }
         }
+        migrator.registerMigration("2026-12-05 work leases") { db in
+            // Who holds each piece of scheduled work (a feed's window, its webhook pushes) until when (Unix seconds).
+            try db.create(table: "work_lease") { t in
+                t.primaryKey("name", .text)
+                t.column("holder", .text).notNull()
+                t.column("until", .integer).notNull()
+            }
+        }
         return migrator
     }
 

@@ -97,9 +97,13 @@ final class PostgresConnections: @unchecked Sendable {
     }
 
     deinit {
-        for connection in idle { let _: EventLoopFuture<Void> = connection.close() }
-        try? group.syncShutdownGracefully()
+        for connection in idle { Self.close(connection) }
+        // The last reference may go on any thread, an event loop's included: nothing here waits.
+        group.shutdownGracefully(queue: .global()) { _ in }
     }
+
+    /// An event loop of these connections, for connections kept apart (a listener's).
+    var eventLoop: any EventLoop { group.next() }
 
     /// Runs `body` with a connection of its own.
     func withConnection<T>(_ body: (PostgresSession) throws -> T) throws -> T {
@@ -136,13 +140,19 @@ final class PostgresConnections: @unchecked Sendable {
         }
     }
 
+    /// Closes a connection, keeping it until it is closed, without waiting.
+    static func close(_ connection: PostgresConnection) {
+        let closing: EventLoopFuture<Void> = connection.close()
+        closing.whenComplete { _ in withExtendedLifetime(connection) {} }
+    }
+
     private func give(_ connection: PostgresConnection, healthy: Bool) {
         condition.lock()
         if healthy && !connection.isClosed {
             idle.append(connection)
         } else {
             opened -= 1
-            let _: EventLoopFuture<Void> = connection.close()
+            Self.close(connection)
         }
         condition.signal()
         condition.unlock()

@@ -89,6 +89,8 @@ enum PostgresMigrations {
                 recorded text NOT NULL)
             """,
             "CREATE INDEX consent_event_by_purpose ON consent_event (dataset, purpose, id)",
+            // Who holds each piece of scheduled work (a feed's window, its webhook pushes) until when, on the database's clock.
+            "CREATE TABLE work_lease (name text PRIMARY KEY, holder text NOT NULL, until timestamptz NOT NULL)",
         ]),
     ]
 

@@ -18,6 +18,10 @@ public final class PostgresStore: BrokerStorage, Sendable {
     let nonceSweep = Mutex<Int64>(Int64.min)
     /// How many times a transaction that lost a race with another node (deadlock, serialization) is run.
     static let attempts = 5
+    /// The notification channel of window announcements.
+    static let windowChannel = "civitas_feed_windows"
+    /// Who listens for them, stopped with the store.
+    private let listeners = Mutex<[PostgresWindowListener]>([])
 
     /// Opens the database at `location`, applies migrations (once, whichever node gets there
     /// first) and checks the stored log. `logOrigin` names the exchange log; it is fixed when the
@@ -28,6 +32,19 @@ public final class PostgresStore: BrokerStorage, Sendable {
         self.storageKey = storageKey
         try connections.withConnection { session in _ = try PostgresMigrations.migrate(session) }
         cachedLog = LockedLog(try Self.loadLog(connections, origin: logOrigin))
+    }
+
+    /// Creates the empty database `name` (lower-case letters, digits and `_`, at most 63) on the
+    /// server of `server`, as `createdb` would, for a new broker.
+    public static func createDatabase(_ name: String, at server: PostgresLocation) throws {
+        guard (1...63).contains(name.utf8.count), name.utf8.allSatisfy({ (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F }) else {
+            throw StoreError(.invalidArgument, "a database name is 1 to 63 lower-case letters, digits or _")
+        }
+        try mapped { try PostgresConnections(location: server, limit: 1).withConnection { try $0.execute("CREATE DATABASE \(name)") } }
+    }
+
+    deinit {
+        for listener in listeners.withLock({ $0 }) { listener.stop() }
     }
 
     /// Names of the migrations applied to this database, in order.
@@ -367,5 +384,27 @@ public final class PostgresStore: BrokerStorage, Sendable {
 
     public func feeds() throws -> [Feed] {
         try read { try $0.rows("SELECT * FROM feed ORDER BY id").map(StoredRecords.feed(from:)) }
+    }
+
+    public func watchWindows(_ handler: @escaping @Sendable (_ feed: String) -> Void) throws {
+        let listener = try PostgresWindowListener(connections: connections, channel: Self.windowChannel, handler: handler)
+        listeners.withLock { $0.append(listener) }
+    }
+
+    // MARK: Scheduled work
+
+    public func claimWork(_ name: String, holder: String, seconds: Int) throws -> Bool {
+        try WorkLease.check(name: name, holder: holder, seconds: seconds)
+        return try read { session in
+            try session.execute("""
+                INSERT INTO work_lease (name, holder, until) VALUES ($1, $2, now() + make_interval(secs => $3))
+                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                WHERE work_lease.until <= now() OR work_lease.holder = excluded.holder
+                """, [.text(name), .text(holder), .integer(Int64(seconds))]) == 1
+        }
+    }
+
+    public func releaseWork(_ name: String, holder: String) throws {
+        try read { session in _ = try session.execute("DELETE FROM work_lease WHERE name = $1 AND holder = $2", [.text(name), .text(holder)]) }
     }
 }

@@ -167,6 +167,11 @@ final class PostgresTransaction: StorageTransaction {
         }
     }
 
+    func announceWindow(feed: String) throws {
+        // Delivered to every listening connection when the transaction commits, never before.
+        try session.rows("SELECT pg_notify($1, $2)", [.text(PostgresStore.windowChannel), .text(feed)])
+    }
+
     func insertRequestKey(_ key: RequestKey) throws {
         let inserted = try session.execute("""
             INSERT INTO request_key (partner, key, request_sha256, delivery, figures, created) VALUES ($1, $2, $3, $4, $5, $6)

@@ -48,6 +48,9 @@ public protocol StorageTransaction: AnyObject {
     /// Stores a partner's idempotency key with the delivery it made; refuses (`duplicate`) a key
     /// the partner already used.
     func insertRequestKey(_ key: RequestKey) throws
+    /// Tells every other process on the same database, once this transaction commits, that a
+    /// window of `feed` was delivered (see ``BrokerStorage/watchWindows(_:)``).
+    func announceWindow(feed: String) throws
 }
 
 extension StorageTransaction {
@@ -220,6 +223,9 @@ final class SQLiteTransaction: StorageTransaction {
                            arguments: [partner.hex, dataset, sequence, delivery])
         }
     }
+
+    /// One process opens a SQLite store: the broker wakes its own waiters.
+    func announceWindow(feed: String) throws {}
 
     func insertRequestKey(_ key: RequestKey) throws {
         if try Row.fetchOne(db, sql: "SELECT 1 FROM request_key WHERE partner = ? AND key = ?", arguments: [key.partner.hex, key.key]) != nil {

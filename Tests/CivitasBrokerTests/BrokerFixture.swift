@@ -11,7 +11,10 @@ import Foundation
 /// which person a released record belongs to without the pseudonym key.
 final class BrokerFixture {
     let directory: String
-    let store: BrokerStore
+    /// Where the broker keeps its state: SQLite in `directory` unless the fixture was given another store.
+    let store: any BrokerStorage
+    /// The SQLite store, when the fixture runs on one (for tests of the file itself).
+    let sqlite: BrokerStore?
     let broker: Broker
     let brokerKeys: SecretKeys
     let clinic: Participant
@@ -47,10 +50,17 @@ final class BrokerFixture {
         }
     }
 
-    init(randomness: (@Sendable () -> AnyRandomWords)? = nil) throws {
+    init(store given: (any BrokerStorage)? = nil, randomness: (@Sendable () -> AnyRandomWords)? = nil) throws {
         directory = NSTemporaryDirectory() + "civitas-broker-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        store = try BrokerStore(path: directory + "/broker.sqlite", storageKey: try SealedStorageKey.generate())
+        if let given {
+            store = given
+            sqlite = nil
+        } else {
+            let sqlite = try BrokerStore(path: directory + "/broker.sqlite", storageKey: try SealedStorageKey.generate())
+            store = sqlite
+            self.sqlite = sqlite
+        }
         brokerKeys = try SecretKeys.generate(name: "broker")
         let (store, brokerKeys) = (self.store, self.brokerKeys)
         if let randomness {
@@ -154,17 +164,18 @@ final class BrokerFixture {
 
     /// What can change when something is refused: the log, deliveries, budgets.
     func stateFingerprint() throws -> String {
-        let agreements = try store.agreements().map { "\($0.id):\($0.state.rawValue):\($0.spentMicro)" }.joined(separator: ",")
-        let deliveries = try store.agreements().map { try store.deliveries(agreement: $0.id).count }.reduce(0, +)
+        let agreements = try store.agreements(involving: nil).map { "\($0.id):\($0.state.rawValue):\($0.spentMicro)" }.joined(separator: ",")
+        let deliveries = try store.deliveryCounts().values.reduce(0, +)
         let feeds = try store.feeds().map { "\($0.id):\($0.nextBatch):\($0.delivered)" }.joined(separator: ",")
         return "log=\(store.logSize) deliveries=\(deliveries) agreements=\(agreements) feeds=\(feeds)"
     }
 
     /// The log export as an auditor receives it.
     func export() throws -> [UInt8] {
-        let sink = MemorySink()
-        try store.exportLog(signer: brokerKeys, to: sink)
-        return sink.bytes
+        let exporter = try store.logExporter(signer: brokerKeys, pageEntries: 10_000)
+        var export: [UInt8] = []
+        while let page = try exporter.nextPage() { export += page }
+        return export
     }
 }
 

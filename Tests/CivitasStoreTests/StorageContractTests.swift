@@ -87,6 +87,24 @@ struct StorageContractTests {
         #expect(try storage.recordNonces(batch, oldestAccepted: 1701) == [true, true, false, false, true])
     }
 
+    @Test("Scheduled work is held by one holder at a time, until given up or past its time", arguments: Implementation.allCases)
+    func workClaims(_ implementation: Implementation) throws {
+        let storage = try implementation.make()
+        #expect(try storage.claimWork("feed-window:f1", holder: "node-a", seconds: 60))
+        #expect(try !storage.claimWork("feed-window:f1", holder: "node-b", seconds: 60))
+        #expect(try storage.claimWork("feed-window:f1", holder: "node-a", seconds: 60))   // its holder extends it
+        #expect(try storage.claimWork("feed-window:f2", holder: "node-b", seconds: 60))   // other work is free
+        try storage.releaseWork("feed-window:f1", holder: "node-b")                       // not node-b's to give up
+        #expect(try !storage.claimWork("feed-window:f1", holder: "node-b", seconds: 60))
+        try storage.releaseWork("feed-window:f1", holder: "node-a")
+        #expect(try storage.claimWork("feed-window:f1", holder: "node-b", seconds: 1))
+        #expect(try !storage.claimWork("feed-window:f1", holder: "node-a", seconds: 60))
+        Thread.sleep(forTimeInterval: 2.1)                                                 // past its time on the database's clock
+        #expect(try storage.claimWork("feed-window:f1", holder: "node-a", seconds: 60))
+        #expect(throws: StoreError(.invalidArgument, "")) { try storage.claimWork("", holder: "node-a", seconds: 60) }
+        #expect(throws: StoreError(.invalidArgument, "")) { try storage.claimWork("w", holder: "node-a", seconds: 0) }
+    }
+
     @Test("Batches are stored whole, in order, idempotently; records read back exactly", arguments: Implementation.allCases)
     func batches(_ implementation: Implementation) throws {
         let world = try World(implementation)

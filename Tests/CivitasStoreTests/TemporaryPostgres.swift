@@ -14,9 +14,7 @@ struct TemporaryPostgres {
         }
         let server = try PostgresLocation(url: url)
         let name = "civitas_test_" + Hex.encode(Sodium.randomBytes(8))
-        try PostgresConnections(location: server, limit: 1).withConnection { session in
-            try session.execute("CREATE DATABASE \(name)")
-        }
+        try PostgresStore.createDatabase(name, at: server)
         location = server.database(name)
         key = try SealedStorageKey.generate()
     }
