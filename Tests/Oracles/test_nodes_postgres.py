@@ -1,8 +1,9 @@
 """Three `civitas serve` nodes on one PostgreSQL database (the throwaway cluster the test command
 starts), set up from Tests/Fixtures/clinic-exchange.json: concurrent aggregates from two partners,
 spread over the nodes, spend two budgets worth exactly 100 charges between them; the log every node
-serves is one chain that `civitas audit` and an independent reading (hashlib, PyNaCl) accept; a
-signed request replayed to another node is refused."""
+serves is one chain that `civitas audit` and an independent reading (hashlib) accept; a signed
+request replayed to another node is refused; a node killed (SIGKILL) in the middle of releases
+leaves no partial delivery, the others keep serving, and it rejoins when started again."""
 
 import base64
 import concurrent.futures
@@ -33,30 +34,32 @@ def fresh_database():
     return server.rsplit("/", 1)[0] + "/" + name
 
 
+def launch_node(civitas_bin, folder, database, port=0):
+    return subprocess.Popen(
+        [civitas_bin, "serve", "--postgres", database, "--storage-key", folder / "shared.storage-key", "--broker-key", "Keys/broker.secret",
+         "--port", str(port), "--operator", "Keys/operator.pub", "--postgres-connections", "8"],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def listening_url(process):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if "listening on" in line:
+            return line.split("listening on ")[1].split(" ")[0]
+        if not line and process.poll() is not None:
+            raise AssertionError(f"a node stopped: {process.stderr.read()}")
+    raise AssertionError("a node did not start")
+
+
 def start_nodes(civitas_bin, folder, database, processes):
     """Starts the nodes together (they migrate the database once between them); returns their URLs."""
     key = folder / "shared.storage-key"
     key.write_text("civitas-storage-key/1 " + base64.b64encode(os.urandom(32)).decode() + "\n")
     key.chmod(0o600)
     subprocess.run([civitas_bin, "keys", "generate", "--name", "broker", "--dir", "Keys"], cwd=folder, check=True, capture_output=True)
-    for _ in range(NODES):
-        processes.append(subprocess.Popen(
-            [civitas_bin, "serve", "--postgres", database, "--storage-key", key, "--broker-key", "Keys/broker.secret",
-             "--port", "0", "--operator", "Keys/operator.pub", "--postgres-connections", "8"],
-            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    urls = []
-    for process in processes:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = process.stdout.readline()
-            if "listening on" in line:
-                urls.append(line.split("listening on ")[1].split(" ")[0])
-                break
-            if not line and process.poll() is not None:
-                raise AssertionError(f"a node stopped: {process.stderr.read()}")
-        else:
-            raise AssertionError("a node did not start")
-    return urls
+    processes.extend(launch_node(civitas_bin, folder, database) for _ in range(NODES))
+    return [listening_url(process) for process in processes]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,7 @@ def nodes(civitas_bin, tmp_path_factory):
         clinic.consent(range(120))
         for partner in ("health", "university"):
             clinic.agree(f"ag-{partner}", partner)
+        clinic.database, clinic.processes = database, processes
         yield clinic, urls
     finally:
         for process in processes:
@@ -151,3 +155,55 @@ def test_a_request_replayed_to_another_node_is_refused(nodes):
     fresh.url = second + "/participants"
     fresh.headers["Host"] = first.split("://")[1]
     assert session.send(fresh).status_code == 200
+
+
+def psql(database, query):
+    return subprocess.run(["psql", database, "-At", "-c", query], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_node_killed_in_the_middle_of_releases_leaves_no_partial_delivery(nodes, civitas_bin):
+    clinic, urls = nodes
+    # Enough records that a release takes a second or two: 100,000 people with two visits each.
+    clinic.publish(100_000, first=1_000, name="large.csv")
+    clinic.consent(range(1_000, 101_000), name="large-subjects.txt")
+    for partner in ("health", "university"):
+        clinic.agree(f"ag-{partner}-release", partner)
+    victim = clinic.processes[0]
+    requests_in_flight = [subprocess.Popen(
+        [civitas_bin, "request", "release", "--key", clinic.secret(partner), "--purpose", clinic.purpose,
+         "--broker", urls[0], f"ag-{partner}-release"], cwd=clinic.folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for partner in ("health", "university")]
+    time.sleep(0.4)
+    in_flight = sum(process.poll() is None for process in requests_in_flight)
+    victim.kill()
+    victim.wait(timeout=10)
+    # The partners' clients would retry the dead node; they are stopped instead and ask another node below.
+    for process in requests_in_flight:
+        process.kill()
+        process.wait(timeout=10)
+    assert in_flight >= 1, [(p.returncode, p.stdout.read()[-300:], p.stderr.read()[-300:]) for p in requests_in_flight]
+
+    # The other nodes keep serving, and answer for the partner what happened.
+    listed = clinic.civitas("participants", "list", "--key", clinic.secret("health"), "--broker", urls[1])
+    assert listed.returncode == 0
+    # No delivery without its log entry, none half-written: every stored delivery is recorded in the log.
+    assert psql(clinic.database, "SELECT count(*) FROM delivery d WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM log_entry e WHERE e.position = d.log_index)") == "0"
+    assert psql(clinic.database, "SELECT size FROM log_head") == psql(clinic.database, "SELECT count(*) FROM log_entry")
+    # A release the killed node did not commit is asked again of another node, and made once.
+    for partner in ("health", "university"):
+        again = clinic.civitas("request", "release", "--key", clinic.secret(partner), "--purpose", clinic.purpose,
+                               "--broker", urls[2], f"ag-{partner}-release", check=False)
+        assert again.returncode == 0 or "already been delivered" in again.stderr, again.stderr
+        assert psql(clinic.database, f"SELECT count(*) FROM delivery WHERE agreement = 'ag-{partner}-release'") == "1"
+
+    # The killed node starts again, checks the shared log, and serves the same log.
+    restarted = launch_node(civitas_bin, clinic.folder, clinic.database)
+    clinic.processes[0] = restarted
+    url = listening_url(restarted)
+    path = clinic.folder / "export-after-restart.jsonl"
+    clinic.civitas("log", "fetch", "--key", clinic.secret("auditor"), "--broker", url, path)
+    audit = clinic.civitas("audit", "--broker", "Keys/broker.pub", path, check=False)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    _, entries, _ = civitas_log.read_export(path)
+    assert len(entries) == int(psql(clinic.database, "SELECT size FROM log_head"))
