@@ -2,7 +2,8 @@
 starts), set up from Tests/Fixtures/clinic-exchange.json: concurrent aggregates from two partners,
 spread over the nodes, spend two budgets worth exactly 100 charges between them; the log every node
 serves is one chain that `civitas audit` and an independent reading (hashlib) accept; a signed
-request replayed to another node is refused; a node killed (SIGKILL) in the middle of releases
+request replayed to another node is refused; a feed window due by time, which every node's
+schedule sees, closes exactly once; a node killed (SIGKILL) in the middle of releases
 leaves no partial delivery, the others keep serving, and it rejoins when started again."""
 
 import base64
@@ -37,7 +38,7 @@ def fresh_database():
 def launch_node(civitas_bin, folder, database, port=0):
     return subprocess.Popen(
         [civitas_bin, "serve", "--postgres", database, "--storage-key", folder / "shared.storage-key", "--broker-key", "Keys/broker.secret",
-         "--port", str(port), "--operator", "Keys/operator.pub", "--postgres-connections", "8"],
+         "--port", str(port), "--operator", "Keys/operator.pub", "--postgres-connections", "8", "--schedule-interval", "1"],
         cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -201,9 +202,33 @@ def test_a_node_killed_in_the_middle_of_releases_leaves_no_partial_delivery(node
     restarted = launch_node(civitas_bin, clinic.folder, clinic.database)
     clinic.processes[0] = restarted
     url = listening_url(restarted)
+    urls[0] = clinic.url = url
     path = clinic.folder / "export-after-restart.jsonl"
     clinic.civitas("log", "fetch", "--key", clinic.secret("auditor"), "--broker", url, path)
     audit = clinic.civitas("audit", "--broker", "Keys/broker.pub", path, check=False)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     _, entries, _ = civitas_log.read_export(path)
     assert len(entries) == int(psql(clinic.database, "SELECT size FROM log_head"))
+
+
+def test_a_window_every_node_sees_due_closes_once(nodes):
+    clinic, urls = nodes
+    clinic.agree("ag-health-feed", "health", feed={"window_records": 1_000_000, "window_seconds": 2, "below_k": "suppress"})
+    subscribed = clinic.civitas("request", "feed", "--key", clinic.secret("health"), "--purpose", clinic.purpose,
+                                "--broker", urls[1], "ag-health-feed").stdout
+    feed = subscribed.split("feed ")[1].strip()
+    clinic.consent(range(200_000, 200_060), name="window-subjects.txt")
+    clinic.publish(60, first=200_000, name="window.csv")
+    # Every node's schedule (every second) sees the window due after two seconds; one delivers it.
+    deadline = time.time() + 30
+    while time.time() < deadline and psql(clinic.database, f"SELECT delivered FROM feed WHERE id = '{feed}'") == "0":
+        time.sleep(0.2)
+    time.sleep(3)  # three more rounds of every node's schedule
+    assert psql(clinic.database, f"SELECT delivered FROM feed WHERE id = '{feed}'") == "1"
+    assert psql(clinic.database, f"SELECT count(*) FROM delivery WHERE feed = '{feed}'") == "1"
+    path = clinic.folder / "export-feed.jsonl"
+    clinic.civitas("log", "fetch", "--key", clinic.secret("auditor"), "--broker", urls[2], path)
+    _, entries, _ = civitas_log.read_export(path)
+    windows = [json.loads(e) for e in entries if json.loads(e).get("agreement") == "ag-health-feed"
+               and json.loads(e)["type"] == "release.delivered"]
+    assert len(windows) == 1
