@@ -6,6 +6,8 @@ import HummingbirdTesting
 import NIOCore
 import Testing
 @testable import CivitasServer
+@testable import CivitasBroker
+import CivitasStore
 
 /// A client's mistake is always a 4xx with the JSON error body and a Request-Id, never a 500.
 @Suite("Refusals for clients' mistakes")
@@ -47,6 +49,19 @@ struct RefusalTests {
             #expect(unknown.status == .notFound)
             try Self.expectRefusal(unknown, "an unknown route")
         }
+    }
+
+    @Test("A change other broker nodes kept contending is answered 503 busy with Retry-After, from the store's refusal up")
+    func contendedIsBusy() throws {
+        let broker = try TestBroker()
+        // The store's refusal, through the broker's one mapping of store refusals...
+        let refusal = #expect(throws: BrokerError.self) {
+            try broker.broker.mapStore { throw StoreError(.contended, "another broker node changed the same records") }
+        }
+        #expect(refusal?.code == .busy)
+        // ...and the API's one mapping of broker refusals.
+        let answer = APIError(try #require(refusal))
+        #expect(answer.status == .serviceUnavailable && answer.code == "busy" && answer.headers[.retryAfter] == "1")
     }
 
     @Test("A validly signed request with an empty or overlong nonce is refused with 401, not 500")
