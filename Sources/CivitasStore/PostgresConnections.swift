@@ -118,9 +118,18 @@ final class PostgresConnections: @unchecked Sendable {
         }
     }
 
+    /// Longest a caller waits for a connection while all are in use.
+    static let longestWait: TimeInterval = 30
+
     private func take() throws -> PostgresConnection {
         condition.lock()
-        while idle.isEmpty && opened >= limit { condition.wait() }
+        let deadline = Date(timeIntervalSinceNow: Self.longestWait)
+        while idle.isEmpty && opened >= limit {
+            guard condition.wait(until: deadline) || !idle.isEmpty || opened < limit else {
+                condition.unlock()
+                throw StoreError(.contended, "all \(limit) connections to PostgreSQL stayed in use for \(Int(Self.longestWait)) s")
+            }
+        }
         if let connection = idle.popLast() {
             condition.unlock()
             return connection
