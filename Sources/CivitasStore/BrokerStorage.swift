@@ -38,8 +38,6 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Datasets and batches
     func dataset(_ id: String) throws -> Dataset?
     func datasets() throws -> [Dataset]
-    /// Stores a batch whole, encrypted; the same idempotency key answers the stored batch.
-    func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch
     /// Stores a batch handed over chunk by chunk (columns, rows), whole or not at all: a producer
     /// that throws leaves nothing stored.
     func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
@@ -87,6 +85,17 @@ public protocol BrokerStorage: AnyObject, Sendable {
 extension BrokerStore: BrokerStorage {}
 
 extension BrokerStorage {
+    /// Stores a batch given whole, encrypted, as ``appendBatch(dataset:idempotencyKey:now:produce:)``
+    /// does; the same idempotency key answers the stored batch.
+    public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch {
+        try appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
+            try emit(columns, [])
+            for start in stride(from: 0, to: rows.count, by: Segments.rows) {
+                try emit(columns, Array(rows[start..<min(rows.count, start + Segments.rows)]))
+            }
+        }
+    }
+
     /// Records a request nonce; refuses (`replayed`) one the key used since `oldestAccepted`.
     public func recordNonce(keyID: String, nonce: String, created: Int64, oldestAccepted: Int64) throws {
         guard try recordNonces([RequestNonce(keyID: keyID, nonce: nonce, created: created)], oldestAccepted: oldestAccepted) == [true] else {

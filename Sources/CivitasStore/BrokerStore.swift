@@ -116,18 +116,6 @@ public final class BrokerStore: Sendable {
 
     // MARK: Batches
 
-    /// Stores a validated batch in one transaction: the batch row and its encrypted segments, or
-    /// nothing. With an idempotency key already used for this dataset, returns the earlier batch
-    /// (``Batch/replayed``) and stores nothing — unless the content differs, which is refused.
-    public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch {
-        try appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
-            try emit(columns, [])
-            for start in stride(from: 0, to: rows.count, by: Self.segmentRows) {
-                try emit(columns, Array(rows[start..<min(rows.count, start + Self.segmentRows)]))
-            }
-        }
-    }
-
     /// Stores a batch whose columns and rows `produce` hands over chunk by chunk (each sealed
     /// as segments as it arrives, so the batch is never held whole), in one transaction: a
     /// producer that throws leaves nothing stored. Every chunk names the same columns; the first

@@ -185,15 +185,6 @@ public final class PostgresStore: BrokerStorage, Sendable {
         try read { try $0.rows("SELECT * FROM dataset ORDER BY id").map(StoredRecords.dataset(from:)) }
     }
 
-    public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch {
-        try appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
-            try emit(columns, [])
-            for start in stride(from: 0, to: rows.count, by: Segments.rows) {
-                try emit(columns, Array(rows[start..<min(rows.count, start + Segments.rows)]))
-            }
-        }
-    }
-
     public func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
                             produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
         try Segments.checkIdempotencyKey(idempotencyKey)

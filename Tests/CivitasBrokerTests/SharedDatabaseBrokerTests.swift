@@ -23,22 +23,27 @@ struct SharedDatabaseBrokerTests {
         return (fixture, second)
     }
 
-    func feedPolicy(_ fixture: BrokerFixture) -> JSONValue {
-        fixture.policy(id: "ag-feed", partner: fixture.partnerAKeys, k: 2, suppression: 0.5,
-                       extra: ["feed": ["window_records": 1_000, "window_seconds": 600, "below_k": "suppress"]])
+    /// When the window of ``twoNodesWithAWindowDue()`` is due by time.
+    static let due: UTCTime = "2026-11-27T11:00:00Z"
+
+    /// Two nodes, and a feed with a batch whose window is due by time at ``due``.
+    static func twoNodesWithAWindowDue() throws -> (fixture: BrokerFixture, second: Broker, feed: Feed) {
+        let (fixture, second) = try twoNodes()
+        try fixture.consent(Array(0..<100), granted: true)
+        let policy = fixture.policy(id: "ag-feed", partner: fixture.partnerAKeys, k: 2, suppression: 0.5,
+                                    extra: ["feed": ["window_records": 1_000, "window_seconds": 600, "below_k": "suppress"]])
+        let id = try fixture.agree(policy, partner: fixture.partnerAKeys)
+        let feed = try fixture.broker.subscribe(agreement: id, purpose: BrokerFixture.purpose, webhook: nil, by: fixture.partnerA, now: fixture.now)
+        try fixture.publish(BrokerFixture.records(people: 30))
+        return (fixture, second, feed)
     }
 
     @Test("A window due by time closes once, whichever node's schedule sees it")
     func windowClosesOnce() async throws {
-        let (fixture, second) = try Self.twoNodes()
-        try fixture.consent(Array(0..<100), granted: true)
-        let id = try fixture.agree(feedPolicy(fixture), partner: fixture.partnerAKeys)
-        let feed = try fixture.broker.subscribe(agreement: id, purpose: BrokerFixture.purpose, webhook: nil, by: fixture.partnerA, now: fixture.now)
-        try fixture.publish(BrokerFixture.records(people: 30))
-        let later: UTCTime = "2026-11-27T11:00:00Z"
+        let (fixture, second, feed) = try Self.twoNodesWithAWindowDue()
         let brokers = [fixture.broker, second, fixture.broker, second]
         let delivered = try await withThrowingTaskGroup(of: Int.self) { group in
-            for broker in brokers { group.addTask { try broker.closeDueWindows(now: later).count } }
+            for broker in brokers { group.addTask { try broker.closeDueWindows(now: Self.due).count } }
             return try await group.reduce(0, +)
         }
         #expect(delivered == 1)
@@ -49,28 +54,19 @@ struct SharedDatabaseBrokerTests {
 
     @Test("A window another node has claimed is left to it until it gives the claim up")
     func claimedWindowIsLeft() throws {
-        let (fixture, second) = try Self.twoNodes()
-        try fixture.consent(Array(0..<100), granted: true)
-        let id = try fixture.agree(feedPolicy(fixture), partner: fixture.partnerAKeys)
-        let feed = try fixture.broker.subscribe(agreement: id, purpose: BrokerFixture.purpose, webhook: nil, by: fixture.partnerA, now: fixture.now)
-        try fixture.publish(BrokerFixture.records(people: 30))
-        let later: UTCTime = "2026-11-27T11:00:00Z"
+        let (fixture, second, feed) = try Self.twoNodesWithAWindowDue()
         #expect(try second.claim(work: "feed-window:\(feed.id)", seconds: 60))
-        #expect(try fixture.broker.closeDueWindows(now: later).isEmpty)
+        #expect(try fixture.broker.closeDueWindows(now: Self.due).isEmpty)
         #expect(try fixture.store.feed(feed.id)?.delivered == 0)
         try second.release(work: "feed-window:\(feed.id)")
-        #expect(try fixture.broker.closeDueWindows(now: later).count == 1)
+        #expect(try fixture.broker.closeDueWindows(now: Self.due).count == 1)
     }
 
     @Test("A window delivered by one node wakes the partners waiting on another at once")
     func windowWakesOtherNode() async throws {
-        let (fixture, second) = try Self.twoNodes()
-        try fixture.consent(Array(0..<100), granted: true)
-        let id = try fixture.agree(feedPolicy(fixture), partner: fixture.partnerAKeys)
-        let feed = try fixture.broker.subscribe(agreement: id, purpose: BrokerFixture.purpose, webhook: nil, by: fixture.partnerA, now: fixture.now)
-        try fixture.publish(BrokerFixture.records(people: 30))
+        let (fixture, second, feed) = try Self.twoNodesWithAWindowDue()
         let seen = second.feedSignals.version(of: feed.id)
-        #expect(try fixture.broker.closeDueWindows(now: "2026-11-27T11:00:00Z").count == 1)
+        #expect(try fixture.broker.closeDueWindows(now: Self.due).count == 1)
         // Told when the delivery committed (the signal arrives on the store's own thread), not
         // when its waiters would have looked again (every 5 s).
         let delivered = ContinuousClock.now
