@@ -56,6 +56,7 @@ struct ServeCommand: AsyncParsableCommand {
         ProcessMemory.returnLargeBlocksToTheSystem()
         let store: any BrokerStorage, location: String
         if let url = postgres ?? Environment.value(of: "CIVITAS_POSTGRES") {
+            guard db == nil else { throw CLIError("--db and --postgres name two databases: give one") }
             guard let storageKey else { throw CLIError("--postgres needs --storage-key: every node opens the records with the same key") }
             guard (1...1000).contains(postgresConnections) else { throw CLIError("--postgres-connections must be 1 to 1000") }
             let database = try PostgresLocation(url: url)
