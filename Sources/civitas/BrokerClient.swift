@@ -47,16 +47,23 @@ struct BrokerClient {
     /// Sends a signed request; returns the status and the parsed JSON body, or throws the broker's error as one line.
     /// With `retryKey` (an idempotency key the request carries), a request whose connection fails
     /// is sent again with the same key, up to four more times, waiting 1, 2, 4 and 8 seconds between tries.
+    /// A request the broker answers busy (503 with Retry-After: it changed nothing) is sent again,
+    /// freshly signed, after the time it names, up to ``busyAttempts`` times in all.
     func send(_ method: String, _ path: String, body: [UInt8] = [], contentType: String = "application/json",
               headers extra: [String: String] = [:], retryKey: String? = nil) async throws -> (status: Int, json: JSONValue) {
         var headers = extra
         if let retryKey { headers["Idempotency-Key"] = retryKey }
-        var attempt = 0
+        var attempt = 0, busy = 1
         while true {
             var request = try signedRequest(method, path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: headers)
             request.body = .bytes(ByteBuffer(bytes: body))
             do {
                 let (status, data, answerHeaders) = try await execute(request)
+                if status == 503, busy < Self.busyAttempts, let wait = answerHeaders["retry-after"].flatMap(Int.init) {
+                    busy += 1
+                    try await Task.sleep(for: .seconds(min(max(wait, 1), 10)))
+                    continue
+                }
                 return try answer(data, status: status, headers: answerHeaders)
             } catch let error as TransportError where retryKey != nil && attempt < 4 {
                 attempt += 1
