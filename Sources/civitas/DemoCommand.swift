@@ -14,7 +14,8 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Run the data space end to end: publishing, consent, agreements, privacy-treated releases, DP aggregates, a feed, and an offline audit.",
         discussion: """
-            The broker starts on embedded SQLite on a loopback port. Emergency services publishes 911
+            The broker starts on embedded SQLite on a loopback port (with --postgres, as two nodes on
+            that PostgreSQL database, the agencies talking to one and health and the auditor to the other). Emergency services publishes 911
             calls and records its callers' consent; transport publishes traffic-flow observations; health
             is the partner; an auditor checks everything. Every step is a signed HTTP request. Health
             receives a consent-checked, pseudonymized, k-anonymous release of the calls, differentially
@@ -35,6 +36,12 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The schemas folder.", valueName: "DIR"))
     var schemas = "Schemas/datasets"
 
+    @Option(help: ArgumentHelp("Run two broker nodes on this empty PostgreSQL database instead of one on SQLite.", valueName: "URL"))
+    var postgres: String?
+
+    /// The demo log's origin line.
+    static let logOrigin = "civitas.example/demo-log"
+
     static let healthPurpose = "public-health-surveillance"
     /// Calls held back and published after health subscribes to the feed.
     static let laterCalls = 1000
@@ -51,7 +58,7 @@ struct DemoCommand: AsyncParsableCommand {
         // The walkthrough, one step per method (DemoSteps.swift), each handing the next what it needs.
         let keys = try createKeys(in: directory)
         let session = try await startBroker(in: directory, keys: keys)
-        defer { session.server.stop() }
+        defer { for server in session.servers { server.stop() } }
         let (calls, laterCalls) = try await publish(session)
         let callers = try await consent(session, calls: calls)
         try await offerAgreements(session)

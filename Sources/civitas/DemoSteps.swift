@@ -16,11 +16,11 @@ struct DemoKeys {
     let auditor: SecretKeys
 }
 
-/// The running demo broker and one signed client per participant.
+/// The running demo broker (one node, or two on PostgreSQL) and one signed client per participant.
 struct DemoSession {
     let directory: String
     let keys: DemoKeys
-    let server: DemoServer
+    let servers: [DemoServer]
     let operatorClient: BrokerClient
     let emergencyClient: BrokerClient
     let transportClient: BrokerClient
@@ -47,22 +47,40 @@ extension DemoCommand {
 
     func startBroker(in directory: String, keys demoKeys: DemoKeys) async throws -> DemoSession {
         let (brokerKeys, emergency, transport, health, auditor) = (demoKeys.broker, demoKeys.emergency, demoKeys.transport, demoKeys.health, demoKeys.auditor)
-        step(2, "The broker starts on SQLite; its operator registers the participants over signed HTTP requests.")
         for schema in ["emergency-call", "traffic-flow-observed"] where !FileManager.default.fileExists(atPath: "\(schemas)/\(schema).schema.json") {
             throw CLIError("\(schemas)/\(schema).schema.json not found: run the demo from the repository root or pass --schemas")
         }
-        let store = try BrokerStore(path: "\(directory)/broker.sqlite",
-                                    storageKey: try StorageKeyFile.loadOrCreate("\(directory)/broker.sqlite.storage-key"),
-                                    logOrigin: "civitas.example/demo-log")
-        let broker = try Broker(store: store, keys: brokerKeys)
-        try broker.registerOperator(brokerKeys.publicKeys, now: .now)
-        let server = try await DemoServer.start(broker: broker)
-        detail("broker listening on \(server.url) (database \(directory)/broker.sqlite, records encrypted at rest)")
-        let operatorClient = BrokerClient(baseURL: server.url, keys: brokerKeys)
-        let emergencyClient = BrokerClient(baseURL: server.url, keys: emergency)
-        let transportClient = BrokerClient(baseURL: server.url, keys: transport)
-        let healthClient = BrokerClient(baseURL: server.url, keys: health)
-        let auditorClient = BrokerClient(baseURL: server.url, keys: auditor)
+        let servers: [DemoServer]
+        if let postgres {
+            step(2, "Two broker nodes start on one PostgreSQL database; the operator registers the participants over signed HTTP requests.")
+            let location = try PostgresLocation(url: postgres)
+            let storageKey = try StorageKeyFile.loadOrCreate("\(directory)/postgres.storage-key")
+            // Two nodes, as two processes would be: each with its own store on the same database, the same keys.
+            let stores = try (0..<2).map { _ in try PostgresStore(location: location, storageKey: storageKey, logOrigin: Self.logOrigin, connections: 8) }
+            guard stores[0].logSize == 0 else {
+                throw CLIError("the demo needs an empty database, and \(location) already holds a log: create another (createdb) and name it")
+            }
+            let nodes = try stores.map { try Broker(store: $0, keys: brokerKeys) }
+            try nodes[0].registerOperator(brokerKeys.publicKeys, now: .now)
+            servers = [try await DemoServer.start(broker: nodes[0]), try await DemoServer.start(broker: nodes[1])]
+            detail("node 1 listening on \(servers[0].url), node 2 on \(servers[1].url) (database \(location), records encrypted at rest)")
+            detail("the operator and the agencies talk to node 1; health and the auditor to node 2")
+        } else {
+            step(2, "The broker starts on SQLite; its operator registers the participants over signed HTTP requests.")
+            let store = try BrokerStore(path: "\(directory)/broker.sqlite",
+                                        storageKey: try StorageKeyFile.loadOrCreate("\(directory)/broker.sqlite.storage-key"),
+                                        logOrigin: Self.logOrigin)
+            let broker = try Broker(store: store, keys: brokerKeys)
+            try broker.registerOperator(brokerKeys.publicKeys, now: .now)
+            servers = [try await DemoServer.start(broker: broker)]
+            detail("broker listening on \(servers[0].url) (database \(directory)/broker.sqlite, records encrypted at rest)")
+        }
+        let (first, last) = (servers[0].url, servers[servers.count - 1].url)
+        let operatorClient = BrokerClient(baseURL: first, keys: brokerKeys)
+        let emergencyClient = BrokerClient(baseURL: first, keys: emergency)
+        let transportClient = BrokerClient(baseURL: first, keys: transport)
+        let healthClient = BrokerClient(baseURL: last, keys: health)
+        let auditorClient = BrokerClient(baseURL: last, keys: auditor)
         for (participant, role) in [(emergency, "agency"), (transport, "agency"), (health, "partner"), (auditor, "auditor")] {
             try await operatorClient.registerParticipant(participant.publicKeys, role: role)
             detail("POST /admin/participants  \(participant.publicKeys.name) as \(role): 201")
@@ -70,7 +88,7 @@ extension DemoCommand {
         try await expectRefusal(403, "the same request signed by health") {
             _ = try await healthClient.send("POST", "/admin/participants", body: Array("{}".utf8))
         }
-        return DemoSession(directory: directory, keys: demoKeys, server: server, operatorClient: operatorClient, emergencyClient: emergencyClient,
+        return DemoSession(directory: directory, keys: demoKeys, servers: servers, operatorClient: operatorClient, emergencyClient: emergencyClient,
                            transportClient: transportClient, healthClient: healthClient, auditorClient: auditorClient)
     }
 

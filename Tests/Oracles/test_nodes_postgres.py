@@ -19,6 +19,7 @@ import requests
 
 import civitas_log
 from clinic_broker import ClinicBroker
+from conftest import ROOT
 from test_server_live import signer_for
 
 NODES = 3
@@ -232,3 +233,15 @@ def test_a_window_every_node_sees_due_closes_once(nodes):
     windows = [json.loads(e) for e in entries if json.loads(e).get("agreement") == "ag-health-feed"
                and json.loads(e)["type"] == "release.delivered"]
     assert len(windows) == 1
+
+
+def test_the_demo_runs_on_two_nodes_over_postgresql(civitas_bin, tmp_path):
+    database = fresh_database()
+    result = subprocess.run([civitas_bin, "demo", "--postgres", database, "--keep", tmp_path / "demo"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "node 1 listening on" in result.stdout and "node 2 on" in result.stdout
+    assert "audit OK" in result.stdout
+    # The same database does not take a second walkthrough: it already holds a log.
+    again = subprocess.run([civitas_bin, "demo", "--postgres", database], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "already holds a log" in again.stderr
