@@ -73,6 +73,10 @@ enum SQLValue {
     case integer(Int64?)
     case bytes([UInt8]?)
     case flag(Bool)
+    /// Arrays, for many rows in one statement (`unnest`).
+    case texts([String])
+    case byteStrings([[UInt8]])
+    case flags([Bool])
 
     static func time(_ time: UTCTime?) -> SQLValue { .text(time?.rfc3339) }
 }
@@ -198,6 +202,9 @@ struct PostgresSession {
             case .integer(let integer): binds.append(integer)
             case .bytes(let bytes): binds.append(bytes.map { ByteBuffer(bytes: $0) })
             case .flag(let flag): binds.append(flag)
+            case .texts(let texts): binds.append(texts)
+            case .byteStrings(let byteStrings): binds.append(byteStrings.map { ByteBuffer(bytes: $0) })
+            case .flags(let flags): binds.append(flags)
             }
         }
         do {

@@ -99,7 +99,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
                     do {
                         let transaction = PostgresTransaction(session: session, storageKey: storageKey)
                         let value = try body(transaction)
-                        try transaction.writeLogHead()
+                        try transaction.finish()
                         try session.execute("COMMIT")
                         return value
                     } catch {

@@ -11,6 +11,10 @@ final class PostgresTransaction: StorageTransaction {
     /// The log's head as this transaction leaves it, once it appended.
     private var head: (frontier: MerkleFrontier, lastLeaf: MerkleDigest, lastTime: UTCTime?)?
     private var appended = false
+    /// Consent events appended and not yet written: they go to the database in one statement.
+    private var pendingConsent: [(consent: StoredConsent, recorded: String)] = []
+    /// Most consent events held before they are written.
+    static let consentBatch = 5_000
 
     init(session: PostgresSession, storageKey: SealedStorageKey) {
         self.session = session
@@ -83,9 +87,22 @@ final class PostgresTransaction: StorageTransaction {
     }
 
     func appendConsent(_ consent: StoredConsent, now: UTCTime) throws {
-        try session.execute("INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded) VALUES ($1, $2, $3, $4, $5, $6)",
-                            [.text(consent.dataset), .bytes(consent.subject), .text(consent.purpose), .flag(consent.granted),
-                             .bytes(consent.record), .time(now)])
+        // A request's events share one time: its text is made once.
+        let recorded = pendingConsent.last.flatMap { $0.recorded == now.rfc3339 ? $0.recorded : nil } ?? now.rfc3339
+        pendingConsent.append((consent, recorded))
+        if pendingConsent.count >= Self.consentBatch { try writeConsent() }
+    }
+
+    /// Writes the consent events appended so far, in order, in one statement.
+    private func writeConsent() throws {
+        guard !pendingConsent.isEmpty else { return }
+        let events = pendingConsent
+        pendingConsent.removeAll(keepingCapacity: true)
+        try session.execute("""
+            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded)
+            SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::boolean[], $5::bytea[], $6::text[])
+            """, [.texts(events.map(\.consent.dataset)), .byteStrings(events.map(\.consent.subject)), .texts(events.map(\.consent.purpose)),
+                  .flags(events.map(\.consent.granted)), .byteStrings(events.map(\.consent.record)), .texts(events.map(\.recorded))])
     }
 
     func feed(_ id: String) throws -> Feed {
@@ -141,8 +158,10 @@ final class PostgresTransaction: StorageTransaction {
         return locked
     }
 
-    /// Writes the head as the appended entries left it (the store calls this just before commit).
-    func writeLogHead() throws {
+    /// Writes what waits to be written: the consent events, then the log's head as the appended
+    /// entries left it (the store calls this just before commit).
+    func finish() throws {
+        try writeConsent()
         guard appended, let head else { return }
         try session.execute("UPDATE log_head SET size = $1, last_leaf = $2, last_time = $3, frontier = $4",
                             [.integer(Int64(head.frontier.size)), .bytes(head.lastLeaf), .time(head.lastTime), .bytes(head.frontier.encoded)])

@@ -5,6 +5,7 @@
 //   swift run -c release civitas-bench stored-log [ENTRIES]  (verifying a stored log at start)
 //   swift run -c release civitas-bench exchange [RECORDS...]  (consent, releases, aggregates, feed windows)
 //   swift run -c release civitas-bench feed [ROUNDS]  (how soon a waiting partner holds a new feed window)
+//   swift run -c release civitas-bench nodes POSTGRES_URL [RECORDS]  (SQLite, then 1 to 3 nodes on PostgreSQL; scripts/bench-nodes)
 // Prints Civitas seal+sign and open+verify throughput for 1 MiB and 256 MiB
 // payloads beside the raw libsodium primitives measured in the same run,
 // and the peak RSS growth of each Civitas operation.
@@ -86,6 +87,12 @@ if CommandLine.arguments.dropFirst().first == "feed" {
 
 if CommandLine.arguments.dropFirst().first == "stored-log" {
     try runStoredLogBenchmark(entries: CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 1_000_000)
+    exit(0)
+}
+
+if CommandLine.arguments.dropFirst().first == "nodes" {
+    guard let url = CommandLine.arguments.dropFirst(2).first else { fatalError("usage: civitas-bench nodes POSTGRES_URL [RECORDS]") }
+    try runNodesBenchmark(postgres: url, records: CommandLine.arguments.dropFirst(3).first.flatMap { Int($0) } ?? 20_000)
     exit(0)
 }
 

@@ -199,6 +199,11 @@ struct StorageContractTests {
         try world.storage.transaction { try $0.appendConsent(event(subject, false), now: Self.now) }
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "research") == [SubjectDigest(subject): false, SubjectDigest(other): true])
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "other").isEmpty)
+        // Within one transaction too, events keep their order: the last one is the state.
+        try world.storage.transaction { transaction in
+            for granted in [true, false, true, false] { try transaction.appendConsent(event(other, granted), now: Self.now) }
+        }
+        #expect(try world.storage.consentStates(dataset: "calls", purpose: "research")[try #require(SubjectDigest(other))] == false)
     }
 
     @Test("A transaction commits whole or not at all; a batch is drawn once per partner", arguments: Implementation.allCases)
