@@ -72,6 +72,45 @@ struct SharedDatabaseTests {
         #expect(try database.node().logSize == before + 100)
     }
 
+    @Test("Two nodes that lock the same rows in opposite orders deadlock; the one PostgreSQL picks runs again and both changes commit")
+    func deadlockIsRunAgain() throws {
+        let database = try TemporaryPostgres()
+        let nodes = [try database.node(), try database.node()]
+        let agency = try SecretKeys.generate(name: "agency"), partner = try SecretKeys.generate(name: "partner")
+        try nodes[0].registerParticipant(agency.publicKeys, role: .agency, now: Self.now)
+        try nodes[0].registerParticipant(partner.publicKeys, role: .partner, now: Self.now)
+        try nodes[0].registerDataset(id: "calls", publisher: agency.keyID, schema: Array("{}".utf8), now: Self.now)
+        for id in ["ag-1", "ag-2"] {
+            try nodes[0].transaction { transaction in
+                try transaction.insertAgreement(StoredAgreement(id: id, dataset: "calls", publisher: agency.keyID, partner: partner.keyID,
+                                                                policy: Array("{}".utf8), policySHA256: SHA256Hasher.hash(Array(id.utf8)), offerSignature: [1],
+                                                                validFrom: "2026-12-01T00:00:00Z", validUntil: "2026-12-31T00:00:00Z",
+                                                                budgetMicro: 1_000, offered: Self.now))
+            }
+        }
+        let runs = Mutex(0)
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 2) { index in
+            let order = index == 0 ? ["ag-1", "ag-2"] : ["ag-2", "ag-1"]
+            do {
+                try nodes[index].transaction { transaction in
+                    runs.withLock { $0 += 1 }
+                    for (step, id) in order.enumerated() {
+                        var agreement = try transaction.agreement(id)
+                        agreement.spentMicro += 1
+                        try transaction.updateAgreement(agreement)
+                        if step == 0 { usleep(300_000) }  // both hold their first row before asking for the second
+                    }
+                }
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
+        #expect(runs.withLock { $0 } >= 3, "no transaction was run again: there was no deadlock to resolve")
+        #expect(try nodes[1].agreement("ag-1")?.spentMicro == 2 && nodes[1].agreement("ag-2")?.spentMicro == 2)
+    }
+
     @Test("A nonce recorded by one node is a replay at another")
     func noncesAcrossNodes() throws {
         let database = try TemporaryPostgres()
