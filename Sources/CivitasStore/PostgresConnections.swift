@@ -189,6 +189,25 @@ struct PostgresSession {
         try run(sql, values).metadata.rows ?? 0
     }
 
+    /// Runs `body` between `begin` and COMMIT; whatever `body` throws rolls it all back.
+    func inTransaction<T>(_ begin: String = "BEGIN", _ body: () throws -> T) throws -> T {
+        try execute(begin)
+        do {
+            let value = try body()
+            try execute("COMMIT")
+            return value
+        } catch {
+            _ = try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Runs `body` in one read-only transaction that sees the database as it was when it began
+    /// (what others commit meanwhile stays invisible).
+    func inSnapshot<T>(_ body: () throws -> T) throws -> T {
+        try inTransaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+    }
+
     /// The first row of a statement's answer, if any.
     func row(_ sql: String, _ values: [SQLValue] = []) throws -> PostgresRandomAccessRow? {
         try rows(sql, values).first

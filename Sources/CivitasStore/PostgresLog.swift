@@ -14,21 +14,21 @@ extension PostgresStore {
         try mapped {
             try connections.withConnection { session in
                 try session.execute("INSERT INTO store_meta (name, value) VALUES ('log_origin', $1) ON CONFLICT (name) DO NOTHING", [.text(origin)])
-                try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                defer { _ = try? session.execute("ROLLBACK") }
-                let stored = try session.row("SELECT value FROM store_meta WHERE name = 'log_origin'")?.text("value")
-                guard stored == origin else { throw StoreError(.invalidArgument, "this store holds the log \(stored ?? "?"), not \(origin)") }
-                var log = try ExchangeLog(origin: origin, keepsEntries: false)
-                let releases = try extend(&log, session: session)
-                try checkHead(session, log: log)
-                let checkpoints = try session.rows("SELECT size, note FROM log_checkpoint ORDER BY size").map {
-                    (size: try $0.optionalInteger("size"), note: try $0.optionalText("note"))
+                return try session.inSnapshot {
+                    let stored = try session.row("SELECT value FROM store_meta WHERE name = 'log_origin'")?.text("value")
+                    guard stored == origin else { throw StoreError(.invalidArgument, "this store holds the log \(stored ?? "?"), not \(origin)") }
+                    var log = try ExchangeLog(origin: origin, keepsEntries: false)
+                    let releases = try extend(&log, session: session)
+                    try checkHead(session, log: log)
+                    let checkpoints = try session.rows("SELECT size, note FROM log_checkpoint ORDER BY size").map {
+                        (size: try $0.optionalInteger("size"), note: try $0.optionalText("note"))
+                    }
+                    let deliveries = try session.rows("SELECT id, log_index FROM delivery").map {
+                        (id: try $0.optionalText("id"), logIndex: try $0.optionalInteger("log_index"))
+                    }
+                    try StoredLogCheck.verify(checkpoints: checkpoints, deliveries: deliveries, log: log, releases: releases)
+                    return log
                 }
-                let deliveries = try session.rows("SELECT id, log_index FROM delivery").map {
-                    (id: try $0.optionalText("id"), logIndex: try $0.optionalInteger("log_index"))
-                }
-                try StoredLogCheck.verify(checkpoints: checkpoints, deliveries: deliveries, log: log, releases: releases)
-                return log
             }
         }
     }
@@ -77,7 +77,7 @@ extension PostgresStore {
     /// This node's cache, caught up with what every node has committed.
     func currentLog<T>(_ body: (ExchangeLog) throws -> T) throws -> T {
         try cachedLog.withLock { log in
-            try read { session in
+            try withSession { session in
                 let size = try session.row("SELECT size FROM log_head")?.integer("size") ?? 0
                 if UInt64(max(size, 0)) > log.size { try Self.extend(&log, session: session) }
             }
@@ -86,7 +86,7 @@ extension PostgresStore {
     }
 
     public var logSize: UInt64 {
-        (try? read { session in try session.row("SELECT size FROM log_head")?.integer("size") }).flatMap { $0.map { UInt64(max($0, 0)) } }
+        (try? withSession { session in try session.row("SELECT size FROM log_head")?.integer("size") }).flatMap { $0.map { UInt64(max($0, 0)) } }
             ?? cachedLog.withLock { $0.size }
     }
 
@@ -95,7 +95,7 @@ extension PostgresStore {
     /// entry; returns the latest.
     public func checkpointLog(signer: SecretKeys) throws -> String {
         let origin = cachedLog.withLock { $0.origin }
-        return try read { session in
+        return try withSession { session in
             guard let head = try session.row("SELECT size, frontier FROM log_head") else { throw StoreError(.corrupt, "the exchange log has no head row") }
             let size = try head.integer("size")
             if let latest = try session.row("SELECT size, note FROM log_checkpoint ORDER BY size DESC LIMIT 1"), try latest.integer("size") >= size {
@@ -116,14 +116,14 @@ extension PostgresStore {
         let checkpoint = try Checkpoint.verify(note: note, key: try NoteKey(name: cachedLog.withLock { $0.origin }, publicKey: signer.publicKeys.signingKey))
         guard index < checkpoint.size else { throw StoreError(.notFound, "the log has \(checkpoint.size) entries; there is no entry \(index)") }
         let proof = try currentLog { try $0.tree.inclusionProof(index: index, treeSize: checkpoint.size) }
-        guard let entry = try read({ try $0.row("SELECT bytes FROM log_entry WHERE position = $1", [.integer(Int64(index))])?.bytes("bytes") }) else {
+        guard let entry = try withSession({ try $0.row("SELECT bytes FROM log_entry WHERE position = $1", [.integer(Int64(index))])?.bytes("bytes") }) else {
             throw StoreError(.corrupt, "log entry \(index) is not stored")
         }
         return InclusionEvidence(entry: entry, index: index, proof: proof, checkpoint: note)
     }
 
     public func logStatus() throws -> LogStatus {
-        try read { session in
+        try withSession { session in
             let entries = try session.row("SELECT size FROM log_head")?.integer("size") ?? 0
             let latest = try session.row("SELECT size, signed FROM log_checkpoint ORDER BY size DESC LIMIT 1")
             return LogStatus(entries: UInt64(max(entries, 0)), checkpointEntries: UInt64(max(try latest?.integer("size") ?? 0, 0)),
@@ -144,11 +144,11 @@ extension PostgresStore {
     public func logExporter(signer: SecretKeys, pageEntries: Int) throws -> LogExporter {
         try checkpointLog(signer: signer)
         let key = try NoteKey(name: cachedLog.withLock { $0.origin }, publicKey: signer.publicKeys.signingKey)
-        let checkpoints = try read { session in
+        let checkpoints = try withSession { session in
             try session.rows("SELECT size, note FROM log_checkpoint ORDER BY size").map { (size: UInt64(max(try $0.integer("size"), 0)), note: try $0.text("note")) }
         }
         return try LogExporter(key: key, checkpoints: checkpoints, size: checkpoints.last?.size ?? 0, pageEntries: pageEntries) { from, to in
-            try self.read { session in
+            try self.withSession { session in
                 try session.rows("SELECT bytes FROM log_entry WHERE position >= $1 AND position < $2 ORDER BY position",
                                  [.integer(Int64(from)), .integer(Int64(to))]).map { try $0.bytes("bytes") }
             }

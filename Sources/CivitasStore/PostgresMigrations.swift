@@ -98,8 +98,7 @@ enum PostgresMigrations {
     /// returns the names of all applied, in order.
     @discardableResult
     static func migrate(_ session: PostgresSession) throws -> [String] {
-        try session.execute("BEGIN")
-        do {
+        try session.inTransaction {
             try session.rows("SELECT pg_advisory_xact_lock($1)", [.integer(lockKey)])
             try session.execute("CREATE TABLE IF NOT EXISTS schema_migration (name text PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())")
             let applied = Set(try session.rows("SELECT name FROM schema_migration").map { try $0.text("name") })
@@ -107,12 +106,7 @@ enum PostgresMigrations {
                 for statement in migration.statements { try session.execute(statement) }
                 try session.execute("INSERT INTO schema_migration (name) VALUES ($1)", [.text(migration.name)])
             }
-            let names = try session.rows("SELECT name FROM schema_migration ORDER BY name").map { try $0.text("name") }
-            try session.execute("COMMIT")
-            return names
-        } catch {
-            _ = try? session.execute("ROLLBACK")
-            throw error
+            return try session.rows("SELECT name FROM schema_migration ORDER BY name").map { try $0.text("name") }
         }
     }
 }

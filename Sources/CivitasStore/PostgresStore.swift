@@ -49,30 +49,20 @@ public final class PostgresStore: BrokerStorage, Sendable {
 
     /// Names of the migrations applied to this database, in order.
     public func appliedMigrations() throws -> [String] {
-        try read { session in try session.rows("SELECT name FROM schema_migration ORDER BY name").map { try $0.text("name") } }
+        try withSession { session in try session.rows("SELECT name FROM schema_migration ORDER BY name").map { try $0.text("name") } }
     }
 
     // MARK: Running statements
 
-    /// Runs `body` on one connection, with database failures as store errors.
-    func read<T>(_ body: (PostgresSession) throws -> T) throws -> T {
+    /// Runs `body` on a connection of its own, with database failures as store errors.
+    func withSession<T>(_ body: (PostgresSession) throws -> T) throws -> T {
         try Self.mapped { try connections.withConnection(body) }
     }
 
     /// Runs `body` on one connection in one transaction that sees the database as it was when the
     /// transaction began (what others commit meanwhile stays invisible), read only.
     func snapshot<T>(_ body: (PostgresSession) throws -> T) throws -> T {
-        try read { session in
-            try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            do {
-                let value = try body(session)
-                try session.execute("COMMIT")
-                return value
-            } catch {
-                _ = try? session.execute("ROLLBACK")
-                throw error
-            }
-        }
+        try withSession { session in try session.inSnapshot { try body(session) } }
     }
 
     /// Database and decoding failures as store errors.
@@ -94,17 +84,12 @@ public final class PostgresStore: BrokerStorage, Sendable {
         var attempt = 1
         while true {
             do {
-                return try read { session in
-                    try session.execute("BEGIN")
-                    do {
+                return try withSession { session in
+                    try session.inTransaction {
                         let transaction = PostgresTransaction(session: session, storageKey: storageKey)
                         let value = try body(transaction)
                         try transaction.finish()
-                        try session.execute("COMMIT")
                         return value
-                    } catch {
-                        _ = try? session.execute("ROLLBACK")
-                        throw error
                     }
                 }
             } catch let error as StoreError where error.code == .contended && attempt < Self.attempts {
@@ -123,7 +108,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
         let associatedData = Array("store-secret:\(name)".utf8)
         var fresh = Sodium.randomBytes(32)
         defer { Sodium.wipe(&fresh) }
-        let wrapped = try read { session -> [UInt8] in
+        let wrapped = try withSession { session -> [UInt8] in
             try session.execute("INSERT INTO store_secret (name, wrapped) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
                                 [.text(name), .bytes(storageKey.seal(fresh, associatedData: associatedData))])
             guard let row = try session.row("SELECT wrapped FROM store_secret WHERE name = $1", [.text(name)]) else {
@@ -139,11 +124,11 @@ public final class PostgresStore: BrokerStorage, Sendable {
     // MARK: Participants and nonces
 
     public func participant(_ keyID: KeyID) throws -> Participant? {
-        try read { try $0.row("SELECT * FROM participant WHERE key_id = $1", [.text(keyID.hex)]).map(StoredRecords.participant(from:)) }
+        try withSession { try $0.row("SELECT * FROM participant WHERE key_id = $1", [.text(keyID.hex)]).map(StoredRecords.participant(from:)) }
     }
 
     public func participants() throws -> [Participant] {
-        try read { try $0.rows("SELECT * FROM participant ORDER BY name").map(StoredRecords.participant(from:)) }
+        try withSession { try $0.rows("SELECT * FROM participant ORDER BY name").map(StoredRecords.participant(from:)) }
     }
 
     public func recordNonces(_ nonces: [RequestNonce], oldestAccepted: Int64) throws -> [Bool] {
@@ -155,22 +140,16 @@ public final class PostgresStore: BrokerStorage, Sendable {
             last = oldestAccepted
             return true
         }
-        return try read { session in
-            try session.execute("BEGIN")
-            do {
+        return try withSession { session in
+            try session.inTransaction {
                 if sweep { try session.execute("DELETE FROM request_nonce WHERE created < $1", [.integer(oldestAccepted)]) }
                 // A nonce seen within the window by any node stays; one seen before it (not swept yet) is taken anew.
-                let fresh = try nonces.map { nonce in
+                return try nonces.map { nonce in
                     try session.execute("""
                         INSERT INTO request_nonce (key_id, nonce, created) VALUES ($1, $2, $3)
                         ON CONFLICT (key_id, nonce) DO UPDATE SET created = excluded.created WHERE request_nonce.created < $4
                         """, [.text(nonce.keyID), .text(nonce.nonce), .integer(nonce.created), .integer(oldestAccepted)]) == 1
                 }
-                try session.execute("COMMIT")
-                return fresh
-            } catch {
-                _ = try? session.execute("ROLLBACK")
-                throw error
             }
         }
     }
@@ -178,31 +157,26 @@ public final class PostgresStore: BrokerStorage, Sendable {
     // MARK: Datasets and batches
 
     public func dataset(_ id: String) throws -> Dataset? {
-        try read { try $0.row("SELECT * FROM dataset WHERE id = $1", [.text(id)]).map(StoredRecords.dataset(from:)) }
+        try withSession { try $0.row("SELECT * FROM dataset WHERE id = $1", [.text(id)]).map(StoredRecords.dataset(from:)) }
     }
 
     public func datasets() throws -> [Dataset] {
-        try read { try $0.rows("SELECT * FROM dataset ORDER BY id").map(StoredRecords.dataset(from:)) }
+        try withSession { try $0.rows("SELECT * FROM dataset ORDER BY id").map(StoredRecords.dataset(from:)) }
     }
 
     public func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
                             produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
         try Segments.checkIdempotencyKey(idempotencyKey)
         let datasetKey = try self.datasetKey(id)
-        return try read { session in
-            try session.execute("BEGIN")
-            do {
+        let (stored, existingHash) = try withSession { session in
+            try session.inTransaction { () -> (Batch, [UInt8]?) in
                 // The dataset's row is the lock that numbers its batches one after another, across nodes.
                 try session.rows("SELECT 1 FROM dataset WHERE id = $1 FOR UPDATE", [.text(id)])
                 if let idempotencyKey, let existing = try session.row("SELECT * FROM batch WHERE dataset = $1 AND idempotency_key = $2",
                                                                       [.text(id), .text(idempotencyKey)]) {
                     let hash = try Segments.contentHash(produce: produce)
-                    try session.execute("COMMIT")
-                    guard try existing.bytes("content_sha256") == hash else {
-                        throw StoreError(.duplicate, "idempotency key \(idempotencyKey.prefix(60)) was used for a different batch of \(id)")
-                    }
-                    return Batch(dataset: id, sequence: try existing.integer("sequence"), records: Int(try existing.integer("records")),
-                                 idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: true)
+                    return (Batch(dataset: id, sequence: try existing.integer("sequence"), records: Int(try existing.integer("records")),
+                                  idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: true), try existing.bytes("content_sha256"))
                 }
                 let sequence = try session.row("SELECT COALESCE(MAX(sequence), 0) + 1 AS next FROM batch WHERE dataset = $1", [.text(id)])?.integer("next") ?? 1
                 try session.execute("INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, created) VALUES ($1, $2, 0, $3, $4, $5)",
@@ -213,17 +187,18 @@ public final class PostgresStore: BrokerStorage, Sendable {
                 }
                 try session.execute("UPDATE batch SET records = $1, content_sha256 = $2 WHERE dataset = $3 AND sequence = $4",
                                     [.integer(Int64(records)), .bytes(hash), .text(id), .integer(sequence)])
-                try session.execute("COMMIT")
-                return Batch(dataset: id, sequence: sequence, records: records, idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: false)
-            } catch {
-                _ = try? session.execute("ROLLBACK")
-                throw error
+                return (Batch(dataset: id, sequence: sequence, records: records, idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: false), nil)
             }
         }
+        // The same key for other content answers nothing stored.
+        if let existingHash, existingHash != stored.contentSHA256 {
+            throw StoreError(.duplicate, "idempotency key \(idempotencyKey?.prefix(60) ?? "") was used for a different batch of \(id)")
+        }
+        return stored
     }
 
     public func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary] {
-        try read {
+        try withSession {
             try $0.rows("SELECT sequence, records, created FROM batch WHERE dataset = $1 AND sequence >= $2 ORDER BY sequence",
                         [.text(dataset), .integer(sequence)]).map(StoredRecords.batchSummary(from:))
         }
@@ -255,7 +230,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
     }
 
     private func datasetKey(_ id: String) throws -> SealedStorageKey {
-        guard let wrapped = try read({ try $0.row("SELECT wrapped_key FROM dataset WHERE id = $1", [.text(id)])?.bytes("wrapped_key") }) else {
+        guard let wrapped = try withSession({ try $0.row("SELECT wrapped_key FROM dataset WHERE id = $1", [.text(id)])?.bytes("wrapped_key") }) else {
             throw StoreError(.notFound, "dataset \(id) is not registered")
         }
         return try Segments.datasetKey(wrapped, dataset: id, storageKey: storageKey)
@@ -264,11 +239,11 @@ public final class PostgresStore: BrokerStorage, Sendable {
     // MARK: Agreements and consent
 
     public func agreement(_ id: String) throws -> StoredAgreement? {
-        try read { try $0.row("SELECT * FROM agreement WHERE id = $1", [.text(id)]).map(StoredRecords.agreement(from:)) }
+        try withSession { try $0.row("SELECT * FROM agreement WHERE id = $1", [.text(id)]).map(StoredRecords.agreement(from:)) }
     }
 
     public func agreements(involving participant: KeyID?) throws -> [StoredAgreement] {
-        try read { session in
+        try withSession { session in
             if let participant {
                 return try session.rows("SELECT * FROM agreement WHERE publisher = $1 OR partner = $1 ORDER BY id", [.text(participant.hex)])
                     .map(StoredRecords.agreement(from:))
@@ -305,18 +280,18 @@ public final class PostgresStore: BrokerStorage, Sendable {
     // MARK: Deliveries and feeds
 
     public func drawnBatches(partner: KeyID, dataset: String) throws -> Set<Int64> {
-        try read {
+        try withSession {
             Set(try $0.rows("SELECT sequence FROM drawn_batch WHERE partner = $1 AND dataset = $2", [.text(partner.hex), .text(dataset)])
                 .map { try $0.integer("sequence") })
         }
     }
 
     public func delivery(_ id: String) throws -> Delivery? {
-        try read { try $0.row("SELECT * FROM delivery WHERE id = $1", [.text(id)]).map(StoredRecords.delivery(from:)) }
+        try withSession { try $0.row("SELECT * FROM delivery WHERE id = $1", [.text(id)]).map(StoredRecords.delivery(from:)) }
     }
 
     public func deliveryCounts() throws -> [Delivery.Kind: Int] {
-        try read { session in
+        try withSession { session in
             var counts: [Delivery.Kind: Int] = [:]
             for row in try session.rows("SELECT kind, COUNT(*) AS n FROM delivery GROUP BY kind") {
                 guard let kind = Delivery.Kind(rawValue: try row.text("kind")) else { throw StoreError(.corrupt, "a delivery has an unknown kind") }
@@ -327,7 +302,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
     }
 
     public func deliveryEnvelope(_ id: String) throws -> DeliveryEnvelope? {
-        try read { session in
+        try withSession { session in
             try session.row("SELECT partner, log_index, octet_length(envelope)::bigint AS bytes FROM delivery WHERE id = $1", [.text(id)]).map { row in
                 DeliveryEnvelope(delivery: id, partner: try row.keyID("partner"), logIndex: try StoredRecords.unsigned(row.integer("log_index")),
                                  byteCount: Int(try row.integer("bytes")))
@@ -356,25 +331,25 @@ public final class PostgresStore: BrokerStorage, Sendable {
     }
 
     public func requestKey(partner: KeyID, key: String) throws -> RequestKey? {
-        try read {
+        try withSession {
             try $0.row("SELECT * FROM request_key WHERE partner = $1 AND key = $2", [.text(partner.hex), .text(key)])
                 .map { try StoredRecords.requestKey(from: $0, partner: partner, key: key) }
         }
     }
 
     public func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery] {
-        try read {
+        try withSession {
             try $0.rows("SELECT * FROM delivery WHERE feed = $1 AND feed_sequence > $2 ORDER BY feed_sequence LIMIT $3",
                         [.text(feed), .integer(sequence), .integer(Int64(limit))]).map(StoredRecords.delivery(from:))
         }
     }
 
     public func feed(_ id: String) throws -> Feed? {
-        try read { try $0.row("SELECT * FROM feed WHERE id = $1", [.text(id)]).map(StoredRecords.feed(from:)) }
+        try withSession { try $0.row("SELECT * FROM feed WHERE id = $1", [.text(id)]).map(StoredRecords.feed(from:)) }
     }
 
     public func feeds() throws -> [Feed] {
-        try read { try $0.rows("SELECT * FROM feed ORDER BY id").map(StoredRecords.feed(from:)) }
+        try withSession { try $0.rows("SELECT * FROM feed ORDER BY id").map(StoredRecords.feed(from:)) }
     }
 
     public func watchWindows(_ handler: @escaping @Sendable (_ feed: String) -> Void) throws {
@@ -386,7 +361,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
 
     public func claimWork(_ name: String, holder: String, seconds: Int) throws -> Bool {
         try WorkLease.check(name: name, holder: holder, seconds: seconds)
-        return try read { session in
+        return try withSession { session in
             try session.execute("""
                 INSERT INTO work_lease (name, holder, until) VALUES ($1, $2, now() + make_interval(secs => $3))
                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
@@ -396,6 +371,6 @@ public final class PostgresStore: BrokerStorage, Sendable {
     }
 
     public func releaseWork(_ name: String, holder: String) throws {
-        try read { session in _ = try session.execute("DELETE FROM work_lease WHERE name = $1 AND holder = $2", [.text(name), .text(holder)]) }
+        try withSession { session in _ = try session.execute("DELETE FROM work_lease WHERE name = $1 AND holder = $2", [.text(name), .text(holder)]) }
     }
 }

@@ -90,22 +90,35 @@ struct SharedDatabaseTests {
         }
         let runs = Mutex(0)
         let failures = Mutex<[String]>([])
-        DispatchQueue.concurrentPerform(iterations: 2) { index in
-            let order = index == 0 ? ["ag-1", "ag-2"] : ["ag-2", "ag-1"]
-            do {
-                try nodes[index].transaction { transaction in
-                    runs.withLock { $0 += 1 }
-                    for (step, id) in order.enumerated() {
-                        var agreement = try transaction.agreement(id)
-                        agreement.spentMicro += 1
-                        try transaction.updateAgreement(agreement)
-                        if step == 0 { usleep(300_000) }  // both hold their first row before asking for the second
+        // Each holds its first row before either asks for its second: a deadlock for sure.
+        let holding = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
+        let both = DispatchGroup()
+        for index in 0..<2 {
+            both.enter()
+            Thread.detachNewThread {
+                defer { both.leave() }
+                let order = index == 0 ? ["ag-1", "ag-2"] : ["ag-2", "ag-1"]
+                var attempt = 0
+                do {
+                    try nodes[index].transaction { transaction in
+                        runs.withLock { $0 += 1 }
+                        attempt += 1
+                        for (step, id) in order.enumerated() {
+                            var agreement = try transaction.agreement(id)
+                            agreement.spentMicro += 1
+                            try transaction.updateAgreement(agreement)
+                            if step == 0 && attempt == 1 {
+                                holding[index].signal()
+                                _ = holding[1 - index].wait(timeout: .now() + 10)
+                            }
+                        }
                     }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
                 }
-            } catch {
-                failures.withLock { $0.append("\(error)") }
             }
         }
+        both.wait()
         #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
         #expect(runs.withLock { $0 } >= 3, "no transaction was run again: there was no deadlock to resolve")
         #expect(try nodes[1].agreement("ag-1")?.spentMicro == 2 && nodes[1].agreement("ag-2")?.spentMicro == 2)
@@ -140,7 +153,7 @@ struct SharedDatabaseTests {
         let node = try database.node()
         _ = try node.transaction { try $0.appendLog(time: Self.now, type: .agreementExpired, members: ["agreement": "ag-1"]) }
         _ = try database.node()
-        try node.read { try $0.execute("UPDATE log_head SET last_leaf = decode(repeat('11', 32), 'hex')") }
+        try node.withSession { try $0.execute("UPDATE log_head SET last_leaf = decode(repeat('11', 32), 'hex')") }
         #expect(throws: StoreError(.corrupt, "")) { try database.node() }
     }
 }
