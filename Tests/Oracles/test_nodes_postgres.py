@@ -1,8 +1,9 @@
 """Three `civitas serve` nodes on one PostgreSQL database (the throwaway cluster the test command
 starts), set up from Tests/Fixtures/clinic-exchange.json: concurrent aggregates from two partners,
 spread over the nodes, spend two budgets worth exactly 100 charges between them; the log every node
-serves is one chain that `civitas audit` and an independent reading (hashlib) accept; a signed
-request replayed to another node is refused; a feed window due by time, which every node's
+serves is one chain that `civitas audit` and an independent reading (hashlib) accept; a retry with
+its idempotency key at another node answers the first delivery; a signed request replayed to
+another node is refused; a feed window due by time, which every node's
 schedule sees, closes exactly once; a node killed (SIGKILL) in the middle of releases
 leaves no partial delivery, the others keep serving, and it rejoins when started again."""
 
@@ -132,6 +133,27 @@ def test_concurrent_aggregates_on_three_nodes_spend_the_budgets_exactly(nodes):
     # Each node's export is the same log, to the size it was fetched at.
     for _, other_entries, _ in exports:
         assert other_entries == entries[:len(other_entries)]
+
+
+def test_a_retry_with_its_key_at_another_node_answers_the_first_delivery(nodes):
+    clinic, urls = nodes
+    clinic.agree("ag-university-keyed", "university")
+
+    def aggregate(url, *key):
+        result = clinic.civitas("request", "aggregate", "--key", clinic.secret("university"), "--purpose", clinic.purpose,
+                                "--statistic", "count", "--group-by", "zip", "--epsilon", "0.2", "--broker", url, *key, "ag-university-keyed")
+        return result.stdout.split("delivery ")[1].split(":")[0], result.stderr
+
+    first, told = aggregate(urls[0])
+    key = told.split("request key ")[1].split(" ")[0]
+    again, _ = aggregate(urls[2], "--idempotency-key", key)
+    assert again == first
+    shown = json.loads(clinic.civitas("agreements", "show", "--key", clinic.secret("university"), "--broker", urls[1],
+                                      "ag-university-keyed").stdout)
+    assert shown["epsilon_spent"] == "0.2", shown
+    # The control: another key at another node is another aggregate, charged again.
+    other, _ = aggregate(urls[1], "--idempotency-key", key + "-2")
+    assert other != first
 
 
 def test_a_request_replayed_to_another_node_is_refused(nodes):
