@@ -18,6 +18,8 @@ struct SignatureAuthenticator: RouterMiddleware {
     typealias Context = CivitasRequestContext
     let broker: Broker
     let clock: @Sendable () -> Int64
+    /// What the signed `@target-uri` starts with (no trailing slash); nil: `http://` and the request's Host.
+    let publicURL: String?
     let bodies: SharedAllowance
     /// The disk all spooled bodies may take together.
     let spooledBytes: SharedAllowance
@@ -30,23 +32,38 @@ struct SignatureAuthenticator: RouterMiddleware {
     /// Longest nonce accepted, in bytes.
     static let maximumNonceLength = 256
 
+    /// The one of `origins` a request's signature verifies for, when it does not verify for this broker's URL.
+    static func signedAuthority(of signed: SignedRequest, among origins: [String], pathAndQuery: String,
+                                key: @Sendable (String) -> [UInt8]?) -> String? {
+        origins.first(where: { origin in
+            let elsewhere = SignedRequest(method: signed.method, targetURI: origin + pathAndQuery, headers: signed.headers)
+            return (try? HTTPMessageSignature.verify(elsewhere, publicKey: key)) != nil
+        })
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         let authority = request.head.authority ?? "localhost"
-        let target = "http://\(authority)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")"
-        let signed = SignedRequest(method: request.method.rawValue, targetURI: target,
-                                   headers: request.headers.map { ($0.name.canonicalName, $0.value) })
+        let pathAndQuery = "\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")"
+        let headers = request.headers.map { ($0.name.canonicalName, $0.value) }
+        let signed = SignedRequest(method: request.method.rawValue, targetURI: (publicURL ?? "http://\(authority)") + pathAndQuery, headers: headers)
         guard signed.field("signature-input") != nil, signed.field("signature") != nil else {
             throw APIError.unauthorized("the request is not signed: Signature and Signature-Input headers are required (RFC 9421)")
         }
         guard let digest = signed.field("content-digest") else { throw APIError.unauthorized("Content-Digest is missing") }
+        let signingKey: @Sendable (String) -> [UInt8]? = { [broker] keyID in
+            guard let id = KeyID(hex: keyID), let participant = try? broker.participant(signingWith: id) else { return nil }
+            return participant.keys.signingKey
+        }
         let verified: HTTPMessageSignature.Verified
         do {
-            verified = try HTTPMessageSignature.verify(signed) { keyID in
-                guard let id = KeyID(hex: keyID), let participant = try? broker.participant(signingWith: id) else { return nil }
-                return participant.keys.signingKey
-            }
+            verified = try HTTPMessageSignature.verify(signed, publicKey: signingKey)
         } catch let failure as HTTPMessageSignature.Failure {
+            // A signature over another broker's URL, or over this one's address instead of its public URL, says so.
+            let elsewhere = ["https://\(authority)", "http://\(authority)"].filter { $0 != (publicURL ?? "http://\(authority)") }
+            if let other = Self.signedAuthority(of: signed, among: elsewhere, pathAndQuery: pathAndQuery, key: signingKey) {
+                throw APIError.unauthorized("the request was signed for \(other), not for this broker's URL \(publicURL ?? "http://\(authority)")")
+            }
             throw APIError.unauthorized("signature refused: \(failure.message)")
         }
         let parameters = verified.parameters

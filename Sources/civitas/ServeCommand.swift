@@ -44,7 +44,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A webhook host (name or address) the broker may call although it is internal (loopback, private, link-local); repeatable.",
                                valueName: "HOST"))
     var webhookAllow: [String] = []
-    @Option(help: ArgumentHelp("The URL partners reach the broker at: it names the catalog's datasets and API (default: http://HOST:PORT).", valueName: "URL"))
+    @Option(help: ArgumentHelp("The URL partners reach the broker at, through any proxy: it names the catalog's datasets and API, and signed requests are checked against it (default: http://HOST:PORT, signatures checked against http:// and the request's Host).", valueName: "URL"))
     var publicURL: String?
     @Option(help: ArgumentHelp("The catalog's own description, as JSON: {title, description, homepage, license, spatial: [IRI], contact: {name, email}}, every field optional.",
                                valueName: "FILE"))
@@ -90,7 +90,7 @@ struct ServeCommand: AsyncParsableCommand {
         // Until the server listens (on a port picked when --port is 0), the URL it was asked for.
         let settings = CatalogSettingsBox(try catalogSettings(url: publicURL ?? "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"))
         let app = Application(
-            router: BrokerAPI(broker: broker, catalog: { settings.current }).router(),
+            router: BrokerAPI(broker: broker, catalog: { settings.current }, publicURL: publicURL).router(),
             configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
             onServerRunning: { channel in
                 if publicURL == nil, let port = channel.localAddress?.port, let address = channel.localAddress?.ipAddress {

@@ -49,10 +49,11 @@ struct TestBroker {
 
     /// A signed request as the CLI sends it (the router test client's authority is localhost).
     static func signed(_ method: HTTPRequest.Method, _ path: String, body: [UInt8] = [], key: SecretKeys, created: Int64 = TestBroker.now,
-                       nonce: String? = nil, contentType: String = "application/json", extra: HTTPFields = [:]) throws -> Outgoing {
+                       nonce: String? = nil, contentType: String = "application/json", extra: HTTPFields = [:],
+                       origin: String = "http://localhost") throws -> Outgoing {
         var headers = extra
         headers[.contentType] = contentType
-        for (name, value) in try RequestSigner.headers(method: method.rawValue, targetURI: "http://localhost\(path)", body: body,
+        for (name, value) in try RequestSigner.headers(method: method.rawValue, targetURI: origin + path, body: body,
                                                        key: key, created: created, nonce: nonce) {
             if let field = HTTPField.Name(name) { headers[field] = value }
         }

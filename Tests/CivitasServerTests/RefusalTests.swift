@@ -64,6 +64,35 @@ struct RefusalTests {
         #expect(answer.status == .serviceUnavailable && answer.code == "busy" && answer.headers[.retryAfter] == "1")
     }
 
+    @Test("Behind its public URL, the broker checks signatures against that URL, and names the URL a request was signed for instead")
+    func publicURL() async throws {
+        let broker = try TestBroker()
+        let api = BrokerAPI(broker: broker.broker, publicURL: "https://broker.city.example/", clock: { TestBroker.now })
+        try await Application(router: api.router()).test(.router) { client in
+            // Signed for the URL partners are given, and forwarded by a proxy: accepted.
+            let proxied = try TestBroker.signed(.get, "/participants", key: broker.partner, origin: "https://broker.city.example")
+            #expect(try await client.execute(proxied).status == .ok)
+            // Signed for the address the request reached (or for another broker behind the same Host): refused, and said so.
+            for origin in ["http://localhost", "https://localhost"] {
+                let direct = try TestBroker.signed(.get, "/participants", key: broker.partner, origin: origin)
+                let answer = try await client.execute(direct)
+                #expect(answer.status == .unauthorized)
+                #expect(String(buffer: answer.body).contains("signed for \(origin), not for this broker's URL https://broker.city.example"),
+                        "\(String(buffer: answer.body))")
+            }
+            // A signature that verifies for no URL at all is refused as before.
+            var tampered = try TestBroker.signed(.get, "/participants", key: broker.partner, origin: "https://broker.city.example")
+            tampered.path = "/datasets/calls"
+            let answer = try await client.execute(tampered)
+            #expect(answer.status == .unauthorized && String(buffer: answer.body).contains("signature refused"))
+        }
+        // Without a public URL, a request signed for https:// reaching the broker in the clear is named too.
+        try await broker.application.test(.router) { client in
+            let answer = try await client.execute(try TestBroker.signed(.get, "/participants", key: broker.partner, origin: "https://localhost"))
+            #expect(answer.status == .unauthorized && String(buffer: answer.body).contains("signed for https://localhost, not for this broker's URL http://localhost"))
+        }
+    }
+
     @Test("A validly signed request with an empty or overlong nonce is refused with 401, not 500")
     func nonceBounds() async throws {
         let broker = try TestBroker()
