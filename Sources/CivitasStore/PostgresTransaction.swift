@@ -8,9 +8,8 @@ import CivitasLog
 final class PostgresTransaction: StorageTransaction {
     let session: PostgresSession
     let storageKey: SealedStorageKey
-    /// The log's head as this transaction leaves it, once it appended.
+    /// The log's head as this transaction leaves it, once it appended (nil before its first append).
     private var head: (frontier: MerkleFrontier, lastLeaf: MerkleDigest, lastTime: UTCTime?)?
-    private var appended = false
     /// Consent events appended and not yet written: they go to the database in one statement.
     private var pendingConsent: [(consent: StoredConsent, recorded: String)] = []
     /// Most consent events held before they are written.
@@ -140,7 +139,6 @@ final class PostgresTransaction: StorageTransaction {
         current.lastLeaf = entry.leafHash
         current.lastTime = time
         head = current
-        appended = true
         return entry
     }
 
@@ -151,9 +149,10 @@ final class PostgresTransaction: StorageTransaction {
             throw StoreError(.corrupt, "the exchange log has no head row")
         }
         let size = try StoredRecords.unsigned(row.integer("size"))
-        let lastTime = try row.text("last_time")
+        // An empty log has no last time; any other is the last entry's.
+        let lastTime = try row.text("last_time").isEmpty ? nil : try row.time("last_time")
         let locked = (frontier: try MerkleFrontier(size: size, encoded: try row.bytes("frontier")), lastLeaf: try row.bytes("last_leaf"),
-                      lastTime: lastTime.isEmpty ? nil : UTCTime(rfc3339: lastTime))
+                      lastTime: lastTime)
         head = locked
         return locked
     }
@@ -162,7 +161,7 @@ final class PostgresTransaction: StorageTransaction {
     /// entries left it (the store calls this just before commit).
     func finish() throws {
         try writeConsent()
-        guard appended, let head else { return }
+        guard let head else { return }
         try session.execute("UPDATE log_head SET size = $1, last_leaf = $2, last_time = $3, frontier = $4",
                             [.integer(Int64(head.frontier.size)), .bytes(head.lastLeaf), .time(head.lastTime), .bytes(head.frontier.encoded)])
     }
