@@ -6,12 +6,17 @@ import CivitasServer
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
+import Synchronization
 
 /// Options every command that talks to a broker takes.
 struct BrokerOptions: ParsableArguments {
     @Option(help: "The broker's URL (default: $CIVITAS_BROKER or http://127.0.0.1:8080).") var broker: String?
     @Option(help: ArgumentHelp("Your secret key file; requests are signed with it.", valueName: "KEY.secret")) var key: String
     @OptionGroup var passphrase: PassphraseOptions
+    @Option(help: ArgumentHelp("Trust only the certificate authorities in this PEM file for an https:// broker (a city's private CA; default: $CIVITAS_CA_FILE, else the system's authorities).",
+                               valueName: "CA.pem"))
+    var caFile: String?
 
     var baseURL: String {
         var url = broker ?? Environment.value(of: "CIVITAS_BROKER") ?? "http://127.0.0.1:8080"
@@ -24,23 +29,56 @@ struct BrokerOptions: ParsableArguments {
 struct BrokerClient {
     let baseURL: String
     let keys: SecretKeys
+    /// The HTTP client, trusting the authorities the options name.
+    let http: HTTPClient
 
     init(_ options: BrokerOptions) throws {
         baseURL = options.baseURL
         keys = try Files.secretKeys(options.key, passphrase: options.passphrase)
+        http = try Self.client(trusting: options.caFile ?? Environment.value(of: "CIVITAS_CA_FILE"))
     }
 
     init(baseURL: String, keys: SecretKeys) {
         self.baseURL = baseURL
         self.keys = keys
+        http = Self.http
+    }
+
+    /// Clients trusting a CA file, by its path: one per file for the life of the command.
+    private static let trustingClients = Mutex<[String: HTTPClient]>([:])
+
+    /// The shared client, or one that trusts only the certificates in the PEM file at `caFile`.
+    static func client(trusting caFile: String?) throws -> HTTPClient {
+        guard let caFile else { return http }
+        return try trustingClients.withLock { clients in
+            if let client = clients[caFile] { return client }
+            let certificates: [NIOSSLCertificate]
+            do { certificates = try NIOSSLCertificate.fromPEMFile(caFile) } catch {
+                throw CLIError("\(caFile) holds no PEM certificate to trust: \(error)")
+            }
+            guard !certificates.isEmpty else { throw CLIError("\(caFile) holds no PEM certificate to trust") }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .certificates(certificates)
+            let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration(tls: tls))
+            clients[caFile] = client
+            return client
+        }
     }
 
     /// The HTTP client every command shares: connections time out after 10 s, answers never
     /// (a release of millions of records takes as long as it takes; the client waits on the
     /// socket without using the CPU).
-    static let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-                                 configuration: HTTPClient.Configuration(redirectConfiguration: .disallow,
-                                                                         timeout: .init(connect: .seconds(10), read: nil)))
+    static let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration(tls: nil))
+
+    /// A connection that cannot be made (refused, or a certificate that does not verify) fails at
+    /// once instead of being tried again until the connect timeout: commands say so, and a keyed
+    /// request is sent again by ``send(_:_:body:contentType:headers:retryKey:)`` itself.
+    static func configuration(tls: TLSConfiguration?) -> HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow,
+                                                     timeout: .init(connect: .seconds(10), read: nil))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return configuration
+    }
     /// Largest answer read into memory: a JSON document, or an envelope or log page a command fetches.
     static let maximumAnswer = 1 << 31
 
@@ -130,7 +168,7 @@ struct BrokerClient {
         var request = try signedRequest("GET", path, bodySHA256: SHA256Hasher.hash([]), contentType: "application/json", headers: [:])
         request.body = .bytes(ByteBuffer())
         let response: HTTPClientResponse
-        do { response = try await Self.http.execute(request, deadline: .distantFuture) } catch {
+        do { response = try await http.execute(request, deadline: .distantFuture) } catch {
             throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
         }
         var headers: [String: String] = [:]
@@ -177,7 +215,7 @@ struct BrokerClient {
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
-            response = try await Self.http.execute(request, deadline: .distantFuture)
+            response = try await http.execute(request, deadline: .distantFuture)
             body = try await response.body.collect(upTo: Self.maximumAnswer)
         } catch {
             throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
