@@ -33,13 +33,17 @@ public struct BrokerAPI: Sendable {
     /// The catalog's settings, read for each catalog built (the public URL may be known only once the server listens).
     let catalogSettings: @Sendable () -> CatalogSettings
     /// The URL partners are given (scheme, authority and any path prefix), when the operator set
-    /// one: signatures are checked against it rather than against `http://` and the Host header.
+    /// one: signatures are checked against it rather than against the scheme the broker listens
+    /// with and the Host header.
     let publicURL: String?
+    /// The scheme the broker listens with: `https` when it terminates TLS itself.
+    let scheme: String
 
     public init(broker: Broker, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
-                catalog: @escaping @Sendable () -> CatalogSettings = { CatalogSettings() }, publicURL: String? = nil,
+                catalog: @escaping @Sendable () -> CatalogSettings = { CatalogSettings() }, publicURL: String? = nil, tls: Bool = false,
                 clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.broker = broker
+        self.scheme = tls ? "https" : "http"
         self.catalogSettings = catalog
         self.publicURL = publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.metrics = metrics
@@ -71,7 +75,7 @@ public struct BrokerAPI: Sendable {
         }
         router.get("log/consistency") { request, _ in try consistencyProof(request) }
 
-        let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, publicURL: publicURL, bodies: bodies,
+        let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, origin: publicURL, scheme: scheme, bodies: bodies,
                                                                                    spooledBytes: spooledBytes, spools: Self.spoolsBody))
         signed.post("admin/participants") { _, context in try addParticipant(context) }
         signed.get("participants") { _, context in try listParticipants(context) }

@@ -18,8 +18,11 @@ struct SignatureAuthenticator: RouterMiddleware {
     typealias Context = CivitasRequestContext
     let broker: Broker
     let clock: @Sendable () -> Int64
-    /// What the signed `@target-uri` starts with (no trailing slash); nil: `http://` and the request's Host.
-    let publicURL: String?
+    /// What the signed `@target-uri` starts with (the public URL, no trailing slash); nil: `scheme`
+    /// and the request's Host.
+    let origin: String?
+    /// The scheme the broker listens with.
+    let scheme: String
     let bodies: SharedAllowance
     /// The disk all spooled bodies may take together.
     let spooledBytes: SharedAllowance
@@ -46,7 +49,8 @@ struct SignatureAuthenticator: RouterMiddleware {
         let authority = request.head.authority ?? "localhost"
         let pathAndQuery = "\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")"
         let headers = request.headers.map { ($0.name.canonicalName, $0.value) }
-        let signed = SignedRequest(method: request.method.rawValue, targetURI: (publicURL ?? "http://\(authority)") + pathAndQuery, headers: headers)
+        let signedOrigin = origin ?? "\(scheme)://\(authority)"
+        let signed = SignedRequest(method: request.method.rawValue, targetURI: signedOrigin + pathAndQuery, headers: headers)
         guard signed.field("signature-input") != nil, signed.field("signature") != nil else {
             throw APIError.unauthorized("the request is not signed: Signature and Signature-Input headers are required (RFC 9421)")
         }
@@ -60,9 +64,9 @@ struct SignatureAuthenticator: RouterMiddleware {
             verified = try HTTPMessageSignature.verify(signed, publicKey: signingKey)
         } catch let failure as HTTPMessageSignature.Failure {
             // A signature over another broker's URL, or over this one's address instead of its public URL, says so.
-            let elsewhere = ["https://\(authority)", "http://\(authority)"].filter { $0 != (publicURL ?? "http://\(authority)") }
+            let elsewhere = ["https://\(authority)", "http://\(authority)"].filter { $0 != signedOrigin }
             if let other = Self.signedAuthority(of: signed, among: elsewhere, pathAndQuery: pathAndQuery, key: signingKey) {
-                throw APIError.unauthorized("the request was signed for \(other), not for this broker's URL \(publicURL ?? "http://\(authority)")")
+                throw APIError.unauthorized("the request was signed for \(other), not for this broker's URL \(signedOrigin)")
             }
             throw APIError.unauthorized("signature refused: \(failure.message)")
         }

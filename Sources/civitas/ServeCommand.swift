@@ -5,6 +5,8 @@ import CivitasServer
 import CivitasStore
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -33,6 +35,9 @@ struct ServeCommand: AsyncParsableCommand {
     var postgres: String?
     @Option(help: "Connections each node opens to PostgreSQL at most.") var postgresConnections: Int = 16
     @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: ArgumentHelp("Serve HTTPS with this PEM certificate chain (with --tls-key); a renewed file is served from the next connection on.", valueName: "CHAIN.pem"))
+    var tlsCert: String?
+    @Option(help: ArgumentHelp("The private key of --tls-cert, PEM (owner-only).", valueName: "KEY.pem")) var tlsKey: String?
     @Option(help: "Port (0 picks a free one and prints it).") var port: Int = 8080
     @Option(help: "Storage key file (default: the database path + .storage-key).") var storageKey: String?
     @Option(help: ArgumentHelp("Register this public key as the operator at start.", valueName: "OPERATOR.pub")) var `operator`: String?
@@ -88,19 +93,36 @@ struct ServeCommand: AsyncParsableCommand {
         defer { scheduled.cancel() }
         if let publicURL, !DatasetDescription.isWebIRI(publicURL) { throw CLIError("--public-url must be an http(s) URL") }
         // Until the server listens (on a port picked when --port is 0), the URL it was asked for.
-        let settings = CatalogSettingsBox(try catalogSettings(url: publicURL ?? "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"))
+        let certificates = try tlsCertificates()
+        let scheme = certificates == nil ? "http" : "https"
+        let settings = CatalogSettingsBox(try catalogSettings(url: publicURL ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"))
+        let server: HTTPServerBuilder = try certificates.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration()) } ?? .http1()
         let app = Application(
-            router: BrokerAPI(broker: broker, catalog: { settings.current }, publicURL: publicURL).router(),
+            router: BrokerAPI(broker: broker, catalog: { settings.current }, publicURL: publicURL, tls: certificates != nil).router(),
+            server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
             onServerRunning: { channel in
                 if publicURL == nil, let port = channel.localAddress?.port, let address = channel.localAddress?.ipAddress {
-                    settings.current = (try? catalogSettings(url: "http://\(address.contains(":") ? "[\(address)]" : address):\(port)")) ?? settings.current
+                    settings.current = (try? catalogSettings(url: "\(scheme)://\(address.contains(":") ? "[\(address)]" : address):\(port)")) ?? settings.current
                 }
                 Output.line("civitas broker \(keys.keyID) (log \(logOrigin), \(store.logSize) entries)")
-                Output.line("civitas broker listening on http://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(location))")
+                Output.line("civitas broker listening on \(scheme)://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(location))")
             },
             logger: logger)
         try await app.runService()
+    }
+
+    /// The certificate and key --tls-cert and --tls-key name, if any: both or neither.
+    func tlsCertificates() throws -> TLSCertificateFiles? {
+        switch (tlsCert, tlsKey) {
+        case (nil, nil): return nil
+        case let (certificate?, key?):
+            Files.warnIfExposed(key)
+            do { return try TLSCertificateFiles(certificate: certificate, key: key) } catch let error as TLSFileError {
+                throw CLIError(error.message)
+            }
+        default: throw CLIError("--tls-cert and --tls-key go together")
+        }
     }
 
     /// The catalog's settings: --catalog's description, or the defaults, for the broker at `url`.
