@@ -40,21 +40,29 @@ CATALOG = {
 NOT_GIVEN = {("Location", "bbox"), ("Location", "centroid"), ("LicenseDocument", "type")}
 
 
-@pytest.fixture(scope="module")
-def broker(civitas_bin, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("catalog")
+def signed_cli(civitas_bin, folder, url):
     def civitas(*args, check=True):
         import subprocess
         result = subprocess.run([civitas_bin, *map(str, args)], cwd=folder, capture_output=True, text=True, timeout=60,
                                 env={"PATH": "/usr/bin:/bin", **({"CIVITAS_BROKER": url} if url else {})})
         assert not check or result.returncode == 0, result.stderr
         return result
-    url = None
+    return civitas
+
+
+@pytest.fixture(scope="module")
+def broker(civitas_bin, tmp_path_factory):
+    """A broker set up over its own address, then serving its catalog under its public URL. (Once
+    started with --public-url, it checks signatures against that URL, which the CLI here, calling
+    the loopback address, cannot reach: the setup runs before.)"""
+    folder = tmp_path_factory.mktemp("catalog")
+    civitas = signed_cli(civitas_bin, folder, None)
     for name in ("operator", "agency"):
         civitas("keys", "generate", "--name", name, "--dir", "K")
     (folder / "catalog.json").write_text(json.dumps(CATALOG))
-    process, url = start_broker(civitas_bin, folder, "K/operator.pub", "--catalog", "catalog.json", "--public-url", PUBLIC_URL)
+    process, url = start_broker(civitas_bin, folder, "K/operator.pub")
     try:
+        civitas = signed_cli(civitas_bin, folder, url)
         civitas("participants", "add", "--key", "K/operator.secret", "--role", "agency", "K/agency.pub")
         schema = json.loads((ROOT / "Schemas" / "datasets" / "emergency-call.schema.json").read_text())
         schema["x-dcat"] = DESCRIPTION
@@ -64,6 +72,28 @@ def broker(civitas_bin, tmp_path_factory):
         plain = json.loads((ROOT / "Schemas" / "datasets" / "traffic-flow-observed.schema.json").read_text())
         (folder / "traffic.schema.json").write_text(json.dumps(plain))
         civitas("datasets", "register", "--key", "K/agency.secret", "--id", "traffic", "--schema", "traffic.schema.json")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    process, url = start_broker(civitas_bin, folder, "K/operator.pub", "--catalog", "catalog.json", "--public-url", PUBLIC_URL)
+    try:
+        yield type("Broker", (), {"url": url, "folder": folder})
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def registering(civitas_bin, tmp_path_factory):
+    """A broker an agency registers datasets at, over the address it is called at."""
+    folder = tmp_path_factory.mktemp("registering")
+    civitas = signed_cli(civitas_bin, folder, None)
+    for name in ("operator", "agency"):
+        civitas("keys", "generate", "--name", name, "--dir", "K")
+    process, url = start_broker(civitas_bin, folder, "K/operator.pub")
+    try:
+        civitas = signed_cli(civitas_bin, folder, url)
+        civitas("participants", "add", "--key", "K/operator.secret", "--role", "agency", "K/agency.pub")
         yield type("Broker", (), {"url": url, "folder": folder, "civitas": staticmethod(civitas)})
     finally:
         process.terminate()
@@ -178,9 +208,9 @@ def test_the_catalog_names_the_api_and_each_dataset_offer(graphs):
     (lambda s: s.update({"x-dcat": {"temporal": {"start": "2016-02-30"}}}), "must be a date"),
     (lambda s: s.update({"x-dcat": {"colour": "blue"}}), "not a catalog field"),
 ])
-def test_registration_refuses_what_a_catalog_could_not_publish(broker, change, reason):
+def test_registration_refuses_what_a_catalog_could_not_publish(registering, change, reason):
     schema = json.loads((ROOT / "Schemas" / "datasets" / "alert.schema.json").read_text())
     change(schema)
-    (broker.folder / "refused.schema.json").write_text(json.dumps(schema))
-    result = broker.civitas("datasets", "register", "--key", "K/agency.secret", "--id", "refused", "--schema", "refused.schema.json", check=False)
+    (registering.folder / "refused.schema.json").write_text(json.dumps(schema))
+    result = registering.civitas("datasets", "register", "--key", "K/agency.secret", "--id", "refused", "--schema", "refused.schema.json", check=False)
     assert result.returncode != 0 and reason in result.stderr, result.stderr
