@@ -1,5 +1,6 @@
 import CivitasCrypto
 import CivitasLog
+import Synchronization
 
 /// What the broker needs of a store: it persists and reads back, and decides nothing. Every
 /// implementation passes the same contract suite (`Tests/CivitasStoreTests/StorageContractTests.swift`).
@@ -100,6 +101,28 @@ extension BrokerStorage {
     public func recordNonce(keyID: String, nonce: String, created: Int64, oldestAccepted: Int64) throws {
         guard try recordNonces([RequestNonce(keyID: keyID, nonce: nonce, created: created)], oldestAccepted: oldestAccepted) == [true] else {
             throw StoreError(.replayed, "nonce \(nonce.prefix(40)) was already used by key \(keyID.prefix(40))")
+        }
+    }
+}
+
+/// What every store accepts of request nonces, and when it forgets expired ones: at most once a
+/// second (whenever the oldest accepted time moved on), not on every request.
+final class NonceSweep: Sendable {
+    private let last = Mutex<Int64>(Int64.min)
+
+    /// Refuses a nonce outside 1 to 256 bytes.
+    static func check(_ nonces: [RequestNonce]) throws {
+        if let long = nonces.first(where: { !(1...256).contains($0.nonce.utf8.count) }) {
+            throw StoreError(.invalidArgument, "a request nonce must be 1 to 256 bytes, not \(long.nonce.utf8.count)")
+        }
+    }
+
+    /// Whether nonces older than `oldestAccepted` should be swept now.
+    func due(oldestAccepted: Int64) -> Bool {
+        last.withLock { last in
+            guard oldestAccepted > last else { return false }
+            last = oldestAccepted
+            return true
         }
     }
 }

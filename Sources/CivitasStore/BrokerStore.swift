@@ -14,8 +14,8 @@ public final class BrokerStore: Sendable {
     let storageKey: SealedStorageKey
     /// The exchange log's Merkle tree, mirrored in memory; changed only after its entries commit.
     let logState: LockedLog
-    /// The oldest accepted request time of the last sweep of expired nonces.
-    let nonceSweep = Mutex<Int64>(Int64.min)
+    /// When expired nonces were last swept.
+    let nonceSweep = NonceSweep()
     /// Records per encrypted segment.
     public static let segmentRows = Segments.rows
 
@@ -76,15 +76,8 @@ public final class BrokerStore: Sendable {
     /// it within the window). Nonces older than the window are forgotten (their requests are
     /// refused as stale anyway).
     public func recordNonces(_ nonces: [RequestNonce], oldestAccepted: Int64) throws -> [Bool] {
-        if let long = nonces.first(where: { !(1...256).contains($0.nonce.utf8.count) }) {
-            throw StoreError(.invalidArgument, "a request nonce must be 1 to 256 bytes, not \(long.nonce.utf8.count)")
-        }
-        // Nonces past the window are swept at most once a second, not on every request.
-        let sweep = nonceSweep.withLock { last -> Bool in
-            guard oldestAccepted > last else { return false }
-            last = oldestAccepted
-            return true
-        }
+        try NonceSweep.check(nonces)
+        let sweep = nonceSweep.due(oldestAccepted: oldestAccepted)
         return try wrap {
             try pool.write { db in
                 if sweep { try db.cachedStatement(sql: "DELETE FROM request_nonce WHERE created < ?").execute(arguments: [oldestAccepted]) }

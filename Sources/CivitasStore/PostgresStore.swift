@@ -14,8 +14,8 @@ public final class PostgresStore: BrokerStorage, Sendable {
     let storageKey: SealedStorageKey
     /// This node's copy of the log's tree, behind a lock; entries others appended are read in on demand.
     let cachedLog: LockedLog
-    /// The oldest accepted request time of this node's last sweep of expired nonces.
-    let nonceSweep = Mutex<Int64>(Int64.min)
+    /// When this node last swept expired nonces.
+    let nonceSweep = NonceSweep()
     /// How many times a transaction that lost a race with another node (deadlock, serialization) is run.
     static let attempts = 5
     /// The notification channel of window announcements.
@@ -132,14 +132,8 @@ public final class PostgresStore: BrokerStorage, Sendable {
     }
 
     public func recordNonces(_ nonces: [RequestNonce], oldestAccepted: Int64) throws -> [Bool] {
-        if let long = nonces.first(where: { !(1...256).contains($0.nonce.utf8.count) }) {
-            throw StoreError(.invalidArgument, "a request nonce must be 1 to 256 bytes, not \(long.nonce.utf8.count)")
-        }
-        let sweep = nonceSweep.withLock { last -> Bool in
-            guard oldestAccepted > last else { return false }
-            last = oldestAccepted
-            return true
-        }
+        try NonceSweep.check(nonces)
+        let sweep = nonceSweep.due(oldestAccepted: oldestAccepted)
         return try withSession { session in
             try session.inTransaction {
                 if sweep { try session.execute("DELETE FROM request_nonce WHERE created < $1", [.integer(oldestAccepted)]) }
