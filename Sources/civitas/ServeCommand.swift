@@ -90,7 +90,6 @@ struct ServeCommand: AsyncParsableCommand {
         let schedule = BrokerSchedule(broker: broker, logger: logger)
         let interval = scheduleInterval
         let scheduled = Task { await schedule.run(every: .seconds(interval)) }
-        defer { scheduled.cancel() }
         if let publicURL, !DatasetDescription.isWebIRI(publicURL) { throw CLIError("--public-url must be an http(s) URL") }
         // Until the server listens (on a port picked when --port is 0), the URL it was asked for.
         let certificates = try tlsCertificates()
@@ -109,7 +108,17 @@ struct ServeCommand: AsyncParsableCommand {
                 Output.line("civitas broker listening on \(scheme)://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(location))")
             },
             logger: logger)
-        try await app.runService()
+        // SIGTERM or SIGINT: the server stops taking connections and answers the requests in
+        // flight; then the schedule finishes the round it is in and stops.
+        do {
+            try await app.runService()
+        } catch {
+            scheduled.cancel()
+            await scheduled.value
+            throw error
+        }
+        scheduled.cancel()
+        await scheduled.value
     }
 
     /// The certificate and key --tls-cert and --tls-key name, if any: both or neither.
