@@ -1,3 +1,4 @@
+import http.server
 import os
 import pathlib
 import subprocess
@@ -55,3 +56,20 @@ def start_broker(civitas_bin, folder, operator_pub, *extra):
     process.terminate()
     raise AssertionError("the broker did not start")
 
+
+
+class ParticipantsStandIn(http.server.BaseHTTPRequestHandler):
+    """A stand-in broker that answers every GET with an empty participant list, after `delay` seconds."""
+    delay = 0.0
+
+    def do_GET(self):
+        time.sleep(self.delay)
+        body = b'{"participants": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass

@@ -8,21 +8,13 @@ import subprocess
 import threading
 import time
 
+from conftest import ParticipantsStandIn
+
 ANSWER_AFTER = 3.0
 
 
-class SlowBroker(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        time.sleep(ANSWER_AFTER)
-        body = b'{"participants": []}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+class SlowBroker(ParticipantsStandIn):
+    delay = ANSWER_AFTER
 
 
 def test_a_slow_answer_costs_the_client_almost_no_cpu(civitas_bin, tmp_path):

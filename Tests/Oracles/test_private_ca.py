@@ -4,10 +4,11 @@ the TLS handshake is refused. The authority and the certificate are made here wi
 stand-in broker is Python's own TLS server on loopback."""
 
 import http.server
-import json
 import ssl
 import subprocess
 import threading
+
+from conftest import ParticipantsStandIn
 
 
 def make_authority(folder, name):
@@ -24,25 +25,12 @@ def issue_server_certificate(folder, authority):
                     "-CAcreateserial", "-out", folder / "server.pem", "-days", "1", "-extfile", folder / "san.ext"], check=True, capture_output=True)
 
 
-class StandIn(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"participants": []}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_a_private_authority_is_trusted_only_when_named(civitas_bin, tmp_path):
     make_authority(tmp_path, "city-ca")
     make_authority(tmp_path, "other-ca")
     issue_server_certificate(tmp_path, "city-ca")
     subprocess.run([civitas_bin, "keys", "generate", "--name", "partner", "--dir", "K"], cwd=tmp_path, check=True, capture_output=True)
-    server = http.server.HTTPServer(("127.0.0.1", 0), StandIn)
+    server = http.server.HTTPServer(("127.0.0.1", 0), ParticipantsStandIn)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
     server.socket = context.wrap_socket(server.socket, server_side=True)
