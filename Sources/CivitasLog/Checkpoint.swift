@@ -36,29 +36,14 @@ public struct Checkpoint: Sendable, Equatable {
     /// Parses a signed note and verifies it against `key`. Signatures by other keys are ignored
     /// (C2SP signed-note); a signature by `key` that fails, or none at all, is refused.
     public static func verify(note: String, key: NoteKey) throws -> Checkpoint {
-        let bytes = Array(note.utf8)
-        guard bytes.count <= 16 * 1024 else {
-            throw LogError(.malformedCheckpoint, "checkpoint is \(bytes.count) bytes, above the 16 KiB limit")
-        }
-        guard bytes.allSatisfy({ $0 >= 0x20 || $0 == 0x0A }) else {
-            throw LogError(.malformedCheckpoint, "checkpoint contains control characters")
-        }
-        guard let separator = note.range(of: "\n\n") else {
-            throw LogError(.malformedCheckpoint, "checkpoint has no blank line before its signatures")
-        }
-        let body = String(note[..<separator.lowerBound]) + "\n"
-        let signatureBlock = note[separator.upperBound...]
-        guard signatureBlock.hasSuffix("\n") else {
-            throw LogError(.malformedCheckpoint, "checkpoint's last signature line does not end in a newline")
-        }
+        let (body, lines) = try split(note)
         let checkpoint = try parseBody(body)
         var verified = false
-        for line in signatureBlock.dropLast().split(separator: "\n", omittingEmptySubsequences: false) {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: false)
-            guard parts.count == 3, parts[0] == "\u{2014}", let blob = Base64.decode(String(parts[2])), blob.count >= 4 else {
+        for line in lines {
+            guard let (name, blob) = signatureLine(line) else {
                 throw LogError(.malformedCheckpoint, "malformed signature line '\(line.prefix(80))'")
             }
-            guard parts[1] == key.name, Array(blob.prefix(4)) == key.keyHash else { continue }
+            guard name == key.name, Array(blob.prefix(4)) == key.keyHash else { continue }
             guard blob.count == 4 + Ed25519.signatureLength,
                   key.isValidSignature(Array(blob.dropFirst(4)), for: Array(body.utf8)) else {
                 throw LogError(.badCheckpointSignature,
@@ -70,6 +55,34 @@ public struct Checkpoint: Sendable, Equatable {
             throw LogError(.badCheckpointSignature, "checkpoint at size \(checkpoint.size) has no signature by \(key.name) (key hash \(Hex.encode(key.keyHash)))")
         }
         return checkpoint
+    }
+
+    /// A signed note's body (through the newline before its blank line) and its signature lines,
+    /// checked for size and characters.
+    static func split(_ note: String) throws -> (body: String, lines: [Substring]) {
+        let bytes = Array(note.utf8)
+        guard bytes.count <= 16 * 1024 else {
+            throw LogError(.malformedCheckpoint, "checkpoint is \(bytes.count) bytes, above the 16 KiB limit")
+        }
+        guard bytes.allSatisfy({ $0 >= 0x20 || $0 == 0x0A }) else {
+            throw LogError(.malformedCheckpoint, "checkpoint contains control characters")
+        }
+        guard let separator = note.range(of: "\n\n") else {
+            throw LogError(.malformedCheckpoint, "checkpoint has no blank line before its signatures")
+        }
+        let signatureBlock = note[separator.upperBound...]
+        guard signatureBlock.hasSuffix("\n") else {
+            throw LogError(.malformedCheckpoint, "checkpoint's last signature line does not end in a newline")
+        }
+        return (String(note[..<separator.lowerBound]) + "\n",
+                signatureBlock.dropLast().split(separator: "\n", omittingEmptySubsequences: false))
+    }
+
+    /// The key name and decoded bytes of a note signature line (`— name base64`), if it is one.
+    static func signatureLine(_ line: Substring) -> (name: Substring, blob: [UInt8])? {
+        let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "\u{2014}", let blob = Base64.decode(String(parts[2])), blob.count >= 4 else { return nil }
+        return (parts[1], blob)
     }
 
     /// The checkpoint a signed note states, read without checking its signatures (for the
