@@ -10,6 +10,12 @@ extension Broker {
         try mapStore { try store.checkpointLog(signer: keys) }
     }
 
+    /// Keeps the witnesses' cosignature lines (each without its newline) with the checkpoint of
+    /// `size` entries; returns the note as now kept.
+    public func keepCosignatures(checkpointSize size: UInt64, lines: [String]) throws -> String {
+        try mapStore { try store.addSignatures(toCheckpointOfSize: size, lines: lines) }
+    }
+
     /// The whole log as the auditor's export, checkpointed to its current size.
     public func logExport(for participant: Participant) throws -> any LogPages {
         try mapStore { try store.logExporter(signer: keys, pageEntries: 10_000) }

@@ -38,16 +38,26 @@ public struct BrokerAPI: Sendable {
     let publicURL: String?
     /// The scheme the broker listens with: `https` when it terminates TLS itself.
     let scheme: String
+    /// The witnesses that cosign the log's checkpoints, if the operator configured any.
+    let witnesses: CheckpointWitnesses?
 
     public init(broker: Broker, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
                 catalog: @escaping @Sendable () -> CatalogSettings = { CatalogSettings() }, publicURL: String? = nil, tls: Bool = false,
-                clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+                witnesses: CheckpointWitnesses? = nil, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.broker = broker
         self.scheme = tls ? "https" : "http"
+        self.witnesses = witnesses
         self.catalogSettings = catalog
         self.publicURL = publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.metrics = metrics
         self.clock = clock
+    }
+
+    /// The log's latest checkpoint, cosigned by the witnesses that answer when there are any.
+    func latestCheckpoint() async throws -> String {
+        try await brokerCallAsync {
+            if let witnesses { try await witnesses.latestCheckpoint() } else { try broker.checkpoint() }
+        }
     }
 
     /// The router with every route of the API.
@@ -71,7 +81,7 @@ public struct BrokerAPI: Sendable {
         }
         router.get("log/checkpoint") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: try broker.checkpoint())))
+                     body: .init(byteBuffer: ByteBuffer(string: try await latestCheckpoint())))
         }
         router.get("log/consistency") { request, _ in try consistencyProof(request) }
 

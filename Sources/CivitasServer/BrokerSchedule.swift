@@ -8,13 +8,14 @@ import FoundationNetworking
 import Logging
 
 /// The broker's periodic work: expiring agreements past their validity, closing feed windows
-/// that are due by time, and pushing windows to partners' webhooks with retries and
+/// that are due by time, checkpointing the log for its witnesses to cosign, and pushing windows to partners' webhooks with retries and
 /// exponential backoff (1 s doubling to 5 min). Pushes are at least once: a window counts as
 /// pushed when the webhook answers 2xx; partners can always pull what a push missed.
 public final class BrokerSchedule: @unchecked Sendable {
     let broker: Broker
     let logger: Logger
     let clock: @Sendable () -> Int64
+    let witnesses: CheckpointWitnesses?
     private let lock = NSLock()
     private var backoff: [String: (failures: Int, next: Int64)] = [:]
     /// Longest a webhook may take to answer, in seconds.
@@ -22,8 +23,10 @@ public final class BrokerSchedule: @unchecked Sendable {
     /// Pushes follow no redirect: a webhook answers itself, or the push failed.
     private let session = URLSession(configuration: .ephemeral, delegate: RedirectRefusal(), delegateQueue: nil)
 
-    public init(broker: Broker, logger: Logger, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+    public init(broker: Broker, logger: Logger, witnesses: CheckpointWitnesses? = nil,
+                clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.broker = broker
+        self.witnesses = witnesses
         self.logger = logger
         self.clock = clock
     }
@@ -61,6 +64,13 @@ public final class BrokerSchedule: @unchecked Sendable {
             try await pushWebhooks()
         } catch {
             logger.error("pushing webhooks failed", metadata: ["error": "\(error)"])
+        }
+        if let witnesses {
+            do {
+                _ = try await witnesses.latestCheckpoint()
+            } catch {
+                logger.error("checkpointing the log for its witnesses failed", metadata: ["error": "\(error)"])
+            }
         }
     }
 

@@ -38,8 +38,8 @@ extension BrokerAPI {
         signed.post("feeds/:feed/ack") { _, context in try acknowledge(context) }
         signed.get("deliveries/:delivery") { _, context in try await offloaded { try fetchDelivery(context) } }
         signed.post("consent") { request, context in try await offloaded { try recordConsent(request, context) } }
-        signed.get("log/export") { _, context in try exportLog(context) }
-        signed.get("log/entries/:index/proof") { _, context in try inclusionEvidence(context) }
+        signed.get("log/export") { _, context in try await exportLog(context) }
+        signed.get("log/entries/:index/proof") { _, context in try await inclusionEvidence(context) }
     }
 
     // MARK: Agreements
@@ -304,8 +304,10 @@ extension BrokerAPI {
 
     /// The whole log as an auditor's export (JSON Lines), checkpointed to its current size, streamed
     /// page by page.
-    func exportLog(_ context: CivitasRequestContext) throws -> Response {
+    func exportLog(_ context: CivitasRequestContext) async throws -> Response {
         let participant = try require(context, roles: Set(Participant.Role.allCases))
+        // Witnessed first, so that the export ends with the cosigned checkpoint.
+        _ = try await latestCheckpoint()
         let exporter = try brokerCall { try broker.logExport(for: participant) }
         let body = ResponseBody { [exporter] writer in
             while let page = try exporter.nextPage() {
@@ -317,10 +319,20 @@ extension BrokerAPI {
     }
 
     /// One entry with its inclusion proof and a signed checkpoint covering it.
-    func inclusionEvidence(_ context: CivitasRequestContext) throws -> Response {
+    func inclusionEvidence(_ context: CivitasRequestContext) async throws -> Response {
         let participant = try require(context, roles: Set(Participant.Role.allCases))
         guard let index = UInt64(try parameter(context, "index")) else { throw APIError.badRequest("the entry index is a whole number") }
-        return JSONResponse.make(try brokerCall { try broker.inclusionEvidence(index: index, for: participant) }.jsonValue())
+        var evidence = try brokerCall { try broker.inclusionEvidence(index: index, for: participant) }
+        if let witnesses {
+            // A witness ahead of this checkpoint cosigned a later one (another node's): prove inclusion in that.
+            for _ in 0..<3 {
+                let (note, witnessIsAhead) = await witnesses.cosign(evidence.checkpoint)
+                evidence = InclusionEvidence(entry: evidence.entry, index: evidence.index, proof: evidence.proof, checkpoint: note)
+                guard witnessIsAhead else { break }
+                evidence = try brokerCall { try broker.inclusionEvidence(index: index, for: participant) }
+            }
+        }
+        return JSONResponse.make(try evidence.jsonValue())
     }
 
     // MARK: Helpers
@@ -334,6 +346,12 @@ extension BrokerAPI {
         guard let text = request.uri.queryParameters[Substring(name)] else { return nil }
         guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("query parameter \(name) must be a whole number") }
         return value
+    }
+
+    func brokerCallAsync<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let error as BrokerError {
+            throw APIError(error)
+        }
     }
 
     func brokerCall<T>(_ body: () throws -> T) throws -> T {

@@ -16,8 +16,14 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func secret(named name: String) throws -> [UInt8]
     /// Number of entries in the exchange log.
     var logSize: UInt64 { get }
+    /// The exchange log's origin line (its name in checkpoints).
+    var logOrigin: String { get }
     /// Signs a checkpoint of the log as it is now (unless the latest covers it) and returns the latest.
     func checkpointLog(signer: SecretKeys) throws -> String
+    /// Appends to the kept checkpoint of `size` entries the signature lines of `lines` (each
+    /// without its newline) it does not carry yet, and returns the note; refuses (`notFound`) a
+    /// size no checkpoint was kept for.
+    func addSignatures(toCheckpointOfSize size: UInt64, lines: [String]) throws -> String
     /// The whole log as the auditor's export.
     func logExporter(signer: SecretKeys, pageEntries: Int) throws -> LogExporter
     /// Entry `index` with its inclusion proof and a checkpoint covering it.

@@ -147,6 +147,21 @@ extension BrokerStore {
         }
     }
 
+    public func addSignatures(toCheckpointOfSize size: UInt64, lines: [String]) throws -> String {
+        try wrap {
+            try pool.write { db in
+                guard let note = try String.fetchOne(db, sql: "SELECT note FROM log_checkpoint WHERE size = ?", arguments: [Int64(size)]) else {
+                    throw StoreError(.notFound, "no checkpoint of \(size) entries is kept")
+                }
+                let signed = Cosignature.merged(note, adding: lines)
+                if signed != note {
+                    try db.execute(sql: "UPDATE log_checkpoint SET note = ? WHERE size = ?", arguments: [signed, Int64(size)])
+                }
+                return signed
+            }
+        }
+    }
+
     /// Evidence that entry `index` is in the log: the entry, its inclusion proof and a checkpoint
     /// signed now that covers it.
     public func logInclusionEvidence(index: UInt64, signer: SecretKeys) throws -> InclusionEvidence {

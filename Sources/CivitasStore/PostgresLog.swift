@@ -93,6 +93,8 @@ extension PostgresStore {
     /// Signs a checkpoint of the log as it is now, from the head row's right edge (any node signs
     /// the same note for the same size: Ed25519 is deterministic), unless the latest covers every
     /// entry; returns the latest.
+    public var logOrigin: String { cachedLog.withLock { $0.origin } }
+
     public func checkpointLog(signer: SecretKeys) throws -> String {
         let origin = cachedLog.withLock { $0.origin }
         return try withSession { session in
@@ -108,6 +110,21 @@ extension PostgresStore {
                 ON CONFLICT (size) DO NOTHING
                 """, [.integer(size), .text(note)])
             return try session.row("SELECT note FROM log_checkpoint WHERE size = $1", [.integer(size)])?.text("note") ?? note
+        }
+    }
+
+    public func addSignatures(toCheckpointOfSize size: UInt64, lines: [String]) throws -> String {
+        try withSession { session in
+            try session.inTransaction {
+                guard let note = try session.row("SELECT note FROM log_checkpoint WHERE size = $1 FOR UPDATE", [.integer(Int64(size))])?.text("note") else {
+                    throw StoreError(.notFound, "no checkpoint of \(size) entries is kept")
+                }
+                let signed = Cosignature.merged(note, adding: lines)
+                if signed != note {
+                    _ = try session.execute("UPDATE log_checkpoint SET note = $1 WHERE size = $2", [.text(signed), .integer(Int64(size))])
+                }
+                return signed
+            }
         }
     }
 

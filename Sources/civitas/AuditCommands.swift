@@ -25,6 +25,8 @@ struct AuditCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Write the full report as JSON to this file ('-' for standard output).", valueName: "FILE"))
     var json: String?
 
+    @OptionGroup var witnesses: WitnessQuorum
+
     @Argument(help: "The log export ('civitas log export'), or '-' for standard input.")
     var export: String
 
@@ -47,6 +49,11 @@ struct AuditCommand: ParsableCommand {
         guard report.passed else {
             let first = report.findings[0]
             throw CLIError("audit failed: \(first)" + (report.findings.count > 1 ? " (and \(report.findings.count - 1) more finding(s))" : ""))
+        }
+        if !witnesses.keys.isEmpty {
+            guard let note = report.latestCheckpointNote else { throw CLIError("audit failed: the export has no checkpoint for the witnesses to have cosigned") }
+            let names = try witnesses.require(on: note)
+            if json != "-" { print("  witnessed by         \(names.joined(separator: ", "))") }
         }
         if let checkpoint, let note = report.latestCheckpointNote {
             try Data(note.utf8).write(to: URL(fileURLWithPath: checkpoint))

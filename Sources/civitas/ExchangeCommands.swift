@@ -317,6 +317,7 @@ struct PullCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Your last verified checkpoint of the broker's log: each delivery's checkpoint must extend it (a consistency proof is fetched and checked), then replaces it (default: BROKER.pub's path + .checkpoint; the file `civitas audit --checkpoint` keeps).",
                                valueName: "FILE"))
     var checkpoint: String?
+    @OptionGroup var witnesses: WitnessQuorum
 
     func run() async throws {
         guard (delivery == nil) != (feed == nil) else { throw CLIError("give --delivery ID or --feed ID") }
@@ -368,6 +369,7 @@ struct PullCommand: AsyncParsableCommand {
             let (_, evidenceJSON) = try await client.send("GET", "/log/entries/\(logIndex)/proof")
             let logged = try DeliveryText.checkLogged(evidenceJSON, delivery: id, summary: summary, broker: broker)
             guard let note = evidenceJSON["checkpoint"]?.stringValue else { throw CLIError("the broker's log evidence has no checkpoint") }
+            try witnesses.require(on: note)
             let history = try await known.advance(to: note) { from, to in
                 let (_, json) = try await client.send("GET", "/log/consistency?from=\(from)&to=\(to)")
                 return try DeliveryText.consistencyProof(json, from: from, to: to)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CivitasBroker
 import CivitasCrypto
+import CivitasLog
 import CivitasServer
 import CivitasStore
 import Foundation
@@ -51,6 +52,9 @@ struct ServeCommand: AsyncParsableCommand {
     var webhookAllow: [String] = []
     @Option(help: ArgumentHelp("The URL partners reach the broker at, through any proxy: it names the catalog's datasets and API, and signed requests are checked against it (default: http://HOST:PORT, signatures checked against http:// and the request's Host).", valueName: "URL"))
     var publicURL: String?
+    @Option(help: ArgumentHelp("A witness that cosigns the log's checkpoints (C2SP tlog-witness), as \"URL VERIFIER-KEY\": its submission prefix and the key `civitas witness serve` prints; repeatable.",
+                               valueName: "URL KEY"))
+    var witness: [String] = []
     @Option(help: ArgumentHelp("The catalog's own description, as JSON: {title, description, homepage, license, spatial: [IRI], contact: {name, email}}, every field optional.",
                                valueName: "FILE"))
     var catalog: String?
@@ -87,7 +91,11 @@ struct ServeCommand: AsyncParsableCommand {
         var logger = Logger(label: "civitas")
         logger.logLevel = .info
         guard (1...3600).contains(scheduleInterval) else { throw CLIError("--schedule-interval must be 1 to 3600 seconds") }
-        let schedule = BrokerSchedule(broker: broker, logger: logger)
+        let witnesses: CheckpointWitnesses?
+        do {
+            witnesses = witness.isEmpty ? nil : try CheckpointWitnesses(try witness.map(CheckpointWitnesses.Witness.init), broker: broker, logger: logger)
+        } catch { throw CLIError("--witness: \(error)") }
+        let schedule = BrokerSchedule(broker: broker, logger: logger, witnesses: witnesses)
         let interval = scheduleInterval
         let scheduled = Task { await schedule.run(every: .seconds(interval)) }
         if let publicURL, !DatasetDescription.isWebIRI(publicURL) { throw CLIError("--public-url must be an http(s) URL") }
@@ -97,7 +105,8 @@ struct ServeCommand: AsyncParsableCommand {
         let settings = CatalogSettingsBox(try catalogSettings(url: publicURL ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"))
         let server: HTTPServerBuilder = try certificates.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration()) } ?? .http1()
         let app = Application(
-            router: BrokerAPI(broker: broker, catalog: { settings.current }, publicURL: publicURL, tls: certificates != nil).router(),
+            router: BrokerAPI(broker: broker, catalog: { settings.current }, publicURL: publicURL, tls: certificates != nil,
+                              witnesses: witnesses).router(),
             server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
             onServerRunning: { channel in
@@ -105,6 +114,7 @@ struct ServeCommand: AsyncParsableCommand {
                     settings.current = (try? catalogSettings(url: "\(scheme)://\(address.contains(":") ? "[\(address)]" : address):\(port)")) ?? settings.current
                 }
                 Output.line("civitas broker \(keys.keyID) (log \(logOrigin), \(store.logSize) entries)")
+                Output.line("civitas log verifier key \((try? NoteKey(name: store.logOrigin, publicKey: keys.publicKeys.signingKey).verifierKey) ?? "?")")
                 Output.line("civitas broker listening on \(scheme)://\(channel.localAddress?.ipAddress ?? "?"):\(channel.localAddress?.port ?? 0) (database \(location))")
             },
             logger: logger)

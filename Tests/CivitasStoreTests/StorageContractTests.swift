@@ -341,4 +341,18 @@ struct StorageContractTests {
         #expect(throws: StoreError(.notFound, "")) { try world.storage.logConsistencyProof(from: second.size, to: first.size) }
         #expect(throws: StoreError(.notFound, "")) { try world.storage.logConsistencyProof(from: first.size, to: second.size + 1) }
     }
+
+    @Test("Signature lines added to a kept checkpoint are kept with it, once each", arguments: Implementation.allCases)
+    func checkpointSignatures(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        _ = try world.storage.transaction { try $0.appendLog(time: Self.now, type: .agreementExpired, members: ["agreement": "ag-1"]) }
+        let broker = try SecretKeys.generate(name: "broker")
+        let note = try world.storage.checkpointLog(signer: broker)
+        let lines = ["\u{2014} witness.example/w1 AAAAAQ==", "\u{2014} witness.example/w2 AAAAAg=="]
+        let signed = try world.storage.addSignatures(toCheckpointOfSize: world.storage.logSize, lines: lines)
+        #expect(signed == note + lines.joined(separator: "\n") + "\n")
+        #expect(try world.storage.addSignatures(toCheckpointOfSize: world.storage.logSize, lines: [lines[1]]) == signed)
+        #expect(try world.storage.checkpointLog(signer: broker) == signed)
+        #expect(throws: StoreError(.notFound, "")) { try world.storage.addSignatures(toCheckpointOfSize: world.storage.logSize + 1, lines: lines) }
+    }
 }
