@@ -248,3 +248,53 @@ def test_the_witness_state_is_private_and_held_by_one_process(witnessed, civitas
                              "--state", "state.json", "--log", witnessed.log_key, "--port", "0"],
                             cwd=folder, capture_output=True, text=True, timeout=30)
     assert second.returncode != 0 and "another witness is running" in second.stderr, second.stderr
+
+
+def test_a_broker_restored_from_an_old_copy_and_rewritten_gets_no_cosignature(witnessed, civitas_bin, tmp_path):
+    """The operator's attack: copy the database, let the true log move on, then run the copy and
+    write another history from it. Neither witness cosigns the copy's checkpoints, so a partner or
+    auditor requiring the quorum refuses them; the true log stays cosigned."""
+    import shutil
+    import sqlite3
+    clinic = witnessed.clinic
+    keys = [w["key"] for w in witnessed.witnesses.values()]
+    fork = tmp_path / "fork"
+    (fork / "Keys").mkdir(parents=True)
+    for key in (clinic.folder / "Keys").glob("*"):
+        shutil.copy2(key, fork / "Keys" / key.name)
+    shutil.copy2(clinic.folder / "broker.sqlite.storage-key", fork / "broker.sqlite.storage-key")
+    with sqlite3.connect(clinic.folder / "broker.sqlite") as source, sqlite3.connect(fork / "broker.sqlite") as copy:
+        source.backup(copy)
+    (fork / "subjects.txt").write_text("\n".join(f"F{i}" for i in range(5)) + "\n")
+
+    # The true log moves on and is cosigned.
+    clinic.consent(range(50, 52))
+    true_note = get(clinic.url + "/log/checkpoint")
+    assert len(cosignatures(true_note, keys)) == 2
+
+    extra = [arg for w in witnessed.witnesses.values() for arg in ("--witness", f"{w['url']} {w['key']}")]
+    process, url = start_broker(civitas_bin, fork, "Keys/operator.pub", "--schedule-interval", "1", *extra)
+    try:
+        publisher = clinic.secret(clinic.scenario["publisher"])
+        for n in range(3):
+            subprocess.run([civitas_bin, "consent", "grant", "--key", publisher, "--dataset", clinic.dataset, "--subjects", "subjects.txt",
+                            "--purpose", f"{clinic.purpose}", "--notice", f"notice-fork-{n}", "--jurisdiction", "EU"],
+                           cwd=fork, env={"PATH": "/usr/bin:/bin", "CIVITAS_BROKER": url}, check=True, capture_output=True, timeout=120)
+        time.sleep(2)
+        forked_note = get(url + "/log/checkpoint")
+        assert forked_note.split("\n")[:2] != true_note.split("\n")[:2]
+        assert cosignatures(forked_note, keys) == {}
+        subprocess.run([civitas_bin, "log", "fetch", "--key", publisher, "fork.jsonl"], cwd=fork,
+                       env={"PATH": "/usr/bin:/bin", "CIVITAS_BROKER": url}, check=True, capture_output=True, timeout=120)
+        audit = subprocess.run([civitas_bin, "audit", "--broker", "Keys/broker.pub", "fork.jsonl", *[a for k in keys for a in ("--witness", k)],
+                                "--quorum", "1"], cwd=fork, capture_output=True, text=True, timeout=120)
+        assert audit.returncode != 0 and "cosigned by 0 of the 1 witnesses required" in audit.stderr, audit.stderr
+        # Positive control: without witnesses the copy's own export passes the audit, since every signature is the broker's.
+        assert subprocess.run([civitas_bin, "audit", "--broker", "Keys/broker.pub", "fork.jsonl"], cwd=fork,
+                              capture_output=True, timeout=120).returncode == 0
+    finally:
+        stop(process)
+
+    # The witnesses still hold the true log and cosign its next checkpoint.
+    clinic.consent(range(52, 54))
+    assert len(cosignatures(get(clinic.url + "/log/checkpoint"), keys)) == 2
