@@ -34,19 +34,19 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A PostgreSQL database shared by every broker node, as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|require] (default: $CIVITAS_POSTGRES; SQLite when neither is set).",
                                valueName: "URL"))
     var postgres: String?
-    @Option(help: "Connections each node opens to PostgreSQL at most.") var postgresConnections: Int = 16
-    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Connections each node opens to PostgreSQL at most.") var postgresConnections: Int?
+    @Option(help: "Address to listen on.") var host: String?
     @Option(help: ArgumentHelp("Serve HTTPS with this PEM certificate chain (with --tls-key); a renewed file is served from the next connection on.", valueName: "CHAIN.pem"))
     var tlsCert: String?
     @Option(help: ArgumentHelp("The private key of --tls-cert, PEM (owner-only).", valueName: "KEY.pem")) var tlsKey: String?
-    @Option(help: "Port (0 picks a free one and prints it).") var port: Int = 8080
+    @Option(help: "Port (0 picks a free one and prints it; default 8080).") var port: Int?
     @Option(help: "Storage key file (default: the database path + .storage-key).") var storageKey: String?
     @Option(help: ArgumentHelp("Register this public key as the operator at start.", valueName: "OPERATOR.pub")) var `operator`: String?
     @Option(help: ArgumentHelp("The broker's secret key (created with its .pub if missing).", valueName: "KEY.secret"))
-    var brokerKey: String = "Keys/broker.secret"
+    var brokerKey: String?
     @OptionGroup var passphrase: PassphraseOptions
-    @Option(help: "Seconds between scheduled rounds (expiry, time-closed feed windows, webhook pushes).") var scheduleInterval: Int = 5
-    @Option(help: "The exchange log's origin line (fixed when the database is created).") var logOrigin: String = BrokerStore.defaultLogOrigin
+    @Option(help: "Seconds between scheduled rounds (expiry, time-closed feed windows, webhook pushes).") var scheduleInterval: Int?
+    @Option(help: "The exchange log's origin line (fixed when the database is created).") var logOrigin: String?
     @Option(help: ArgumentHelp("A webhook host (name or address) the broker may call although it is internal (loopback, private, link-local); repeatable.",
                                valueName: "HOST"))
     var webhookAllow: [String] = []
@@ -58,29 +58,55 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The catalog's own description, as JSON: {title, description, homepage, license, spatial: [IRI], contact: {name, email}}, every field optional.",
                                valueName: "FILE"))
     var catalog: String?
+    @Option(help: ArgumentHelp("Read the settings from this JSON file (default: $CIVITAS_CONFIG); options and CIVITAS_* environment variables override it. `civitas config check FILE` prints what applies.",
+                               valueName: "FILE"))
+    var config: String?
+
+    /// The settings this command runs with: its options over the environment over the config file.
+    func settings() async throws -> ServeSettings {
+        var settings = try await ServeSettings.load(file: config ?? Environment.value(of: "CIVITAS_CONFIG"))
+        settings.override(\.db, "db", given: db)
+        settings.override(\.postgres, "postgres", given: postgres)
+        settings.override(\.postgresConnections, "postgres_connections", with: postgresConnections)
+        settings.override(\.host, "host", with: host)
+        settings.override(\.tlsCert, "tls_cert", given: tlsCert)
+        settings.override(\.tlsKey, "tls_key", given: tlsKey)
+        settings.override(\.port, "port", with: port)
+        settings.override(\.storageKey, "storage_key", given: storageKey)
+        settings.override(\.operator, "operator", given: `operator`)
+        settings.override(\.brokerKey, "broker_key", with: brokerKey)
+        settings.override(\.scheduleInterval, "schedule_interval", with: scheduleInterval)
+        settings.override(\.logOrigin, "log_origin", with: logOrigin)
+        settings.override(\.webhookAllow, "webhook_allow", with: webhookAllow.isEmpty ? nil : webhookAllow)
+        settings.override(\.publicURL, "public_url", given: publicURL)
+        settings.override(\.witness, "witness", with: witness.isEmpty ? nil : witness)
+        settings.override(\.catalog, "catalog", given: catalog)
+        return settings
+    }
 
     func run() async throws {
+        let settings = try await settings()
+        try settings.check()
         // The database, its WAL and shared-memory files and the storage key are the operator's alone.
         umask(0o077)
         ProcessMemory.returnLargeBlocksToTheSystem()
         let store: any BrokerStorage, location: String
-        if let url = postgres ?? Environment.value(of: "CIVITAS_POSTGRES") {
-            guard db == nil else { throw CLIError("--db and --postgres name two databases: give one") }
-            guard let storageKey else { throw CLIError("--postgres needs --storage-key: every node opens the records with the same key") }
-            guard (1...1000).contains(postgresConnections) else { throw CLIError("--postgres-connections must be 1 to 1000") }
+        if let url = settings.postgres {
+            guard settings.db == nil else { throw CLIError("--db and --postgres name two databases: give one") }
+            guard let storageKey = settings.storageKey else { throw CLIError("--postgres needs --storage-key: every node opens the records with the same key") }
             let database = try PostgresLocation(url: url)
-            store = try PostgresStore(location: database, storageKey: try StorageKeyFile.loadOrCreate(storageKey), logOrigin: logOrigin,
-                                      connections: postgresConnections)
+            store = try PostgresStore(location: database, storageKey: try StorageKeyFile.loadOrCreate(storageKey), logOrigin: settings.logOrigin,
+                                      connections: settings.postgresConnections)
             location = "PostgreSQL \(database)"
         } else {
-            let path = db ?? Environment.value(of: "CIVITAS_DB") ?? "civitas.sqlite"
-            store = try BrokerStore(path: path, storageKey: try StorageKeyFile.loadOrCreate(storageKey ?? path + ".storage-key"), logOrigin: logOrigin)
+            let path = settings.db ?? "civitas.sqlite"
+            store = try BrokerStore(path: path, storageKey: try StorageKeyFile.loadOrCreate(settings.storageKey ?? path + ".storage-key"), logOrigin: settings.logOrigin)
             location = path
         }
-        let keys = try Self.brokerKeys(brokerKey, passphrase: passphrase)
-        let broker = try Broker(store: store, keys: keys, webhooks: WebhookTargets(allowed: webhookAllow))
-        if let `operator` {
-            let operatorKeys = try Files.publicKeys(`operator`)
+        let keys = try Self.brokerKeys(settings.brokerKey, passphrase: passphrase)
+        let broker = try Broker(store: store, keys: keys, webhooks: WebhookTargets(allowed: settings.webhookAllow))
+        if let operatorKey = settings.operator {
+            let operatorKeys = try Files.publicKeys(operatorKey)
             do {
                 try broker.registerOperator(operatorKeys, now: .now)
             } catch let error as BrokerError where error.code == .duplicate {
@@ -90,28 +116,27 @@ struct ServeCommand: AsyncParsableCommand {
         }
         var logger = Logger(label: "civitas")
         logger.logLevel = .info
-        guard (1...3600).contains(scheduleInterval) else { throw CLIError("--schedule-interval must be 1 to 3600 seconds") }
         let witnesses: CheckpointWitnesses?
         do {
-            witnesses = witness.isEmpty ? nil : try CheckpointWitnesses(try witness.map(CheckpointWitnesses.Witness.init), broker: broker, logger: logger)
+            witnesses = settings.witness.isEmpty ? nil : try CheckpointWitnesses(try settings.witness.map(CheckpointWitnesses.Witness.init), broker: broker, logger: logger)
         } catch { throw CLIError("--witness: \(error)") }
+        let (publicURL, host, port, logOrigin) = (settings.publicURL, settings.host, settings.port, settings.logOrigin)
         let schedule = BrokerSchedule(broker: broker, logger: logger, witnesses: witnesses)
-        let interval = scheduleInterval
+        let interval = settings.scheduleInterval
         let scheduled = Task { await schedule.run(every: .seconds(interval)) }
-        if let publicURL, !DatasetDescription.isWebIRI(publicURL) { throw CLIError("--public-url must be an http(s) URL") }
         // Until the server listens (on a port picked when --port is 0), the URL it was asked for.
-        let certificates = try tlsCertificates()
+        let certificates = try Self.tlsCertificates(settings)
         let scheme = certificates == nil ? "http" : "https"
-        let settings = CatalogSettingsBox(try catalogSettings(url: publicURL ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"))
+        let catalog = CatalogSettingsBox(try Self.catalogSettings(settings, url: publicURL ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"))
         let server: HTTPServerBuilder = try certificates.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration()) } ?? .http1()
         let app = Application(
-            router: BrokerAPI(broker: broker, catalog: { settings.current }, publicURL: publicURL, tls: certificates != nil,
+            router: BrokerAPI(broker: broker, catalog: { catalog.current }, publicURL: publicURL, tls: certificates != nil,
                               witnesses: witnesses).router(),
             server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
             onServerRunning: { channel in
                 if publicURL == nil, let port = channel.localAddress?.port, let address = channel.localAddress?.ipAddress {
-                    settings.current = (try? catalogSettings(url: "\(scheme)://\(address.contains(":") ? "[\(address)]" : address):\(port)")) ?? settings.current
+                    catalog.current = (try? Self.catalogSettings(settings, url: "\(scheme)://\(address.contains(":") ? "[\(address)]" : address):\(port)")) ?? catalog.current
                 }
                 Output.line("civitas broker \(keys.keyID) (log \(logOrigin), \(store.logSize) entries)")
                 Output.line("civitas log verifier key \((try? NoteKey(name: store.logOrigin, publicKey: keys.publicKeys.signingKey).verifierKey) ?? "?")")
@@ -132,8 +157,8 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     /// The certificate and key --tls-cert and --tls-key name, if any: both or neither.
-    func tlsCertificates() throws -> TLSCertificateFiles? {
-        switch (tlsCert, tlsKey) {
+    static func tlsCertificates(_ settings: ServeSettings) throws -> TLSCertificateFiles? {
+        switch (settings.tlsCert, settings.tlsKey) {
         case (nil, nil): return nil
         case let (certificate?, key?):
             Files.warnIfExposed(key)
@@ -145,8 +170,8 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     /// The catalog's settings: --catalog's description, or the defaults, for the broker at `url`.
-    func catalogSettings(url: String) throws -> CatalogSettings {
-        guard let catalog else { return CatalogSettings(publicURL: url) }
+    static func catalogSettings(_ settings: ServeSettings, url: String) throws -> CatalogSettings {
+        guard let catalog = settings.catalog else { return CatalogSettings(publicURL: url) }
         do {
             return try CatalogSettings.parse(try JSONParser.parse(try Files.read(catalog, limit: 1 << 16, what: "catalog description")), publicURL: url)
         } catch let error as BrokerError {
