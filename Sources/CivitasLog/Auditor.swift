@@ -7,6 +7,8 @@ public struct AuditFinding: Sendable, Equatable, CustomStringConvertible {
         case badCheckpoint, checkpointMismatch, uncoveredEntries, rollback, fork
         case badEnvelopeSignature, unknownAgreement, agreementNotActive, releaseOutsideAgreement, budgetExceeded
         case unknownParticipant, timeWentBack
+        /// A rotation of the broker's key that the retiring key did not sign, or that breaks the chain of keys.
+        case badKeyRotation
         /// A batch of a dataset was drawn by two deliveries to one partner.
         case deliveredTwice
         /// An aggregate's group keys did not come from the domain its agreement declared.
@@ -50,6 +52,8 @@ public struct AuditReport: Sendable {
     /// The latest checkpoint's signed note, to save for the next audit.
     public var latestCheckpointNote: String?
     public var releasesVerified = 0
+    /// The broker's keys the log was signed with, in order: the key given, then each key a rotation introduced.
+    public var brokerKeys: [KeyID] = []
     public var agreements: [String: AgreementAudit] = [:]
     public var findings: [AuditFinding] = []
     public var passed: Bool { findings.isEmpty }
@@ -85,10 +89,12 @@ public struct Auditor {
         guard let first = try reader.next() else { throw AuditFinding(.malformedExport, "the export is empty") }
         let header: LogExport.Header
         do { header = try LogExport.parseHeader(first) } catch { throw AuditFinding(.malformedExport, "\(error)") }
-        let key = try NoteKey(name: header.origin, publicKey: broker.signingKey)
-        guard header.logKey == key else {
-            throw AuditFinding(.wrongLogKey, "the export's log key \(header.logKey.verifierKey) is not the broker key given (\(key.verifierKey))")
-        }
+        let givenKey = try NoteKey(name: header.origin, publicKey: broker.signingKey)
+        // The chain of keys: the one given signs the first checkpoints; each rotation the key
+        // then current introduces takes over from the checkpoint that first covers it.
+        var current = broker
+        var chain = [broker]
+        var pendingRotation: (index: UInt64, key: PublicKeys)?
         var tree = MerkleTree()
         var previous: MerkleDigest = [UInt8](repeating: 0, count: MerkleHash.size)
         var lastTime = ""
@@ -120,11 +126,37 @@ public struct Auditor {
                 previous = MerkleHash.leaf(bytes)
                 tree.append(leafHash: previous)
                 report.entries = tree.size
+                if entry.type == .brokerKeyRotated {
+                    guard let rotation = BrokerKeyRotation(entry: entry) else {
+                        throw AuditFinding(.badKeyRotation, entry: position, "the key rotation names keys that do not match its key ids")
+                    }
+                    guard pendingRotation == nil else {
+                        throw AuditFinding(.badKeyRotation, entry: position, "a second key rotation before a checkpoint covered the one at entry \(pendingRotation?.index ?? 0)")
+                    }
+                    guard rotation.previous.keyID == current.keyID else {
+                        throw AuditFinding(.badKeyRotation, entry: position, "the rotation retires key \(rotation.previous.keyID), but the log is signed by \(current.keyID) here")
+                    }
+                    guard rotation.isIntroduced(origin: header.origin) else {
+                        throw AuditFinding(.badKeyRotation, entry: position, "the retiring key \(current.keyID) did not sign the introduction of \(rotation.replacement.keyID)")
+                    }
+                    pendingRotation = (position, rotation.replacement)
+                    replay.broker = rotation.replacement
+                }
                 report.findings += replay.apply(entry, report: &report)
             case .checkpoint(let note):
                 let checkpoint: Checkpoint
-                do { checkpoint = try Checkpoint.verify(note: note, key: key) } catch {
+                do {
+                    checkpoint = try verifyCheckpoint(note, origin: header.origin, current: current, chain: chain, pending: pendingRotation,
+                                                      headerKey: header.logKey, givenKey: givenKey)
+                } catch let finding as AuditFinding {
+                    throw finding
+                } catch {
                     throw AuditFinding(.badCheckpoint, "line \(reader.lineNumber): \(error)", evidence: ["checkpoint": note])
+                }
+                if let rotation = pendingRotation, checkpoint.size > rotation.index {
+                    current = rotation.key
+                    chain.append(rotation.key)
+                    pendingRotation = nil
                 }
                 guard checkpoint.origin == header.origin, checkpoint.size <= tree.size else {
                     throw AuditFinding(.badCheckpoint, "line \(reader.lineNumber): checkpoint for \(checkpoint.size) entries of \(checkpoint.origin) appears after only \(tree.size) entries",
@@ -151,16 +183,58 @@ public struct Auditor {
         }
         report.latestCheckpoint = latest
         report.latestCheckpointNote = latestNote
+        report.brokerKeys = chain.map(\.keyID)
+        let currentKey = try NoteKey(name: header.origin, publicKey: current.signingKey)
+        guard header.logKey == currentKey else {
+            throw AuditFinding(.wrongLogKey, "the export's log key \(header.logKey.verifierKey) is not the key the log is signed with now (\(currentKey.verifierKey))")
+        }
         if let savedCheckpoint {
-            try checkHistory(saved: savedCheckpoint, latest: latest, latestNote: latestNote, key: key, tree: tree)
+            try checkHistory(saved: savedCheckpoint, latest: latest, latestNote: latestNote,
+                             keys: try chain.map { try NoteKey(name: header.origin, publicKey: $0.signingKey) }, tree: tree)
+        }
+    }
+
+    /// Verifies a checkpoint against the key that signs the log at its size: the current key, and
+    /// also the new one when it is the first checkpoint covering a rotation. A checkpoint signed
+    /// only by a retired key, or by a key not yet introduced, is refused naming which.
+    private func verifyCheckpoint(_ note: String, origin: String, current: PublicKeys, chain: [PublicKeys],
+                                  pending: (index: UInt64, key: PublicKeys)?, headerKey: NoteKey, givenKey: NoteKey) throws -> Checkpoint {
+        let statement = try Checkpoint.statement(of: note)
+        let currentKey = try NoteKey(name: origin, publicKey: current.signingKey)
+        if let pending, statement.size > pending.index {
+            let next = try NoteKey(name: origin, publicKey: pending.key.signingKey)
+            do {
+                _ = try Checkpoint.verify(note: note, key: currentKey)
+                return try Checkpoint.verify(note: note, key: next)
+            } catch {
+                throw AuditFinding(.badKeyRotation, entry: pending.index,
+                                   "the checkpoint of \(statement.size) entries is the first to cover the key rotation, so it must carry the signatures of both \(current.keyID) and \(pending.key.keyID): \(error)",
+                                   evidence: ["checkpoint": note])
+            }
+        }
+        do {
+            return try Checkpoint.verify(note: note, key: currentKey)
+        } catch {
+            if let pending, (try? Checkpoint.verify(note: note, key: NoteKey(name: origin, publicKey: pending.key.signingKey))) != nil {
+                throw AuditFinding(.badKeyRotation, entry: pending.index,
+                                   "the checkpoint of \(statement.size) entries is signed by \(pending.key.keyID), which the log introduces only from entry \(pending.index) on",
+                                   evidence: ["checkpoint": note])
+            }
+            if let retired = chain.dropLast().first(where: { (try? Checkpoint.verify(note: note, key: NoteKey(name: origin, publicKey: $0.signingKey))) != nil }) {
+                throw AuditFinding(.badKeyRotation, "the checkpoint of \(statement.size) entries is signed only by \(retired.keyID), a key the log retired",
+                                   evidence: ["checkpoint": note])
+            }
+            if chain.count == 1, headerKey != givenKey {
+                throw AuditFinding(.wrongLogKey, "the export's log key \(headerKey.verifierKey) is not the broker key given (\(givenKey.verifierKey))")
+            }
+            throw error
         }
     }
 
     /// The auditor's last checkpoint must be a prefix of this log: same origin, not larger, same root.
-    private func checkHistory(saved note: String, latest: Checkpoint, latestNote: String, key: NoteKey, tree: MerkleTree) throws {
-        let saved: Checkpoint
-        do { saved = try Checkpoint.verify(note: note, key: key) } catch {
-            throw AuditFinding(.badCheckpoint, "the saved checkpoint does not verify: \(error)", evidence: ["saved": note])
+    private func checkHistory(saved note: String, latest: Checkpoint, latestNote: String, keys: [NoteKey], tree: MerkleTree) throws {
+        guard let saved = keys.lazy.compactMap({ try? Checkpoint.verify(note: note, key: $0) }).first else {
+            throw AuditFinding(.badCheckpoint, "the saved checkpoint does not verify with any of the log's keys", evidence: ["saved": note])
         }
         guard saved.size <= latest.size else {
             throw AuditFinding(.rollback, "the log went back: the saved checkpoint has \(saved.size) entries, this export \(latest.size)",
@@ -189,7 +263,8 @@ struct ComplianceReplay {
         var endedAt: String?
     }
 
-    let broker: PublicKeys
+    /// The broker's key at this point of the log: it signs the envelopes delivered.
+    var broker: PublicKeys
     var participants: Set<KeyID> = []
     var agreements: [String: Agreement] = [:]
     /// Per partner and dataset: the batch runs drawn so far, with the entry that drew each.
@@ -234,7 +309,7 @@ struct ComplianceReplay {
             agreements[id] = agreement
         case .releaseDelivered:
             return release(entry, report: &report)
-        case .datasetRegistered, .consentGranted, .consentRevoked, .consentRecorded, .releaseRefused:
+        case .datasetRegistered, .consentGranted, .consentRevoked, .consentRecorded, .releaseRefused, .brokerKeyRotated:
             break
         }
         return []

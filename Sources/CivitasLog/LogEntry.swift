@@ -16,6 +16,8 @@ public enum LogEntryType: String, Sendable, CaseIterable {
     case consentRecorded = "consent.recorded"
     case releaseDelivered = "release.delivered"
     case releaseRefused = "release.refused"
+    /// The broker's signing key was replaced: the retiring key signed the introduction of the new one.
+    case brokerKeyRotated = "broker.key_rotated"
 
     /// Members an entry of this type may carry besides its required ones.
     var optionalMembers: [(String, LogField)] {
@@ -56,6 +58,9 @@ public enum LogEntryType: String, Sendable, CaseIterable {
              ("epsilon_micro", .count), ("transforms", .object)]
         case .releaseRefused:
             [("agreement", .name), ("partner", .keyID), ("reason", .name)]
+        case .brokerKeyRotated:
+            [("previous", .keyID), ("previous_ed25519", .publicKey), ("previous_x25519", .publicKey),
+             ("replacement", .keyID), ("name", .name), ("ed25519", .publicKey), ("x25519", .publicKey), ("introduction", .signature)]
         }
     }
 }

@@ -24,6 +24,10 @@ public protocol BrokerStorage: AnyObject, Sendable {
     /// without its newline) it does not carry yet, and returns the note; refuses (`notFound`) a
     /// size no checkpoint was kept for.
     func addSignatures(toCheckpointOfSize size: UInt64, lines: [String]) throws -> String
+    /// The latest kept checkpoint, as stored (nil when none was signed yet).
+    func latestCheckpointNote() throws -> String?
+    /// The bytes of log entry `index`; refuses (`notFound`) an index past the log's end.
+    func logEntry(at index: UInt64) throws -> [UInt8]
     /// The whole log as the auditor's export.
     func logExporter(signer: SecretKeys, pageEntries: Int) throws -> LogExporter
     /// Entry `index` with its inclusion proof and a checkpoint covering it.

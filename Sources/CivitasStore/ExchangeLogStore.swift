@@ -169,10 +169,19 @@ extension BrokerStore {
         let checkpoint = try Checkpoint.verify(note: note, key: try NoteKey(name: logOrigin, publicKey: signer.publicKeys.signingKey))
         guard index < checkpoint.size else { throw StoreError(.notFound, "the log has \(checkpoint.size) entries; there is no entry \(index)") }
         let proof = try logState.withLock { try $0.tree.inclusionProof(index: index, treeSize: checkpoint.size) }
+        return InclusionEvidence(entry: try logEntry(at: index), index: index, proof: proof, checkpoint: note)
+    }
+
+    public func logEntry(at index: UInt64) throws -> [UInt8] {
+        guard index < logSize else { throw StoreError(.notFound, "the log has \(logSize) entries; there is no entry \(index)") }
         guard let entry = try wrap({ try pool.read { db in try Data.fetchOne(db, sql: "SELECT bytes FROM log_entry WHERE position = ?", arguments: [Int64(index)]) } }) else {
             throw StoreError(.corrupt, "log entry \(index) is not stored")
         }
-        return InclusionEvidence(entry: Array(entry), index: index, proof: proof, checkpoint: note)
+        return Array(entry)
+    }
+
+    public func latestCheckpointNote() throws -> String? {
+        try wrap { try pool.read { db in try String.fetchOne(db, sql: "SELECT note FROM log_checkpoint ORDER BY size DESC LIMIT 1") } }
     }
 
     /// The log's size and its latest checkpoint's, with when that was signed.

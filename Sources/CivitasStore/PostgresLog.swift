@@ -133,10 +133,18 @@ extension PostgresStore {
         let checkpoint = try Checkpoint.verify(note: note, key: try NoteKey(name: cachedLog.withLock { $0.origin }, publicKey: signer.publicKeys.signingKey))
         guard index < checkpoint.size else { throw StoreError(.notFound, "the log has \(checkpoint.size) entries; there is no entry \(index)") }
         let proof = try currentLog { try $0.tree.inclusionProof(index: index, treeSize: checkpoint.size) }
-        guard let entry = try withSession({ try $0.row("SELECT bytes FROM log_entry WHERE position = $1", [.integer(Int64(index))])?.bytes("bytes") }) else {
-            throw StoreError(.corrupt, "log entry \(index) is not stored")
+        return InclusionEvidence(entry: try logEntry(at: index), index: index, proof: proof, checkpoint: note)
+    }
+
+    public func logEntry(at index: UInt64) throws -> [UInt8] {
+        guard let entry = try withSession({ try $0.row("SELECT bytes FROM log_entry WHERE position = $1", [.integer(Int64(min(index, UInt64(Int64.max))))])?.bytes("bytes") }) else {
+            throw StoreError(.notFound, "there is no log entry \(index)")
         }
-        return InclusionEvidence(entry: entry, index: index, proof: proof, checkpoint: note)
+        return entry
+    }
+
+    public func latestCheckpointNote() throws -> String? {
+        try withSession { try $0.row("SELECT note FROM log_checkpoint ORDER BY size DESC LIMIT 1")?.text("note") }
     }
 
     public func logStatus() throws -> LogStatus {

@@ -62,6 +62,9 @@ struct AuditCommand: ParsableCommand {
 
     private func printSummary(_ report: AuditReport, brokerKeys: PublicKeys) {
         print("broker \(brokerKeys.name) (\(brokerKeys.keyID))" + (report.latestCheckpoint.map { ", log \($0.origin)" } ?? ""))
+        if report.brokerKeys.count > 1 {
+            print("  broker keys          \(report.brokerKeys.map(\.hex).joined(separator: " -> ")) (each introduced in the log by the one before)")
+        }
         print("  entries              \(report.entries)")
         print("  checkpoints verified \(report.checkpointsVerified)" + (report.latestCheckpoint.map { " (latest: size \($0.size), root \(Hex.encode($0.rootHash)))" } ?? ""))
         print("  envelopes verified   \(report.releasesVerified)")
@@ -89,6 +92,7 @@ enum AuditReportJSON {
             "passed": .bool(report.passed),
             "entries": .number(Double(report.entries)),
             "checkpoints_verified": .number(Double(report.checkpointsVerified)),
+            "broker_keys": .array(report.brokerKeys.map { .string($0.hex) }),
             "envelopes_verified": .number(Double(report.releasesVerified)),
             "agreements": .array(report.agreements.values.sorted { $0.agreement < $1.agreement }.map {
                 .object(["agreement": .string($0.agreement), "partner": .string($0.partner.hex), "releases": .number(Double($0.releases)),

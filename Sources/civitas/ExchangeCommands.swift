@@ -317,6 +317,8 @@ struct PullCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Your last verified checkpoint of the broker's log: each delivery's checkpoint must extend it (a consistency proof is fetched and checked), then replaces it (default: BROKER.pub's path + .checkpoint; the file `civitas audit --checkpoint` keeps).",
                                valueName: "FILE"))
     var checkpoint: String?
+    @Option(help: ArgumentHelp("A key the broker signed its log with before it rotated to --issuer: the kept checkpoint may be signed by it; repeatable.", valueName: "OLD.pub"))
+    var previousIssuer: [String] = []
     @OptionGroup var witnesses: WitnessQuorum
 
     func run() async throws {
@@ -324,7 +326,8 @@ struct PullCommand: AsyncParsableCommand {
         guard format == "csv" || format == "jsonl" else { throw CLIError("--format is csv or jsonl") }
         let client = try BrokerClient(options)
         let broker = try Files.publicKeys(issuer)
-        let known = KnownCheckpoint(path: checkpoint ?? issuer + ".checkpoint", broker: broker)
+        let known = KnownCheckpoint(path: checkpoint ?? issuer + ".checkpoint", broker: broker,
+                                    previousBrokers: try previousIssuer.map(Files.publicKeys))
         var ids: [(id: String, sequence: Int64?)] = []
         if let delivery {
             ids = [(delivery, nil)]

@@ -10,6 +10,8 @@ import Foundation
 struct KnownCheckpoint {
     let path: String
     let broker: PublicKeys
+    /// Keys the broker signed its log with before rotating to `broker`: the kept checkpoint may be theirs.
+    var previousBrokers: [PublicKeys] = []
     /// Longest checkpoint file read.
     static let maximumBytes = 16 * 1024
 
@@ -42,7 +44,12 @@ struct KnownCheckpoint {
             return .firstKept
         }
         let keptNote = String(decoding: try Files.read(path, limit: Self.maximumBytes, what: "checkpoint file"), as: UTF8.self)
-        let kept = try Self.verify(keptNote, broker: broker, what: "the checkpoint kept in \(path)")
+        let kept: Checkpoint
+        if let earlier = previousBrokers.lazy.compactMap({ try? Self.verify(keptNote, broker: $0, what: "") }).first {
+            kept = earlier
+        } else {
+            kept = try Self.verify(keptNote, broker: broker, what: "the checkpoint kept in \(path)")
+        }
         guard kept.origin == new.origin else {
             throw CLIError("the broker's checkpoint is for log \"\(new.origin)\", but \(path) keeps one of log \"\(kept.origin)\"")
         }

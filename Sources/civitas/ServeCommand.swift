@@ -44,6 +44,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Register this public key as the operator at start.", valueName: "OPERATOR.pub")) var `operator`: String?
     @Option(help: ArgumentHelp("The broker's secret key (created with its .pub if missing).", valueName: "KEY.secret"))
     var brokerKey: String?
+    @Option(help: ArgumentHelp("Rotate the broker's key: the log's checkpoints so far are signed by this key, which introduces --broker-key in the log (same passphrase options).", valueName: "OLD.secret"))
+    var previousBrokerKey: String?
     @OptionGroup var passphrase: PassphraseOptions
     @Option(help: "Seconds between scheduled rounds (expiry, time-closed feed windows, webhook pushes).") var scheduleInterval: Int?
     @Option(help: "The exchange log's origin line (fixed when the database is created).") var logOrigin: String?
@@ -75,6 +77,7 @@ struct ServeCommand: AsyncParsableCommand {
         settings.override(\.storageKey, "storage_key", given: storageKey)
         settings.override(\.operator, "operator", given: `operator`)
         settings.override(\.brokerKey, "broker_key", with: brokerKey)
+        settings.override(\.previousBrokerKey, "previous_broker_key", given: previousBrokerKey)
         settings.override(\.scheduleInterval, "schedule_interval", with: scheduleInterval)
         settings.override(\.logOrigin, "log_origin", with: logOrigin)
         settings.override(\.webhookAllow, "webhook_allow", with: webhookAllow.isEmpty ? nil : webhookAllow)
@@ -105,6 +108,14 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let keys = try Self.brokerKeys(settings.brokerKey, passphrase: passphrase)
         let broker = try Broker(store: store, keys: keys, webhooks: WebhookTargets(allowed: settings.webhookAllow))
+        let previousKeys = try settings.previousBrokerKey.map { try Files.secretKeys($0, passphrase: passphrase) }
+        do {
+            if case .rotated(let entry, let size) = try broker.adoptKey(previous: previousKeys, now: .now), let previousKeys {
+                Output.line("rotated the broker's key: \(previousKeys.keyID) introduced \(keys.keyID) in log entry \(entry); the checkpoint of \(size) entries carries both signatures")
+            }
+        } catch let error as BrokerError {
+            throw CLIError(error.message)
+        }
         if let operatorKey = settings.operator {
             let operatorKeys = try Files.publicKeys(operatorKey)
             do {

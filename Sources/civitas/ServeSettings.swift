@@ -23,6 +23,7 @@ struct ServeSettings: Sendable {
     var storageKey: String?
     var `operator`: String?
     var brokerKey = "Keys/broker.secret"
+    var previousBrokerKey: String?
     var scheduleInterval = 5
     var logOrigin = BrokerStore.defaultLogOrigin
     var webhookAllow: [String] = []
@@ -62,7 +63,8 @@ struct ServeSettings: Sendable {
         .text("host", \.host), .number("port", \.port),
         .text("tls_cert", \.tlsCert, kind: .path), .text("tls_key", \.tlsKey, kind: .path), .text("public_url", \.publicURL),
         .text("db", \.db, kind: .path), .text("postgres", \.postgres, secret: true), .number("postgres_connections", \.postgresConnections),
-        .text("storage_key", \.storageKey, kind: .path), .text("broker_key", \.brokerKey, kind: .path), .text("operator", \.operator, kind: .path),
+        .text("storage_key", \.storageKey, kind: .path), .text("broker_key", \.brokerKey, kind: .path),
+        .text("previous_broker_key", \.previousBrokerKey, kind: .path), .text("operator", \.operator, kind: .path),
         .number("schedule_interval", \.scheduleInterval), .text("log_origin", \.logOrigin),
         .list("webhook_allow", \.webhookAllow), .list("witness", \.witness), .text("catalog", \.catalog, kind: .path),
     ] }
@@ -185,7 +187,8 @@ struct ServeSettings: Sendable {
             do { _ = try CheckpointWitnesses.Witness(entry) } catch { problems.append("witness: \(error)") }
         }
         do { _ = try Checkpoint(origin: logOrigin, size: 0, rootHash: MerkleHash.emptyRoot) } catch { problems.append("log_origin: \(error)") }
-        for (name, path) in [("tls_cert", tlsCert), ("tls_key", tlsKey), ("operator", `operator`), ("catalog", catalog)] {
+        for (name, path) in [("tls_cert", tlsCert), ("tls_key", tlsKey), ("operator", `operator`), ("catalog", catalog),
+                             ("previous_broker_key", previousBrokerKey)] {
             if let path, !Files.exists(path) { problems.append("\(name): \(path) does not exist") }
         }
         guard problems.isEmpty else {
