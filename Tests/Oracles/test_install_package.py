@@ -55,6 +55,14 @@ def test_the_binary_needs_only_system_libraries_and_has_man_pages(installed):
         assert page in pages
     serve_page = (installed["prefix"] / "share" / "man" / "man1" / "civitas.serve.1").read_text()
     assert "Fl -config" in serve_page and "Fl -witness" in serve_page
+    # Shell completions: bash completes the subcommands of the installed binary.
+    completion = installed["prefix"] / "share" / "bash-completion" / "completions" / "civitas"
+    assert (installed["prefix"] / "share" / "zsh" / "site-functions" / "_civitas").exists()
+    assert (installed["prefix"] / "share" / "fish" / "vendor_completions.d" / "civitas.fish").exists()
+    script = f'source "{completion}"; COMP_WORDS=(civitas wit); COMP_CWORD=1; COMP_LINE="civitas wit"; COMP_POINT=11; ' \
+             f'_civitas 2>/dev/null || true; printf "%s\\n" "${{COMPREPLY[@]}}"'
+    completed = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={"PATH": f"{installed['prefix']}/bin:/usr/bin:/bin"})
+    assert "witness" in completed.stdout.split(), (completed.stdout, completed.stderr)
     if shutil.which("man"):
         rendered = subprocess.run(["man", "-l", str(installed["prefix"] / "share" / "man" / "man1" / "civitas.serve.1")],
                                   capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "MANPAGER": "cat", "MANWIDTH": "100"})
