@@ -263,26 +263,30 @@ struct ParticipantsCommand: AsyncParsableCommand {
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Register a participant's public key with a role (operator only).")
         @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
         @Option(help: "operator, agency, partner, auditor or consent-service.") var role: String
         @Argument(help: "The participant's .pub file.") var publicKey: String
 
         func run() async throws {
             let keys = try Files.publicKeys(publicKey)
             try await BrokerClient(options).registerParticipant(keys, role: role)
-            print("registered \(keys.name) (\(keys.keyID)) as \(role)")
+            try report.emit(["key_id": .string(keys.keyID.hex), "name": .string(keys.name), "role": .string(role)],
+                            text: "registered \(keys.name) (\(keys.keyID)) as \(role)")
         }
     }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the registered participants.")
         @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
 
         func run() async throws {
             let (_, json) = try await BrokerClient(options).send("GET", "/participants")
-            guard case .array(let participants)? = json["participants"] else { return }
-            for participant in participants {
-                print("\(participant["key_id"]?.stringValue ?? "?")  \(participant["role"]?.stringValue ?? "?")  \(participant["name"]?.stringValue ?? "?")")
+            guard case .array(let participants)? = json["participants"] else { throw CLIError("the broker's answer lists no participants") }
+            let rows = participants.map { participant in
+                ["key_id", "role", "name"].map { participant[$0]?.stringValue ?? "?" }
             }
+            try report.emit(["participants": .array(participants)], text: Table.text(headers: ["KEY ID", "ROLE", "NAME"], rows: rows))
         }
     }
 }
@@ -297,13 +301,15 @@ struct DatasetsCommand: AsyncParsableCommand {
         @Option(help: "Dataset schema (JSON Schema with x-privacy), e.g. Schemas/datasets/emergency-call.schema.json.") var schema: String
         @Option(name: .customLong("purpose"), help: "A purpose the dataset is offered for (repeatable), e.g. public-health-surveillance.")
         var purposes: [String] = []
+        @OptionGroup var report: ReportFormat
 
         func run() async throws {
             let schemaValue = try JSONParser.parse(try Files.read(schema, limit: 4 << 20, what: "schema"))
             let body = try CanonicalJSON.encode(["id": .string(id), "schema": schemaValue,
                                                  "purposes": .array(purposes.map(JSONValue.string))])
             let (_, json) = try await BrokerClient(options).send("POST", "/datasets", body: body)
-            print("registered dataset \(id) (schema sha256 \(json["schema_sha256"]?.stringValue ?? "?"))")
+            try report.emit(["dataset": .string(id), "schema_sha256": json["schema_sha256"] ?? .null, "purposes": .array(purposes.map(JSONValue.string))],
+                            text: "registered dataset \(id) (schema sha256 \(json["schema_sha256"]?.stringValue ?? "?"))")
         }
     }
 }
@@ -325,6 +331,7 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(help: "text/csv, application/x-ndjson or application/ld+json (default: from the file name: .csv, .jsonl/.ndjson, .json/.jsonld).")
     var contentType: String?
     @Flag(help: "Do not draw the upload's progress bar (it is drawn only when standard error is a terminal).") var noProgress = false
+    @OptionGroup var report: ReportFormat
     @Argument(help: "Dataset id.") var dataset: String
     @Argument(help: "The batch: CSV, JSON Lines, or NGSI-LD entities (normalized or key-values).") var file: String
 
@@ -338,8 +345,16 @@ struct PublishCommand: AsyncParsableCommand {
             return "text/csv"
         }()
         let client = try BrokerClient(options)
+        var batches: [JSONValue] = []
+        // With --json, one object once every batch is stored (text reports each batch as it is stored).
+        func finish() throws {
+            guard report.json else { return }
+            let records = batches.compactMap { $0["records"]?.numberValue }.reduce(0, +)
+            try report.emit(["dataset": .string(dataset), "records": .number(records), "batches": .array(batches)], text: "")
+        }
         guard upload.size > BrokerAPI.maximumBodySize else {
-            try await send(upload, key: key, type: type, client: client, part: nil)
+            batches.append(try await send(upload, key: key, type: type, client: client, part: nil))
+            try finish()
             return
         }
         guard type == "text/csv" || type == "application/x-ndjson" else {
@@ -348,11 +363,13 @@ struct PublishCommand: AsyncParsableCommand {
         // A margin under the limit leaves room for the part's header line.
         let splitter = BatchSplitter(csv: type == "text/csv", maximumBytes: BrokerAPI.maximumBodySize - (1 << 20), maximumRecords: Broker.maximumBatchRows)
         try await splitter.split(file) { part, _, number in
-            try await send(part, key: "\(key)-part-\(number)", type: type, client: client, part: number)
+            batches.append(try await send(part, key: "\(key)-part-\(number)", type: type, client: client, part: number))
         }
+        try finish()
     }
 
-    private func send(_ upload: UploadFile, key: String, type: String, client: BrokerClient, part: Int?) async throws {
+    /// Sends one batch and reports it (in text at once); returns what the broker answered about it.
+    private func send(_ upload: UploadFile, key: String, type: String, client: BrokerClient, part: Int?) async throws -> JSONValue {
         let label = "uploading \(dataset)" + (part.map { " (part \($0))" } ?? "")
         let progress = UploadProgress(total: upload.size, label: label, enabled: !noProgress && upload.size >= 1 << 20)
         let (status, json) = try await client.upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
@@ -360,7 +377,11 @@ struct PublishCommand: AsyncParsableCommand {
         let records = json["records"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         let sequence = json["sequence"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         let suffix = part.map { " (part \($0) of \(file))" } ?? ""
-        print(status == 200 ? "already stored as batch \(sequence) of \(dataset) (\(records) records)\(suffix)"
-                            : "stored \(records) records as batch \(sequence) of \(dataset)\(suffix)")
+        if !report.json {
+            print(status == 200 ? "already stored as batch \(sequence) of \(dataset) (\(records) records)\(suffix)"
+                                : "stored \(records) records as batch \(sequence) of \(dataset)\(suffix)")
+        }
+        return ["sequence": json["sequence"] ?? .null, "records": json["records"] ?? .null, "replayed": .bool(status == 200),
+                "content_sha256": json["content_sha256"] ?? .null, "idempotency_key": .string(key), "part": part.map { .number(Double($0)) } ?? .null]
     }
 }

@@ -16,6 +16,7 @@ struct AgreementsCommand: AsyncParsableCommand {
             abstract: "Offer an agreement (the dataset's publisher): the policy is signed over its canonical hash.",
             discussion: "The policy format is in docs/exchanges.md; Schemas/agreement-policy.schema.json describes it.")
         @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
         @Argument(help: "The policy (JSON).") var policy: String
 
         func run() async throws {
@@ -25,7 +26,8 @@ struct AgreementsCommand: AsyncParsableCommand {
             let signature = client.keys.sign(AgreementPolicy.offerMessage(policySHA256: hash))
             let body = try CanonicalJSON.encode(["policy": value, "signature": .string(Base64.encode(signature))])
             let (_, json) = try await client.send("POST", "/agreements", body: body)
-            print("offered agreement \(json["id"]?.stringValue ?? "?") (policy sha256 \(Hex.encode(hash)))")
+            try report.emit(["agreement": json["id"] ?? .null, "state": json["state"] ?? .string("offered"), "policy_sha256": .string(Hex.encode(hash))],
+                            text: "offered agreement \(json["id"]?.stringValue ?? "?") (policy sha256 \(Hex.encode(hash)))")
         }
     }
 
@@ -33,6 +35,7 @@ struct AgreementsCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Accept an agreement (its partner): the policy is fetched, hashed here and the hash signed.")
         @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
         @Argument(help: "Agreement id.") var agreement: String
 
         func run() async throws {
@@ -44,22 +47,26 @@ struct AgreementsCommand: AsyncParsableCommand {
                 throw CLIError("the policy of \(agreement) does not hash to the sha256 the broker states; not accepting")
             }
             let parsed = try AgreementPolicy.parse(policy)
-            print("agreement \(agreement): \(parsed.dataset) for \(parsed.purposes.joined(separator: ", ")), fields \(parsed.fields.joined(separator: ",")), k = \(parsed.treatment.k), ε budget \(shown["epsilon_budget"]?.stringValue ?? "0"), \(parsed.validFrom) to \(parsed.validUntil)")
+            if !report.json { print("agreement \(agreement): \(parsed.dataset) for \(parsed.purposes.joined(separator: ", ")), fields \(parsed.fields.joined(separator: ",")), k = \(parsed.treatment.k), ε budget \(shown["epsilon_budget"]?.stringValue ?? "0"), \(parsed.validFrom) to \(parsed.validUntil)") }
             let signature = client.keys.sign(AgreementPolicy.acceptMessage(policySHA256: hash))
             _ = try await client.send("POST", "/agreements/\(agreement)/accept",
                                       body: try CanonicalJSON.encode(["signature": .string(Base64.encode(signature))]))
-            print("accepted agreement \(agreement) (policy sha256 \(Hex.encode(hash)))")
+            try report.emit(["agreement": .string(agreement), "state": .string("accepted"), "policy_sha256": .string(Hex.encode(hash)),
+                             "dataset": .string(parsed.dataset), "purposes": .array(parsed.purposes.map(JSONValue.string)),
+                             "valid_from": .string(parsed.validFrom.rfc3339), "valid_until": .string(parsed.validUntil.rfc3339)],
+                            text: "accepted agreement \(agreement) (policy sha256 \(Hex.encode(hash)))")
         }
     }
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Revoke an agreement (either party); nothing is released under it afterwards.")
         @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
         @Argument(help: "Agreement id.") var agreement: String
 
         func run() async throws {
             _ = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/revoke", body: Array("{}".utf8))
-            print("revoked agreement \(agreement)")
+            try report.emit(["agreement": .string(agreement), "state": .string("revoked")], text: "revoked agreement \(agreement)")
         }
     }
 
@@ -78,14 +85,17 @@ struct AgreementsCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the agreements you are a party to.")
         @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
 
         func run() async throws {
             let (_, json) = try await BrokerClient(options).send("GET", "/agreements")
-            guard case .array(let agreements)? = json["agreements"] else { return }
-            for item in agreements {
-                print([item["id"], item["state"], item["dataset"], item["epsilon_spent"], item["epsilon_budget"]]
-                    .map { $0?.stringValue ?? "?" }.joined(separator: "  "))
+            guard case .array(let agreements)? = json["agreements"] else { throw CLIError("the broker's answer lists no agreements") }
+            let rows = agreements.map { item in
+                [item["id"], item["state"], item["dataset"], item["partner"], item["epsilon_spent"], item["epsilon_budget"]]
+                    .map { $0?.stringValue ?? "?" }
             }
+            try report.emit(["agreements": .array(agreements)],
+                            text: Table.text(headers: ["ID", "STATE", "DATASET", "PARTNER", "ε SPENT", "ε BUDGET"], rows: rows))
         }
     }
 }
@@ -109,6 +119,7 @@ struct ConsentCommand: AsyncParsableCommand {
     @Option(help: "How consent was collected: web-form, paper-form, phone…") var method: String = "web-form"
     @Option(help: "Jurisdiction code.") var jurisdiction: String
     @Option(help: "Write the receipts here (JSON Lines: each request's batch line, then its receipts).") var receipt: String?
+    @OptionGroup var report: ReportFormat
 
     func run() async throws {
         guard action == "grant" || action == "withdraw" else { throw CLIError("the action is grant or withdraw") }
@@ -168,7 +179,10 @@ struct ConsentCommand: AsyncParsableCommand {
         try output?.commit()
         // Requests in flight may be logged in either order.
         let logged = entries.count == 1 ? "log entry \(entries[0])" : "log entries \(entries.min() ?? 0)–\(entries.max() ?? 0)"
-        print("consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(events) event(s) in \(requests) request(s), \(logged)\(receipt.map { "; receipts in \($0)" } ?? "")")
+        try report.emit(["action": .string(action), "dataset": .string(dataset), "purpose": .string(purpose), "events": .number(Double(events)),
+                         "requests": .number(Double(requests)), "log_entries": .array(entries.sorted().map { .number(Double($0)) }),
+                         "receipts": receipt.map(JSONValue.string) ?? .null],
+                        text: "consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(events) event(s) in \(requests) request(s), \(logged)\(receipt.map { "; receipts in \($0)" } ?? "")")
     }
 }
 
@@ -245,15 +259,17 @@ struct RequestCommand: AsyncParsableCommand {
     struct Release: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Request a privacy-treated release of the dataset; fetch it with `civitas pull --delivery`.")
         @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
         @Option(help: "Purpose code.") var purpose: String
         @OptionGroup var key: RequestKeyOption
         @Argument(help: "Agreement id.") var agreement: String
 
         func run() async throws {
+            let requestKey = key.announced()
             let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/releases",
                                                                  body: try CanonicalJSON.encode(["purpose": .string(purpose)]),
-                                                                 retryKey: key.announced())
-            print(DeliveryText.summary(json))
+                                                                 retryKey: requestKey)
+            try report.emit(DeliveryText.withKey(json, requestKey), text: DeliveryText.summary(json))
         }
     }
 
@@ -266,15 +282,17 @@ struct RequestCommand: AsyncParsableCommand {
         @Option(help: "Columns to group by, comma-separated.") var groupBy: String?
         @Option(help: "ε for this aggregate.") var epsilon: Double
         @OptionGroup var key: RequestKeyOption
+        @OptionGroup var report: ReportFormat
         @Argument(help: "Agreement id.") var agreement: String
 
         func run() async throws {
             var body: [String: JSONValue] = ["purpose": .string(purpose), "statistic": .string(statistic), "epsilon": .number(epsilon),
                                              "group_by": .array((groupBy?.split(separator: ",").map { .string(String($0)) }) ?? [])]
             if let measure { body["measure"] = .string(measure) }
+            let requestKey = key.announced()
             let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/aggregates", body: try CanonicalJSON.encode(.object(body)),
-                                                                 retryKey: key.announced())
-            print(DeliveryText.summary(json))
+                                                                 retryKey: requestKey)
+            try report.emit(DeliveryText.withKey(json, requestKey), text: DeliveryText.summary(json))
         }
     }
 
@@ -283,13 +301,14 @@ struct RequestCommand: AsyncParsableCommand {
         @OptionGroup var options: BrokerOptions
         @Option(help: "Purpose code.") var purpose: String
         @Option(help: "Also push each window to this URL (POST, the envelope as body).") var webhook: String?
+        @OptionGroup var report: ReportFormat
         @Argument(help: "Agreement id.") var agreement: String
 
         func run() async throws {
             var body: [String: JSONValue] = ["purpose": .string(purpose)]
             if let webhook { body["webhook"] = .string(webhook) }
             let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/feeds", body: try CanonicalJSON.encode(.object(body)))
-            print("subscribed: feed \(json["id"]?.stringValue ?? "?")")
+            try report.emit(json, text: "subscribed: feed \(json["id"]?.stringValue ?? "?")")
         }
     }
 }
@@ -320,9 +339,13 @@ struct PullCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A key the broker signed its log with before it rotated to --issuer: the kept checkpoint may be signed by it; repeatable.", valueName: "OLD.pub"))
     var previousIssuer: [String] = []
     @OptionGroup var witnesses: WitnessQuorum
+    @OptionGroup var report: ReportFormat
 
     func run() async throws {
         guard (delivery == nil) != (feed == nil) else { throw CLIError("give --delivery ID or --feed ID") }
+        guard !(report.json && out == "-") else { throw CLIError("--json reports on standard output: give the records a file with --out FILE") }
+        var pulled: [JSONValue] = []
+        var acknowledged: Int64?
         guard format == "csv" || format == "jsonl" else { throw CLIError("--format is csv or jsonl") }
         let client = try BrokerClient(options)
         let broker = try Files.publicKeys(issuer)
@@ -387,14 +410,23 @@ struct PullCommand: AsyncParsableCommand {
                 try Data(try CanonicalJSON.encode(evidenceJSON) + [0x0A]).write(to: URL(fileURLWithPath: "\(saveEnvelopes)/\(id).evidence.json"))
             }
             let records = summary.manifest.metadata["records"]?.exactUnsignedInteger.map { "\($0)" } ?? "?"
+            pulled.append(["id": .string(id), "window": sequence.map { .number(Double($0)) } ?? .null,
+                           "records": summary.manifest.metadata["records"] ?? .null, "issuer": .string(summary.manifest.issuer.hex),
+                           "ciphertext_sha256": .string(Hex.encode(summary.ciphertextSHA256)), "log_index": .number(Double(logIndex)),
+                           "checkpoint_size": .number(Double(logged.size))])
             Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(records) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…; logged as entry \(logIndex), included in the broker's signed checkpoint of \(logged.size) entries, \(history.sentence(known.path))")
         }
         try file?.commit(replacing: true)
         if let feed, ack, let last = ids.last?.sequence {
             _ = try await client.send("POST", "/feeds/\(feed)/ack", body: try CanonicalJSON.encode(["through": .number(Double(last))]))
             Output.warn("acknowledged windows through \(last)")
+            acknowledged = last
         }
         if feed != nil && ids.isEmpty { Output.warn("no new window") }
+        if report.json {
+            try report.emit(["deliveries": .array(pulled), "out": .string(out), "format": .string(format),
+                             "acknowledged_through": acknowledged.map { .number(Double($0)) } ?? .null], text: "")
+        }
     }
 }
 
@@ -535,6 +567,13 @@ enum DeliveryText {
             out.append(0x0A)
         }
         return out
+    }
+
+    /// The broker's answer to a release or aggregate request, with the idempotency key it was sent under.
+    static func withKey(_ json: JSONValue, _ key: String) -> JSONValue {
+        guard case .object(var members) = json else { return json }
+        members["idempotency_key"] = .string(key)
+        return .object(members)
     }
 
     static func summary(_ json: JSONValue) -> String {
