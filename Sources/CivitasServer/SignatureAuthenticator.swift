@@ -68,6 +68,9 @@ struct SignatureAuthenticator: RouterMiddleware {
             if let other = Self.signedAuthority(of: signed, among: elsewhere, pathAndQuery: pathAndQuery, key: signingKey) {
                 throw APIError.unauthorized("the request was signed for \(other), not for this broker's URL \(signedOrigin)")
             }
+            if failure.code == .unknownKey {
+                throw APIError.unauthorized("\(failure.message) to this broker: ask its operator to register your public key (civitas participants add --role ROLE YOUR.pub)")
+            }
             throw APIError.unauthorized("signature refused: \(failure.message)")
         }
         let parameters = verified.parameters

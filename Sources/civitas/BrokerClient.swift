@@ -12,7 +12,7 @@ import Synchronization
 /// Options every command that talks to a broker takes.
 struct BrokerOptions: ParsableArguments {
     @Option(help: "The broker's URL (default: $CIVITAS_BROKER or http://127.0.0.1:8080).") var broker: String?
-    @Option(help: ArgumentHelp("Your secret key file; requests are signed with it.", valueName: "KEY.secret")) var key: String
+    @Option(help: ArgumentHelp("Your secret key file; requests are signed with it (default: $CIVITAS_KEY).", valueName: "KEY.secret")) var key: String?
     @OptionGroup var passphrase: PassphraseOptions
     @Option(help: ArgumentHelp("Trust only the certificate authorities in this PEM file for an https:// broker (a city's private CA; default: $CIVITAS_CA_FILE, else the system's authorities).",
                                valueName: "CA.pem"))
@@ -22,6 +22,14 @@ struct BrokerOptions: ParsableArguments {
         var url = broker ?? Environment.value(of: "CIVITAS_BROKER") ?? "http://127.0.0.1:8080"
         while url.hasSuffix("/") { url.removeLast() }
         return url
+    }
+
+    /// The secret key file requests are signed with: --key, else $CIVITAS_KEY.
+    func keyFile() throws -> String {
+        guard let path = key ?? Environment.value(of: "CIVITAS_KEY"), !path.isEmpty else {
+            throw CLIError("give your secret key file with --key KEY.secret (or set CIVITAS_KEY): the broker answers signed requests only")
+        }
+        return path
     }
 }
 
@@ -34,7 +42,7 @@ struct BrokerClient {
 
     init(_ options: BrokerOptions) throws {
         baseURL = options.baseURL
-        keys = try Files.secretKeys(options.key, passphrase: options.passphrase)
+        keys = try Files.secretKeys(try options.keyFile(), passphrase: options.passphrase)
         http = try Self.client(trusting: options.caFile ?? Environment.value(of: "CIVITAS_CA_FILE"))
     }
 
@@ -169,7 +177,7 @@ struct BrokerClient {
         request.body = .bytes(ByteBuffer())
         let response: HTTPClientResponse
         do { response = try await http.execute(request, deadline: .distantFuture) } catch {
-            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
+            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error) (is it running? give its URL with --broker URL or CIVITAS_BROKER)")
         }
         var headers: [String: String] = [:]
         for header in response.headers { headers[header.name.lowercased()] = header.value }
@@ -218,7 +226,7 @@ struct BrokerClient {
             response = try await http.execute(request, deadline: .distantFuture)
             body = try await response.body.collect(upTo: Self.maximumAnswer)
         } catch {
-            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error)")
+            throw TransportError(message: "cannot reach the broker at \(baseURL): \(error) (is it running? give its URL with --broker URL or CIVITAS_BROKER)")
         }
         var headers: [String: String] = [:]
         for header in response.headers { headers[header.name.lowercased()] = header.value }

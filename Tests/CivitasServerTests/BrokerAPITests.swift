@@ -251,7 +251,11 @@ struct BrokerAPITests {
             #expect(try await client.execute(first).status == .unauthorized, "a replayed request must be refused")
 
             let stranger = try SecretKeys.generate(name: "stranger")
-            #expect(try await client.execute(try TestBroker.signed(.get, "/participants", key: stranger)).status == .unauthorized)
+            let refused = try await client.execute(try TestBroker.signed(.get, "/participants", key: stranger))
+            #expect(refused.status == .unauthorized)
+            // The refusal says what to do next: have the operator register the key.
+            #expect(String(buffer: refused.body).contains("is not known to this broker: ask its operator to register your public key (civitas participants add"),
+                    "\(String(buffer: refused.body))")
 
             var tampered = try TestBroker.signed(.post, "/datasets", body: Array("{\"id\":\"x\"}".utf8), key: broker.agency)
             tampered.body = ByteBuffer(string: "{\"id\":\"y\"}")
