@@ -28,11 +28,17 @@ public final class Broker: Sendable {
     /// Who this broker is when it claims scheduled work that other nodes on the same database could also do.
     public let node = "node-" + Hex.encode(Sodium.randomBytes(8))
 
+    /// How long a participant's key stays accepted after the operator approved its replacement.
+    public let keyGracePeriod: Int64
+
     /// Largest subject id, notice, method or jurisdiction text accepted in a consent event.
     public static let maximumConsentFieldLength = 256
 
     public init(store: any BrokerStorage, keys: SecretKeys, webhooks: WebhookTargets = WebhookTargets(),
-                randomness: @escaping @Sendable () -> AnyRandomWords = { AnyRandomWords(SystemRandomness()) }) throws {
+                randomness: @escaping @Sendable () -> AnyRandomWords = { AnyRandomWords(SystemRandomness()) },
+                keyGracePeriod: Int64 = 86_400) throws {
+        guard keyGracePeriod >= 0 else { throw BrokerError(.invalid, "a key's grace period is 0 seconds or more") }
+        self.keyGracePeriod = keyGracePeriod
         self.store = store
         self.keys = keys
         self.webhooks = webhooks

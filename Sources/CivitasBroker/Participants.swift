@@ -46,9 +46,26 @@ extension Broker {
         try mapStore { try store.participants() }
     }
 
-    /// The participant whose key id signs a request, if registered.
-    public func participant(signingWith keyID: KeyID) throws -> Participant? {
-        try knownParticipants.participant(keyID) { try mapStore { try store.participant(keyID) } }
+    /// The participant whose key id signs a request and the key to check the signature with, if
+    /// the key is registered or a rotation approved it; refuses (`forbidden`) a key whose grace
+    /// period ended at `now` and a rotation still awaiting approval.
+    public func signer(_ keyID: KeyID, now: UTCTime) throws -> Signer? {
+        let found = try knownParticipants.signer(keyID, now: now.secondsSince1970) {
+            try mapStore {
+                if let rotated = try store.participantKey(keyID) {
+                    guard rotated.approved != nil else {
+                        throw BrokerError(.forbidden, "the key \(keyID) awaits the operator's approval of its rotation (civitas participants approve-key)")
+                    }
+                    guard let participant = try store.participant(rotated.participant) else { return nil }
+                    return Signer(participant: participant, key: rotated.keys, retires: rotated.retires)
+                }
+                return try store.participant(keyID).map { Signer(participant: $0, key: $0.keys, retires: nil) }
+            }
+        }
+        if let found, let retires = found.retires, now >= retires {
+            throw BrokerError(.forbidden, "the key \(keyID) was retired at \(retires): sign with \(found.participant.keys.name)'s current key \(found.participant.currentKeys.keyID)")
+        }
+        return found
     }
 
     /// Accepts a request nonce once per key: refused as a replay when the key used it within the

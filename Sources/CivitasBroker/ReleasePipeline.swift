@@ -78,7 +78,8 @@ extension Broker {
                          purpose: String, outcome: TreatmentOutcome?, epsilonMicro: UInt64, feedWindow: (feed: String, from: Int64, to: Int64)?,
                          drawnBatches: [Int64], now: UTCTime, transforms: [String: JSONValue] = [:], requestKey: RequestKey? = nil) throws -> Delivery {
         guard let partner = try store.participant(agreement.partner) else { throw BrokerError(.notFound, "partner \(agreement.partner) is gone") }
-        let sealer = EnvelopeSealer(issuer: keys, recipient: partner.keys, contentType: "text/csv", metadata: [
+        // Sealed to the key the partner holds now (its registered one until a rotation replaced it).
+        let sealer = EnvelopeSealer(issuer: keys, recipient: partner.currentKeys, contentType: "text/csv", metadata: [
             "delivery": .string(deliveryID), "kind": .string(kind.rawValue), "agreement": .string(agreement.id),
             "dataset": .string(agreement.dataset), "purpose": .string(purpose), "policy_sha256": .string(Hex.encode(agreement.policySHA256)),
             "records": .number(Double(records)),

@@ -266,6 +266,8 @@ struct ComplianceReplay {
     /// The broker's key at this point of the log: it signs the envelopes delivered.
     var broker: PublicKeys
     var participants: Set<KeyID> = []
+    /// Keys that rotations introduced, by the participant id (registered key id) they sign for.
+    var rotatedTo: [KeyID: KeyID] = [:]
     var agreements: [String: Agreement] = [:]
     /// Per partner and dataset: the batch runs drawn so far, with the entry that drew each.
     var drawn: [String: [(runs: [Range<Int64>], entry: UInt64)]] = [:]
@@ -278,7 +280,10 @@ struct ComplianceReplay {
         case .participantRegistered:
             if let id = entry.keyID("participant") { participants.insert(id) }
         case .keyRotated:
-            if let id = entry.keyID("replacement") { participants.insert(id) }
+            if let id = entry.keyID("replacement"), let replaced = entry.keyID("participant") {
+                participants.insert(id)
+                rotatedTo[id] = rotatedTo[replaced] ?? replaced
+            }
         case .agreementOffered:
             guard let id = entry.string("agreement"), let partner = entry.keyID("partner") else { return [] }
             var findings: [AuditFinding] = []
@@ -327,7 +332,7 @@ struct ComplianceReplay {
             if !signed || manifest?.issuer != broker.keyID {
                 findings.append(AuditFinding(.badEnvelopeSignature, entry: i, "the envelope manifest is not signed by the broker's key \(broker.keyID)",
                                              evidence: ["manifest": String(decoding: bytes, as: UTF8.self)]))
-            } else if manifest?.recipient != entry.keyID("partner") {
+            } else if let recipient = manifest?.recipient, (rotatedTo[recipient] ?? recipient) != entry.keyID("partner") {
                 findings.append(AuditFinding(.releaseOutsideAgreement, entry: i, "the envelope is addressed to \(manifest?.recipient.hex ?? "?"), not to the release's partner"))
             } else {
                 report.releasesVerified += 1

@@ -7,6 +7,12 @@ public enum LogEvents {
          "ed25519": .string(Base64.encode(keys.signingKey)), "x25519": .string(Base64.encode(keys.encryptionKey))]
     }
 
+    /// A participant's key `participant` replaced by `replacement` (the operator approved it).
+    public static func keyRotated(participant: KeyID, replacement: PublicKeys) -> [String: JSONValue] {
+        ["participant": .string(participant.hex), "replacement": .string(replacement.keyID.hex),
+         "ed25519": .string(Base64.encode(replacement.signingKey)), "x25519": .string(Base64.encode(replacement.encryptionKey))]
+    }
+
     public static func datasetRegistered(dataset: String, publisher: KeyID, schemaSHA256: [UInt8]) -> [String: JSONValue] {
         ["dataset": .string(dataset), "publisher": .string(publisher.hex), "schema_sha256": .string(Hex.encode(schemaSHA256))]
     }

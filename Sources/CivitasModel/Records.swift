@@ -9,14 +9,40 @@ public struct Participant: Sendable, Equatable {
     public enum Role: String, Sendable, CaseIterable {
         case operator_ = "operator", agency, partner, auditor, consentService = "consent-service"
     }
+    /// The keys the participant was registered with: their key id is the participant's id in
+    /// agreements, datasets and the log, whatever key it signs with now.
     public let keys: PublicKeys
     public let role: Role
     public let registered: UTCTime
+    /// The keys the participant signs with and receives envelopes for now: the registered ones
+    /// until a rotation the operator approved replaced them.
+    public let currentKeys: PublicKeys
 
-    public init(keys: PublicKeys, role: Role, registered: UTCTime) {
+    public init(keys: PublicKeys, role: Role, registered: UTCTime, currentKeys: PublicKeys? = nil) {
         self.keys = keys
         self.role = role
         self.registered = registered
+        self.currentKeys = currentKeys ?? keys
+    }
+}
+
+/// A key a participant asked to sign with instead of its current one: pending until the
+/// operator approves it, then current until a later rotation retires it (it is accepted until
+/// `retires`, the end of its grace period).
+public struct ParticipantKey: Sendable, Equatable {
+    public let keys: PublicKeys
+    /// The participant's id (the key id it was registered with).
+    public let participant: KeyID
+    public let requested: UTCTime
+    public let approved: UTCTime?
+    public let retires: UTCTime?
+
+    public init(keys: PublicKeys, participant: KeyID, requested: UTCTime, approved: UTCTime? = nil, retires: UTCTime? = nil) {
+        self.keys = keys
+        self.participant = participant
+        self.requested = requested
+        self.approved = approved
+        self.retires = retires
     }
 }
 

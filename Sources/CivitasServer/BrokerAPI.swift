@@ -89,6 +89,9 @@ public struct BrokerAPI: Sendable {
                                                                                    spooledBytes: spooledBytes, spools: Self.spoolsBody))
         signed.post("admin/participants") { _, context in try addParticipant(context) }
         signed.get("participants") { _, context in try listParticipants(context) }
+        signed.post("participants/keys") { _, context in try askKeyRotation(context) }
+        signed.get("participants/keys") { _, context in try pendingKeyRotations(context) }
+        signed.post("participants/keys/:key_id/approve") { _, context in try approveKeyRotation(context) }
         signed.post("datasets") { _, context in try registerDataset(context) }
         signed.get("datasets/:dataset") { _, context in try showDataset(context) }
         signed.post("datasets/:dataset/batches") { request, context in try await offloaded { try uploadBatch(request, context) } }
@@ -143,6 +146,48 @@ public struct BrokerAPI: Sendable {
         }
         let participant = try broker.registerParticipant(keys, role: role, by: registrar, now: now())
         return JSONResponse.make(status: .created, Self.json(participant))
+    }
+
+    /// `POST /participants/keys`: the signing participant asks to sign with a new key.
+    func askKeyRotation(_ context: CivitasRequestContext) throws -> Response {
+        let participant = try require(context, roles: Set(Participant.Role.allCases))
+        let body = try jsonBody(context)
+        if let unknown = Set(body.keys).subtracting(["name", "ed25519", "x25519"]).sorted().first {
+            throw APIError.badRequest("a key has no member '\(unknown.prefix(60))' (name, ed25519, x25519)")
+        }
+        guard let name = body["name"]?.stringValue, let ed = body["ed25519"]?.stringValue.flatMap(Base64.decode),
+              let x = body["x25519"]?.stringValue.flatMap(Base64.decode) else {
+            throw APIError.badRequest("a key needs name, ed25519 and x25519 (base64)")
+        }
+        let keys: PublicKeys
+        do { keys = try PublicKeys(name: name, signingKey: ed, encryptionKey: x) } catch let error as CryptoError {
+            throw APIError.badRequest(error.message)
+        }
+        guard let signingKey = context.signingKey else { throw APIError.unauthorized("the request names no signing key") }
+        let asked = try broker.requestKeyRotation(to: keys, by: participant, signedWith: signingKey, now: now())
+        return JSONResponse.make(status: .accepted, ["key_id": .string(asked.keys.keyID.hex), "participant": .string(asked.participant.hex),
+                                                     "state": .string("pending"), "requested": .string(asked.requested.rfc3339)])
+    }
+
+    /// `GET /participants/keys`: the rotations awaiting the operator.
+    func pendingKeyRotations(_ context: CivitasRequestContext) throws -> Response {
+        let participant = try require(context, roles: [.operator_])
+        let keys = try broker.pendingKeyRotations(for: participant).map { key -> JSONValue in
+            .object(["key_id": .string(key.keys.keyID.hex), "participant": .string(key.participant.hex), "name": .string(key.keys.name),
+                     "requested": .string(key.requested.rfc3339)])
+        }
+        return JSONResponse.make(["keys": .array(keys)])
+    }
+
+    /// `POST /participants/keys/{key_id}/approve`: the operator approves a rotation.
+    func approveKeyRotation(_ context: CivitasRequestContext) throws -> Response {
+        let approver = try require(context, roles: [.operator_])
+        guard let keyID = KeyID(hex: try parameter(context, "key_id")) else { throw APIError.badRequest("key_id is 32 hex digits") }
+        let rotation = try broker.approveKeyRotation(keyID, by: approver, now: now())
+        return JSONResponse.make(["key_id": .string(rotation.key.keys.keyID.hex), "participant": .string(rotation.key.participant.hex),
+                                  "state": .string("approved"), "approved": .string(rotation.key.approved?.rfc3339 ?? ""),
+                                  "replaced_key": .string(rotation.replaced.keyID.hex),
+                                  "replaced_key_retires": .string(rotation.replacedRetires.rfc3339)])
     }
 
     func listParticipants(_ context: CivitasRequestContext) throws -> Response {
@@ -255,7 +300,8 @@ public struct BrokerAPI: Sendable {
     static func json(_ participant: Participant) -> JSONValue {
         .object(["key_id": .string(participant.keys.keyID.hex), "name": .string(participant.keys.name),
                  "role": .string(participant.role.rawValue), "ed25519": .string(Base64.encode(participant.keys.signingKey)),
-                 "x25519": .string(Base64.encode(participant.keys.encryptionKey)), "registered": .string(participant.registered.rfc3339)])
+                 "x25519": .string(Base64.encode(participant.keys.encryptionKey)), "registered": .string(participant.registered.rfc3339),
+                 "current_key_id": .string(participant.currentKeys.keyID.hex)])
     }
 
     static func json(_ dataset: Dataset) -> JSONValue {

@@ -1,3 +1,4 @@
+import CivitasCrypto
 import CivitasModel
 import Hummingbird
 
@@ -7,6 +8,8 @@ public struct CivitasRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The participant whose signature the request carries, once verified.
     public var participant: Participant?
+    /// The key id the request was signed with (the participant's registered key, or one a rotation approved).
+    public var signingKey: KeyID?
     /// The request body, collected and checked against Content-Digest (empty when it was spooled).
     public var body: [UInt8] = []
     /// A body streamed to a temporary file instead (CSV batch uploads), checked against Content-Digest.

@@ -36,6 +36,13 @@ struct SignatureAuthenticator: RouterMiddleware {
     static let maximumNonceLength = 256
 
     /// The one of `origins` a request's signature verifies for, when it does not verify for this broker's URL.
+    /// The key id a request's signature names, read without verifying it.
+    static func keyID(of signed: SignedRequest) -> String? {
+        guard let input = signed.field("signature-input"), let range = input.range(of: "keyid=\"") else { return nil }
+        let rest = input[range.upperBound...]
+        return rest.firstIndex(of: "\"").map { String(rest[..<$0]) }
+    }
+
     static func signedAuthority(of signed: SignedRequest, among origins: [String], pathAndQuery: String,
                                 key: @Sendable (String) -> [UInt8]?) -> String? {
         origins.first(where: { origin in
@@ -55,9 +62,10 @@ struct SignatureAuthenticator: RouterMiddleware {
             throw APIError.unauthorized("the request is not signed: Signature and Signature-Input headers are required (RFC 9421)")
         }
         guard let digest = signed.field("content-digest") else { throw APIError.unauthorized("Content-Digest is missing") }
+        let checked = UTCTime(secondsSince1970: clock())
         let signingKey: @Sendable (String) -> [UInt8]? = { [broker] keyID in
-            guard let id = KeyID(hex: keyID), let participant = try? broker.participant(signingWith: id) else { return nil }
-            return participant.keys.signingKey
+            guard let id = KeyID(hex: keyID), let signer = try? broker.signer(id, now: checked) else { return nil }
+            return signer.key.signingKey
         }
         let verified: HTTPMessageSignature.Verified
         do {
@@ -69,6 +77,10 @@ struct SignatureAuthenticator: RouterMiddleware {
                 throw APIError.unauthorized("the request was signed for \(other), not for this broker's URL \(signedOrigin)")
             }
             if failure.code == .unknownKey {
+                // A retired key, or one whose rotation awaits approval, is named as such.
+                if let keyID = Self.keyID(of: signed).flatMap(KeyID.init(hex:)) {
+                    do { _ = try broker.signer(keyID, now: checked) } catch let error as BrokerError { throw APIError.unauthorized(error.message) }
+                }
                 throw APIError.unauthorized("\(failure.message) to this broker: ask its operator to register your public key (civitas participants add --role ROLE YOUR.pub)")
             }
             throw APIError.unauthorized("signature refused: \(failure.message)")
@@ -86,9 +98,16 @@ struct SignatureAuthenticator: RouterMiddleware {
         guard let nonce = parameters.nonce, (1...Self.maximumNonceLength).contains(nonce.utf8.count) else {
             throw APIError.unauthorized("the signature must carry a nonce of 1 to \(Self.maximumNonceLength) bytes")
         }
-        guard let keyID = parameters.keyID, let id = KeyID(hex: keyID), let participant = try broker.participant(signingWith: id) else {
-            throw APIError.unauthorized("the signature must carry the participant's key id")
+        let signer: Signer
+        do {
+            guard let keyID = parameters.keyID, let id = KeyID(hex: keyID), let found = try broker.signer(id, now: checked) else {
+                throw APIError.unauthorized("the signature must carry the participant's key id")
+            }
+            signer = found
+        } catch let error as BrokerError {
+            throw APIError.unauthorized(error.message)
         }
+        let (participant, id) = (signer.participant, signer.key.keyID)
         do {
             try await broker.acceptNonce(nonce, keyID: id, created: created, oldestAccepted: now - Self.allowedSkew)
         } catch let error as BrokerError {
@@ -140,6 +159,7 @@ struct SignatureAuthenticator: RouterMiddleware {
             throw APIError.unauthorized("Content-Digest does not match the body")
         }
         context.participant = participant
+        context.signingKey = signer.key.keyID
         context.logger[metadataKey: "participant"] = .string(participant.keys.keyID.hex)
         return try await next(request, context)
     }

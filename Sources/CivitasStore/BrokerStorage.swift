@@ -42,6 +42,10 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Participants and request nonces
     func participant(_ keyID: KeyID) throws -> Participant?
     func participants() throws -> [Participant]
+    /// A key a participant rotated to or away from, by its key id (registered keys never rotated have none).
+    func participantKey(_ keyID: KeyID) throws -> ParticipantKey?
+    /// The rotations participants asked for that the operator has not approved yet, oldest first.
+    func pendingParticipantKeys() throws -> [ParticipantKey]
     /// Records request nonces in one write, in order; for each, whether it was new: false for one
     /// its key used since `oldestAccepted` (earlier in the same list included).
     func recordNonces(_ nonces: [RequestNonce], oldestAccepted: Int64) throws -> [Bool]

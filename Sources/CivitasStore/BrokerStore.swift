@@ -60,14 +60,22 @@ public final class BrokerStore: Sendable {
     public func participant(_ keyID: KeyID) throws -> Participant? {
         try wrap {
             try pool.read { db in
-                try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM participant WHERE key_id = ?"), arguments: [keyID.hex])
+                try Row.fetchOne(db.cachedStatement(sql: StoredRecords.participantQuery(where: "WHERE p.key_id = ?")), arguments: [keyID.hex])
             }.map(StoredRecords.participant(from:))
         }
     }
 
     /// All participants, by name.
     public func participants() throws -> [Participant] {
-        try wrap { try pool.read { db in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM participant ORDER BY name")) }.map(StoredRecords.participant(from:)) }
+        try wrap { try pool.read { db in try Row.fetchAll(db.cachedStatement(sql: StoredRecords.participantQuery(where: "ORDER BY p.name"))) }.map(StoredRecords.participant(from:)) }
+    }
+
+    public func participantKey(_ keyID: KeyID) throws -> ParticipantKey? {
+        try wrap { try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM participant_key WHERE key_id = ?", arguments: [keyID.hex]) }.map(StoredRecords.participantKey(from:)) }
+    }
+
+    public func pendingParticipantKeys() throws -> [ParticipantKey] {
+        try wrap { try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM participant_key WHERE approved IS NULL ORDER BY requested, key_id") }.map(StoredRecords.participantKey(from:)) }
     }
 
     // MARK: Replay protection

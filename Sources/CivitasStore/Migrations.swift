@@ -113,6 +113,19 @@ extension BrokerStore {
                 t.column("until", .integer).notNull()
             }
         }
+        migrator.registerMigration("2026-12-05 participant keys") { db in
+            // Keys a participant rotated to (pending until approved) or away from (accepted until `retires`).
+            try db.create(table: "participant_key") { t in
+                t.primaryKey("key_id", .text)
+                t.column("participant", .text).notNull().references("participant", column: "key_id").indexed()
+                t.column("name", .text).notNull()
+                t.column("ed25519", .blob).notNull()
+                t.column("x25519", .blob).notNull()
+                t.column("requested", .text).notNull()
+                t.column("approved", .text)
+                t.column("retires", .text)
+            }
+        }
         return migrator
     }
 

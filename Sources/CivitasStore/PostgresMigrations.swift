@@ -92,6 +92,15 @@ enum PostgresMigrations {
             // Who holds each piece of scheduled work (a feed's window, its webhook pushes) until when, on the database's clock.
             "CREATE TABLE work_lease (name text PRIMARY KEY, holder text NOT NULL, until timestamptz NOT NULL)",
         ]),
+        ("2026-12-05 participant keys", [
+            // Keys a participant rotated to (pending until approved) or away from (accepted until `retires`).
+            """
+            CREATE TABLE participant_key (
+                key_id text PRIMARY KEY, participant text NOT NULL REFERENCES participant (key_id), name text NOT NULL,
+                ed25519 bytea NOT NULL, x25519 bytea NOT NULL, requested text NOT NULL, approved text, retires text)
+            """,
+            "CREATE INDEX participant_key_by_participant ON participant_key (participant)",
+        ]),
     ]
 
     /// Applies the migrations not applied yet, in one transaction under the migration lock;

@@ -124,11 +124,19 @@ public final class PostgresStore: BrokerStorage, Sendable {
     // MARK: Participants and nonces
 
     public func participant(_ keyID: KeyID) throws -> Participant? {
-        try withSession { try $0.row("SELECT * FROM participant WHERE key_id = $1", [.text(keyID.hex)]).map(StoredRecords.participant(from:)) }
+        try withSession { try $0.row(StoredRecords.participantQuery(where: "WHERE p.key_id = $1"), [.text(keyID.hex)]).map(StoredRecords.participant(from:)) }
     }
 
     public func participants() throws -> [Participant] {
-        try withSession { try $0.rows("SELECT * FROM participant ORDER BY name").map(StoredRecords.participant(from:)) }
+        try withSession { try $0.rows(StoredRecords.participantQuery(where: "ORDER BY p.name")).map(StoredRecords.participant(from:)) }
+    }
+
+    public func participantKey(_ keyID: KeyID) throws -> ParticipantKey? {
+        try withSession { try $0.row("SELECT * FROM participant_key WHERE key_id = $1", [.text(keyID.hex)]).map(StoredRecords.participantKey(from:)) }
+    }
+
+    public func pendingParticipantKeys() throws -> [ParticipantKey] {
+        try withSession { try $0.rows("SELECT * FROM participant_key WHERE approved IS NULL ORDER BY requested, key_id").map(StoredRecords.participantKey(from:)) }
     }
 
     public func recordNonces(_ nonces: [RequestNonce], oldestAccepted: Int64) throws -> [Bool] {

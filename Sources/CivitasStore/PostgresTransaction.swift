@@ -21,7 +21,21 @@ final class PostgresTransaction: StorageTransaction {
     }
 
     func participant(_ keyID: KeyID) throws -> Participant? {
-        try session.row("SELECT * FROM participant WHERE key_id = $1", [.text(keyID.hex)]).map(StoredRecords.participant(from:))
+        try session.row(StoredRecords.participantQuery(where: "WHERE p.key_id = $1"), [.text(keyID.hex)]).map(StoredRecords.participant(from:))
+    }
+
+    func participantKey(_ keyID: KeyID) throws -> ParticipantKey? {
+        try session.row("SELECT * FROM participant_key WHERE key_id = $1", [.text(keyID.hex)]).map(StoredRecords.participantKey(from:))
+    }
+
+    func saveParticipantKey(_ key: ParticipantKey) throws {
+        var values: [SQLValue] = [.text(key.keys.keyID.hex), .text(key.participant.hex), .text(key.keys.name)]
+        values += [.bytes(key.keys.signingKey), .bytes(key.keys.encryptionKey), .time(key.requested)]
+        values += [.time(key.approved), .time(key.retires)]
+        _ = try session.execute("""
+            INSERT INTO participant_key (key_id, participant, name, ed25519, x25519, requested, approved, retires) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (key_id) DO UPDATE SET approved = excluded.approved, retires = excluded.retires
+            """, values)
     }
 
     func insertParticipant(_ participant: Participant) throws {

@@ -13,6 +13,9 @@ public protocol StorageTransaction: AnyObject {
     func participant(_ keyID: KeyID) throws -> Participant?
     /// Stores a participant; refuses (`duplicate`) a key id already stored.
     func insertParticipant(_ participant: Participant) throws
+    func participantKey(_ keyID: KeyID) throws -> ParticipantKey?
+    /// Inserts a participant key, or updates when it was approved and when it retires.
+    func saveParticipantKey(_ key: ParticipantKey) throws
     /// The dataset with this id, if registered.
     func dataset(_ id: String) throws -> Dataset?
     /// Stores a dataset with a fresh records key; refuses (`duplicate`) an id already stored and
@@ -87,7 +90,20 @@ final class SQLiteTransaction: StorageTransaction {
     }
 
     func participant(_ keyID: KeyID) throws -> Participant? {
-        try Row.fetchOne(db, sql: "SELECT * FROM participant WHERE key_id = ?", arguments: [keyID.hex]).map(StoredRecords.participant(from:))
+        try Row.fetchOne(db, sql: StoredRecords.participantQuery(where: "WHERE p.key_id = ?"), arguments: [keyID.hex]).map(StoredRecords.participant(from:))
+    }
+
+    func participantKey(_ keyID: KeyID) throws -> ParticipantKey? {
+        try Row.fetchOne(db, sql: "SELECT * FROM participant_key WHERE key_id = ?", arguments: [keyID.hex]).map(StoredRecords.participantKey(from:))
+    }
+
+    func saveParticipantKey(_ key: ParticipantKey) throws {
+        var arguments: StatementArguments = [key.keys.keyID.hex, key.participant.hex, key.keys.name, Data(key.keys.signingKey), Data(key.keys.encryptionKey)]
+        arguments += [key.requested, key.approved, key.retires]
+        try db.execute(sql: """
+            INSERT INTO participant_key (key_id, participant, name, ed25519, x25519, requested, approved, retires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (key_id) DO UPDATE SET approved = excluded.approved, retires = excluded.retires
+            """, arguments: arguments)
     }
 
     func insertParticipant(_ participant: Participant) throws {

@@ -67,7 +67,28 @@ enum StoredRecords {
         }
         let keys = try PublicKeys(name: try row.text("name"), signingKey: try row.bytes("ed25519"), encryptionKey: try row.bytes("x25519"))
         guard keys.keyID.hex == storedID else { throw StoreError(.corrupt, "participant \(keys.keyID): stored key id does not match its keys") }
-        return Participant(keys: keys, role: role, registered: try row.time("registered"))
+        var current: PublicKeys?
+        if let name = try row.optionalText("current_name"), let signing = try row.optionalBytes("current_ed25519"),
+           let encryption = try row.optionalBytes("current_x25519") {
+            current = try PublicKeys(name: name, signingKey: signing, encryptionKey: encryption)
+        }
+        return Participant(keys: keys, role: role, registered: try row.time("registered"), currentKeys: current)
+    }
+
+    /// The columns of a participant with its current key (`?` or `$1`: where the key id goes).
+    static func participantQuery(where condition: String) -> String {
+        """
+        SELECT p.*, k.name AS current_name, k.ed25519 AS current_ed25519, k.x25519 AS current_x25519 FROM participant p
+        LEFT JOIN participant_key k ON k.participant = p.key_id AND k.approved IS NOT NULL AND k.retires IS NULL \(condition)
+        """
+    }
+
+    static func participantKey(from row: some StoredRow) throws -> ParticipantKey {
+        let storedID = try row.text("key_id")
+        let keys = try PublicKeys(name: try row.text("name"), signingKey: try row.bytes("ed25519"), encryptionKey: try row.bytes("x25519"))
+        guard keys.keyID.hex == storedID else { throw StoreError(.corrupt, "participant key \(keys.keyID): stored key id does not match its keys") }
+        return ParticipantKey(keys: keys, participant: try row.keyID("participant"), requested: try row.time("requested"),
+                              approved: try row.optionalTime("approved"), retires: try row.optionalTime("retires"))
     }
 
     static func dataset(from row: some StoredRow) throws -> Dataset {

@@ -406,7 +406,7 @@ struct BoundsAndConflictsTests {
     func boundsAndConflicts() async throws {
         let broker = try TestBroker()
         let otherAgency = try SecretKeys.generate(name: "transport")
-        let operator_ = try #require(try broker.broker.participant(signingWith: broker.operatorKeys.keyID))
+        let operator_ = try #require(try broker.broker.store.participant(broker.operatorKeys.keyID))
         try broker.broker.registerParticipant(otherAgency.publicKeys, role: .agency, by: operator_, now: "2026-11-27T00:00:00Z")
         try await broker.application.test(.router) { client in
             let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
