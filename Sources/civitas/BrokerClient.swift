@@ -265,8 +265,59 @@ struct BrokerClient {
 }
 
 struct ParticipantsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "participants", abstract: "Register and list participants.",
-                                                    subcommands: [Add.self, List.self])
+    static let configuration = CommandConfiguration(commandName: "participants", abstract: "Register and list participants; rotate their keys.",
+                                                    subcommands: [Add.self, List.self, RotateKey.self, PendingKeys.self, ApproveKey.self])
+
+    struct RotateKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-key",
+            abstract: "Ask to sign with a new key instead of your current one (signed with the current key); the operator approves.",
+            discussion: """
+                Make the new key with `civitas keys generate`, then run this with --key set to your current key. Once the \
+                operator approves (`civitas participants approve-key`), sign with the new key: you stay the same participant \
+                in your agreements, and envelopes are sealed to the new key. The old key is accepted for the broker's grace \
+                period (a day unless the operator set another) and refused after it.
+                """)
+        @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
+        @Argument(help: "The new key's .pub file.") var newKey: String
+
+        func run() async throws {
+            let keys = try Files.publicKeys(newKey)
+            let body = try CanonicalJSON.encode(["name": .string(keys.name), "ed25519": .string(Base64.encode(keys.signingKey)),
+                                                 "x25519": .string(Base64.encode(keys.encryptionKey))])
+            let (_, json) = try await BrokerClient(options).send("POST", "/participants/keys", body: body)
+            try report.emit(json, text: "asked to rotate to \(keys.name) (\(keys.keyID)); the operator approves it with: civitas participants approve-key \(keys.keyID)")
+        }
+    }
+
+    struct PendingKeys: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "pending-keys", abstract: "List the key rotations awaiting approval (operator).")
+        @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
+
+        func run() async throws {
+            let (_, json) = try await BrokerClient(options).send("GET", "/participants/keys")
+            guard case .array(let keys)? = json["keys"] else { throw CLIError("the broker's answer lists no keys") }
+            let rows = keys.map { key in ["key_id", "participant", "name", "requested"].map { key[$0]?.stringValue ?? "?" } }
+            try report.emit(json, text: Table.text(headers: ["NEW KEY ID", "PARTICIPANT", "NAME", "REQUESTED"], rows: rows))
+        }
+    }
+
+    struct ApproveKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "approve-key",
+            abstract: "Approve a participant's key rotation (operator): the new key signs for it from now on.")
+        @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
+        @Argument(help: "The new key's id (from `civitas participants pending-keys`).") var keyID: String
+
+        func run() async throws {
+            guard KeyID(hex: keyID) != nil else { throw CLIError("\(keyID.prefix(80)) is not a key id (32 hex digits)") }
+            let (_, json) = try await BrokerClient(options).send("POST", "/participants/keys/\(keyID)/approve", body: Array("{}".utf8))
+            try report.emit(json, text: "approved: \(keyID) signs for participant \(json["participant"]?.stringValue ?? "?"); the replaced key \(json["replaced_key"]?.stringValue ?? "?") is accepted until \(json["replaced_key_retires"]?.stringValue ?? "?")")
+        }
+    }
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Register a participant's public key with a role (operator only).")

@@ -46,6 +46,8 @@ struct ServeCommand: AsyncParsableCommand {
     var brokerKey: String?
     @Option(help: ArgumentHelp("Rotate the broker's key: the log's checkpoints so far are signed by this key, which introduces --broker-key in the log (same passphrase options).", valueName: "OLD.secret"))
     var previousBrokerKey: String?
+    @Option(help: "Seconds a participant's old key is still accepted once the operator approved its rotation (default 86400).")
+    var keyGracePeriod: Int?
     @OptionGroup var passphrase: PassphraseOptions
     @Option(help: "Seconds between scheduled rounds (expiry, time-closed feed windows, webhook pushes).") var scheduleInterval: Int?
     @Option(help: "The exchange log's origin line (fixed when the database is created).") var logOrigin: String?
@@ -77,6 +79,7 @@ struct ServeCommand: AsyncParsableCommand {
         settings.override(\.storageKey, "storage_key", given: storageKey)
         settings.override(\.operator, "operator", given: `operator`)
         settings.override(\.brokerKey, "broker_key", with: brokerKey)
+        settings.override(\.keyGracePeriod, "key_grace_period", with: keyGracePeriod)
         settings.override(\.previousBrokerKey, "previous_broker_key", given: previousBrokerKey)
         settings.override(\.scheduleInterval, "schedule_interval", with: scheduleInterval)
         settings.override(\.logOrigin, "log_origin", with: logOrigin)
@@ -107,7 +110,8 @@ struct ServeCommand: AsyncParsableCommand {
             location = path
         }
         let keys = try Self.brokerKeys(settings.brokerKey, passphrase: passphrase)
-        let broker = try Broker(store: store, keys: keys, webhooks: WebhookTargets(allowed: settings.webhookAllow))
+        let broker = try Broker(store: store, keys: keys, webhooks: WebhookTargets(allowed: settings.webhookAllow),
+                                keyGracePeriod: Int64(settings.keyGracePeriod))
         let previousKeys = try settings.previousBrokerKey.map { try Files.secretKeys($0, passphrase: passphrase) }
         do {
             if case .rotated(let entry, let size) = try broker.adoptKey(previous: previousKeys, now: .now), let previousKeys {

@@ -24,6 +24,7 @@ struct ServeSettings: Sendable {
     var `operator`: String?
     var brokerKey = "Keys/broker.secret"
     var previousBrokerKey: String?
+    var keyGracePeriod = 86_400
     var scheduleInterval = 5
     var logOrigin = BrokerStore.defaultLogOrigin
     var webhookAllow: [String] = []
@@ -65,7 +66,7 @@ struct ServeSettings: Sendable {
         .text("db", \.db, kind: .path), .text("postgres", \.postgres, secret: true), .number("postgres_connections", \.postgresConnections),
         .text("storage_key", \.storageKey, kind: .path), .text("broker_key", \.brokerKey, kind: .path),
         .text("previous_broker_key", \.previousBrokerKey, kind: .path), .text("operator", \.operator, kind: .path),
-        .number("schedule_interval", \.scheduleInterval), .text("log_origin", \.logOrigin),
+        .number("schedule_interval", \.scheduleInterval), .number("key_grace_period", \.keyGracePeriod), .text("log_origin", \.logOrigin),
         .list("webhook_allow", \.webhookAllow), .list("witness", \.witness), .text("catalog", \.catalog, kind: .path),
     ] }
 
@@ -176,6 +177,7 @@ struct ServeSettings: Sendable {
         if !(0...65535).contains(port) { problems.append("port must be 0 to 65535") }
         if !(1...1000).contains(postgresConnections) { problems.append("postgres_connections must be 1 to 1000") }
         if !(1...3600).contains(scheduleInterval) { problems.append("schedule_interval must be 1 to 3600 seconds") }
+        if !(0...31_536_000).contains(keyGracePeriod) { problems.append("key_grace_period must be 0 to 31536000 seconds (a year)") }
         if let publicURL, !DatasetDescription.isWebIRI(publicURL) { problems.append("public_url must be an http(s) URL") }
         if (tlsCert == nil) != (tlsKey == nil) { problems.append("tls_cert and tls_key go together") }
         if postgres != nil && db != nil { problems.append("db and postgres name two databases: give one") }
