@@ -55,6 +55,32 @@ struct StorageContractTests {
         }
     }
 
+    @Test("A participant's keys: a pending one is listed, an approved one becomes current, a replaced one keeps its retirement", arguments: Implementation.allCases)
+    func participantKeys(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        let next = try SecretKeys.generate(name: "partner-2027")
+        let pending = ParticipantKey(keys: next.publicKeys, participant: world.partner.keyID, requested: Self.now)
+        try world.storage.transaction { try $0.saveParticipantKey(pending) }
+        #expect(try world.storage.participantKey(next.keyID) == pending)
+        #expect(try world.storage.pendingParticipantKeys() == [pending])
+        #expect(try world.storage.participant(world.partner.keyID)?.currentKeys == world.partner.publicKeys)
+
+        let retires: UTCTime = "2026-11-28T10:00:00Z"
+        let replaced = ParticipantKey(keys: world.partner.publicKeys, participant: world.partner.keyID, requested: Self.now, approved: Self.now, retires: retires)
+        let approved = ParticipantKey(keys: next.publicKeys, participant: world.partner.keyID, requested: Self.now, approved: Self.now)
+        try world.storage.transaction { transaction in
+            try transaction.saveParticipantKey(replaced)
+            try transaction.saveParticipantKey(approved)
+            #expect(try transaction.participant(world.partner.keyID)?.currentKeys == next.publicKeys)
+        }
+        #expect(try world.storage.pendingParticipantKeys().isEmpty)
+        #expect(try world.storage.participantKey(world.partner.keyID)?.retires == retires)
+        let partner = try #require(try world.storage.participant(world.partner.keyID))
+        #expect(partner.keys == world.partner.publicKeys && partner.currentKeys == next.publicKeys)
+        #expect(try world.storage.participants().first(where: { $0.keys.keyID == world.partner.keyID })?.currentKeys == next.publicKeys)
+        #expect(try world.storage.participant(world.agency.keyID)?.currentKeys == world.agency.publicKeys)
+    }
+
     @Test("Participants and datasets read back as written; duplicates are refused", arguments: Implementation.allCases)
     func participantsAndDatasets(_ implementation: Implementation) throws {
         let world = try World(implementation)

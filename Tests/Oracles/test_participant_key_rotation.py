@@ -9,6 +9,7 @@ import time
 import civitas_format
 from clinic_broker import ClinicBroker
 from conftest import start_broker
+from test_cli_json import shape
 
 
 def test_a_partner_rotates_its_key_and_keeps_its_agreement(civitas_bin, tmp_path):
@@ -20,18 +21,20 @@ def test_a_partner_rotates_its_key_and_keeps_its_agreement(civitas_bin, tmp_path
         clinic.agree("ag-health", "health", k=3)
         clinic.civitas("keys", "generate", "--name", "health-2027")
         new_id = clinic.key_id("health-2027")
-        asked = json.loads(clinic.civitas("participants", "rotate-key", "--key", clinic.secret("health"), "Keys/health-2027.pub",
-                                          "--json").stdout)
+        asked = shape("participants rotate-key", clinic.civitas("participants", "rotate-key", "--key", clinic.secret("health"),
+                                                                "Keys/health-2027.pub", "--json").stdout)
         assert asked["state"] == "pending" and asked["key_id"] == new_id and asked["participant"] == clinic.key_id("health")
 
         # Not yet approved: the new key signs for nobody, and says why.
         early = clinic.civitas("participants", "list", "--key", "Keys/health-2027.secret", check=False)
         assert early.returncode != 0 and "awaits the operator's approval" in early.stderr, early.stderr
-        pending = json.loads(clinic.civitas("participants", "pending-keys", "--key", clinic.secret("operator"), "--json").stdout)
+        pending = shape("participants pending-keys", clinic.civitas("participants", "pending-keys", "--key", clinic.secret("operator"),
+                                                                    "--json").stdout)
         assert [k["key_id"] for k in pending["keys"]] == [new_id]
         refused = clinic.civitas("participants", "approve-key", "--key", clinic.secret("health"), new_id, check=False)
         assert refused.returncode != 0
-        approved = json.loads(clinic.civitas("participants", "approve-key", "--key", clinic.secret("operator"), new_id, "--json").stdout)
+        approved = shape("participants approve-key", clinic.civitas("participants", "approve-key", "--key", clinic.secret("operator"),
+                                                                    new_id, "--json").stdout)
         assert approved["state"] == "approved" and approved["replaced_key"] == clinic.key_id("health")
 
         # The partner, now signing with the new key, still holds its agreement.
