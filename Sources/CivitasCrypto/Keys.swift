@@ -155,6 +155,21 @@ public final class SecretKeys: Sendable {
     /// The key id of these keys.
     public var keyID: KeyID { publicKeys.keyID }
 
+    /// The Ed25519 signing key as a PKCS #8 PEM file (RFC 8410), for TLS libraries: a client
+    /// certificate for this key proves the TLS connection is the participant's. The caller
+    /// writes it owner-only and wipes the bytes.
+    public func signingKeyPEM() -> [UInt8] {
+        var der: [UInt8] = [0x30, 0x2E, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]
+        signingSecret.withUnsafeUInt8Pointer { secret in der.append(contentsOf: UnsafeBufferPointer(start: secret, count: 32)) }
+        var encoded = Base64.encodedBytes(der)
+        Sodium.wipe(&der)
+        var pem = Array("-----BEGIN PRIVATE KEY-----\n".utf8)
+        pem += encoded
+        pem += Array("\n-----END PRIVATE KEY-----\n".utf8)
+        Sodium.wipe(&encoded)
+        return pem
+    }
+
     /// Signs `message` with Ed25519 (RFC 8032), returning the 64-byte signature.
     public func sign(_ message: [UInt8]) -> [UInt8] {
         message.withUnsafeBytes { sign(raw: $0) }

@@ -40,13 +40,16 @@ public struct BrokerAPI: Sendable {
     let scheme: String
     /// The witnesses that cosign the log's checkpoints, if the operator configured any.
     let witnesses: CheckpointWitnesses?
+    /// Whether signed requests must come with a TLS client certificate for the signing key.
+    let clientCertificates: Bool
 
     public init(broker: Broker, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
                 catalog: @escaping @Sendable () -> CatalogSettings = { CatalogSettings() }, publicURL: String? = nil, tls: Bool = false,
-                witnesses: CheckpointWitnesses? = nil, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+                witnesses: CheckpointWitnesses? = nil, clientCertificates: Bool = false, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.broker = broker
         self.scheme = tls ? "https" : "http"
         self.witnesses = witnesses
+        self.clientCertificates = clientCertificates
         self.catalogSettings = catalog
         self.publicURL = publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.metrics = metrics
@@ -86,7 +89,8 @@ public struct BrokerAPI: Sendable {
         router.get("log/consistency") { request, _ in try consistencyProof(request) }
 
         let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, origin: publicURL, scheme: scheme, bodies: bodies,
-                                                                                   spooledBytes: spooledBytes, spools: Self.spoolsBody))
+                                                                                   spooledBytes: spooledBytes, spools: Self.spoolsBody,
+                                                                                   clientCertificates: clientCertificates))
         signed.post("admin/participants") { _, context in try addParticipant(context) }
         signed.get("participants") { _, context in try listParticipants(context) }
         signed.post("participants/keys") { _, context in try askKeyRotation(context) }

@@ -1,6 +1,7 @@
 import CivitasCrypto
 import CivitasModel
 import Hummingbird
+import NIOCore
 
 /// The per-request context: the authenticated participant (set by ``SignatureAuthenticator``)
 /// and the request body it verified.
@@ -15,8 +16,12 @@ public struct CivitasRequestContext: RequestContext {
     /// A body streamed to a temporary file instead (CSV batch uploads), checked against Content-Digest.
     var spooled: SpooledBody?
 
+    /// The connection the request came on (its TLS handler holds the client's certificate).
+    let channel: any Channel
+
     public init(source: Source) {
         coreContext = .init(source: source)
+        channel = source.channel
     }
 
     /// Bodies above this size are refused before they are read further.

@@ -4,6 +4,8 @@ import CivitasModel
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOCore
+import NIOSSL
 
 /// Authenticates every request with an HTTP Message Signature (RFC 9421, Ed25519) by a
 /// registered participant. The signature must cover `@method`, `@target-uri` and
@@ -28,6 +30,8 @@ struct SignatureAuthenticator: RouterMiddleware {
     let spooledBytes: SharedAllowance
     /// Whether a request's body goes to a temporary file rather than memory.
     let spools: @Sendable (Request) -> Bool
+    /// Whether every request must come over TLS with a client certificate for the key that signs it.
+    let clientCertificates: Bool
     static let allowedSkew: Int64 = 300
     static let requiredComponents: Set<String> = ["@method", "@target-uri", "content-digest"]
     /// Bytes a spooled body counts against the shared budget: the network buffer in hand.
@@ -36,6 +40,20 @@ struct SignatureAuthenticator: RouterMiddleware {
     static let maximumNonceLength = 256
 
     /// The one of `origins` a request's signature verifies for, when it does not verify for this broker's URL.
+    /// The Ed25519 public key of the TLS client certificate the connection presented (already
+    /// verified against the client CA by the TLS handshake), if any.
+    static func clientCertificateKey(_ channel: any Channel) async throws -> [UInt8]? {
+        let spki: [UInt8]? = try await channel.eventLoop.submit {
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+                  let certificate = handler.peerCertificate else { return nil }
+            return try certificate.extractPublicKey().toSPKIBytes()
+        }.get()
+        // RFC 8410: SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING (the 32-byte key) }.
+        let prefix: [UInt8] = [0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00]
+        guard let spki, spki.count == prefix.count + 32, Array(spki.prefix(prefix.count)) == prefix else { return nil }
+        return Array(spki.suffix(32))
+    }
+
     /// The key id a request's signature names, read without verifying it.
     static func keyID(of signed: SignedRequest) -> String? {
         guard let input = signed.field("signature-input"), let range = input.range(of: "keyid=\"") else { return nil }
@@ -108,6 +126,14 @@ struct SignatureAuthenticator: RouterMiddleware {
             throw APIError.unauthorized(error.message)
         }
         let (participant, id) = (signer.participant, signer.key.keyID)
+        if clientCertificates {
+            guard let certified = try await Self.clientCertificateKey(context.channel) else {
+                throw APIError.unauthorized("this broker takes requests only with a TLS client certificate for the key that signs them (civitas --client-cert/--client-key)")
+            }
+            guard certified == signer.key.signingKey else {
+                throw APIError.unauthorized("the TLS client certificate is for another key than \(signer.key.keyID), which signed the request")
+            }
+        }
         do {
             try await broker.acceptNonce(nonce, keyID: id, created: created, oldestAccepted: now - Self.allowedSkew)
         } catch let error as BrokerError {

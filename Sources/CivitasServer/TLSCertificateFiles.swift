@@ -21,9 +21,19 @@ public final class TLSCertificateFiles: @unchecked Sendable {
     }
 
     /// A server configuration that serves the current pair on every handshake.
-    public func serverConfiguration() -> TLSConfiguration {
+    /// With `clientCAs`, every connection must present a client certificate those authorities issued.
+    public func serverConfiguration(clientCAs: [NIOSSLCertificate]? = nil) -> TLSConfiguration {
         let (chain, key) = lock.withLock { (current.chain, current.key) }
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        if let clientCAs {
+            configuration.certificateVerification = .noHostnameVerification
+            configuration.trustRoots = .certificates(clientCAs)
+            configuration.sendCANameList = true
+            // Participants' keys are Ed25519 (RFC 8410): accepted for the client's signature, with the usual ones.
+            configuration.verifySignatureAlgorithms = [.ed25519, .ecdsaSecp256R1Sha256, .ecdsaSecp384R1Sha384, .ecdsaSecp521R1Sha512,
+                                                       .rsaPssRsaeSha256, .rsaPssRsaeSha384, .rsaPssRsaeSha512,
+                                                       .rsaPkcs1Sha256, .rsaPkcs1Sha384, .rsaPkcs1Sha512]
+        }
         configuration.sslContextCallback = { [self] _, promise in
             let (chain, key) = self.pair()
             var override = NIOSSLContextConfigurationOverride()

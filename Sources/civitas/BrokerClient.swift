@@ -17,6 +17,10 @@ struct BrokerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Trust only the certificate authorities in this PEM file for an https:// broker (a city's private CA; default: $CIVITAS_CA_FILE, else the system's authorities).",
                                valueName: "CA.pem"))
     var caFile: String?
+    @Option(help: ArgumentHelp("Present this TLS client certificate (PEM) for your signing key, when the broker requires one (default: $CIVITAS_CLIENT_CERT).", valueName: "CERT.pem"))
+    var clientCert: String?
+    @Option(help: ArgumentHelp("The private key of --client-cert, PEM (`civitas keys tls-key` writes it from your key; default: $CIVITAS_CLIENT_KEY).", valueName: "KEY.pem"))
+    var clientKey: String?
 
     var baseURL: String {
         var url = broker ?? Environment.value(of: "CIVITAS_BROKER") ?? "http://127.0.0.1:8080"
@@ -43,7 +47,11 @@ struct BrokerClient {
     init(_ options: BrokerOptions) throws {
         baseURL = options.baseURL
         keys = try Files.secretKeys(try options.keyFile(), passphrase: options.passphrase)
-        http = try Self.client(trusting: options.caFile ?? Environment.value(of: "CIVITAS_CA_FILE"))
+        let certificate = options.clientCert ?? Environment.value(of: "CIVITAS_CLIENT_CERT")
+        let certificateKey = options.clientKey ?? Environment.value(of: "CIVITAS_CLIENT_KEY")
+        guard (certificate == nil) == (certificateKey == nil) else { throw CLIError("--client-cert and --client-key go together") }
+        http = try Self.client(trusting: options.caFile ?? Environment.value(of: "CIVITAS_CA_FILE"),
+                               certificate: certificate.flatMap { cert in certificateKey.map { (cert, $0) } })
     }
 
     init(baseURL: String, keys: SecretKeys) {
@@ -56,19 +64,31 @@ struct BrokerClient {
     private static let trustingClients = Mutex<[String: HTTPClient]>([:])
 
     /// The shared client, or one that trusts only the certificates in the PEM file at `caFile`.
-    static func client(trusting caFile: String?) throws -> HTTPClient {
-        guard let caFile else { return http }
+    static func client(trusting caFile: String?, certificate: (chain: String, key: String)? = nil) throws -> HTTPClient {
+        guard caFile != nil || certificate != nil else { return http }
+        let name = (caFile ?? "") + "\n" + (certificate.map { $0.chain + "\n" + $0.key } ?? "")
         return try trustingClients.withLock { clients in
-            if let client = clients[caFile] { return client }
-            let certificates: [NIOSSLCertificate]
-            do { certificates = try NIOSSLCertificate.fromPEMFile(caFile) } catch {
-                throw CLIError("\(caFile) holds no PEM certificate to trust: \(error)")
-            }
-            guard !certificates.isEmpty else { throw CLIError("\(caFile) holds no PEM certificate to trust") }
+            if let client = clients[name] { return client }
             var tls = TLSConfiguration.makeClientConfiguration()
-            tls.trustRoots = .certificates(certificates)
+            if let caFile {
+                let certificates: [NIOSSLCertificate]
+                do { certificates = try NIOSSLCertificate.fromPEMFile(caFile) } catch {
+                    throw CLIError("\(caFile) holds no PEM certificate to trust: \(error)")
+                }
+                guard !certificates.isEmpty else { throw CLIError("\(caFile) holds no PEM certificate to trust") }
+                tls.trustRoots = .certificates(certificates)
+            }
+            if let certificate {
+                Files.warnIfExposed(certificate.key)
+                do {
+                    tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate.chain).map { .certificate($0) }
+                    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: certificate.key, format: .pem))
+                } catch {
+                    throw CLIError("the client certificate \(certificate.chain) and key \(certificate.key) do not load: \(error)")
+                }
+            }
             let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration(tls: tls))
-            clients[caFile] = client
+            clients[name] = client
             return client
         }
     }

@@ -8,7 +8,7 @@ struct KeysCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys",
         abstract: "Create and inspect participant keys.",
-        subcommands: [Generate.self, Show.self, PseudonymKey.self]
+        subcommands: [Generate.self, Show.self, PseudonymKey.self, TLSKey.self]
     )
 
     struct Generate: ParsableCommand {
@@ -73,6 +73,31 @@ struct KeysCommand: ParsableCommand {
 }
 
 extension KeysCommand {
+    struct TLSKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "tls-key",
+            abstract: "Write your signing key as a PEM private key (mode 0600) for a TLS client certificate.",
+            discussion: """
+                A broker that requires client certificates (serve --client-ca) takes a request only over a TLS connection \
+                whose certificate is for the very key that signs the request. Write the key with this command, have the city's \
+                authority certify it (for example: openssl req -new -key KEY.pem -subj /CN=NAME -out NAME.csr), and give the \
+                certificate and this file to every command with --client-cert and --client-key.
+                """)
+        @Option(help: ArgumentHelp("Your secret key file.", valueName: "KEY.secret")) var key: String
+        @OptionGroup var passphrase: PassphraseOptions
+        @Option(help: ArgumentHelp("Where to write the PEM key (refused if it exists).", valueName: "FILE")) var out: String
+
+        func run() throws {
+            let keys = try Files.secretKeys(key, passphrase: passphrase)
+            var pem = keys.signingKeyPEM()
+            defer { Sodium.wipe(&pem) }
+            let file = try Files.AtomicFile(path: out, mode: 0o600)
+            try pem.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: out).write($0) }
+            try file.commit(replacing: false)
+            print("wrote the signing key of \(keys.publicKeys.name) (\(keys.keyID)) to \(out) (0600)")
+        }
+    }
+
     struct PseudonymKey: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "pseudonym-key",

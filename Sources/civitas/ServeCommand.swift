@@ -39,6 +39,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Serve HTTPS with this PEM certificate chain (with --tls-key); a renewed file is served from the next connection on.", valueName: "CHAIN.pem"))
     var tlsCert: String?
     @Option(help: ArgumentHelp("The private key of --tls-cert, PEM (owner-only).", valueName: "KEY.pem")) var tlsKey: String?
+    @Option(help: ArgumentHelp("Require a TLS client certificate issued by these authorities (PEM) on every connection, for the very key that signs each request (with --tls-cert).", valueName: "CA.pem"))
+    var clientCa: String?
     @Option(help: "Port (0 picks a free one and prints it; default 8080).") var port: Int?
     @Option(help: "Storage key file (default: the database path + .storage-key).") var storageKey: String?
     @Option(help: ArgumentHelp("Register this public key as the operator at start.", valueName: "OPERATOR.pub")) var `operator`: String?
@@ -75,6 +77,7 @@ struct ServeCommand: AsyncParsableCommand {
         settings.override(\.host, "host", with: host)
         settings.override(\.tlsCert, "tls_cert", given: tlsCert)
         settings.override(\.tlsKey, "tls_key", given: tlsKey)
+        settings.override(\.clientCA, "client_ca", given: clientCa)
         settings.override(\.port, "port", with: port)
         settings.override(\.storageKey, "storage_key", given: storageKey)
         settings.override(\.operator, "operator", given: `operator`)
@@ -143,10 +146,14 @@ struct ServeCommand: AsyncParsableCommand {
         let certificates = try Self.tlsCertificates(settings)
         let scheme = certificates == nil ? "http" : "https"
         let catalog = CatalogSettingsBox(try Self.catalogSettings(settings, url: publicURL ?? "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"))
-        let server: HTTPServerBuilder = try certificates.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration()) } ?? .http1()
+        let clientCAs = try settings.clientCA.map { path -> [NIOSSLCertificate] in
+            guard let found = try? NIOSSLCertificate.fromPEMFile(path), !found.isEmpty else { throw CLIError("client_ca: \(path) holds no PEM certificate") }
+            return found
+        }
+        let server: HTTPServerBuilder = try certificates.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration(clientCAs: clientCAs)) } ?? .http1()
         let app = Application(
             router: BrokerAPI(broker: broker, catalog: { catalog.current }, publicURL: publicURL, tls: certificates != nil,
-                              witnesses: witnesses).router(),
+                              witnesses: witnesses, clientCertificates: clientCAs != nil).router(),
             server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
             onServerRunning: { channel in

@@ -16,6 +16,7 @@ struct ServeSettings: Sendable {
     var port = 8080
     var tlsCert: String?
     var tlsKey: String?
+    var clientCA: String?
     var publicURL: String?
     var db: String?
     var postgres: String?
@@ -62,7 +63,7 @@ struct ServeSettings: Sendable {
     /// Every setting, in the order `civitas config check` prints them.
     static var all: [Setting] { [
         .text("host", \.host), .number("port", \.port),
-        .text("tls_cert", \.tlsCert, kind: .path), .text("tls_key", \.tlsKey, kind: .path), .text("public_url", \.publicURL),
+        .text("tls_cert", \.tlsCert, kind: .path), .text("tls_key", \.tlsKey, kind: .path), .text("client_ca", \.clientCA, kind: .path), .text("public_url", \.publicURL),
         .text("db", \.db, kind: .path), .text("postgres", \.postgres, secret: true), .number("postgres_connections", \.postgresConnections),
         .text("storage_key", \.storageKey, kind: .path), .text("broker_key", \.brokerKey, kind: .path),
         .text("previous_broker_key", \.previousBrokerKey, kind: .path), .text("operator", \.operator, kind: .path),
@@ -180,6 +181,7 @@ struct ServeSettings: Sendable {
         if !(0...31_536_000).contains(keyGracePeriod) { problems.append("key_grace_period must be 0 to 31536000 seconds (a year)") }
         if let publicURL, !DatasetDescription.isWebIRI(publicURL) { problems.append("public_url must be an http(s) URL") }
         if (tlsCert == nil) != (tlsKey == nil) { problems.append("tls_cert and tls_key go together") }
+        if clientCA != nil && tlsCert == nil { problems.append("client_ca needs tls_cert and tls_key: client certificates come with TLS") }
         if postgres != nil && db != nil { problems.append("db and postgres name two databases: give one") }
         if postgres != nil && storageKey == nil { problems.append("postgres needs storage_key: every node opens the records with the same key") }
         if let postgres {
@@ -189,7 +191,7 @@ struct ServeSettings: Sendable {
             do { _ = try CheckpointWitnesses.Witness(entry) } catch { problems.append("witness: \(error)") }
         }
         do { _ = try Checkpoint(origin: logOrigin, size: 0, rootHash: MerkleHash.emptyRoot) } catch { problems.append("log_origin: \(error)") }
-        for (name, path) in [("tls_cert", tlsCert), ("tls_key", tlsKey), ("operator", `operator`), ("catalog", catalog),
+        for (name, path) in [("tls_cert", tlsCert), ("tls_key", tlsKey), ("operator", `operator`), ("catalog", catalog), ("client_ca", clientCA),
                              ("previous_broker_key", previousBrokerKey)] {
             if let path, !Files.exists(path) { problems.append("\(name): \(path) does not exist") }
         }
