@@ -120,26 +120,47 @@ public struct NoteKey: Sendable, Equatable {
 
     public init(name: String, publicKey: [UInt8]) throws {
         try Self.validateName(name, what: "key name")
-        guard publicKey.count == 32 else { throw LogError(.invalidArgument, "an Ed25519 public key is 32 bytes") }
         self.name = name
         self.publicKey = publicKey
-        self.keyHash = Array(SHA256Hasher.hash(Array(name.utf8) + [0x0A, 0x01] + publicKey).prefix(4))
+        self.keyHash = try Self.keyID(name: name, type: Self.signatureType, publicKey: publicKey)
     }
 
+    /// The signature type byte of Ed25519 note signatures in key hashes and verifier keys.
+    static let signatureType: UInt8 = 0x01
+
     /// The verifier key string Go's note package and tlog tools accept: `name+hexhash+base64(0x01||key)`.
-    public var verifierKey: String {
-        "\(name)+\(Hex.encode(keyHash))+\(Base64.encode([0x01] + publicKey))"
-    }
+    public var verifierKey: String { Self.verifierKey(name: name, keyID: keyHash, type: Self.signatureType, publicKey: publicKey) }
 
     /// Parses a verifier key string.
     public init(verifierKey: String) throws {
-        let parts = verifierKey.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3, let hash = Hex.decode(String(parts[1])), hash.count == 4,
-              let encoded = Base64.decode(String(parts[2])), encoded.count == 33, encoded[0] == 0x01 else {
-            throw LogError(.invalidArgument, "not an Ed25519 note verifier key (name+hash+base64)")
+        let (name, publicKey) = try Self.parseVerifierKey(verifierKey, type: Self.signatureType, what: "an Ed25519 note verifier key")
+        try self.init(name: name, publicKey: publicKey)
+    }
+
+    /// A signed-note key id: SHA-256(name || 0x0A || type || key)[:4] (C2SP signed-note, tlog-cosignature).
+    static func keyID(name: String, type: UInt8, publicKey: [UInt8]) throws -> [UInt8] {
+        guard publicKey.count == 32 else { throw LogError(.invalidArgument, "an Ed25519 public key is 32 bytes") }
+        return Array(SHA256Hasher.hash(Array(name.utf8) + [0x0A, type] + publicKey).prefix(4))
+    }
+
+    /// `name+hexid+base64(type||key)`.
+    static func verifierKey(name: String, keyID: [UInt8], type: UInt8, publicKey: [UInt8]) -> String {
+        "\(name)+\(Hex.encode(keyID))+\(Base64.encode([type] + publicKey))"
+    }
+
+    /// The name and key of a verifier key string of signature type `type`, its key id checked.
+    static func parseVerifierKey(_ text: String, type: UInt8, what: String) throws -> (name: String, publicKey: [UInt8]) {
+        let parts = text.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, let id = Hex.decode(String(parts[1])), id.count == 4,
+              let encoded = Base64.decode(String(parts[2])), encoded.count == 33, encoded[0] == type else {
+            throw LogError(.invalidArgument, "'\(text.prefix(80))' is not \(what) (name+id+base64 of the type byte and the key)")
         }
-        try self.init(name: String(parts[0]), publicKey: Array(encoded.dropFirst()))
-        guard keyHash == hash else { throw LogError(.invalidArgument, "verifier key hash does not match its name and key") }
+        let name = String(parts[0]), publicKey = Array(encoded.dropFirst())
+        try validateName(name, what: "key name")
+        guard try keyID(name: name, type: type, publicKey: publicKey) == id else {
+            throw LogError(.invalidArgument, "the key id of verifier key '\(name)' does not match its name and key")
+        }
+        return (name, publicKey)
     }
 
     func isValidSignature(_ signature: [UInt8], for message: [UInt8]) -> Bool {

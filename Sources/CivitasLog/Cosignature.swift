@@ -12,26 +12,18 @@ public struct CosignerKey: Sendable, Equatable, Hashable {
 
     public init(name: String, publicKey: [UInt8]) throws {
         try NoteKey.validateName(name, what: "witness name")
-        guard publicKey.count == 32 else { throw LogError(.invalidArgument, "an Ed25519 public key is 32 bytes") }
         self.name = name
         self.publicKey = publicKey
-        self.keyID = Array(SHA256Hasher.hash(Array(name.utf8) + [0x0A, Self.signatureType] + publicKey).prefix(4))
+        self.keyID = try NoteKey.keyID(name: name, type: Self.signatureType, publicKey: publicKey)
     }
 
     /// The witness's verifier key, as operators exchange it: `name+hexid+base64(0x04||key)`.
-    public var verifierKey: String {
-        "\(name)+\(Hex.encode(keyID))+\(Base64.encode([Self.signatureType] + publicKey))"
-    }
+    public var verifierKey: String { NoteKey.verifierKey(name: name, keyID: keyID, type: Self.signatureType, publicKey: publicKey) }
 
     /// Parses a verifier key string of an Ed25519 cosigner.
     public init(verifierKey: String) throws {
-        let parts = verifierKey.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3, let id = Hex.decode(String(parts[1])), id.count == 4,
-              let encoded = Base64.decode(String(parts[2])), encoded.count == 33, encoded[0] == Self.signatureType else {
-            throw LogError(.invalidArgument, "'\(verifierKey.prefix(80))' is not an Ed25519 cosigner verifier key (name+id+base64 of 0x04 and the key)")
-        }
-        try self.init(name: String(parts[0]), publicKey: Array(encoded.dropFirst()))
-        guard keyID == id else { throw LogError(.invalidArgument, "the key id of verifier key '\(name)' does not match its name and key") }
+        let (name, publicKey) = try NoteKey.parseVerifierKey(verifierKey, type: Self.signatureType, what: "an Ed25519 cosigner verifier key")
+        try self.init(name: name, publicKey: publicKey)
     }
 }
 
