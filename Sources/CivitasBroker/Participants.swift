@@ -35,6 +35,10 @@ extension Broker {
     }
 
     private static func register(_ keys: PublicKeys, role: Participant.Role, now: UTCTime, in transaction: any StorageTransaction) throws -> Participant {
+        // A key another participant rotated to (or asked to) signs for that participant only.
+        if try transaction.participantKey(keys.keyID) != nil {
+            throw BrokerError(.duplicate, "the key \(keys.keyID) is a rotated key of another participant")
+        }
         let participant = Participant(keys: keys, role: role, registered: now)
         try transaction.insertParticipant(participant)
         _ = try transaction.appendLog(time: now, type: .participantRegistered, members: LogEvents.participantRegistered(keys, role: role.rawValue))

@@ -39,7 +39,6 @@ struct SignatureAuthenticator: RouterMiddleware {
     /// Longest nonce accepted, in bytes.
     static let maximumNonceLength = 256
 
-    /// The one of `origins` a request's signature verifies for, when it does not verify for this broker's URL.
     /// The Ed25519 public key of the TLS client certificate the connection presented (already
     /// verified against the client CA by the TLS handshake), if any.
     static func clientCertificateKey(_ channel: any Channel) async throws -> [UInt8]? {
@@ -61,6 +60,7 @@ struct SignatureAuthenticator: RouterMiddleware {
         return rest.firstIndex(of: "\"").map { String(rest[..<$0]) }
     }
 
+    /// The one of `origins` a request's signature verifies for, when it does not verify for this broker's URL.
     static func signedAuthority(of signed: SignedRequest, among origins: [String], pathAndQuery: String,
                                 key: @Sendable (String) -> [UInt8]?) -> String? {
         origins.first(where: { origin in

@@ -35,6 +35,10 @@ struct ParticipantKeyRotationTests {
         #expect(rotation.replaced == fixture.partnerAKeys.publicKeys)
         #expect(rotation.replacedRetires.secondsSince1970 == fixture.now.secondsSince1970 + broker.keyGracePeriod)
         #expect(throws: BrokerError.self) { try broker.approveKeyRotation(newKeys.keyID, by: operatorParticipant, now: fixture.now) }
+        // The rotated key cannot be registered as a participant of its own.
+        #expect(throws: BrokerError.self) {
+            try broker.registerParticipant(newKeys.publicKeys, role: .partner, by: operatorParticipant, now: fixture.now)
+        }
 
         // The new key signs for the same participant.
         let signer = try #require(try broker.signer(newKeys.keyID, now: fixture.now))
