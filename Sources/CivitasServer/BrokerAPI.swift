@@ -9,22 +9,38 @@ import NIOPosix
 import Logging
 import Prometheus
 
+/// What the broker holds at once across all requests: request bodies in memory, spooled uploads
+/// on disk, envelopes being read from the store. Past each, requests are answered 503 with
+/// `Retry-After` rather than held.
+public struct ServiceLimits: Sendable, Equatable {
+    public var bodyBytesInFlight: Int
+    public var spooledBytes: Int
+    public var envelopeReaders: Int
+
+    public init(bodyBytesInFlight: Int = BrokerAPI.maximumBodyBytesInFlight, spooledBytes: Int = BrokerAPI.maximumSpooledBytes,
+                envelopeReaders: Int = BrokerAPI.maximumEnvelopeReaders) {
+        self.bodyBytesInFlight = bodyBytesInFlight
+        self.spooledBytes = spooledBytes
+        self.envelopeReaders = envelopeReaders
+    }
+}
+
 /// The broker's HTTP API: public routes (health, metrics, OpenAPI, catalog) and routes that
 /// need a signed request from a registered participant with the right role.
 public struct BrokerAPI: Sendable {
     /// Largest request body accepted (a batch upload).
     public static let maximumBodySize = 64 << 20
-    /// Request-body bytes all requests may hold at once (each authenticated before it is read).
+    /// Request-body bytes all requests may hold at once by default (each authenticated before it is read).
     public static let maximumBodyBytesInFlight = 2 * maximumBodySize
-    let bodies = SharedAllowance(limit: BrokerAPI.maximumBodyBytesInFlight)
-    /// Bytes all spooled uploads may hold on disk at once.
+    let bodies: SharedAllowance
+    /// Bytes all spooled uploads may hold on disk at once by default.
     public static let maximumSpooledBytes = 4 * maximumBodySize
-    let spooledBytes = SharedAllowance(limit: BrokerAPI.maximumSpooledBytes)
+    let spooledBytes: SharedAllowance
     let catalogCache = CatalogCache()
     let turtleCatalogCache = CatalogCache()
-    /// Envelopes read from the store at once (each holds one of its readers while it downloads).
+    /// Envelopes read from the store at once by default (each holds one of its readers while it downloads).
     public static let maximumEnvelopeReaders = 4
-    let envelopeReaders = SharedAllowance(limit: BrokerAPI.maximumEnvelopeReaders)
+    let envelopeReaders: SharedAllowance
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
 
     let broker: Broker
@@ -45,8 +61,12 @@ public struct BrokerAPI: Sendable {
 
     public init(broker: Broker, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
                 catalog: @escaping @Sendable () -> CatalogSettings = { CatalogSettings() }, publicURL: String? = nil, tls: Bool = false,
-                witnesses: CheckpointWitnesses? = nil, clientCertificates: Bool = false, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
+                witnesses: CheckpointWitnesses? = nil, clientCertificates: Bool = false, limits: ServiceLimits = ServiceLimits(),
+                clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970) }) {
         self.broker = broker
+        self.bodies = SharedAllowance(limit: limits.bodyBytesInFlight)
+        self.spooledBytes = SharedAllowance(limit: limits.spooledBytes)
+        self.envelopeReaders = SharedAllowance(limit: limits.envelopeReaders)
         self.scheme = tls ? "https" : "http"
         self.witnesses = witnesses
         self.clientCertificates = clientCertificates

@@ -50,6 +50,12 @@ struct ServeCommand: AsyncParsableCommand {
     var previousBrokerKey: String?
     @Option(help: "Seconds a participant's old key is still accepted once the operator approved its rotation (default 86400).")
     var keyGracePeriod: Int?
+    @Option(help: "MiB of request bodies all requests may hold in memory at once (default 128); past it, 503 with Retry-After.")
+    var bodyMemoryMib: Int?
+    @Option(help: "MiB of uploads being spooled that may sit on disk at once (default 256); past it, 503 with Retry-After.")
+    var uploadDiskMib: Int?
+    @Option(help: "Envelopes read from the database at once (default 4); past it, 503 with Retry-After.")
+    var envelopeReaders: Int?
     @OptionGroup var passphrase: PassphraseOptions
     @Option(help: "Seconds between scheduled rounds (expiry, time-closed feed windows, webhook pushes).") var scheduleInterval: Int?
     @Option(help: "The exchange log's origin line (fixed when the database is created).") var logOrigin: String?
@@ -83,6 +89,9 @@ struct ServeCommand: AsyncParsableCommand {
         settings.override(\.operator, "operator", given: `operator`)
         settings.override(\.brokerKey, "broker_key", with: brokerKey)
         settings.override(\.keyGracePeriod, "key_grace_period", with: keyGracePeriod)
+        settings.override(\.bodyMemoryMiB, "body_memory_mib", with: bodyMemoryMib)
+        settings.override(\.uploadDiskMiB, "upload_disk_mib", with: uploadDiskMib)
+        settings.override(\.envelopeReaders, "envelope_readers", with: envelopeReaders)
         settings.override(\.previousBrokerKey, "previous_broker_key", given: previousBrokerKey)
         settings.override(\.scheduleInterval, "schedule_interval", with: scheduleInterval)
         settings.override(\.logOrigin, "log_origin", with: logOrigin)
@@ -153,7 +162,9 @@ struct ServeCommand: AsyncParsableCommand {
         let server: HTTPServerBuilder = try certificates.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration(clientCAs: clientCAs)) } ?? .http1()
         let app = Application(
             router: BrokerAPI(broker: broker, catalog: { catalog.current }, publicURL: publicURL, tls: certificates != nil,
-                              witnesses: witnesses, clientCertificates: clientCAs != nil).router(),
+                              witnesses: witnesses, clientCertificates: clientCAs != nil,
+                              limits: ServiceLimits(bodyBytesInFlight: settings.bodyMemoryMiB << 20, spooledBytes: settings.uploadDiskMiB << 20,
+                                                    envelopeReaders: settings.envelopeReaders)).router(),
             server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "civitas"),
             onServerRunning: { channel in

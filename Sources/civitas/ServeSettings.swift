@@ -26,6 +26,9 @@ struct ServeSettings: Sendable {
     var brokerKey = "Keys/broker.secret"
     var previousBrokerKey: String?
     var keyGracePeriod = 86_400
+    var bodyMemoryMiB = BrokerAPI.maximumBodyBytesInFlight >> 20
+    var uploadDiskMiB = BrokerAPI.maximumSpooledBytes >> 20
+    var envelopeReaders = BrokerAPI.maximumEnvelopeReaders
     var scheduleInterval = 5
     var logOrigin = BrokerStore.defaultLogOrigin
     var webhookAllow: [String] = []
@@ -67,7 +70,8 @@ struct ServeSettings: Sendable {
         .text("db", \.db, kind: .path), .text("postgres", \.postgres, secret: true), .number("postgres_connections", \.postgresConnections),
         .text("storage_key", \.storageKey, kind: .path), .text("broker_key", \.brokerKey, kind: .path),
         .text("previous_broker_key", \.previousBrokerKey, kind: .path), .text("operator", \.operator, kind: .path),
-        .number("schedule_interval", \.scheduleInterval), .number("key_grace_period", \.keyGracePeriod), .text("log_origin", \.logOrigin),
+        .number("schedule_interval", \.scheduleInterval), .number("key_grace_period", \.keyGracePeriod),
+        .number("body_memory_mib", \.bodyMemoryMiB), .number("upload_disk_mib", \.uploadDiskMiB), .number("envelope_readers", \.envelopeReaders), .text("log_origin", \.logOrigin),
         .list("webhook_allow", \.webhookAllow), .list("witness", \.witness), .text("catalog", \.catalog, kind: .path),
     ] }
 
@@ -178,6 +182,10 @@ struct ServeSettings: Sendable {
         if !(0...65535).contains(port) { problems.append("port must be 0 to 65535") }
         if !(1...1000).contains(postgresConnections) { problems.append("postgres_connections must be 1 to 1000") }
         if !(1...3600).contains(scheduleInterval) { problems.append("schedule_interval must be 1 to 3600 seconds") }
+        let largestBody = BrokerAPI.maximumBodySize >> 20
+        if !(largestBody...65_536).contains(bodyMemoryMiB) { problems.append("body_memory_mib must be \(largestBody) (one largest request body) to 65536") }
+        if !(largestBody...1_048_576).contains(uploadDiskMiB) { problems.append("upload_disk_mib must be \(largestBody) (one largest upload) to 1048576") }
+        if !(1...256).contains(envelopeReaders) { problems.append("envelope_readers must be 1 to 256") }
         if !(0...31_536_000).contains(keyGracePeriod) { problems.append("key_grace_period must be 0 to 31536000 seconds (a year)") }
         if let publicURL, !DatasetDescription.isWebIRI(publicURL) { problems.append("public_url must be an http(s) URL") }
         if (tlsCert == nil) != (tlsKey == nil) { problems.append("tls_cert and tls_key go together") }

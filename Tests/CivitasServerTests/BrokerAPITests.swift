@@ -21,13 +21,13 @@ struct TestBroker {
     let partner: SecretKeys
     static let now: Int64 = 1_795_000_000
 
-    init() throws {
+    init(limits: ServiceLimits = ServiceLimits()) throws {
         let directory = NSTemporaryDirectory() + "civitas-api-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         store = try BrokerStore(path: directory + "/broker.sqlite", storageKey: try SealedStorageKey.generate())
         brokerKeys = try SecretKeys.generate(name: "broker")
         broker = try Broker(store: store, keys: brokerKeys)
-        api = BrokerAPI(broker: broker, clock: { TestBroker.now })
+        api = BrokerAPI(broker: broker, limits: limits, clock: { TestBroker.now })
         operatorKeys = try SecretKeys.generate(name: "operator")
         agency = try SecretKeys.generate(name: "emergency-services")
         partner = try SecretKeys.generate(name: "health")
@@ -468,6 +468,20 @@ struct SpooledUploadTests {
             let body = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
             let register = try TestBroker.signed(.post, "/datasets", body: body, key: broker.agency, extra: [.contentLength: "\(body.count)"])
             #expect(try await client.execute(register).status == .serviceUnavailable)
+        }
+    }
+
+    @Test("The operator's limit on bodies held at once applies: a body past it is answered 503 busy, the same body under the default is taken")
+    func configuredBodyLimit() async throws {
+        let body = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+        for (limit, refused) in [(body.count - 1, true), (BrokerAPI.maximumBodyBytesInFlight, false)] {
+            let broker = try TestBroker(limits: ServiceLimits(bodyBytesInFlight: limit))
+            try await broker.application.test(.router) { client in
+                let register = try TestBroker.signed(.post, "/datasets", body: body, key: broker.agency, extra: [.contentLength: "\(body.count)"])
+                let answer = try await client.execute(register)
+                #expect((answer.status == .serviceUnavailable) == refused, "limit \(limit): \(answer.status)")
+                if refused { #expect(answer.headers[.retryAfter] == "1") }
+            }
         }
     }
 

@@ -82,12 +82,13 @@ def test_wrong_settings_are_refused_together_and_secrets_stay_hidden(civitas_bin
     refused = check(civitas_bin, tmp_path, "type.json")
     assert refused.returncode != 0 and '"port" must be a whole number' in refused.stderr
     (tmp_path / "many.json").write_text(json.dumps({
-        "port": 70000, "schedule_interval": 0, "public_url": "ftp://x", "tls_cert": "missing.pem",
+        "port": 70000, "schedule_interval": 0, "body_memory_mib": 10, "envelope_readers": 0, "public_url": "ftp://x", "tls_cert": "missing.pem",
         "postgres": "postgres://civitas:hunter2-secret@db.internal/civitas"}))
     refused = check(civitas_bin, tmp_path, "many.json")
     assert refused.returncode != 0
     for problem in ("port must be 0 to 65535", "schedule_interval must be 1 to 3600", "public_url must be an http(s) URL",
-                    "tls_cert and tls_key go together", "postgres needs storage_key"):
+                    "tls_cert and tls_key go together", "postgres needs storage_key", "body_memory_mib must be 64",
+                    "envelope_readers must be 1 to 256"):
         assert problem in refused.stderr, refused.stderr
     assert "hunter2-secret" not in refused.stdout + refused.stderr
     assert "postgres://civitas:***@db.internal/civitas" in refused.stdout
