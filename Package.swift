@@ -109,6 +109,7 @@ let package = Package(
             name: "civitas",
             dependencies: [
                 "CivitasCrypto",
+                "CivitasTime",
                 "CivitasLog",
                 "CivitasPrivacy",
                 "CivitasStore",

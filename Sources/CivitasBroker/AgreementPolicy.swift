@@ -84,25 +84,79 @@ public struct AgreementPolicy: Sendable, Equatable {
     /// Largest policy accepted, in bytes.
     public static let maximumSize = 64 * 1024
 
-    /// Parses and checks a policy document; every problem names the member.
+    /// Parses and checks a policy document; every problem is reported at once (in the error's
+    /// details), each naming the member.
     public static func parse(_ value: JSONValue) throws -> AgreementPolicy {
         guard let object = value.objectValue else { throw invalid("the policy must be a JSON object") }
-        try members(object, of: "the policy", allowed: ["agreement", "dataset", "publisher", "partner", "purposes", "legal_basis", "fields",
-                                                         "treatment", "aggregates", "epsilon_budget", "valid_from", "valid_until", "feed"])
         let canonical = try CanonicalJSON.encode(value)
         guard canonical.count <= maximumSize else { throw invalid("the policy is larger than \(maximumSize) bytes") }
-        let id = try code(object, "agreement", maximum: 128)
-        let dataset = try code(object, "dataset", maximum: 128)
-        let publisher = try keyID(object, "publisher")
-        let partner = try keyID(object, "partner")
-        let purposes = try codes(object, "purposes", maximum: 32)
-        guard !purposes.isEmpty else { throw invalid("policy member 'purposes' must name at least one purpose") }
-        guard let basisText = object["legal_basis"]?.stringValue, let legalBasis = LegalBasis(rawValue: basisText) else {
-            throw invalid("policy member 'legal_basis' must be one of \(LegalBasis.allCases.map(\.rawValue).joined(separator: ", "))")
+        var problems = PolicyProblems()
+        problems.attempt {
+            try members(object, of: "the policy", allowed: ["agreement", "dataset", "publisher", "partner", "purposes", "legal_basis", "fields",
+                                                             "treatment", "aggregates", "epsilon_budget", "valid_from", "valid_until", "feed"])
         }
-        let fields = try names(object, "fields", maximum: 256)
-        guard !fields.isEmpty else { throw invalid("policy member 'fields' must allow at least one field") }
-        guard let treatmentObject = object["treatment"]?.objectValue else { throw invalid("policy member 'treatment' must be an object") }
+        let id = problems.attempt { try code(object, "agreement", maximum: 128) }
+        let dataset = problems.attempt { try code(object, "dataset", maximum: 128) }
+        let publisher = problems.attempt { try keyID(object, "publisher") }
+        let partner = problems.attempt { try keyID(object, "partner") }
+        let purposes = problems.attempt { () throws -> [String] in
+            let purposes = try codes(object, "purposes", maximum: 32)
+            guard !purposes.isEmpty else { throw invalid("policy member 'purposes' must name at least one purpose") }
+            return purposes
+        }
+        let legalBasis = problems.attempt { () throws -> LegalBasis in
+            guard let basisText = object["legal_basis"]?.stringValue, let legalBasis = LegalBasis(rawValue: basisText) else {
+                throw invalid("policy member 'legal_basis' must be one of \(LegalBasis.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return legalBasis
+        }
+        let fields = problems.attempt { () throws -> [String] in
+            let fields = try names(object, "fields", maximum: 256)
+            guard !fields.isEmpty else { throw invalid("policy member 'fields' must allow at least one field") }
+            return fields
+        }
+        let treatment = problems.attempt { try parseTreatment(object["treatment"]) }
+        let aggregates = problems.attempt { () throws -> AggregateTerms? in
+            guard let terms = object["aggregates"] else { return nil }
+            guard let terms = terms.objectValue else { throw invalid("policy member 'aggregates' must be an object") }
+            try members(terms, of: "aggregates", allowed: ["group_by", "group_keys", "max_epsilon_per_query", "max_rows_per_subject", "max_groups_per_subject"])
+            return AggregateTerms(
+                groupBy: try names(terms, "group_by", maximum: 8, optional: true),
+                groupKeys: try groupKeys(terms["group_keys"]),
+                maxEpsilonPerQueryMicro: try micro(terms["max_epsilon_per_query"], "aggregates.max_epsilon_per_query"),
+                maxRowsPerSubject: terms["max_rows_per_subject"] == nil ? 1 : try integer(terms, "aggregates.max_rows_per_subject", key: "max_rows_per_subject", range: 1...1000),
+                maxGroupsPerSubject: terms["max_groups_per_subject"] == nil ? 1 : try integer(terms, "aggregates.max_groups_per_subject", key: "max_groups_per_subject", range: 1...1000))
+        }
+        let feed = problems.attempt { () throws -> FeedTerms? in
+            guard let terms = object["feed"] else { return nil }
+            guard let terms = terms.objectValue else { throw invalid("policy member 'feed' must be an object") }
+            try members(terms, of: "feed", allowed: ["window_records", "window_seconds", "below_k"])
+            let belowK = terms["below_k"]?.stringValue ?? "wait"
+            guard let mode = FeedTerms.BelowK(rawValue: belowK) else { throw invalid("feed.below_k must be wait or suppress") }
+            return FeedTerms(windowRecords: try integer(terms, "feed.window_records", key: "window_records", range: 1...1_000_000),
+                             windowSeconds: try integer(terms, "feed.window_seconds", key: "window_seconds", range: 1...31_536_000),
+                             belowK: mode)
+        }
+        let budget = problems.attempt { try micro(object["epsilon_budget"] ?? .number(0), "epsilon_budget") }
+        let validFrom = problems.attempt { try time(object, "valid_from") }
+        let validUntil = problems.attempt { try time(object, "valid_until") }
+        if let validFrom, let validUntil, validFrom >= validUntil {
+            problems.add("valid_from \(validFrom) must come before valid_until \(validUntil)")
+        }
+        try problems.throwIfAny()
+        guard let id, let dataset, let publisher, let partner, let purposes, let legalBasis, let fields, let treatment,
+              let aggregates, let feed, let budget, let validFrom, let validUntil else {
+            throw invalid("the policy could not be read")
+        }
+        return AgreementPolicy(id: id, dataset: dataset, publisher: publisher, partner: partner, purposes: purposes, legalBasis: legalBasis,
+                               fields: fields, treatment: treatment, aggregates: aggregates, epsilonBudgetMicro: budget,
+                               validFrom: validFrom, validUntil: validUntil, feed: feed,
+                               canonical: canonical, sha256: SHA256Hasher.hash(canonical))
+    }
+
+    /// The `treatment` member.
+    static func parseTreatment(_ value: JSONValue?) throws -> Treatment {
+        guard let treatmentObject = value?.objectValue else { throw invalid("policy member 'treatment' must be an object") }
         try members(treatmentObject, of: "treatment", allowed: ["k", "l", "suppression_limit", "algorithm", "pseudonym_epoch", "measure_noise", "linkage",
                                                              "max_records_per_subject"])
         guard let linkage = Linkage(rawValue: treatmentObject["linkage"]?.stringValue ?? "delivery") else {
@@ -128,44 +182,29 @@ public struct AgreementPolicy: Sendable, Equatable {
         }
         guard ["optimal", "mondrian"].contains(treatment.algorithm) else { throw invalid("treatment.algorithm must be optimal or mondrian") }
         guard (1...64).contains(treatment.pseudonymEpoch.utf8.count) else { throw invalid("treatment.pseudonym_epoch must be 1-64 bytes") }
-        var aggregates: AggregateTerms?
-        if let terms = object["aggregates"] {
-            guard let terms = terms.objectValue else { throw invalid("policy member 'aggregates' must be an object") }
-            try members(terms, of: "aggregates", allowed: ["group_by", "group_keys", "max_epsilon_per_query", "max_rows_per_subject", "max_groups_per_subject"])
-            aggregates = AggregateTerms(
-                groupBy: try names(terms, "group_by", maximum: 8, optional: true),
-                groupKeys: try groupKeys(terms["group_keys"]),
-                maxEpsilonPerQueryMicro: try micro(terms["max_epsilon_per_query"], "aggregates.max_epsilon_per_query"),
-                maxRowsPerSubject: terms["max_rows_per_subject"] == nil ? 1 : try integer(terms, "aggregates.max_rows_per_subject", key: "max_rows_per_subject", range: 1...1000),
-                maxGroupsPerSubject: terms["max_groups_per_subject"] == nil ? 1 : try integer(terms, "aggregates.max_groups_per_subject", key: "max_groups_per_subject", range: 1...1000))
-        }
-        var feed: FeedTerms?
-        if let terms = object["feed"] {
-            guard let terms = terms.objectValue else { throw invalid("policy member 'feed' must be an object") }
-            try members(terms, of: "feed", allowed: ["window_records", "window_seconds", "below_k"])
-            let belowK = terms["below_k"]?.stringValue ?? "wait"
-            guard let mode = FeedTerms.BelowK(rawValue: belowK) else { throw invalid("feed.below_k must be wait or suppress") }
-            feed = FeedTerms(windowRecords: try integer(terms, "feed.window_records", key: "window_records", range: 1...1_000_000),
-                             windowSeconds: try integer(terms, "feed.window_seconds", key: "window_seconds", range: 1...31_536_000),
-                             belowK: mode)
-        }
-        let validFrom = try time(object, "valid_from"), validUntil = try time(object, "valid_until")
-        guard validFrom < validUntil else { throw invalid("valid_from \(validFrom) must come before valid_until \(validUntil)") }
-        return AgreementPolicy(id: id, dataset: dataset, publisher: publisher, partner: partner, purposes: purposes, legalBasis: legalBasis,
-                               fields: fields, treatment: treatment, aggregates: aggregates,
-                               epsilonBudgetMicro: try micro(object["epsilon_budget"] ?? .number(0), "epsilon_budget"),
-                               validFrom: validFrom, validUntil: validUntil, feed: feed,
-                               canonical: canonical, sha256: SHA256Hasher.hash(canonical))
+        return treatment
     }
 
     /// Checks the policy against the dataset's schema and offered purposes: allowed fields exist
     /// and none is marked `drop`; released quasi-identifiers need k ≥ 2; legal basis `consent`
     /// needs a subject field; group-by and aggregate columns exist.
     public func check(against schema: DatasetSchema, offeredPurposes: [String]) throws {
+        var problems = PolicyProblems()
         for field in fields {
-            guard let described = schema.field(field) else { throw Self.invalid("field '\(field)' is not in the schema of \(dataset)") }
-            if described.privacy == .drop { throw Self.invalid("field '\(field)' is marked drop in the schema of \(dataset) and never leaves") }
+            problems.attempt { try checkField(field, schema: schema) }
         }
+        problems.attempt { try checkTerms(against: schema, offeredPurposes: offeredPurposes) }
+        try problems.throwIfAny()
+    }
+
+    /// One allowed field exists and may leave.
+    func checkField(_ field: String, schema: DatasetSchema) throws {
+        guard let described = schema.field(field) else { throw Self.invalid("field '\(field)' is not in the schema of \(dataset)") }
+        if described.privacy == .drop { throw Self.invalid("field '\(field)' is marked drop in the schema of \(dataset) and never leaves") }
+    }
+
+    /// The terms other than the fields, against the schema and the offered purposes.
+    func checkTerms(against schema: DatasetSchema, offeredPurposes: [String]) throws {
         if let purpose = purposes.first(where: { !offeredPurposes.contains($0) }) {
             throw Self.invalid("dataset \(dataset) is not offered for purpose \(purpose) (offered: \(offeredPurposes.joined(separator: ", ")))")
         }
@@ -300,5 +339,29 @@ public struct AgreementPolicy: Sendable, Equatable {
             throw invalid("policy member '\(key)' must be an RFC 3339 UTC time like 2026-11-26T12:00:00Z")
         }
         return time
+    }
+}
+
+/// The problems found in a policy, gathered so that all are reported at once.
+struct PolicyProblems {
+    private(set) var messages: [String] = []
+
+    /// Runs one check; a refusal is noted and nil returned.
+    mutating func attempt<T>(_ body: () throws -> T) -> T? {
+        do { return try body() } catch let error as BrokerError {
+            messages.append(contentsOf: error.details.isEmpty ? [error.message] : error.details)
+        } catch {
+            messages.append("\(error)")
+        }
+        return nil
+    }
+
+    mutating func add(_ message: String) { messages.append(message) }
+
+    /// Refuses with every problem noted: the first as the message, all in the details.
+    func throwIfAny() throws {
+        guard let first = messages.first else { return }
+        let message = messages.count == 1 ? first : "the policy has \(messages.count) problems; the first: \(first)"
+        throw BrokerError(.invalid, message, details: messages.count == 1 ? [] : messages)
     }
 }

@@ -239,7 +239,11 @@ public struct BrokerAPI: Sendable {
     func showDataset(_ context: CivitasRequestContext) throws -> Response {
         _ = try require(context, roles: Set(Participant.Role.allCases))
         let id = context.parameters.get("dataset") ?? ""
-        return JSONResponse.make(Self.json(try broker.dataset(id)))
+        let dataset = try broker.dataset(id)
+        guard case .object(var shown) = Self.json(dataset) else { return JSONResponse.make(Self.json(dataset)) }
+        // The schema (what the catalog also describes), so a publisher can draft an agreement from it.
+        shown["schema"] = (try? JSONParser.parse(dataset.schema)) ?? .null
+        return JSONResponse.make(.object(shown))
     }
 
     /// Batch uploads (CSV, JSON Lines, NGSI) are read a block at a time, so their bodies are

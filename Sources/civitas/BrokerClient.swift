@@ -274,8 +274,8 @@ struct BrokerClient {
             let message = json["error"]?["message"]?.stringValue ?? "HTTP \(status)"
             var line = "broker refused (\(status)): \(message)"
             if case .array(let details)? = json["error"]?["details"] {
-                line += "; " + details.compactMap(\.stringValue).prefix(5).joined(separator: "; ")
-                if details.count > 5 { line += "; …" }
+                line += "; " + details.compactMap(\.stringValue).prefix(20).joined(separator: "; ")
+                if details.count > 20 { line += "; …" }
             }
             if let requestID = headers["request-id"] { line += " (request id \(requestID))" }
             throw CLIError(line)

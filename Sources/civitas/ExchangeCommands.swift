@@ -3,13 +3,94 @@ import CivitasBroker
 import CivitasCrypto
 import CivitasLog
 import CivitasPrivacy
+import CivitasTime
 import Foundation
 import NIOCore
 
 struct AgreementsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agreements", abstract: "Offer, accept, revoke and show sharing agreements.",
-        subcommands: [Offer.self, Accept.self, Revoke.self, Show.self, List.self])
+        subcommands: [Draft.self, Offer.self, Accept.self, Revoke.self, Show.self, List.self])
+
+    struct Draft: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a policy to edit and offer, from the dataset's schema (its publisher).",
+            discussion: """
+                The draft names you as publisher and the partner by its key id, allows every field the schema does not \
+                mark drop (each listed with its privacy class in the output), asks k = 5 with up to 5% of records \
+                suppressed when a quasi-identifier is released, takes the purposes the dataset is offered for (or --purpose), \
+                the legal basis consent when the records have a subject field (public-task otherwise), an ε budget of 1 and \
+                a year's validity from today. It is checked as the broker will check it before it is written. Edit it, then \
+                `civitas agreements offer FILE`.
+                """)
+        @OptionGroup var options: BrokerOptions
+        @Option(help: "The dataset id.") var dataset: String
+        @Option(help: ArgumentHelp("The partner: its name, its key id, or its .pub file.", valueName: "NAME|KEY-ID|FILE.pub")) var partner: String
+        @Option(help: "The agreement's id (default: ag-DATASET-PARTNER).") var id: String?
+        @Option(name: .customLong("purpose"), help: "A purpose (repeatable; default: the purposes the dataset is offered for).") var purposes: [String] = []
+        @Option(help: "Write the policy here (refused if it exists; default: standard output).") var out: String?
+
+        func run() async throws {
+            let client = try BrokerClient(options)
+            let (_, shown) = try await client.send("GET", "/datasets/\(dataset)")
+            guard let schemaValue = shown["schema"], schemaValue.objectValue != nil else { throw CLIError("the broker did not show the schema of \(dataset)") }
+            let schema = try DatasetSchema.parse(try CanonicalJSON.encode(schemaValue))
+            let partnerKeys = try await resolvePartner(client)
+            var offered: [String] = []
+            if case .array(let items)? = shown["purposes"] { offered = items.compactMap(\.stringValue) }
+            let purposes = self.purposes.isEmpty ? offered : self.purposes
+            guard !purposes.isEmpty else { throw CLIError("dataset \(dataset) is offered for no purpose: give --purpose") }
+            let released = schema.fields.filter { $0.privacy != .drop }
+            let quasi = released.contains { $0.privacy == .quasiIdentifier }
+            let hasSubject = schema.fields.contains { $0.privacy == .subject }
+            let today = UTCTime(secondsSince1970: Int64(Date().timeIntervalSince1970) / 86_400 * 86_400)
+            let policy: JSONValue = .object([
+                "agreement": .string(id ?? "ag-\(dataset)-\(partnerKeys.name)".lowercased()),
+                "dataset": .string(dataset), "publisher": .string(client.keys.keyID.hex), "partner": .string(partnerKeys.keyID.hex),
+                "purposes": .array(purposes.map(JSONValue.string)), "legal_basis": .string(hasSubject ? "consent" : "public-task"),
+                "fields": .array(released.map { .string($0.name) }),
+                "treatment": .object(quasi ? ["k": .number(5), "suppression_limit": .number(0.05)] : ["k": .number(1)]),
+                "epsilon_budget": .number(1),
+                "valid_from": .string(today.rfc3339),
+                "valid_until": .string(UTCTime(secondsSince1970: today.secondsSince1970 + 365 * 86_400).rfc3339),
+            ])
+            // Checked as the broker will check it.
+            do {
+                try AgreementPolicy.parse(policy).check(against: schema, offeredPurposes: offered)
+            } catch let error as BrokerError {
+                throw CLIError("the draft does not pass the broker's checks: \(error.message)")
+            }
+            let text = String(decoding: try CanonicalJSON.encode(policy), as: UTF8.self)
+            let pretty = try JSONSerialization.data(withJSONObject: try JSONSerialization.jsonObject(with: Data(text.utf8)),
+                                                    options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            let classes = released.map { "\($0.name) (\($0.privacy.rawValue))" }.joined(separator: ", ")
+            if let out {
+                let file = try Files.AtomicFile(path: out, mode: 0o644)
+                try Array(pretty + Data("\n".utf8)).withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: out).write($0) }
+                try file.commit(replacing: false)
+                Output.warn("wrote \(out): fields \(classes); edit it, then civitas agreements offer \(out)")
+            } else {
+                print(String(decoding: pretty, as: UTF8.self))
+                Output.warn("fields \(classes)")
+            }
+        }
+
+        /// The partner's keys, from a .pub file, or from the broker's participants by key id or name.
+        func resolvePartner(_ client: BrokerClient) async throws -> PublicKeys {
+            if partner.hasSuffix(".pub") { return try Files.publicKeys(partner) }
+            let (_, json) = try await client.send("GET", "/participants")
+            guard case .array(let participants)? = json["participants"] else { throw CLIError("the broker's answer lists no participants") }
+            let partners = participants.filter { $0["role"]?.stringValue == "partner" }
+            let matches = partners.filter { $0["key_id"]?.stringValue == partner || $0["name"]?.stringValue == partner }
+            guard matches.count == 1, let match = matches.first, let name = match["name"]?.stringValue,
+                  let signing = match["ed25519"]?.stringValue.flatMap(Base64.decode),
+                  let encryption = match["x25519"]?.stringValue.flatMap(Base64.decode) else {
+                throw CLIError(matches.isEmpty ? "no registered partner is named or has the key id \(partner)"
+                                               : "\(matches.count) partners are named \(partner): give its key id")
+            }
+            return try PublicKeys(name: name, signingKey: signing, encryptionKey: encryption)
+        }
+    }
 
     struct Offer: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
