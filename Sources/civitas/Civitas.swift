@@ -6,9 +6,14 @@ struct Civitas: AsyncParsableCommand {
         commandName: "civitas",
         abstract: "Civitas: a privacy-preserving data-sharing broker for cities.",
         discussion: """
-            Keys, signed and encrypted envelopes, and the offline checks an auditor runs.
-            Every command exits 0 on success and non-zero with a one-line reason on failure.
-            '-' stands for standard input or standard output where a file is expected.
+            The broker (serve, its witnesses, config check), the commands its participants run against it (participants, \
+            datasets, publish, consent, agreements, request, pull, log fetch, relay), and the tools that work on files \
+            without a broker (keys, seal, open, verify, audit, anonymize, aggregate). `civitas demo` runs a whole \
+            exchange on loopback.
+
+            Every command exits 0 on success and 1 with a one-line reason on standard error on failure; the commands \
+            that report something take --json (docs/cli.md). '-' stands for standard input or standard output where a \
+            file is expected.
             """,
         subcommands: [KeysCommand.self, SealCommand.self, OpenCommand.self, VerifyCommand.self, AuditCommand.self, LogCommand.self,
                       AnonymizeCommand.self, AggregateCommand.self, ServeCommand.self, ParticipantsCommand.self, DatasetsCommand.self,

@@ -197,7 +197,7 @@ struct ConsentCommand: AsyncParsableCommand {
     @Option(help: "A file of subject ids, one per line: one event each.") var subjects: String?
     @Option(help: "Purpose code.") var purpose: String
     @Option(help: "The notice shown to the subject (id or URL).") var notice: String
-    @Option(help: "How consent was collected: web-form, paper-form, phone…") var method: String = "web-form"
+    @Option(help: "How consent was collected, as recorded in each receipt: web-form, paper-form, phone… (default: web-form).") var method: String = "web-form"
     @Option(help: "Jurisdiction code.") var jurisdiction: String
     @Option(help: "Write the receipts here (JSON Lines: each request's batch line, then its receipts).") var receipt: String?
     @OptionGroup var report: ReportFormat
@@ -262,8 +262,8 @@ struct ConsentCommand: AsyncParsableCommand {
         let logged = entries.count == 1 ? "log entry \(entries[0])" : "log entries \(entries.min() ?? 0)–\(entries.max() ?? 0)"
         try report.emit(["action": .string(action), "dataset": .string(dataset), "purpose": .string(purpose), "events": .number(Double(events)),
                          "requests": .number(Double(requests)), "log_entries": .array(entries.sorted().map { .number(Double($0)) }),
-                         "receipts": receipt.map(JSONValue.string) ?? .null],
-                        text: "consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(events) event(s) in \(requests) request(s), \(logged)\(receipt.map { "; receipts in \($0)" } ?? "")")
+                         "receipts": receipt.map(JSONValue.string) ?? .null, "method": .string(method)],
+                        text: "consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(events) event(s) in \(requests) request(s), \(logged), collected by \(method)\(self.method == "web-form" ? " (--method to record another way)" : "")\(receipt.map { "; receipts in \($0)" } ?? "")")
     }
 }
 

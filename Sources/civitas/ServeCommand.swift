@@ -18,15 +18,20 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the broker's HTTP API on embedded SQLite, or as one of several nodes on PostgreSQL.",
         discussion: """
-            Listens on 127.0.0.1 unless told otherwise. The database (SQLite, WAL) is at --db or $CIVITAS_DB;
-            with --postgres URL (or $CIVITAS_POSTGRES) the broker keeps its state in that PostgreSQL database
-            instead, which any number of broker nodes may share: give every node the same --storage-key and
+            Listens on 127.0.0.1 unless told otherwise. The database (SQLite, WAL) is at --db or $CIVITAS_DB; \
+            with --postgres URL (or $CIVITAS_POSTGRES) the broker keeps its state in that PostgreSQL database \
+            instead, which any number of broker nodes may share: give every node the same --storage-key and \
             --broker-key files.
-            Records are encrypted at rest under per-dataset keys wrapped by the storage key file
-            (created with mode 0600 if missing). --operator registers the operator's public key at start.
-            The broker signs envelopes, log checkpoints and consent receipts with --broker-key (created with
-            its .pub beside it when missing; give partners and auditors the .pub). Every few seconds it expires
-            agreements past their validity, closes feed windows that are due by time and pushes windows to webhooks.
+
+            Records are encrypted at rest under per-dataset keys wrapped by the storage key file \
+            (created with mode 0600 if missing). --operator registers the operator's public key at start. \
+            The broker signs envelopes, log checkpoints and consent receipts with --broker-key (created with \
+            its .pub beside it when missing; give partners and auditors the .pub). Every few seconds it expires \
+            agreements past their validity, closes feed windows that are due by time, checkpoints the log for \
+            its witnesses and pushes windows to webhooks.
+
+            Every option can come from a config file instead (--config FILE, JSON, the option's name with _ for -) \
+            or a CIVITAS_ environment variable; `civitas config check FILE` shows what applies.
             """
     )
 

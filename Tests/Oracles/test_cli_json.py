@@ -51,7 +51,11 @@ def test_reporting_commands_print_their_documented_shape(clinic):
     (clinic.folder / "subjects.txt").write_text("\n".join(clinic.person(i) for i in range(30)) + "\n")
     consent = shape("consent", run("consent", "grant", "--key", publisher, "--dataset", clinic.dataset, "--subjects", "subjects.txt",
                                    "--purpose", clinic.purpose, "--notice", "n-1", "--jurisdiction", "EU", "--json").stdout)
-    assert consent["events"] == 30 and consent["requests"] == 1
+    assert consent["events"] == 30 and consent["requests"] == 1 and consent["method"] == "web-form"
+    # Without --json, the sentence names the collection method recorded in every receipt, and how to change it.
+    said = run("consent", "grant", "--key", publisher, "--dataset", clinic.dataset, "--subject", clinic.person(0),
+               "--purpose", clinic.purpose, "--notice", "n-1", "--jurisdiction", "EU").stdout
+    assert "collected by web-form (--method to record another way)" in said, said
 
     policy = clinic.policy("ag-json", "health", k=3, feed={"window_records": 100, "window_seconds": 600, "below_k": "wait"})
     (clinic.folder / "ag-json.json").write_text(json.dumps(policy))
