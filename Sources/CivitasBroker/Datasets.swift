@@ -85,19 +85,26 @@ extension Broker {
 
     /// Reads a batch in `format`, validates every record against the dataset's schema and stores
     /// it encrypted, whole or not at all; feed windows it fills close at once (a window that
-    /// fails is reported to `windowFailed`). The same `idempotencyKey` answers the stored batch.
+    /// fails is reported to `windowFailed`). The same `idempotencyKey` answers the stored batch:
+    /// at once, without reading the batch again, when its bytes are the same (`bodySHA256`, their
+    /// SHA-256); after reading it, when other bytes hold the same records.
     /// `body` opens the batch's bytes from the start; it may be called more than once.
-    public func publishBatch(dataset id: String, format: BatchFormat, body: () throws -> ByteSource, idempotencyKey: String?, by publisher: Participant,
-                             now: UTCTime, windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
+    public func publishBatch(dataset id: String, format: BatchFormat, body: () throws -> ByteSource, bodySHA256: [UInt8]? = nil, idempotencyKey: String?,
+                             by publisher: Participant, now: UTCTime, windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
         try require(publisher, roles: [.agency])
         let dataset = try dataset(id)
         guard dataset.publisher == publisher.keys.keyID else { throw BrokerError(.forbidden, "only the publisher of \(id) may upload to it") }
+        if let idempotencyKey, let bodySHA256,
+           let stored = try mapStore({ try store.uploadedBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256) }) {
+            return stored
+        }
         let schema = try DatasetSchema.parse(dataset.schema)
         let batch: Batch
         if format == .csv {
-            batch = try publishCSV(dataset: id, schema: schema, body: try body(), idempotencyKey: idempotencyKey, now: now)
+            batch = try publishCSV(dataset: id, schema: schema, body: try body(), bodySHA256: bodySHA256, idempotencyKey: idempotencyKey, now: now)
         } else {
-            batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: body, idempotencyKey: idempotencyKey, now: now)
+            batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: body, bodySHA256: bodySHA256,
+                                       idempotencyKey: idempotencyKey, now: now)
         }
         if !batch.replayed {
             // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
@@ -109,11 +116,12 @@ extension Broker {
     /// A CSV batch read, validated and sealed chunk by chunk inside the store's transaction: the
     /// rows are never held whole. Any problem (up to the reported maximum, all rows read) refuses
     /// the whole batch and stores nothing.
-    private func publishCSV(dataset id: String, schema: DatasetSchema, body: ByteSource, idempotencyKey: String?, now: UTCTime) throws -> Batch {
+    private func publishCSV(dataset id: String, schema: DatasetSchema, body: ByteSource, bodySHA256: [UInt8]?, idempotencyKey: String?,
+                            now: UTCTime) throws -> Batch {
         var limits = CSVTable.Limits()
         limits.maximumRows = Self.maximumBatchRows
         return try mapStore {
-            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
+            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256, now: now) { emit in
                 var columns: [String] = []
                 var problems: [DatasetSchema.Issue] = []
                 var rows = 0
@@ -145,8 +153,8 @@ extension Broker {
     /// record is validated and the fields are collected (a batch's columns are the union of its
     /// records' fields), then, inside the store's transaction, each record becomes a row under
     /// those columns and is sealed chunk by chunk. The records are never held whole.
-    private func publishRecords(dataset id: String, schema: DatasetSchema, ngsi: Bool, body: () throws -> ByteSource, idempotencyKey: String?,
-                                now: UTCTime) throws -> Batch {
+    private func publishRecords(dataset id: String, schema: DatasetSchema, ngsi: Bool, body: () throws -> ByteSource, bodySHA256: [UInt8]?,
+                                idempotencyKey: String?, now: UTCTime) throws -> Batch {
         func forEachRecord(_ handle: (_ record: [String: JSONValue], _ number: Int) throws -> Void) throws {
             do {
                 var number = 0
@@ -174,7 +182,7 @@ extension Broker {
         guard records > 0 else { throw BrokerError(.invalidBatch, "the batch has no records; nothing was stored") }
         let columns = fields.sorted()
         return try mapStore {
-            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
+            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256, now: now) { emit in
                 try emit(columns, [])
                 var chunk: [[String]] = []
                 try forEachRecord { record, _ in

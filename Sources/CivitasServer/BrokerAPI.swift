@@ -274,8 +274,8 @@ public struct BrokerAPI: Sendable {
         let idempotencyKey = Self.idempotencyKey(request)
         let spooled = context.spooled, inMemory = context.body
         let body = { () -> ByteSource in spooled?.source() ?? MemorySource(inMemory) }
-        let batch = try broker.publishBatch(dataset: id, format: format, body: body, idempotencyKey: idempotencyKey, by: publisher,
-                                            now: now()) { feed, error in
+        let batch = try broker.publishBatch(dataset: id, format: format, body: body, bodySHA256: context.bodySHA256, idempotencyKey: idempotencyKey,
+                                            by: publisher, now: now()) { feed, error in
             context.logger.warning("feed window not delivered", metadata: ["feed": "\(feed)", "error": "\(error)"])
         }
         return JSONResponse.make(status: batch.replayed ? .ok : .created, .object([

@@ -15,6 +15,8 @@ public struct CivitasRequestContext: RequestContext {
     public var body: [UInt8] = []
     /// A body streamed to a temporary file instead (CSV batch uploads), checked against Content-Digest.
     var spooled: SpooledBody?
+    /// The SHA-256 of the body as received (what its Content-Digest states), once verified.
+    var bodySHA256: [UInt8] = []
 
     /// The connection the request came on (its TLS handler holds the client's certificate).
     let channel: any Channel

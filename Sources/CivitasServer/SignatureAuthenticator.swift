@@ -184,6 +184,7 @@ struct SignatureAuthenticator: RouterMiddleware {
         guard ContentDigest.matches(digest, sha256: expected) else {
             throw APIError.unauthorized("Content-Digest does not match the body")
         }
+        context.bodySHA256 = expected
         context.participant = participant
         context.signingKey = signer.key.keyID
         context.logger[metadataKey: "participant"] = .string(participant.keys.keyID.hex)

@@ -55,8 +55,13 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func datasets() throws -> [Dataset]
     /// Stores a batch handed over chunk by chunk (columns, rows), whole or not at all: a producer
     /// that throws leaves nothing stored.
-    func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
+    /// `bodySHA256` is the SHA-256 of the upload's bytes as received, kept with its idempotency key
+    /// so that the same upload sent again is recognized without reading it (``uploadedBatch(dataset:idempotencyKey:bodySHA256:)``).
+    func appendBatch(dataset id: String, idempotencyKey: String?, bodySHA256: [UInt8]?, now: UTCTime,
                      produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch
+    /// The batch stored under `idempotencyKey` from an upload of exactly these bytes (their
+    /// SHA-256), answered as replayed; nil when there is none (or it came from other bytes).
+    func uploadedBatch(dataset id: String, idempotencyKey: String, bodySHA256: [UInt8]) throws -> Batch?
     func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary]
     /// The records of a dataset (or of some batches), segment by segment.
     func records(of id: String, batches: Range<Int64>?, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws
@@ -100,10 +105,10 @@ public protocol BrokerStorage: AnyObject, Sendable {
 extension BrokerStore: BrokerStorage {}
 
 extension BrokerStorage {
-    /// Stores a batch given whole, encrypted, as ``appendBatch(dataset:idempotencyKey:now:produce:)``
+    /// Stores a batch given whole, encrypted, as ``appendBatch(dataset:idempotencyKey:bodySHA256:now:produce:)``
     /// does; the same idempotency key answers the stored batch.
     public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch {
-        try appendBatch(dataset: id, idempotencyKey: idempotencyKey, now: now) { emit in
+        try appendBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: nil, now: now) { emit in
             try emit(columns, [])
             for start in stride(from: 0, to: rows.count, by: Segments.rows) {
                 try emit(columns, Array(rows[start..<min(rows.count, start + Segments.rows)]))

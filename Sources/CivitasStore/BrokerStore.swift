@@ -122,7 +122,7 @@ public final class BrokerStore: Sendable {
     /// producer that throws leaves nothing stored. Every chunk names the same columns; the first
     /// may carry no rows. With an idempotency key already used, the rows are only hashed and
     /// compared, and the stored batch is answered.
-    public func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
+    public func appendBatch(dataset id: String, idempotencyKey: String?, bodySHA256: [UInt8]?, now: UTCTime,
                             produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
         try Segments.checkIdempotencyKey(idempotencyKey)
         let datasetKey = try self.datasetKey(id)
@@ -138,8 +138,8 @@ public final class BrokerStore: Sendable {
                                  idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: true)
                 }
                 let sequence = (try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM batch WHERE dataset = ?", arguments: [id]) ?? 0) + 1
-                try db.execute(sql: "INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, created) VALUES (?, ?, 0, ?, ?, ?)",
-                               arguments: [id, sequence, idempotencyKey, Data(count: SHA256Hasher.digestLength), now])
+                try db.execute(sql: "INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, body_sha256, created) VALUES (?, ?, 0, ?, ?, ?, ?)",
+                               arguments: [id, sequence, idempotencyKey, Data(count: SHA256Hasher.digestLength), bodySHA256.map { Data($0) }, now])
                 let insert = try db.cachedStatement(sql: "INSERT INTO segment (dataset, sequence, position, sealed) VALUES (?, ?, ?, ?)")
                 let (records, hash) = try Segments.seal(dataset: id, sequence: sequence, key: datasetKey, produce: produce) { position, sealed in
                     try insert.execute(arguments: [id, sequence, position, Data(sealed)])
@@ -147,6 +147,18 @@ public final class BrokerStore: Sendable {
                 try db.execute(sql: "UPDATE batch SET records = ?, content_sha256 = ? WHERE dataset = ? AND sequence = ?",
                                arguments: [records, Data(hash), id, sequence])
                 return Batch(dataset: id, sequence: sequence, records: records, idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: false)
+            }
+        }
+    }
+
+    public func uploadedBatch(dataset id: String, idempotencyKey: String, bodySHA256: [UInt8]) throws -> Batch? {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT sequence, records, content_sha256 FROM batch WHERE dataset = ? AND idempotency_key = ? AND body_sha256 = ?",
+                                 arguments: [id, idempotencyKey, Data(bodySHA256)]).map { row in
+                    Batch(dataset: id, sequence: try row.integer("sequence"), records: Int(try row.integer("records")),
+                          idempotencyKey: idempotencyKey, contentSHA256: try row.bytes("content_sha256"), replayed: true)
+                }
             }
         }
     }

@@ -126,6 +126,10 @@ extension BrokerStore {
                 t.column("retires", .text)
             }
         }
+        migrator.registerMigration("2026-12-05 batch body digests") { db in
+            // The SHA-256 of each upload's bytes as received, so that the same upload sent again is answered without reading it.
+            try db.alter(table: "batch") { t in t.add(column: "body_sha256", .blob) }
+        }
         return migrator
     }
 

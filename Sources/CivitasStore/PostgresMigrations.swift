@@ -101,6 +101,10 @@ enum PostgresMigrations {
             """,
             "CREATE INDEX participant_key_by_participant ON participant_key (participant)",
         ]),
+        ("2026-12-05 batch body digests", [
+            // The SHA-256 of each upload's bytes as received, so that the same upload sent again is answered without reading it.
+            "ALTER TABLE batch ADD COLUMN body_sha256 bytea",
+        ]),
     ]
 
     /// Applies the migrations not applied yet, in one transaction under the migration lock;

@@ -166,7 +166,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
         try withSession { try $0.rows("SELECT * FROM dataset ORDER BY id").map(StoredRecords.dataset(from:)) }
     }
 
-    public func appendBatch(dataset id: String, idempotencyKey: String?, now: UTCTime,
+    public func appendBatch(dataset id: String, idempotencyKey: String?, bodySHA256: [UInt8]?, now: UTCTime,
                             produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
         try Segments.checkIdempotencyKey(idempotencyKey)
         let datasetKey = try self.datasetKey(id)
@@ -181,8 +181,9 @@ public final class PostgresStore: BrokerStorage, Sendable {
                                   idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: true), try existing.bytes("content_sha256"))
                 }
                 let sequence = try session.row("SELECT COALESCE(MAX(sequence), 0) + 1 AS next FROM batch WHERE dataset = $1", [.text(id)])?.integer("next") ?? 1
-                try session.execute("INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, created) VALUES ($1, $2, 0, $3, $4, $5)",
-                                    [.text(id), .integer(sequence), .text(idempotencyKey), .bytes([UInt8](repeating: 0, count: SHA256Hasher.digestLength)), .time(now)])
+                try session.execute("INSERT INTO batch (dataset, sequence, records, idempotency_key, content_sha256, body_sha256, created) VALUES ($1, $2, 0, $3, $4, $5, $6)",
+                                    [.text(id), .integer(sequence), .text(idempotencyKey), .bytes([UInt8](repeating: 0, count: SHA256Hasher.digestLength)),
+                                     .bytes(bodySHA256), .time(now)])
                 let (records, hash) = try Segments.seal(dataset: id, sequence: sequence, key: datasetKey, produce: produce) { position, sealed in
                     try session.execute("INSERT INTO segment (dataset, sequence, position, sealed) VALUES ($1, $2, $3, $4)",
                                         [.text(id), .integer(sequence), .integer(Int64(position)), .bytes(sealed)])
@@ -197,6 +198,16 @@ public final class PostgresStore: BrokerStorage, Sendable {
             throw StoreError(.duplicate, "idempotency key \(idempotencyKey?.prefix(60) ?? "") was used for a different batch of \(id)")
         }
         return stored
+    }
+
+    public func uploadedBatch(dataset id: String, idempotencyKey: String, bodySHA256: [UInt8]) throws -> Batch? {
+        try withSession { session in
+            try session.row("SELECT sequence, records, content_sha256 FROM batch WHERE dataset = $1 AND idempotency_key = $2 AND body_sha256 = $3",
+                            [.text(id), .text(idempotencyKey), .bytes(bodySHA256)]).map { row in
+                Batch(dataset: id, sequence: try row.integer("sequence"), records: Int(try row.integer("records")),
+                      idempotencyKey: idempotencyKey, contentSHA256: try row.bytes("content_sha256"), replayed: true)
+            }
+        }
     }
 
     public func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary] {

@@ -442,6 +442,37 @@ struct ReleaseTests {
         #expect(try fixture.store.agreement(id)?.spentMicro == 900_000)
     }
 
+    @Test("A retried upload of the same bytes under its key is answered from the key and digest without reading the body again")
+    func retriedUploadNotReadAgain() throws {
+        let fixture = try BrokerFixture()
+        let csv = BrokerFixture.records(people: 50).csv()
+        let digest = SHA256Hasher.hash(csv)
+        var opened = 0
+        let body = { () -> ByteSource in
+            opened += 1
+            return MemorySource(csv)
+        }
+        let dataset = BrokerFixture.dataset
+        let first = try fixture.broker.publishBatch(dataset: dataset, format: .csv, body: body, bodySHA256: digest, idempotencyKey: "upload-1",
+                                                    by: fixture.clinic, now: fixture.now)
+        #expect(!first.replayed && first.records == 100 && opened == 1)
+        let again = try fixture.broker.publishBatch(dataset: dataset, format: .csv, body: body, bodySHA256: digest, idempotencyKey: "upload-1",
+                                                    by: fixture.clinic, now: fixture.now)
+        #expect(again.replayed && again.sequence == first.sequence && again.records == 100 && again.contentSHA256 == first.contentSHA256)
+        #expect(opened == 1)
+        // Positive control: the same records in other bytes (CRLF line ends) are read to be recognized.
+        let crlf = Array(String(decoding: csv, as: UTF8.self).replacingOccurrences(of: "\n", with: "\r\n").utf8)
+        let other = try fixture.broker.publishBatch(dataset: dataset, format: .csv, body: { opened += 1; return MemorySource(crlf) },
+                                                    bodySHA256: SHA256Hasher.hash(crlf), idempotencyKey: "upload-1", by: fixture.clinic, now: fixture.now)
+        #expect(other.replayed && other.sequence == first.sequence && opened == 2)
+        // Another publisher cannot learn of a stored upload by its key and digest.
+        #expect(throws: BrokerError.self) {
+            try fixture.broker.publishBatch(dataset: dataset, format: .csv, body: body, bodySHA256: digest, idempotencyKey: "upload-1",
+                                            by: fixture.partnerA, now: fixture.now)
+        }
+        #expect(try fixture.store.batches(of: dataset, from: 1).count == 1)
+    }
+
     @Test("A retried release or aggregate with its request key answers the first delivery: no second release, no second charge")
     func retriedRequests() async throws {
         let fixture = try BrokerFixture()

@@ -166,14 +166,22 @@ struct StorageContractTests {
         }
         struct Refused: Error {}
         #expect(throws: Refused.self) {
-            try world.storage.appendBatch(dataset: "calls", idempotencyKey: "k", now: Self.now) { emit in
+            try world.storage.appendBatch(dataset: "calls", idempotencyKey: "k", bodySHA256: nil, now: Self.now) { emit in
                 try produce(emit)
                 throw Refused()
             }
         }
         #expect(try world.storage.batches(of: "calls", from: 1).isEmpty)
-        let chunked = try world.storage.appendBatch(dataset: "calls", idempotencyKey: "k", now: Self.now, produce: produce)
+        let body = SHA256Hasher.hash(Array("the upload's bytes".utf8))
+        #expect(try world.storage.uploadedBatch(dataset: "calls", idempotencyKey: "k", bodySHA256: body) == nil)
+        let chunked = try world.storage.appendBatch(dataset: "calls", idempotencyKey: "k", bodySHA256: body, now: Self.now, produce: produce)
         #expect(chunked.records == 2_345 && !chunked.replayed)
+        // The same bytes under the same key are recognized by their digest alone; other bytes or another key are not.
+        let uploaded = try world.storage.uploadedBatch(dataset: "calls", idempotencyKey: "k", bodySHA256: body)
+        #expect(uploaded?.replayed == true && uploaded?.sequence == chunked.sequence && uploaded?.records == 2_345
+                && uploaded?.contentSHA256 == chunked.contentSHA256)
+        #expect(try world.storage.uploadedBatch(dataset: "calls", idempotencyKey: "k", bodySHA256: SHA256Hasher.hash([1])) == nil)
+        #expect(try world.storage.uploadedBatch(dataset: "calls", idempotencyKey: "other", bodySHA256: body) == nil)
         // The same rows given whole hash the same: the key answers the stored batch.
         let whole = try world.storage.appendBatch(dataset: "calls", columns: columns, rows: rows, idempotencyKey: "k", now: Self.now)
         #expect(whole.replayed && whole.sequence == chunked.sequence && whole.contentSHA256 == chunked.contentSHA256)
