@@ -26,6 +26,23 @@ public struct ConsentRequest: Sendable {
         self.collectionMethod = collectionMethod
         self.jurisdiction = jurisdiction
     }
+
+    /// SHA-256 over every field of `requests`, in order, each length-prefixed: what an idempotency key was used for.
+    static func digest(of requests: [ConsentRequest]) throws -> [UInt8] {
+        let hasher = try SHA256Hasher()
+        var buffer: [UInt8] = []
+        for request in requests {
+            buffer.removeAll(keepingCapacity: true)
+            for field in [request.dataset, request.subject, request.purpose, request.granted ? "grant" : "withdraw", request.notice,
+                          request.collectionMethod, request.jurisdiction] {
+                let count = UInt32(field.utf8.count)
+                buffer += [UInt8(count >> 24), UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF), UInt8(count & 0xFF)]
+                buffer += field.utf8
+            }
+            buffer.withUnsafeBytes { hasher.update($0) }
+        }
+        return hasher.finish()
+    }
 }
 
 /// Consent: grants and withdrawals per subject and purpose, kept as keyed hashes, each with a signed receipt.
@@ -48,10 +65,43 @@ extension Broker {
     /// each event's ISO/IEC TS 27560 record, provable on its own by its inclusion proof in the
     /// Merkle tree of the request's records, whose root the one `consent.recorded` log entry
     /// carries and the broker signs.
-    public func recordConsent(_ requests: [ConsentRequest], by recorder: Participant, now: UTCTime) throws -> ConsentReceipts {
+    /// With `requestKey`, the same request sent again (a client's retry, or a rerun of a file
+    /// partly sent) is answered with the receipts the first one got, and records nothing more.
+    public func recordConsent(_ requests: [ConsentRequest], by recorder: Participant, now: UTCTime, requestKey: String? = nil) throws -> ConsentReceipts {
         guard (1...Self.maximumConsentEvents).contains(requests.count) else {
             throw BrokerError(.invalid, "send 1 to \(Self.maximumConsentEvents) consent events at a time")
         }
+        let keyed = try requestKey.map { try KeyedRequest($0, sha256: try ConsentRequest.digest(of: requests)) }
+        if let first = try firstReceipts(keyed, recorder: recorder) { return first }
+        do {
+            return try record(requests, by: recorder, now: now, keyed: keyed)
+        } catch {
+            // Another request with the same key may have committed first: its receipts are the answer.
+            guard let first = try firstReceipts(keyed, recorder: recorder) else { throw error }
+            return first
+        }
+    }
+
+    /// The receipts an earlier request with this key got, rebuilt from its stored records and log
+    /// entry; a key used for other events is refused.
+    func firstReceipts(_ keyed: KeyedRequest?, recorder: Participant) throws -> ConsentReceipts? {
+        guard let keyed, let stored = try mapStore({ try store.consentKey(recorder: recorder.keys.keyID, key: keyed.key) }) else { return nil }
+        guard stored.requestSHA256 == keyed.sha256 else {
+            throw BrokerError(.duplicate, "idempotency key \(keyed.key.prefix(60)) was used for other consent events")
+        }
+        let records = try mapStore { try store.consentRecords(logIndex: stored.logIndex) }
+        let entryBytes = try mapStore { try store.logEntry(at: stored.logIndex) }
+        let tree = ConsentReceipts.tree(of: records)
+        let entry = try LogEntry.parse(entryBytes, position: stored.logIndex)
+        guard entry.type == .consentRecorded, entry.count("receipts") == UInt64(records.count),
+              entry.string("receipts_root") == Hex.encode(try tree.root()) else {
+            throw BrokerError(.notFound, "the consent events recorded for idempotency key \(keyed.key.prefix(60)) cannot be read back")
+        }
+        return ConsentReceipts(records: records, tree: tree, logEntry: entryBytes, logIndex: stored.logIndex, brokerKey: keys.keyID,
+                               signature: keys.sign(ConsentReceipts.signatureContext + entryBytes), replayed: true)
+    }
+
+    private func record(_ requests: [ConsentRequest], by recorder: Participant, now: UTCTime, keyed: KeyedRequest?) throws -> ConsentReceipts {
         var datasets: [String: Dataset] = [:]
         var events: [StoredConsent] = []
         var records: [[UInt8]] = []
@@ -96,8 +146,17 @@ extension Broker {
         let members = LogEvents.consentRecorded(datasets: datasets.keys.sorted(), recordedBy: recorder.keys.keyID, receipts: records.count,
                                                 receiptsRoot: try tree.root(), granted: granted, withdrawn: records.count - granted)
         let entry = try change { transaction in
-            for event in events { try transaction.appendConsent(event, now: now) }
-            return try transaction.appendLogEntry(time: now, type: .consentRecorded, members: members)
+            // The entry first: every event names it.
+            let entry = try transaction.appendLogEntry(time: now, type: .consentRecorded, members: members)
+            for var event in events {
+                event.logIndex = entry.entry.index
+                try transaction.appendConsent(event, now: now)
+            }
+            if let keyed {
+                try transaction.insertConsentKey(ConsentKey(recorder: recorder.keys.keyID, key: keyed.key, requestSHA256: keyed.sha256,
+                                                            logIndex: entry.entry.index, created: now))
+            }
+            return entry
         }
         return ConsentReceipts(records: records, tree: tree, logEntry: entry.bytes, logIndex: entry.entry.index, brokerKey: keys.keyID,
                                signature: keys.sign(ConsentReceipts.signatureContext + entry.bytes))

@@ -78,6 +78,8 @@ public struct ConsentReceipts: Sendable {
     public let brokerKey: KeyID
     /// Ed25519 over ``signatureContext`` + ``logEntry``.
     public let signature: [UInt8]
+    /// True when these are the receipts of an earlier request with the same idempotency key.
+    public internal(set) var replayed = false
 
     /// The Merkle tree over the records, leaf i being `SHA-256(0x00 || records[i])`.
     static func tree(of records: [[UInt8]]) -> MerkleTree {

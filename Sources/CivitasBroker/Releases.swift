@@ -60,11 +60,16 @@ struct KeyedRequest {
     /// The key, checked, for the request described by `members` (nil without a key).
     init?(_ key: String?, request members: [String: JSONValue]) throws {
         guard let key else { return nil }
+        try self.init(key, sha256: SHA256Hasher.hash(try CanonicalJSON.encode(.object(members))))
+    }
+
+    /// The key, checked, for a request whose content hashes to `sha256`.
+    init(_ key: String, sha256: [UInt8]) throws {
         guard (1...Self.maximumKeyLength).contains(key.utf8.count), key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
             throw BrokerError(.invalid, "an idempotency key is 1 to \(Self.maximumKeyLength) visible ASCII characters")
         }
         self.key = key
-        sha256 = SHA256Hasher.hash(try CanonicalJSON.encode(.object(members)))
+        self.sha256 = sha256
     }
 }
 

@@ -155,13 +155,36 @@ public struct StoredConsent: Sendable, Equatable {
     public let granted: Bool
     /// The ISO/IEC TS 27560 record, as canonical JSON.
     public let record: [UInt8]
+    /// The `consent.recorded` log entry of the request that recorded the event (nil for events
+    /// recorded before requests were tied to their entries).
+    public var logIndex: UInt64?
 
-    public init(dataset: String, subject: [UInt8], purpose: String, granted: Bool, record: [UInt8]) {
+    public init(dataset: String, subject: [UInt8], purpose: String, granted: Bool, record: [UInt8], logIndex: UInt64? = nil) {
         self.dataset = dataset
         self.subject = subject
         self.purpose = purpose
         self.granted = granted
         self.record = record
+        self.logIndex = logIndex
+    }
+}
+
+/// A recorder's idempotency key for a consent request: the request it was used for and the
+/// `consent.recorded` entry that request made.
+public struct ConsentKey: Sendable, Equatable {
+    public let recorder: KeyID
+    public let key: String
+    /// SHA-256 over the request's events.
+    public let requestSHA256: [UInt8]
+    public let logIndex: UInt64
+    public let created: UTCTime
+
+    public init(recorder: KeyID, key: String, requestSHA256: [UInt8], logIndex: UInt64, created: UTCTime) {
+        self.recorder = recorder
+        self.key = key
+        self.requestSHA256 = requestSHA256
+        self.logIndex = logIndex
+        self.created = created
     }
 }
 

@@ -267,7 +267,8 @@ extension BrokerAPI {
                                   notice: item["notice"]?.stringValue ?? "", collectionMethod: item["collection_method"]?.stringValue ?? "",
                                   jurisdiction: item["jurisdiction"]?.stringValue ?? "")
         }
-        let receipts = try brokerCall { try broker.recordConsent(requests, by: recorder, now: now()) }
+        let key = Self.idempotencyKey(request)
+        let receipts = try brokerCall { try broker.recordConsent(requests, by: recorder, now: now(), requestKey: key) }
         if jsonLines {
             // Pieces below the allocator's large-block threshold: ten thousand receipts are about 15 MB.
             var pieces: [ByteBuffer] = []
@@ -276,13 +277,13 @@ extension BrokerAPI {
                 for piece in pieces { try await writer.write(piece) }
                 try await writer.finish(nil)
             }
-            return Response(status: .created, headers: [.contentType: "application/jsonl"], body: body)
+            return Response(status: receipts.replayed ? .ok : .created, headers: [.contentType: "application/jsonl"], body: body)
         }
         if single, case .object(var receipt) = try receipts.receiptJSON(0) {
             receipt["batch"] = try receipts.batchJSON()
-            return JSONResponse.make(status: .created, .object(receipt))
+            return JSONResponse.make(status: receipts.replayed ? .ok : .created, .object(receipt))
         }
-        return JSONResponse.make(status: .created, ["batch": try receipts.batchJSON(),
+        return JSONResponse.make(status: receipts.replayed ? .ok : .created, ["batch": try receipts.batchJSON(),
                                                     "receipts": .array(try (0..<receipts.count).map(receipts.receiptJSON))])
     }
 

@@ -69,6 +69,10 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Agreements and consent
     func agreement(_ id: String) throws -> StoredAgreement?
     func agreements(involving participant: KeyID?) throws -> [StoredAgreement]
+    /// The recorder's consent idempotency key `key`, if it was used.
+    func consentKey(recorder: KeyID, key: String) throws -> ConsentKey?
+    /// The records of the consent events logged by entry `logIndex`, in the order of their request.
+    func consentRecords(logIndex: UInt64) throws -> [[UInt8]]
     /// Per subject hash, whether its latest event for the purpose granted consent.
     func consentStates(dataset: String, purpose: String) throws -> [SubjectDigest: Bool]
 

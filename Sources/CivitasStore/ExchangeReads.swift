@@ -82,6 +82,24 @@ extension BrokerStore {
         }
     }
 
+    public func consentKey(recorder: KeyID, key: String) throws -> ConsentKey? {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM consent_key WHERE recorder = ? AND key = ?", arguments: [recorder.hex, key]).map { row in
+                    try StoredRecords.consentKey(from: row, recorder: recorder, key: key)
+                }
+            }
+        }
+    }
+
+    public func consentRecords(logIndex: UInt64) throws -> [[UInt8]] {
+        try wrap {
+            try pool.read { db in
+                try Data.fetchAll(db, sql: "SELECT record FROM consent_event WHERE log_index = ? ORDER BY id", arguments: [Int64(logIndex)]).map { Array($0) }
+            }
+        }
+    }
+
     /// The partner's idempotency key `key`, if it was used.
     public func requestKey(partner: KeyID, key: String) throws -> RequestKey? {
         try wrap {

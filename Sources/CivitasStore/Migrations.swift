@@ -130,6 +130,20 @@ extension BrokerStore {
             // The SHA-256 of each upload's bytes as received, so that the same upload sent again is answered without reading it.
             try db.alter(table: "batch") { t in t.add(column: "body_sha256", .blob) }
         }
+        migrator.registerMigration("2026-12-05 consent request keys") { db in
+            // Each consent event names the entry its request made, and a recorder's idempotency keys
+            // name that entry, so that a request sent again is answered with its first receipts.
+            try db.alter(table: "consent_event") { t in t.add(column: "log_index", .integer) }
+            try db.create(index: "consent_event_by_entry", on: "consent_event", columns: ["log_index"])
+            try db.create(table: "consent_key") { t in
+                t.column("recorder", .text).notNull()
+                t.column("key", .text).notNull()
+                t.column("request_sha256", .blob).notNull()
+                t.column("log_index", .integer).notNull()
+                t.column("created", .text).notNull()
+                t.primaryKey(["recorder", "key"])
+            }
+        }
         return migrator
     }
 

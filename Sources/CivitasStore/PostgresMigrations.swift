@@ -105,6 +105,17 @@ enum PostgresMigrations {
             // The SHA-256 of each upload's bytes as received, so that the same upload sent again is answered without reading it.
             "ALTER TABLE batch ADD COLUMN body_sha256 bytea",
         ]),
+        ("2026-12-05 consent request keys", [
+            // Each consent event names the entry its request made, and a recorder's idempotency keys
+            // name that entry, so that a request sent again is answered with its first receipts.
+            "ALTER TABLE consent_event ADD COLUMN log_index bigint",
+            "CREATE INDEX consent_event_by_entry ON consent_event (log_index)",
+            """
+            CREATE TABLE consent_key (
+                recorder text NOT NULL, key text NOT NULL, request_sha256 bytea NOT NULL, log_index bigint NOT NULL,
+                created text NOT NULL, PRIMARY KEY (recorder, key))
+            """,
+        ]),
     ]
 
     /// Applies the migrations not applied yet, in one transaction under the migration lock;

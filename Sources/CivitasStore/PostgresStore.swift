@@ -350,6 +350,19 @@ public final class PostgresStore: BrokerStorage, Sendable {
         }
     }
 
+    public func consentKey(recorder: KeyID, key: String) throws -> ConsentKey? {
+        try withSession {
+            try $0.row("SELECT * FROM consent_key WHERE recorder = $1 AND key = $2", [.text(recorder.hex), .text(key)])
+                .map { try StoredRecords.consentKey(from: $0, recorder: recorder, key: key) }
+        }
+    }
+
+    public func consentRecords(logIndex: UInt64) throws -> [[UInt8]] {
+        try withSession {
+            try $0.rows("SELECT record FROM consent_event WHERE log_index = $1 ORDER BY id", [.integer(Int64(logIndex))]).map { try $0.bytes("record") }
+        }
+    }
+
     public func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery] {
         try withSession {
             try $0.rows("SELECT * FROM delivery WHERE feed = $1 AND feed_sequence > $2 ORDER BY feed_sequence LIMIT $3",

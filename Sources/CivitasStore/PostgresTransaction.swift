@@ -102,6 +102,8 @@ final class PostgresTransaction: StorageTransaction {
     func appendConsent(_ consent: StoredConsent, now: UTCTime) throws {
         // A request's events share one time: its text is made once.
         let recorded = pendingConsent.last.flatMap { $0.recorded == now.rfc3339 ? $0.recorded : nil } ?? now.rfc3339
+        // One statement writes events of one request entry.
+        if let last = pendingConsent.last, last.consent.logIndex != consent.logIndex { try writeConsent() }
         pendingConsent.append((consent, recorded))
         if pendingConsent.count >= Self.consentBatch { try writeConsent() }
     }
@@ -112,10 +114,11 @@ final class PostgresTransaction: StorageTransaction {
         let events = pendingConsent
         pendingConsent.removeAll(keepingCapacity: true)
         try session.execute("""
-            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded)
-            SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::boolean[], $5::bytea[], $6::text[])
+            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded, log_index)
+            SELECT *, $7::bigint FROM unnest($1::text[], $2::bytea[], $3::text[], $4::boolean[], $5::bytea[], $6::text[])
             """, [.texts(events.map(\.consent.dataset)), .byteStrings(events.map(\.consent.subject)), .texts(events.map(\.consent.purpose)),
-                  .flags(events.map(\.consent.granted)), .byteStrings(events.map(\.consent.record)), .texts(events.map(\.recorded))])
+                  .flags(events.map(\.consent.granted)), .byteStrings(events.map(\.consent.record)), .texts(events.map(\.recorded)),
+                  .integer(events.first?.consent.logIndex.map { Int64($0) })])
     }
 
     func feed(_ id: String) throws -> Feed {
@@ -210,5 +213,13 @@ final class PostgresTransaction: StorageTransaction {
             ON CONFLICT (partner, key) DO NOTHING
             """, [.text(key.partner.hex), .text(key.key), .bytes(key.requestSHA256), .text(key.delivery), .bytes(key.figures), .time(key.created)])
         guard inserted == 1 else { throw StoreError(.duplicate, "request key \(key.key.prefix(60)) was already used by this partner") }
+    }
+
+    func insertConsentKey(_ key: ConsentKey) throws {
+        let inserted = try session.execute("""
+            INSERT INTO consent_key (recorder, key, request_sha256, log_index, created) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (recorder, key) DO NOTHING
+            """, [.text(key.recorder.hex), .text(key.key), .bytes(key.requestSHA256), .integer(Int64(key.logIndex)), .time(key.created)])
+        guard inserted == 1 else { throw StoreError(.duplicate, "consent request key \(key.key.prefix(60)) was already used by this recorder") }
     }
 }

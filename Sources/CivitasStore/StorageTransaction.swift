@@ -51,6 +51,9 @@ public protocol StorageTransaction: AnyObject {
     /// Stores a partner's idempotency key with the delivery it made; refuses (`duplicate`) a key
     /// the partner already used.
     func insertRequestKey(_ key: RequestKey) throws
+    /// Stores a recorder's consent idempotency key with the entry its request made; refuses
+    /// (`duplicate`) a key the recorder already used.
+    func insertConsentKey(_ key: ConsentKey) throws
     /// Tells every other process on the same database, once this transaction commits, that a
     /// window of `feed` was delivered (see ``BrokerStorage/watchWindows(_:)``).
     func announceWindow(feed: String) throws
@@ -180,9 +183,9 @@ final class SQLiteTransaction: StorageTransaction {
     func appendConsent(_ consent: StoredConsent, now: UTCTime) throws {
         if consentTime?.time != now { consentTime = (now, now.rfc3339) }
         var arguments: StatementArguments = [consent.dataset, Data(consent.subject), consent.purpose]
-        arguments += [consent.granted, Data(consent.record), consentTime?.text ?? now.rfc3339]
+        arguments += [consent.granted, Data(consent.record), consentTime?.text ?? now.rfc3339, consent.logIndex.map { Int64($0) }]
         let statement = try db.cachedStatement(sql: """
-            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded) VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded, log_index) VALUES (?, ?, ?, ?, ?, ?, ?)
             """)
         try statement.execute(arguments: arguments)
     }
@@ -251,5 +254,13 @@ final class SQLiteTransaction: StorageTransaction {
         arguments += [key.delivery, Data(key.figures), key.created]
         try db.execute(sql: "INSERT INTO request_key (partner, key, request_sha256, delivery, figures, created) VALUES (?, ?, ?, ?, ?, ?)",
                        arguments: arguments)
+    }
+
+    func insertConsentKey(_ key: ConsentKey) throws {
+        if try Row.fetchOne(db, sql: "SELECT 1 FROM consent_key WHERE recorder = ? AND key = ?", arguments: [key.recorder.hex, key.key]) != nil {
+            throw StoreError(.duplicate, "consent request key \(key.key.prefix(60)) was already used by this recorder")
+        }
+        try db.execute(sql: "INSERT INTO consent_key (recorder, key, request_sha256, log_index, created) VALUES (?, ?, ?, ?, ?)",
+                       arguments: [key.recorder.hex, key.key, Data(key.requestSHA256), Int64(key.logIndex), key.created])
     }
 }

@@ -137,6 +137,11 @@ enum StoredRecords {
                    figures: try row.bytes("figures"), created: try row.time("created"))
     }
 
+    static func consentKey(from row: some StoredRow, recorder: KeyID, key: String) throws -> ConsentKey {
+        ConsentKey(recorder: recorder, key: key, requestSHA256: try row.bytes("request_sha256"),
+                   logIndex: try unsigned(try row.integer("log_index")), created: try row.time("created"))
+    }
+
     static func batchSummary(from row: some StoredRow) throws -> BatchSummary {
         BatchSummary(sequence: try row.integer("sequence"), records: Int(try row.integer("records")), created: try row.time("created"))
     }

@@ -116,7 +116,22 @@ struct BrokerClient {
     /// A request the broker answers busy (503 with Retry-After: it changed nothing) is sent again,
     /// freshly signed, after the time it names, up to ``busyAttempts`` times in all.
     func send(_ method: String, _ path: String, body: [UInt8] = [], contentType: String = "application/json",
-              headers extra: [String: String] = [:], retryKey: String? = nil) async throws -> (status: Int, json: JSONValue) {
+              headers: [String: String] = [:], retryKey: String? = nil) async throws -> (status: Int, json: JSONValue) {
+        let (status, data, answerHeaders) = try await exchange(method, path, body: body, contentType: contentType, headers: headers, retryKey: retryKey)
+        return try answer(Array(buffer: data), status: status, headers: answerHeaders)
+    }
+
+    /// Sends a signed POST and returns the status and raw body of a successful answer (JSON Lines,
+    /// for instance), or throws the broker's error as one line; retried as ``send(_:_:body:contentType:headers:retryKey:)`` is.
+    func post(_ path: String, body: [UInt8], contentType: String, retryKey: String? = nil) async throws -> (status: Int, body: ByteBuffer) {
+        let (status, answer, headers) = try await exchange("POST", path, body: body, contentType: contentType, headers: [:], retryKey: retryKey)
+        if !(200..<300).contains(status) { _ = try self.answer(Array(buffer: answer), status: status, headers: headers) }
+        return (status, answer)
+    }
+
+    /// The answer to a signed request, sent again while the broker is busy and, with `retryKey`, when the connection fails.
+    private func exchange(_ method: String, _ path: String, body: [UInt8], contentType: String, headers extra: [String: String],
+                          retryKey: String?) async throws -> (status: Int, body: ByteBuffer, headers: [String: String]) {
         var headers = extra
         if let retryKey { headers["Idempotency-Key"] = retryKey }
         var attempt = 0, busy = 1
@@ -124,29 +139,19 @@ struct BrokerClient {
             var request = try signedRequest(method, path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: headers)
             request.body = .bytes(ByteBuffer(bytes: body))
             do {
-                let (status, data, answerHeaders) = try await execute(request)
+                let (status, data, answerHeaders) = try await executeKeepingBuffer(request)
                 if status == 503, busy < Self.busyAttempts, let wait = answerHeaders["retry-after"].flatMap(Int.init) {
                     busy += 1
                     try await Task.sleep(for: .seconds(min(max(wait, 1), 10)))
                     continue
                 }
-                return try answer(data, status: status, headers: answerHeaders)
+                return (status, data, answerHeaders)
             } catch let error as TransportError where retryKey != nil && attempt < 4 {
                 attempt += 1
                 Output.warn("\(error.message); sending the request again with the same key (\(attempt) of 4)")
                 try await Task.sleep(nanoseconds: UInt64(1 << (attempt - 1)) * 1_000_000_000)
             }
         }
-    }
-
-    /// Sends a signed POST and returns the raw body of a successful answer (JSON Lines, for instance),
-    /// or throws the broker's error as one line.
-    func post(_ path: String, body: [UInt8], contentType: String) async throws -> ByteBuffer {
-        var request = try signedRequest("POST", path, bodySHA256: SHA256Hasher.hash(body), contentType: contentType, headers: [:])
-        request.body = .bytes(ByteBuffer(bytes: body))
-        let (status, answer, headers) = try await executeKeepingBuffer(request)
-        if !(200..<300).contains(status) { _ = try self.answer(Array(buffer: answer), status: status, headers: headers) }
-        return answer
     }
 
     /// Sends a signed GET and returns the raw body (an envelope, a log export), or throws the broker's error as one line.
@@ -451,8 +456,14 @@ struct PublishCommand: AsyncParsableCommand {
     private func send(_ upload: UploadFile, key: String, type: String, client: BrokerClient, part: Int?) async throws -> JSONValue {
         let label = "uploading \(dataset)" + (part.map { " (part \($0))" } ?? "")
         let progress = UploadProgress(total: upload.size, label: label, enabled: !noProgress && upload.size >= 1 << 20)
-        let (status, json) = try await client.upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
+        let status: Int, json: JSONValue
+        do {
+            (status, json) = try await client.upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
                                                      headers: ["Idempotency-Key": key], progress: progress)
+        } catch let error as BrokerClient.TransportError {
+            let again = idempotencyKey.map { "civitas publish --idempotency-key \($0) …" } ?? "the same command"
+            throw CLIError("\(error.message); the broker may still be storing \(part.map { "part \($0) of " } ?? "")\(file): run \(again) again when it is reachable (it is idempotent: batches already stored are answered, never stored twice)")
+        }
         let records = json["records"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         let sequence = json["sequence"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         let suffix = part.map { " (part \($0) of \(file))" } ?? ""

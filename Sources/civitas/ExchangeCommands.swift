@@ -187,7 +187,10 @@ struct ConsentCommand: AsyncParsableCommand {
         discussion: """
             The broker stores only a keyed hash of the subject id and returns a receipt for each event (an ISO/IEC TS 27560 \
             record with its inclusion proof in the Merkle tree of its request's receipts, whose root the broker signs and logs). \
-            A subjects file of any length is sent \(Broker.maximumConsentEvents) events per request.
+            A subjects file of any length is sent \(Broker.maximumConsentEvents) events per request, each request under the \
+            idempotency key KEY-part-1, KEY-part-2, …: if the command is interrupted, run it again with the --idempotency-key it \
+            printed, and the requests already recorded are answered with their first receipts (nothing is recorded twice) while \
+            the rest are recorded.
             """)
 
     @OptionGroup var options: BrokerOptions
@@ -200,6 +203,10 @@ struct ConsentCommand: AsyncParsableCommand {
     @Option(help: "How consent was collected, as recorded in each receipt: web-form, paper-form, phone… (default: web-form).") var method: String = "web-form"
     @Option(help: "Jurisdiction code.") var jurisdiction: String
     @Option(help: "Write the receipts here (JSON Lines: each request's batch line, then its receipts).") var receipt: String?
+    @Option(name: .customLong("idempotency-key"),
+            help: "Send the requests under KEY-part-1, KEY-part-2, …; running the command again with the same key records nothing twice (default: a fresh key, printed on standard error).")
+    var idempotencyKey: String?
+    @Flag(help: "Do not draw progress (it is drawn only when standard error is a terminal).") var noProgress = false
     @OptionGroup var report: ReportFormat
 
     func run() async throws {
@@ -207,7 +214,12 @@ struct ConsentCommand: AsyncParsableCommand {
         guard (subject == nil) != (subjects == nil) else { throw CLIError("give --subject ID or --subjects FILE") }
         let client = try BrokerClient(options)
         let output = try receipt.map { try ReceiptFile(path: $0) }
-        var events = 0, requests = 0
+        let runKey = idempotencyKey ?? "consent-" + Hex.encode(Sodium.randomBytes(12))
+        if idempotencyKey == nil && subjects != nil {
+            Output.warn("request key \(runKey) (if this is interrupted, run the same command again with --idempotency-key \(runKey): nothing is recorded twice)")
+        }
+        let drawing = !noProgress && !report.json && subjects != nil && isatty(2) == 1
+        var events = 0, requests = 0, replayed = 0
         var entries: [Int] = []
         // Every event is the same object but for its subject, which sorts last: write the rest once.
         var opening = try CanonicalJSON.encode(["action": .string(action), "collection_method": .string(method), "dataset": .string(dataset),
@@ -216,11 +228,15 @@ struct ConsentCommand: AsyncParsableCommand {
         opening += Array(#","subject":"#.utf8)
         // Three requests in flight, so the broker works on two while another travels; answers are
         // written in the order of the file.
-        var inFlight: [(count: Int, answer: Task<ByteBuffer, any Error>)] = []
+        var inFlight: [(count: Int, answer: Task<(status: Int, body: ByteBuffer), any Error>)] = []
         defer { for request in inFlight { request.answer.cancel() } }
         func finishOldest() async throws {
             let (count, task) = inFlight.removeFirst()
-            let answer = try await task.value
+            let (status, answer): (Int, ByteBuffer)
+            do { (status, answer) = try await task.value } catch let error as BrokerClient.TransportError {
+                if drawing { Output.progress("\n") }
+                throw CLIError("\(error.message); the broker may have recorded part \(requests + 1) meanwhile: run the same command again with --idempotency-key \(runKey) (nothing is recorded twice)")
+            }
             guard let end = answer.readableBytesView.firstIndex(of: 0x0A),
                   let batch = try? JSONParser.parse(Array(answer.readableBytesView[..<end]))["batch"],
                   let index = batch["log_entry"]?["index"]?.exactUnsignedInteger, batch["log_entry"]?["receipts"]?.exactUnsignedInteger == UInt64(count) else {
@@ -229,7 +245,9 @@ struct ConsentCommand: AsyncParsableCommand {
             try output?.write(answer)
             events += count
             requests += 1
+            if status == 200 { replayed += 1 }
             entries.append(Int(index))
+            if drawing { Output.progress("\rrecording consent: \(events) events in \(requests) request(s)\(replayed > 0 ? ", \(replayed) recorded before" : "")") }
         }
         func send(_ ids: [String]) async throws {
             if inFlight.count == 3 { try await finishOldest() }
@@ -240,7 +258,8 @@ struct ConsentCommand: AsyncParsableCommand {
                 CanonicalJSON.appendString(id, to: &body)
                 body += Array("}\n".utf8)
             }
-            inFlight.append((ids.count, Task { [body] in try await client.post("/consent", body: body, contentType: "application/jsonl") }))
+            let key = subjects == nil ? (idempotencyKey ?? runKey) : "\(runKey)-part-\(requests + inFlight.count + 1)"
+            inFlight.append((ids.count, Task { [body] in try await client.post("/consent", body: body, contentType: "application/jsonl", retryKey: key) }))
         }
         if let subject {
             try await send([subject])
@@ -256,14 +275,16 @@ struct ConsentCommand: AsyncParsableCommand {
             if !chunk.isEmpty { try await send(chunk) }
         }
         while !inFlight.isEmpty { try await finishOldest() }
+        if drawing { Output.progress("\n") }
         if let subjects, events == 0 { throw CLIError("\(subjects) lists no subjects") }
         try output?.commit()
         // Requests in flight may be logged in either order.
         let logged = entries.count == 1 ? "log entry \(entries[0])" : "log entries \(entries.min() ?? 0)–\(entries.max() ?? 0)"
         try report.emit(["action": .string(action), "dataset": .string(dataset), "purpose": .string(purpose), "events": .number(Double(events)),
                          "requests": .number(Double(requests)), "log_entries": .array(entries.sorted().map { .number(Double($0)) }),
-                         "receipts": receipt.map(JSONValue.string) ?? .null, "method": .string(method)],
-                        text: "consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(events) event(s) in \(requests) request(s), \(logged), collected by \(method)\(self.method == "web-form" ? " (--method to record another way)" : "")\(receipt.map { "; receipts in \($0)" } ?? "")")
+                         "receipts": receipt.map(JSONValue.string) ?? .null, "method": .string(method), "idempotency_key": .string(runKey),
+                         "requests_recorded_before": .number(Double(replayed))],
+                        text: "consent \(action == "grant" ? "granted" : "withdrawn") for \(purpose): \(events) event(s) in \(requests) request(s)\(replayed > 0 ? " (\(replayed) recorded by an earlier run, answered with their first receipts)" : ""), \(logged), collected by \(method)\(self.method == "web-form" ? " (--method to record another way)" : "")\(receipt.map { "; receipts in \($0)" } ?? "")")
     }
 }
 

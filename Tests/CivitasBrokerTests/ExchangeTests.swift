@@ -442,6 +442,35 @@ struct ReleaseTests {
         #expect(try fixture.store.agreement(id)?.spentMicro == 900_000)
     }
 
+    @Test("Consent sent again under its idempotency key is answered with the first receipts and records nothing more")
+    func retriedConsent() throws {
+        let fixture = try BrokerFixture()
+        func events(_ people: Range<Int>, granted: Bool = true) -> [ConsentRequest] {
+            people.map { ConsentRequest(dataset: BrokerFixture.dataset, subject: BrokerFixture.person($0), purpose: BrokerFixture.purpose,
+                                        granted: granted, notice: "notice-v1", collectionMethod: "web-form", jurisdiction: "EU") }
+        }
+        let broker = fixture.broker, clinic = fixture.clinic, now = fixture.now
+        let first = try broker.recordConsent(events(0..<5), by: clinic, now: now, requestKey: "run-1-part-1")
+        let logSize = fixture.store.logSize
+        let states = try fixture.store.consentStates(dataset: BrokerFixture.dataset, purpose: BrokerFixture.purpose)
+        let again = try broker.recordConsent(events(0..<5), by: clinic, now: now, requestKey: "run-1-part-1")
+        #expect(!first.replayed && again.replayed)
+        #expect(again.records == first.records && again.logIndex == first.logIndex && again.logEntry == first.logEntry)
+        #expect(try again.jsonLines() == first.jsonLines())
+        #expect(fixture.store.logSize == logSize)
+        // Each replayed receipt still proves itself against the broker's key.
+        for index in 0..<again.count {
+            _ = try ConsentReceipts.verify(receipt: try again.receiptJSON(index), batch: try again.batchJSON(), broker: fixture.brokerKeys.publicKeys)
+        }
+        // The same key for other events is refused and records nothing.
+        #expect(performing: { try broker.recordConsent(events(0..<5, granted: false), by: clinic, now: now, requestKey: "run-1-part-1") },
+                throws: { ($0 as? BrokerError)?.code == .duplicate })
+        #expect(try fixture.store.consentStates(dataset: BrokerFixture.dataset, purpose: BrokerFixture.purpose) == states)
+        // Positive control: without the key, the same events are a new request with a new entry.
+        let fresh = try broker.recordConsent(events(0..<5), by: clinic, now: now)
+        #expect(!fresh.replayed && fresh.logIndex != first.logIndex && fixture.store.logSize == logSize + 1)
+    }
+
     @Test("A retried upload of the same bytes under its key is answered from the key and digest without reading the body again")
     func retriedUploadNotReadAgain() throws {
         let fixture = try BrokerFixture()

@@ -240,6 +240,32 @@ struct StorageContractTests {
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "research")[try #require(SubjectDigest(other))] == false)
     }
 
+    @Test("Consent events read back by the entry their request made, in order; a consent key is stored once", arguments: Implementation.allCases)
+    func consentByEntry(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        let recorder = try SecretKeys.generate(name: "recorder").keyID
+        func event(_ number: Int, entry: UInt64?) -> StoredConsent {
+            StoredConsent(dataset: "calls", subject: SHA256Hasher.hash([UInt8(number)]), purpose: "research", granted: number % 2 == 0,
+                          record: Array("{\"n\":\(number)}".utf8), logIndex: entry)
+        }
+        // Two requests in one transaction and one without an entry: each entry's events, in order, and only those.
+        try world.storage.transaction { transaction in
+            for number in 0..<5 { try transaction.appendConsent(event(number, entry: 7), now: Self.now) }
+            for number in 5..<7 { try transaction.appendConsent(event(number, entry: 8), now: Self.now) }
+            try transaction.appendConsent(event(9, entry: nil), now: Self.now)
+            try transaction.insertConsentKey(ConsentKey(recorder: recorder, key: "k-1", requestSHA256: [1, 2], logIndex: 7, created: Self.now))
+        }
+        #expect(try world.storage.consentRecords(logIndex: 7) == (0..<5).map { Array("{\"n\":\($0)}".utf8) })
+        #expect(try world.storage.consentRecords(logIndex: 8) == (5..<7).map { Array("{\"n\":\($0)}".utf8) })
+        #expect(try world.storage.consentRecords(logIndex: 9).isEmpty)
+        #expect(try world.storage.consentKey(recorder: recorder, key: "k-1")
+                == ConsentKey(recorder: recorder, key: "k-1", requestSHA256: [1, 2], logIndex: 7, created: Self.now))
+        #expect(try world.storage.consentKey(recorder: recorder, key: "k-2") == nil)
+        #expect(throws: StoreError(.duplicate, "")) {
+            try world.storage.transaction { try $0.insertConsentKey(ConsentKey(recorder: recorder, key: "k-1", requestSHA256: [3], logIndex: 8, created: Self.now)) }
+        }
+    }
+
     @Test("A transaction commits whole or not at all; a batch is drawn once per partner", arguments: Implementation.allCases)
     func transactions(_ implementation: Implementation) throws {
         let world = try World(implementation)
