@@ -9,7 +9,7 @@ struct Civitas: AsyncParsableCommand {
             The broker (serve, its witnesses, config check), the commands its participants run against it (participants, \
             datasets, publish, consent, agreements, request, pull, log fetch, relay), and the tools that work on files \
             without a broker (keys, seal, open, verify, audit, anonymize, aggregate). `civitas demo` runs a whole \
-            exchange on loopback.
+            exchange on loopback; `civitas demo-data` writes the files the README's walkthrough starts from.
 
             Every command exits 0 on success and 1 with a one-line reason on standard error on failure; the commands \
             that report something take --json (docs/cli.md). '-' stands for standard input or standard output where a \
@@ -18,7 +18,7 @@ struct Civitas: AsyncParsableCommand {
         subcommands: [KeysCommand.self, SealCommand.self, OpenCommand.self, VerifyCommand.self, AuditCommand.self, LogCommand.self,
                       AnonymizeCommand.self, AggregateCommand.self, ServeCommand.self, ParticipantsCommand.self, DatasetsCommand.self,
                       PublishCommand.self, AgreementsCommand.self, ConsentCommand.self, RequestCommand.self, PullCommand.self,
-                      RelayCommand.self, WitnessCommand.self, ConfigCommand.self, DemoCommand.self]
+                      RelayCommand.self, WitnessCommand.self, ConfigCommand.self, DemoCommand.self, DemoDataCommand.self]
     )
 }
 

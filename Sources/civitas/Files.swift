@@ -87,12 +87,27 @@ enum Files {
 
         /// Flushes the file to disk and renames it to its final path.
         func commit(replacing: Bool) throws {
-            guard fsync(descriptor) == 0 else { throw CLIError("cannot flush \(path): \(Files.errorText())") }
-            if !replacing && Files.exists(path) {
+            if replacing {
+                guard fsync(descriptor) == 0 else { throw CLIError("cannot flush \(path): \(Files.errorText())") }
+                guard rename(temporaryPath, path) == 0 else { throw CLIError("cannot write \(path): \(Files.errorText())") }
+                committed = true
+            } else if try !commitIfAbsent() {
                 throw CLIError("\(path) already exists (use --force to replace it)")
             }
-            guard rename(temporaryPath, path) == 0 else { throw CLIError("cannot write \(path): \(Files.errorText())") }
+        }
+
+        /// Flushes the file to disk and puts it at its final path unless a file is there already
+        /// (then returns false and leaves that file alone), in one step another process cannot
+        /// come between: two processes creating the same file make one, never one after the other.
+        func commitIfAbsent() throws -> Bool {
+            guard fsync(descriptor) == 0 else { throw CLIError("cannot flush \(path): \(Files.errorText())") }
+            guard link(temporaryPath, path) == 0 else {
+                if errno == EEXIST { return false }
+                throw CLIError("cannot write \(path): \(Files.errorText())")
+            }
+            unlink(temporaryPath)
             committed = true
+            return true
         }
 
         deinit {

@@ -246,7 +246,8 @@ enum StorageKeyFile {
             defer { Sodium.wipe(&line) }
             let file = try Files.AtomicFile(path: path, mode: 0o600)
             try line.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: path).write($0) }
-            try file.commit(replacing: false)
+            // Nodes started together on one database each try to make the key: one does, the others read its key.
+            _ = try file.commitIfAbsent()
         }
         var bytes = try Files.read(path, limit: 256, what: "storage key file")
         defer { Sodium.wipe(&bytes) }
