@@ -11,8 +11,8 @@ import Synchronization
 
 /// Options every command that talks to a broker takes.
 struct BrokerOptions: ParsableArguments {
-    @Option(help: "The broker's URL (default: $CIVITAS_BROKER or http://127.0.0.1:8080).") var broker: String?
-    @Option(help: ArgumentHelp("Your secret key file; requests are signed with it (default: $CIVITAS_KEY).", valueName: "KEY.secret")) var key: String?
+    @Option(help: "The broker's URL (default: $CIVITAS_BROKER, the profile's, or http://127.0.0.1:8080).") var broker: String?
+    @Option(help: ArgumentHelp("Your secret key file; requests are signed with it (default: $CIVITAS_KEY, or the profile's).", valueName: "KEY.secret")) var key: String?
     @OptionGroup var passphrase: PassphraseOptions
     @Option(help: ArgumentHelp("Trust only the certificate authorities in this PEM file for an https:// broker (a city's private CA; default: $CIVITAS_CA_FILE, else the system's authorities).",
                                valueName: "CA.pem"))
@@ -22,18 +22,58 @@ struct BrokerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The private key of --client-cert, PEM (`civitas keys tls-key` writes it from your key; default: $CIVITAS_CLIENT_KEY).", valueName: "KEY.pem"))
     var clientKey: String?
 
-    var baseURL: String {
-        var url = broker ?? Environment.value(of: "CIVITAS_BROKER") ?? "http://127.0.0.1:8080"
-        while url.hasSuffix("/") { url.removeLast() }
-        return url
+    @Option(help: ArgumentHelp("Take the settings not given here or in the environment from this profile (default: $CIVITAS_PROFILE, else 'default'; see `civitas profile`).",
+                               valueName: "NAME"))
+    var profile: String?
+
+    /// One connection setting as a command uses it, and where it came from.
+    struct Setting {
+        let name: String
+        let value: String?
+        /// `option`, `environment variable NAME`, `profile NAME`, `default` or `unset`.
+        let source: String
     }
 
-    /// The secret key file requests are signed with: --key, else $CIVITAS_KEY.
-    func keyFile() throws -> String {
-        guard let path = key ?? Environment.value(of: "CIVITAS_KEY"), !path.isEmpty else {
-            throw CLIError("give your secret key file with --key KEY.secret (or set CIVITAS_KEY): the broker answers signed requests only")
+    /// Every connection setting: the option, else its environment variable, else the profile, else the default.
+    func effectiveSettings() throws -> [Setting] {
+        let name = Profiles.selectedName(profile)
+        let profiles = try Profiles.load()
+        if let profile, profiles.profiles[profile] == nil {
+            throw CLIError("there is no profile \(profile) in \(Profiles.path) (civitas profile set --profile \(profile) …)")
         }
-        return path
+        let saved = profiles.profiles[name]
+        func setting(_ setting: String, _ option: String?, _ variable: String, _ fromProfile: String?, default fallback: String? = nil) -> Setting {
+            if let option { return Setting(name: setting, value: option, source: "option") }
+            if let value = Environment.value(of: variable), !value.isEmpty { return Setting(name: setting, value: value, source: "environment variable \(variable)") }
+            if let fromProfile { return Setting(name: setting, value: fromProfile, source: "profile \(name)") }
+            return Setting(name: setting, value: fallback, source: fallback == nil ? "unset" : "default")
+        }
+        return [setting("broker", broker, "CIVITAS_BROKER", saved?.broker, default: "http://127.0.0.1:8080"),
+                setting("key", key, "CIVITAS_KEY", saved?.key),
+                setting("ca_file", caFile, "CIVITAS_CA_FILE", saved?.caFile),
+                setting("client_cert", clientCert, "CIVITAS_CLIENT_CERT", saved?.clientCert),
+                setting("client_key", clientKey, "CIVITAS_CLIENT_KEY", saved?.clientKey)]
+    }
+
+    /// The settings as a command uses them.
+    struct Resolved {
+        let baseURL: String
+        let keyFile: String
+        let caFile: String?
+        let clientCertificate: (chain: String, key: String)?
+    }
+
+    func resolved() throws -> Resolved {
+        let settings = Dictionary(uniqueKeysWithValues: try effectiveSettings().map { ($0.name, $0.value) })
+        var url = (settings["broker"] ?? nil) ?? "http://127.0.0.1:8080"
+        while url.hasSuffix("/") { url.removeLast() }
+        guard let path = settings["key"] ?? nil, !path.isEmpty else {
+            throw CLIError("give your secret key file with --key KEY.secret (or set CIVITAS_KEY, or keep it in a profile: civitas profile set --key KEY.secret): the broker answers signed requests only")
+        }
+        let certificate = settings["client_cert"] ?? nil, certificateKey = settings["client_key"] ?? nil
+        guard (certificate == nil) == (certificateKey == nil) else { throw CLIError("--client-cert and --client-key go together") }
+        return Resolved(baseURL: url, keyFile: path, caFile: settings["ca_file"] ?? nil,
+                        clientCertificate: certificate.flatMap { cert in certificateKey.map { (cert, $0) } })
     }
 }
 
@@ -45,13 +85,10 @@ struct BrokerClient {
     let http: HTTPClient
 
     init(_ options: BrokerOptions) throws {
-        baseURL = options.baseURL
-        keys = try Files.secretKeys(try options.keyFile(), passphrase: options.passphrase)
-        let certificate = options.clientCert ?? Environment.value(of: "CIVITAS_CLIENT_CERT")
-        let certificateKey = options.clientKey ?? Environment.value(of: "CIVITAS_CLIENT_KEY")
-        guard (certificate == nil) == (certificateKey == nil) else { throw CLIError("--client-cert and --client-key go together") }
-        http = try Self.client(trusting: options.caFile ?? Environment.value(of: "CIVITAS_CA_FILE"),
-                               certificate: certificate.flatMap { cert in certificateKey.map { (cert, $0) } })
+        let settings = try options.resolved()
+        baseURL = settings.baseURL
+        keys = try Files.secretKeys(settings.keyFile, passphrase: options.passphrase)
+        http = try Self.client(trusting: settings.caFile, certificate: settings.clientCertificate)
     }
 
     init(baseURL: String, keys: SecretKeys) {

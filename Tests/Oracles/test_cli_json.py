@@ -82,6 +82,10 @@ def test_reporting_commands_print_their_documented_shape(clinic):
     refused = run("pull", "--key", clinic.secret("health"), "--issuer", "Keys/broker.pub", "--delivery", released["id"], "--json",
                   check=False)
     assert refused.returncode != 0 and "--out FILE" in refused.stderr
+    made = shape("demo-data", run("demo-data", "--calls", "500", "--later", "100", "--dir", "sample", "--json").stdout)
+    assert made["calls"] == 400 and made["later_calls"] == 100 and made["consenting"] < made["callers"]
+    assert (clinic.folder / "sample" / "consenting.txt").read_text().count("\n") == made["consenting"]
+
     # The positive control: a shape the schema does not describe fails the check.
     with pytest.raises(jsonschema.ValidationError):
         shape("request release", json.dumps({"id": "x"}))
