@@ -125,18 +125,23 @@ struct LogCommand: AsyncParsableCommand {
             abstract: "Fetch the broker's log export (any registered participant), checkpointed to its current size, for `civitas audit`."
         )
         @OptionGroup var options: BrokerOptions
+        @OptionGroup var report: ReportFormat
         @Argument(help: "Output file, or '-' for standard output.") var output: String
 
         func run() async throws {
-            let (bytes, _) = try await BrokerClient(options).fetch("/log/export")
+            guard !(report.json && output == "-") else { throw CLIError("--json reports on standard output: give the export a file") }
+            let client = try BrokerClient(options)
+            // Streamed as it arrives: a log of any length is never held whole.
             if output == "-" {
-                try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
+                _ = try await client.download("/log/export", to: FileDescriptorSink(descriptor: 1, name: "standard output"))
                 return
             }
             let file = try Files.AtomicFile(path: output, mode: 0o644)
-            try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: output).write($0) }
+            let sink = CountingSink(FileDescriptorSink(descriptor: file.descriptor, name: output))
+            _ = try await client.download("/log/export", to: sink)
             try file.commit(replacing: true)
-            print("fetched the log export (\(bytes.count) bytes) to \(output)")
+            try report.emit(["out": .string(output), "bytes": .number(Double(sink.count))],
+                            text: "fetched the log export (\(sink.count) bytes) to \(output)")
         }
     }
 
@@ -152,11 +157,13 @@ struct LogCommand: AsyncParsableCommand {
         var key: String
 
         @OptionGroup var passphrase: PassphraseOptions
+        @OptionGroup var report: ReportFormat
 
         @Argument(help: "Output file, or '-' for standard output.")
         var output: String
 
         func run() throws {
+            guard !(report.json && output == "-") else { throw CLIError("--json reports on standard output: give the export a file") }
             let signer = try Files.secretKeys(key, passphrase: passphrase)
             guard let origin = try? String(contentsOfFile: log + "/origin", encoding: .utf8).trimmingCharacters(in: .newlines) else {
                 throw CLIError("\(log) is not a log directory (no origin file)")
@@ -169,7 +176,8 @@ struct LogCommand: AsyncParsableCommand {
             let file = try Files.AtomicFile(path: output, mode: 0o644)
             try directory.export(to: FileDescriptorSink(descriptor: file.descriptor, name: output))
             try file.commit(replacing: true)
-            print("exported \(directory.log.size) entries and \(directory.checkpoints.count) checkpoint(s) to \(output)")
+            try report.emit(["out": .string(output), "entries": .number(Double(directory.log.size)), "checkpoints": .number(Double(directory.checkpoints.count))],
+                            text: "exported \(directory.log.size) entries and \(directory.checkpoints.count) checkpoint(s) to \(output)")
         }
     }
 }

@@ -98,6 +98,19 @@ final class TeeSink: ByteSink {
     }
 }
 
+/// Passes bytes on to another sink, counting them.
+final class CountingSink: ByteSink {
+    private let next: ByteSink
+    private(set) var count = 0
+
+    init(_ next: ByteSink) { self.next = next }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try next.write(bytes)
+        count += bytes.count
+    }
+}
+
 /// Runs `body` on a thread of its own (it may block waiting for bytes) and returns its result.
 func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CivitasCrypto
 import Foundation
 
 /// `civitas config check`: the settings `civitas serve --config FILE` would run with, where each
@@ -21,16 +22,13 @@ struct ConfigCommand: AsyncParsableCommand {
                 """)
 
         @Argument(help: "The JSON config file.") var file: String
+        @OptionGroup var report: ReportFormat
 
         func run() async throws {
             let settings = try await ServeSettings.load(file: file)
             let rows = settings.effective
-            let width = max(7, rows.map(\.name.count).max() ?? 0) + 2
-            let sourceWidth = max(4, rows.map(\.source.count).max() ?? 0) + 2
-            print("setting".padding(toLength: width, withPad: " ", startingAt: 0) + "from".padding(toLength: sourceWidth, withPad: " ", startingAt: 0) + "value")
-            for row in rows {
-                print(row.name.padding(toLength: width, withPad: " ", startingAt: 0) + row.source.padding(toLength: sourceWidth, withPad: " ", startingAt: 0) + row.value)
-            }
+            if !report.json { print(Table.text(headers: ["SETTING", "FROM", "VALUE"], rows: rows.map { [$0.name, $0.source, $0.value] })) }
+            var notes: [String] = []
             var problems: [String] = []
             do { try settings.check() } catch let error as CLIError { problems.append(error.description) }
             if settings.tlsCert != nil, settings.tlsKey != nil {
@@ -48,10 +46,12 @@ struct ConfigCommand: AsyncParsableCommand {
                     if !String(decoding: text, as: UTF8.self).hasPrefix("civitas-secret-key/1 ") { problems.append("broker_key: \(settings.brokerKey) is not a civitas secret key file") }
                 } catch { problems.append("broker_key: \(error)") }
             } else {
-                print("note: \(settings.brokerKey) does not exist; the broker creates it at first start")
+                notes.append("\(settings.brokerKey) does not exist; the broker creates it at first start")
             }
             guard problems.isEmpty else { throw CLIError(problems.joined(separator: "; ")) }
-            print("the settings are valid")
+            try report.emit(["valid": .bool(true), "notes": .array(notes.map(JSONValue.string)),
+                             "settings": .array(rows.map { ["name": .string($0.name), "source": .string($0.source), "value": .string($0.value)] })],
+                            text: (notes.map { "note: \($0)\n" }.joined()) + "the settings are valid")
         }
     }
 }

@@ -25,6 +25,7 @@ struct SealCommand: ParsableCommand {
     var chunkSize: Int?
 
     @OptionGroup var passphrase: PassphraseOptions
+    @OptionGroup var report: ReportFormat
 
     @Argument(help: "Payload file, or '-' for standard input.")
     var input: String
@@ -33,6 +34,7 @@ struct SealCommand: ParsableCommand {
     var output: String
 
     func run() throws {
+        guard !(report.json && output == "-") else { throw CLIError("--json reports on standard output: give the envelope a file") }
         var members: [String: JSONValue] = [:]
         if let metadata {
             guard let object = try JSONParser.parse(metadata).objectValue else {
@@ -46,8 +48,9 @@ struct SealCommand: ParsableCommand {
                                     contentType: contentType, metadata: members, chunkSize: chunkSize)
         let manifest = try EnvelopeFiles.seal(input: input, output: output, sealer: sealer).manifest
         if output != "-" {
-            print("sealed \(manifest.payloadLength) bytes for \(recipient.name) (\(recipient.keyID)) into \(output)")
-            print("ciphertext sha256 \(Hex.encode(manifest.ciphertextSHA256))")
+            try report.emit(["out": .string(output), "payload_bytes": .number(Double(manifest.payloadLength)), "recipient": .string(recipient.name),
+                             "recipient_key_id": .string(recipient.keyID.hex), "ciphertext_sha256": .string(Hex.encode(manifest.ciphertextSHA256))],
+                            text: "sealed \(manifest.payloadLength) bytes for \(recipient.name) (\(recipient.keyID)) into \(output)\nciphertext sha256 \(Hex.encode(manifest.ciphertextSHA256))")
         }
     }
 }
@@ -70,6 +73,7 @@ struct OpenCommand: ParsableCommand {
     var issuer: String
 
     @OptionGroup var passphrase: PassphraseOptions
+    @OptionGroup var report: ReportFormat
 
     @Argument(help: "Envelope file, or '-' for standard input.")
     var input: String
@@ -78,12 +82,16 @@ struct OpenCommand: ParsableCommand {
     var output: String
 
     func run() throws {
+        guard !(report.json && output == "-") else { throw CLIError("--json reports on standard output: give the payload a file") }
         let recipient = try Files.secretKeys(key, passphrase: passphrase)
         let issuerKeys = try Files.publicKeys(issuer)
         let verified = try EnvelopeFiles.open(input: input, output: output,
                                               opener: EnvelopeOpener(recipient: recipient, issuer: issuerKeys))
         if output != "-" {
-            print("opened \(verified.manifest.payloadLength) bytes (\(verified.manifest.contentType)) from \(issuerKeys.name) into \(output)")
+            try report.emit(["out": .string(output), "payload_bytes": .number(Double(verified.manifest.payloadLength)),
+                             "content_type": .string(verified.manifest.contentType), "issuer": .string(issuerKeys.name),
+                             "issuer_key_id": .string(issuerKeys.keyID.hex), "ciphertext_sha256": .string(Hex.encode(verified.manifest.ciphertextSHA256))],
+                            text: "opened \(verified.manifest.payloadLength) bytes (\(verified.manifest.contentType)) from \(issuerKeys.name) into \(output)")
         }
     }
 }

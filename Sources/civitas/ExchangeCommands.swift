@@ -29,8 +29,10 @@ struct AgreementsCommand: AsyncParsableCommand {
         @Option(help: "The agreement's id (default: ag-DATASET-PARTNER).") var id: String?
         @Option(name: .customLong("purpose"), help: "A purpose (repeatable; default: the purposes the dataset is offered for).") var purposes: [String] = []
         @Option(help: "Write the policy here (refused if it exists; default: standard output).") var out: String?
+        @OptionGroup var report: ReportFormat
 
         func run() async throws {
+            guard !(report.json && out == nil) else { throw CLIError("--json reports on standard output: give the policy a file with --out FILE") }
             let client = try BrokerClient(options)
             let (_, shown) = try await client.send("GET", "/datasets/\(dataset)")
             guard let schemaValue = shown["schema"], schemaValue.objectValue != nil else { throw CLIError("the broker did not show the schema of \(dataset)") }
@@ -68,7 +70,13 @@ struct AgreementsCommand: AsyncParsableCommand {
                 let file = try Files.AtomicFile(path: out, mode: 0o644)
                 try Array(pretty + Data("\n".utf8)).withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: out).write($0) }
                 try file.commit(replacing: false)
-                Output.warn("wrote \(out): fields \(classes); edit it, then civitas agreements offer \(out)")
+                if report.json {
+                    try report.emit(["out": .string(out), "agreement": policy["agreement"] ?? .null, "dataset": .string(dataset),
+                                     "partner": .string(partnerKeys.keyID.hex), "purposes": .array(purposes.map(JSONValue.string)),
+                                     "fields": .array(released.map { ["name": .string($0.name), "privacy": .string($0.privacy.rawValue)] })], text: "")
+                } else {
+                    Output.warn("wrote \(out): fields \(classes); edit it, then civitas agreements offer \(out)")
+                }
             } else {
                 print(String(decoding: pretty, as: UTF8.self))
                 Output.warn("fields \(classes)")

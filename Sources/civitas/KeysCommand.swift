@@ -36,6 +36,8 @@ struct KeysCommand: ParsableCommand {
         @Option(help: "Argon2id cost for a protected file: moderate (256 MiB, default) or interactive (64 MiB).")
         var passphraseCost: CostLevel = .moderate
 
+        @OptionGroup var report: ReportFormat
+
         enum CostLevel: String, ExpressibleByArgument {
             case moderate, interactive
             var cost: PassphraseCost { self == .moderate ? .moderate : .interactive }
@@ -44,9 +46,10 @@ struct KeysCommand: ParsableCommand {
         func run() throws {
             let generated = try KeyGeneration.generate(name: name, directory: dir, force: force,
                                                        passphrase: passphrase.passphrase(), cost: passphraseCost.cost)
-            print("created \(generated.secretPath) (secret, mode 0600\(generated.isProtected ? ", passphrase-protected" : ""))")
-            print("created \(generated.publicPath) (public)")
-            print("key id \(generated.keys.keyID)")
+            try report.emit(["name": .string(name), "key_id": .string(generated.keys.keyID.hex), "secret": .string(generated.secretPath),
+                             "public": .string(generated.publicPath), "protected": .bool(generated.isProtected)],
+                            text: "created \(generated.secretPath) (secret, mode 0600\(generated.isProtected ? ", passphrase-protected" : ""))\n"
+                                + "created \(generated.publicPath) (public)\nkey id \(generated.keys.keyID)")
         }
     }
 
@@ -57,17 +60,17 @@ struct KeysCommand: ParsableCommand {
         var file: String
 
         @Flag(help: "Print only the key id (for scripts and policies).") var id = false
+        @OptionGroup var report: ReportFormat
 
         func run() throws {
             let keys = try Files.publicKeys(file)
-            if id {
+            if id && !report.json {
                 print(keys.keyID.hex)
                 return
             }
-            print("name    \(keys.name)")
-            print("key id  \(keys.keyID)")
-            print("ed25519 \(Base64.encode(keys.signingKey))")
-            print("x25519  \(Base64.encode(keys.encryptionKey))")
+            try report.emit(["name": .string(keys.name), "key_id": .string(keys.keyID.hex), "ed25519": .string(Base64.encode(keys.signingKey)),
+                             "x25519": .string(Base64.encode(keys.encryptionKey))],
+                            text: "name    \(keys.name)\nkey id  \(keys.keyID)\ned25519 \(Base64.encode(keys.signingKey))\nx25519  \(Base64.encode(keys.encryptionKey))")
         }
     }
 }
@@ -86,6 +89,7 @@ extension KeysCommand {
         @Option(help: ArgumentHelp("Your secret key file.", valueName: "KEY.secret")) var key: String
         @OptionGroup var passphrase: PassphraseOptions
         @Option(help: ArgumentHelp("Where to write the PEM key (refused if it exists).", valueName: "FILE")) var out: String
+        @OptionGroup var report: ReportFormat
 
         func run() throws {
             let keys = try Files.secretKeys(key, passphrase: passphrase)
@@ -94,7 +98,8 @@ extension KeysCommand {
             let file = try Files.AtomicFile(path: out, mode: 0o600)
             try pem.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: out).write($0) }
             try file.commit(replacing: false)
-            print("wrote the signing key of \(keys.publicKeys.name) (\(keys.keyID)) to \(out) (0600)")
+            try report.emit(["name": .string(keys.publicKeys.name), "key_id": .string(keys.keyID.hex), "out": .string(out)],
+                            text: "wrote the signing key of \(keys.publicKeys.name) (\(keys.keyID)) to \(out) (0600)")
         }
     }
 
@@ -106,6 +111,7 @@ extension KeysCommand {
 
         @Option(help: "The key file to create.") var out: String
         @Flag(help: "Replace an existing file.") var force = false
+        @OptionGroup var report: ReportFormat
 
         func run() throws {
             if !force && Files.exists(out) { throw CLIError("\(out) already exists (use --force to replace it)") }
@@ -121,7 +127,7 @@ extension KeysCommand {
             let file = try Files.AtomicFile(path: out, mode: 0o600)
             try line.withUnsafeBytes { try FileDescriptorSink(descriptor: file.descriptor, name: out).write($0) }
             try file.commit(replacing: force)
-            print("created \(out) (pseudonym master key, mode 0600)")
+            try report.emit(["out": .string(out)], text: "created \(out) (pseudonym master key, mode 0600)")
         }
     }
 }

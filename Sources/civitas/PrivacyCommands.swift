@@ -101,6 +101,7 @@ struct AnonymizeCommand: ParsableCommand {
     var metric: String = OptimalSearch.defaultMetric.rawValue
     @Option(help: "Write the report as JSON here.") var report: String?
     @Option(help: "Field delimiter (default: detected from the header).") var delimiter: String?
+    @OptionGroup var format: ReportFormat
 
     func run() throws {
         var (table, separator) = try TableFiles.readTable(input, delimiter: delimiter)
@@ -177,6 +178,7 @@ struct AnonymizeCommand: ParsableCommand {
             try Data(try CanonicalJSON.encode(result.report.jsonValue) + [0x0A]).write(to: URL(fileURLWithPath: report))
         }
         let r = result.report
+        guard !format.json else { return try format.emit(r.jsonValue, text: "") }
         print("\(r.algorithm): k=\(r.k)\(r.diversity.map { ", \($0)" } ?? "") counted in \(r.subjectColumn.map { "distinct '\($0)' values" } ?? "records (each record is its own subject)"); \(r.released) of \(r.records) records released, \(r.suppressed) suppressed; \(r.subjectsReleased) of \(r.subjects) subjects released, \(r.subjectsSuppressed) with records suppressed; \(r.classes) classes, the smallest of \(r.kAchieved); loss \(String(format: "%.4f", r.loss)); max prosecutor risk \(String(format: "%.4f", r.maximumProsecutorRisk))")
         if r.algorithm == "optimal" {
             print("levels: " + columns.map { "\($0)=\(r.levels[$0] ?? 0)" }.joined(separator: " ") + " (\(r.nodesChecked) of \(r.latticeSize) lattice nodes checked; \(r.metric) \(String(format: "%.6g", r.metricValue)))")
@@ -213,6 +215,7 @@ struct AggregateCommand: ParsableCommand {
     @Option(help: "Groups one subject may contribute to.") var maxGroups: Int = 1
     @Option(help: "Rows one subject may contribute per group.") var maxRows: Int = 1
     @Option(help: "Field delimiter (default: detected).") var delimiter: String?
+    @OptionGroup var report: ReportFormat
 
     func run() throws {
         let (table, separator) = try TableFiles.readTable(input, delimiter: delimiter)
@@ -270,8 +273,16 @@ struct AggregateCommand: ParsableCommand {
         var sampler = ExactSampler(random: SystemRandomness())
         let result = try aggregate.run(table, groups: keys, using: &sampler)
         let bytes = result.csv(delimiter: separator)
-        try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
         let charge = try aggregate.charge()
+        if report.json {
+            let rows = try CSVTable.parse(result.csv(delimiter: 0x2C), delimiter: 0x2C)
+            let objects: [JSONValue] = rows.rows.map { row in .object(Dictionary(uniqueKeysWithValues: zip(rows.columns, row.map(JSONValue.string)))) }
+            try report.emit(["statistic": .string(statistics[0]), "group_by": .array(groupColumns.map(JSONValue.string)), "rows": .array(objects),
+                             "epsilon_charged": charge.rhoMicro > 0 ? .null : .string(MicroUnits.decimal(charge.epsilonMicro)),
+                             "rho_charged": charge.rhoMicro > 0 ? .string(MicroUnits.decimal(charge.rhoMicro)) : .null], text: "")
+            return
+        }
+        try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
         if charge.rhoMicro > 0 {
             let implied = PrivacyBudget(epsilonBudgetMicro: 0, rhoBudgetMicro: charge.rhoMicro)
                 .approximateEpsilon(rhoMicro: charge.rhoMicro, delta: delta)

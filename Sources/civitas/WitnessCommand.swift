@@ -79,10 +79,12 @@ struct WitnessCommand: AsyncParsableCommand {
 
         @Option(help: ArgumentHelp("The broker's public key file.", valueName: "BROKER.pub")) var broker: String
         @Option(help: "The log's origin line (the broker's --log-origin).") var origin: String = BrokerStore.defaultLogOrigin
+        @OptionGroup var report: ReportFormat
 
         func run() throws {
             let keys = try Files.publicKeys(broker)
-            print(try NoteKey(name: origin, publicKey: keys.signingKey).verifierKey)
+            let verifierKey = try NoteKey(name: origin, publicKey: keys.signingKey).verifierKey
+            try report.emit(["origin": .string(origin), "verifier_key": .string(verifierKey)], text: verifierKey)
         }
     }
 }

@@ -97,3 +97,58 @@ def test_list_commands_print_headed_tables(clinic):
     assert any(line.split()[1:] == ["operator", "operator"] for line in participants[1:])
     agreements = clinic.civitas("agreements", "list", "--key", clinic.secret("health")).stdout.splitlines()
     assert agreements[0].split()[:3] == ["ID", "STATE", "DATASET"]
+
+
+def test_every_other_reporting_command_prints_its_documented_shape(clinic):
+    """Keys, envelopes, the log, the privacy tools on files, the witness's log key, config check,
+    an agreement draft and a DP aggregate request, each with --json against its schema definition."""
+    run = clinic.civitas
+    publisher = clinic.secret(clinic.scenario["publisher"])
+    generated = shape("keys generate", run("keys", "generate", "--name", "json-keys", "--json").stdout)
+    assert generated["public"] == "Keys/json-keys.pub" and generated["protected"] is False
+    shown = shape("keys show", run("keys", "show", "Keys/json-keys.pub", "--json").stdout)
+    assert shown["key_id"] == generated["key_id"] == run("keys", "show", "--id", "Keys/json-keys.pub").stdout.strip()
+    tls = shape("keys tls-key", run("keys", "tls-key", "--key", "Keys/json-keys.secret", "--out", "json-keys.pem", "--json").stdout)
+    assert tls["key_id"] == generated["key_id"]
+    shape("keys pseudonym-key", run("keys", "pseudonym-key", "--out", "json-pseudonyms.key", "--json").stdout)
+    witness_key = shape("witness log-key", run("witness", "log-key", "--broker", "Keys/broker.pub", "--json").stdout)
+    assert witness_key["verifier_key"].startswith(witness_key["origin"] + "+")
+
+    columns, rows = clinic.records(40)
+    (clinic.folder / "table.csv").write_text("\n".join(",".join(row) for row in [columns] + rows) + "\n")
+    sealed = shape("seal", run("seal", "--from", publisher, "--to", "Keys/json-keys.pub", "table.csv", "table.envelope", "--json").stdout)
+    opened = shape("open", run("open", "--key", "Keys/json-keys.secret", "--issuer", f"Keys/{clinic.scenario['publisher']}.pub",
+                               "table.envelope", "table.opened.csv", "--json").stdout)
+    assert sealed["ciphertext_sha256"] == opened["ciphertext_sha256"] and opened["payload_bytes"] == sealed["payload_bytes"]
+
+    fetched = shape("log fetch", run("log", "fetch", "--key", clinic.secret("operator"), "log.jsonl", "--json").stdout)
+    assert fetched["bytes"] == (clinic.folder / "log.jsonl").stat().st_size
+    (clinic.folder / "local-log").mkdir()
+    (clinic.folder / "local-log" / "origin").write_text("example.city/local-log\n")
+    for name in ["entries.jsonl", "checkpoints.jsonl"]:
+        (clinic.folder / "local-log" / name).write_text("")
+    exported = shape("log export", run("log", "export", "--log", "local-log", "--key", "Keys/json-keys.secret", "local.jsonl",
+                                       "--json").stdout)
+    assert exported["entries"] == 0
+
+    anonymized = shape("anonymize", run("anonymize", "table.csv", "table.k2.csv", "--schema", "schema.json", "--k", "2",
+                                        "--max-suppression", "0.5", "--pseudonym-key", "json-pseudonyms.key", "--json").stdout)
+    assert anonymized["k_achieved"] >= 2
+    counted = shape("aggregate", run("aggregate", "table.csv", "--epsilon", "0.5", "--count", "--group-by", "zip", "--public-groups",
+                                     "--json").stdout)
+    assert counted["epsilon_charged"] == "0.5" and counted["rows"] and all("zip" in row for row in counted["rows"])
+
+    (clinic.folder / "broker.json").write_text(json.dumps({"port": 0, "db": "checked.sqlite", "operator": "Keys/operator.pub"}))
+    checked = shape("config check", run("config", "check", "broker.json", "--json").stdout)
+    assert {"name": "port", "source": "file", "value": "0"} in checked["settings"]
+
+    drafted = shape("agreements draft", run("agreements", "draft", "--key", publisher, "--dataset", clinic.dataset, "--partner", "health",
+                                            "--id", "ag-drafted", "--out", "drafted.json", "--json").stdout)
+    assert drafted["agreement"] == "ag-drafted" and drafted["fields"]
+    policy = clinic.policy("ag-aggregate", "health")
+    (clinic.folder / "ag-aggregate.json").write_text(json.dumps(policy))
+    run("agreements", "offer", "--key", publisher, "ag-aggregate.json")
+    run("agreements", "accept", "--key", clinic.secret("health"), "ag-aggregate")
+    asked = shape("request aggregate", run("request", "aggregate", "--key", clinic.secret("health"), "--purpose", clinic.purpose,
+                                           "--statistic", "count", "--epsilon", "0.25", "ag-aggregate", "--json").stdout)
+    assert asked["epsilon_charged"] == "0.25" and asked["idempotency_key"].startswith("req-")
