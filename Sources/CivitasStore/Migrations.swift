@@ -126,11 +126,9 @@ extension BrokerStore {
                 t.column("retires", .text)
             }
         }
-        migrator.registerMigration("2026-12-05 batch body digests") { db in
+        migrator.registerMigration("2026-12-05 resumable uploads and consent") { db in
             // The SHA-256 of each upload's bytes as received, so that the same upload sent again is answered without reading it.
             try db.alter(table: "batch") { t in t.add(column: "body_sha256", .blob) }
-        }
-        migrator.registerMigration("2026-12-05 consent request keys") { db in
             // Each consent event names the entry its request made, and a recorder's idempotency keys
             // name that entry, so that a request sent again is answered with its first receipts.
             try db.alter(table: "consent_event") { t in t.add(column: "log_index", .integer) }

@@ -101,11 +101,9 @@ enum PostgresMigrations {
             """,
             "CREATE INDEX participant_key_by_participant ON participant_key (participant)",
         ]),
-        ("2026-12-05 batch body digests", [
+        ("2026-12-05 resumable uploads and consent", [
             // The SHA-256 of each upload's bytes as received, so that the same upload sent again is answered without reading it.
             "ALTER TABLE batch ADD COLUMN body_sha256 bytea",
-        ]),
-        ("2026-12-05 consent request keys", [
             // Each consent event names the entry its request made, and a recorder's idempotency keys
             // name that entry, so that a request sent again is answered with its first receipts.
             "ALTER TABLE consent_event ADD COLUMN log_index bigint",

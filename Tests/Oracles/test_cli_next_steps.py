@@ -24,7 +24,7 @@ def run(clinic, *args, env=None):
 
 def test_the_key_comes_from_civitas_key_or_the_error_says_how(clinic):
     missing = run(clinic, "participants", "list")
-    assert missing.returncode != 0 and "--key KEY.secret (or set CIVITAS_KEY)" in missing.stderr, missing.stderr
+    assert missing.returncode != 0 and "--key KEY.secret (or set CIVITAS_KEY, or keep it in a profile" in missing.stderr, missing.stderr
     listed = run(clinic, "participants", "list", env={"CIVITAS_KEY": clinic.secret("operator")})
     assert listed.returncode == 0 and "operator" in listed.stdout, listed.stderr
     # --key still wins over the environment.
