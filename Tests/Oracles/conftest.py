@@ -1,6 +1,7 @@
 import http.server
 import os
 import pathlib
+import secrets
 import subprocess
 import time
 
@@ -41,6 +42,16 @@ class CLI:
 @pytest.fixture
 def cli(civitas_bin, tmp_path):
     return CLI(civitas_bin, tmp_path)
+
+
+def fresh_database():
+    """A new, empty database on the PostgreSQL server the tests run (CIVITAS_TEST_POSTGRES_URL); its URL."""
+    server = os.environ.get("CIVITAS_TEST_POSTGRES_URL")
+    if not server:
+        pytest.fail("CIVITAS_TEST_POSTGRES_URL names no PostgreSQL server: run the tests with scripts/test, which starts one")
+    name = "civitas_test_" + secrets.token_hex(6)
+    subprocess.run(["psql", server, "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return server.rsplit("/", 1)[0] + "/" + name
 
 
 def start_broker(civitas_bin, folder, operator_pub, *extra):

@@ -20,21 +20,12 @@ import requests
 
 import civitas_log
 from clinic_broker import ClinicBroker
-from conftest import ROOT
+from conftest import ROOT, fresh_database
 from test_server_live import signer_for
 
 NODES = 3
 CHARGE = 0.02  # ε per aggregate: each agreement's budget of 1 holds exactly 50
 ATTEMPTS = 400
-
-
-def fresh_database():
-    server = os.environ.get("CIVITAS_TEST_POSTGRES_URL")
-    if not server:
-        pytest.fail("CIVITAS_TEST_POSTGRES_URL names no PostgreSQL server: run the tests with scripts/test, which starts one")
-    name = "civitas_nodes_" + secrets.token_hex(6)
-    subprocess.run(["psql", server, "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    return server.rsplit("/", 1)[0] + "/" + name
 
 
 def launch_node(civitas_bin, folder, database, port=0):

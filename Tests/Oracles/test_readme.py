@@ -6,13 +6,11 @@ connections, as a person would before typing the next command; at the end it sto
 The two commands at the top (scripts/demo, scripts/test) are not run here: scripts/test is what
 runs this test, and test_exchange_e2e runs the demo. Afterwards the files the walkthrough made
 are checked: a release and a feed window were received and the auditor's checkpoint was kept."""
-import os
 import pathlib
 import re
-import secrets
 import subprocess
 
-import pytest
+from conftest import fresh_database
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -21,15 +19,6 @@ def readme_blocks():
     text = (ROOT / "README.md").read_text()
     walkthrough = text[text.index("## Walkthrough"):]
     return re.findall(r"^```sh\n(.*?)^```", walkthrough, flags=re.S | re.M)
-
-
-def fresh_database():
-    server = os.environ.get("CIVITAS_TEST_POSTGRES_URL")
-    if not server:
-        pytest.fail("CIVITAS_TEST_POSTGRES_URL names no PostgreSQL server: run the tests with scripts/test, which starts one")
-    name = "civitas_readme_" + secrets.token_hex(6)
-    subprocess.run(["psql", server, "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    return server.rsplit("/", 1)[0] + "/" + name
 
 
 def wait_for_ports(block):
