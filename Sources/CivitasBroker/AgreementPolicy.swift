@@ -77,6 +77,13 @@ public struct AgreementPolicy: Sendable, Equatable {
     public let validFrom: UTCTime
     public let validUntil: UTCTime
     public let feed: FeedTerms?
+    /// Whether the city's public register of agreements shows the agreement's terms (`public`,
+    /// the default) or only that it exists, with its purposes and legal basis (`confidential`).
+    public let register: Register
+
+    public enum Register: String, Sendable, CaseIterable {
+        case `public`, confidential
+    }
     /// The policy's canonical bytes and their SHA-256.
     public let canonical: [UInt8]
     public let sha256: [UInt8]
@@ -93,7 +100,8 @@ public struct AgreementPolicy: Sendable, Equatable {
         var problems = PolicyProblems()
         problems.attempt {
             try members(object, of: "the policy", allowed: ["agreement", "dataset", "publisher", "partner", "purposes", "legal_basis", "fields",
-                                                             "treatment", "aggregates", "epsilon_budget", "valid_from", "valid_until", "feed"])
+                                                             "treatment", "aggregates", "epsilon_budget", "valid_from", "valid_until", "feed",
+                                                             "register"])
         }
         let id = problems.attempt { try code(object, "agreement", maximum: 128) }
         let dataset = problems.attempt { try code(object, "dataset", maximum: 128) }
@@ -138,6 +146,13 @@ public struct AgreementPolicy: Sendable, Equatable {
                              belowK: mode)
         }
         let budget = problems.attempt { try micro(object["epsilon_budget"] ?? .number(0), "epsilon_budget") }
+        let register = problems.attempt { () throws -> Register in
+            guard let value = object["register"] else { return .public }
+            guard let register = value.stringValue.flatMap(Register.init(rawValue:)) else {
+                throw invalid("register must be \(Register.allCases.map(\.rawValue).joined(separator: " or "))")
+            }
+            return register
+        }
         let validFrom = problems.attempt { try time(object, "valid_from") }
         let validUntil = problems.attempt { try time(object, "valid_until") }
         if let validFrom, let validUntil, validFrom >= validUntil {
@@ -145,12 +160,12 @@ public struct AgreementPolicy: Sendable, Equatable {
         }
         try problems.throwIfAny()
         guard let id, let dataset, let publisher, let partner, let purposes, let legalBasis, let fields, let treatment,
-              let aggregates, let feed, let budget, let validFrom, let validUntil else {
+              let aggregates, let feed, let budget, let validFrom, let validUntil, let register else {
             throw invalid("the policy could not be read")
         }
         return AgreementPolicy(id: id, dataset: dataset, publisher: publisher, partner: partner, purposes: purposes, legalBasis: legalBasis,
                                fields: fields, treatment: treatment, aggregates: aggregates, epsilonBudgetMicro: budget,
-                               validFrom: validFrom, validUntil: validUntil, feed: feed,
+                               validFrom: validFrom, validUntil: validUntil, feed: feed, register: register,
                                canonical: canonical, sha256: SHA256Hasher.hash(canonical))
     }
 

@@ -106,6 +106,7 @@ extension AgreementPolicy {
             "civitas:policySHA256": .string(Hex.encode(sha256)),
             "permission": .array(permissions),
         ]
+        if let register = document["register"] { agreement["civitas:register"] = register }
         if let agreed { agreement["dspace:timestamp"] = ["@value": .string(agreed.rfc3339), "@type": "xsd:dateTime"] }
         return .object(agreement)
     }
@@ -131,6 +132,7 @@ extension AgreementPolicy {
             throw invalid("the agreement's dpv:hasLegalBasis is not a GDPR Article 6(1) basis")
         }
         document["legal_basis"] = .string(basis.rawValue)
+        if let register = odrl["civitas:register"] { document["register"] = register }
         guard case .array(let permissions)? = odrl["permission"] else { throw invalid("the agreement has no permission") }
         func constraintList(_ rule: JSONValue) -> [JSONValue] {
             if case .array(let items)? = rule["constraint"] { return items }

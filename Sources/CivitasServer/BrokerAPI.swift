@@ -58,6 +58,8 @@ public struct BrokerAPI: Sendable {
     let witnesses: CheckpointWitnesses?
     /// Whether signed requests must come with a TLS client certificate for the signing key.
     let clientCertificates: Bool
+    /// The web view's templates (nil if they do not parse: the pages then answer 500 saying so).
+    let webPages: WebPages?
 
     public init(broker: Broker, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
                 catalog: @escaping @Sendable () -> CatalogSettings = { CatalogSettings() }, publicURL: String? = nil, tls: Bool = false,
@@ -74,6 +76,7 @@ public struct BrokerAPI: Sendable {
         self.publicURL = publicURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.metrics = metrics
         self.clock = clock
+        webPages = try? WebPages()
     }
 
     /// The log's latest checkpoint, cosigned by the witnesses that answer when there are any.
@@ -107,6 +110,7 @@ public struct BrokerAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: try await latestCheckpoint())))
         }
         router.get("log/consistency") { request, _ in try consistencyProof(request) }
+        addWebRoutes(to: router)
 
         let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, origin: publicURL, scheme: scheme, bodies: bodies,
                                                                                    spooledBytes: spooledBytes, spools: Self.spoolsBody,

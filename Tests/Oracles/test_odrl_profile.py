@@ -87,6 +87,8 @@ def rebuild(expanded):
                 "publisher": strip(scalar(one(agreement, O + "assigner")), "urn:civitas:participant:"),
                 "partner": strip(scalar(one(agreement, O + "assignee")), "urn:civitas:participant:"),
                 "legal_basis": BASES[strip(scalar(one(agreement, "https://w3id.org/dpv#hasLegalBasis")), GDPR + "A6-1-")]}
+    if C + "register" in agreement:
+        document["register"] = scalar(one(agreement, C + "register"))
     treatment = {}
     names = {"k": "k", "l": "l", "suppressionLimit": "suppression_limit", "algorithm": "algorithm", "pseudonymEpoch": "pseudonym_epoch",
              "linkage": "linkage", "epsilon": "epsilon", "fractionDigits": "fraction_digits", "groupBy": "group_by", "groupKeys": "group_keys",
