@@ -4,6 +4,8 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Code: String, Sendable {
         /// The agreement, dataset, feed or delivery does not exist.
         case notFound = "not_found"
+        /// A login link or session that is not (or no longer) valid.
+        case unauthorized
         /// The caller is not a party allowed to do this.
         case forbidden
         /// The request or policy is malformed or contradicts the dataset's schema.

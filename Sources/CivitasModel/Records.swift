@@ -169,6 +169,28 @@ public struct StoredConsent: Sendable, Equatable {
     }
 }
 
+/// A one-time login link or a web session, kept by the SHA-256 of its secret token (the token
+/// itself is only ever in the participant's hands).
+public struct WebToken: Sendable, Equatable {
+    public enum Kind: String, Sendable { case login, session }
+    public let sha256: [UInt8]
+    public let kind: Kind
+    public let participant: KeyID
+    public let created: UTCTime
+    public let expires: UTCTime
+    /// When it was used (a login link) or ended (a session).
+    public var ended: UTCTime?
+
+    public init(sha256: [UInt8], kind: Kind, participant: KeyID, created: UTCTime, expires: UTCTime, ended: UTCTime? = nil) {
+        self.sha256 = sha256
+        self.kind = kind
+        self.participant = participant
+        self.created = created
+        self.expires = expires
+        self.ended = ended
+    }
+}
+
 /// A recorder's idempotency key for a consent request: the request it was used for and the
 /// `consent.recorded` entry that request made.
 public struct ConsentKey: Sendable, Equatable {
@@ -215,6 +237,27 @@ public struct Delivery: Sendable, Equatable {
         self.logIndex = logIndex
         self.records = records
         self.envelope = envelope
+        self.created = created
+    }
+}
+
+/// A delivery without its envelope: what a list of deliveries shows.
+public struct DeliverySummary: Sendable, Equatable {
+    public let id: String
+    public let kind: Delivery.Kind
+    /// The window's number, for a feed window.
+    public let feedSequence: Int64?
+    /// The log entry that records the delivery (its figures are there).
+    public let logIndex: UInt64
+    public let records: Int
+    public let created: UTCTime
+
+    public init(id: String, kind: Delivery.Kind, feedSequence: Int64?, logIndex: UInt64, records: Int, created: UTCTime) {
+        self.id = id
+        self.kind = kind
+        self.feedSequence = feedSequence
+        self.logIndex = logIndex
+        self.records = records
         self.created = created
     }
 }

@@ -36,7 +36,7 @@ public struct APIError: HTTPResponseError, Sendable {
         let status: HTTPResponse.Status = switch error.code {
         case .notFound: .notFound
         case .forbidden, .purposeNotAllowed: .forbidden
-        case .replayed: .unauthorized
+        case .replayed, .unauthorized: .unauthorized
         case .duplicate, .agreementNotActive, .budgetExhausted, .conflict: .conflict
         case .invalid, .invalidBatch, .invalidSchema, .kUnreachable, .nothingToRelease, .badSignature: .unprocessableContent
         case .busy: .serviceUnavailable

@@ -69,6 +69,10 @@ public protocol BrokerStorage: AnyObject, Sendable {
     // MARK: Agreements and consent
     func agreement(_ id: String) throws -> StoredAgreement?
     func agreements(involving participant: KeyID?) throws -> [StoredAgreement]
+    /// The newest `limit` deliveries under an agreement, newest first, without their envelopes.
+    func deliverySummaries(agreement: String, limit: Int) throws -> [DeliverySummary]
+    /// The login link or session whose token hashes to `sha256`, if any.
+    func webToken(sha256: [UInt8]) throws -> WebToken?
     /// The recorder's consent idempotency key `key`, if it was used.
     func consentKey(recorder: KeyID, key: String) throws -> ConsentKey?
     /// The records of the consent events logged by entry `logIndex`, in the order of their request.

@@ -82,6 +82,14 @@ extension BrokerStore {
         }
     }
 
+    public func webToken(sha256: [UInt8]) throws -> WebToken? {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM web_token WHERE sha256 = ?", arguments: [Data(sha256)]).map(StoredRecords.webToken(from:))
+            }
+        }
+    }
+
     public func consentKey(recorder: KeyID, key: String) throws -> ConsentKey? {
         try wrap {
             try pool.read { db in
@@ -198,11 +206,12 @@ extension BrokerStore {
         }
     }
 
-    /// Deliveries under an agreement, oldest first.
-    public func deliveries(agreement: String) throws -> [Delivery] {
+    public func deliverySummaries(agreement: String, limit: Int) throws -> [DeliverySummary] {
         try wrap {
             try pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE agreement = ? ORDER BY log_index", arguments: [agreement]).map(StoredRecords.delivery(from:))
+                try Row.fetchAll(db, sql: """
+                    SELECT id, kind, feed_sequence, log_index, records, created FROM delivery WHERE agreement = ? ORDER BY log_index DESC LIMIT ?
+                    """, arguments: [agreement, limit]).map(StoredRecords.deliverySummary(from:))
             }
         }
     }

@@ -126,7 +126,7 @@ extension BrokerStore {
                 t.column("retires", .text)
             }
         }
-        migrator.registerMigration("2026-12-05 resumable uploads and consent") { db in
+        migrator.registerMigration("2026-12-05 resumable uploads and web sessions") { db in
             // The SHA-256 of each upload's bytes as received, so that the same upload sent again is answered without reading it.
             try db.alter(table: "batch") { t in t.add(column: "body_sha256", .blob) }
             // Each consent event names the entry its request made, and a recorder's idempotency keys
@@ -140,6 +140,15 @@ extension BrokerStore {
                 t.column("log_index", .integer).notNull()
                 t.column("created", .text).notNull()
                 t.primaryKey(["recorder", "key"])
+            }
+            // One-time login links and web sessions, by the SHA-256 of their token.
+            try db.create(table: "web_token") { t in
+                t.primaryKey("sha256", .blob)
+                t.column("kind", .text).notNull()
+                t.column("participant", .text).notNull()
+                t.column("created", .text).notNull()
+                t.column("expires", .text).notNull()
+                t.column("ended", .text)
             }
         }
         return migrator

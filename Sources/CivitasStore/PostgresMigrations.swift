@@ -101,7 +101,7 @@ enum PostgresMigrations {
             """,
             "CREATE INDEX participant_key_by_participant ON participant_key (participant)",
         ]),
-        ("2026-12-05 resumable uploads and consent", [
+        ("2026-12-05 resumable uploads and web sessions", [
             // The SHA-256 of each upload's bytes as received, so that the same upload sent again is answered without reading it.
             "ALTER TABLE batch ADD COLUMN body_sha256 bytea",
             // Each consent event names the entry its request made, and a recorder's idempotency keys
@@ -112,6 +112,12 @@ enum PostgresMigrations {
             CREATE TABLE consent_key (
                 recorder text NOT NULL, key text NOT NULL, request_sha256 bytea NOT NULL, log_index bigint NOT NULL,
                 created text NOT NULL, PRIMARY KEY (recorder, key))
+            """,
+            // One-time login links and web sessions, by the SHA-256 of their token.
+            """
+            CREATE TABLE web_token (
+                sha256 bytea PRIMARY KEY, kind text NOT NULL, participant text NOT NULL, created text NOT NULL,
+                expires text NOT NULL, ended text)
             """,
         ]),
     ]

@@ -350,6 +350,17 @@ public final class PostgresStore: BrokerStorage, Sendable {
         }
     }
 
+    public func deliverySummaries(agreement: String, limit: Int) throws -> [DeliverySummary] {
+        try withSession {
+            try $0.rows("SELECT id, kind, feed_sequence, log_index, records, created FROM delivery WHERE agreement = $1 ORDER BY log_index DESC LIMIT $2",
+                        [.text(agreement), .integer(Int64(limit))]).map(StoredRecords.deliverySummary(from:))
+        }
+    }
+
+    public func webToken(sha256: [UInt8]) throws -> WebToken? {
+        try withSession { try $0.row("SELECT * FROM web_token WHERE sha256 = $1", [.bytes(sha256)]).map(StoredRecords.webToken(from:)) }
+    }
+
     public func consentKey(recorder: KeyID, key: String) throws -> ConsentKey? {
         try withSession {
             try $0.row("SELECT * FROM consent_key WHERE recorder = $1 AND key = $2", [.text(recorder.hex), .text(key)])

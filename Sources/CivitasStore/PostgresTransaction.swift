@@ -215,6 +215,16 @@ final class PostgresTransaction: StorageTransaction {
         guard inserted == 1 else { throw StoreError(.duplicate, "request key \(key.key.prefix(60)) was already used by this partner") }
     }
 
+    func insertWebToken(_ token: WebToken) throws {
+        try session.execute("INSERT INTO web_token (sha256, kind, participant, created, expires, ended) VALUES ($1, $2, $3, $4, $5, $6)",
+                            [.bytes(token.sha256), .text(token.kind.rawValue), .text(token.participant.hex), .time(token.created),
+                             .time(token.expires), .time(token.ended)])
+    }
+
+    func endWebToken(sha256: [UInt8], at time: UTCTime) throws -> Bool {
+        try session.execute("UPDATE web_token SET ended = $1 WHERE sha256 = $2 AND ended IS NULL", [.time(time), .bytes(sha256)]) == 1
+    }
+
     func insertConsentKey(_ key: ConsentKey) throws {
         let inserted = try session.execute("""
             INSERT INTO consent_key (recorder, key, request_sha256, log_index, created) VALUES ($1, $2, $3, $4, $5)

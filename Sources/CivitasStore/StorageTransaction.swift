@@ -54,6 +54,11 @@ public protocol StorageTransaction: AnyObject {
     /// Stores a recorder's consent idempotency key with the entry its request made; refuses
     /// (`duplicate`) a key the recorder already used.
     func insertConsentKey(_ key: ConsentKey) throws
+    /// Stores a login link or a session.
+    func insertWebToken(_ token: WebToken) throws
+    /// Ends the token with this SHA-256 at `time` if it has not ended; true when this call ended it
+    /// (so two calls racing to use one login link cannot both succeed).
+    func endWebToken(sha256: [UInt8], at time: UTCTime) throws -> Bool
     /// Tells every other process on the same database, once this transaction commits, that a
     /// window of `feed` was delivered (see ``BrokerStorage/watchWindows(_:)``).
     func announceWindow(feed: String) throws
@@ -254,6 +259,16 @@ final class SQLiteTransaction: StorageTransaction {
         arguments += [key.delivery, Data(key.figures), key.created]
         try db.execute(sql: "INSERT INTO request_key (partner, key, request_sha256, delivery, figures, created) VALUES (?, ?, ?, ?, ?, ?)",
                        arguments: arguments)
+    }
+
+    func insertWebToken(_ token: WebToken) throws {
+        try db.execute(sql: "INSERT INTO web_token (sha256, kind, participant, created, expires, ended) VALUES (?, ?, ?, ?, ?, ?)",
+                       arguments: [Data(token.sha256), token.kind.rawValue, token.participant.hex, token.created, token.expires, token.ended])
+    }
+
+    func endWebToken(sha256: [UInt8], at time: UTCTime) throws -> Bool {
+        try db.execute(sql: "UPDATE web_token SET ended = ? WHERE sha256 = ? AND ended IS NULL", arguments: [time, Data(sha256)])
+        return db.changesCount == 1
     }
 
     func insertConsentKey(_ key: ConsentKey) throws {

@@ -126,6 +126,13 @@ enum StoredRecords {
                         records: Int(try row.integer("records")), envelope: try row.bytes("envelope"), created: try row.time("created"))
     }
 
+    static func deliverySummary(from row: some StoredRow) throws -> DeliverySummary {
+        let id = try row.text("id")
+        guard let kind = Delivery.Kind(rawValue: try row.text("kind")) else { throw StoreError(.corrupt, "delivery \(id) has an unknown kind") }
+        return DeliverySummary(id: id, kind: kind, feedSequence: try row.optionalInteger("feed_sequence"), logIndex: try unsigned(row.integer("log_index")),
+                               records: Int(try row.integer("records")), created: try row.time("created"))
+    }
+
     static func feed(from row: some StoredRow) throws -> Feed {
         Feed(id: try row.text("id"), agreement: try row.text("agreement"), purpose: try row.text("purpose"), nextBatch: try row.integer("next_batch"),
              delivered: try row.integer("delivered"), acknowledged: try row.integer("acknowledged"), webhook: try row.optionalText("webhook"),
@@ -135,6 +142,14 @@ enum StoredRecords {
     static func requestKey(from row: some StoredRow, partner: KeyID, key: String) throws -> RequestKey {
         RequestKey(partner: partner, key: key, requestSHA256: try row.bytes("request_sha256"), delivery: try row.text("delivery"),
                    figures: try row.bytes("figures"), created: try row.time("created"))
+    }
+
+    static func webToken(from row: some StoredRow) throws -> WebToken {
+        guard let kind = WebToken.Kind(rawValue: try row.text("kind")), let participant = KeyID(hex: try row.text("participant")) else {
+            throw StoreError(.corrupt, "a stored web token has an unknown kind or participant")
+        }
+        return WebToken(sha256: try row.bytes("sha256"), kind: kind, participant: participant, created: try row.time("created"),
+                        expires: try row.time("expires"), ended: try row.optionalTime("ended"))
     }
 
     static func consentKey(from row: some StoredRow, recorder: KeyID, key: String) throws -> ConsentKey {

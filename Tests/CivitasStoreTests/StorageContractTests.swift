@@ -240,6 +240,20 @@ struct StorageContractTests {
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "research")[try #require(SubjectDigest(other))] == false)
     }
 
+    @Test("A web token is stored by its hash and ends once", arguments: Implementation.allCases)
+    func webTokens(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        let token = WebToken(sha256: SHA256Hasher.hash([7]), kind: .login, participant: world.partner.keyID, created: Self.now, expires: Self.now)
+        #expect(try world.storage.webToken(sha256: token.sha256) == nil)
+        try world.storage.transaction { try $0.insertWebToken(token) }
+        #expect(try world.storage.webToken(sha256: token.sha256) == token)
+        // Two uses race: exactly one ends it.
+        #expect(try world.storage.transaction { try $0.endWebToken(sha256: token.sha256, at: Self.now) })
+        #expect(try !world.storage.transaction { try $0.endWebToken(sha256: token.sha256, at: Self.now) })
+        #expect(try world.storage.webToken(sha256: token.sha256)?.ended == Self.now)
+        #expect(try !world.storage.transaction { try $0.endWebToken(sha256: SHA256Hasher.hash([8]), at: Self.now) })
+    }
+
     @Test("Consent events read back by the entry their request made, in order; a consent key is stored once", arguments: Implementation.allCases)
     func consentByEntry(_ implementation: Implementation) throws {
         let world = try World(implementation)
@@ -297,6 +311,8 @@ struct StorageContractTests {
         #expect(world.storage.logSize == size + 1)
         #expect(try world.storage.delivery("rel-1")?.envelope == [9])
         #expect(try world.storage.deliveryCounts() == [.release: 1])
+        #expect(try world.storage.deliverySummaries(agreement: "ag-1", limit: 10).map(\.id) == ["rel-1"])
+        #expect(try world.storage.deliverySummaries(agreement: "ag-other", limit: 10).isEmpty)
 
         // A request key is stored with its delivery, once per partner and key.
         let key = RequestKey(partner: world.partner.keyID, key: "retry-1", requestSHA256: [1, 2], delivery: "rel-1", figures: Array("{}".utf8),
