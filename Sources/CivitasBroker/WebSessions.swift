@@ -59,7 +59,7 @@ extension Broker {
     }
 
     /// Whether `token` has the form of one (checked before anything is looked up).
-    static func isWebToken(_ token: String) -> Bool {
+    public static func isWebToken(_ token: String) -> Bool {
         token.utf8.count == 43 && token.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D || $0 == 0x5F }
     }
 }

@@ -110,7 +110,6 @@ public struct BrokerAPI: Sendable {
                      body: .init(byteBuffer: ByteBuffer(string: try await latestCheckpoint())))
         }
         router.get("log/consistency") { request, _ in try consistencyProof(request) }
-        addWebRoutes(to: router)
 
         let signed = router.group().add(middleware: SignatureAuthenticator(broker: broker, clock: clock, origin: publicURL, scheme: scheme, bodies: bodies,
                                                                                    spooledBytes: spooledBytes, spools: Self.spoolsBody,
@@ -124,6 +123,7 @@ public struct BrokerAPI: Sendable {
         signed.get("datasets/:dataset") { _, context in try showDataset(context) }
         signed.post("datasets/:dataset/batches") { request, context in try await offloaded { try uploadBatch(request, context) } }
         addExchangeRoutes(to: signed)
+        addWebRoutes(to: router, signed: signed)
         table.load(router.routes)
         return router
     }

@@ -18,7 +18,7 @@ struct Civitas: AsyncParsableCommand {
         subcommands: [KeysCommand.self, SealCommand.self, OpenCommand.self, VerifyCommand.self, AuditCommand.self, LogCommand.self,
                       AnonymizeCommand.self, AggregateCommand.self, ServeCommand.self, ParticipantsCommand.self, DatasetsCommand.self,
                       PublishCommand.self, AgreementsCommand.self, ConsentCommand.self, RequestCommand.self, PullCommand.self,
-                      RelayCommand.self, WitnessCommand.self, ConfigCommand.self, DemoCommand.self, DemoDataCommand.self, ProfileCommand.self]
+                      RelayCommand.self, WitnessCommand.self, ConfigCommand.self, DemoCommand.self, DemoDataCommand.self, ProfileCommand.self, WebCommand.self]
     )
 }
 

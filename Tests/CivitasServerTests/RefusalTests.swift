@@ -15,6 +15,12 @@ struct RefusalTests {
     /// A refusal as the API promises it: 4xx, `{"error":{"code","message"}}`, a Request-Id.
     static func expectRefusal(_ response: TestResponse, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         #expect((400..<500).contains(response.status.code), "\(what): \(response.status)", sourceLocation: sourceLocation)
+        // The web view's pages refuse as pages a person reads (saying how to sign in).
+        if response.headers[.contentType] == "text/html; charset=utf-8" {
+            #expect(String(buffer: response.body).contains("<h1>"), "\(what): an HTML refusal without a heading", sourceLocation: sourceLocation)
+            #expect(response.headers[HTTPField.Name("Request-Id")!] != nil, "\(what): no Request-Id", sourceLocation: sourceLocation)
+            return
+        }
         let body = try? JSONParser.parse(Array(response.body.readableBytesView))
         #expect(body?["error"]?["code"]?.stringValue?.isEmpty == false, "\(what): body \(String(buffer: response.body).prefix(120))",
                 sourceLocation: sourceLocation)

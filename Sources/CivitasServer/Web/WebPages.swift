@@ -11,7 +11,8 @@ struct WebPages: Sendable {
     static let templates: [(name: String, text: [UInt8])] = [
         ("head", PackageResources.head_mustache), ("foot", PackageResources.foot_mustache), ("home", PackageResources.home_mustache),
         ("catalog", PackageResources.catalog_mustache), ("agreements", PackageResources.agreements_mustache),
-        ("log", PackageResources.log_mustache),
+        ("log", PackageResources.log_mustache), ("message", PackageResources.message_mustache), ("login", PackageResources.login_mustache),
+        ("me", PackageResources.me_mustache), ("entries", PackageResources.entries_mustache),
     ]
 
     init() throws {
@@ -22,14 +23,20 @@ struct WebPages: Sendable {
 
     /// The page `template` rendered with `values` (HTML-escaped), as a response that may run no
     /// script but its own, load nothing from elsewhere and be framed by no one.
-    func page(_ template: String, title: String, values: [String: Any], navigation: String, session: WebSessionView? = nil) -> Response {
+    func page(_ template: String, title: String, values: [String: Any], navigation: String, session: WebSessionView? = nil,
+              status: HTTPResponse.Status = .ok) -> Response {
         var context = values
         context["title"] = title
         context["nav"] = [navigation: true]
         if let session { context["session"] = ["name": session.name, "role": session.role] }
         let html = library.render(context, withTemplate: template) ?? ""
-        return Response(status: .ok, headers: Self.headers(contentType: "text/html; charset=utf-8", personal: session != nil),
+        return Response(status: status, headers: Self.headers(contentType: "text/html; charset=utf-8", personal: session != nil || template == "login"),
                         body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// A page that only says something (a refusal, what to do next).
+    func message(title: String, message: String, next: String?, status: HTTPResponse.Status) -> Response {
+        page("message", title: title, values: ["message": message, "next": next.map { [$0] } ?? []], navigation: "", status: status)
     }
 
     /// A static asset (the style sheet, the audit script).
