@@ -39,6 +39,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Run two broker nodes on this empty PostgreSQL database instead of one on SQLite.", valueName: "URL"))
     var postgres: String?
 
+    @Flag(help: "Keep the broker serving after the demo, and print its web address and a login link for each participant (until Ctrl-C).")
+    var browse = false
+
     /// The demo log's origin line.
     static let logOrigin = "civitas.example/demo-log"
 
@@ -68,6 +71,7 @@ struct DemoCommand: AsyncParsableCommand {
         try await revoke(session)
         let (export, exportPath) = try await audit(session, window: window, withoutConsent: withoutConsent)
         try tamper(session, envelope: envelope, export: export)
+        if browse { try await printWebLinks(session) }
         let keyDirectory = keys.directory
         let elapsed = ContinuousClock.now - started
         print("")
@@ -79,11 +83,65 @@ struct DemoCommand: AsyncParsableCommand {
         } else {
             print("(Run with --keep DIR to inspect the database, keys, envelopes and log.)")
         }
+        if browse {
+            print("The broker keeps serving its web view at \(session.servers[0].url)/ until you press Ctrl-C.")
+            await Self.waitForInterrupt()
+        } else {
+            print("(Add --browse to keep the broker serving its web view, with a login link for each participant.)")
+        }
+    }
+
+    /// The web view's address and a one-time login link for each participant, each asked for by
+    /// that participant's signed request.
+    func printWebLinks(_ session: DemoSession) async throws {
+        print("")
+        print("The web view: \(session.servers[0].url)/ (the catalog, the register of agreements, the transparency log, the audit in your browser)")
+        print("Sign in within five minutes, one link each (read-only):")
+        for (name, client) in [("emergency-services", session.emergencyClient), ("transport", session.transportClient),
+                               ("health", session.healthClient), ("auditor", session.auditorClient), ("operator", session.operatorClient)] {
+            let (_, json) = try await client.send("POST", "/web/sessions", body: Array("{}".utf8))
+            print("  \(name.padding(toLength: 19, withPad: " ", startingAt: 0)) \(json["link"]?.stringValue ?? "?")")
+        }
+        print("For a new link later: civitas web login --key KEYS/NAME.secret --broker \(session.servers[0].url)")
+    }
+
+    /// Returns when the process is asked to stop (Ctrl-C or SIGTERM).
+    static func waitForInterrupt() async {
+        fflush(nil)  // everything printed so far is shown before the wait, also through a pipe
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let once = InterruptOnce(done)
+            for number in [SIGINT, SIGTERM] {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .main)
+                source.setEventHandler { once.fire() }
+                source.resume()
+                once.keep(source)
+            }
+        }
     }
 
     private func makeTemporaryDirectory() throws -> String {
         let path = NSTemporaryDirectory() + "civitas-demo-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
+    }
+}
+
+/// Resumes a continuation once, whichever signal comes first, and keeps the signal sources alive.
+private final class InterruptOnce: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Void, Never>?
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(_ continuation: CheckedContinuation<Void, Never>) { self.continuation = continuation }
+
+    func keep(_ source: any DispatchSourceSignal) { lock.withLock { sources.append(source) } }
+
+    func fire() {
+        let pending = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+            defer { continuation = nil }
+            return continuation
+        }
+        pending?.resume()
     }
 }

@@ -12,7 +12,7 @@ struct WebPages: Sendable {
         ("head", PackageResources.head_mustache), ("foot", PackageResources.foot_mustache), ("home", PackageResources.home_mustache),
         ("catalog", PackageResources.catalog_mustache), ("agreements", PackageResources.agreements_mustache),
         ("log", PackageResources.log_mustache), ("message", PackageResources.message_mustache), ("login", PackageResources.login_mustache),
-        ("me", PackageResources.me_mustache), ("entries", PackageResources.entries_mustache),
+        ("me", PackageResources.me_mustache), ("entries", PackageResources.entries_mustache), ("audit", PackageResources.audit_mustache),
     ]
 
     init() throws {

@@ -63,7 +63,21 @@ extension BrokerAPI {
             context.participant = participant
             return try await offloaded { [context] in try fetchDelivery(context) }
         }
+        router.get("web/audit") { request, _ in
+            try await webPage(request) { pages, session in
+                pages.page("audit", title: "Audit the log in your browser", values: ["origin": broker.store.logOrigin], navigation: "audit", session: session)
+            }
+        }
+        router.get("web/log/export") { request, context in
+            guard let participant = try await sessionParticipant(request)?.participant else {
+                throw APIError.unauthorized("sign in first: civitas web login --key YOUR.secret prints a link")
+            }
+            var context = context
+            context.participant = participant
+            return try await exportLog(context)
+        }
         router.get("web/assets/style.css") { _, _ in WebPages.asset(PackageResources.style_css, contentType: "text/css; charset=utf-8") }
+        router.get("web/assets/audit.js") { _, _ in WebPages.asset(PackageResources.audit_js, contentType: "text/javascript; charset=utf-8") }
         signed.post("web/sessions") { request, context in try startWebSession(request, context) }
     }
 
