@@ -86,6 +86,9 @@ def test_reporting_commands_print_their_documented_shape(clinic):
     assert made["calls"] == 400 and made["later_calls"] == 100 and made["consenting"] < made["callers"]
     assert (clinic.folder / "sample" / "consenting.txt").read_text().count("\n") == made["consenting"]
 
+    link = shape("web login", run("web", "login", "--key", clinic.secret("health"), "--json").stdout)
+    assert link["participant"] == "health" and link["link"].startswith(clinic.url)
+
     # The positive control: a shape the schema does not describe fails the check.
     with pytest.raises(jsonschema.ValidationError):
         shape("request release", json.dumps({"id": "x"}))

@@ -51,7 +51,7 @@ struct WebPages: Sendable {
         var headers: HTTPFields = [.contentType: contentType]
         headers[.contentSecurityPolicy] = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         headers[.xContentTypeOptions] = "nosniff"
-        for (name, value) in [("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY")] {
+        for (name, value) in [("Referrer-Policy", "same-origin"), ("X-Frame-Options", "DENY")] {
             if let name = HTTPField.Name(name) { headers[name] = value }
         }
         headers[.cacheControl] = personal ? "no-store" : "no-cache"

@@ -77,6 +77,8 @@ extension BrokerAPI {
             return try await exportLog(context)
         }
         router.get("web/assets/style.css") { _, _ in WebPages.asset(PackageResources.style_css, contentType: "text/css; charset=utf-8") }
+        router.get("web/assets/icon.svg") { _, _ in WebPages.asset(PackageResources.icon_svg, contentType: "image/svg+xml") }
+        router.get("favicon.ico") { _, _ in WebPages.asset(PackageResources.icon_svg, contentType: "image/svg+xml") }
         router.get("web/assets/audit.js") { _, _ in WebPages.asset(PackageResources.audit_js, contentType: "text/javascript; charset=utf-8") }
         signed.post("web/sessions") { request, context in try startWebSession(request, context) }
     }
@@ -139,13 +141,17 @@ extension BrokerAPI {
     }
 
     /// Refuses a form posted from another site (a browser says where a request comes from).
+    /// A browser that says where a request comes from (Sec-Fetch-Site) is believed; otherwise its
+    /// Origin, when it sends one, must be this broker's.
     func refuseCrossSite(_ request: Request) throws {
-        if let site = HTTPField.Name("Sec-Fetch-Site").flatMap({ request.headers[$0] }), !["same-origin", "none"].contains(site) {
-            throw APIError.forbidden("sign in and out from this broker's own pages")
+        let refusal = APIError.forbidden("sign in and out from this broker's own pages")
+        if let site = HTTPField.Name("Sec-Fetch-Site").flatMap({ request.headers[$0] }) {
+            guard ["same-origin", "none"].contains(site) else { throw refusal }
+            return
         }
         if let origin = request.headers[.origin] {
             let own = publicURL ?? "\(scheme)://\(request.head.authority ?? "")"
-            guard origin == own else { throw APIError.forbidden("sign in and out from this broker's own pages") }
+            guard origin == own else { throw refusal }
         }
     }
 
