@@ -22,27 +22,37 @@ extension Broker {
         return (token, expires)
     }
 
+    /// Whom a login link would sign in, and until when it may be used, without using it (nil
+    /// when it was used, expired or never existed).
+    public func webLogin(_ token: String, now: UTCTime) throws -> (participant: Participant, expires: UTCTime)? {
+        try openToken(token, kind: .login, now: now)
+    }
+
     /// Uses a login link: once, before it expires. Returns the new session's token and its participant.
     public func redeemWebLogin(_ token: String, now: UTCTime) throws -> (session: String, participant: Participant, expires: UTCTime) {
         let refused = BrokerError(.unauthorized, "this login link is not valid: it was used already, it expired, or it never existed; ask for another with civitas web login")
-        guard Self.isWebToken(token), let login = try mapStore({ try store.webToken(sha256: SHA256Hasher.hash(Array(token.utf8))) }),
-              login.kind == .login, login.ended == nil, now < login.expires,
-              let participant = try mapStore({ try store.participant(login.participant) }) else { throw refused }
+        guard let (participant, _) = try openToken(token, kind: .login, now: now) else { throw refused }
         let session = Self.newWebToken()
         let expires = UTCTime(secondsSince1970: now.secondsSince1970 + Self.webSessionLifetime)
         try change { transaction in
-            guard try transaction.endWebToken(sha256: login.sha256, at: now) else { throw refused }
+            guard try transaction.endWebToken(sha256: SHA256Hasher.hash(Array(token.utf8)), at: now) else { throw refused }
             try transaction.insertWebToken(WebToken(sha256: SHA256Hasher.hash(Array(session.utf8)), kind: .session, participant: participant.keys.keyID,
                                                     created: now, expires: expires))
         }
         return (session, participant, expires)
     }
 
-    /// The participant of a session that has neither expired nor ended, if `token` is one.
-    public func webSession(_ token: String, now: UTCTime) throws -> Participant? {
-        guard Self.isWebToken(token), let session = try mapStore({ try store.webToken(sha256: SHA256Hasher.hash(Array(token.utf8))) }),
-              session.kind == .session, session.ended == nil, now < session.expires else { return nil }
-        return try mapStore { try store.participant(session.participant) }
+    /// The participant of a session that has neither expired nor ended, and when it expires, if `token` is one.
+    public func webSession(_ token: String, now: UTCTime) throws -> (participant: Participant, expires: UTCTime)? {
+        try openToken(token, kind: .session, now: now)
+    }
+
+    /// A token of `kind` that has neither ended nor expired: its participant and expiry.
+    private func openToken(_ token: String, kind: WebToken.Kind, now: UTCTime) throws -> (participant: Participant, expires: UTCTime)? {
+        guard Self.isWebToken(token), let stored = try mapStore({ try store.webToken(sha256: SHA256Hasher.hash(Array(token.utf8))) }),
+              stored.kind == kind, stored.ended == nil, now < stored.expires,
+              let participant = try mapStore({ try store.participant(stored.participant) }) else { return nil }
+        return (participant, stored.expires)
     }
 
     /// Ends a session (signing out); a token that is not an open session is left alone.
@@ -59,7 +69,7 @@ extension Broker {
     }
 
     /// Whether `token` has the form of one (checked before anything is looked up).
-    public static func isWebToken(_ token: String) -> Bool {
+    static func isWebToken(_ token: String) -> Bool {
         token.utf8.count == 43 && token.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D || $0 == 0x5F }
     }
 }

@@ -1,5 +1,4 @@
 import CivitasBroker
-import CivitasCrypto
 import CivitasModel
 import CivitasTime
 import Foundation
@@ -65,7 +64,7 @@ extension BrokerAPI {
         }
         router.get("web/audit") { request, _ in
             try await webPage(request) { pages, session in
-                pages.page("audit", title: "Audit the log in your browser", values: ["origin": broker.store.logOrigin], navigation: "audit", session: session)
+                pages.page("audit", title: "Audit the log in your browser", values: ["origin": broker.logOrigin], navigation: "audit", session: session)
             }
         }
         router.get("web/log/export") { request, context in
@@ -100,13 +99,12 @@ extension BrokerAPI {
         let token = request.uri.queryParameters.get("token").map { String($0) } ?? ""
         let now = now()
         return try await webPage(request) { pages, _ in
-            guard Broker.isWebToken(token), let login = try broker.store.webToken(sha256: SHA256Hasher.hash(Array(token.utf8))), login.kind == .login,
-                  login.ended == nil, now < login.expires, let participant = try broker.store.participant(login.participant) else {
+            guard let (participant, expires) = try broker.webLogin(token, now: now) else {
                 return pages.message(title: "This link does not sign anyone in", message: "It was used already, it expired, or it never existed.",
                                      next: "Ask for another with: civitas web login --key YOUR.secret", status: .unauthorized)
             }
             return pages.page("login", title: "Sign in", values: ["name": participant.keys.name, "role": participant.role.rawValue,
-                                                                  "keyId": participant.keys.keyID.hex, "expires": login.expires.rfc3339, "token": token],
+                                                                  "keyId": participant.keys.keyID.hex, "expires": expires.rfc3339, "token": token],
                               navigation: "login")
         }
     }
@@ -177,13 +175,7 @@ extension BrokerAPI {
     func sessionParticipant(_ request: Request) async throws -> (participant: Participant, expires: UTCTime)? {
         guard let token = Self.sessionToken(request) else { return nil }
         let now = now()
-        return try await offloaded {
-            try brokerCall {
-                guard let participant = try broker.webSession(token, now: now),
-                      let session = try broker.store.webToken(sha256: SHA256Hasher.hash(Array(token.utf8))) else { return nil }
-                return (participant, session.expires)
-            }
-        }
+        return try await offloaded { try brokerCall { try broker.webSession(token, now: now) } }
     }
 
     /// Renders a page from the broker's state on NIO's pool for blocking work (pages read the

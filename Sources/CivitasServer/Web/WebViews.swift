@@ -9,7 +9,7 @@ import Foundation
 /// escaped by the template.
 enum WebViews {
     static func home(_ broker: Broker) throws -> [String: Any] {
-        ["datasets": try broker.catalog().datasets.count, "agreements": try broker.publicRegister().count, "logSize": broker.store.logSize]
+        ["datasets": try broker.catalog().datasets.count, "agreements": try broker.publicRegister().count, "logSize": broker.logSize]
     }
 
     /// What leaves the broker of a field of each privacy class.
