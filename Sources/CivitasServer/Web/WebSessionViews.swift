@@ -21,6 +21,23 @@ extension WebViews {
              "consent": dataset.consent.map { ["purpose": $0.purpose, "granted": $0.granted, "withdrawn": $0.withdrawn] }]
         }
         values["datasets"] = ["any": !rows.isEmpty, "rows": rows]
+        // At a glance, over the deliveries shown: how many a day, and the share of records suppressed in each.
+        let shown = overview.agreements.flatMap(\.deliveries).sorted { $0.delivery.created < $1.delivery.created }
+        if !shown.isEmpty {
+            var perDay: [(label: String, value: Double)] = []
+            for delivery in shown {
+                let day = String(delivery.delivery.created.rfc3339.prefix(10))
+                if perDay.last?.label == day { perDay[perDay.count - 1].value += 1 } else { perDay.append((day, 1)) }
+            }
+            let suppression = shown.filter { $0.delivery.kind != .aggregate }.map { delivery -> (label: String, value: Double) in
+                let total = Double(delivery.delivery.records) + Double(delivery.recordsSuppressed)
+                return (delivery.delivery.id, total == 0 ? 0 : 100 * Double(delivery.recordsSuppressed) / total)
+            }
+            values["glance"] = [WebCharts.bars(perDay, caption: "Deliveries per day", unit: ""),
+                                WebCharts.bars(suppression, caption: "Records suppressed in each release and window, in per cent", unit: "%")]
+                .filter { !$0.isEmpty }
+            values["hasGlance"] = true
+        }
         values["agreements"] = overview.agreements.map { figures -> [String: Any] in
             let agreement = figures.agreement
             let deliveries = figures.deliveries.map { delivery -> [String: Any] in
@@ -63,6 +80,37 @@ extension WebViews {
 
 /// Charts drawn on the server as inline SVG, from numbers only.
 enum WebCharts {
+    /// A bar per value, labelled underneath (labels are escaped), with its value above it.
+    static func bars(_ values: [(label: String, value: Double)], caption: String, unit: String) -> String {
+        guard !values.isEmpty else { return "" }
+        let shown = Array(values.suffix(24))
+        let width = 480.0, height = 180.0, bottom = 44.0, top = 16.0
+        let slot = (width - 20) / Double(shown.count), plotHeight = height - bottom - top
+        let highest = max(shown.map(\.value).max() ?? 0, 1)
+        var marks = ""
+        for (number, item) in shown.enumerated() {
+            let barHeight = plotHeight * item.value / highest
+            let x = 10 + slot * Double(number)
+            let value = unit == "%" ? String(format: "%.1f%%", item.value) : String(Int(item.value))
+            marks += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#0b5cad\"/>", x + slot * 0.15, top + plotHeight - barHeight,
+                            slot * 0.7, max(barHeight, 0.5))
+            let middle = String(format: "%.1f", x + slot / 2)
+            marks += "<text x=\"\(middle)\" y=\"\(String(format: "%.1f", top + plotHeight - barHeight - 3))\" text-anchor=\"middle\">\(value)</text>"
+            marks += "<text x=\"\(middle)\" y=\"\(String(format: "%.1f", height - bottom + 14))\" text-anchor=\"middle\">"
+                + "\(escaped(String(item.label.suffix(shown.count > 8 ? 5 : 10))))</text>"
+        }
+        let summary = shown.map { "\($0.label): \(unit == "%" ? String(format: "%.1f%%", $0.value) : String(Int($0.value)))" }.joined(separator: ", ")
+        return "<figure><svg class=\"chart\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"\(escaped(caption)): \(escaped(summary))\" "
+            + "xmlns=\"http://www.w3.org/2000/svg\">\(marks)<line x1=\"10\" y1=\"\(top + plotHeight)\" x2=\"\(width - 10)\" y2=\"\(top + plotHeight)\" stroke=\"#4a5360\"/></svg>"
+            + "<figcaption>\(escaped(caption))</figcaption></figure>"
+    }
+
+    /// Text made safe inside SVG markup and attributes.
+    static func escaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+            .replacingOccurrences(of: "\"", with: "&quot;").replacingOccurrences(of: "'", with: "&#39;")
+    }
+
     /// ε spent under an agreement over its deliveries: a step line rising to the budget line.
     static func budget(charges: [UInt64], budgetMicro: UInt64) -> String {
         guard !charges.isEmpty, budgetMicro > 0 else { return "" }

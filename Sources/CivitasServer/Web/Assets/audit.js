@@ -182,6 +182,12 @@
 
   // MARK: compliance, replayed in log order
 
+  // Millionths as a decimal, as civitas audit prints them: 1500000n → "1.5".
+  function micro(value) {
+    const whole = value / 1000000n, fraction = value % 1000000n;
+    return fraction === 0n ? String(whole) : whole + "." + String(fraction).padStart(6, "0").replace(/0+$/, "");
+  }
+
   const keyIDOf = async (keys) => hex((await sha256(concat(encoder.encode("civitas-key-id/1"), Uint8Array.of(0), keys.signing, keys.encryption))).slice(0, 16));
   function runs(text) {
     const result = [];
@@ -291,7 +297,7 @@
   // Audits the export's lines (an async iterable of strings, the header first) against the broker
   // key and the checkpoint note verified last (or null). Returns the report.
   async function audit(lines, brokerKeyText, savedNote, progress) {
-    const report = { passed: false, entries: 0, checkpointsVerified: 0, releasesVerified: 0, findings: [], latest: null, latestNote: null };
+    const report = { passed: false, entries: 0, checkpointsVerified: 0, releasesVerified: 0, findings: [], latest: null, latestNote: null, agreements: [] };
     try {
       await run(lines, brokerKeyText, savedNote, report, progress);
     } catch (error) {
@@ -364,6 +370,8 @@
     if (header === null) throw new Finding("malformedExport", null, "the export is empty");
     report.entries = tree.size;
     report.releasesVerified = replay.releasesVerified;
+    report.agreements = Array.from(replay.audits, ([agreement, a]) => ({ agreement, partner: a.partner, releases: a.releases,
+      spent: micro(a.spent), budget: micro(a.budget) })).sort((x, y) => (x.agreement < y.agreement ? -1 : 1));
     const latest = checkpoints[checkpoints.length - 1];
     if (!latest) throw new Finding("uncoveredEntries", null, "the export has no checkpoint: nothing in it is signed");
     if (latest.statement.size !== tree.size) {
@@ -424,6 +432,25 @@
       ? "The log verifies: " + report.entries + " entries, " + report.checkpointsVerified + " checkpoints signed by the broker, " + report.releasesVerified + " envelopes signed by it, every release within its agreement and budget."
       : "The log does not verify (" + source + "): " + describe(first);
     result.append(heading);
+    if (report.agreements.length) {
+      // The compliance summary civitas audit prints: each agreement's releases and ε spent of its budget.
+      const table = document.createElement("table");
+      table.id = "agreements";
+      table.createCaption().textContent = "Agreements replayed from the log";
+      const head = table.createTHead().insertRow();
+      for (const title of ["Agreement", "Partner", "Releases", "ε spent", "ε budget"]) {
+        const cell = document.createElement("th");
+        cell.scope = "col";
+        cell.textContent = title;
+        head.append(cell);
+      }
+      const body = table.createTBody();
+      for (const a of report.agreements) {
+        const row = body.insertRow();
+        for (const value of [a.agreement, a.partner, a.releases, a.spent, a.budget]) row.insertCell().textContent = String(value);
+      }
+      result.append(table);
+    }
     if (report.findings.length > 1 || (!report.passed && report.findings.length)) {
       const list = document.createElement("ol");
       for (const f of report.findings) {
