@@ -34,8 +34,10 @@ extension Broker {
             "measure": request.measure.map(JSONValue.string) ?? .null, "group_by": .array(request.groupBy.map(JSONValue.string)),
             "epsilon_micro": .number(Double(request.epsilonMicro)),
         ])
-        return try answeringOnce(keyed, partner: partner) {
-            try aggregate(agreement: id, request: request, by: partner, now: now, keyed: keyed)
+        return try countingRefusals(under: id, partner: partner, now: now) {
+            try answeringOnce(keyed, partner: partner) {
+                try aggregate(agreement: id, request: request, by: partner, now: now, keyed: keyed)
+            }
         }
     }
 

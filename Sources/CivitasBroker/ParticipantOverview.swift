@@ -31,6 +31,8 @@ public struct ParticipantOverview: Sendable {
         public let partner: String
         /// Newest first.
         public let deliveries: [DeliveryFigures]
+        /// The partner's requests the broker refused, by reason.
+        public let refusals: [RefusalCount]
     }
 
     public let datasets: [DatasetFigures]
@@ -73,7 +75,8 @@ extension Broker {
             }
             return ParticipantOverview.AgreementFigures(agreement: agreement, purposes: policy.purposes,
                                                         publisher: names[agreement.publisher] ?? agreement.publisher.hex,
-                                                        partner: names[agreement.partner] ?? agreement.partner.hex, deliveries: deliveries)
+                                                        partner: names[agreement.partner] ?? agreement.partner.hex, deliveries: deliveries,
+                                                        refusals: try mapStore { try store.refusals(agreement: agreement.id) })
         }
         return ParticipantOverview(datasets: datasets, agreements: agreements)
     }

@@ -82,8 +82,10 @@ extension Broker {
     /// one made: never a second release, never a second charge.
     public func release(agreement id: String, purpose: String, by partner: Participant, now: UTCTime, requestKey: String? = nil) throws -> ReleaseResult {
         let keyed = try KeyedRequest(requestKey, request: ["release": .string(id), "purpose": .string(purpose)])
-        return try answeringOnce(keyed, partner: partner) {
-            try release(agreement: id, purpose: purpose, by: partner, now: now, keyed: keyed)
+        return try countingRefusals(under: id, partner: partner, now: now) {
+            try answeringOnce(keyed, partner: partner) {
+                try release(agreement: id, purpose: purpose, by: partner, now: now, keyed: keyed)
+            }
         }
     }
 

@@ -169,6 +169,20 @@ public struct StoredConsent: Sendable, Equatable {
     }
 }
 
+/// How often the broker refused a partner's requests under an agreement for one reason.
+public struct RefusalCount: Sendable, Equatable {
+    /// The refusal's stable code (`budget_exhausted`, `k_unreachable`…).
+    public let code: String
+    public let count: Int
+    public let last: UTCTime
+
+    public init(code: String, count: Int, last: UTCTime) {
+        self.code = code
+        self.count = count
+        self.last = last
+    }
+}
+
 /// A one-time login link or a web session, kept by the SHA-256 of its secret token (the token
 /// itself is only ever in the participant's hands).
 public struct WebToken: Sendable, Equatable {

@@ -71,6 +71,8 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func agreements(involving participant: KeyID?) throws -> [StoredAgreement]
     /// The newest `limit` deliveries under an agreement, newest first, without their envelopes.
     func deliverySummaries(agreement: String, limit: Int) throws -> [DeliverySummary]
+    /// The refusals counted under an agreement, by code.
+    func refusals(agreement: String) throws -> [RefusalCount]
     /// The login link or session whose token hashes to `sha256`, if any.
     func webToken(sha256: [UInt8]) throws -> WebToken?
     /// The recorder's consent idempotency key `key`, if it was used.

@@ -82,6 +82,15 @@ extension BrokerStore {
         }
     }
 
+    public func refusals(agreement: String) throws -> [RefusalCount] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT code, count, last FROM refusal WHERE agreement = ? ORDER BY code", arguments: [agreement])
+                    .map(StoredRecords.refusalCount(from:))
+            }
+        }
+    }
+
     public func webToken(sha256: [UInt8]) throws -> WebToken? {
         try wrap {
             try pool.read { db in

@@ -141,6 +141,14 @@ extension BrokerStore {
                 t.column("created", .text).notNull()
                 t.primaryKey(["recorder", "key"])
             }
+            // How often requests under each agreement were refused, by reason (refusals change nothing else).
+            try db.create(table: "refusal") { t in
+                t.column("agreement", .text).notNull()
+                t.column("code", .text).notNull()
+                t.column("count", .integer).notNull()
+                t.column("last", .text).notNull()
+                t.primaryKey(["agreement", "code"])
+            }
             // One-time login links and web sessions, by the SHA-256 of their token.
             try db.create(table: "web_token") { t in
                 t.primaryKey("sha256", .blob)

@@ -113,6 +113,8 @@ enum PostgresMigrations {
                 recorder text NOT NULL, key text NOT NULL, request_sha256 bytea NOT NULL, log_index bigint NOT NULL,
                 created text NOT NULL, PRIMARY KEY (recorder, key))
             """,
+            // How often requests under each agreement were refused, by reason (refusals change nothing else).
+            "CREATE TABLE refusal (agreement text NOT NULL, code text NOT NULL, count bigint NOT NULL, last text NOT NULL, PRIMARY KEY (agreement, code))",
             // One-time login links and web sessions, by the SHA-256 of their token.
             """
             CREATE TABLE web_token (

@@ -357,6 +357,12 @@ public final class PostgresStore: BrokerStorage, Sendable {
         }
     }
 
+    public func refusals(agreement: String) throws -> [RefusalCount] {
+        try withSession {
+            try $0.rows("SELECT code, count, last FROM refusal WHERE agreement = $1 ORDER BY code", [.text(agreement)]).map(StoredRecords.refusalCount(from:))
+        }
+    }
+
     public func webToken(sha256: [UInt8]) throws -> WebToken? {
         try withSession { try $0.row("SELECT * FROM web_token WHERE sha256 = $1", [.bytes(sha256)]).map(StoredRecords.webToken(from:)) }
     }

@@ -215,6 +215,13 @@ final class PostgresTransaction: StorageTransaction {
         guard inserted == 1 else { throw StoreError(.duplicate, "request key \(key.key.prefix(60)) was already used by this partner") }
     }
 
+    func countRefusal(agreement: String, code: String, at time: UTCTime) throws {
+        try session.execute("""
+            INSERT INTO refusal (agreement, code, count, last) VALUES ($1, $2, 1, $3)
+            ON CONFLICT (agreement, code) DO UPDATE SET count = refusal.count + 1, last = excluded.last
+            """, [.text(agreement), .text(code), .time(time)])
+    }
+
     func insertWebToken(_ token: WebToken) throws {
         try session.execute("INSERT INTO web_token (sha256, kind, participant, created, expires, ended) VALUES ($1, $2, $3, $4, $5, $6)",
                             [.bytes(token.sha256), .text(token.kind.rawValue), .text(token.participant.hex), .time(token.created),

@@ -56,6 +56,8 @@ public protocol StorageTransaction: AnyObject {
     func insertConsentKey(_ key: ConsentKey) throws
     /// Stores a login link or a session.
     func insertWebToken(_ token: WebToken) throws
+    /// Counts one refusal of a request under `agreement` for `code`, at `time`.
+    func countRefusal(agreement: String, code: String, at time: UTCTime) throws
     /// Ends the token with this SHA-256 at `time` if it has not ended; true when this call ended it
     /// (so two calls racing to use one login link cannot both succeed).
     func endWebToken(sha256: [UInt8], at time: UTCTime) throws -> Bool
@@ -259,6 +261,13 @@ final class SQLiteTransaction: StorageTransaction {
         arguments += [key.delivery, Data(key.figures), key.created]
         try db.execute(sql: "INSERT INTO request_key (partner, key, request_sha256, delivery, figures, created) VALUES (?, ?, ?, ?, ?, ?)",
                        arguments: arguments)
+    }
+
+    func countRefusal(agreement: String, code: String, at time: UTCTime) throws {
+        try db.execute(sql: """
+            INSERT INTO refusal (agreement, code, count, last) VALUES (?, ?, 1, ?)
+            ON CONFLICT (agreement, code) DO UPDATE SET count = count + 1, last = excluded.last
+            """, arguments: [agreement, code, time])
     }
 
     func insertWebToken(_ token: WebToken) throws {

@@ -144,6 +144,10 @@ enum StoredRecords {
                    figures: try row.bytes("figures"), created: try row.time("created"))
     }
 
+    static func refusalCount(from row: some StoredRow) throws -> RefusalCount {
+        RefusalCount(code: try row.text("code"), count: Int(try row.integer("count")), last: try row.time("last"))
+    }
+
     static func webToken(from row: some StoredRow) throws -> WebToken {
         guard let kind = WebToken.Kind(rawValue: try row.text("kind")), let participant = KeyID(hex: try row.text("participant")) else {
             throw StoreError(.corrupt, "a stored web token has an unknown kind or participant")

@@ -30,6 +30,20 @@ struct ParticipantOverviewTests {
         #expect(releases.entries.map { $0.entry.string("release") } == [release.delivery.id])
         let other = try fixture.broker.logPage(from: 0, count: 1000, type: nil, agreement: "ag-b", dataset: nil)
         #expect(!other.entries.isEmpty && other.entries.allSatisfy { $0.entry.string("agreement") == "ag-b" })
+        // Refusals of the partner's requests are counted by reason; another partner's refusal under it is not.
+        #expect(partner.agreements.first?.refusals.isEmpty == true)
+        #expect(throws: BrokerError.self) {
+            try fixture.broker.release(agreement: mine, purpose: BrokerFixture.purpose, by: fixture.partnerA, now: fixture.now)
+        }
+        #expect(throws: BrokerError.self) {
+            try fixture.broker.release(agreement: mine, purpose: "another-purpose", by: fixture.partnerA, now: fixture.now)
+        }
+        #expect(throws: BrokerError.self) {
+            try fixture.broker.release(agreement: mine, purpose: BrokerFixture.purpose, by: fixture.partnerB, now: fixture.now)
+        }
+        let refused = try #require(try fixture.broker.overview(for: fixture.partnerA, deliveries: 20).agreements.first).refusals
+        #expect(refused.map(\.code) == ["nothing_to_release", "purpose_not_allowed"] && refused.allSatisfy { $0.count == 1 })
+
         // The default page is the last one.
         let last = try fixture.broker.logPage(from: nil, count: 2, type: nil, agreement: nil, dataset: nil)
         #expect(last.end == last.size && last.start == last.size - 2)

@@ -240,6 +240,19 @@ struct StorageContractTests {
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "research")[try #require(SubjectDigest(other))] == false)
     }
 
+    @Test("Refusals are counted per agreement and reason, with the time of the last", arguments: Implementation.allCases)
+    func refusalCounts(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        let later = UTCTime(secondsSince1970: Self.now.secondsSince1970 + 60)
+        try world.storage.transaction { try $0.countRefusal(agreement: "ag-1", code: "budget_exhausted", at: Self.now) }
+        try world.storage.transaction { try $0.countRefusal(agreement: "ag-1", code: "budget_exhausted", at: later) }
+        try world.storage.transaction { try $0.countRefusal(agreement: "ag-1", code: "k_unreachable", at: Self.now) }
+        try world.storage.transaction { try $0.countRefusal(agreement: "ag-2", code: "k_unreachable", at: Self.now) }
+        #expect(try world.storage.refusals(agreement: "ag-1") == [RefusalCount(code: "budget_exhausted", count: 2, last: later),
+                                                                   RefusalCount(code: "k_unreachable", count: 1, last: Self.now)])
+        #expect(try world.storage.refusals(agreement: "ag-3").isEmpty)
+    }
+
     @Test("A web token is stored by its hash and ends once", arguments: Implementation.allCases)
     func webTokens(_ implementation: Implementation) throws {
         let world = try World(implementation)

@@ -52,6 +52,7 @@ extension WebViews {
                     "spent": MicroUnits.decimal(agreement.spentMicro),
                     "left": MicroUnits.decimal(agreement.budgetMicro - min(agreement.spentMicro, agreement.budgetMicro)),
                     "validFrom": agreement.validFrom.rfc3339, "validUntil": agreement.validUntil.rfc3339, "deliveries": deliveries,
+                    "refusals": figures.refusals.map { ["code": $0.code, "count": $0.count, "last": $0.last.rfc3339] },
                     "chart": WebCharts.budget(charges: charges, budgetMicro: agreement.budgetMicro)]
         }
         return values
