@@ -16,6 +16,8 @@ extension Broker {
         let token = Self.newWebToken()
         let expires = UTCTime(secondsSince1970: now.secondsSince1970 + Self.webLoginLifetime)
         try change { transaction in
+            // Links and sessions that expired a day ago or more are of no use to anyone: they go.
+            try transaction.deleteWebTokens(expiredBefore: UTCTime(secondsSince1970: now.secondsSince1970 - 86_400))
             try transaction.insertWebToken(WebToken(sha256: SHA256Hasher.hash(Array(token.utf8)), kind: .login, participant: participant.keys.keyID,
                                                     created: now, expires: expires))
         }

@@ -215,6 +215,10 @@ final class PostgresTransaction: StorageTransaction {
         guard inserted == 1 else { throw StoreError(.duplicate, "request key \(key.key.prefix(60)) was already used by this partner") }
     }
 
+    func deleteWebTokens(expiredBefore time: UTCTime) throws {
+        try session.execute("DELETE FROM web_token WHERE expires < $1", [.time(time)])
+    }
+
     func countRefusal(agreement: String, code: String, at time: UTCTime) throws {
         try session.execute("""
             INSERT INTO refusal (agreement, code, count, last) VALUES ($1, $2, 1, $3)

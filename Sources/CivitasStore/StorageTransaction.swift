@@ -56,6 +56,8 @@ public protocol StorageTransaction: AnyObject {
     func insertConsentKey(_ key: ConsentKey) throws
     /// Stores a login link or a session.
     func insertWebToken(_ token: WebToken) throws
+    /// Removes the login links and sessions that expired before `time` (RFC 3339 times compare as text).
+    func deleteWebTokens(expiredBefore time: UTCTime) throws
     /// Counts one refusal of a request under `agreement` for `code`, at `time`.
     func countRefusal(agreement: String, code: String, at time: UTCTime) throws
     /// Ends the token with this SHA-256 at `time` if it has not ended; true when this call ended it
@@ -261,6 +263,10 @@ final class SQLiteTransaction: StorageTransaction {
         arguments += [key.delivery, Data(key.figures), key.created]
         try db.execute(sql: "INSERT INTO request_key (partner, key, request_sha256, delivery, figures, created) VALUES (?, ?, ?, ?, ?, ?)",
                        arguments: arguments)
+    }
+
+    func deleteWebTokens(expiredBefore time: UTCTime) throws {
+        try db.execute(sql: "DELETE FROM web_token WHERE expires < ?", arguments: [time])
     }
 
     func countRefusal(agreement: String, code: String, at time: UTCTime) throws {

@@ -265,6 +265,13 @@ struct StorageContractTests {
         #expect(try !world.storage.transaction { try $0.endWebToken(sha256: token.sha256, at: Self.now) })
         #expect(try world.storage.webToken(sha256: token.sha256)?.ended == Self.now)
         #expect(try !world.storage.transaction { try $0.endWebToken(sha256: SHA256Hasher.hash([8]), at: Self.now) })
+        // Expired tokens are removed; those still valid at the time given stay.
+        let later = WebToken(sha256: SHA256Hasher.hash([9]), kind: .session, participant: world.partner.keyID, created: Self.now,
+                             expires: UTCTime(secondsSince1970: Self.now.secondsSince1970 + 3600))
+        try world.storage.transaction { try $0.insertWebToken(later) }
+        try world.storage.transaction { try $0.deleteWebTokens(expiredBefore: UTCTime(secondsSince1970: Self.now.secondsSince1970 + 1)) }
+        #expect(try world.storage.webToken(sha256: token.sha256) == nil)
+        #expect(try world.storage.webToken(sha256: later.sha256) == later)
     }
 
     @Test("Consent events read back by the entry their request made, in order; a consent key is stored once", arguments: Implementation.allCases)
