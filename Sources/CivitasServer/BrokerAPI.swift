@@ -36,8 +36,9 @@ public struct BrokerAPI: Sendable {
     /// Bytes all spooled uploads may hold on disk at once by default.
     public static let maximumSpooledBytes = 4 * maximumBodySize
     let spooledBytes: SharedAllowance
-    let catalogCache = CatalogCache()
-    let turtleCatalogCache = CatalogCache()
+    let catalogCache = StateVersionCache()
+    let turtleCatalogCache = StateVersionCache()
+    let participantsCache = StateVersionCache()
     /// Envelopes read from the store at once by default (each holds one of its readers while it downloads).
     public static let maximumEnvelopeReaders = 4
     let envelopeReaders: SharedAllowance
@@ -218,9 +219,14 @@ public struct BrokerAPI: Sendable {
                                   "replaced_key_retires": .string(rotation.replacedRetires.rfc3339)])
     }
 
+    /// Every participant may list them all; the encoded list is kept until the broker's state changes
+    /// (registrations and key rotations are logged, so they change it).
     func listParticipants(_ context: CivitasRequestContext) throws -> Response {
         let participant = try require(context, roles: Set(Participant.Role.allCases))
-        return JSONResponse.make(.object(["participants": .array(try broker.participants(for: participant).map(Self.json))]))
+        let (body, _) = try participantsCache.current(version: broker.stateVersion) {
+            try CanonicalJSON.encode(.object(["participants": .array(try brokerCall { try broker.participants(for: participant) }.map(Self.json))])) + [0x0A]
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     func registerDataset(_ context: CivitasRequestContext) throws -> Response {
@@ -416,12 +422,13 @@ struct RequestIDError: HTTPResponseError {
     }
 }
 
-/// The encoded catalog and its ETag, kept while the broker's state version stays the same.
-final class CatalogCache: @unchecked Sendable {
+/// An encoded answer (the catalog, the participant list) and its ETag, kept while the broker's
+/// state version stays the same.
+final class StateVersionCache: @unchecked Sendable {
     private let lock = NSLock()
     private var kept: (version: UInt64, body: [UInt8], etag: String)?
 
-    /// The catalog for `version`: the kept copy, or `build`'s bytes, kept.
+    /// The answer for `version`: the kept copy, or `build`'s bytes, kept.
     func current(version: UInt64, build: () throws -> [UInt8]) throws -> (body: [UInt8], etag: String) {
         if let kept = lock.withLock({ kept }), kept.version == version { return (kept.body, kept.etag) }
         let body = try build()

@@ -86,6 +86,20 @@ struct HTTPSignatureTests {
         #expect(throws: HTTPMessageSignature.Failure(.malformed, "")) { try HTTPMessageSignature.verify(duplicated) { _ in key.publicKeys.signingKey } }
     }
 
+    @Test("Field names match whatever their ASCII case; Signature-Input is read as RFC 8941 ASCII, anything else refused")
+    func fieldsAndStructuredFields() throws {
+        #expect(rfcRequest.field("content-TYPE") == "application/json" && rfcRequest.field("Content-Type") == "application/json")
+        #expect(rfcRequest.field("content-type-x") == nil && rfcRequest.field("content-typ") == nil)
+        #expect(SignedRequest.sameName("Content-Digest", "content-digest") && !SignedRequest.sameName("content-digest", "content-digesu"))
+        let parsed = try StructuredFields.signatureInputs(#"sig1=("@method" "content-digest");created=1618884473;keyid="k";nonce="n\"1""#)
+        #expect(parsed.count == 1 && parsed[0].label == "sig1" && parsed[0].parameters.components == ["@method", "content-digest"])
+        #expect(parsed[0].parameters.created == 1_618_884_473 && parsed[0].parameters.keyID == "k" && parsed[0].parameters.nonce == #"n"1"#)
+        for malformed in [#"sïg=("@method")"#, #"sig1=("@méthod")"#, #"Sig1=("@method")"#, #"sig1=("@method");created=12a"#, #"sig1=("@method""#] {
+            #expect(throws: HTTPMessageSignature.Failure(.malformed, ""), "\(malformed)") { try StructuredFields.signatureInputs(malformed) }
+        }
+        #expect(try StructuredFields.signatures("sig1=:AAEC:, sig2=:AwQ=:") == ["sig1": [0, 1, 2], "sig2": [3, 4]])
+    }
+
     @Test("Content-Digest matches RFC 9530's examples")
     func contentDigest() {
         #expect(ContentDigest.header(for: Array(#"{"hello": "world"}"#.utf8)) == "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:")

@@ -164,12 +164,21 @@ struct BrokerAPITests {
     func flow() async throws {
         let broker = try TestBroker()
         try await broker.application.test(.router) { client in
+            // The participant list is kept between changes: read it, register someone, read it again.
+            func listed() async throws -> [String] {
+                let response = try await client.execute(try TestBroker.signed(.get, "/participants", key: broker.partner))
+                guard case .array(let items)? = try json(response)["participants"] else { return [] }
+                return items.compactMap { $0["name"]?.stringValue }.sorted()
+            }
+            let before = try await listed()
+            #expect(try await listed() == before && !before.contains("transport"))
             let newcomer = try SecretKeys.generate(name: "transport")
             let add = Array(try CanonicalJSON.encode(["name": "transport", "role": "agency",
                                                        "ed25519": .string(Base64.encode(newcomer.publicKeys.signingKey)),
                                                        "x25519": .string(Base64.encode(newcomer.publicKeys.encryptionKey))]))
             let created = try await client.execute(try TestBroker.signed(.post, "/admin/participants", body: add, key: broker.operatorKeys))
             #expect(created.status == .created)
+            #expect(try await listed() == (before + ["transport"]).sorted())
             #expect(try json(created)["key_id"]?.stringValue == newcomer.keyID.hex)
             let again = try await client.execute(try TestBroker.signed(.post, "/admin/participants", body: add, key: broker.operatorKeys))
             #expect(again.status == .conflict)

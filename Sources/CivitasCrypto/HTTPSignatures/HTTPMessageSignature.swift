@@ -14,9 +14,23 @@ public struct SignedRequest: Sendable {
 
     /// All values of a header field, combined as RFC 9421 §2.1 says (trimmed, joined by ", ").
     public func field(_ name: String) -> String? {
-        let lower = name.lowercased()
-        let values = headers.filter { $0.name.lowercased() == lower }.map { $0.value.trimmingWhitespace() }
+        let values = headers.filter { Self.sameName($0.name, name) }.map { $0.value.trimmingWhitespace() }
         return values.isEmpty ? nil : values.joined(separator: ", ")
+    }
+
+    /// Whether two field names are the same, ignoring ASCII case (names are ASCII tokens), without
+    /// making lower-case copies (every signed request looks several fields up).
+    static func sameName(_ a: String, _ b: String) -> Bool {
+        var left = a.utf8.makeIterator(), right = b.utf8.makeIterator()
+        while true {
+            switch (left.next(), right.next()) {
+            case (nil, nil): return true
+            case (let x?, let y?):
+                let lowerX = x >= 0x41 && x <= 0x5A ? x | 0x20 : x, lowerY = y >= 0x41 && y <= 0x5A ? y | 0x20 : y
+                if lowerX != lowerY { return false }
+            default: return false
+            }
+        }
     }
 
     var uriParts: (scheme: String, authority: String, path: String, query: String?)? {

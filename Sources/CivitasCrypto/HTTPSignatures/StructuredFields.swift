@@ -3,53 +3,55 @@
 enum StructuredFields {
     typealias Failure = HTTPMessageSignature.Failure
 
+    /// Reads a field's bytes front to back. Structured fields are ASCII (RFC 8941): any other
+    /// byte is refused where it matters.
     struct Scanner {
-        let chars: [Character]
+        let bytes: [UInt8]
         var index = 0
-        init(_ text: String) { chars = Array(text) }
-        var atEnd: Bool { index >= chars.count }
-        var current: Character? { atEnd ? nil : chars[index] }
-        mutating func skipSpaces() { while current == " " || current == "\t" { index += 1 } }
-        mutating func expect(_ character: Character) throws {
-            guard current == character else { throw Failure(.malformed, "expected '\(character)' in a signature field") }
+        init(_ text: String) { bytes = Array(text.utf8) }
+        var atEnd: Bool { index >= bytes.count }
+        var current: UInt8? { atEnd ? nil : bytes[index] }
+        static func isLower(_ byte: UInt8) -> Bool { byte >= 0x61 && byte <= 0x7A }
+        static func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
+        mutating func skipSpaces() { while current == 0x20 || current == 0x09 { index += 1 } }
+        mutating func expect(_ character: Unicode.Scalar) throws {
+            guard current == UInt8(ascii: character) else { throw Failure(.malformed, "expected '\(character)' in a signature field") }
             index += 1
         }
+        /// A key: lcalpha or `*`, then lcalpha, digits, `_ - . *`.
         mutating func key() throws -> String {
-            var key = ""
-            while let c = current, c.isLowercase || c.isNumber || c == "_" || c == "-" || c == "." || c == "*" {
-                key.append(c)
-                index += 1
-            }
-            guard !key.isEmpty, key.first?.isLowercase == true || key.first == "*" else {
+            let start = index
+            while let c = current, Self.isLower(c) || Self.isDigit(c) || c == 0x5F || c == 0x2D || c == 0x2E || c == 0x2A { index += 1 }
+            guard index > start, Self.isLower(bytes[start]) || bytes[start] == 0x2A else {
                 throw Failure(.malformed, "a signature label or parameter name is malformed")
             }
-            return key
+            return String(decoding: bytes[start..<index], as: UTF8.self)
         }
+        /// A quoted string of printable ASCII, `\"` and `\\` escaped.
         mutating func string() throws -> String {
             try expect("\"")
-            var value = ""
-            while let c = current, c != "\"" {
-                if c == "\\" {
+            var value: [UInt8] = []
+            while let c = current, c != 0x22 {
+                if c == 0x5C {
                     index += 1
-                    guard let escaped = current, escaped == "\"" || escaped == "\\" else {
+                    guard let escaped = current, escaped == 0x22 || escaped == 0x5C else {
                         throw Failure(.malformed, "bad escape in a signature field string")
                     }
                     value.append(escaped)
                 } else {
-                    guard c.isASCII, let ascii = c.asciiValue, ascii >= 0x20, ascii < 0x7F else {
-                        throw Failure(.malformed, "a signature field string holds a non-printable character")
-                    }
+                    guard c >= 0x20, c < 0x7F else { throw Failure(.malformed, "a signature field string holds a non-printable character") }
                     value.append(c)
                 }
                 index += 1
             }
             try expect("\"")
-            return value
+            return String(decoding: value, as: UTF8.self)
         }
         mutating func integer() throws -> Int64 {
-            var text = ""
-            if current == "-" { text.append("-"); index += 1 }
-            while let c = current, c.isNumber, c.isASCII { text.append(c); index += 1 }
+            let start = index
+            if current == 0x2D { index += 1 }
+            while let c = current, Self.isDigit(c) { index += 1 }
+            let text = String(decoding: bytes[start..<index], as: UTF8.self)
             guard let value = Int64(text), text.count <= 16 else { throw Failure(.malformed, "a signature parameter is not an integer") }
             return value
         }
@@ -67,13 +69,13 @@ enum StructuredFields {
             var components: [String] = []
             while true {
                 scanner.skipSpaces()
-                if scanner.current == ")" { scanner.index += 1; break }
+                if scanner.current == 0x29 { scanner.index += 1; break }
                 components.append(try scanner.string())
                 guard components.count <= 32 else { throw Failure(.malformed, "too many covered components") }
             }
             var parameters = SignatureParameters(components: components)
             parameters.order = []
-            while scanner.current == ";" {
+            while scanner.current == 0x3B {
                 scanner.index += 1
                 let name = try scanner.key()
                 try scanner.expect("=")
@@ -105,8 +107,9 @@ enum StructuredFields {
             let label = try scanner.key()
             try scanner.expect("=")
             try scanner.expect(":")
-            var encoded = ""
-            while let c = scanner.current, c != ":" { encoded.append(c); scanner.index += 1 }
+            let start = scanner.index
+            while let c = scanner.current, c != 0x3A { scanner.index += 1 }
+            let encoded = String(decoding: scanner.bytes[start..<scanner.index], as: UTF8.self)
             try scanner.expect(":")
             guard let bytes = Base64.decode(encoded) else { throw Failure(.malformed, "signature \(label) is not base64") }
             result[label] = bytes
