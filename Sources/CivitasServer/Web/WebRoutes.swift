@@ -55,26 +55,15 @@ extension BrokerAPI {
             }
         }
         router.get("web/deliveries/:delivery") { request, context in
-            guard let participant = try await sessionParticipant(request)?.participant else {
-                throw APIError.unauthorized("sign in first: civitas web login --key YOUR.secret prints a link")
-            }
-            var context = context
-            context.participant = participant
-            return try await offloaded { [context] in try fetchDelivery(context) }
+            let context = try await signedInContext(request, context)
+            return try await offloaded { try fetchDelivery(context) }
         }
         router.get("web/audit") { request, _ in
             try await webPage(request) { pages, session in
                 pages.page("audit", title: "Audit the log in your browser", values: ["origin": broker.logOrigin], navigation: "audit", session: session)
             }
         }
-        router.get("web/log/export") { request, context in
-            guard let participant = try await sessionParticipant(request)?.participant else {
-                throw APIError.unauthorized("sign in first: civitas web login --key YOUR.secret prints a link")
-            }
-            var context = context
-            context.participant = participant
-            return try await exportLog(context)
-        }
+        router.get("web/log/export") { request, context in try await exportLog(try await signedInContext(request, context)) }
         router.get("web/assets/style.css") { _, _ in WebPages.asset(PackageResources.style_css, contentType: "text/css; charset=utf-8") }
         router.get("web/assets/icon.svg") { _, _ in WebPages.asset(PackageResources.icon_svg, contentType: "image/svg+xml") }
         router.get("favicon.ico") { _, _ in WebPages.asset(PackageResources.icon_svg, contentType: "image/svg+xml") }
@@ -178,17 +167,34 @@ extension BrokerAPI {
         return try await offloaded { try brokerCall { try broker.webSession(token, now: now) } }
     }
 
+    /// The request's context as the signed-in participant's, for the API handlers a session may
+    /// reach (reads only); a request without an open session is refused (401).
+    func signedInContext(_ request: Request, _ context: CivitasRequestContext) async throws -> CivitasRequestContext {
+        guard let participant = try await sessionParticipant(request)?.participant else {
+            throw APIError.unauthorized("sign in first: civitas web login --key YOUR.secret prints a link")
+        }
+        var context = context
+        context.participant = participant
+        return context
+    }
+
+    /// The web view's templates, or a 500 saying they do not parse.
+    func templates() throws -> WebPages {
+        guard let pages = webPages else { throw APIError(.internalServerError, "internal", "the web view's templates do not parse") }
+        return pages
+    }
+
     /// Renders a page from the broker's state on NIO's pool for blocking work (pages read the
     /// database), shown to the signed-in participant when there is one.
     func webPage(_ request: Request, _ render: @escaping @Sendable (WebPages, WebSessionView?) throws -> Response) async throws -> Response {
-        guard let pages = webPages else { throw APIError(.internalServerError, "internal", "the web view's templates do not parse") }
+        let pages = try templates()
         let session = try await sessionParticipant(request).map { WebSessionView(name: $0.participant.keys.name, role: $0.participant.role.rawValue) }
         return try await offloaded { try brokerCall { try render(pages, session) } }
     }
 
     /// A page only a signed-in participant sees; others are told how to sign in (401).
     func signedInPage(_ request: Request, _ render: @escaping @Sendable (WebPages, Participant, UTCTime) throws -> Response) async throws -> Response {
-        guard let pages = webPages else { throw APIError(.internalServerError, "internal", "the web view's templates do not parse") }
+        let pages = try templates()
         guard let (participant, expires) = try await sessionParticipant(request) else {
             return pages.message(title: "Sign in to see this page", message: "This page shows what the broker holds for a participant.",
                                  next: "Run civitas web login --key YOUR.secret and open the link it prints.", status: .unauthorized)
