@@ -16,7 +16,7 @@ struct Civitas: AsyncParsableCommand {
             file is expected.
             """,
         subcommands: [KeysCommand.self, SealCommand.self, OpenCommand.self, VerifyCommand.self, AuditCommand.self, LogCommand.self,
-                      AnonymizeCommand.self, AggregateCommand.self, ServeCommand.self, ParticipantsCommand.self, DatasetsCommand.self,
+                      AnonymizeCommand.self, AggregateCommand.self, SynthesizeCommand.self, ServeCommand.self, ParticipantsCommand.self, DatasetsCommand.self,
                       PublishCommand.self, AgreementsCommand.self, ConsentCommand.self, RequestCommand.self, PullCommand.self,
                       RelayCommand.self, WitnessCommand.self, ConfigCommand.self, DemoCommand.self, DemoDataCommand.self, ProfileCommand.self, WebCommand.self]
     )
