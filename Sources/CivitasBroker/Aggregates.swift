@@ -50,7 +50,7 @@ extension Broker {
         guard request.epsilonMicro > 0, request.epsilonMicro <= terms.maxEpsilonPerQueryMicro else {
             throw BrokerError(.invalid, "ε per aggregate must be above 0 and at most \(MicroUnits.decimal(terms.maxEpsilonPerQueryMicro)) under agreement \(id)")
         }
-        _ = try Self.charge(request.epsilonMicro, to: agreement)  // refused before any work; charged again when delivered
+        _ = try Self.charge(policy.charge(epsilonMicro: request.epsilonMicro), to: agreement, policy: policy)  // refused before any work; charged again when delivered
         let schema = try DatasetSchema.parse(dataset.schema)
         let statistic: DPAggregate.Statistic
         if request.statistic == .count {
@@ -78,14 +78,15 @@ extension Broker {
             throw BrokerError(.invalid, error.message)
         }
         let deliveryID = Self.newDeliveryID(.aggregate)
-        let requestKey = try Self.requestKey(keyed, partner: partner.keys.keyID, delivery: deliveryID, outcome: nil, epsilonMicro: request.epsilonMicro, now: now)
+        let requestKey = try Self.requestKey(keyed, partner: partner.keys.keyID, delivery: deliveryID, outcome: nil, epsilonMicro: request.epsilonMicro,
+                                             rhoMicro: policy.rhoCharge(epsilonMicro: request.epsilonMicro), now: now)
         let delivery = try deliver(payload: result.csv(), records: result.rows.count, id: deliveryID, kind: .aggregate, agreement: agreement, policy: policy, purpose: request.purpose, outcome: nil,
                                    epsilonMicro: request.epsilonMicro, feedWindow: nil, drawnBatches: [], now: now,
                                    transforms: ["statistic": .string(request.statistic.rawValue), "mechanism": "discrete-laplace",
                                                 "group_by": .array(request.groupBy.map(JSONValue.string)), "group_keys": .object(keySources),
                                                 "measure": .string(request.measure ?? "")],
                                    requestKey: requestKey)
-        return ReleaseResult(delivery: delivery, outcome: nil, epsilonMicro: request.epsilonMicro)
+        return ReleaseResult(delivery: delivery, outcome: nil, epsilonMicro: request.epsilonMicro, rhoMicro: policy.rhoCharge(epsilonMicro: request.epsilonMicro))
     }
 
     /// Steps 2 and 3 for an aggregate: the dataset read a segment at a time into columns of codes

@@ -56,6 +56,20 @@ public struct AgreementPolicy: Sendable, Equatable {
         public var maxGroupsPerSubject: Int
     }
 
+    /// Differentially private synthetic releases the partner may request, each charged ρ.
+    public struct SyntheticTerms: Sendable, Equatable {
+        /// The fields, their declared domains and the tree of pairs measured.
+        public var spec: SyntheticSpec
+        public var maxRhoPerReleaseMicro: UInt64
+        public var maxRecordsPerSubject: Int
+    }
+
+    /// How the agreement's privacy loss is counted: pure ε (basic composition), or ρ under
+    /// zero-concentrated DP, where a pure ε-DP step is charged ρ = ε²/2.
+    public enum Accounting: String, Sendable {
+        case epsilon, rho
+    }
+
     /// How feed windows close, and what happens to records of a window that cannot reach k.
     public struct FeedTerms: Sendable, Equatable {
         public enum BelowK: String, Sendable { case wait, suppress }
@@ -73,13 +87,39 @@ public struct AgreementPolicy: Sendable, Equatable {
     public let fields: [String]
     public let treatment: Treatment
     public let aggregates: AggregateTerms?
+    public let synthetic: SyntheticTerms?
     public let epsilonBudgetMicro: UInt64
+    /// The zCDP budget, when the agreement counts its privacy loss in ρ.
+    public let rhoBudgetMicro: UInt64?
     public let validFrom: UTCTime
     public let validUntil: UTCTime
     public let feed: FeedTerms?
     /// Whether the city's public register of agreements shows the agreement's terms (`public`,
     /// the default) or only that it exists, with its purposes and legal basis (`confidential`).
     public let register: Register
+
+    public var accounting: Accounting { rhoBudgetMicro == nil ? .epsilon : .rho }
+    /// The budget in the agreement's unit (ε or ρ, in millionths).
+    public var budgetMicro: UInt64 { rhoBudgetMicro ?? epsilonBudgetMicro }
+
+    /// What a step of pure ε-DP costs under the agreement's accounting: ε itself, or ρ = ε²/2
+    /// (Bun and Steinke 2016, Proposition 1.4), in millionths rounded up.
+    public func charge(epsilonMicro: UInt64) -> UInt64 {
+        guard accounting == .rho else { return epsilonMicro }
+        return Self.rhoMicro(ofEpsilonMicro: epsilonMicro)
+    }
+
+    /// The ρ a pure ε-DP step is charged under ρ accounting; nil when the agreement counts ε.
+    public func rhoCharge(epsilonMicro: UInt64) -> UInt64? {
+        accounting == .rho ? Self.rhoMicro(ofEpsilonMicro: epsilonMicro) : nil
+    }
+
+    /// ρ = ε²/2 in millionths, rounded up.
+    public static func rhoMicro(ofEpsilonMicro epsilon: UInt64) -> UInt64 {
+        let square = UInt128(epsilon) * UInt128(epsilon)
+        let (quotient, remainder) = square.quotientAndRemainder(dividingBy: 2_000_000)
+        return UInt64(clamping: quotient + (remainder > 0 ? 1 : 0))
+    }
 
     public enum Register: String, Sendable, CaseIterable {
         case `public`, confidential
@@ -101,7 +141,7 @@ public struct AgreementPolicy: Sendable, Equatable {
         problems.attempt {
             try members(object, of: "the policy", allowed: ["agreement", "dataset", "publisher", "partner", "purposes", "legal_basis", "fields",
                                                              "treatment", "aggregates", "epsilon_budget", "valid_from", "valid_until", "feed",
-                                                             "register"])
+                                                             "register", "synthetic", "rho_budget"])
         }
         let id = problems.attempt { try code(object, "agreement", maximum: 128) }
         let dataset = problems.attempt { try code(object, "dataset", maximum: 128) }
@@ -145,7 +185,26 @@ public struct AgreementPolicy: Sendable, Equatable {
                              windowSeconds: try integer(terms, "feed.window_seconds", key: "window_seconds", range: 1...31_536_000),
                              belowK: mode)
         }
+        let synthetic = problems.attempt { () throws -> SyntheticTerms? in
+            guard let terms = object["synthetic"] else { return nil }
+            guard let terms = terms.objectValue else { throw invalid("policy member 'synthetic' must be an object") }
+            try members(terms, of: "synthetic", allowed: SyntheticSpec.members.union(["max_rho_per_release", "max_records_per_subject"]))
+            let spec: SyntheticSpec
+            do { spec = try SyntheticSpec.parse(terms, member: "synthetic") } catch let error as PrivacyError { throw invalid(error.message) }
+            let rho = try micro(terms["max_rho_per_release"], "synthetic.max_rho_per_release")
+            guard rho > 0 else { throw invalid("synthetic.max_rho_per_release must be above 0") }
+            return SyntheticTerms(spec: spec, maxRhoPerReleaseMicro: rho,
+                                  maxRecordsPerSubject: terms["max_records_per_subject"] == nil ? 1
+                                    : try integer(terms, "synthetic.max_records_per_subject", key: "max_records_per_subject", range: 1...1000))
+        }
         let budget = problems.attempt { try micro(object["epsilon_budget"] ?? .number(0), "epsilon_budget") }
+        let rhoBudget = problems.attempt { () throws -> UInt64? in
+            guard let value = object["rho_budget"] else { return nil }
+            if object["epsilon_budget"] != nil {
+                throw invalid("give epsilon_budget (pure ε) or rho_budget (zCDP), not both: the agreement counts its privacy loss in one unit")
+            }
+            return try micro(value, "rho_budget")
+        }
         let register = problems.attempt { () throws -> Register in
             guard let value = object["register"] else { return .public }
             guard let register = value.stringValue.flatMap(Register.init(rawValue:)) else {
@@ -160,11 +219,12 @@ public struct AgreementPolicy: Sendable, Equatable {
         }
         try problems.throwIfAny()
         guard let id, let dataset, let publisher, let partner, let purposes, let legalBasis, let fields, let treatment,
-              let aggregates, let feed, let budget, let validFrom, let validUntil, let register else {
+              let aggregates, let synthetic, let feed, let budget, let rhoBudget, let validFrom, let validUntil, let register else {
             throw invalid("the policy could not be read")
         }
         return AgreementPolicy(id: id, dataset: dataset, publisher: publisher, partner: partner, purposes: purposes, legalBasis: legalBasis,
-                               fields: fields, treatment: treatment, aggregates: aggregates, epsilonBudgetMicro: budget,
+                               fields: fields, treatment: treatment, aggregates: aggregates, synthetic: synthetic,
+                               epsilonBudgetMicro: budget, rhoBudgetMicro: rhoBudget,
                                validFrom: validFrom, validUntil: validUntil, feed: feed, register: register,
                                canonical: canonical, sha256: SHA256Hasher.hash(canonical))
     }
@@ -230,7 +290,7 @@ public struct AgreementPolicy: Sendable, Equatable {
         if treatment.measureNoiseEpsilonMicro != nil {
             let measures = fields.filter { schema.field($0)?.privacy == .measure }
             guard !measures.isEmpty else { throw Self.invalid("treatment.measure_noise needs a measure among the allowed fields") }
-            if epsilonBudgetMicro == 0 { throw Self.invalid("treatment.measure_noise charges ε: epsilon_budget must be above 0") }
+            if budgetMicro == 0 { throw Self.invalid("treatment.measure_noise charges ε: the agreement's budget must be above 0") }
         }
         if legalBasis == .consent && schema.fields.first(where: { $0.privacy == .subject }) == nil {
             throw Self.invalid("legal basis consent needs records with a subject field; the schema of \(dataset) has none")
@@ -249,6 +309,23 @@ public struct AgreementPolicy: Sendable, Equatable {
             }
             if let column = aggregates.groupKeys.keys.sorted().first(where: { !aggregates.groupBy.contains($0) }) {
                 throw Self.invalid("aggregates.group_keys names '\(column)', which is not in aggregates.group_by")
+            }
+        }
+        if let synthetic {
+            guard accounting == .rho, budgetMicro > 0 else {
+                throw Self.invalid("synthetic releases are charged ρ (zCDP): give the agreement a rho_budget above 0")
+            }
+            for name in synthetic.spec.fields {
+                guard fields.contains(name) else { throw Self.invalid("synthetic.fields names '\(name)', which is not among the agreement's fields") }
+                guard let field = schema.field(name), field.privacy != .identifier, field.privacy != .subject else {
+                    throw Self.invalid("synthetic.fields '\(name)' is not a field a synthetic release may carry (identifiers and the subject never are)")
+                }
+            }
+            do {
+                _ = try synthetic.spec.synthesizer(rho: try Rational(UInt128(synthetic.maxRhoPerReleaseMicro), 1_000_000), subject: nil,
+                                                   maxRecordsPerSubject: synthetic.maxRecordsPerSubject, schema: schema)
+            } catch let error as PrivacyError {
+                throw Self.invalid("synthetic: \(error.message)")
             }
         }
     }

@@ -19,9 +19,13 @@ public struct RegisterEntry: Sendable {
         public let fields: [String]
         public let k: Int
         public let suppressionLimit: Double
-        public let epsilonBudgetMicro: UInt64
-        public let epsilonSpentMicro: UInt64
+        /// The budget and what is spent, in the agreement's unit (ε, or ρ under zCDP).
+        public let accounting: AgreementPolicy.Accounting
+        public let budgetMicro: UInt64
+        public let spentMicro: UInt64
         public let aggregatesGroupBy: [String]?
+        /// The fields of synthetic releases, when the agreement offers them.
+        public let syntheticFields: [String]?
         public let feed: Bool
         public let state: StoredAgreement.State
         public let validFrom: UTCTime
@@ -46,8 +50,9 @@ extension Broker {
             let terms = RegisterEntry.Terms(
                 dataset: agreement.dataset, publisher: names[agreement.publisher] ?? agreement.publisher.hex,
                 partner: names[agreement.partner] ?? agreement.partner.hex, fields: policy.fields, k: policy.treatment.k,
-                suppressionLimit: policy.treatment.suppressionLimit, epsilonBudgetMicro: agreement.budgetMicro,
-                epsilonSpentMicro: agreement.spentMicro, aggregatesGroupBy: policy.aggregates?.groupBy, feed: policy.feed != nil,
+                suppressionLimit: policy.treatment.suppressionLimit, accounting: policy.accounting, budgetMicro: agreement.budgetMicro,
+                spentMicro: agreement.spentMicro, aggregatesGroupBy: policy.aggregates?.groupBy, syntheticFields: policy.synthetic?.spec.fields,
+                feed: policy.feed != nil,
                 state: agreement.state, validFrom: agreement.validFrom, validUntil: agreement.validUntil, accepted: accepted,
                 ended: agreement.ended)
             return RegisterEntry(agreement: agreement.id, purposes: policy.purposes, legalBasis: policy.legalBasis.rawValue, terms: terms)

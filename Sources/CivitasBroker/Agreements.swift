@@ -23,7 +23,7 @@ extension Broker {
         }
         let agreement = StoredAgreement(id: policy.id, dataset: policy.dataset, publisher: policy.publisher, partner: policy.partner,
                                         policy: policy.canonical, policySHA256: policy.sha256, offerSignature: signature,
-                                        validFrom: policy.validFrom, validUntil: policy.validUntil, budgetMicro: policy.epsilonBudgetMicro, offered: now)
+                                        validFrom: policy.validFrom, validUntil: policy.validUntil, budgetMicro: policy.budgetMicro, offered: now)
         let keySources = try policy.aggregates.map { try Self.declaredGroups($0.groupBy, terms: $0, schema: DatasetSchema.parse(dataset.schema), sourcesOnly: true).1 } ?? [:]
         let aggregateKeys = keySources.compactMapValues(\.stringValue)
         try change { transaction in
@@ -31,8 +31,8 @@ extension Broker {
             _ = try transaction.appendLog(time: now, type: .agreementOffered, members: LogEvents.agreementOffered(
                 agreement: agreement.id, dataset: agreement.dataset, publisher: agreement.publisher, partner: agreement.partner,
                 purposes: policy.purposes, policySHA256: agreement.policySHA256, legalBasis: policy.legalBasis.rawValue,
-                validFrom: agreement.validFrom.rfc3339, validUntil: agreement.validUntil.rfc3339, epsilonBudgetMicro: agreement.budgetMicro,
-                aggregateKeys: aggregateKeys))
+                validFrom: agreement.validFrom.rfc3339, validUntil: agreement.validUntil.rfc3339, epsilonBudgetMicro: policy.epsilonBudgetMicro,
+                aggregateKeys: aggregateKeys, rhoBudgetMicro: policy.rhoBudgetMicro))
         }
         return agreement
     }

@@ -71,7 +71,8 @@ extension Broker {
             let delivery = try deliver(payload: treated.takePayload(), records: treated.outcome.recordsReleased, id: deliveryID, kind: .window, agreement: agreement, policy: policy, purpose: feed.purpose,
                                        outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro,
                                        feedWindow: (feed: feed.id, from: window.lowerBound, to: window.upperBound), drawnBatches: batches, now: now)
-            return ReleaseResult(delivery: delivery, outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro)
+            return ReleaseResult(delivery: delivery, outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro,
+                                 rhoMicro: policy.rhoCharge(epsilonMicro: treated.outcome.epsilonMicro))
         } catch let error as BrokerError where error.code == .kUnreachable && terms.belowK == .wait {
             waitingWindows.record(feed.id, lastBatch: last.sequence)
         } catch let error as BrokerError where error.code == .kUnreachable || error.code == .nothingToRelease {

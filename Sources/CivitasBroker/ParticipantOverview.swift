@@ -21,12 +21,15 @@ public struct ParticipantOverview: Sendable {
         public let recordsWithoutConsent: UInt64?
         public let recordsSuppressed: UInt64
         public let kAchieved: UInt64
-        public let epsilonMicro: UInt64
+        /// What the delivery was charged, in its agreement's unit (ε, or ρ under zCDP).
+        public let chargeMicro: UInt64
     }
 
     public struct AgreementFigures: Sendable {
         public let agreement: StoredAgreement
         public let purposes: [String]
+        /// The unit the agreement counts its privacy loss in.
+        public let accounting: AgreementPolicy.Accounting
         public let publisher: String
         public let partner: String
         /// Newest first.
@@ -71,9 +74,9 @@ extension Broker {
                 return ParticipantOverview.DeliveryFigures(
                     delivery: delivery, recordsWithoutConsent: entry.members["transforms"]?["records_without_consent"]?.exactUnsignedInteger,
                     recordsSuppressed: entry.count("records_suppressed") ?? 0, kAchieved: entry.count("k_achieved") ?? 0,
-                    epsilonMicro: entry.count("epsilon_micro") ?? 0)
+                    chargeMicro: entry.count("rho_micro") ?? entry.count("epsilon_micro") ?? 0)
             }
-            return ParticipantOverview.AgreementFigures(agreement: agreement, purposes: policy.purposes,
+            return ParticipantOverview.AgreementFigures(agreement: agreement, purposes: policy.purposes, accounting: policy.accounting,
                                                         publisher: names[agreement.publisher] ?? agreement.publisher.hex,
                                                         partner: names[agreement.partner] ?? agreement.partner.hex, deliveries: deliveries,
                                                         refusals: try mapStore { try store.refusals(agreement: agreement.id) })

@@ -51,9 +51,15 @@ extension Broker {
         return sequences.filter { !drawn.contains($0) }.sorted()
     }
 
-    /// A fresh delivery id (`rel-`, `win-` or `agg-` and 16 hex digits).
+    /// A fresh delivery id (`rel-`, `win-`, `agg-` or `syn-` and 16 hex digits).
     static func newDeliveryID(_ kind: Delivery.Kind) -> String {
-        "\(kind == .aggregate ? "agg" : kind == .window ? "win" : "rel")-" + Hex.encode(Sodium.randomBytes(8))
+        let prefix = switch kind {
+        case .release: "rel"
+        case .window: "win"
+        case .aggregate: "agg"
+        case .synthetic: "syn"
+        }
+        return "\(prefix)-" + Hex.encode(Sodium.randomBytes(8))
     }
 
     /// Steps 2 to 7 on these batches of the dataset, read a segment at a time. Pseudonyms are
@@ -76,7 +82,10 @@ extension Broker {
     /// and store in one transaction.
     func deliver(payload: consuming [UInt8], records: Int, id deliveryID: String, kind: Delivery.Kind, agreement: StoredAgreement, policy: AgreementPolicy,
                          purpose: String, outcome: TreatmentOutcome?, epsilonMicro: UInt64, feedWindow: (feed: String, from: Int64, to: Int64)?,
-                         drawnBatches: [Int64], now: UTCTime, transforms: [String: JSONValue] = [:], requestKey: RequestKey? = nil) throws -> Delivery {
+                         drawnBatches: [Int64], now: UTCTime, transforms: [String: JSONValue] = [:], requestKey: RequestKey? = nil,
+                         rhoMicro: UInt64? = nil) throws -> Delivery {
+        // Under ρ accounting, a pure ε step costs ε²/2; a synthetic release states its ρ.
+        let charged = policy.accounting == .rho ? (rhoMicro ?? policy.charge(epsilonMicro: epsilonMicro)) : epsilonMicro
         guard let partner = try store.participant(agreement.partner) else { throw BrokerError(.notFound, "partner \(agreement.partner) is gone") }
         // Sealed to the key the partner holds now (its registered one until a rotation replaced it).
         let sealer = EnvelopeSealer(issuer: keys, recipient: partner.currentKeys, contentType: "text/csv", metadata: [
@@ -99,14 +108,14 @@ extension Broker {
             release: deliveryID, agreement: agreement.id, dataset: agreement.dataset, partner: agreement.partner, purpose: purpose,
             policySHA256: agreement.policySHA256, envelope: summary, recordsReleased: UInt64(records),
             recordsSuppressed: UInt64(outcome?.recordsSuppressed ?? 0), kAchieved: UInt64(outcome?.kAchieved ?? 0),
-            epsilonMicro: epsilonMicro, transforms: allTransforms)
+            epsilonMicro: epsilonMicro, rhoMicro: policy.accounting == .rho ? charged : nil, transforms: allTransforms)
         // Step 9, in ONE transaction: the agreement as it is now (still active, budget left), the
         // feed still where this window starts, then the charge, the log entry, the delivery and
         // the batches it drew. Any refusal leaves all of them unwritten.
         let delivery = try change { transaction in
             var current = try transaction.agreement(agreement.id)
             try Self.checkActive(current, at: now)
-            current.spentMicro = try Self.charge(epsilonMicro, to: current)
+            current.spentMicro = try Self.charge(charged, to: current, policy: policy)
             try transaction.updateAgreement(current)
             var feedSequence: Int64?
             if let window = feedWindow {
@@ -140,11 +149,12 @@ extension Broker {
         }
     }
 
-    /// What the agreement will have spent after `epsilonMicro` more, or a refusal past its budget.
-    static func charge(_ epsilonMicro: UInt64, to agreement: StoredAgreement) throws -> UInt64 {
+    /// What the agreement will have spent after `micro` more (ε or ρ, as the agreement counts), or a refusal past its budget.
+    static func charge(_ micro: UInt64, to agreement: StoredAgreement, policy: AgreementPolicy) throws -> UInt64 {
         var budget = PrivacyBudget(epsilonBudgetMicro: agreement.budgetMicro, spent: PrivacyCharge(epsilonMicro: agreement.spentMicro))
-        do { try budget.charge(PrivacyCharge(epsilonMicro: epsilonMicro)) } catch is PrivacyError {
-            throw BrokerError(.budgetExhausted, "agreement \(agreement.id) has ε \(MicroUnits.decimal(budget.remaining.epsilonMicro)) left; this needs \(MicroUnits.decimal(epsilonMicro))")
+        do { try budget.charge(PrivacyCharge(epsilonMicro: micro)) } catch is PrivacyError {
+            let unit = policy.accounting == .rho ? "ρ" : "ε"
+            throw BrokerError(.budgetExhausted, "agreement \(agreement.id) has \(unit) \(MicroUnits.decimal(budget.remaining.epsilonMicro)) left; this needs \(MicroUnits.decimal(micro))")
         }
         return budget.spent.epsilonMicro
     }

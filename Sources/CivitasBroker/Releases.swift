@@ -11,29 +11,34 @@ public struct ReleaseResult: Sendable {
     /// delivery answered again for a request key).
     public let outcome: TreatmentOutcome?
     public let epsilonMicro: UInt64
+    /// The ρ charged, under an agreement that counts ρ.
+    public let rhoMicro: UInt64?
     /// What the partner is told of the delivery: ε charged and the treatment's counts (never a record).
     public let figures: [String: JSONValue]
     /// Whether this is the delivery an earlier request with the same key made.
     public let replayed: Bool
 
-    init(delivery: Delivery, outcome: TreatmentOutcome?, epsilonMicro: UInt64) {
+    init(delivery: Delivery, outcome: TreatmentOutcome?, epsilonMicro: UInt64, rhoMicro: UInt64? = nil) {
         self.delivery = delivery
         self.outcome = outcome
         self.epsilonMicro = epsilonMicro
-        figures = Self.figures(outcome: outcome, epsilonMicro: epsilonMicro)
+        self.rhoMicro = rhoMicro
+        figures = Self.figures(outcome: outcome, epsilonMicro: epsilonMicro, rhoMicro: rhoMicro)
         replayed = false
     }
 
-    init(replaying delivery: Delivery, figures: [String: JSONValue], epsilonMicro: UInt64) {
+    init(replaying delivery: Delivery, figures: [String: JSONValue], epsilonMicro: UInt64, rhoMicro: UInt64?) {
         self.delivery = delivery
         outcome = nil
         self.epsilonMicro = epsilonMicro
+        self.rhoMicro = rhoMicro
         self.figures = figures
         replayed = true
     }
 
-    static func figures(outcome: TreatmentOutcome?, epsilonMicro: UInt64) -> [String: JSONValue] {
+    static func figures(outcome: TreatmentOutcome?, epsilonMicro: UInt64, rhoMicro: UInt64?) -> [String: JSONValue] {
         var object: [String: JSONValue] = ["epsilon_charged": .string(MicroUnits.decimal(epsilonMicro))]
+        if let rhoMicro { object["rho_charged"] = .string(MicroUnits.decimal(rhoMicro)) }
         if let outcome {
             object["records_selected"] = .number(Double(outcome.recordsSelected))
             object["records_without_consent"] = .number(Double(outcome.recordsWithoutConsent))
@@ -114,17 +119,19 @@ extension Broker {
               let epsilon = answer["epsilon_micro"]?.numberValue, epsilon >= 0, let epsilonMicro = UInt64(exactly: epsilon) else {
             throw BrokerError(.notFound, "the delivery made for idempotency key \(keyed.key.prefix(60)) cannot be read back")
         }
-        return ReleaseResult(replaying: delivery, figures: figures, epsilonMicro: epsilonMicro)
+        let rhoMicro = answer["rho_micro"]?.numberValue.flatMap { UInt64(exactly: $0) }
+        return ReleaseResult(replaying: delivery, figures: figures, epsilonMicro: epsilonMicro, rhoMicro: rhoMicro)
     }
 
     /// The request key to store with a delivery: the key, the request's hash and the figures to answer again.
     static func requestKey(_ keyed: KeyedRequest?, partner: KeyID, delivery: String, outcome: TreatmentOutcome?, epsilonMicro: UInt64,
-                           now: UTCTime) throws -> RequestKey? {
+                           rhoMicro: UInt64? = nil, now: UTCTime) throws -> RequestKey? {
         guard let keyed else { return nil }
-        let answer: JSONValue = ["figures": .object(ReleaseResult.figures(outcome: outcome, epsilonMicro: epsilonMicro)),
-                                 "epsilon_micro": .number(Double(epsilonMicro))]
+        var answer: [String: JSONValue] = ["figures": .object(ReleaseResult.figures(outcome: outcome, epsilonMicro: epsilonMicro, rhoMicro: rhoMicro)),
+                                           "epsilon_micro": .number(Double(epsilonMicro))]
+        if let rhoMicro { answer["rho_micro"] = .number(Double(rhoMicro)) }
         return RequestKey(partner: partner, key: keyed.key, requestSHA256: keyed.sha256, delivery: delivery,
-                          figures: try CanonicalJSON.encode(answer), created: now)
+                          figures: try CanonicalJSON.encode(.object(answer)), created: now)
     }
 
     private func release(agreement id: String, purpose: String, by partner: Participant, now: UTCTime, keyed: KeyedRequest?) throws -> ReleaseResult {
@@ -138,10 +145,11 @@ extension Broker {
         var treated = try treat(batches: batches, agreement: agreement, policy: policy, dataset: dataset, purpose: purpose, suppressionLimit: nil,
                                 deliveryID: deliveryID)
         let requestKey = try Self.requestKey(keyed, partner: partner.keys.keyID, delivery: deliveryID, outcome: treated.outcome,
-                                             epsilonMicro: treated.outcome.epsilonMicro, now: now)
+                                             epsilonMicro: treated.outcome.epsilonMicro, rhoMicro: policy.rhoCharge(epsilonMicro: treated.outcome.epsilonMicro), now: now)
         let delivery = try deliver(payload: treated.takePayload(), records: treated.outcome.recordsReleased, id: deliveryID, kind: .release, agreement: agreement, policy: policy, purpose: purpose,
                                    outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro, feedWindow: nil, drawnBatches: batches, now: now,
                                    requestKey: requestKey)
-        return ReleaseResult(delivery: delivery, outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro)
+        return ReleaseResult(delivery: delivery, outcome: treated.outcome, epsilonMicro: treated.outcome.epsilonMicro,
+                             rhoMicro: policy.rhoCharge(epsilonMicro: treated.outcome.epsilonMicro))
     }
 }

@@ -38,9 +38,13 @@ public struct AuditFinding: Sendable, Equatable, CustomStringConvertible {
 public struct AgreementAudit: Sendable, Equatable {
     public let agreement: String
     public let partner: KeyID
+    /// The budget in millionths: of ε, or of ρ when `countsRho`.
     public let budgetMicro: UInt64
     public var spentMicro: UInt64 = 0
     public var releases: Int = 0
+    /// Whether the agreement counts its privacy loss in ρ (zCDP): then every release's ρ is summed,
+    /// aggregates' and synthetic releases' alike.
+    public var countsRho = false
 }
 
 /// What the auditor established: counts, the latest verified checkpoint and
@@ -293,7 +297,9 @@ struct ComplianceReplay {
                 }
             }
             agreements[id] = Agreement(offer: entry)
-            report.agreements[id] = AgreementAudit(agreement: id, partner: partner, budgetMicro: entry.count("epsilon_budget_micro") ?? 0)
+            let rhoBudget = entry.count("rho_budget_micro")
+            report.agreements[id] = AgreementAudit(agreement: id, partner: partner, budgetMicro: rhoBudget ?? entry.count("epsilon_budget_micro") ?? 0,
+                                                   countsRho: rhoBudget != nil)
             return findings
         case .agreementAccepted:
             guard let id = entry.string("agreement") else { return [] }
@@ -361,21 +367,40 @@ struct ComplianceReplay {
         }
         findings += composition(entry, offer: offer)
         if var audit = report.agreements[id] {
-            let (spent, overflow) = audit.spentMicro.addingReportingOverflow(entry.count("epsilon_micro") ?? 0)
+            let epsilon = entry.count("epsilon_micro") ?? 0
+            var charge = epsilon
+            if audit.countsRho {
+                // Under zCDP a pure ε step costs at least ε²/2; a release must state what it was charged.
+                charge = entry.count("rho_micro") ?? 0
+                let least = Self.rhoMicro(ofEpsilonMicro: epsilon)
+                if entry.count("rho_micro") == nil || charge < least {
+                    findings.append(AuditFinding(.budgetExceeded, entry: i,
+                                                 "release under agreement \(id), which counts ρ, was charged ρ \(MicroUnits.decimal(charge)); its ε \(MicroUnits.decimal(epsilon)) costs at least \(MicroUnits.decimal(least))"))
+                    charge = max(charge, least)
+                }
+            }
+            let (spent, overflow) = audit.spentMicro.addingReportingOverflow(charge)
             audit.releases += 1
             if overflow {
                 report.agreements[id] = audit
-                findings.append(AuditFinding(.budgetExceeded, entry: i, "agreement \(id)'s charges now add up past 2^64 millionths of ε: the sum overflows"))
+                findings.append(AuditFinding(.budgetExceeded, entry: i, "agreement \(id)'s charges now add up past 2^64 millionths of \(audit.countsRho ? "ρ" : "ε"): the sum overflows"))
                 return findings
             }
             audit.spentMicro = spent
             report.agreements[id] = audit
             if audit.spentMicro > audit.budgetMicro {
                 findings.append(AuditFinding(.budgetExceeded, entry: i,
-                                             "agreement \(id) has now spent ε \(MicroUnits.decimal(audit.spentMicro)) of its budget \(MicroUnits.decimal(audit.budgetMicro))"))
+                                             "agreement \(id) has now spent \(audit.countsRho ? "ρ" : "ε") \(MicroUnits.decimal(audit.spentMicro)) of its budget \(MicroUnits.decimal(audit.budgetMicro))"))
             }
         }
         return findings
+    }
+
+    /// ρ = ε²/2 in millionths, rounded up: what a pure ε-DP step costs under zCDP.
+    static func rhoMicro(ofEpsilonMicro epsilon: UInt64) -> UInt64 {
+        let square = UInt128(epsilon) * UInt128(epsilon)
+        let (quotient, remainder) = square.quotientAndRemainder(dividingBy: 2_000_000)
+        return UInt64(clamping: quotient + (remainder > 0 ? 1 : 0))
     }
 }
 

@@ -22,7 +22,8 @@ public enum LogEntryType: String, Sendable, CaseIterable {
     /// Members an entry of this type may carry besides its required ones.
     var optionalMembers: [(String, LogField)] {
         switch self {
-        case .agreementOffered: [("aggregate_keys", .object)]
+        case .agreementOffered: [("aggregate_keys", .object), ("rho_budget_micro", .count)]
+        case .releaseDelivered: [("rho_micro", .count)]
         default: []
         }
     }

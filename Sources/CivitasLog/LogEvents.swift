@@ -22,13 +22,15 @@ public enum LogEvents {
     public static func agreementOffered(agreement: String, dataset: String, publisher: KeyID, partner: KeyID,
                                         purposes: [String], policySHA256: [UInt8], legalBasis: String,
                                         validFrom: String, validUntil: String, epsilonBudgetMicro: UInt64,
-                                        aggregateKeys: [String: String] = [:]) -> [String: JSONValue] {
+                                        aggregateKeys: [String: String] = [:], rhoBudgetMicro: UInt64? = nil) -> [String: JSONValue] {
         var members: [String: JSONValue] = ["agreement": .string(agreement), "dataset": .string(dataset), "publisher": .string(publisher.hex),
          "partner": .string(partner.hex), "purposes": .array(purposes.map(JSONValue.string)),
          "policy_sha256": .string(Hex.encode(policySHA256)), "legal_basis": .string(legalBasis),
          "valid_from": .string(validFrom), "valid_until": .string(validUntil),
          "epsilon_budget_micro": .number(Double(epsilonBudgetMicro))]
         if !aggregateKeys.isEmpty { members["aggregate_keys"] = .object(aggregateKeys.mapValues(JSONValue.string)) }
+        // An agreement that counts its privacy loss in ρ (zCDP) states that budget, × 10^6.
+        if let rhoBudgetMicro { members["rho_budget_micro"] = .number(Double(rhoBudgetMicro)) }
         return members
     }
 
@@ -62,12 +64,15 @@ public enum LogEvents {
     /// privacy treatment achieved, and the ε charged (× 10^6). `kAchieved` is 0 when no k-anonymity step ran.
     public static func releaseDelivered(release: String, agreement: String, dataset: String, partner: KeyID, purpose: String,
                                         policySHA256: [UInt8], envelope: EnvelopeSummary, recordsReleased: UInt64,
-                                        recordsSuppressed: UInt64, kAchieved: UInt64, epsilonMicro: UInt64,
+                                        recordsSuppressed: UInt64, kAchieved: UInt64, epsilonMicro: UInt64, rhoMicro: UInt64? = nil,
                                         transforms: [String: JSONValue]) -> [String: JSONValue] {
-        ["release": .string(release), "agreement": .string(agreement), "dataset": .string(dataset),
+        var members: [String: JSONValue] = ["release": .string(release), "agreement": .string(agreement), "dataset": .string(dataset),
          "partner": .string(partner.hex), "purpose": .string(purpose), "policy_sha256": .string(Hex.encode(policySHA256)),
          "envelope_manifest": envelope.manifest.jsonValue, "envelope_signature": .string(Base64.encode(envelope.signature)),
          "records_released": .number(Double(recordsReleased)), "records_suppressed": .number(Double(recordsSuppressed)),
          "k_achieved": .number(Double(kAchieved)), "epsilon_micro": .number(Double(epsilonMicro)), "transforms": .object(transforms)]
+        // Under an agreement that counts ρ: the ρ charged (ε²/2 for a pure ε step), × 10^6.
+        if let rhoMicro { members["rho_micro"] = .number(Double(rhoMicro)) }
+        return members
     }
 }

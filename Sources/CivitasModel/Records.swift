@@ -226,7 +226,7 @@ public struct ConsentKey: Sendable, Equatable {
 
 /// A payload delivered to a partner: a release, an aggregate or a feed window, as its envelope.
 public struct Delivery: Sendable, Equatable {
-    public enum Kind: String, Sendable { case release, aggregate, window }
+    public enum Kind: String, Sendable { case release, aggregate, window, synthetic }
     public let id: String
     public let agreement: String
     public let partner: KeyID

@@ -50,7 +50,7 @@ final class BrokerMetrics: @unchecked Sendable {
     /// The exposition text, with the state figures brought up to date first.
     func exposition(figures: BrokerFigures, now: Int64) -> [UInt8] {
         lock.withLock {
-            for kind in [Delivery.Kind.release, .aggregate, .window] {
+            for kind in [Delivery.Kind.release, .aggregate, .window, .synthetic] {
                 let made = figures.deliveries[kind] ?? 0
                 let gained = made - (deliveriesCounted[kind] ?? 0)
                 // Created at zero so a kind with no delivery yet is still listed.

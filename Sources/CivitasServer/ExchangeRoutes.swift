@@ -31,6 +31,10 @@ extension BrokerAPI {
             let key = Self.idempotencyKey(request)
             return try await offloaded { try requestAggregate(context, requestKey: key) }
         }
+        signed.post("agreements/:agreement/synthetic") { request, context in
+            let key = Self.idempotencyKey(request)
+            return try await offloaded { try requestSynthetic(context, requestKey: key) }
+        }
         signed.post("agreements/:agreement/feeds") { _, context in try subscribe(context) }
         signed.get("feeds/:feed") { _, context in try showFeed(context) }
         signed.get("feeds/:feed/deliveries") { request, context in try await pull(request, context) }
@@ -126,6 +130,22 @@ extension BrokerAPI {
         let request = AggregateRequest(purpose: purpose, statistic: statistic, measure: body["measure"]?.stringValue, groupBy: groupBy,
                                        epsilonMicro: UInt64(scaled))
         let result = try brokerCall { try broker.aggregate(agreement: parameter(context, "agreement"), request: request, by: partner, now: now(), requestKey: key) }
+        return JSONResponse.make(status: result.replayed ? .ok : .created, Self.json(result))
+    }
+
+    func requestSynthetic(_ context: CivitasRequestContext, requestKey key: String?) throws -> Response {
+        let partner = try require(context, roles: [.partner])
+        let body = try jsonBody(context)
+        guard let purpose = body["purpose"]?.stringValue, let rho = body["rho"]?.numberValue else {
+            throw APIError.badRequest("a synthetic request needs purpose and rho")
+        }
+        let scaled = (rho * 1_000_000).rounded()
+        guard rho > 0, rho <= 1000, abs(scaled - rho * 1_000_000) < 1e-3 else {
+            throw APIError.badRequest("rho must be above 0, at most 1000, with at most six decimals")
+        }
+        let result = try brokerCall {
+            try broker.synthetic(agreement: parameter(context, "agreement"), purpose: purpose, rhoMicro: UInt64(scaled), by: partner, now: now(), requestKey: key)
+        }
         return JSONResponse.make(status: result.replayed ? .ok : .created, Self.json(result))
     }
 
@@ -368,9 +388,13 @@ extension BrokerAPI {
             "id": .string(agreement.id), "dataset": .string(agreement.dataset), "publisher": .string(agreement.publisher.hex),
             "partner": .string(agreement.partner.hex), "state": .string(agreement.state.rawValue),
             "policy_sha256": .string(Hex.encode(agreement.policySHA256)), "valid_from": .string(agreement.validFrom.rfc3339),
-            "valid_until": .string(agreement.validUntil.rfc3339), "epsilon_budget": .string(MicroUnits.decimal(agreement.budgetMicro)),
-            "epsilon_spent": .string(MicroUnits.decimal(agreement.spentMicro)), "offered": .string(agreement.offered.rfc3339),
+            "valid_until": .string(agreement.validUntil.rfc3339), "offered": .string(agreement.offered.rfc3339),
         ]
+        // The budget in the agreement's unit: ε, or ρ (zCDP) when the policy states a rho_budget.
+        let unit = (try? JSONParser.parse(agreement.policy))?["rho_budget"] == nil ? "epsilon" : "rho"
+        object["budget_unit"] = .string(unit)
+        object["\(unit)_budget"] = .string(MicroUnits.decimal(agreement.budgetMicro))
+        object["\(unit)_spent"] = .string(MicroUnits.decimal(agreement.spentMicro))
         if let accepted = agreement.accepted { object["accepted"] = .string(accepted.rfc3339) }
         if let ended = agreement.ended { object["ended"] = .string(ended.rfc3339) }
         return .object(object)

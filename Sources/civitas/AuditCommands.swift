@@ -69,7 +69,7 @@ struct AuditCommand: ParsableCommand {
         print("  checkpoints verified \(report.checkpointsVerified)" + (report.latestCheckpoint.map { " (latest: size \($0.size), root \(Hex.encode($0.rootHash)))" } ?? ""))
         print("  envelopes verified   \(report.releasesVerified)")
         for agreement in report.agreements.values.sorted(by: { $0.agreement < $1.agreement }) {
-            print("  agreement \(agreement.agreement): \(agreement.releases) release(s), ε spent \(MicroUnits.decimal(agreement.spentMicro)) of \(MicroUnits.decimal(agreement.budgetMicro))")
+            print("  agreement \(agreement.agreement): \(agreement.releases) release(s), \(agreement.countsRho ? "ρ" : "ε") spent \(MicroUnits.decimal(agreement.spentMicro)) of \(MicroUnits.decimal(agreement.budgetMicro))")
         }
         if report.passed {
             print("audit OK")
@@ -94,9 +94,12 @@ enum AuditReportJSON {
             "checkpoints_verified": .number(Double(report.checkpointsVerified)),
             "broker_keys": .array(report.brokerKeys.map { .string($0.hex) }),
             "envelopes_verified": .number(Double(report.releasesVerified)),
-            "agreements": .array(report.agreements.values.sorted { $0.agreement < $1.agreement }.map {
-                .object(["agreement": .string($0.agreement), "partner": .string($0.partner.hex), "releases": .number(Double($0.releases)),
-                         "epsilon_spent": .string(MicroUnits.decimal($0.spentMicro)), "epsilon_budget": .string(MicroUnits.decimal($0.budgetMicro))])
+            "agreements": .array(report.agreements.values.sorted { $0.agreement < $1.agreement }.map { audit in
+                // Spent and budget in the agreement's unit, also under that unit's own names.
+                let unit = audit.countsRho ? "rho" : "epsilon"
+                let spent = JSONValue.string(MicroUnits.decimal(audit.spentMicro)), budget = JSONValue.string(MicroUnits.decimal(audit.budgetMicro))
+                return .object(["agreement": .string(audit.agreement), "partner": .string(audit.partner.hex), "releases": .number(Double(audit.releases)),
+                                "budget_unit": .string(unit), "spent": spent, "budget": budget, "\(unit)_spent": spent, "\(unit)_budget": budget])
             }),
             "findings": .array(report.findings.map { finding in
                 var item: [String: JSONValue] = ["code": .string(finding.code.rawValue), "message": .string(finding.message),

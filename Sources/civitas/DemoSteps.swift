@@ -156,6 +156,13 @@ extension DemoCommand {
             "fields": ["caller", "lat", "lng", "zip", "title", "timeStamp", "twp", "e"],
             "treatment": ["k": 5, "suppression_limit": 0.1, "algorithm": "optimal", "pseudonym_epoch": "2026"],
             "feed": ["window_records": 500, "window_seconds": 3600, "below_k": "suppress"],
+            // Synthetic calls: where calls come from on a grid of public cells, and whether they are
+            // emergencies; ρ (zCDP) is counted against a budget of 1.
+            "synthetic": ["fields": ["lat", "lng", "e"], "tree": [["lat", "lng"], ["lat", "e"]],
+                          "bins": ["lat": .array(stride(from: 39.95, through: 40.451, by: 0.05).map { .number(($0 * 100).rounded() / 100) }),
+                                   "lng": .array(stride(from: -75.7, through: -74.949, by: 0.05).map { .number(($0 * 100).rounded() / 100) })],
+                          "max_rho_per_release": 0.5],
+            "rho_budget": 1,
             "valid_from": .string(validFrom), "valid_until": .string(validUntil),
         ]
         let trafficPolicy: JSONValue = [
@@ -178,7 +185,8 @@ extension DemoCommand {
             guard Hex.encode(rehashed) == shown.json["policy_sha256"]?.stringValue else { throw CLIError("the policy health fetched does not hash as stated") }
             let accept = try CanonicalJSON.encode(["signature": .string(Base64.encode(health.sign(AgreementPolicy.acceptMessage(policySHA256: rehashed))))])
             _ = try await healthClient.send("POST", "/agreements/\(id)/accept", body: accept)
-            detail("\(id): offered by \(client.keys.publicKeys.name), accepted by health; policy sha256 \(Hex.encode(rehashed).prefix(16))…, ε budget \(shown.json["epsilon_budget"]?.stringValue ?? "0")")
+            let budget = shown.json["rho_budget"]?.stringValue.map { "ρ budget \($0) (zCDP)" } ?? "ε budget \(shown.json["epsilon_budget"]?.stringValue ?? "0")"
+            detail("\(id): offered by \(client.keys.publicKeys.name), accepted by health; policy sha256 \(Hex.encode(rehashed).prefix(16))…, \(budget)")
         }
         let odrl = try await healthClient.send("GET", "/agreements/ag-911-health/odrl")
         let odrlPath = "\(directory)/ag-911-health.odrl.jsonld"
@@ -226,7 +234,7 @@ extension DemoCommand {
         let brokerKeys = session.keys.broker
         let health = session.keys.health
         let healthClient = session.healthClient
-        step(7, "Health asks for differentially private traffic figures; each is charged to the agreement's ε budget of 1.")
+        step(7, "Health asks for differentially private traffic figures, each charged to the agreement's ε budget of 1, and for synthetic 911 calls.")
         let count = try await healthClient.send("POST", "/agreements/ag-traffic-health/aggregates", body: try CanonicalJSON.encode(
             ["purpose": .string(Self.healthPurpose), "statistic": "count", "group_by": ["laneId", "laneDirection"], "epsilon": 0.5]))
         let mean = try await healthClient.send("POST", "/agreements/ag-traffic-health/aggregates", body: try CanonicalJSON.encode(
@@ -241,6 +249,14 @@ extension DemoCommand {
             _ = try await healthClient.send("POST", "/agreements/ag-traffic-health/aggregates", body: try CanonicalJSON.encode(
                 ["purpose": .string(Self.healthPurpose), "statistic": "count", "epsilon": 0.1]))
         }
+        // Synthetic rows: drawn from noisy marginals of the consented calls, as many as the noisy total.
+        let synthetic = try await healthClient.send("POST", "/agreements/ag-911-health/synthetic", body: try CanonicalJSON.encode(
+            ["purpose": .string(Self.healthPurpose), "rho": 0.5]))
+        let id = synthetic.json["id"]?.stringValue ?? ""
+        let (bytes, _) = try await healthClient.fetch("/deliveries/\(id)")
+        let (rows, _) = try DeliveryText.open(bytes, keys: health, broker: brokerKeys.publicKeys)
+        try Data(rows.csv()).write(to: URL(fileURLWithPath: "\(session.directory)/\(id).synthetic.csv"))
+        detail("synthetic 911 calls under ag-911-health (ρ \(synthetic.json["rho_charged"]?.stringValue ?? "?") of its zCDP budget 1): \(rows.rows.count) rows of \(rows.columns.joined(separator: ",")), e.g. \(rows.rows.first?.joined(separator: " ") ?? "none")")
     }
 
     func feed(_ session: DemoSession, later laterCalls: CSVTable) async throws -> (window: JSONValue, withoutConsent: Int) {

@@ -136,7 +136,7 @@ struct AgreementsCommand: AsyncParsableCommand {
                 throw CLIError("the policy of \(agreement) does not hash to the sha256 the broker states; not accepting")
             }
             let parsed = try AgreementPolicy.parse(policy)
-            if !report.json { print("agreement \(agreement): \(parsed.dataset) for \(parsed.purposes.joined(separator: ", ")), fields \(parsed.fields.joined(separator: ",")), k = \(parsed.treatment.k), ε budget \(shown["epsilon_budget"]?.stringValue ?? "0"), \(parsed.validFrom) to \(parsed.validUntil)") }
+            if !report.json { print("agreement \(agreement): \(parsed.dataset) for \(parsed.purposes.joined(separator: ", ")), fields \(parsed.fields.joined(separator: ",")), k = \(parsed.treatment.k), \(parsed.accounting == .rho ? "ρ" : "ε") budget \(MicroUnits.decimal(parsed.budgetMicro)), \(parsed.validFrom) to \(parsed.validUntil)") }
             let signature = client.keys.sign(AgreementPolicy.acceptMessage(policySHA256: hash))
             _ = try await client.send("POST", "/agreements/\(agreement)/accept",
                                       body: try CanonicalJSON.encode(["signature": .string(Base64.encode(signature))]))
@@ -180,11 +180,13 @@ struct AgreementsCommand: AsyncParsableCommand {
             let (_, json) = try await BrokerClient(options).send("GET", "/agreements")
             guard case .array(let agreements)? = json["agreements"] else { throw CLIError("the broker's answer lists no agreements") }
             let rows = agreements.map { item in
-                [item["id"], item["state"], item["dataset"], item["partner"], item["epsilon_spent"], item["epsilon_budget"]]
+                // The budget in the agreement's unit: ε, or ρ under zCDP.
+                let unit = item["budget_unit"]?.stringValue ?? "epsilon"
+                return [item["id"], item["state"], item["dataset"], item["partner"], .string(unit == "rho" ? "ρ" : "ε"), item["\(unit)_spent"], item["\(unit)_budget"]]
                     .map { $0?.stringValue ?? "?" }
             }
             try report.emit(["agreements": .array(agreements)],
-                            text: Table.text(headers: ["ID", "STATE", "DATASET", "PARTNER", "ε SPENT", "ε BUDGET"], rows: rows))
+                            text: Table.text(headers: ["ID", "STATE", "DATASET", "PARTNER", "UNIT", "SPENT", "BUDGET"], rows: rows))
         }
     }
 }
@@ -363,8 +365,8 @@ struct RequestKeyOption: ParsableArguments {
 
 struct RequestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "request", abstract: "Ask the broker for a release, a DP aggregate or a feed under an agreement (partner).",
-        subcommands: [Release.self, Aggregate.self, Feed.self])
+        commandName: "request", abstract: "Ask the broker for a release, a DP aggregate, DP synthetic rows or a feed under an agreement (partner).",
+        subcommands: [Release.self, Aggregate.self, Synthetic.self, Feed.self])
 
     struct Release: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Request a privacy-treated release of the dataset; fetch it with `civitas pull --delivery`.")
@@ -401,6 +403,25 @@ struct RequestCommand: AsyncParsableCommand {
             if let measure { body["measure"] = .string(measure) }
             let requestKey = key.announced()
             let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/aggregates", body: try CanonicalJSON.encode(.object(body)),
+                                                                 retryKey: requestKey)
+            try report.emit(DeliveryText.withKey(json, requestKey), text: DeliveryText.summary(json))
+        }
+    }
+
+    struct Synthetic: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Request differentially private synthetic rows, charged ρ to the agreement's zCDP budget; fetch them with `civitas pull --delivery`.")
+        @OptionGroup var options: BrokerOptions
+        @Option(help: "Purpose code.") var purpose: String
+        @Option(help: "ρ (zCDP) for this release.") var rho: Double
+        @OptionGroup var key: RequestKeyOption
+        @OptionGroup var report: ReportFormat
+        @Argument(help: "Agreement id.") var agreement: String
+
+        func run() async throws {
+            let requestKey = key.announced()
+            let body: JSONValue = ["purpose": .string(purpose), "rho": .number(rho)]
+            let (_, json) = try await BrokerClient(options).send("POST", "/agreements/\(agreement)/synthetic", body: try CanonicalJSON.encode(body),
                                                                  retryKey: requestKey)
             try report.emit(DeliveryText.withKey(json, requestKey), text: DeliveryText.summary(json))
         }
@@ -693,6 +714,7 @@ enum DeliveryText {
             line += "; selected \(number("records_selected")), without consent \(number("records_without_consent")), suppressed \(number("records_suppressed")), k achieved \(number("k_achieved"))"
         }
         if let epsilon = json["epsilon_charged"]?.stringValue, epsilon != "0" { line += "; ε charged \(epsilon)" }
+        if let rho = json["rho_charged"]?.stringValue { line += "; ρ charged \(rho)" }
         return line
     }
 }

@@ -78,19 +78,30 @@ def test_the_log_recomputes_and_no_budget_is_exceeded(demo):
     origin, size, root_hash = log.verify_checkpoint(note, header["origin"], broker["ed25519"])
     assert size == covered == len(entries)
     assert log.root([log.leaf_hash(e) for e in entries]) == root_hash
-    budgets, spent, kinds = {}, {}, set()
+    budgets, spent, kinds, rho_agreements = {}, {}, set(), set()
     for raw in entries:
         entry = json.loads(raw)
         kinds.add(entry["type"])
+        # An agreement counts ε, or ρ (zCDP) when its offer states a ρ budget; then every delivery
+        # states its ρ, and a pure ε step costs at least ε²/2 (in millionths, rounded up).
         if entry["type"] == "agreement.offered":
-            budgets[entry["agreement"]] = entry["epsilon_budget_micro"]
+            budgets[entry["agreement"]] = entry.get("rho_budget_micro", entry["epsilon_budget_micro"])
+            if "rho_budget_micro" in entry:
+                rho_agreements.add(entry["agreement"])
         if entry["type"] == "release.delivered":
-            spent[entry["agreement"]] = spent.get(entry["agreement"], 0) + entry["epsilon_micro"]
+            if entry["agreement"] in rho_agreements:
+                assert entry["rho_micro"] >= -(-entry["epsilon_micro"] ** 2 // 2_000_000), entry
+                charge = entry["rho_micro"]
+            else:
+                charge = entry["epsilon_micro"]
+            spent[entry["agreement"]] = spent.get(entry["agreement"], 0) + charge
     assert {"participant.registered", "dataset.registered", "consent.recorded", "agreement.offered",
             "agreement.accepted", "agreement.revoked", "release.delivered"} <= kinds
     consent = [json.loads(e) for e in entries if json.loads(e)["type"] == "consent.recorded"]
     assert any(c["granted"] and not c["withdrawn"] for c in consent) and any(c["withdrawn"] for c in consent)
     assert spent["ag-traffic-health"] == budgets["ag-traffic-health"] == 1_000_000
+    # The demo's synthetic calls charged ρ 0.5 of ag-911-health's zCDP budget of 1.
+    assert "ag-911-health" in rho_agreements and spent["ag-911-health"] == 500_000 and budgets["ag-911-health"] == 1_000_000
     for agreement, total in spent.items():
         assert total <= budgets[agreement], f"{agreement} spent {total} of {budgets[agreement]}"
 

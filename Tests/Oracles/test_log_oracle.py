@@ -49,7 +49,7 @@ def test_oracle_recomputes_the_tree_and_verifies_the_checkpoint(demo):
 def test_logged_envelope_manifest_is_the_envelope_and_is_signed_by_the_broker(demo):
     _, entries, _ = oracle.read_export(demo["export"])
     releases = [json.loads(e) for e in entries if json.loads(e)["type"] == "release.delivered"]
-    assert len(releases) == 4, "the demo delivers a release, two aggregates and a feed window"
+    assert len(releases) == 5, "the demo delivers a release, two aggregates, synthetic rows and a feed window"
     saved = 0
     for release in releases:
         manifest_bytes = oracle.rfc8785.dumps(release["envelope_manifest"])
@@ -62,9 +62,10 @@ def test_logged_envelope_manifest_is_the_envelope_and_is_signed_by_the_broker(de
             assert stored == manifest_bytes and stored_signature == signature
             saved += 1
         # No personal data: the release entry carries ids, hashes and counts only.
-        assert set(release) == {"index", "prev", "time", "type", "release", "agreement", "dataset", "partner", "purpose",
-                                "policy_sha256", "envelope_manifest", "envelope_signature", "records_released",
-                                "records_suppressed", "k_achieved", "epsilon_micro", "transforms"}
+        # (rho_micro: under an agreement that counts ρ.)
+        assert set(release) - {"rho_micro"} == {"index", "prev", "time", "type", "release", "agreement", "dataset", "partner", "purpose",
+                                                "policy_sha256", "envelope_manifest", "envelope_signature", "records_released",
+                                                "records_suppressed", "k_achieved", "epsilon_micro", "transforms"}
     assert saved == 2, "the release and the feed window envelopes are kept"
 
 
@@ -73,7 +74,7 @@ def test_sound_export_passes_and_saves_the_checkpoint(cli, demo, tmp_path):
     result = audit(cli, demo, demo["export"], "--checkpoint", saved, "--json", tmp_path / "report.json")
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["passed"] and report["envelopes_verified"] == 4
+    assert report["passed"] and report["envelopes_verified"] == 5
     _, entries, _ = oracle.read_export(demo["export"])
     assert report["entries"] == len(entries)
     oracle.verify_checkpoint(saved.read_text(), "civitas.example/demo-log", demo["broker_pub"]["ed25519"])

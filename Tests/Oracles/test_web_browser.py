@@ -196,7 +196,7 @@ def test_the_audit_in_the_browser_agrees_with_civitas_audit(demo, browser, scree
     live = run_in_browser(browser, demo["url"], broker_pub.read_text(), None, None)
     browser.save_screenshot(str(screenshots / "audit.png"))
     assert live["passed"], live["text"]
-    # Its compliance summary is civitas audit's: each agreement's releases and ε spent of its budget.
+    # Its compliance summary is civitas audit's: each agreement's releases and what it spent of its budget (ε or ρ).
     summary = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
                for row in browser.find_elements(By.CSS_SELECTOR, "#agreements tbody tr")]
     fetched = tmp_path / "live.jsonl"
@@ -204,7 +204,7 @@ def test_the_audit_in_the_browser_agrees_with_civitas_audit(demo, browser, scree
                    check=True, capture_output=True, timeout=60)
     audited = json.loads(subprocess.run([civitas_bin, "audit", "--broker", str(broker_pub), "--json", "-", str(fetched)],
                                         check=True, capture_output=True, text=True, timeout=60).stdout)
-    assert summary == [[a["agreement"], a["partner"], str(a["releases"]), a["epsilon_spent"], a["epsilon_budget"]] for a in audited["agreements"]]
+    assert summary == [[a["agreement"], a["partner"], str(a["releases"]), a["budget_unit"], a["spent"], a["budget"]] for a in audited["agreements"]]
     assert len(summary) == 2
     cases = [("clean", None), ("altered", None), ("dropped", None), ("last-altered", None), ("not-canonical", None),
              ("bad-signature", None), ("rolled-back", latest_note), ("clean-wrong-key", None)]

@@ -29,7 +29,7 @@ extension WebViews {
                 let day = String(delivery.delivery.created.rfc3339.prefix(10))
                 if perDay.last?.label == day { perDay[perDay.count - 1].value += 1 } else { perDay.append((day, 1)) }
             }
-            let suppression = shown.filter { $0.delivery.kind != .aggregate }.map { delivery -> (label: String, value: Double) in
+            let suppression = shown.filter { $0.delivery.kind == .release || $0.delivery.kind == .window }.map { delivery -> (label: String, value: Double) in
                 let total = Double(delivery.delivery.records) + Double(delivery.recordsSuppressed)
                 return (delivery.delivery.id, total == 0 ? 0 : 100 * Double(delivery.recordsSuppressed) / total)
             }
@@ -43,17 +43,18 @@ extension WebViews {
             let deliveries = figures.deliveries.map { delivery -> [String: Any] in
                 ["id": delivery.delivery.id, "kind": delivery.delivery.kind.rawValue, "created": delivery.delivery.created.rfc3339,
                  "records": delivery.delivery.records, "withoutConsent": delivery.recordsWithoutConsent.map(String.init) ?? "–",
-                 "suppressed": delivery.recordsSuppressed, "k": delivery.kAchieved, "epsilon": MicroUnits.decimal(delivery.epsilonMicro),
+                 "suppressed": delivery.recordsSuppressed, "k": delivery.kAchieved, "charge": MicroUnits.decimal(delivery.chargeMicro),
                  "logIndex": delivery.delivery.logIndex]
             }
-            let charges = figures.deliveries.reversed().filter { $0.epsilonMicro > 0 }.map(\.epsilonMicro)
-            return ["id": agreement.id, "state": agreement.state.rawValue, "dataset": agreement.dataset, "publisher": figures.publisher,
+            let charges = figures.deliveries.reversed().filter { $0.chargeMicro > 0 }.map(\.chargeMicro)
+            let unit = figures.accounting == .rho ? "ρ" : "ε"
+            return ["id": agreement.id, "unit": unit, "state": agreement.state.rawValue, "dataset": agreement.dataset, "publisher": figures.publisher,
                     "partner": figures.partner, "purposes": figures.purposes, "budget": MicroUnits.decimal(agreement.budgetMicro),
                     "spent": MicroUnits.decimal(agreement.spentMicro),
                     "left": MicroUnits.decimal(agreement.budgetMicro - min(agreement.spentMicro, agreement.budgetMicro)),
                     "validFrom": agreement.validFrom.rfc3339, "validUntil": agreement.validUntil.rfc3339, "deliveries": deliveries,
                     "refusals": figures.refusals.map { ["code": $0.code, "count": $0.count, "last": $0.last.rfc3339] },
-                    "chart": WebCharts.budget(charges: charges, budgetMicro: agreement.budgetMicro)]
+                    "chart": WebCharts.budget(charges: charges, budgetMicro: agreement.budgetMicro, unit: unit)]
         }
         return values
     }
@@ -112,8 +113,8 @@ enum WebCharts {
             .replacingOccurrences(of: "\"", with: "&quot;").replacingOccurrences(of: "'", with: "&#39;")
     }
 
-    /// ε spent under an agreement over its deliveries: a step line rising to the budget line.
-    static func budget(charges: [UInt64], budgetMicro: UInt64) -> String {
+    /// The budget (ε or ρ) spent under an agreement over its deliveries: a step line rising to the budget line.
+    static func budget(charges: [UInt64], budgetMicro: UInt64, unit: String) -> String {
         guard !charges.isEmpty, budgetMicro > 0 else { return "" }
         let width = 480.0, height = 160.0, left = 40.0, bottom = 24.0, top = 12.0
         let plotWidth = width - left - 12, plotHeight = height - bottom - top
@@ -125,7 +126,7 @@ enum WebCharts {
             let y = top + plotHeight * (1 - min(1, Double(spent) / Double(budgetMicro)))
             points.append(String(format: "%.1f,%.1f", x, y))
         }
-        let label = "ε spent over \(charges.count) charged deliveries: \(MicroUnits.decimal(spent)) of \(MicroUnits.decimal(budgetMicro))"
+        let label = "\(unit) spent over \(charges.count) charged deliveries: \(MicroUnits.decimal(spent)) of \(MicroUnits.decimal(budgetMicro))"
         return """
             <figure><svg class="chart" viewBox="0 0 \(Int(width)) \(Int(height))" role="img" aria-label="\(label)" xmlns="http://www.w3.org/2000/svg">\
             <line x1="\(left)" y1="\(top)" x2="\(width - 12)" y2="\(top)" stroke="#a4161a" stroke-dasharray="4 3"/>\

@@ -45,12 +45,14 @@ enum WebViews {
                 var shown: [String: Any] = [
                     "dataset": terms.dataset, "publisher": terms.publisher, "partner": terms.partner, "fields": terms.fields, "k": terms.k,
                     "suppression": "\(Int((terms.suppressionLimit * 100).rounded()))%", "feed": terms.feed,
-                    "budget": MicroUnits.decimal(terms.epsilonBudgetMicro), "spent": MicroUnits.decimal(terms.epsilonSpentMicro),
+                    "budget": MicroUnits.decimal(terms.budgetMicro), "spent": MicroUnits.decimal(terms.spentMicro),
+                    "unit": terms.accounting == .rho ? "ρ" : "ε",
                     "validFrom": terms.validFrom.rfc3339, "validUntil": terms.validUntil.rfc3339,
                     "validFromDay": String(terms.validFrom.rfc3339.prefix(10)), "validUntilDay": String(terms.validUntil.rfc3339.prefix(10)),
                     "state": terms.state.rawValue,
                 ]
                 if let groupBy = terms.aggregatesGroupBy { shown["aggregates"] = groupBy.joined(separator: ", ") }
+                if let fields = terms.syntheticFields { shown["synthetic"] = fields.joined(separator: ", ") }
                 if let ended = terms.ended { shown["ended"] = ended.rfc3339 }
                 row["terms"] = shown
             }

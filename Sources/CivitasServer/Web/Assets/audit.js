@@ -76,7 +76,7 @@
     "broker.key_rotated": [["previous", "keyID"], ["previous_ed25519", "publicKey"], ["previous_x25519", "publicKey"], ["replacement", "keyID"],
       ["name", "name"], ["ed25519", "publicKey"], ["x25519", "publicKey"], ["introduction", "signature"]],
   };
-  const OPTIONAL = { "agreement.offered": [["aggregate_keys", "object"]] };
+  const OPTIONAL = { "agreement.offered": [["aggregate_keys", "object"], ["rho_budget_micro", "count"]], "release.delivered": [["rho_micro", "count"]] };
 
   function parseEntry(line, position) {
     let value;
@@ -218,7 +218,9 @@
             if (!this.participants.has(m[role])) findings.push(new Finding("unknownParticipant", i, "agreement " + m.agreement + " names " + role + " " + m[role] + ", who was never registered"));
           }
           this.agreements.set(m.agreement, { offer: e, acceptedAt: null, endedAt: null });
-          this.audits.set(m.agreement, { partner: m.partner, budget: BigInt(m.epsilon_budget_micro), spent: 0n, releases: 0 });
+          // An agreement counts ε, or ρ (zCDP) when it states a ρ budget.
+          const countsRho = m.rho_budget_micro !== undefined;
+          this.audits.set(m.agreement, { partner: m.partner, countsRho, budget: BigInt(countsRho ? m.rho_budget_micro : m.epsilon_budget_micro), spent: 0n, releases: 0 });
           return findings;
         }
         case "agreement.accepted": {
@@ -260,9 +262,19 @@
       findings.push(...this.composition(e, offer));
       const audit = this.audits.get(id);
       if (audit) {
-        audit.spent += BigInt(m.epsilon_micro);
+        let charge = BigInt(m.epsilon_micro);
+        if (audit.countsRho) {
+          // Under zCDP a pure ε step costs at least ε²/2 (millionths, rounded up); a release states its ρ.
+          const least = (charge * charge + 1999999n) / 2000000n;
+          charge = m.rho_micro === undefined ? 0n : BigInt(m.rho_micro);
+          if (m.rho_micro === undefined || charge < least) {
+            findings.push(new Finding("budgetExceeded", i, "release under agreement " + id + ", which counts ρ, was charged less than its ε costs"));
+            if (charge < least) charge = least;
+          }
+        }
+        audit.spent += charge;
         audit.releases += 1;
-        if (audit.spent > audit.budget) findings.push(new Finding("budgetExceeded", i, "agreement " + id + " has now spent more ε than its budget"));
+        if (audit.spent > audit.budget) findings.push(new Finding("budgetExceeded", i, "agreement " + id + " has now spent more " + (audit.countsRho ? "ρ" : "ε") + " than its budget"));
       }
       return findings;
     }
@@ -371,7 +383,7 @@
     report.entries = tree.size;
     report.releasesVerified = replay.releasesVerified;
     report.agreements = Array.from(replay.audits, ([agreement, a]) => ({ agreement, partner: a.partner, releases: a.releases,
-      spent: micro(a.spent), budget: micro(a.budget) })).sort((x, y) => (x.agreement < y.agreement ? -1 : 1));
+      unit: a.countsRho ? "rho" : "epsilon", spent: micro(a.spent), budget: micro(a.budget) })).sort((x, y) => (x.agreement < y.agreement ? -1 : 1));
     const latest = checkpoints[checkpoints.length - 1];
     if (!latest) throw new Finding("uncoveredEntries", null, "the export has no checkpoint: nothing in it is signed");
     if (latest.statement.size !== tree.size) {
@@ -433,12 +445,12 @@
       : "The log does not verify (" + source + "): " + describe(first);
     result.append(heading);
     if (report.agreements.length) {
-      // The compliance summary civitas audit prints: each agreement's releases and ε spent of its budget.
+      // The compliance summary civitas audit prints: each agreement's releases and what it spent of its budget (ε, or ρ under zCDP).
       const table = document.createElement("table");
       table.id = "agreements";
       table.createCaption().textContent = "Agreements replayed from the log";
       const head = table.createTHead().insertRow();
-      for (const title of ["Agreement", "Partner", "Releases", "ε spent", "ε budget"]) {
+      for (const title of ["Agreement", "Partner", "Releases", "Counted in", "Spent", "Budget"]) {
         const cell = document.createElement("th");
         cell.scope = "col";
         cell.textContent = title;
@@ -447,7 +459,7 @@
       const body = table.createTBody();
       for (const a of report.agreements) {
         const row = body.insertRow();
-        for (const value of [a.agreement, a.partner, a.releases, a.spent, a.budget]) row.insertCell().textContent = String(value);
+        for (const value of [a.agreement, a.partner, a.releases, a.unit, a.spent, a.budget]) row.insertCell().textContent = String(value);
       }
       result.append(table);
     }
