@@ -290,7 +290,7 @@ public struct AgreementPolicy: Sendable, Equatable {
         if treatment.measureNoiseEpsilonMicro != nil {
             let measures = fields.filter { schema.field($0)?.privacy == .measure }
             guard !measures.isEmpty else { throw Self.invalid("treatment.measure_noise needs a measure among the allowed fields") }
-            if budgetMicro == 0 { throw Self.invalid("treatment.measure_noise charges ε: the agreement's budget must be above 0") }
+            if budgetMicro == 0 { throw Self.invalid("treatment.measure_noise charges ε: epsilon_budget (or rho_budget) must be above 0") }
         }
         if legalBasis == .consent && schema.fields.first(where: { $0.privacy == .subject }) == nil {
             throw Self.invalid("legal basis consent needs records with a subject field; the schema of \(dataset) has none")

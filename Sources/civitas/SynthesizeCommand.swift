@@ -25,10 +25,12 @@ struct SynthesizeCommand: ParsableCommand {
     @Option(help: "The column identifying the data subject.") var subject: String?
     @Option(help: "Records one subject may contribute.") var maxRecords: Int = 1
     @Option(help: "Write the noisy measurements (each marginal's counts, σ²) as JSON here.") var measurements: String?
+    @Option(help: "Write the synthetic CSV here (default: standard output; needed with --json).") var out: String?
     @Option(help: "Field delimiter (default: detected).") var delimiter: String?
     @OptionGroup var report: ReportFormat
 
     func run() throws {
+        if report.json && out == nil { throw CLIError("--json prints the report on standard output: give the rows a file with --out") }
         let (table, separator) = try TableFiles.readTable(input, delimiter: delimiter)
         guard let object = try JSONParser.parse(try Files.read(spec, limit: 4 << 20, what: "synthetic spec")).objectValue else {
             throw CLIError("\(spec) must hold a JSON object")
@@ -54,13 +56,17 @@ struct SynthesizeCommand: ParsableCommand {
             try Data(try CanonicalJSON.encode(value) + [0x0A]).write(to: URL(fileURLWithPath: measurements))
         }
         let bytes = output.table.csv(delimiter: separator)
-        try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
+        if let out {
+            try Data(bytes).write(to: URL(fileURLWithPath: out))
+        } else {
+            try bytes.withUnsafeBytes { try FileDescriptorSink(descriptor: 1, name: "standard output").write($0) }
+        }
         if report.json {
-            FileHandle.standardError.write(Data(try CanonicalJSON.encode([
+            try report.emit([
                 "rows": .number(Double(output.total)), "rho_charged": .string(MicroUnits.decimal(charge.rhoMicro)),
                 "sigma_squared": .string(sigma.description),
                 "marginals": .array(synthesizer.marginals.map { names in JSONValue.array(names.map(JSONValue.string)) }),
-            ]) + [0x0A]))
+            ], text: "")
         } else {
             Output.warn("\(output.total) synthetic rows; charged ρ = \(MicroUnits.decimal(charge.rhoMicro)) (zCDP), σ² = \(sigma) on each of \(synthesizer.marginals.count) marginals")
         }
