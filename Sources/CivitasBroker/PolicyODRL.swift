@@ -41,6 +41,11 @@ extension AgreementPolicy {
         ("group_by", "civitas:groupBy"), ("group_keys", "civitas:groupKeys"), ("max_epsilon_per_query", "civitas:epsilonPerQuery"),
         ("max_rows_per_subject", "civitas:rowsPerSubject"), ("max_groups_per_subject", "civitas:groupsPerSubject"),
     ]
+    static let syntheticOperands: [(member: String, operand: String)] = [
+        ("fields", "civitas:syntheticField"), ("domains", "civitas:domains"), ("bins", "civitas:bins"), ("tree", "civitas:tree"),
+        ("max_rho_per_release", "civitas:rhoPerRelease"), ("max_records_per_subject", "civitas:recordsPerSubject"),
+    ]
+    static let budgetOperands: [(member: String, operand: String)] = [("epsilon_budget", "civitas:epsilon"), ("rho_budget", "civitas:rho")]
     static let feedOperands: [(member: String, operand: String)] = [
         ("window_records", "civitas:windowRecords"), ("window_seconds", "civitas:windowSeconds"), ("below_k", "civitas:belowK"),
     ]
@@ -54,7 +59,11 @@ extension AgreementPolicy {
             var right = value
             // A map (group keys) is one JSON literal; a list keeps its order as an RDF list (the
             // order is part of the policy, and its hash); scalars are ODRL values as they are.
+            // (A list of lists, the tree, is one JSON literal too.)
             if case .object = value { right = ["@value": value, "@type": "@json"] }
+            if case .array(let items) = value, items.contains(where: { if case .array = $0 { return true } else { return false } }) {
+                return ["leftOperand": .string(operand), "operator": .string(op), "rightOperand": ["@value": value, "@type": "@json"]]
+            }
             if case .array = value { right = ["@list": value] }
             return ["leftOperand": .string(operand), "operator": .string(op), "rightOperand": right]
         }
@@ -69,8 +78,8 @@ extension AgreementPolicy {
         if let noise = treatment?["measure_noise"] {
             duties.append(["action": "civitas:addNoise", "constraint": .array(constraints(noise, Self.noiseOperands) { $0 == "epsilon" ? "lteq" : "eq" })])
         }
-        if let budget = document["epsilon_budget"] {
-            duties.append(["action": "civitas:chargePrivacyBudget", "constraint": [constraint("civitas:epsilon", "lteq", budget)]])
+        if document["epsilon_budget"] != nil || document["rho_budget"] != nil {
+            duties.append(["action": "civitas:chargePrivacyBudget", "constraint": .array(constraints(document, Self.budgetOperands) { _ in "lteq" })])
         }
         var use: [JSONValue] = [
             constraint("purpose", "isAnyOf", .array(purposes.map { ["@id": .string(Self.purposePrefix + $0), "@type": "dpv:Purpose"] })),
@@ -90,6 +99,11 @@ extension AgreementPolicy {
         var permissions: [JSONValue] = [rule("use", use, duties: duties)]
         if let aggregates = document["aggregates"] {
             permissions.append(rule("civitas:aggregate", constraints(aggregates, Self.aggregateOperands) { $0 == "group_by" ? "isAnyOf" : $0 == "group_keys" ? "eq" : "lteq" }))
+        }
+        if let synthetic = document["synthetic"] {
+            permissions.append(rule("civitas:synthesize", constraints(synthetic, Self.syntheticOperands) {
+                $0 == "fields" ? "isAnyOf" : $0 == "max_rho_per_release" || $0 == "max_records_per_subject" ? "lteq" : "eq"
+            }))
         }
         if let feed = document["feed"] {
             permissions.append(rule("civitas:subscribe", constraints(feed, Self.feedOperands) { _ in "eq" }))
@@ -183,12 +197,13 @@ extension AgreementPolicy {
                     case "anonymize": treatment.merge(try members(duty, treatmentOperands)) { _, new in new }
                     case "civitas:pseudonymize": treatment.merge(try members(duty, pseudonymOperands)) { _, new in new }
                     case "civitas:addNoise": treatment["measure_noise"] = .object(try members(duty, noiseOperands))
-                    case "civitas:chargePrivacyBudget": document["epsilon_budget"] = try members(duty, [("epsilon", "civitas:epsilon")])["epsilon"]
+                    case "civitas:chargePrivacyBudget": document.merge(try members(duty, budgetOperands)) { _, new in new }
                     default: throw invalid("the profile defines no duty \(duty["action"]?.stringValue?.prefix(60) ?? "?")")
                     }
                 }
             case "civitas:aggregate": document["aggregates"] = .object(try members(permission, aggregateOperands))
             case "civitas:subscribe": document["feed"] = .object(try members(permission, feedOperands))
+            case "civitas:synthesize": document["synthetic"] = .object(try members(permission, syntheticOperands))
             default: throw invalid("the profile defines no permission \(permission["action"]?.stringValue?.prefix(60) ?? "?")")
             }
         }

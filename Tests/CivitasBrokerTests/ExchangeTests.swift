@@ -108,7 +108,16 @@ struct AgreementTests {
             "aggregates": ["group_by": ["zip", "age"], "group_keys": ["zip": ["19101", "19102"]], "max_epsilon_per_query": 0.25, "max_rows_per_subject": 4],
             "feed": ["window_records": 50, "window_seconds": 600, "below_k": "suppress"],
         ])
-        for document in [plain, rich] {
+        var synthetic = fixture.policy(id: "ag-3", partner: fixture.partnerAKeys, extra: [
+            "rho_budget": 2,
+            "synthetic": ["fields": ["age", "zip"], "bins": ["age": [0, 40, 121]], "domains": ["zip": ["19101", "19102"]],
+                          "tree": [["age", "zip"]], "max_rho_per_release": 0.5, "max_records_per_subject": 2],
+        ])
+        if case .object(var object) = synthetic {
+            object["epsilon_budget"] = nil
+            synthetic = .object(object)
+        }
+        for document in [plain, rich, synthetic] {
             let policy = try AgreementPolicy.parse(document)
             let odrl = policy.odrl(agreed: "2026-11-20T10:00:00Z")
             #expect(odrl["profile"]?.stringValue == AgreementPolicy.odrlProfile)

@@ -76,7 +76,8 @@ class ClinicBroker:
                             "--notice", "notice-v1", "--jurisdiction", "EU").stdout
 
     def policy(self, agreement, partner, **overrides):
-        """The fixture file's policy for `partner`, with overrides (k and suppression_limit go to the treatment)."""
+        """The fixture file's policy for `partner`, with overrides (k and suppression_limit go to the
+        treatment; a member overridden with None is left out)."""
         policy = json.loads(json.dumps(self.scenario["policy"]))
         policy.update(agreement=agreement, dataset=self.dataset, publisher=self.key_id(self.scenario["publisher"]),
                       partner=self.key_id(partner))
@@ -84,7 +85,7 @@ class ClinicBroker:
             if key in overrides:
                 policy["treatment"][key] = overrides.pop(key)
         policy.update(overrides)
-        return policy
+        return {key: value for key, value in policy.items() if value is not None}
 
     def agree(self, agreement, partner, **overrides):
         policy = self.policy(agreement, partner, **overrides)

@@ -47,13 +47,23 @@ def loader(profile_context):
     return load
 
 
-@pytest.fixture(scope="module")
-def exported(clinic):
-    clinic.agree("ag-odrl", "health", k=3, legal_basis="public-task", epsilon_budget=2.5,
-                 aggregates={"group_by": ["zip"], "group_keys": {"zip": [f"1910{i}" for i in range(10)]}, "max_epsilon_per_query": 0.25},
-                 feed={"window_records": 50, "window_seconds": 600, "below_k": "suppress"})
-    shown = json.loads(clinic.civitas("agreements", "show", "--key", clinic.secret("health"), "ag-odrl").stdout)
-    odrl = json.loads(clinic.civitas("agreements", "show", "--key", clinic.secret("health"), "--odrl", "ag-odrl").stdout)
+AGREEMENTS = {
+    "ag-odrl": dict(k=3, legal_basis="public-task", epsilon_budget=2.5,
+                    aggregates={"group_by": ["zip"], "group_keys": {"zip": [f"1910{i}" for i in range(10)]}, "max_epsilon_per_query": 0.25},
+                    feed={"window_records": 50, "window_seconds": 600, "below_k": "suppress"}),
+    # Synthetic releases under a zCDP budget: the tree, a list of lists, travels as a JSON literal.
+    "ag-odrl-synthetic": dict(epsilon_budget=None, rho_budget=2, aggregates=None,
+                              synthetic={"fields": ["age", "zip", "diagnosis"], "bins": {"age": [0, 40, 121]},
+                                         "domains": {"zip": [f"1910{i}" for i in range(10)], "diagnosis": ["flu", "asthma"]},
+                                         "tree": [["age", "zip"], ["age", "diagnosis"]], "max_rho_per_release": 0.5}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(AGREEMENTS))
+def exported(clinic, request):
+    clinic.agree(request.param, "health", **AGREEMENTS[request.param])
+    shown = json.loads(clinic.civitas("agreements", "show", "--key", clinic.secret("health"), request.param).stdout)
+    odrl = json.loads(clinic.civitas("agreements", "show", "--key", clinic.secret("health"), "--odrl", request.param).stdout)
     with urllib.request.urlopen(clinic.url + "/odrl/profile.jsonld", timeout=30) as answer:
         profile_context = json.loads(answer.read())
     expanded = jsonld.expand(odrl, {"documentLoader": loader(profile_context)})
@@ -93,7 +103,9 @@ def rebuild(expanded):
     names = {"k": "k", "l": "l", "suppressionLimit": "suppression_limit", "algorithm": "algorithm", "pseudonymEpoch": "pseudonym_epoch",
              "linkage": "linkage", "epsilon": "epsilon", "fractionDigits": "fraction_digits", "groupBy": "group_by", "groupKeys": "group_keys",
              "epsilonPerQuery": "max_epsilon_per_query", "rowsPerSubject": "max_rows_per_subject", "groupsPerSubject": "max_groups_per_subject",
-             "windowRecords": "window_records", "windowSeconds": "window_seconds", "belowK": "below_k"}
+             "windowRecords": "window_records", "windowSeconds": "window_seconds", "belowK": "below_k",
+             "rho": "rho", "syntheticField": "fields", "domains": "domains", "bins": "bins", "tree": "tree",
+             "rhoPerRelease": "max_rho_per_release"}
 
     def members(rule):
         out = {}
@@ -125,11 +137,14 @@ def rebuild(expanded):
                 elif kind == C + "addNoise":
                     treatment["measure_noise"] = members(duty)
                 elif kind == C + "chargePrivacyBudget":
-                    document["epsilon_budget"] = members(duty)["epsilon"]
+                    for unit, value in members(duty).items():
+                        document[unit + "_budget"] = value
         elif action == C + "aggregate":
             document["aggregates"] = members(permission)
         elif action == C + "subscribe":
             document["feed"] = members(permission)
+        elif action == C + "synthesize":
+            document["synthetic"] = members(permission)
     document["treatment"] = treatment
     return document
 
