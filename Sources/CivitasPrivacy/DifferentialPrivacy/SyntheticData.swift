@@ -348,23 +348,32 @@ public struct MarginalSynthesizer: Sendable {
                 CumulativeDistribution((0..<fn).map { fc in parentIsFirst ? joint[pc * width + fc] : joint[fc * width + pc] })
             }
         }
-        var rows: [[String]] = []
-        rows.reserveCapacity(model.total)
-        var cells = [Int](repeating: 0, count: fields.count)
-        var row = [String](repeating: "", count: fields.count)
-        for _ in 0..<model.total {
-            for f in order {
-                if let (e, parentIsFirst) = parent[f] {
-                    let p = parentIsFirst ? tree[e].0 : tree[e].1
-                    cells[f] = conditionals[f][cells[p]].draw(using: &sampler) ?? roots[f].draw(using: &sampler) ?? 0
-                } else {
-                    cells[f] = roots[f].draw(using: &sampler) ?? 0
+        // Systematic sampling: each field's cells are allocated in proportion to the model (a
+        // cell expecting 10.4 rows gets 10 or 11), then shuffled over the rows; a child field is
+        // allocated within each cell of its parent. Far less sampling noise than drawing rows one
+        // by one, with the same expected counts.
+        let total = model.total
+        var cells = [[Int32]](repeating: [], count: fields.count)
+        for f in order {
+            if let (e, parentIsFirst) = parent[f] {
+                let p = parentIsFirst ? tree[e].0 : tree[e].1
+                var rowsOf = [[Int32]](repeating: [], count: labels[p].count)
+                for (row, cell) in cells[p].enumerated() { rowsOf[Int(cell)].append(Int32(row)) }
+                var column = [Int32](repeating: 0, count: total)
+                for (pc, rows) in rowsOf.enumerated() where !rows.isEmpty {
+                    var drawn = conditionals[f][pc].systematic(rows.count, using: &sampler)
+                        ?? roots[f].systematic(rows.count, using: &sampler) ?? [Int32](repeating: 0, count: rows.count)
+                    DPAggregate.shuffle(&drawn, using: &sampler)
+                    for (row, cell) in zip(rows, drawn) { column[Int(row)] = cell }
                 }
-                row[f] = labels[f][cells[f]]
+                cells[f] = column
+            } else {
+                var drawn = roots[f].systematic(total, using: &sampler) ?? [Int32](repeating: 0, count: total)
+                DPAggregate.shuffle(&drawn, using: &sampler)
+                cells[f] = drawn
             }
-            rows.append(row)
         }
-        return rows
+        return (0..<total).map { row in fields.indices.map { f in labels[f][Int(cells[f][row])] } }
     }
 }
 
@@ -377,17 +386,19 @@ struct CumulativeDistribution {
         cumulative = weights.map { running += max($0, 0); return running }
     }
 
-    /// A cell, or nil when every weight is zero.
-    func draw<R: RandomWords>(using sampler: inout ExactSampler<R>) -> Int? {
+    /// `n` cells by systematic sampling (one uniform offset, then every W/n of the cumulative
+    /// weight), in ascending order; nil when every weight is zero.
+    func systematic<R: RandomWords>(_ n: Int, using sampler: inout ExactSampler<R>) -> [Int32]? {
         guard let total = cumulative.last, total > 0 else { return nil }
-        // The first cell whose cumulative weight exceeds u: never a cell of zero weight.
-        let u = min(sampler.uniformUnitInterval() * total, total.nextDown)
-        var low = 0, high = cumulative.count - 1
-        while low < high {
-            let middle = (low + high) / 2
-            if cumulative[middle] > u { high = middle } else { low = middle + 1 }
+        let step = total / Double(n), offset = sampler.uniformUnitInterval()
+        var drawn = [Int32](), cell = 0
+        drawn.reserveCapacity(n)
+        for k in 0..<n {
+            let point = min((offset + Double(k)) * step, total.nextDown)
+            while cell < cumulative.count - 1 && cumulative[cell] <= point { cell += 1 }
+            drawn.append(Int32(cell))
         }
-        return low
+        return drawn
     }
 }
 
