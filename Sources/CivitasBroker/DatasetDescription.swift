@@ -10,10 +10,13 @@ import Foundation
 ///                "contact": {"name": "Open data team", "email": "opendata@city.example"},
 ///                "spatial": ["http://sws.geonames.org/5203711/"],
 ///                "temporal": {"start": "2015-12-10", "end": "2016-12-31"},
-///                "publisher_type": "LocalAuthority"}
+///                "publisher_type": "LocalAuthority", "accrual_periodicity": "DAILY",
+///                "record_time": "timeStamp"}
 ///
 /// Themes are codes of the EU data-theme vocabulary, `publisher_type` a code of ADMS publisher
-/// types; licence and places are http(s) IRIs, dates ISO 8601 calendar dates.
+/// types; licence and places are http(s) IRIs, dates ISO 8601 calendar dates. The accrual
+/// periodicity is a code of the EU frequency vocabulary, `record_time` the field holding each
+/// record's time (for the catalog's timeliness figures).
 public struct DatasetDescription: Sendable, Equatable {
     public struct Contact: Sendable, Equatable {
         public let name: String?
@@ -30,11 +33,23 @@ public struct DatasetDescription: Sendable, Equatable {
     /// Calendar dates, YYYY-MM-DD.
     public var temporal: (start: String?, end: String?)?
     public var publisherType: String?
+    /// How often batches are expected: an EU frequency code.
+    public var accrualPeriodicity: String?
+    /// The field holding each record's time (YYYY-MM-DD, with a time of day or not).
+    public var recordTime: String?
+
+    /// EU frequency codes (http://publications.europa.eu/resource/authority/frequency) the broker
+    /// can check batches against, with their period in seconds (months and years as 30 and 365 days).
+    public static let frequencies: [String: (label: String, seconds: Int)] = [
+        "HOURLY": ("hourly", 3600), "DAILY": ("daily", 86400), "WEEKLY": ("weekly", 7 * 86400),
+        "MONTHLY": ("monthly", 30 * 86400), "QUARTERLY": ("quarterly", 91 * 86400), "ANNUAL": ("annual", 365 * 86400),
+    ]
 
     public static func == (lhs: DatasetDescription, rhs: DatasetDescription) -> Bool {
         lhs.title == rhs.title && lhs.description == rhs.description && lhs.keywords == rhs.keywords && lhs.themes == rhs.themes
             && lhs.license == rhs.license && lhs.contact == rhs.contact && lhs.spatial == rhs.spatial
             && lhs.temporal?.start == rhs.temporal?.start && lhs.temporal?.end == rhs.temporal?.end && lhs.publisherType == rhs.publisherType
+            && lhs.accrualPeriodicity == rhs.accrualPeriodicity && lhs.recordTime == rhs.recordTime
     }
 
     /// The EU data-theme vocabulary's codes and English labels
@@ -72,7 +87,7 @@ public struct DatasetDescription: Sendable, Equatable {
                                            description: try text(schema["description"], "description", required: true) ?? "")
         guard let dcat = schema["x-dcat"] else { return described }
         guard case .object(let fields) = dcat else { throw BrokerError(.invalidSchema, "x-dcat must be an object") }
-        let known: Set<String> = ["keywords", "themes", "license", "contact", "spatial", "temporal", "publisher_type"]
+        let known: Set<String> = ["keywords", "themes", "license", "contact", "spatial", "temporal", "publisher_type", "accrual_periodicity", "record_time"]
         if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
             throw BrokerError(.invalidSchema, "x-dcat.\(unknown.prefix(40)) is not a catalog field (\(known.sorted().joined(separator: ", ")))")
         }
@@ -119,6 +134,18 @@ public struct DatasetDescription: Sendable, Equatable {
                 throw BrokerError(.invalidSchema, "x-dcat.publisher_type must be an ADMS publisher type (\(publisherTypes.sorted().joined(separator: ", ")))")
             }
             described.publisherType = code
+        }
+        if let frequency = fields["accrual_periodicity"] {
+            guard let code = frequency.stringValue, frequencies[code] != nil else {
+                throw BrokerError(.invalidSchema, "x-dcat.accrual_periodicity must be an EU frequency code (\(frequencies.keys.sorted().joined(separator: ", ")))")
+            }
+            described.accrualPeriodicity = code
+        }
+        if let field = fields["record_time"] {
+            guard let name = field.stringValue, schema["properties"]?[name] != nil else {
+                throw BrokerError(.invalidSchema, "x-dcat.record_time must name a field of the schema")
+            }
+            described.recordTime = name
         }
         return described
     }

@@ -100,13 +100,24 @@ extension Broker {
         }
         let schema = try DatasetSchema.parse(dataset.schema)
         let batch: Batch
-        if format == .csv {
-            batch = try publishCSV(dataset: id, schema: schema, body: try body(), bodySHA256: bodySHA256, idempotencyKey: idempotencyKey, now: now)
-        } else {
-            batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: body, bodySHA256: bodySHA256,
-                                       idempotencyKey: idempotencyKey, now: now)
+        // The batch's contribution to the dataset's quality counts, tallied as its records are validated.
+        var tally = qualityTally(for: dataset, schema: schema)
+        var submitted = 0
+        do {
+            if format == .csv {
+                batch = try publishCSV(dataset: id, schema: schema, body: try body(), bodySHA256: bodySHA256, idempotencyKey: idempotencyKey, now: now,
+                                       tally: &tally, submitted: &submitted)
+            } else {
+                batch = try publishRecords(dataset: id, schema: schema, ngsi: format == .ngsi, body: body, bodySHA256: bodySHA256,
+                                           idempotencyKey: idempotencyKey, now: now, tally: &tally, submitted: &submitted)
+            }
+        } catch let error as BrokerError where error.code == .invalidBatch {
+            // A refused batch counts against the dataset's validity; nothing of it is stored.
+            try recordQuality(dataset: id, refusedRecords: submitted)
+            throw error
         }
         if !batch.replayed {
+            try recordQuality(dataset: id, accepted: tally)
             // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
             do { _ = try closeDueWindows(now: now, dataset: id, failed: windowFailed) } catch { windowFailed("*", error) }
         }
@@ -117,7 +128,7 @@ extension Broker {
     /// rows are never held whole. Any problem (up to the reported maximum, all rows read) refuses
     /// the whole batch and stores nothing.
     private func publishCSV(dataset id: String, schema: DatasetSchema, body: ByteSource, bodySHA256: [UInt8]?, idempotencyKey: String?,
-                            now: UTCTime) throws -> Batch {
+                            now: UTCTime, tally: inout BatchQualityTally, submitted: inout Int) throws -> Batch {
         var limits = CSVTable.Limits()
         limits.maximumRows = Self.maximumBatchRows
         return try mapStore {
@@ -133,10 +144,14 @@ extension Broker {
                         try emit(header, [])
                     }) { chunk, firstRow in
                         rows += chunk.count
+                        submitted = rows
                         guard problems.count < Self.maximumReportedProblems else { return }
                         problems += schema.validate(CSVTable(columns: columns, rows: chunk), limit: Self.maximumReportedProblems - problems.count,
                                                     firstRow: firstRow)
-                        if problems.isEmpty { try emit(columns, chunk) }
+                        if problems.isEmpty {
+                            try emit(columns, chunk)
+                            tally.add(columns: columns, rows: chunk)
+                        }
                     }
                 } catch let error as PrivacyError {
                     throw BrokerError(.invalidBatch, "the batch cannot be read: \(error.message); nothing was stored")
@@ -154,7 +169,7 @@ extension Broker {
     /// records' fields), then, inside the store's transaction, each record becomes a row under
     /// those columns and is sealed chunk by chunk. The records are never held whole.
     private func publishRecords(dataset id: String, schema: DatasetSchema, ngsi: Bool, body: () throws -> ByteSource, bodySHA256: [UInt8]?,
-                                idempotencyKey: String?, now: UTCTime) throws -> Batch {
+                                idempotencyKey: String?, now: UTCTime, tally: inout BatchQualityTally, submitted: inout Int) throws -> Batch {
         func forEachRecord(_ handle: (_ record: [String: JSONValue], _ number: Int) throws -> Void) throws {
             do {
                 var number = 0
@@ -174,6 +189,7 @@ extension Broker {
         var fields = Set<String>(), problems: [DatasetSchema.Issue] = [], records = 0
         try forEachRecord { record, number in
             records = number
+            submitted = number
             fields.formUnion(record.keys)
             guard problems.count < Self.maximumReportedProblems else { return }
             problems += JSONRecords.validate(record, row: number, schema: schema).1.prefix(Self.maximumReportedProblems - problems.count)
@@ -189,10 +205,14 @@ extension Broker {
                     chunk.append(try JSONRecords.row(JSONRecords.validate(record, row: 0, schema: schema).0, columns: columns))
                     if chunk.count == BrokerStore.segmentRows {
                         try emit(columns, chunk)
+                        tally.add(columns: columns, rows: chunk)
                         chunk.removeAll(keepingCapacity: true)
                     }
                 }
-                if !chunk.isEmpty { try emit(columns, chunk) }
+                if !chunk.isEmpty {
+                    try emit(columns, chunk)
+                    tally.add(columns: columns, rows: chunk)
+                }
             }
         }
     }

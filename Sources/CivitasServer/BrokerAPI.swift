@@ -308,7 +308,10 @@ public struct BrokerAPI: Sendable {
     func catalog(_ request: Request) throws -> Response {
         let turtle = Self.prefersTurtle(request.headers[.accept])
         let cache = turtle ? turtleCatalogCache : catalogCache
-        let (body, etag) = try cache.current(version: broker.stateVersion) { try catalogBody(turtle: turtle) }
+        // Kept until the broker's state changes or the hour turns (the quality figures' ages are in hours).
+        let time = now()
+        let hour = UInt64(max(0, time.secondsSince1970 / 3600))
+        let (body, etag) = try cache.current(version: broker.stateVersion ^ (hour << 40)) { try catalogBody(turtle: turtle, now: time) }
         var headers: HTTPFields = [.contentType: turtle ? "text/turtle; charset=utf-8" : "application/ld+json", .eTag: etag,
                                    .cacheControl: "no-cache", .vary: "Accept"]
         if let asked = request.headers[.ifNoneMatch], asked.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
@@ -328,9 +331,11 @@ public struct BrokerAPI: Sendable {
     }
 
     /// The catalog as DCAT-AP 3 (``CatalogGraph``), in JSON-LD or Turtle. Nothing personal.
-    func catalogBody(turtle: Bool) throws -> [UInt8] {
+    func catalogBody(turtle: Bool, now: UTCTime) throws -> [UInt8] {
         let (brokerOperator, datasets) = try broker.catalog()
-        let graph = try CatalogGraph.build(settings: catalogSettings(), brokerOperator: brokerOperator, datasets: datasets)
+        var quality: [String: DatasetQualityFigures] = [:]
+        for (dataset, _) in datasets { quality[dataset.id] = try broker.qualityFigures(of: dataset, now: now) }
+        let graph = try CatalogGraph.build(settings: catalogSettings(), brokerOperator: brokerOperator, datasets: datasets, quality: quality)
         if turtle { return Array(graph.turtle(prefixes: Vocabulary.prefixes).utf8) }
         return try CanonicalJSON.encode(graph.jsonLD(prefixes: Vocabulary.prefixes)) + [0x0A]
     }

@@ -22,11 +22,14 @@ enum Vocabulary {
     static let euLanguage = "http://publications.europa.eu/resource/authority/language/"
     static let euAccessRight = "http://publications.europa.eu/resource/authority/access-right/"
     static let publisherType = "http://purl.org/adms/publishertype/"
+    static let euFrequency = "http://publications.europa.eu/resource/authority/frequency/"
+    static let dqv = "http://www.w3.org/ns/dqv#"
+    static let rdfs = "http://www.w3.org/2000/01/rdf-schema#"
 
     /// The prefixes the catalog is written with, most specific first.
     static let prefixes: [(prefix: String, namespace: String)] = [
         ("dcat", dcat), ("dct", dct), ("dcatap", dcatap), ("foaf", foaf), ("vcard", vcard), ("skos", skos), ("spdx", spdx),
-        ("odrl", odrl), ("dpv", dpv), ("xsd", xsd), ("rdf", rdf),
+        ("odrl", odrl), ("dpv", dpv), ("dqv", dqv), ("xsd", xsd), ("rdfs", rdfs), ("rdf", rdf),
     ]
 }
 
@@ -86,7 +89,7 @@ public struct CatalogSettings: Sendable {
 /// key ids, and what publishers registered for the catalog.
 enum CatalogGraph {
     static func build(settings: CatalogSettings, brokerOperator: Participant?,
-                      datasets: [(dataset: Dataset, publisher: Participant?)]) throws -> RDFGraph {
+                      datasets: [(dataset: Dataset, publisher: Participant?)], quality: [String: DatasetQualityFigures] = [:]) throws -> RDFGraph {
         var graph = RDFGraph()
         let base = settings.publicURL
         let catalog = base + "/catalog"
@@ -174,6 +177,11 @@ enum CatalogGraph {
                 graph.add(iri, Vocabulary.dct + "temporal", .iri(temporal))
             }
             graph.add(iri, Vocabulary.dct + "accessRights", .iri(typed.accessRights(&graph)))
+            if let code = described.accrualPeriodicity {
+                graph.add(iri, Vocabulary.dct + "accrualPeriodicity",
+                          .iri(typed.frequency(&graph, code, label: DatasetDescription.frequencies[code]?.label ?? code)))
+            }
+            if let figures = quality[dataset.id] { QualityGraph.add(figures, dataset: iri, catalog: catalog, to: &graph) }
 
             // The schema: the standard every record conforms to, with its SHA-256 as registered and logged.
             let standard = iri + "#schema"
@@ -279,6 +287,9 @@ enum CatalogGraph {
         func document(_ graph: inout RDFGraph, _ iri: String) -> String { typedOnce(&graph, iri, Vocabulary.foaf + "Document") }
         func license(_ graph: inout RDFGraph, _ iri: String) -> String { typedOnce(&graph, iri, Vocabulary.dct + "LicenseDocument") }
         func location(_ graph: inout RDFGraph, _ iri: String) -> String { typedOnce(&graph, iri, Vocabulary.dct + "Location") }
+        func frequency(_ graph: inout RDFGraph, _ code: String, label: String) -> String {
+            typedOnce(&graph, Vocabulary.euFrequency + code, Vocabulary.dct + "Frequency", label: label)
+        }
         func csv(_ graph: inout RDFGraph) -> String { typedOnce(&graph, Vocabulary.euFileType + "CSV", Vocabulary.dct + "MediaTypeOrExtent", label: "CSV") }
 
         func standard(_ graph: inout RDFGraph, _ iri: String, title: String) -> String {

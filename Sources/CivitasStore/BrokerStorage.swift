@@ -77,6 +77,8 @@ public protocol BrokerStorage: AnyObject, Sendable {
     func webToken(sha256: [UInt8]) throws -> WebToken?
     /// The recorder's consent idempotency key `key`, if it was used.
     func consentKey(recorder: KeyID, key: String) throws -> ConsentKey?
+    /// The data-quality counts kept for a dataset (the broker's encoding), if any were stored.
+    func datasetQuality(_ dataset: String) throws -> [UInt8]?
     /// The records of the consent events logged by entry `logIndex`, in the order of their request.
     func consentRecords(logIndex: UInt64) throws -> [[UInt8]]
     /// Per subject hash, whether its latest event for the purpose granted consent.

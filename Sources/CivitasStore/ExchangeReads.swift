@@ -109,6 +109,14 @@ extension BrokerStore {
         }
     }
 
+    public func datasetQuality(_ dataset: String) throws -> [UInt8]? {
+        try wrap {
+            try pool.read { db in
+                try Data.fetchOne(db, sql: "SELECT counts FROM dataset_quality WHERE dataset = ?", arguments: [dataset]).map { Array($0) }
+            }
+        }
+    }
+
     public func consentRecords(logIndex: UInt64) throws -> [[UInt8]] {
         try wrap {
             try pool.read { db in

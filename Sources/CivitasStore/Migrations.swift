@@ -159,6 +159,13 @@ extension BrokerStore {
                 t.column("ended", .text)
             }
         }
+        migrator.registerMigration("2026-12-05 synthetic data and dataset quality") { db in
+            // Per dataset, the counts its data-quality figures are computed from (the broker's encoding).
+            try db.create(table: "dataset_quality") { t in
+                t.primaryKey("dataset", .text).references("dataset", column: "id")
+                t.column("counts", .blob).notNull()
+            }
+        }
         return migrator
     }
 

@@ -122,6 +122,10 @@ enum PostgresMigrations {
                 expires text NOT NULL, ended text)
             """,
         ]),
+        ("2026-12-05 synthetic data and dataset quality", [
+            // Per dataset, the counts its data-quality figures are computed from (the broker's encoding).
+            "CREATE TABLE dataset_quality (dataset text PRIMARY KEY REFERENCES dataset (id), counts bytea NOT NULL)",
+        ]),
     ]
 
     /// Applies the migrations not applied yet, in one transaction under the migration lock;

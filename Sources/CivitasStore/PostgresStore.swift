@@ -374,6 +374,10 @@ public final class PostgresStore: BrokerStorage, Sendable {
         }
     }
 
+    public func datasetQuality(_ dataset: String) throws -> [UInt8]? {
+        try withSession { try $0.row("SELECT counts FROM dataset_quality WHERE dataset = $1", [.text(dataset)]).map { try $0.bytes("counts") } }
+    }
+
     public func consentRecords(logIndex: UInt64) throws -> [[UInt8]] {
         try withSession {
             try $0.rows("SELECT record FROM consent_event WHERE log_index = $1 ORDER BY id", [.integer(Int64(logIndex))]).map { try $0.bytes("record") }

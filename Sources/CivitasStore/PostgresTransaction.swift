@@ -236,6 +236,16 @@ final class PostgresTransaction: StorageTransaction {
         try session.execute("UPDATE web_token SET ended = $1 WHERE sha256 = $2 AND ended IS NULL", [.time(time), .bytes(sha256)]) == 1
     }
 
+    func datasetQuality(_ dataset: String) throws -> [UInt8]? {
+        try session.row("SELECT counts FROM dataset_quality WHERE dataset = $1 FOR UPDATE", [.text(dataset)]).map { try $0.bytes("counts") }
+    }
+
+    func saveDatasetQuality(_ dataset: String, counts: [UInt8]) throws {
+        try session.execute("""
+            INSERT INTO dataset_quality (dataset, counts) VALUES ($1, $2) ON CONFLICT (dataset) DO UPDATE SET counts = excluded.counts
+            """, [.text(dataset), .bytes(counts)])
+    }
+
     func insertConsentKey(_ key: ConsentKey) throws {
         let inserted = try session.execute("""
             INSERT INTO consent_key (recorder, key, request_sha256, log_index, created) VALUES ($1, $2, $3, $4, $5)

@@ -66,6 +66,10 @@ public protocol StorageTransaction: AnyObject {
     /// Tells every other process on the same database, once this transaction commits, that a
     /// window of `feed` was delivered (see ``BrokerStorage/watchWindows(_:)``).
     func announceWindow(feed: String) throws
+    /// The data-quality counts kept for a dataset, read inside the transaction (to update them).
+    func datasetQuality(_ dataset: String) throws -> [UInt8]?
+    /// Stores a dataset's data-quality counts, replacing what was stored.
+    func saveDatasetQuality(_ dataset: String, counts: [UInt8]) throws
 }
 
 extension StorageTransaction {
@@ -284,6 +288,15 @@ final class SQLiteTransaction: StorageTransaction {
     func endWebToken(sha256: [UInt8], at time: UTCTime) throws -> Bool {
         try db.execute(sql: "UPDATE web_token SET ended = ? WHERE sha256 = ? AND ended IS NULL", arguments: [time, Data(sha256)])
         return db.changesCount == 1
+    }
+
+    func datasetQuality(_ dataset: String) throws -> [UInt8]? {
+        try Data.fetchOne(db, sql: "SELECT counts FROM dataset_quality WHERE dataset = ?", arguments: [dataset]).map { Array($0) }
+    }
+
+    func saveDatasetQuality(_ dataset: String, counts: [UInt8]) throws {
+        try db.execute(sql: "INSERT INTO dataset_quality (dataset, counts) VALUES (?, ?) ON CONFLICT (dataset) DO UPDATE SET counts = excluded.counts",
+                       arguments: [dataset, Data(counts)])
     }
 
     func insertConsentKey(_ key: ConsentKey) throws {

@@ -253,6 +253,26 @@ struct StorageContractTests {
         #expect(try world.storage.refusals(agreement: "ag-3").isEmpty)
     }
 
+    @Test("A dataset's quality counts read back as last saved, inside and outside a transaction", arguments: Implementation.allCases)
+    func datasetQuality(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        #expect(try world.storage.datasetQuality("calls") == nil)
+        try world.storage.transaction { try $0.saveDatasetQuality("calls", counts: Array("first".utf8)) }
+        try world.storage.transaction { transaction in
+            #expect(try transaction.datasetQuality("calls") == Array("first".utf8))
+            try transaction.saveDatasetQuality("calls", counts: Array("second".utf8))
+        }
+        #expect(try world.storage.datasetQuality("calls") == Array("second".utf8))
+        // A transaction that fails leaves the counts as they were.
+        #expect(throws: StoreError.self) {
+            try world.storage.transaction { transaction in
+                try transaction.saveDatasetQuality("calls", counts: Array("lost".utf8))
+                throw StoreError(.notFound, "abandoned")
+            }
+        }
+        #expect(try world.storage.datasetQuality("calls") == Array("second".utf8))
+    }
+
     @Test("A web token is stored by its hash and ends once", arguments: Implementation.allCases)
     func webTokens(_ implementation: Implementation) throws {
         let world = try World(implementation)

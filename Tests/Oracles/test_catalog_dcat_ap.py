@@ -28,6 +28,8 @@ DESCRIPTION = {
     "spatial": ["https://places.city.example/montgomery-county"],
     "temporal": {"start": "2015-12-10", "end": "2016-12-31"},
     "publisher_type": "LocalAuthority",
+    "accrual_periodicity": "DAILY",
+    "record_time": "timeStamp",
 }
 CATALOG = {
     "title": "City data space", "description": "Datasets the city's agencies share with partners under agreements.",
@@ -69,6 +71,13 @@ def broker(civitas_bin, tmp_path_factory):
         (folder / "calls.schema.json").write_text(json.dumps(schema))
         civitas("datasets", "register", "--key", "K/agency.secret", "--id", "calls", "--schema", "calls.schema.json",
                 "--purpose", "research", "--purpose", "transport-planning")
+        # Calls with caller numbers, then a batch refused for one bad row (all its rows count as submitted).
+        civitas("demo-data", "--calls", "3000", "--later", "0", "--dir", ".")
+        civitas("publish", "--key", "K/agency.secret", "calls", "calls.csv")
+        lines = (folder / "calls.csv").read_text().splitlines()
+        refused = lines[:40] + ["not-a-number" + lines[40][lines[40].index(","):]]  # a latitude that is no number
+        (folder / "refused.csv").write_text("\n".join(refused) + "\n")
+        assert civitas("publish", "--key", "K/agency.secret", "calls", "refused.csv", check=False).returncode != 0
         plain = json.loads((ROOT / "Schemas" / "datasets" / "traffic-flow-observed.schema.json").read_text())
         (folder / "traffic.schema.json").write_text(json.dumps(plain))
         civitas("datasets", "register", "--key", "K/agency.secret", "--id", "traffic", "--schema", "traffic.schema.json")
@@ -214,3 +223,50 @@ def test_registration_refuses_what_a_catalog_could_not_publish(registering, chan
     (registering.folder / "refused.schema.json").write_text(json.dumps(schema))
     result = registering.civitas("datasets", "register", "--key", "K/agency.secret", "--id", "refused", "--schema", "refused.schema.json", check=False)
     assert result.returncode != 0 and reason in result.stderr, result.stderr
+
+
+DQV = "http://www.w3.org/ns/dqv#"
+
+
+def measurements(graph, dataset):
+    """Each DQV measurement of `dataset`: (metric name, what it was computed on, its value)."""
+    found = {}
+    for measurement in graph.objects(dataset, URIRef(DQV + "hasQualityMeasurement")):
+        assert (measurement, RDF.type, URIRef(DQV + "QualityMeasurement")) in graph
+        metric = graph.value(measurement, URIRef(DQV + "isMeasurementOf"))
+        assert (metric, RDF.type, URIRef(DQV + "Metric")) in graph
+        dimension = graph.value(metric, URIRef(DQV + "inDimension"))
+        assert (dimension, RDF.type, URIRef(DQV + "Dimension")) in graph
+        target = graph.value(measurement, URIRef(DQV + "computedOn"))
+        label = graph.value(target, URIRef("http://www.w3.org/2000/01/rdf-schema#label"))
+        found[(str(metric).rsplit("#metric-", 1)[1], str(label) if label is not None else None)] = graph.value(measurement, URIRef(DQV + "value"))
+    return found
+
+
+def test_quality_measurements_equal_a_pandas_recomputation_of_the_uploaded_file(broker, graphs):
+    import pandas as pd
+    calls = pd.read_csv(broker.folder / "calls.csv", dtype=str, keep_default_na=False)
+    refused_rows = len((broker.folder / "refused.csv").read_text().splitlines()) - 1
+    for graph in graphs:
+        found = measurements(graph, URIRef(PUBLIC_URL + "/datasets/calls"))
+        schema = json.loads((broker.folder / "calls.schema.json").read_text())
+        # Completeness: the share of non-empty values of every field of the schema, to two decimals.
+        for field in schema["properties"]:
+            share = (calls[field] != "").mean() if field in calls else 0.0
+            assert float(found[("completeness", field)].toPython()) == pytest.approx(round(share, 2), abs=1e-9), field
+        assert float(found[("validity", None)].toPython()) == pytest.approx(round(len(calls) / (len(calls) + refused_rows), 2), abs=1e-9)
+        assert float(found[("subject-uniqueness", None)].toPython()) == pytest.approx(round(calls["caller"].nunique() / len(calls), 2), abs=1e-9)
+        latest = pd.to_datetime(calls["timeStamp"]).max()
+        assert found[("latest-record", None)].toPython().replace(tzinfo=None) == latest.to_pydatetime()
+        # One batch, just received, against a daily accrual periodicity.
+        assert found[("batches-in-last-period", None)].toPython() == 1
+        assert found[("on-schedule", None)].toPython() is True
+        assert found[("latest-batch-age-hours", None)].toPython() == 0
+        assert ("latest-record-age-hours", None) in found
+        # Positive control: a recomputation from other records (the refused rows counted as accepted) disagrees.
+        assert float(found[("validity", None)].toPython()) != pytest.approx(1.0)
+
+
+def test_small_datasets_publish_no_quality_ratios(graphs):
+    # The traffic dataset has no records: nothing is published of it (ratios appear from 100 records).
+    assert measurements(graphs[0], URIRef(PUBLIC_URL + "/datasets/traffic")) == {}
