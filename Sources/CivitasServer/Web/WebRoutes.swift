@@ -20,7 +20,7 @@ extension BrokerAPI {
         }
         router.get("web/catalog") { request, _ in
             try await webPage(request) { pages, session in
-                pages.page("catalog", title: "Catalog", values: try WebViews.catalog(broker), navigation: "catalog", session: session)
+                pages.page("catalog", title: "Catalog", values: try WebViews.catalog(broker, now: now()), navigation: "catalog", session: session)
             }
         }
         router.get("web/agreements") { request, _ in

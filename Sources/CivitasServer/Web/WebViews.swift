@@ -25,17 +25,33 @@ enum WebViews {
         }
     }
 
-    static func catalog(_ broker: Broker) throws -> [String: Any] {
+    static func catalog(_ broker: Broker, now: UTCTime) throws -> [String: Any] {
         let datasets = try broker.catalog().datasets.map { dataset, publisher -> [String: Any] in
             let schema = try DatasetSchema.parse(dataset.schema)
-            return [
+            // The catalog's data-quality figures (ratios from 100 records, rounded), beside each field.
+            let quality = try broker.qualityFigures(of: dataset, now: now)
+            let completeness = Dictionary(uniqueKeysWithValues: (quality?.completeness ?? []).map { ($0.field, $0.value) })
+            func percent(_ value: Double) -> String { "\(Int((value * 100).rounded()))%" }
+            var values: [String: Any] = [
                 "id": dataset.id, "title": schema.title.isEmpty ? dataset.id : schema.title,
                 "publisher": publisher?.keys.name ?? dataset.publisher.hex, "purposes": dataset.purposes,
                 "registered": dataset.registered.rfc3339,
-                "fields": schema.fields.map { ["name": $0.name, "privacy": $0.privacy.rawValue, "treatment": treatment(of: $0.privacy)] },
+                "fields": schema.fields.map { field -> [String: Any] in
+                    ["name": field.name, "privacy": field.privacy.rawValue, "treatment": treatment(of: field.privacy),
+                     "completeness": completeness[field.name].map(percent) ?? "–"]
+                },
             ]
+            if let quality {
+                var summary = ["\(percent(quality.validity)) of submitted records valid"]
+                if let uniqueness = quality.subjectUniqueness { summary.append("\(percent(uniqueness)) distinct subjects per record") }
+                if let hours = quality.latestBatchAgeHours { summary.append("latest batch \(hours) h ago") }
+                if let hours = quality.latestRecordAgeHours { summary.append("latest record \(hours) h old") }
+                if let onSchedule = quality.onSchedule { summary.append(onSchedule ? "on schedule" : "behind schedule") }
+                values["quality"] = summary.joined(separator: "; ")
+            }
+            return values
         }
-        return ["datasets": datasets]
+        return ["datasets": datasets, "minimumRecords": DatasetQualityFigures.minimumRecords]
     }
 
     static func agreements(_ broker: Broker) throws -> [String: Any] {
