@@ -20,8 +20,11 @@ struct SubjectSketch: Equatable {
 
     /// Adds a subject by its keyed hash (at least 8 bytes, uniformly distributed).
     mutating func add(hash: [UInt8]) {
-        var word: UInt64 = 0
-        for byte in hash.prefix(8) { word = word << 8 | UInt64(byte) }
+        add(word: hash.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+    }
+
+    /// Adds a subject by its keyed 64-bit hash.
+    mutating func add(word: UInt64) {
         let bucket = Int(word >> UInt64(64 - Self.precision))
         let rest = word << UInt64(Self.precision)
         let rank = UInt8(min(rest.leadingZeroBitCount, 64 - Self.precision) + 1)
@@ -42,6 +45,47 @@ struct SubjectSketch: Equatable {
         let empty = registers.lazy.filter { $0 == 0 }.count
         if raw <= 2.5 * m && empty > 0 { return m * log(m / Double(empty)) }
         return raw
+    }
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein 2012) under a 128-bit key: the keyed 64-bit hash a
+/// subject enters the sketch by, so the stored registers say nothing of a guessed subject
+/// without the broker's key. A few tens of nanoseconds a subject, beside a microsecond of HMAC.
+struct SketchHash {
+    private let k0: UInt64, k1: UInt64
+
+    init(key: [UInt8]) {
+        precondition(key.count >= 16, "SipHash needs a 16-byte key")
+        func word(_ offset: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(key[offset + $1]) << (8 * UInt64($1)) } }
+        k0 = word(0)
+        k1 = word(8)
+    }
+
+    func hash(_ text: String) -> UInt64 {
+        var v0: UInt64 = 0x736f6d6570736575 ^ k0, v1: UInt64 = 0x646f72616e646f6d ^ k1
+        var v2: UInt64 = 0x6c7967656e657261 ^ k0, v3: UInt64 = 0x7465646279746573 ^ k1
+        func round() {
+            v0 &+= v1; v1 = (v1 << 13 | v1 >> 51) ^ v0; v0 = v0 << 32 | v0 >> 32
+            v2 &+= v3; v3 = (v3 << 16 | v3 >> 48) ^ v2
+            v0 &+= v3; v3 = (v3 << 21 | v3 >> 43) ^ v0
+            v2 &+= v1; v1 = (v1 << 17 | v1 >> 47) ^ v2; v2 = v2 << 32 | v2 >> 32
+        }
+        var length: UInt64 = 0, word: UInt64 = 0, filled: UInt64 = 0
+        for byte in text.utf8 {
+            word |= UInt64(byte) << (8 * filled)
+            filled += 1
+            length += 1
+            if filled == 8 {
+                v3 ^= word; round(); round(); v0 ^= word
+                word = 0
+                filled = 0
+            }
+        }
+        word |= (length & 0xFF) << 56
+        v3 ^= word; round(); round(); v0 ^= word
+        v2 ^= 0xFF
+        round(); round(); round(); round()
+        return v0 ^ v1 ^ v2 ^ v3
     }
 }
 
@@ -102,7 +146,7 @@ struct DatasetQualityCounts: Equatable {
 struct BatchQualityTally {
     let subjectField: String?
     let recordTimeField: String?
-    let subjectHash: (String) -> [UInt8]
+    let subjectHash: SketchHash
     var records = 0
     var nonEmpty: [String: Int] = [:]
     var latestRecord: String?
@@ -117,7 +161,7 @@ struct BatchQualityTally {
         var filled = [Int](repeating: 0, count: columns.count)
         for row in rows {
             for (c, value) in row.enumerated() where c < filled.count && !value.isEmpty { filled[c] += 1 }
-            if let subject, subject < row.count, !row[subject].isEmpty { subjects.add(hash: subjectHash(row[subject])) }
+            if let subject, subject < row.count, !row[subject].isEmpty { subjects.add(word: subjectHash.hash(row[subject])) }
             if let time, time < row.count, let stamp = Self.recordTime(row[time]), latestRecord.map({ stamp > $0 }) ?? true { latestRecord = stamp }
         }
         for (c, column) in columns.enumerated() { nonEmpty[column, default: 0] += filled[c] }
@@ -197,9 +241,10 @@ extension Broker {
     /// A tally for a batch of `dataset`, counting its subjects and record times as its schema and description say.
     func qualityTally(for dataset: Dataset, schema: DatasetSchema) -> BatchQualityTally {
         let recordTime = (try? JSONParser.parse(dataset.schema)).flatMap { try? DatasetDescription.parse(schema: $0) }?.recordTime
-        let id = dataset.id
+        // A sketch key per dataset, derived from the key subjects are hashed under.
+        let key = subjects.mac(Array("civitas-quality-sketch/1".utf8) + [0] + Array(dataset.id.utf8))
         return BatchQualityTally(subjectField: AgreementPolicy.subjectField(of: schema), recordTimeField: recordTime,
-                                 subjectHash: { [self] in subjectHash(dataset: id, subject: $0) })
+                                 subjectHash: SketchHash(key: key))
     }
 
     /// The dataset's data-quality figures at `now`, or nil while it has fewer than

@@ -82,3 +82,17 @@ struct DatasetQualityTests {
         #expect(BatchQualityTally.recordTime("2019-07-31 5:13") == nil)
     }
 }
+
+@Suite("SipHash-2-4")
+struct SketchHashTests {
+    @Test("The reference vectors: key 00…0f, messages 00, 00 01, … (Aumasson and Bernstein's vectors.h)")
+    func vectors() {
+        let hash = SketchHash(key: Array(0..<16))
+        // Messages of bytes 0, 1, …, n-1 for n = 0, 7, 8, 15: as strings of those scalars (all ASCII).
+        func message(_ n: Int) -> String { String(decoding: (0..<n).map { UInt8($0) }, as: UTF8.self) }
+        #expect(hash.hash(message(0)) == 0x726fdb47dd0e0e31)
+        #expect(hash.hash(message(7)) == 0xab0200f58b01d137)
+        #expect(hash.hash(message(8)) == 0x93f5f5799a932462)
+        #expect(hash.hash(message(15)) == 0xa129ca6149be45e5)
+    }
+}
