@@ -106,19 +106,12 @@ public struct AgreementPolicy: Sendable, Equatable {
     /// (Bun and Steinke 2016, Proposition 1.4), in millionths rounded up.
     public func charge(epsilonMicro: UInt64) -> UInt64 {
         guard accounting == .rho else { return epsilonMicro }
-        return Self.rhoMicro(ofEpsilonMicro: epsilonMicro)
+        return MicroUnits.rhoOfPureEpsilon(epsilonMicro)
     }
 
     /// The ρ a pure ε-DP step is charged under ρ accounting; nil when the agreement counts ε.
     public func rhoCharge(epsilonMicro: UInt64) -> UInt64? {
-        accounting == .rho ? Self.rhoMicro(ofEpsilonMicro: epsilonMicro) : nil
-    }
-
-    /// ρ = ε²/2 in millionths, rounded up.
-    public static func rhoMicro(ofEpsilonMicro epsilon: UInt64) -> UInt64 {
-        let square = UInt128(epsilon) * UInt128(epsilon)
-        let (quotient, remainder) = square.quotientAndRemainder(dividingBy: 2_000_000)
-        return UInt64(clamping: quotient + (remainder > 0 ? 1 : 0))
+        accounting == .rho ? MicroUnits.rhoOfPureEpsilon(epsilonMicro) : nil
     }
 
     public enum Register: String, Sendable, CaseIterable {

@@ -372,7 +372,7 @@ struct ComplianceReplay {
             if audit.countsRho {
                 // Under zCDP a pure ε step costs at least ε²/2; a release must state what it was charged.
                 charge = entry.count("rho_micro") ?? 0
-                let least = Self.rhoMicro(ofEpsilonMicro: epsilon)
+                let least = MicroUnits.rhoOfPureEpsilon(epsilon)
                 if entry.count("rho_micro") == nil || charge < least {
                     findings.append(AuditFinding(.budgetExceeded, entry: i,
                                                  "release under agreement \(id), which counts ρ, was charged ρ \(MicroUnits.decimal(charge)); its ε \(MicroUnits.decimal(epsilon)) costs at least \(MicroUnits.decimal(least))"))
@@ -394,13 +394,6 @@ struct ComplianceReplay {
             }
         }
         return findings
-    }
-
-    /// ρ = ε²/2 in millionths, rounded up: what a pure ε-DP step costs under zCDP.
-    static func rhoMicro(ofEpsilonMicro epsilon: UInt64) -> UInt64 {
-        let square = UInt128(epsilon) * UInt128(epsilon)
-        let (quotient, remainder) = square.quotientAndRemainder(dividingBy: 2_000_000)
-        return UInt64(clamping: quotient + (remainder > 0 ? 1 : 0))
     }
 }
 
@@ -455,5 +448,13 @@ public enum MicroUnits {
         digits = String(repeating: "0", count: 6 - digits.count) + digits
         while digits.hasSuffix("0") { digits.removeLast() }
         return "\(whole).\(digits)"
+    }
+
+    /// What a pure ε-DP step costs under zero-concentrated DP, ρ = ε²/2 (Bun and Steinke 2016,
+    /// Proposition 1.4), in millionths rounded up.
+    public static func rhoOfPureEpsilon(_ epsilonMicro: UInt64) -> UInt64 {
+        let square = UInt128(epsilonMicro) * UInt128(epsilonMicro)
+        let (quotient, remainder) = square.quotientAndRemainder(dividingBy: 2_000_000)
+        return UInt64(clamping: quotient + (remainder > 0 ? 1 : 0))
     }
 }

@@ -129,17 +129,8 @@ public struct DPAggregate: Sendable {
             }
         }
         if let subjectColumn {
-            // Rows grouped by subject with a counting sort over the subject codes, subjects in order of first appearance.
-            let subjects = table.codes[subjectColumn]
-            var starts = [Int](repeating: 0, count: table.values[subjectColumn].count + 1)
-            for code in subjects { starts[Int(code) + 1] += 1 }
-            for s in 1..<starts.count { starts[s] += starts[s - 1] }
-            var next = starts
-            var ordered = [Int32](repeating: 0, count: subjects.count)
-            for (r, code) in subjects.enumerated() {
-                ordered[next[Int(code)]] = Int32(r)
-                next[Int(code)] += 1
-            }
+            // Rows grouped by subject, subjects in order of first appearance.
+            let (ordered, starts) = table.recordsGrouped(by: subjectColumn)
             for s in 0..<(starts.count - 1) where starts[s] < starts[s + 1] { try contribute(ordered[starts[s]..<starts[s + 1]]) }
         } else {
             for r in 0..<table.rowCount where groupOfRow[r] >= 0 { try contribute([Int32(r)]) }

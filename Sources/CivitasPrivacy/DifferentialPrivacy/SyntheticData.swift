@@ -190,16 +190,7 @@ public struct MarginalSynthesizer: Sendable {
         }
         // Rows grouped by subject (a counting sort over the subject codes); per subject, a random
         // choice of at most `maxRecordsPerSubject` of its records.
-        let subjects = table.codes[try table.index(of: subject)]
-        var starts = [Int](repeating: 0, count: table.values[try table.index(of: subject)].count + 1)
-        for code in subjects { starts[Int(code) + 1] += 1 }
-        for s in 1..<starts.count { starts[s] += starts[s - 1] }
-        var next = starts
-        var ordered = [Int32](repeating: 0, count: subjects.count)
-        for (r, code) in subjects.enumerated() {
-            ordered[next[Int(code)]] = Int32(r)
-            next[Int(code)] += 1
-        }
+        let (ordered, starts) = table.recordsGrouped(by: try table.index(of: subject))
         for s in 0..<(starts.count - 1) where starts[s] < starts[s + 1] {
             var rows = Array(ordered[starts[s]..<starts[s + 1]])
             if rows.count > maxRecordsPerSubject { DPAggregate.shuffle(&rows, using: &sampler) }

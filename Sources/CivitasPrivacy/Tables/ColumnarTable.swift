@@ -34,6 +34,22 @@ public struct ColumnarTable: Sendable {
         for row in table.rows { append(positions.map { row[$0] }) }
     }
 
+    /// The records grouped by their value of `column` (a counting sort over its codes): record
+    /// numbers in `ordered`, the group of code c at `starts[c]..<starts[c + 1]`.
+    func recordsGrouped(by column: Int) -> (ordered: [Int32], starts: [Int]) {
+        let codes = self.codes[column]
+        var starts = [Int](repeating: 0, count: values[column].count + 1)
+        for code in codes { starts[Int(code) + 1] += 1 }
+        for s in 1..<starts.count { starts[s] += starts[s - 1] }
+        var next = starts
+        var ordered = [Int32](repeating: 0, count: codes.count)
+        for (r, code) in codes.enumerated() {
+            ordered[next[Int(code)]] = Int32(r)
+            next[Int(code)] += 1
+        }
+        return (ordered, starts)
+    }
+
     public mutating func reserveCapacity(_ records: Int) {
         for c in codes.indices { codes[c].reserveCapacity(records) }
     }
