@@ -1,3 +1,4 @@
+import CivitasCrypto
 import CivitasModel
 import CivitasStore
 
@@ -10,6 +11,8 @@ public struct BrokerFigures: Sendable {
         public let agreement: String
         public let spentMicro: UInt64
         public let budgetMicro: UInt64
+        /// Whether the budget is of ρ (zero-concentrated DP) rather than ε.
+        public let countsRho: Bool
     }
 
     public struct Backlog: Sendable, Equatable {
@@ -30,7 +33,8 @@ extension Broker {
         try mapStore {
             BrokerFigures(log: try store.logStatus(), deliveries: try store.deliveryCounts(),
                           budgets: try store.agreements(involving: nil).map {
-                              BrokerFigures.Budget(agreement: $0.id, spentMicro: $0.spentMicro, budgetMicro: $0.budgetMicro)
+                              BrokerFigures.Budget(agreement: $0.id, spentMicro: $0.spentMicro, budgetMicro: $0.budgetMicro,
+                                                   countsRho: (try? JSONParser.parse($0.policy))?["rho_budget"] != nil)
                           },
                           backlogs: try store.feeds().map { BrokerFigures.Backlog(feed: $0.id, windows: $0.delivered - $0.acknowledged) })
         }

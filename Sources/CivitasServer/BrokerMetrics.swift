@@ -32,6 +32,10 @@ final class BrokerMetrics: @unchecked Sendable {
                                                    helpText: "Privacy budget (epsilon) an agreement has spent.") }
     static var epsilonBudget: MetricNameDescriptor { MetricNameDescriptor(namespace: "civitas", metricName: "epsilon_budget", unitName: "ratio",
                                                     helpText: "Privacy budget (epsilon) an agreement may spend in all.") }
+    static var rhoSpent: MetricNameDescriptor { MetricNameDescriptor(namespace: "civitas", metricName: "rho_spent", unitName: "ratio",
+                                               helpText: "Privacy budget (zCDP rho) an agreement that counts rho has spent.") }
+    static var rhoBudget: MetricNameDescriptor { MetricNameDescriptor(namespace: "civitas", metricName: "rho_budget", unitName: "ratio",
+                                                helpText: "Privacy budget (zCDP rho) an agreement that counts rho may spend in all.") }
     static var feedBacklog: MetricNameDescriptor { MetricNameDescriptor(namespace: "civitas", metricName: "feed_backlog", unitName: "windows",
                                                   helpText: "Feed windows delivered and not yet acknowledged by the partner.") }
 
@@ -63,8 +67,9 @@ final class BrokerMetrics: @unchecked Sendable {
         registry.makeGauge(descriptor: Self.checkpointEntries).set(Double(figures.log.checkpointEntries))
         registry.makeGauge(descriptor: Self.checkpointAge).set(figures.log.checkpointSigned.map { Double(max(0, now - $0.secondsSince1970)) } ?? -1)
         for budget in figures.budgets {
-            registry.makeGauge(descriptor: Self.epsilonSpent, labels: [("agreement", budget.agreement)]).set(Double(budget.spentMicro) / 1_000_000)
-            registry.makeGauge(descriptor: Self.epsilonBudget, labels: [("agreement", budget.agreement)]).set(Double(budget.budgetMicro) / 1_000_000)
+            let (spent, total) = budget.countsRho ? (Self.rhoSpent, Self.rhoBudget) : (Self.epsilonSpent, Self.epsilonBudget)
+            registry.makeGauge(descriptor: spent, labels: [("agreement", budget.agreement)]).set(Double(budget.spentMicro) / 1_000_000)
+            registry.makeGauge(descriptor: total, labels: [("agreement", budget.agreement)]).set(Double(budget.budgetMicro) / 1_000_000)
         }
         for backlog in figures.backlogs {
             registry.makeGauge(descriptor: Self.feedBacklog, labels: [("feed", backlog.feed)]).set(Double(backlog.windows))

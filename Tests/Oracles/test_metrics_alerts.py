@@ -71,6 +71,12 @@ def test_metrics_report_what_an_operator_alerts_on(clinic):
     shown = json.loads(clinic.civitas("agreements", "show", "--key", clinic.secret("health"), "ag-health").stdout)
     assert value(families, "civitas_epsilon_spent_ratio", agreement="ag-health") == pytest.approx(float(shown["epsilon_spent"]))
     assert value(families, "civitas_epsilon_budget_ratio", agreement="ag-health") == pytest.approx(float(shown["epsilon_budget"]))
+    # An agreement that counts ρ (zCDP) is watched as ρ, never as ε.
+    clinic.agree("ag-health-rho", "health", epsilon_budget=None, rho_budget=2, aggregates=None)
+    families = scrape(clinic.url)
+    assert value(families, "civitas_rho_budget_ratio", agreement="ag-health-rho") == 2
+    assert value(families, "civitas_rho_spent_ratio", agreement="ag-health-rho") == 0
+    assert not [s for f in families.values() for s in f.samples if s.name.startswith("civitas_epsilon") and s.labels.get("agreement") == "ag-health-rho"]
     assert value(families, "civitas_http_requests_total", route="/participants", status="401") >= 1
 
     # The partner pulls and acknowledges the windows: the backlog falls to 0.
