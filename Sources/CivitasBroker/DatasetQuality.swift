@@ -219,13 +219,11 @@ public struct DatasetQualityFigures: Sendable, Equatable {
 }
 
 extension Broker {
-    /// Adds a validated batch to its dataset's quality counts.
-    func recordQuality(dataset: String, accepted tally: BatchQualityTally) throws {
-        try change { transaction in
-            var counts = try transaction.datasetQuality(dataset).map(DatasetQualityCounts.init(decoding:)) ?? DatasetQualityCounts()
-            counts.add(tally)
-            try transaction.saveDatasetQuality(dataset, counts: try counts.encoded)
-        }
+    /// The dataset's stored quality counts with a validated batch added (in the batch's own transaction).
+    static func qualityCounts(_ stored: [UInt8]?, adding tally: BatchQualityTally) throws -> [UInt8] {
+        var counts = try stored.map(DatasetQualityCounts.init(decoding:)) ?? DatasetQualityCounts()
+        counts.add(tally)
+        return try counts.encoded
     }
 
     /// Counts a refused batch of `records` records (0 when even its header was refused).

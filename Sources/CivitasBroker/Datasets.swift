@@ -117,7 +117,6 @@ extension Broker {
             throw error
         }
         if !batch.replayed {
-            try recordQuality(dataset: id, accepted: tally)
             // Feed windows that this batch fills close now; time-closed windows close on the broker's schedule.
             do { _ = try closeDueWindows(now: now, dataset: id, failed: windowFailed) } catch { windowFailed("*", error) }
         }
@@ -132,7 +131,7 @@ extension Broker {
         var limits = CSVTable.Limits()
         limits.maximumRows = Self.maximumBatchRows
         return try mapStore {
-            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256, now: now) { emit in
+            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256, now: now, produce: { emit in
                 var columns: [String] = []
                 var problems: [DatasetSchema.Issue] = []
                 var rows = 0
@@ -160,7 +159,7 @@ extension Broker {
                 guard rows > 0 else {
                     throw BrokerError(.invalidBatch, "the batch has no records (a header alone is not a batch); nothing was stored")
                 }
-            }
+            }, quality: { stored in try Self.qualityCounts(stored, adding: tally) })
         }
     }
 
@@ -198,7 +197,7 @@ extension Broker {
         guard records > 0 else { throw BrokerError(.invalidBatch, "the batch has no records; nothing was stored") }
         let columns = fields.sorted()
         return try mapStore {
-            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256, now: now) { emit in
+            try store.appendBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256, now: now, produce: { emit in
                 try emit(columns, [])
                 var chunk: [[String]] = []
                 try forEachRecord { record, _ in
@@ -213,7 +212,7 @@ extension Broker {
                     try emit(columns, chunk)
                     tally.add(columns: columns, rows: chunk)
                 }
-            }
+            }, quality: { stored in try Self.qualityCounts(stored, adding: tally) })
         }
     }
 

@@ -57,8 +57,11 @@ public protocol BrokerStorage: AnyObject, Sendable {
     /// that throws leaves nothing stored.
     /// `bodySHA256` is the SHA-256 of the upload's bytes as received, kept with its idempotency key
     /// so that the same upload sent again is recognized without reading it (``uploadedBatch(dataset:idempotencyKey:bodySHA256:)``).
+    /// `quality`, called in the same transaction once a new batch is sealed (never for a replay),
+    /// turns the dataset's stored quality counts into the counts to store (nil: leave them).
     func appendBatch(dataset id: String, idempotencyKey: String?, bodySHA256: [UInt8]?, now: UTCTime,
-                     produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch
+                     produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void,
+                     quality: (_ stored: [UInt8]?) throws -> [UInt8]?) throws -> Batch
     /// The batch stored under `idempotencyKey` from an upload of exactly these bytes (their
     /// SHA-256), answered as replayed; nil when there is none (or it came from other bytes).
     func uploadedBatch(dataset id: String, idempotencyKey: String, bodySHA256: [UInt8]) throws -> Batch?
@@ -117,6 +120,12 @@ public protocol BrokerStorage: AnyObject, Sendable {
 extension BrokerStore: BrokerStorage {}
 
 extension BrokerStorage {
+    /// Stores a batch handed over chunk by chunk, leaving the dataset's quality counts as they are.
+    public func appendBatch(dataset id: String, idempotencyKey: String?, bodySHA256: [UInt8]?, now: UTCTime,
+                            produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
+        try appendBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256, now: now, produce: produce, quality: { _ in nil })
+    }
+
     /// Stores a batch given whole, encrypted, as ``appendBatch(dataset:idempotencyKey:bodySHA256:now:produce:)``
     /// does; the same idempotency key answers the stored batch.
     public func appendBatch(dataset id: String, columns: [String], rows: [[String]], idempotencyKey: String?, now: UTCTime) throws -> Batch {

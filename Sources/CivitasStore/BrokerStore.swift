@@ -123,7 +123,8 @@ public final class BrokerStore: Sendable {
     /// may carry no rows. With an idempotency key already used, the rows are only hashed and
     /// compared, and the stored batch is answered.
     public func appendBatch(dataset id: String, idempotencyKey: String?, bodySHA256: [UInt8]?, now: UTCTime,
-                            produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
+                            produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void,
+                            quality: (_ stored: [UInt8]?) throws -> [UInt8]?) throws -> Batch {
         try Segments.checkIdempotencyKey(idempotencyKey)
         let datasetKey = try self.datasetKey(id)
         return try wrap {
@@ -146,6 +147,11 @@ public final class BrokerStore: Sendable {
                 }
                 try db.execute(sql: "UPDATE batch SET records = ?, content_sha256 = ? WHERE dataset = ? AND sequence = ?",
                                arguments: [records, Data(hash), id, sequence])
+                let stored = try Data.fetchOne(db, sql: "SELECT counts FROM dataset_quality WHERE dataset = ?", arguments: [id]).map { Array($0) }
+                if let counts = try quality(stored) {
+                    try db.execute(sql: "INSERT INTO dataset_quality (dataset, counts) VALUES (?, ?) ON CONFLICT (dataset) DO UPDATE SET counts = excluded.counts",
+                                   arguments: [id, Data(counts)])
+                }
                 return Batch(dataset: id, sequence: sequence, records: records, idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: false)
             }
         }

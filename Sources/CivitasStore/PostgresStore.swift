@@ -167,7 +167,8 @@ public final class PostgresStore: BrokerStorage, Sendable {
     }
 
     public func appendBatch(dataset id: String, idempotencyKey: String?, bodySHA256: [UInt8]?, now: UTCTime,
-                            produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {
+                            produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void,
+                            quality: (_ stored: [UInt8]?) throws -> [UInt8]?) throws -> Batch {
         try Segments.checkIdempotencyKey(idempotencyKey)
         let datasetKey = try self.datasetKey(id)
         let (stored, existingHash) = try withSession { session in
@@ -190,6 +191,13 @@ public final class PostgresStore: BrokerStorage, Sendable {
                 }
                 try session.execute("UPDATE batch SET records = $1, content_sha256 = $2 WHERE dataset = $3 AND sequence = $4",
                                     [.integer(Int64(records)), .bytes(hash), .text(id), .integer(sequence)])
+                // Under the dataset's lock: the quality counts move with the batch, on every node.
+                let stored = try session.row("SELECT counts FROM dataset_quality WHERE dataset = $1", [.text(id)]).map { try $0.bytes("counts") }
+                if let counts = try quality(stored) {
+                    try session.execute("""
+                        INSERT INTO dataset_quality (dataset, counts) VALUES ($1, $2) ON CONFLICT (dataset) DO UPDATE SET counts = excluded.counts
+                        """, [.text(id), .bytes(counts)])
+                }
                 return (Batch(dataset: id, sequence: sequence, records: records, idempotencyKey: idempotencyKey, contentSHA256: hash, replayed: false), nil)
             }
         }

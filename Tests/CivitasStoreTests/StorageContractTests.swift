@@ -271,6 +271,19 @@ struct StorageContractTests {
             }
         }
         #expect(try world.storage.datasetQuality("calls") == Array("second".utf8))
+        // Counts move with a batch, in its transaction: given the stored ones, never for a replay,
+        // and not at all when the batch fails.
+        func append(_ key: String, fail: Bool = false) throws -> Batch {
+            try world.storage.appendBatch(dataset: "calls", idempotencyKey: key, bodySHA256: nil, now: Self.now, produce: { emit in
+                try emit(["person"], [["p-1"]])
+                if fail { throw StoreError(.notFound, "abandoned") }
+            }, quality: { stored in (stored ?? []) + Array("+".utf8) })
+        }
+        _ = try append("q-1")
+        #expect(try world.storage.datasetQuality("calls") == Array("second+".utf8))
+        #expect(try append("q-1").replayed)
+        #expect(throws: StoreError.self) { try append("q-2", fail: true) }
+        #expect(try world.storage.datasetQuality("calls") == Array("second+".utf8))
     }
 
     @Test("A web token is stored by its hash and ends once", arguments: Implementation.allCases)
