@@ -54,7 +54,7 @@ extension Broker {
             "max_records_per_subject": .number(Double(terms.maxRecordsPerSubject)),
             "rows": "noisy total",
         ]
-        let delivery = try deliver(payload: output.table.csv(), records: output.total, id: deliveryID, kind: .synthetic, agreement: agreement,
+        let delivery = try deliver(payload: output.csv(), records: output.total, id: deliveryID, kind: .synthetic, agreement: agreement,
                                    policy: policy, purpose: purpose, outcome: nil, epsilonMicro: 0, feedWindow: nil, drawnBatches: [], now: now,
                                    transforms: transforms, requestKey: requestKey, rhoMicro: rhoMicro)
         return ReleaseResult(delivery: delivery, outcome: nil, epsilonMicro: 0, rhoMicro: rhoMicro)

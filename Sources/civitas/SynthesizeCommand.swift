@@ -55,7 +55,7 @@ struct SynthesizeCommand: ParsableCommand {
                                     "sigma_squared": .string(sigma.description)]
             try Data(try CanonicalJSON.encode(value) + [0x0A]).write(to: URL(fileURLWithPath: measurements))
         }
-        let bytes = output.table.csv(delimiter: separator)
+        let bytes = output.csv(delimiter: separator)
         if let out {
             try Data(bytes).write(to: URL(fileURLWithPath: out))
         } else {

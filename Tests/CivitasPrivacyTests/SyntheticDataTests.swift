@@ -122,7 +122,7 @@ struct SyntheticDataTests {
         var totals = Set<Int>()
         for _ in 0..<20 {
             let output = try synthesizer.run(data, using: &sampler)
-            #expect(output.table.rows.count == output.total)
+            #expect(output.rows.count == output.total)
             // The total is the inverse-variance weighted mean of the noisy marginals' sums.
             var weighted = 0.0, weights = 0.0
             for counts in output.measurements.counts {
@@ -155,7 +155,10 @@ struct SyntheticDataTests {
         }
         // Rows carry only declared labels.
         let labels = synthesizer.fields.map { Set($0.labels) }
-        for row in output.table.rows { for (f, value) in row.enumerated() { #expect(labels[f].contains(value)) } }
+        for row in output.rows { for (f, value) in row.enumerated() { #expect(labels[f].contains(value)) } }
+        // The CSV written from the cells holds the same rows, quoted where a bin label has a comma.
+        let written = try CSVTable.parse(output.csv(), delimiter: 0x2C)
+        #expect(written.columns == ["zone", "age", "kind"] && written.rows == output.rows)
     }
 
     @Test("With little noise the synthetic rows reproduce the one-way and the tree's two-way marginals")
@@ -166,7 +169,7 @@ struct SyntheticDataTests {
         let truth = try synthesizer.trueCounts(data, using: &sampler)
         let output = try synthesizer.run(data, using: &sampler)
         var synthetic = ColumnarTable(columns: ["zone", "age", "kind"])
-        for row in output.table.rows { synthetic.append(row) }
+        for row in output.rows { synthetic.append(row) }
         // The synthetic rows carry bin labels: counted with the labels as the age domain.
         let labelled = SyntheticSpec(fields: spec.fields, domains: spec.domains.merging(["age": synthesizer.fields[1].labels]) { a, _ in a })
         let plain = try labelled.synthesizer(rho: try Rational(decimal: "1"), subject: nil, maxRecordsPerSubject: 1, schema: nil)

@@ -142,12 +142,31 @@ public struct MarginalSynthesizer: Sendable {
         public let counts: [[Int64]]
     }
 
-    /// The synthetic rows and the measurements they were drawn from.
+    /// The synthetic rows and the measurements they were drawn from. The rows are held as one
+    /// cell number per field and row, and written as CSV without holding them as text.
     public struct Output: Sendable {
-        public let table: CSVTable
+        public let columns: [String]
+        /// Per field, its cells' labels; per field and row, the row's cell.
+        let labels: [[String]]
+        let cells: [[Int32]]
         public let measurements: Measurements
         /// The noisy total: the number of rows.
         public let total: Int
+
+        /// The rows as text (for small releases and tests; ``csv(delimiter:)`` writes them without this copy).
+        public var rows: [[String]] {
+            (0..<total).map { row in labels.indices.map { f in labels[f][Int(cells[f][row])] } }
+        }
+
+        public func csv(delimiter: UInt8 = 0x2C) -> [UInt8] {
+            var writer = CSVWriter(columns: columns, delimiter: delimiter, expectedRows: total)
+            var record = [String](repeating: "", count: columns.count)
+            for row in 0..<total {
+                for f in labels.indices { record[f] = labels[f][Int(cells[f][row])] }
+                writer.append(record)
+            }
+            return writer.bytes
+        }
     }
 
     /// Measures the marginals of `table` (which holds the fields and the subject column) with
@@ -158,8 +177,8 @@ public struct MarginalSynthesizer: Sendable {
         let noisy = counts.map { marginal in marginal.map { mechanism.release($0, using: &sampler) } }
         let measurements = Measurements(counts: noisy)
         let model = try consistentModel(measurements)
-        let rows = try sample(model, using: &sampler)
-        return Output(table: CSVTable(columns: fields.map(\.name), rows: rows), measurements: measurements, total: model.total)
+        return Output(columns: fields.map(\.name), labels: fields.map(\.labels), cells: try sample(model, using: &sampler),
+                      measurements: measurements, total: model.total)
     }
 
     // MARK: Measuring
@@ -302,9 +321,9 @@ public struct MarginalSynthesizer: Sendable {
 
     // MARK: Sampling
 
-    /// `model.total` rows drawn with the sampler's CSPRNG: in each tree, the first field from its
-    /// distribution, every other from its pair given the field before it.
-    func sample<R: RandomWords>(_ model: Model, using sampler: inout ExactSampler<R>) throws -> [[String]] {
+    /// `model.total` rows drawn with the sampler's CSPRNG, as one cell number per field and row: in
+    /// each tree, the first field from its distribution, every other from its pair given the field before it.
+    func sample<R: RandomWords>(_ model: Model, using sampler: inout ExactSampler<R>) throws -> [[Int32]] {
         // Orient the forest: visit fields in order, each unvisited one a root.
         var parent = [(edge: Int, isFirst: Bool)?](repeating: nil, count: fields.count)
         var order: [Int] = []
@@ -364,7 +383,7 @@ public struct MarginalSynthesizer: Sendable {
                 cells[f] = drawn
             }
         }
-        return (0..<total).map { row in fields.indices.map { f in labels[f][Int(cells[f][row])] } }
+        return cells
     }
 }
 
