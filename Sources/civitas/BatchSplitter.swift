@@ -68,13 +68,16 @@ struct BatchSplitter {
         try await finishPart()
     }
 
-    /// One part being written: an owner-only temporary file (removed once sent), hashed as it is written.
+    /// One part being written: an owner-only temporary file (removed once sent), hashed as it is
+    /// written, through a buffer of a megabyte (a write per record cost a system call each).
     private final class PartFile {
         let path: String
         let descriptor: Int32
         let hasher: SHA256Hasher
         private(set) var bytes = 0
         private(set) var records = 0
+        private var buffer: [UInt8] = []
+        private static let bufferSize = 1 << 20
 
         init(header: [UInt8]) throws {
             let directory = Environment.value(of: "TMPDIR") ?? "/tmp"
@@ -95,14 +98,22 @@ struct BatchSplitter {
         }
 
         private func write(_ data: [UInt8]) throws {
-            try data.withUnsafeBytes { buffer in
-                try FileDescriptorSink(descriptor: descriptor, name: path).write(buffer)
-                hasher.update(buffer)
-            }
+            if buffer.count + data.count > Self.bufferSize { try flush() }
+            buffer += data
             bytes += data.count
         }
 
+        private func flush() throws {
+            guard !buffer.isEmpty else { return }
+            try buffer.withUnsafeBytes { bytes in
+                try FileDescriptorSink(descriptor: descriptor, name: path).write(bytes)
+                hasher.update(bytes)
+            }
+            buffer.removeAll(keepingCapacity: true)
+        }
+
         func finish() throws -> UploadFile {
+            try flush()
             guard fsync(descriptor) == 0 else { throw CLIError("cannot write \(path): \(Files.errorText())") }
             return UploadFile(path: path, size: bytes, sha256: hasher.finish())
         }
