@@ -101,4 +101,17 @@ struct NGSIFormsTests {
         #expect(disagreements.isEmpty, "\(disagreements.prefix(10))")
         #expect(strings.filter(byRegex).count > 100, "the strings must include many numbers, or the test shows little")
     }
+
+    @Test("String lengths count Unicode code points, as JSON Schema does (RFC 8259 characters), in CSV and JSON records alike",
+          arguments: [("ab", true), ("e\u{301}", true), ("🇪🇺", true), ("日本", true), ("e\u{301}b", false), ("日本語", false), ("a", false)]
+          as [(String, Bool)])
+    func lengthsInCodePoints(value: String, fits: Bool) throws {
+        // Exactly 2 characters: an accented e written with a combining accent, or a flag, is one
+        // grapheme but two code points, so it fits; counted in graphemes it would not.
+        let schema = try DatasetSchema.parse(Array(#"{"type":"object","properties":{"name":{"type":"string","maxLength":2,"minLength":2,"x-privacy":{"class":"public"}}}}"#.utf8))
+        let issues = schema.validate(CSVTable(columns: ["name"], rows: [[value]]))
+        #expect(issues.isEmpty == fits, "\(value): \(issues)")
+        let (_, jsonIssues) = JSONRecords.validate([["name": .string(value)]], schema: schema, limit: 5)
+        #expect(jsonIssues.map(\.reason) == issues.map(\.reason))
+    }
 }

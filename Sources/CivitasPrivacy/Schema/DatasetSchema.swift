@@ -225,20 +225,48 @@ public struct DatasetSchema: Sendable {
             }
         }
         guard issues.isEmpty else { return Array(issues.prefix(limit)) }
-        let checks: [(Int, Field, CellTypes, NSRegularExpression?)] = table.columns.enumerated().compactMap { index, column in
+        // One check per column, held by reference: a cell's check is not copied field by field.
+        let checks: [ColumnCheck] = table.columns.enumerated().compactMap { index, column in
             guard let field = field(column) else { return nil }
             let regex = field.pattern.flatMap { try? NSRegularExpression(pattern: $0) }
-            return (index, field, CellTypes(field.types), regex)
+            return ColumnCheck(index: index, field: field, types: CellTypes(field.types), regex: regex)
         }
         for (r, row) in table.rows.enumerated() {
-            for (index, field, types, regex) in checks {
-                if let reason = Self.problem(row[index], field: field, types: types, regex: regex) {
-                    issues.append(Issue(row: firstRow + r, field: field.name, reason: reason))
+            for check in checks {
+                if let reason = Self.problem(row[check.index], field: check.field, types: check.types, regex: check.regex) {
+                    issues.append(Issue(row: firstRow + r, field: check.field.name, reason: reason))
                     if issues.count >= limit { return issues }
                 }
             }
         }
         return issues
+    }
+
+    /// How one column of a table is checked.
+    private final class ColumnCheck {
+        let index: Int
+        let field: Field
+        let types: CellTypes
+        let regex: NSRegularExpression?
+
+        init(index: Int, field: Field, types: CellTypes, regex: NSRegularExpression?) {
+            self.index = index
+            self.field = field
+            self.types = types
+            self.regex = regex
+        }
+    }
+
+    /// The length JSON Schema gives a string: its Unicode code points (RFC 8259 characters), not
+    /// its grapheme clusters; read from the UTF-8 length when that alone decides.
+    static func characterCount(_ value: String) -> Int {
+        var value = value
+        return value.withUTF8 { bytes in
+            // Every byte that does not start a code point is a continuation byte (10xxxxxx).
+            var count = 0
+            for byte in bytes where byte & 0xC0 != 0x80 { count += 1 }
+            return count
+        }
     }
 
     /// Control characters no schema field can mean (NUL, escape, …); a subject id may hold no
@@ -259,8 +287,11 @@ public struct DatasetSchema: Sendable {
         if let problem = controlCharacterProblem(value, field: field) { return problem }
         if let problem = dateProblem(value, field: field) { return problem }
         if let allowed = field.allowed, !allowed.contains(value) { return "'\(value.prefix(40))' is not one of the allowed values" }
-        if let minLength = field.minLength, value.count < minLength { return "shorter than \(minLength) characters" }
-        if let maxLength = field.maxLength, value.count > maxLength { return "longer than \(maxLength) characters" }
+        if field.minLength != nil || field.maxLength != nil {
+            let length = characterCount(value)
+            if let minLength = field.minLength, length < minLength { return "shorter than \(minLength) characters" }
+            if let maxLength = field.maxLength, length > maxLength { return "longer than \(maxLength) characters" }
+        }
         if let pattern = field.pattern, let regex = try? NSRegularExpression(pattern: pattern),
            regex.firstMatch(in: value, range: NSRange(value.startIndex..., in: value)) == nil {
             return "'\(value.prefix(40))' does not match the pattern \(pattern)"
@@ -328,7 +359,8 @@ public struct DatasetSchema: Sendable {
         if let allowed = field.allowed, !allowed.contains(value) {
             return "'\(value.prefix(40))' is not one of the allowed values"
         }
-        let numeric = Double(value)
+        // A number is read only for a field that may hold one (most cells are text).
+        let numeric = types.number || !types.string ? Double(value) : nil
         if types.integer {
             guard Int64(value) != nil else { return "'\(value.prefix(40))' is not an integer" }
         } else if types.number {
@@ -346,7 +378,7 @@ public struct DatasetSchema: Sendable {
         }
         if let problem = dateProblem(value, field: field) { return problem }
         if types.textual {
-            let length = value.count
+            let length = field.minLength == nil && field.maxLength == nil ? 0 : Self.characterCount(value)
             if let minLength = field.minLength, length < minLength { return "shorter than \(minLength) characters" }
             if let maxLength = field.maxLength, length > maxLength { return "longer than \(maxLength) characters" }
             if let regex, regex.firstMatch(in: value, range: NSRange(value.startIndex..., in: value)) == nil {
