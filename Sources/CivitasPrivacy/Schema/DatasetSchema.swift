@@ -46,6 +46,8 @@ public struct DatasetSchema: Sendable {
         let minLength: Int?
         let maxLength: Int?
         let pattern: String?
+        /// The pattern compiled once: a ``SimplePattern`` when it is one, else the regular-expression engine.
+        let matcher: PatternMatcher?
 
         /// Most values a field's declared domain may have.
         public static let maximumDomain = 10_000
@@ -131,8 +133,9 @@ public struct DatasetSchema: Sendable {
             }
             bounds = (low, high)
         }
+        var matcher: PatternMatcher?
         if let pattern = property["pattern"]?.stringValue {
-            do { _ = try NSRegularExpression(pattern: pattern) } catch {
+            do { matcher = try PatternMatcher(pattern) } catch {
                 throw PrivacyError(.invalidParameter, "property '\(name)': pattern '\(pattern.prefix(60))' is not a valid regular expression")
             }
         }
@@ -144,7 +147,7 @@ public struct DatasetSchema: Sendable {
                      minimum: property["minimum"]?.numberValue, maximum: property["maximum"]?.numberValue,
                      minLength: property["minLength"]?.exactUnsignedInteger.map(Int.init),
                      maxLength: property["maxLength"]?.exactUnsignedInteger.map(Int.init),
-                     pattern: property["pattern"]?.stringValue)
+                     pattern: property["pattern"]?.stringValue, matcher: matcher)
     }
 
     private static func text(_ value: JSONValue) -> String? {
@@ -228,12 +231,11 @@ public struct DatasetSchema: Sendable {
         // One check per column, held by reference: a cell's check is not copied field by field.
         let checks: [ColumnCheck] = table.columns.enumerated().compactMap { index, column in
             guard let field = field(column) else { return nil }
-            let regex = field.pattern.flatMap { try? NSRegularExpression(pattern: $0) }
-            return ColumnCheck(index: index, field: field, types: CellTypes(field.types), regex: regex)
+            return ColumnCheck(index: index, field: field, types: CellTypes(field.types))
         }
         for (r, row) in table.rows.enumerated() {
             for check in checks {
-                if let reason = Self.problem(row[check.index], field: check.field, types: check.types, regex: check.regex) {
+                if let reason = Self.problem(row[check.index], field: check.field, types: check.types) {
                     issues.append(Issue(row: firstRow + r, field: check.field.name, reason: reason))
                     if issues.count >= limit { return issues }
                 }
@@ -247,13 +249,11 @@ public struct DatasetSchema: Sendable {
         let index: Int
         let field: Field
         let types: CellTypes
-        let regex: NSRegularExpression?
 
-        init(index: Int, field: Field, types: CellTypes, regex: NSRegularExpression?) {
+        init(index: Int, field: Field, types: CellTypes) {
             self.index = index
             self.field = field
             self.types = types
-            self.regex = regex
         }
     }
 
@@ -292,8 +292,7 @@ public struct DatasetSchema: Sendable {
             if let minLength = field.minLength, length < minLength { return "shorter than \(minLength) characters" }
             if let maxLength = field.maxLength, length > maxLength { return "longer than \(maxLength) characters" }
         }
-        if let pattern = field.pattern, let regex = try? NSRegularExpression(pattern: pattern),
-           regex.firstMatch(in: value, range: NSRange(value.startIndex..., in: value)) == nil {
+        if let pattern = field.pattern, let matcher = field.matcher, !matcher.matches(value) {
             return "'\(value.prefix(40))' does not match the pattern \(pattern)"
         }
         return nil
@@ -349,7 +348,7 @@ public struct DatasetSchema: Sendable {
         }
     }
 
-    private static func problem(_ value: String, field: Field, types: CellTypes, regex: NSRegularExpression?) -> String? {
+    private static func problem(_ value: String, field: Field, types: CellTypes) -> String? {
         if let problem = controlCharacterProblem(value, field: field) { return problem }
         if value.isEmpty {
             if types.nullable { return nil }
@@ -381,10 +380,28 @@ public struct DatasetSchema: Sendable {
             let length = field.minLength == nil && field.maxLength == nil ? 0 : Self.characterCount(value)
             if let minLength = field.minLength, length < minLength { return "shorter than \(minLength) characters" }
             if let maxLength = field.maxLength, length > maxLength { return "longer than \(maxLength) characters" }
-            if let regex, regex.firstMatch(in: value, range: NSRange(value.startIndex..., in: value)) == nil {
+            if let matcher = field.matcher, !matcher.matches(value) {
                 return "'\(value.prefix(40))' does not match the pattern \(field.pattern ?? "")"
             }
         }
         return nil
+    }
+}
+
+/// A schema pattern, compiled once: answered by a ``SimplePattern`` when the pattern is one (no
+/// regular-expression engine per cell), else by `NSRegularExpression`.
+final class PatternMatcher: @unchecked Sendable {
+    private let simple: SimplePattern?
+    private let regex: NSRegularExpression
+
+    init(_ pattern: String) throws {
+        regex = try NSRegularExpression(pattern: pattern)
+        simple = SimplePattern(pattern)
+    }
+
+    /// Whether the pattern matches somewhere in `value` (anchors as the pattern says).
+    func matches(_ value: String) -> Bool {
+        if let simple { return simple.matches(value) }
+        return regex.firstMatch(in: value, range: NSRange(value.startIndex..., in: value)) != nil
     }
 }
