@@ -1,5 +1,6 @@
 import CivitasBroker
 import CivitasTime
+import Foundation
 
 /// A dataset's data-quality figures in the catalog, as W3C Data Quality Vocabulary (DQV)
 /// measurements: each a `dqv:QualityMeasurement` of a `dqv:Metric` (defined once in the catalog,
@@ -34,6 +35,9 @@ enum QualityGraph {
         Metric(name: "on-schedule", label: "On schedule",
                definition: "Whether the latest accepted batch arrived within the last period of the declared accrual periodicity.", dimension: "timeliness", datatype: "boolean"),
     ].map { ($0.name, $0) })
+
+    /// RFC 3986's unreserved characters.
+    static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
     static let dimensions: [String: String] = [
         "completeness": "Completeness", "validity": "Compliance with the dataset's schema", "uniqueness": "Uniqueness", "timeliness": "Currentness",
@@ -74,9 +78,11 @@ enum QualityGraph {
         func decimal(_ value: Double) -> RDFGraph.Term { .literal(String(format: "%.2f", value), datatype: Vocabulary.xsd + "decimal") }
         func integer(_ value: Int) -> RDFGraph.Term { .literal(String(value), datatype: Vocabulary.xsd + "integer") }
         for (field, value) in figures.completeness {
-            let column = dataset + "#field-" + (field.addingPercentEncodingForFragment)
+            // A field name in an IRI fragment: unreserved characters as they are, the rest percent-encoded.
+            let fragment = field.addingPercentEncoding(withAllowedCharacters: unreserved) ?? field
+            let column = dataset + "#field-" + fragment
             graph.add(column, Vocabulary.rdfs + "label", .literal(field, datatype: nil))
-            measure("completeness", on: column, suffix: "completeness-" + field.addingPercentEncodingForFragment, decimal(value))
+            measure("completeness", on: column, suffix: "completeness-" + fragment, decimal(value))
         }
         measure("validity", on: dataset, suffix: "validity", decimal(figures.validity))
         if let uniqueness = figures.subjectUniqueness { measure("subject-uniqueness", on: dataset, suffix: "subject-uniqueness", decimal(uniqueness)) }
@@ -90,21 +96,4 @@ enum QualityGraph {
             measure("on-schedule", on: dataset, suffix: "on-schedule", .literal(onSchedule ? "true" : "false", datatype: Vocabulary.xsd + "boolean"))
         }
     }
-}
-
-extension String {
-    /// The text with every byte outside unreserved URI characters percent-encoded, for an IRI fragment.
-    var addingPercentEncodingForFragment: String {
-        var out = ""
-        for byte in utf8 {
-            if (65...90).contains(byte) || (97...122).contains(byte) || (48...57).contains(byte) || [45, 46, 95, 126].contains(byte) {
-                out.append(Character(UnicodeScalar(byte)))
-            } else {
-                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
-            }
-        }
-        return out
-    }
-
-    fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
