@@ -160,7 +160,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CivitasBrokerTests",
-            dependencies: ["CivitasBroker", "CivitasStore", "CivitasLog", "CivitasPrivacy", "CivitasCrypto"]
+            dependencies: ["CivitasBroker", "CivitasStore", "CivitasLog", "CivitasPrivacy", "CivitasCrypto", "CivitasModel"]
         ),
         .testTarget(
             name: "CivitasPrivacyTests",

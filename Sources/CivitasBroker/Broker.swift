@@ -25,6 +25,8 @@ public final class Broker: Sendable {
     let requestNonces: RequestNonceWriter
     /// Participants already read, by signing key.
     let knownParticipants = KnownParticipants()
+    /// Batches this node is storing now, which a following batch may wait for.
+    let batchesInProgress = BatchesInProgress()
     /// Who this broker is when it claims scheduled work that other nodes on the same database could also do.
     public let node = "node-" + Hex.encode(Sodium.randomBytes(8))
 

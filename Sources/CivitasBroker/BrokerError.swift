@@ -34,6 +34,8 @@ public struct BrokerError: Error, CustomStringConvertible, Sendable, Equatable {
         case invalidBatch = "invalid_batch"
         /// A dataset schema that is not a valid annotated schema.
         case invalidSchema = "invalid_schema"
+        /// A batch uploaded to follow another that the dataset does not hold (yet); nothing was stored.
+        case previousBatchMissing = "previous_batch_missing"
     }
 
     public let code: Code

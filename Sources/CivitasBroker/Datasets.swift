@@ -89,8 +89,12 @@ extension Broker {
     /// at once, without reading the batch again, when its bytes are the same (`bodySHA256`, their
     /// SHA-256); after reading it, when other bytes hold the same records.
     /// `body` opens the batch's bytes from the start; it may be called more than once.
+    /// A batch that `follows` another (its idempotency key: the part before it of a large file) is
+    /// stored only once the dataset holds that one, so a file's parts keep their order whichever
+    /// upload arrives first; until then it is refused (``BrokerError/Code/previousBatchMissing``).
     public func publishBatch(dataset id: String, format: BatchFormat, body: () throws -> ByteSource, bodySHA256: [UInt8]? = nil, idempotencyKey: String?,
-                             by publisher: Participant, now: UTCTime, windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
+                             follows previousKey: String? = nil, by publisher: Participant, now: UTCTime,
+                             windowFailed: (_ feed: String, _ error: any Error) -> Void = { _, _ in }) throws -> Batch {
         try require(publisher, roles: [.agency])
         let dataset = try dataset(id)
         guard dataset.publisher == publisher.keys.keyID else { throw BrokerError(.forbidden, "only the publisher of \(id) may upload to it") }
@@ -98,6 +102,28 @@ extension Broker {
            let stored = try mapStore({ try store.uploadedBatch(dataset: id, idempotencyKey: idempotencyKey, bodySHA256: bodySHA256) }) {
             return stored
         }
+        if let previousKey, !(1...200).contains(previousKey.utf8.count) {
+            throw BrokerError(.invalid, "the idempotency key of the batch this one follows must be 1 to 200 bytes")
+        }
+        if let previousKey, try mapStore({ try store.batchSequence(dataset: id, idempotencyKey: previousKey) }) == nil {
+            throw BrokerError(.previousBatchMissing, "this batch follows the batch uploaded as \(previousKey), which \(id) does not hold yet; nothing was stored: store that one first")
+        }
+        return try batchesInProgress.storing(dataset: id, idempotencyKey: idempotencyKey) {
+            try storeBatch(dataset: dataset, format: format, body: body, bodySHA256: bodySHA256, idempotencyKey: idempotencyKey, now: now,
+                           windowFailed: windowFailed)
+        }
+    }
+
+    /// Returns once this node is no longer storing the dataset's batch uploaded as
+    /// `idempotencyKey` (at once when it is not): a batch that follows it may then be published.
+    public func batchStored(dataset id: String, idempotencyKey: String) async {
+        await batchesInProgress.wait(dataset: id, idempotencyKey: idempotencyKey)
+    }
+
+    /// Validates and stores a batch that is not a replay.
+    private func storeBatch(dataset: Dataset, format: BatchFormat, body: () throws -> ByteSource, bodySHA256: [UInt8]?, idempotencyKey: String?,
+                            now: UTCTime, windowFailed: (_ feed: String, _ error: any Error) -> Void) throws -> Batch {
+        let id = dataset.id
         let schema = try DatasetSchema.parse(dataset.schema)
         let batch: Batch
         // The batch's contribution to the dataset's quality counts, tallied as its records are validated.

@@ -37,7 +37,7 @@ public struct APIError: HTTPResponseError, Sendable {
         case .notFound: .notFound
         case .forbidden, .purposeNotAllowed: .forbidden
         case .replayed, .unauthorized: .unauthorized
-        case .duplicate, .agreementNotActive, .budgetExhausted, .conflict: .conflict
+        case .duplicate, .agreementNotActive, .budgetExhausted, .conflict, .previousBatchMissing: .conflict
         case .invalid, .invalidBatch, .invalidSchema, .kUnreachable, .nothingToRelease, .badSignature: .unprocessableContent
         case .busy: .serviceUnavailable
         }

@@ -43,6 +43,8 @@ public struct BrokerAPI: Sendable {
     public static let maximumEnvelopeReaders = 4
     let envelopeReaders: SharedAllowance
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")
+    /// Names the idempotency key of the batch an upload follows (the part before it of a large file).
+    static let followsHeader = HTTPField.Name("Follows-Idempotency-Key")
 
     let broker: Broker
     let metrics: PrometheusCollectorRegistry
@@ -122,7 +124,7 @@ public struct BrokerAPI: Sendable {
         signed.post("participants/keys/:key_id/approve") { _, context in try approveKeyRotation(context) }
         signed.post("datasets") { _, context in try registerDataset(context) }
         signed.get("datasets/:dataset") { _, context in try showDataset(context) }
-        signed.post("datasets/:dataset/batches") { request, context in try await offloaded { try uploadBatch(request, context) } }
+        signed.post("datasets/:dataset/batches") { request, context in try await uploadBatch(request, context) }
         addExchangeRoutes(to: signed)
         addWebRoutes(to: router, signed: signed)
         table.load(router.routes)
@@ -268,7 +270,17 @@ public struct BrokerAPI: Sendable {
         request.headers[.contentType]?.split(separator: ";").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
     }
 
-    func uploadBatch(_ request: Request, _ context: CivitasRequestContext) throws -> Response {
+    /// `POST /datasets/{id}/batches`: a batch that follows one this node is still storing waits
+    /// for it (without holding a thread), then is stored on the pool for blocking work.
+    func uploadBatch(_ request: Request, _ context: CivitasRequestContext) async throws -> Response {
+        _ = try require(context, roles: [.agency])
+        let id = context.parameters.get("dataset") ?? ""
+        let previous = Self.followsHeader.flatMap { request.headers[$0] }
+        if let previous { await broker.batchStored(dataset: id, idempotencyKey: previous) }
+        return try await offloaded { try storeUploadedBatch(request, context, follows: previous) }
+    }
+
+    private func storeUploadedBatch(_ request: Request, _ context: CivitasRequestContext, follows previous: String?) throws -> Response {
         let publisher = try require(context, roles: [.agency])
         let id = context.parameters.get("dataset") ?? ""
         let contentType = Self.mediaType(request)
@@ -285,7 +297,7 @@ public struct BrokerAPI: Sendable {
         let spooled = context.spooled, inMemory = context.body
         let body = { () -> ByteSource in spooled?.source() ?? MemorySource(inMemory) }
         let batch = try broker.publishBatch(dataset: id, format: format, body: body, bodySHA256: context.bodySHA256, idempotencyKey: idempotencyKey,
-                                            by: publisher, now: now()) { feed, error in
+                                            follows: previous, by: publisher, now: now()) { feed, error in
             context.logger.warning("feed window not delivered", metadata: ["feed": "\(feed)", "error": "\(error)"])
         }
         return JSONResponse.make(status: batch.replayed ? .ok : .created, .object([

@@ -65,6 +65,8 @@ public protocol BrokerStorage: AnyObject, Sendable {
     /// The batch stored under `idempotencyKey` from an upload of exactly these bytes (their
     /// SHA-256), answered as replayed; nil when there is none (or it came from other bytes).
     func uploadedBatch(dataset id: String, idempotencyKey: String, bodySHA256: [UInt8]) throws -> Batch?
+    /// The sequence of the dataset's batch stored under `idempotencyKey`, from whatever bytes; nil when none is.
+    func batchSequence(dataset id: String, idempotencyKey: String) throws -> Int64?
     func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary]
     /// The records of a dataset (or of some batches), segment by segment.
     func records(of id: String, batches: Range<Int64>?, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws

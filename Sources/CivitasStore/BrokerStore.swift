@@ -169,6 +169,14 @@ public final class BrokerStore: Sendable {
         }
     }
 
+    public func batchSequence(dataset id: String, idempotencyKey: String) throws -> Int64? {
+        try wrap {
+            try pool.read { db in
+                try Int64.fetchOne(db, sql: "SELECT sequence FROM batch WHERE dataset = ? AND idempotency_key = ?", arguments: [id, idempotencyKey])
+            }
+        }
+    }
+
     /// The dataset's records, batch by batch, segment by segment, each segment decrypted and checked.
     /// With `batches`, only those batches.
     public func records(of id: String, batches: Range<Int64>? = nil, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {

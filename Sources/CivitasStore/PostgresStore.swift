@@ -218,6 +218,13 @@ public final class PostgresStore: BrokerStorage, Sendable {
         }
     }
 
+    public func batchSequence(dataset id: String, idempotencyKey: String) throws -> Int64? {
+        try withSession { session in
+            try session.row("SELECT sequence FROM batch WHERE dataset = $1 AND idempotency_key = $2", [.text(id), .text(idempotencyKey)])
+                .map { try $0.integer("sequence") }
+        }
+    }
+
     public func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary] {
         try withSession {
             try $0.rows("SELECT sequence, records, created FROM batch WHERE dataset = $1 AND sequence >= $2 ORDER BY sequence",

@@ -66,37 +66,44 @@ enum Segments {
 
     /// Seals a batch handed over chunk by chunk (the next chunk read on another thread while this
     /// one is sealed) into segments, handing each to `store` with its position as it fills.
-    /// Returns how many records the batch holds and its content hash.
+    /// Returns how many records the batch holds and its content hash. Each row is encoded once:
+    /// its canonical bytes go into the segment and into the content hash.
     static func seal(dataset id: String, sequence: Int64, key: SealedStorageKey,
                      produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void,
                      store: (_ position: Int, _ sealed: [UInt8]) throws -> Void) throws -> (records: Int, contentSHA256: [UInt8]) {
         let contentHash = try BatchContentHash()
-        var position = 0, records = 0
-        var pending: [[String]] = []
-        func sealSegment(_ rows: ArraySlice<[String]>) throws {
-            // Canonical JSON of {"columns": [...], "rows": [[...], ...]}, written directly.
-            var plaintext = Array(#"{"columns":"#.utf8)
+        var position = 0, records = 0, rowsInSegment = 0
+        // Canonical JSON of {"columns": [...], "rows": [[...], ...]}, written as rows arrive.
+        var plaintext: [UInt8] = []
+        func startSegment() {
+            plaintext.removeAll(keepingCapacity: true)
+            plaintext += #"{"columns":"#.utf8
             CanonicalJSON.appendStringArray(contentHash.columns ?? [], to: &plaintext)
-            plaintext += Array(#","rows":["#.utf8)
-            for (index, row) in rows.enumerated() {
-                if index > 0 { plaintext.append(UInt8(ascii: ",")) }
-                CanonicalJSON.appendStringArray(row, to: &plaintext)
-            }
-            plaintext += Array("]}".utf8)
+            plaintext += #","rows":["#.utf8
+            rowsInSegment = 0
+        }
+        func sealSegment() throws {
+            plaintext += "]}".utf8
             try store(position, key.seal(plaintext, associatedData: binding(id, sequence, position)))
             position += 1
+            startSegment()
         }
         try ChunkHandoff.overlap(produce: produce) { columns, chunk in
-            try contentHash.add(columns: columns, rows: chunk)
-            records += chunk.count
-            pending += chunk
-            while pending.count >= Self.rows {
-                try sealSegment(pending.prefix(Self.rows))
-                pending.removeFirst(Self.rows)
+            let first = contentHash.columns == nil
+            try contentHash.add(columns: columns, rows: [])
+            if first { startSegment() }
+            for row in chunk {
+                if rowsInSegment > 0 { plaintext.append(UInt8(ascii: ",")) }
+                let start = plaintext.count
+                CanonicalJSON.appendStringArray(row, to: &plaintext)
+                plaintext.withUnsafeBytes { contentHash.add(encodedRow: UnsafeRawBufferPointer(rebasing: $0[start...])) }
+                rowsInSegment += 1
+                if rowsInSegment == Self.rows { try sealSegment() }
             }
+            records += chunk.count
         }
-        if !pending.isEmpty || position == 0 { try sealSegment(pending[...]) }
         guard contentHash.columns != nil else { throw StoreError(.invalidArgument, "a batch needs its columns") }
+        if rowsInSegment > 0 || position == 0 { try sealSegment() }
         return (records, contentHash.finish())
     }
 }
@@ -119,6 +126,14 @@ final class BatchContentHash {
         }
         for row in rows { hash(row) }
     }
+
+    /// Adds one row already encoded as its canonical JSON array (after the columns were given).
+    func add(encodedRow: UnsafeRawBufferPointer) {
+        hasher.update(encodedRow)
+        hasher.update(Self.lineFeed)
+    }
+
+    private static let lineFeed: [UInt8] = [0x0A]
 
     func finish() -> [UInt8] { hasher.finish() }
 

@@ -6,20 +6,32 @@ import Glibc
 
 /// Cuts a CSV or JSON Lines file too large for one batch into consecutive parts at record
 /// boundaries (a CSV line break inside quotes is not one), each at most `maximumBytes` and
-/// `maximumRecords`; every CSV part starts with the file's header. Parts are written to
-/// owner-only temporary files on a thread of their own, the next one while the one before is
-/// sent, so the file is never held in memory and at most two parts are on disk.
+/// `maximumRecords`; every CSV part starts with the file's header. A part is a range of the
+/// file (lines holding only blanks between parts are left out), found and hashed on a thread of
+/// its own while the parts before are sent: nothing is copied and the file is never held in
+/// memory.
 struct BatchSplitter: Sendable {
     let csv: Bool
     let maximumBytes: Int
     let maximumRecords: Int
 
-    /// Calls `part` with each part (its file, records in it, and number from 1) in order, one
-    /// after another; the part's file is removed once `part` returns.
-    func split(_ path: String, part: (UploadFile, _ records: Int, _ number: Int) async throws -> Void) async throws {
+    /// What a part's sender is told: when to let the next part start, and how to wait for the one before.
+    struct PartTurn: Sendable {
+        /// Lets the next part start sending; call it once this part's bytes are handed over.
+        let sent: @Sendable () -> Void
+        /// Returns once the part before has been handled, stored or not (at once for the first part).
+        let previousDone: @Sendable () async -> Void
+    }
+
+    /// Calls `part` with each part (its file, records in it, number from 1 and its turn), in
+    /// order: the call for a part starts once the part before has called `sent`, so one part may
+    /// be uploaded while the broker stores the one before. Once a part fails no further part
+    /// starts; the error thrown is that of the earliest part that failed. A part's file is
+    /// removed once its call returns.
+    func split(_ path: String, part: @escaping @Sendable (UploadFile, _ records: Int, _ number: Int, PartTurn) async throws -> Void) async throws {
         let input = open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw CLIError("cannot read batch file \(path): \(Files.errorText())") }
-        let parts = PartQueue()
+        let parts = PartSlots()
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: CutPart.self)
         let cutter = Thread { [self] in
             defer { close(input) }
@@ -30,12 +42,75 @@ struct BatchSplitter: Sendable {
                 continuation.finish(throwing: error)
             }
         }
+        cutter.stackSize = 1 << 20
         cutter.start()
-        // However this ends, the cutter stops at its next part and no part file is left behind.
+        // However this ends, the cutter stops at its next part.
         defer { parts.stop() }
-        for try await cut in stream {
-            defer { parts.sent(cut.upload.path) }
-            try await part(cut.upload, cut.records, cut.number)
+        let failures = PartFailures()
+        await withTaskGroup(of: Void.self) { group in
+            var before: (sent: OneTimeSignal, done: OneTimeSignal)?
+            do {
+                for try await cut in stream {
+                    if let before { await before.sent.wait() }
+                    guard !failures.any else { break }
+                    let sent = OneTimeSignal(), done = OneTimeSignal(), previous = before?.done
+                    group.addTask {
+                        defer {
+                            parts.release()
+                            sent.open()
+                            done.open()
+                        }
+                        do {
+                            try await part(cut.upload, cut.records, cut.number, PartTurn(sent: sent.open, previousDone: { await previous?.wait() }))
+                        } catch {
+                            failures.add(part: cut.number, error)
+                        }
+                    }
+                    before = (sent, done)
+                }
+            } catch {
+                failures.add(part: Int.max, error)  // the cutter's: no part after the last one cut can be sent
+            }
+        }
+        if let earliest = failures.earliest { throw earliest }
+    }
+
+    /// The errors of the parts that failed, by part number.
+    final class PartFailures: @unchecked Sendable {
+        private let lock = NSLock()
+        private var errors: [(part: Int, error: any Error)] = []
+
+        func add(part: Int, _ error: any Error) { lock.withLock { errors.append((part, error)) } }
+        var any: Bool { lock.withLock { !errors.isEmpty } }
+        /// The earliest part's error, which explains the others (a part cannot follow a failed one).
+        var earliest: (any Error)? { lock.withLock { errors.min { $0.part < $1.part }?.error } }
+    }
+
+    /// A signal opened once, which any number of tasks can wait for.
+    final class OneTimeSignal: @unchecked Sendable {
+        private let lock = NSLock()
+        private var opened = false
+        private var waiting: [CheckedContinuation<Void, Never>] = []
+
+        @Sendable func open() {
+            let woken = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+                guard !opened else { return [] }
+                opened = true
+                defer { waiting.removeAll() }
+                return waiting
+            }
+            for continuation in woken { continuation.resume() }
+        }
+
+        func wait() async {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = lock.withLock { () -> Bool in
+                    if opened { return true }
+                    waiting.append(continuation)
+                    return false
+                }
+                if now { continuation.resume() }
+            }
         }
     }
 
@@ -46,149 +121,139 @@ struct BatchSplitter: Sendable {
         let number: Int
     }
 
-    /// The parts on disk: at most two at once (the one being sent, the next being cut), each
-    /// removed once sent, or all of them once the sending stops.
-    final class PartQueue: @unchecked Sendable {
-        private let slots = DispatchSemaphore(value: 2)
+    /// How far the cutter may run ahead: three parts at once (the one the broker is storing, the
+    /// one being sent, the next being found).
+    final class PartSlots: @unchecked Sendable {
+        private let slots = DispatchSemaphore(value: 3)
         private let lock = NSLock()
-        private var paths: Set<String> = []
         private var stopped = false
 
-        /// Waits for room for one more part on disk; false once the sending stopped.
+        /// Waits for room for one more part; false once the sending stopped.
         func reserve() -> Bool {
             slots.wait()
             return lock.withLock { !stopped }
         }
 
-        func created(_ path: String) {
-            let unwanted = lock.withLock { () -> Bool in
-                if stopped { return true }
-                paths.insert(path)
-                return false
-            }
-            if unwanted { unlink(path) }
-        }
-
-        func sent(_ path: String) {
-            unlink(path)
-            lock.withLock { _ = paths.remove(path) }
-            slots.signal()
-        }
+        func release() { slots.signal() }
 
         func stop() {
-            let left = lock.withLock { () -> Set<String> in
-                stopped = true
-                defer { paths.removeAll() }
-                return paths
-            }
-            for path in left { unlink(path) }
-            slots.signal()
+            lock.withLock { stopped = true }
             slots.signal()
         }
     }
 
-    /// The cutting loop, on the cutter's thread: hands each finished part to `ready`.
-    private func cut(_ input: Int32, path: String, parts: PartQueue, ready: (CutPart) -> Void) throws {
-        let source = FileDescriptorSource(descriptor: input, name: path)
-        var header: [UInt8]? = csv ? nil : []
-        var record: [UInt8] = [], inQuotes = false
-        var current: PartFile?, number = 0
+    /// The cutting loop, on the cutter's thread: finds each part's range and hashes it, then hands it to `ready`.
+    private func cut(_ input: Int32, path: String, parts: PartSlots, ready: (CutPart) -> Void) throws {
+        var header: [UInt8] = []
+        var headerSeen = !csv
+        // The part being found: where it starts, where its last record ends, how many records it holds.
+        var partStart = 0, lastRecordEnd = 0, records = 0, number = 0
+        var reserved = false
 
         func finishPart() throws {
-            guard let open = current else { return }
-            current = nil
+            guard records > 0 else { return }
             number += 1
-            ready(CutPart(upload: try open.finish(), records: open.records, number: number))
+            let length = lastRecordEnd - partStart
+            let upload = UploadFile(path: path, header: header, offset: partStart, size: header.count + length,
+                                    sha256: try Self.hash(input, path: path, header: header, offset: partStart, length: length))
+            ready(CutPart(upload: upload, records: records, number: number))
+            records = 0
+            reserved = false
         }
-        func add(_ complete: [UInt8]) throws {
-            guard let header else {
-                header = complete  // the CSV header line
+        /// A record from `start` to `end` (its line break included); `blank` when it holds only blanks.
+        func record(start: Int, end: Int, blank: Bool) throws {
+            guard headerSeen else {
+                if blank { return }
+                header = try Self.read(input, path: path, offset: start, length: end - start)
+                headerSeen = true
+                partStart = end
+                lastRecordEnd = end
                 return
             }
-            guard header.count + complete.count <= maximumBytes else {
-                throw CLIError("\(path): record \((current?.records ?? 0) + 1) of part \(number + 1) is longer than a batch may be (\(maximumBytes) bytes)")
+            if blank {
+                // Blank lines before a part's first record are left out of it.
+                if records == 0 { partStart = end; lastRecordEnd = end }
+                return
             }
-            if let open = current, open.bytes + complete.count > maximumBytes || open.records == maximumRecords { try finishPart() }
-            if current == nil {
+            guard header.count + (end - start) <= maximumBytes else {
+                throw CLIError("\(path): record \(records + 1) of part \(number + 1) is longer than a batch may be (\(maximumBytes) bytes)")
+            }
+            if records > 0 && (header.count + (end - partStart) > maximumBytes || records == maximumRecords) {
+                try finishPart()
+                partStart = start
+            }
+            if !reserved {
                 guard parts.reserve() else { throw CancellationError() }
-                let part = try PartFile(header: header)
-                parts.created(part.path)
-                current = part
+                reserved = true
             }
-            try current?.append(record: complete)
+            records += 1
+            lastRecordEnd = end
         }
 
         var block = [UInt8](repeating: 0, count: 1 << 20)
+        var offset = 0, recordStart = 0, inQuotes = false, recordBlank = true
+        let source = FileDescriptorSource(descriptor: input, name: path)
         while true {
             let count = try block.withUnsafeMutableBytes { try source.read(into: $0) }
             if count == 0 { break }
-            var start = 0
-            for index in 0..<count {
-                let byte = block[index]
-                if csv && byte == 0x22 { inQuotes.toggle() }
-                if byte == 0x0A && !inQuotes {
-                    record += block[start...index]
-                    start = index + 1
-                    let complete = record
-                    record.removeAll(keepingCapacity: true)
-                    if complete.contains(where: { $0 != 0x0A && $0 != 0x0D && $0 != 0x20 }) { try add(complete) }
+            try block.withUnsafeBufferPointer { bytes in
+                for index in 0..<count {
+                    let byte = bytes[index]
+                    if byte == 0x0A {
+                        if inQuotes { continue }
+                        try record(start: recordStart, end: offset + index + 1, blank: recordBlank)
+                        recordStart = offset + index + 1
+                        recordBlank = true
+                    } else if byte == 0x22 {
+                        if csv { inQuotes.toggle() }
+                        recordBlank = false
+                    } else if recordBlank && byte != 0x0D && byte != 0x20 {
+                        recordBlank = false
+                    }
                 }
             }
-            record += block[start..<count]
-            guard record.count <= maximumBytes else { throw CLIError("\(path): a record is longer than a batch may be (\(maximumBytes) bytes)") }
+            offset += count
+            guard offset - recordStart <= maximumBytes else { throw CLIError("\(path): a record is longer than a batch may be (\(maximumBytes) bytes)") }
         }
-        if record.contains(where: { $0 != 0x0A && $0 != 0x0D && $0 != 0x20 }) { try add(record + [0x0A]) }
+        // A last record without a line break ends the file.
+        if recordStart < offset { try record(start: recordStart, end: offset, blank: recordBlank) }
         try finishPart()
     }
 
-    /// One part being written: an owner-only temporary file (removed once sent), hashed as it is
-    /// written, through a buffer of a megabyte (a write per record cost a system call each).
-    private final class PartFile {
-        let path: String
-        let descriptor: Int32
-        let hasher: SHA256Hasher
-        private(set) var bytes = 0
-        private(set) var records = 0
-        private var buffer: [UInt8] = []
-        private static let bufferSize = 1 << 20
-
-        init(header: [UInt8]) throws {
-            let directory = Environment.value(of: "TMPDIR") ?? "/tmp"
-            var template = Array("\(directory)/civitas-part-\(Files.randomSuffixTemplate)".utf8CString)
-            descriptor = mkstemp(&template)
-            guard descriptor >= 0 else { throw CLIError("cannot create a temporary batch part in \(directory): \(Files.errorText())") }
-            path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            _ = fchmod(descriptor, 0o600)
-            hasher = try SHA256Hasher()
-            try write(header)
-        }
-
-        deinit { close(descriptor) }
-
-        func append(record: [UInt8]) throws {
-            try write(record)
-            records += 1
-        }
-
-        private func write(_ data: [UInt8]) throws {
-            if buffer.count + data.count > Self.bufferSize { try flush() }
-            buffer += data
-            bytes += data.count
-        }
-
-        private func flush() throws {
-            guard !buffer.isEmpty else { return }
-            try buffer.withUnsafeBytes { bytes in
-                try FileDescriptorSink(descriptor: descriptor, name: path).write(bytes)
-                hasher.update(bytes)
+    /// The SHA-256 of a part: the header, then `length` bytes of the file from `offset`.
+    private static func hash(_ input: Int32, path: String, header: [UInt8], offset: Int, length: Int) throws -> [UInt8] {
+        let hasher = try SHA256Hasher()
+        hasher.update(header)
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var done = 0
+        while done < length {
+            let wanted = min(chunk.count, length - done)
+            let count = try chunk.withUnsafeMutableBytes { buffer in
+                try readFully(input, path: path, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<wanted]), at: offset + done)
             }
-            buffer.removeAll(keepingCapacity: true)
+            chunk.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            done += count
         }
+        return hasher.finish()
+    }
 
-        func finish() throws -> UploadFile {
-            try flush()
-            guard fsync(descriptor) == 0 else { throw CLIError("cannot write \(path): \(Files.errorText())") }
-            return UploadFile(path: path, size: bytes, sha256: hasher.finish())
+    private static func read(_ input: Int32, path: String, offset: Int, length: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: length)
+        _ = try bytes.withUnsafeMutableBytes { try readFully(input, path: path, into: $0, at: offset) }
+        return bytes
+    }
+
+    /// Fills `buffer` from the file at `offset`; a file that ends first changed while it was cut.
+    private static func readFully(_ input: Int32, path: String, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws -> Int {
+        var filled = 0
+        while filled < buffer.count {
+            let count = pread(input, buffer.baseAddress.map { $0 + filled }, buffer.count - filled, off_t(offset + filled))
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else {
+                throw CLIError(count == 0 ? "\(path) shrank while it was being cut into parts" : "cannot read batch file \(path): \(Files.errorText())")
+            }
+            filled += count
         }
+        return filled
     }
 }

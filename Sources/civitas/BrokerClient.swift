@@ -247,19 +247,27 @@ struct BrokerClient {
     }
 
     /// Streams a file as the body of a signed POST, drawing progress on a terminal; the file is never held in memory whole.
+    /// `handedOver` is called once the whole file has been handed to the connection (the answer
+    /// comes after the broker has stored it).
     func upload(_ path: String, file: UploadFile, contentType: String, headers extra: [String: String],
-                progress: UploadProgress) async throws -> (status: Int, json: JSONValue) {
+                progress: UploadProgress, handedOver: @escaping @Sendable () -> Void = {}) async throws -> (status: Int, json: JSONValue) {
         var request = try signedRequest("POST", path, bodySHA256: file.sha256, contentType: contentType, headers: extra)
         request.headers.replaceOrAdd(name: "Content-Length", value: String(file.size))
-        request.body = .stream(FileChunks(file: file, progress: progress), length: .known(Int64(file.size)))
+        request.body = .stream(FileChunks(file: file, progress: progress, handedOver: handedOver), length: .known(Int64(file.size)))
         let answer: (status: Int, body: [UInt8], headers: [String: String])
         do { answer = try await execute(request) } catch {
             if progress.enabled { Output.progress("\n") }
             throw error
         }
         progress.finish()
+        if answer.status == 409, (try? JSONParser.parse(answer.body))?["error"]?["code"]?.stringValue == "previous_batch_missing" {
+            throw PreviousBatchMissing()
+        }
         return try self.answer(answer.body, status: answer.status, headers: answer.headers)
     }
+
+    /// The broker's refusal of a batch sent to follow one it does not hold yet.
+    struct PreviousBatchMissing: Error {}
 
     /// Registers a participant's public keys with a role (the operator's request).
     func registerParticipant(_ keys: PublicKeys, role: String) async throws {
@@ -482,21 +490,49 @@ struct PublishCommand: AsyncParsableCommand {
             throw CLIError("\(file) is \(upload.size) bytes; a batch is at most \(BrokerAPI.maximumBodySize) bytes, and only CSV and JSON Lines files are cut into consecutive batches: split it")
         }
         // A margin under the limit leaves room for the part's header line.
+        // Each part follows the one before: it is uploaded while the broker stores that one, and stored after it.
         let splitter = BatchSplitter(csv: type == "text/csv", maximumBytes: BrokerAPI.maximumBodySize - (1 << 20), maximumRecords: Broker.maximumBatchRows)
-        try await splitter.split(file) { part, _, number in
-            batches.append(try await send(part, key: "\(key)-part-\(number)", type: type, client: client, part: number))
+        let stored = StoredParts()
+        try await splitter.split(file) { [self] part, _, number, turn in
+            let answer = try await send(part, key: "\(key)-part-\(number)", type: type, client: client, part: number,
+                                        follows: number > 1 ? "\(key)-part-\(number - 1)" : nil, turn: turn)
+            stored.add(number, answer)
         }
+        batches = stored.inOrder
         try finish()
     }
 
+    /// What the broker answered about each part, by number.
+    private final class StoredParts: @unchecked Sendable {
+        private let lock = NSLock()
+        private var answers: [Int: JSONValue] = [:]
+        func add(_ number: Int, _ answer: JSONValue) { lock.withLock { answers[number] = answer } }
+        var inOrder: [JSONValue] { lock.withLock { answers.sorted { $0.key < $1.key }.map(\.value) } }
+    }
+
     /// Sends one batch and reports it (in text at once); returns what the broker answered about it.
-    private func send(_ upload: UploadFile, key: String, type: String, client: BrokerClient, part: Int?) async throws -> JSONValue {
+    /// A part that `follows` another lets the next part start once its bytes are handed over; if
+    /// the broker does not hold the part before yet (another node stores it), it is sent again
+    /// once that one is done.
+    private func send(_ upload: UploadFile, key: String, type: String, client: BrokerClient, part: Int?,
+                      follows previous: String? = nil, turn: BatchSplitter.PartTurn? = nil) async throws -> JSONValue {
         let label = "uploading \(dataset)" + (part.map { " (part \($0))" } ?? "")
         let progress = UploadProgress(total: upload.size, label: label, enabled: !noProgress && upload.size >= 1 << 20)
+        var headers = ["Idempotency-Key": key]
+        if let previous { headers["Follows-Idempotency-Key"] = previous }
+        let handedOver: @Sendable () -> Void = turn.map { $0.sent } ?? { @Sendable in }
         let status: Int, json: JSONValue
         do {
-            (status, json) = try await client.upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
-                                                     headers: ["Idempotency-Key": key], progress: progress)
+            do {
+                (status, json) = try await client.upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
+                                                         headers: headers, progress: progress, handedOver: handedOver)
+            } catch is BrokerClient.PreviousBatchMissing {
+                await turn?.previousDone()
+                (status, json) = try await client.upload("/datasets/\(dataset)/batches", file: upload, contentType: type,
+                                                         headers: headers, progress: progress)
+            }
+        } catch is BrokerClient.PreviousBatchMissing {
+            throw CLIError("the broker does not hold the part before part \(part ?? 0) of \(file) (uploaded as \(previous ?? "?")), so this part was not stored")
         } catch let error as BrokerClient.TransportError {
             let again = idempotencyKey.map { "civitas publish --idempotency-key \($0) …" } ?? "the same command"
             throw CLIError("\(error.message); the broker may still be storing \(part.map { "part \($0) of " } ?? "")\(file): run \(again) again when it is reachable (it is idempotent: batches already stored are answered, never stored twice)")

@@ -7,13 +7,21 @@ import Glibc
 
 /// A file to be sent as a request body without holding it in memory: its size and SHA-256,
 /// computed in one bounded pass so the request can be signed before the upload starts.
-struct UploadFile {
+struct UploadFile: Sendable {
     let path: String
+    /// Bytes sent before the file's own (a CSV part's header line).
+    let header: [UInt8]
+    /// Where the file's bytes start.
+    let offset: Int
+    /// The body's length: the header and the file's bytes sent after it.
     let size: Int
     let sha256: [UInt8]
 
-    init(path: String, size: Int, sha256: [UInt8]) {
+    /// `header`, then `size - header.count` bytes of the file from `offset`.
+    init(path: String, header: [UInt8] = [], offset: Int = 0, size: Int, sha256: [UInt8]) {
         self.path = path
+        self.header = header
+        self.offset = offset
         self.size = size
         self.sha256 = sha256
     }
@@ -43,6 +51,8 @@ struct UploadFile {
         }
         guard total == Int(info.st_size) else { throw CLIError("batch file \(path) changed while it was being read") }
         self.path = path
+        header = []
+        offset = 0
         size = total
         sha256 = hasher.finish()
     }
@@ -95,31 +105,55 @@ struct FileChunks: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let file: UploadFile
     let progress: UploadProgress
+    /// Called once the last chunk has been handed to the connection.
+    var handedOver: @Sendable () -> Void = {}
 
-    func makeAsyncIterator() -> Iterator { Iterator(file: file, progress: progress) }
+    func makeAsyncIterator() -> Iterator { Iterator(file: file, progress: progress, handedOver: handedOver) }
 
     final class Iterator: AsyncIteratorProtocol {
-        private let path: String
+        private let file: UploadFile
         private let progress: UploadProgress
+        private let handedOver: @Sendable () -> Void
         private var descriptor: Int32 = -1
+        private var finished = false
         private var sent = 0
         private var chunk = [UInt8](repeating: 0, count: 1 << 20)
 
-        init(file: UploadFile, progress: UploadProgress) {
-            path = file.path
+        init(file: UploadFile, progress: UploadProgress, handedOver: @escaping @Sendable () -> Void) {
+            self.file = file
             self.progress = progress
+            self.handedOver = handedOver
         }
 
         deinit { if descriptor >= 0 { close(descriptor) } }
 
         func next() async throws -> ByteBuffer? {
-            if descriptor < 0 {
-                descriptor = open(path, O_RDONLY | O_CLOEXEC)
-                guard descriptor >= 0 else { throw CLIError("cannot read batch file \(path): \(Files.errorText())") }
+            if finished { return nil }
+            if sent < file.header.count {
+                sent = file.header.count
+                progress.update(sent: Int64(sent))
+                return ByteBuffer(bytes: file.header)
             }
-            let source = FileDescriptorSource(descriptor: descriptor, name: path)
-            let count = try chunk.withUnsafeMutableBytes { try source.read(into: $0) }
-            guard count > 0 else { return nil }
+            if descriptor < 0 {
+                descriptor = open(file.path, O_RDONLY | O_CLOEXEC)
+                guard descriptor >= 0 else { throw CLIError("cannot read batch file \(file.path): \(Files.errorText())") }
+            }
+            let wanted = Swift.min(chunk.count, file.size - sent)
+            var count = 0
+            while count < wanted {
+                let position = off_t(file.offset + sent - file.header.count + count)
+                let read = chunk.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress.map { $0 + count }, wanted - count, position) }
+                if read < 0 && errno == EINTR { continue }
+                guard read > 0 else {
+                    throw CLIError(read == 0 ? "batch file \(file.path) shrank while it was being sent" : "cannot read batch file \(file.path): \(Files.errorText())")
+                }
+                count += read
+            }
+            guard count > 0 else {
+                finished = true
+                handedOver()
+                return nil
+            }
             sent += count
             progress.update(sent: Int64(sent))
             return ByteBuffer(bytes: chunk[0..<count])

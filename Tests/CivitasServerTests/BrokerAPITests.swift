@@ -218,6 +218,34 @@ struct BrokerAPITests {
         }
     }
 
+    @Test("A batch sent to follow another is refused (409 previous_batch_missing) until the dataset holds that one, then stored after it")
+    func followingBatch() async throws {
+        let broker = try TestBroker()
+        try await broker.application.test(.router) { client in
+            let register = Array(#"{"id":"calls","schema":\#(callSchema)}"#.utf8)
+            _ = try await client.execute(try TestBroker.signed(.post, "/datasets", body: register, key: broker.agency))
+            func upload(_ csv: String, key: String, follows: String?) async throws -> TestResponse {
+                var headers = HTTPFields()
+                if let name = HTTPField.Name("Idempotency-Key") { headers[name] = key }
+                if let follows, let name = HTTPField.Name("Follows-Idempotency-Key") { headers[name] = follows }
+                return try await client.execute(try TestBroker.signed(.post, "/datasets/calls/batches", body: Array(csv.utf8), key: broker.agency,
+                                                                     contentType: "text/csv", extra: headers))
+            }
+            let second = "twp,title,age\nNORRISTOWN,Fire: ALARM,40\n"
+            let early = try await upload(second, key: "file-part-2", follows: "file-part-1")
+            #expect(early.status == .conflict)
+            #expect(try json(early)["error"]?["code"] == "previous_batch_missing")
+            #expect(try broker.store.batches(of: "calls", from: 1).isEmpty)
+            // Positive control: once the part before is stored, the same upload is stored after it.
+            let first = try await upload("twp,title,age\nAMBLER,EMS: FALL VICTIM,81\n", key: "file-part-1", follows: nil)
+            #expect(first.status == .created)
+            #expect(try json(first)["sequence"] == 1)
+            let later = try await upload(second, key: "file-part-2", follows: "file-part-1")
+            #expect(later.status == .created)
+            #expect(try json(later)["sequence"] == 2)
+        }
+    }
+
     @Test("A bad batch is refused with row, field and reason, and nothing is stored")
     func badBatch() async throws {
         let broker = try TestBroker()

@@ -182,6 +182,9 @@ struct StorageContractTests {
                 && uploaded?.contentSHA256 == chunked.contentSHA256)
         #expect(try world.storage.uploadedBatch(dataset: "calls", idempotencyKey: "k", bodySHA256: SHA256Hasher.hash([1])) == nil)
         #expect(try world.storage.uploadedBatch(dataset: "calls", idempotencyKey: "other", bodySHA256: body) == nil)
+        // The key alone finds the batch's sequence, whatever bytes it came from; another key or dataset does not.
+        #expect(try world.storage.batchSequence(dataset: "calls", idempotencyKey: "k") == chunked.sequence)
+        #expect(try world.storage.batchSequence(dataset: "calls", idempotencyKey: "other") == nil)
         // The same rows given whole hash the same: the key answers the stored batch.
         let whole = try world.storage.appendBatch(dataset: "calls", columns: columns, rows: rows, idempotencyKey: "k", now: Self.now)
         #expect(whole.replayed && whole.sequence == chunked.sequence && whole.contentSHA256 == chunked.contentSHA256)

@@ -1,8 +1,11 @@
 """A CSV file larger than one batch may be (64 MiB) is sent by `civitas publish` as consecutive
 batches cut at record boundaries, a quoted line break never being one: every record arrives once,
-as written (pandas reads the file and the broker's stored count must match), and sending the file
-again stores nothing new."""
+as written (pandas reads the file and the broker's stored count must match), the parts are stored
+in order although each is uploaded while the broker stores the one before, blank lines and a
+last record without a line break are read as pandas reads them, and sending the file again
+stores nothing new."""
 
+import json
 import pathlib
 
 import pandas as pd
@@ -13,7 +16,8 @@ SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "Schemas" / "datasets"
 
 
 def write_calls(path, target_bytes):
-    """911-shaped calls whose description holds quoted commas, quotes and line breaks."""
+    """911-shaped calls whose description holds quoted commas, quotes and line breaks; an empty
+    line (LF or CRLF) after every 5,000th record, and no line break after the last one."""
     towns = ["NORRISTOWN", "ABINGTON", "LOWER MERION", "CHELTENHAM"]
     header = "lat,lng,desc,zip,title,timeStamp,twp,addr,e\n"
     written = 0
@@ -23,10 +27,12 @@ def write_calls(path, target_bytes):
         while written < target_bytes:
             desc = f'"call {i}, ""as reported""\nsecond line of {i}; {"x" * (i % 90)}"'
             line = (f"40.{100000 + (i * 7919) % 300000},-75.{200000 + (i * 104729) % 300000},{desc},{19400 + i % 40},"
-                    f"EMS: FALL VICTIM,2016-01-1{i % 10} 0{i % 10}:1{i % 6}:00,{towns[i % 4]},MAIN ST,1\n")
+                    f"EMS: FALL VICTIM,2016-01-1{i % 10} 0{i % 10}:1{i % 6}:00,{towns[i % 4]},MAIN ST,1")
+            i += 1
+            if written + len(line) < target_bytes:
+                line += "\n" + ("\r\n" if i % 10_000 == 0 else "\n" if i % 5_000 == 0 else "")
             out.write(line)
             written += len(line)
-            i += 1
     return i
 
 
@@ -44,10 +50,13 @@ def test_a_file_larger_than_a_batch_arrives_whole_in_parts(civitas_bin, tmp_path
         assert source.stat().st_size > 64 << 20
         assert len(pd.read_csv(source, dtype=str, keep_default_na=False)) == rows
 
-        first = cli.run("publish", "--no-progress", "--key", "K/agency.secret", "calls", source, "--broker", url).stdout.decode()
-        parts = [line for line in first.splitlines() if line.startswith("stored ")]
+        assert not source.read_bytes().endswith(b"\n")
+        first = json.loads(cli.run("publish", "--json", "--no-progress", "--key", "K/agency.secret", "calls", source, "--broker", url).stdout)
+        parts = first["batches"]
         assert len(parts) == 2, first
-        assert sum(int(line.split()[1]) for line in parts) == rows
+        assert sum(part["records"] for part in parts) == first["records"] == rows
+        # Part n is batch n: the second part, uploaded while the broker stored the first, was stored after it.
+        assert [(part["part"], part["sequence"], part["replayed"]) for part in parts] == [(1, 1, False), (2, 2, False)], parts
 
         again = cli.run("publish", "--no-progress", "--key", "K/agency.secret", "calls", source, "--broker", url).stdout.decode()
         assert [line.startswith("already stored") for line in again.splitlines()] == [True, True], again

@@ -235,8 +235,8 @@ public struct DatasetSchema: Sendable {
         }
         for (r, row) in table.rows.enumerated() {
             for check in checks {
-                if let reason = Self.problem(row[check.index], field: check.field, types: check.types) {
-                    issues.append(Issue(row: firstRow + r, field: check.field.name, reason: reason))
+                if let reason = Self.problem(row[check.index], check: check) {
+                    issues.append(Issue(row: firstRow + r, field: check.name, reason: reason))
                     if issues.count >= limit { return issues }
                 }
             }
@@ -244,16 +244,37 @@ public struct DatasetSchema: Sendable {
         return issues
     }
 
-    /// How one column of a table is checked.
+    /// How one column of a table is checked: what of its field the checks read, held by
+    /// reference (a cell's check copies nothing).
     private final class ColumnCheck {
         let index: Int
-        let field: Field
+        let name: String
         let types: CellTypes
+        let typeNames: String
+        let subject: Bool
+        let dates: Bool
+        let allowed: Set<String>?
+        let minimum: Double?
+        let maximum: Double?
+        let minLength: Int?
+        let maxLength: Int?
+        let pattern: String?
+        let matcher: PatternMatcher?
 
         init(index: Int, field: Field, types: CellTypes) {
             self.index = index
-            self.field = field
             self.types = types
+            name = field.name
+            typeNames = field.types.sorted().joined(separator: "/")
+            subject = field.privacy == .subject
+            if case .dateTruncation? = field.hierarchy { dates = true } else { dates = false }
+            allowed = field.allowed.map(Set.init)
+            minimum = field.minimum
+            maximum = field.maximum
+            minLength = field.minLength
+            maxLength = field.maxLength
+            pattern = field.pattern
+            matcher = field.matcher
         }
     }
 
@@ -272,12 +293,16 @@ public struct DatasetSchema: Sendable {
     /// Control characters no schema field can mean (NUL, escape, …); a subject id may hold no
     /// control character at all, or it could never match the consent its person gave.
     static func controlCharacterProblem(_ value: String, field: Field) -> String? {
+        controlCharacterProblem(value, subject: field.privacy == .subject)
+    }
+
+    private static func controlCharacterProblem(_ value: String, subject: Bool) -> String? {
         // Control characters are single UTF-8 bytes below 0x20 or 0x7F; most cells hold none.
         var value = value
         let clean = value.withUTF8 { bytes in !bytes.contains { $0 < 0x20 || $0 == 0x7F } }
         if clean { return nil }
         let forbidden = value.unicodeScalars.first { scalar in
-            scalar.value == 0x7F || (scalar.value < 0x20 && (field.privacy == .subject || ![0x09, 0x0A, 0x0D].contains(scalar.value)))
+            scalar.value == 0x7F || (scalar.value < 0x20 && (subject || ![0x09, 0x0A, 0x0D].contains(scalar.value)))
         }
         return forbidden.map { String(format: "holds the control character U+%04X", $0.value) }
     }
@@ -348,14 +373,15 @@ public struct DatasetSchema: Sendable {
         }
     }
 
-    private static func problem(_ value: String, field: Field, types: CellTypes) -> String? {
-        if let problem = controlCharacterProblem(value, field: field) { return problem }
+    private static func problem(_ value: String, check: ColumnCheck) -> String? {
+        let types = check.types
+        if let problem = controlCharacterProblem(value, subject: check.subject) { return problem }
         if value.isEmpty {
             if types.nullable { return nil }
-            if types.onlyString && (field.minLength ?? 0) == 0 && field.pattern == nil && field.allowed == nil { return nil }
+            if types.onlyString && (check.minLength ?? 0) == 0 && check.pattern == nil && check.allowed == nil { return nil }
             return "missing value"
         }
-        if let allowed = field.allowed, !allowed.contains(value) {
+        if let allowed = check.allowed, !allowed.contains(value) {
             return "'\(value.prefix(40))' is not one of the allowed values"
         }
         // A number is read only for a field that may hold one (most cells are text).
@@ -369,19 +395,19 @@ public struct DatasetSchema: Sendable {
         } else if types.boolean {
             guard value == "true" || value == "false" else { return "'\(value.prefix(40))' is not true or false" }
         } else if types.noCellForm {
-            return "an \(field.types.sorted().joined(separator: "/")) cannot come from a CSV cell"
+            return "an \(check.typeNames) cannot come from a CSV cell"
         }
         if let numeric, !types.string {
-            if let minimum = field.minimum, numeric < minimum { return "\(value) is below the minimum \(minimum)" }
-            if let maximum = field.maximum, numeric > maximum { return "\(value) is above the maximum \(maximum)" }
+            if let minimum = check.minimum, numeric < minimum { return "\(value) is below the minimum \(minimum)" }
+            if let maximum = check.maximum, numeric > maximum { return "\(value) is above the maximum \(maximum)" }
         }
-        if let problem = dateProblem(value, field: field) { return problem }
+        if check.dates, let problem = CivilDate.problem(value) { return problem }
         if types.textual {
-            let length = field.minLength == nil && field.maxLength == nil ? 0 : Self.characterCount(value)
-            if let minLength = field.minLength, length < minLength { return "shorter than \(minLength) characters" }
-            if let maxLength = field.maxLength, length > maxLength { return "longer than \(maxLength) characters" }
-            if let matcher = field.matcher, !matcher.matches(value) {
-                return "'\(value.prefix(40))' does not match the pattern \(field.pattern ?? "")"
+            let length = check.minLength == nil && check.maxLength == nil ? 0 : Self.characterCount(value)
+            if let minLength = check.minLength, length < minLength { return "shorter than \(minLength) characters" }
+            if let maxLength = check.maxLength, length > maxLength { return "longer than \(maxLength) characters" }
+            if let matcher = check.matcher, !matcher.matches(value) {
+                return "'\(value.prefix(40))' does not match the pattern \(check.pattern ?? "")"
             }
         }
         return nil

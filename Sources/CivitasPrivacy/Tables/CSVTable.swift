@@ -165,14 +165,22 @@ private struct CSVReader {
     }
 
     mutating func endField() throws {
-        guard field.count <= limits.maximumFieldLength else {
+        try field.withUnsafeBufferPointer { try endField($0) }
+        field.removeAll(keepingCapacity: true)
+    }
+
+    /// Ends the field holding `bytes` (the collected field, or a run read straight from the input).
+    mutating func endField(_ bytes: UnsafeBufferPointer<UInt8>) throws {
+        guard bytes.count <= limits.maximumFieldLength else {
             throw PrivacyError(.invalidValue, "line \(line): a field is longer than \(limits.maximumFieldLength) bytes")
         }
-        guard let text = String(validating: field, as: UTF8.self) else {
+        // ASCII is valid UTF-8 as it stands (most fields); anything else is validated.
+        let ascii = bytes.allSatisfy { $0 < 0x80 }
+        guard let text = ascii ? String(decoding: bytes, as: UTF8.self) : String(validating: bytes, as: UTF8.self) else {
             throw PrivacyError(.invalidValue, "line \(line): a field is not valid UTF-8")
         }
+        if record.isEmpty { record.reserveCapacity(columns?.count ?? 8) }
         record.append(text)
-        field.removeAll(keepingCapacity: true)
         fieldStarted = false
         guard record.count <= limits.maximumColumns else {
             throw PrivacyError(.invalidValue, "line \(line): more than \(limits.maximumColumns) fields")
@@ -206,7 +214,36 @@ private struct CSVReader {
 
     mutating func parse(_ bytes: UnsafeBufferPointer<UInt8>, header: ([String]) throws -> Void,
                         rows: (_ chunk: [[String]], _ firstRow: Int) throws -> Void) throws {
-        for byte in bytes {
+        var index = 0
+        let count = bytes.count
+        while index < count {
+            // Outside quotes, a run of plain bytes is taken whole: a field that starts and ends in
+            // this block becomes a string straight from the input, others are collected.
+            if !quoted && !quotePending {
+                var end = index
+                while end < count {
+                    let byte = bytes[end]
+                    if byte == separator || byte == 0x0A || byte == 0x0D || byte == 0x22 { break }
+                    end += 1
+                }
+                if end > index {
+                    let run = UnsafeBufferPointer(rebasing: bytes[index..<end])
+                    if field.isEmpty && !fieldStarted && end < count && bytes[end] == separator {
+                        try endField(run)
+                        index = end + 1
+                        continue
+                    }
+                    guard field.count + run.count <= limits.maximumFieldLength else {
+                        throw PrivacyError(.invalidValue, "line \(line): a field is longer than \(limits.maximumFieldLength) bytes")
+                    }
+                    field.append(contentsOf: run)
+                    fieldStarted = true
+                    index = end
+                    continue
+                }
+            }
+            let byte = bytes[index]
+            index += 1
             if quotePending {
                 quotePending = false
                 if byte == 0x22 {
