@@ -465,8 +465,7 @@ struct PublishCommand: AsyncParsableCommand {
     @Argument(help: "The batch: CSV, JSON Lines, or NGSI-LD entities (normalized or key-values).") var file: String
 
     func run() async throws {
-        let upload = try UploadFile(path: file, limit: Int.max)
-        let key = idempotencyKey ?? Hex.encode(upload.sha256)
+        let size = try UploadFile.size(of: file)
         let type = contentType ?? {
             let lower = file.lowercased()
             if lower.hasSuffix(".jsonl") || lower.hasSuffix(".ndjson") { return "application/x-ndjson" }
@@ -481,19 +480,25 @@ struct PublishCommand: AsyncParsableCommand {
             let records = batches.compactMap { $0["records"]?.numberValue }.reduce(0, +)
             try report.emit(["dataset": .string(dataset), "records": .number(records), "batches": .array(batches)], text: "")
         }
-        guard upload.size > BrokerAPI.maximumBodySize else {
-            batches.append(try await send(upload, key: key, type: type, client: client, part: nil))
+        guard size > BrokerAPI.maximumBodySize else {
+            let upload = try UploadFile(path: file, limit: BrokerAPI.maximumBodySize)
+            batches.append(try await send(upload, key: idempotencyKey ?? Hex.encode(upload.sha256), type: type, client: client, part: nil))
             try finish()
             return
         }
         guard type == "text/csv" || type == "application/x-ndjson" else {
-            throw CLIError("\(file) is \(upload.size) bytes; a batch is at most \(BrokerAPI.maximumBodySize) bytes, and only CSV and JSON Lines files are cut into consecutive batches: split it")
+            throw CLIError("\(file) is \(size) bytes; a batch is at most \(BrokerAPI.maximumBodySize) bytes, and only CSV and JSON Lines files are cut into consecutive batches: split it")
         }
         // A margin under the limit leaves room for the part's header line.
         // Each part follows the one before: it is uploaded while the broker stores that one, and stored after it.
         let splitter = BatchSplitter(csv: type == "text/csv", maximumBytes: BrokerAPI.maximumBodySize - (1 << 20), maximumRecords: Broker.maximumBatchRows)
         let stored = StoredParts()
+        // The parts' keys name the file: by default its SHA-256, read while the first part is found.
+        let path = file, given = idempotencyKey
+        let fileKey = Task { try given ?? Hex.encode(UploadFile(path: path, limit: Int.max).sha256) }
+        defer { fileKey.cancel() }
         try await splitter.split(file) { [self] part, _, number, turn in
+            let key = try await fileKey.value
             let answer = try await send(part, key: "\(key)-part-\(number)", type: type, client: client, part: number,
                                         follows: number > 1 ? "\(key)-part-\(number - 1)" : nil, turn: turn)
             stored.add(number, answer)

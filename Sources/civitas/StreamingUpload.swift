@@ -26,6 +26,14 @@ struct UploadFile: Sendable {
         self.sha256 = sha256
     }
 
+    /// The size of the regular file at `path`.
+    static func size(of path: String) throws -> Int {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw CLIError("cannot read batch file \(path): \(Files.errorText())") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw CLIError("batch file \(path) is not a regular file (publish needs its size up front)") }
+        return Int(info.st_size)
+    }
+
     /// Reads the file once in 1 MiB chunks; refuses anything that is not a regular file or is larger than `limit`.
     init(path: String, limit: Int) throws {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
