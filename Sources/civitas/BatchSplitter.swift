@@ -26,8 +26,7 @@ struct BatchSplitter: Sendable {
     /// Calls `part` with each part (its file, records in it, number from 1 and its turn), in
     /// order: the call for a part starts once the part before has called `sent`, so one part may
     /// be uploaded while the broker stores the one before. Once a part fails no further part
-    /// starts; the error thrown is that of the earliest part that failed. A part's file is
-    /// removed once its call returns.
+    /// starts; the error thrown is that of the earliest part that failed.
     func split(_ path: String, part: @escaping @Sendable (UploadFile, _ records: Int, _ number: Int, PartTurn) async throws -> Void) async throws {
         let input = open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw CLIError("cannot read batch file \(path): \(Files.errorText())") }
