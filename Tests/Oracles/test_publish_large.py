@@ -63,3 +63,44 @@ def test_a_file_larger_than_a_batch_arrives_whole_in_parts(civitas_bin, tmp_path
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_json_lines_file_larger_than_a_batch_arrives_whole_in_parts(civitas_bin, tmp_path, cli):
+    """The same for JSON Lines: no header, a line break inside a value is escaped, blank lines
+    (spaces, tabs, CRLF) are skipped as the broker's reader skips them, and the last record has
+    no line break."""
+    cli.cwd = tmp_path
+    for name in ["operator", "agency"]:
+        cli.run("keys", "generate", "--name", name, "--dir", "K")
+    process, url = start_broker(civitas_bin, tmp_path, "K/operator.pub")
+    try:
+        cli.run("participants", "add", "--key", "K/operator.secret", "--role", "agency", "K/agency.pub", "--broker", url)
+        cli.run("datasets", "register", "--key", "K/agency.secret", "--id", "calls", "--schema", SCHEMAS / "emergency-call.schema.json",
+                "--broker", url)
+        csv_source = tmp_path / "calls.csv"
+        write_calls(csv_source, 50 << 20)
+        source = tmp_path / "calls.jsonl"
+        records = 0
+        with open(source, "w", newline="") as out:
+            rows = pd.read_csv(csv_source, dtype=str, keep_default_na=False).to_dict("records")
+            for _ in range(2):
+                for row in rows:
+                    if records:
+                        out.write("\n" + (" \t\r\n" if records % 7_000 == 0 else ""))
+                    out.write(json.dumps(row))
+                    records += 1
+        assert source.stat().st_size > 64 << 20
+        assert not source.read_bytes().endswith(b"\n")
+        assert sum(1 for line in source.read_text().splitlines() if line.strip()) == records
+
+        first = json.loads(cli.run("publish", "--json", "--no-progress", "--key", "K/agency.secret", "calls", source, "--broker", url).stdout)
+        parts = first["batches"]
+        assert len(parts) >= 2, first
+        assert first["records"] == sum(part["records"] for part in parts) == records
+        assert [(part["part"], part["sequence"]) for part in parts] == [(n, n) for n in range(1, len(parts) + 1)], parts
+
+        again = json.loads(cli.run("publish", "--json", "--no-progress", "--key", "K/agency.secret", "calls", source, "--broker", url).stdout)
+        assert [part["replayed"] for part in again["batches"]] == [True] * len(parts), again
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
