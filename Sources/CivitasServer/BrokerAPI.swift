@@ -273,16 +273,15 @@ public struct BrokerAPI: Sendable {
     /// `POST /datasets/{id}/batches`: a batch that follows one this node is still storing waits
     /// for it (without holding a thread), then is stored on the pool for blocking work.
     func uploadBatch(_ request: Request, _ context: CivitasRequestContext) async throws -> Response {
-        _ = try require(context, roles: [.agency])
+        let publisher = try require(context, roles: [.agency])
         let id = context.parameters.get("dataset") ?? ""
         let previous = Self.followsHeader.flatMap { request.headers[$0] }
         if let previous { await broker.batchStored(dataset: id, idempotencyKey: previous) }
-        return try await offloaded { try storeUploadedBatch(request, context, follows: previous) }
+        return try await offloaded { try storeUploadedBatch(request, context, dataset: id, by: publisher, follows: previous) }
     }
 
-    private func storeUploadedBatch(_ request: Request, _ context: CivitasRequestContext, follows previous: String?) throws -> Response {
-        let publisher = try require(context, roles: [.agency])
-        let id = context.parameters.get("dataset") ?? ""
+    private func storeUploadedBatch(_ request: Request, _ context: CivitasRequestContext, dataset id: String, by publisher: Participant,
+                                    follows previous: String?) throws -> Response {
         let contentType = Self.mediaType(request)
         let format: BatchFormat
         switch contentType {

@@ -36,7 +36,8 @@ def write_calls(path, target_bytes):
     return i
 
 
-def test_a_file_larger_than_a_batch_arrives_whole_in_parts(civitas_bin, tmp_path, cli):
+def broker_with_calls(civitas_bin, tmp_path, cli):
+    """A broker with an agency and its dataset `calls` (the 911 schema); returns the process and URL."""
     cli.cwd = tmp_path
     for name in ["operator", "agency"]:
         cli.run("keys", "generate", "--name", name, "--dir", "K")
@@ -45,6 +46,16 @@ def test_a_file_larger_than_a_batch_arrives_whole_in_parts(civitas_bin, tmp_path
         cli.run("participants", "add", "--key", "K/operator.secret", "--role", "agency", "K/agency.pub", "--broker", url)
         cli.run("datasets", "register", "--key", "K/agency.secret", "--id", "calls", "--schema", SCHEMAS / "emergency-call.schema.json",
                 "--broker", url)
+    except BaseException:
+        process.terminate()
+        process.wait(timeout=10)
+        raise
+    return process, url
+
+
+def test_a_file_larger_than_a_batch_arrives_whole_in_parts(civitas_bin, tmp_path, cli):
+    process, url = broker_with_calls(civitas_bin, tmp_path, cli)
+    try:
         source = tmp_path / "calls.csv"
         rows = write_calls(source, 66 << 20)
         assert source.stat().st_size > 64 << 20
@@ -69,14 +80,8 @@ def test_a_json_lines_file_larger_than_a_batch_arrives_whole_in_parts(civitas_bi
     """The same for JSON Lines: no header, a line break inside a value is escaped, blank lines
     (spaces, tabs, CRLF) are skipped as the broker's reader skips them, and the last record has
     no line break."""
-    cli.cwd = tmp_path
-    for name in ["operator", "agency"]:
-        cli.run("keys", "generate", "--name", name, "--dir", "K")
-    process, url = start_broker(civitas_bin, tmp_path, "K/operator.pub")
+    process, url = broker_with_calls(civitas_bin, tmp_path, cli)
     try:
-        cli.run("participants", "add", "--key", "K/operator.secret", "--role", "agency", "K/agency.pub", "--broker", url)
-        cli.run("datasets", "register", "--key", "K/agency.secret", "--id", "calls", "--schema", SCHEMAS / "emergency-call.schema.json",
-                "--broker", url)
         csv_source = tmp_path / "calls.csv"
         write_calls(csv_source, 50 << 20)
         source = tmp_path / "calls.jsonl"
