@@ -253,13 +253,20 @@ struct BrokerClient {
                 progress: UploadProgress, handedOver: @escaping @Sendable () -> Void = {}) async throws -> (status: Int, json: JSONValue) {
         var request = try signedRequest("POST", path, bodySHA256: file.sha256, contentType: contentType, headers: extra)
         request.headers.replaceOrAdd(name: "Content-Length", value: String(file.size))
-        request.body = .stream(FileChunks(file: file, progress: progress, handedOver: handedOver), length: .known(Int64(file.size)))
+        // The progress line ends once every byte is handed over, before the next part's starts.
+        let sent = FinishedOnce()
+        let finished: @Sendable () -> Void = {
+            guard sent.first() else { return }
+            progress.finish()
+            handedOver()
+        }
+        request.body = .stream(FileChunks(file: file, progress: progress, handedOver: finished), length: .known(Int64(file.size)))
         let answer: (status: Int, body: [UInt8], headers: [String: String])
         do { answer = try await execute(request) } catch {
-            if progress.enabled { Output.progress("\n") }
+            if progress.enabled && sent.first() { Output.progress("\n") }
             throw error
         }
-        progress.finish()
+        finished()
         if answer.status == 409, (try? JSONParser.parse(answer.body))?["error"]?["code"]?.stringValue == "previous_batch_missing" {
             throw PreviousBatchMissing()
         }
@@ -268,6 +275,13 @@ struct BrokerClient {
 
     /// The broker's refusal of a batch sent to follow one it does not hold yet.
     struct PreviousBatchMissing: Error {}
+
+    /// True the first time it is asked, false after.
+    private final class FinishedOnce: @unchecked Sendable {
+        private let lock = NSLock()
+        private var done = false
+        func first() -> Bool { lock.withLock { defer { done = true }; return !done } }
+    }
 
     /// Registers a participant's public keys with a role (the operator's request).
     func registerParticipant(_ keys: PublicKeys, role: String) async throws {
@@ -546,8 +560,10 @@ struct PublishCommand: AsyncParsableCommand {
         let sequence = json["sequence"].map { (try? ECMAScriptNumber.format($0.numberValue ?? 0)) ?? "?" } ?? "?"
         let suffix = part.map { " (part \($0) of \(file))" } ?? ""
         if !report.json {
-            print(status == 200 ? "already stored as batch \(sequence) of \(dataset) (\(records) records)\(suffix)"
-                                : "stored \(records) records as batch \(sequence) of \(dataset)\(suffix)")
+            // The next part's progress line may be on the terminal: the report replaces it (it is drawn again below).
+            let clear = !noProgress && isatty(1) == 1 && isatty(2) == 1 ? "\r\u{1B}[K" : ""
+            print(clear + (status == 200 ? "already stored as batch \(sequence) of \(dataset) (\(records) records)\(suffix)"
+                                         : "stored \(records) records as batch \(sequence) of \(dataset)\(suffix)"))
         }
         return ["sequence": json["sequence"] ?? .null, "records": json["records"] ?? .null, "replayed": .bool(status == 200),
                 "content_sha256": json["content_sha256"] ?? .null, "idempotency_key": .string(key), "part": part.map { .number(Double($0)) } ?? .null]
