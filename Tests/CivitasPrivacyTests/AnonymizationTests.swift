@@ -104,6 +104,59 @@ struct AnonymizationTests {
         #expect(rolling.rolledUp > lattice.size / 2, "most nodes must be rolled up, or the test shows nothing")
     }
 
+    @Test("Classes numbered in partitions on two cores give every node the outcome and the classes of one table", arguments: [3, 5])
+    func partitionedGroupingMatchesOneTable(k: Int) throws {
+        let table = linkedPeopleTable()
+        let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.2, subject: "person", linking: ["person"])
+        let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
+        let one = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let partitioned = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        one.partitionFrom = .max
+        partitioned.partitionFrom = 0
+        let lattice = Lattice(heights: prepared.encoded.heights)
+        var differing = 0, split = 0, mostClasses = 0
+        for node in lattice.bottomUpOrder {
+            let levels = lattice.levels(of: node)
+            // Rolled up from stored classes (numbered in partitions too), then from the cells.
+            if try one.evaluate(levels: levels) != (try partitioned.evaluate(levels: levels)) { differing += 1 }
+            if try one.evaluate(levels: levels, fromCells: true) != (try partitioned.evaluate(levels: levels, fromCells: true)) { differing += 1 }
+            // The same classes under other numbers: each class of one table is exactly one partitioned class.
+            var renamed: [Int32: Int32] = [:], back: [Int32: Int32] = [:]
+            for cell in one.classOfCell.indices {
+                let mine = one.classOfCell[cell], theirs = partitioned.classOfCell[cell]
+                if renamed[mine, default: theirs] != theirs || back[theirs, default: mine] != mine { split += 1 }
+                renamed[mine] = theirs
+                back[theirs] = mine
+            }
+            mostClasses = max(mostClasses, one.classCount)
+        }
+        #expect(differing == 0)
+        #expect(split == 0)
+        #expect(mostClasses > 100, "some nodes must have many classes, or the test shows nothing")
+    }
+
+    @Test("An evaluation that stops at the suppression limit decides feasibility as the whole evaluation does", arguments: [3, 5])
+    func stoppedEvaluationKeepsFeasibility(k: Int) throws {
+        let table = linkedPeopleTable()
+        let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.02, subject: "person", linking: ["person"])
+        let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
+        let whole = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let stopping = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let limit = Int(0.02 * Double(prepared.encoded.subjectCount))
+        let lattice = Lattice(heights: prepared.encoded.heights)
+        var disagreeing = 0, stopped = 0, feasible = 0
+        for node in 0..<lattice.size {
+            let levels = lattice.levels(of: node)
+            let full = try whole.evaluate(levels: levels, fromCells: true)
+            let early = try stopping.evaluate(levels: levels, fromCells: true, stopAbove: limit)
+            if (full.suppressed <= limit) != (early.suppressed <= limit) { disagreeing += 1 }
+            if early.complete { if early != full { disagreeing += 1 } } else { stopped += 1 }
+            if full.suppressed <= limit { feasible += 1 }
+        }
+        #expect(disagreeing == 0)
+        #expect(stopped > 0 && feasible > 0, "some nodes must stop early and some be feasible, or the test shows nothing")
+    }
+
     @Test("Released tables are k-anonymous under plain equality; suppressed records leave entirely", arguments: ["optimal", "mondrian"])
     func releasedTablesAreKAnonymous(algorithm: String) throws {
         for k in [2, 4, 10] {

@@ -9,8 +9,8 @@ final class ClassEvaluator {
     let requirements: AnonymityRequirements
     private let capacity: Int
     /// The open-addressing table: a generalized tuple's key and its class number.
-    private var keys: [UInt64]
-    private var classOfKey: [Int32]
+    private var keys: [UInt64] = []
+    private var classOfKey: [Int32] = []
     /// Positions of `keys` filled by the last evaluation (to empty them again).
     private var filled: [Int32] = []
     /// Per class of the last evaluation: its size in subjects.
@@ -20,7 +20,7 @@ final class ClassEvaluator {
     private var pairUsed: [Int32] = []
     /// Per cell, its class in the last evaluation that started from the cells.
     private(set) var classOfCell: [Int32]
-    /// Per class, whether it was kept (meets k and l) in the last evaluation.
+    /// Per class, whether it was kept (meets k and l) in the last evaluation (empty if it stopped early).
     private(set) var kept: [Bool] = []
     private static let empty = UInt64.max
 
@@ -30,8 +30,6 @@ final class ClassEvaluator {
         var capacity = 1024
         while capacity < table.cellCount.count * 2 { capacity <<= 1 }
         self.capacity = capacity
-        keys = [UInt64](repeating: Self.empty, count: capacity)
-        classOfKey = [Int32](repeating: 0, count: capacity)
         let pairCapacity = requirements.diversity == nil ? 1 : capacity * 2
         pairKeys = [UInt64](repeating: Self.empty, count: pairCapacity)
         pairCounts = [Int32](repeating: 0, count: pairCapacity)
@@ -50,6 +48,9 @@ final class ClassEvaluator {
         var keptClasses: Int
         /// Sum of squared sizes (in subjects) of the kept classes.
         var keptSquares: Double = 0
+        /// False when the evaluation stopped early because more than its limit would certainly be
+        /// suppressed: `suppressed` is then a lower bound above the limit, and the kept classes are not counted.
+        var complete = true
     }
 
     /// Multipliers that turn a generalized tuple into a unique 64-bit key, or nil if they would overflow.
@@ -79,8 +80,8 @@ final class ClassEvaluator {
     private static let snapshotLimit = 24
     /// A snapshot is kept when it has at most 1/snapshotShare as many classes as there are cells.
     private static let snapshotShare = 5
-    /// Label codes (one per column) of each class of the last evaluation, in class order.
-    private var classCodes: [UInt32] = []
+    /// The key of each class of the last evaluation, in class order.
+    private var classKeys: [UInt64] = []
 
     /// Drops the stored classes (so that every search starts from the cells).
     func forgetSnapshots() {
@@ -93,8 +94,9 @@ final class ClassEvaluator {
 
     /// Evaluates the full-domain generalization at `levels`. Unless `fromCells` is set (needed when
     /// the release must know each cell's class), it starts from the smallest stored set of classes
-    /// that the new generalization coarsens.
-    func evaluate(levels: [Int], fromCells: Bool = false) throws -> Outcome {
+    /// that the new generalization coarsens. With `stopAbove`, an evaluation that finds more than
+    /// that many subjects certainly suppressed stops there (an incomplete outcome).
+    func evaluate(levels: [Int], fromCells: Bool = false, stopAbove limit: Int? = nil) throws -> Outcome {
         guard let multipliers = multipliers(levels) else {
             throw PrivacyError(.invalidParameter, "too many distinct quasi-identifier combinations for the optimal search; use --algorithm mondrian")
         }
@@ -102,6 +104,8 @@ final class ClassEvaluator {
         // Distinct generalized tuples possible: a bound on the classes.
         let keySpace = (multipliers.last ?? 1) &* UInt64(max(table.domainSizes(levels).last ?? 1, 1))
         reset()
+        // Where each spanning entry's class is found: the classes of the items grouped, and each entry's item.
+        let entryClasses: (classOfItem: [Int32], itemOfEntry: [Int32])
         let canRollUp = !fromCells && requirements.diversity == nil
         let source = canRollUp ? snapshots.filter { snapshot in
             zip(snapshot.levels, levels).allSatisfy { $0 <= $1 }
@@ -110,12 +114,12 @@ final class ClassEvaluator {
             group(input: source.codes, tables: (0..<q).map { table.rollup[$0][source.levels[$0]][levels[$0]] },
                   multipliers: multipliers, keySpace: keySpace, weights: source.sizes, classOfItem: &classOfItem)
             // Each spanning entry's class follows from its class in the source: one look-up, no hashing.
-            gather(classOfItem, at: source.entryClasses, into: &classOfEntry)
+            entryClasses = (classOfItem, source.entryClasses)
             rolledUp += 1
         } else {
             group(input: table.cellLeaves, tables: (0..<q).map { table.codes[$0][levels[$0]] },
                   multipliers: multipliers, keySpace: keySpace, weights: table.cellSubjects, classOfItem: &classOfCell)
-            gather(classOfCell, at: table.spanningSubjects.items, into: &classOfEntry)
+            entryClasses = (classOfCell, table.spanningSubjects.items)
         }
         // Stored before the per-subject correction (sums of cell weights roll up, the correction
         // does not), and only when much smaller than the cells: all snapshots together hold at most
@@ -123,14 +127,28 @@ final class ClassEvaluator {
         // (4 bytes per record of a subject with several records), so at most `snapshotLimit` of those.
         let cells = table.cellCount.count
         let classes = sizes.count
-        if canRollUp, classes * Self.snapshotShare <= cells {
+        let storing = canRollUp && classes * Self.snapshotShare <= cells
+        // A class whose records' subjects sum to fewer than k fails whatever the correction below,
+        // and suppresses at least one subject: with more such classes than the limit, nothing
+        // the rest finds can make the generalization acceptable.
+        if let limit, !storing, requirements.diversity == nil {
+            let k = Int32(requirements.k)
+            let failing = sizes.withUnsafeBufferPointer { sizes in sizes.reduce(0) { $0 + ($1 < k ? 1 : 0) } }
+            if failing > limit {
+                kept = []
+                return Outcome(suppressed: failing, classes: classes, keptClasses: 0, complete: false)
+            }
+        }
+        let summedSizes = storing ? sizes : []
+        countSpanningSubjectsOnce(classOfItem: entryClasses.classOfItem, itemOfEntry: entryClasses.itemOfEntry, writeClasses: storing)
+        if storing {
             while snapshots.count == Self.snapshotLimit || (!snapshots.isEmpty && snapshotClasses + classes > cells) {
                 snapshotClasses -= snapshots.removeFirst().sizes.count
             }
-            snapshots.append(Snapshot(levels: levels, codes: classCodes, sizes: sizes, entryClasses: classOfEntry))
+            snapshots.append(Snapshot(levels: levels, codes: codes(ofClassKeys: classKeys, levels: levels, multipliers: multipliers),
+                                      sizes: summedSizes, entryClasses: classOfEntry))
             snapshotClasses += classes
         }
-        countSpanningSubjectsOnce()
         var diversityOK: [Bool] = []
         if let diversity = requirements.diversity {
             diversityOK = classDiversity(diversity)
@@ -162,28 +180,18 @@ final class ClassEvaluator {
         return outcome
     }
 
-    /// `output[i] = values[indexes[i]]` for every index, into a buffer reused across evaluations.
-    private func gather<Index: BinaryInteger>(_ values: [Int32], at indexes: [Index], into output: inout [Int32]) {
-        if output.count != indexes.count { output = [Int32](repeating: 0, count: indexes.count) }
-        values.withUnsafeBufferPointer { values in
-            indexes.withUnsafeBufferPointer { indexes in
-                output.withUnsafeMutableBufferPointer { output in
-                    for i in 0..<indexes.count { output[i] = values[Int(indexes[i])] }
-                }
-            }
-        }
-    }
-
     /// Whether the released table carries the subject's pseudonym, which links a subject's records across classes.
     private var linksSubjects: Bool { requirements.subject.map { requirements.linking.contains($0) } ?? false }
 
     /// With the subject linked, the subjects whose records fall into exactly the same classes must
     /// number at least k (docs/privacy.md). Counts the subjects of kept classes that would be
     /// suppressed for it: those whose set of classes is shared by fewer than k subjects.
-    /// Sets of classes are counted in an open-addressing table of representatives compared
-    /// element by element (exact, whatever the hash), with no allocation per subject.
+    /// Sets of classes are counted in an open-addressing table of representatives, found by the
+    /// sets' hashes and compared element by element (exact, whatever the hash), with no
+    /// allocation per subject.
     private func linkedSubjectsBelowK() -> Int {
         let subjects = table.spanningSubjects.count
+        guard subjects > 0 else { return 0 }
         var tableSize = 16
         while tableSize < subjects * 2 { tableSize <<= 1 }
         if signatureSubject.count != tableSize {
@@ -191,57 +199,56 @@ final class ClassEvaluator {
             signatureCount = [Int32](repeating: 0, count: tableSize)
         }
         let classes = sizes.count
-        var linkedInto = [Int32](repeating: 0, count: classes)
         let mask = tableSize - 1
         var signatures: [Int32] = []
         let k = requirements.k
         var suppressed = 0
         table.spanningSubjects.starts.withUnsafeBufferPointer { starts in
-            distinctClasses.withUnsafeBufferPointer { distinct in
+            distinctClasses.withUnsafeMutableBufferPointer { distinct in
                 distinctCount.withUnsafeBufferPointer { counts in
-                    signatureSubject.withUnsafeMutableBufferPointer { signatureSubject in
-                        signatureCount.withUnsafeMutableBufferPointer { signatureCount in
-                            linkedInto.withUnsafeMutableBufferPointer { linkedInto in
-                                kept.withUnsafeBufferPointer { kept in
-                                    for subject in 0..<subjects {
-                                        let count = Int(counts[subject])
-                                        guard count > 1 else { continue }
-                                        let start = starts[subject]
-                                        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-                                        for i in start..<(start + count) {
-                                            let id = distinct[i]
-                                            hash = (hash ^ UInt64(UInt32(bitPattern: id))) &* 0x100_0000_01b3
-                                            linkedInto[Int(id)] &+= 1
+                    setHashes.withUnsafeBufferPointer { hashes in
+                        signatureSubject.withUnsafeMutableBufferPointer { signatureSubject in
+                            signatureCount.withUnsafeMutableBufferPointer { signatureCount in
+                                linkedInto.withUnsafeMutableBufferPointer { linkedInto in
+                                    kept.withUnsafeBufferPointer { kept in
+                                        /// Whether two subjects' sets of classes (of equal size) are equal; sorts both lists in place.
+                                        func sameClasses(_ one: Int, _ other: Int, count: Int) -> Bool {
+                                            let first = starts[one], second = starts[other]
+                                            sortAscending(distinct, first..<(first + count))
+                                            sortAscending(distinct, second..<(second + count))
+                                            for i in 0..<count where distinct[first + i] != distinct[second + i] { return false }
+                                            return true
                                         }
-                                        var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
-                                        while true {
-                                            let other = signatureSubject[position]
-                                            if other < 0 {
-                                                signatureSubject[position] = Int32(subject)
-                                                signatures.append(Int32(position))
-                                                break
+                                        for subject in 0..<subjects {
+                                            let count = Int(counts[subject])
+                                            guard count > 1 else { continue }
+                                            let hash = hashes[subject]
+                                            var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+                                            while true {
+                                                let other = Int(signatureSubject[position])
+                                                if other < 0 {
+                                                    signatureSubject[position] = Int32(subject)
+                                                    signatures.append(Int32(position))
+                                                    break
+                                                }
+                                                if Int(counts[other]) == count && hashes[other] == hash && sameClasses(subject, other, count: count) { break }
+                                                position = (position &+ 1) & mask
                                             }
-                                            let otherStart = starts[Int(other)]
-                                            if Int(counts[Int(other)]) == count
-                                                && (0..<count).allSatisfy({ distinct[start + $0] == distinct[otherStart + $0] }) {
-                                                break
-                                            }
-                                            position = (position &+ 1) & mask
+                                            signatureCount[position] &+= 1
                                         }
-                                        signatureCount[position] &+= 1
-                                    }
-                                    for id in 0..<classes where linkedInto[id] > 0 && kept[id] {
-                                        let alone = Int(sizes[id]) - Int(linkedInto[id])
-                                        if alone > 0 && alone < k { suppressed += alone }
-                                    }
-                                    for position in signatures {
-                                        let count = Int(signatureCount[Int(position)])
-                                        let representative = Int(signatureSubject[Int(position)])
-                                        signatureSubject[Int(position)] = -1
-                                        signatureCount[Int(position)] = 0
-                                        guard count < k else { continue }
-                                        let start = starts[representative]
-                                        if (start..<(start + Int(counts[representative]))).allSatisfy({ kept[Int(distinct[$0])] }) { suppressed += count }
+                                        for id in 0..<classes where linkedInto[id] > 0 && kept[id] {
+                                            let alone = Int(sizes[id]) - Int(linkedInto[id])
+                                            if alone > 0 && alone < k { suppressed += alone }
+                                        }
+                                        for position in signatures {
+                                            let count = Int(signatureCount[Int(position)])
+                                            let representative = Int(signatureSubject[Int(position)])
+                                            signatureSubject[Int(position)] = -1
+                                            signatureCount[Int(position)] = 0
+                                            guard count < k else { continue }
+                                            let start = starts[representative]
+                                            if (start..<(start + Int(counts[representative]))).allSatisfy({ kept[Int(distinct[$0])] }) { suppressed += count }
+                                        }
                                     }
                                 }
                             }
@@ -259,16 +266,24 @@ final class ClassEvaluator {
 
     /// Per entry of the spanning subjects' cell lists, its cell's class (last evaluation).
     private var classOfEntry: [Int32]
-    /// Per spanning subject, its distinct classes in ascending order, written from the subject's
-    /// first entry on (`distinctCount` of them), and how many there are.
+    /// Per spanning subject, its distinct classes, written from the subject's first entry on
+    /// (`distinctCount` of them), how many there are, and a hash of the set that does not depend
+    /// on their order.
     private var distinctClasses: [Int32]
     private var distinctCount: [Int32]
+    private var setHashes: [UInt64] = []
+    /// Per class of the last evaluation: the subjects of several classes that have records in it
+    /// (when the subject is linked).
+    private var linkedInto: [Int32] = []
     /// Per item of the last roll-up (a class of the source snapshot), its class.
     private var classOfItem: [Int32] = []
 
-    /// Hashes each item's generalized codes into the class table, adding its weight, and writes
-    /// each item's class to `classOfItem`. `input` holds one code per column per item;
-    /// `tables[column]` maps it to the target level's code.
+    /// Groups items by their generalized codes, adding their weights, and writes each item's class
+    /// to `classOfItem`. `input` holds one code per column per item; `tables[column]` maps it to
+    /// the target level's code. Each item's codes become one 64-bit key (`multipliers`); when more
+    /// than `partitionFrom` classes are possible, the keys are numbered in partitions on two cores
+    /// (``PartitionedGrouping``), otherwise in one table sized for the classes possible, which
+    /// keeps grouping a few classes within the cache.
     private func group(input: [UInt32], tables: [[UInt32]], multipliers: [UInt64], keySpace: UInt64, weights: [Int32], classOfItem: inout [Int32]) {
         let q = tables.count
         var offsets: [Int] = []
@@ -278,16 +293,48 @@ final class ClassEvaluator {
             flat += table
         }
         let items = weights.count
-        // No more classes than items or than distinct keys: the table is sized for that many, at
-        // most half full, so that grouping a few classes stays within the cache.
+        if classOfItem.count < items { classOfItem = [Int32](repeating: 0, count: items) }
         let bound = min(UInt64(items), keySpace)
+        if bound >= UInt64(partitionFrom) {
+            if itemKeys.count < items { itemKeys = [UInt64](repeating: 0, count: items) }
+            flat.withUnsafeBufferPointer { flat in
+                offsets.withUnsafeBufferPointer { offsets in
+                    multipliers.withUnsafeBufferPointer { multipliers in
+                        input.withUnsafeBufferPointer { input in
+                            itemKeys.withUnsafeMutableBufferPointer { itemKeys in
+                                let shared = KeyBuffers(flat: flat, offsets: offsets, multipliers: multipliers, input: input, keys: itemKeys)
+                                DispatchQueue.concurrentPerform(iterations: 2) { half in
+                                    shared.computeKeys(items: (items * half / 2)..<(items * (half + 1) / 2))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let numbered = itemKeys.withUnsafeBufferPointer { keys in
+                weights.withUnsafeBufferPointer { weights in
+                    classOfItem.withUnsafeMutableBufferPointer { classOfItem in
+                        grouping.number(keys: UnsafeBufferPointer(rebasing: keys[0..<items]), weights: weights,
+                                        numberOfItem: UnsafeMutableBufferPointer(rebasing: classOfItem[0..<items]))
+                    }
+                }
+            }
+            classKeys = numbered.keys
+            sizes = numbered.sizes
+            filled = []
+            return
+        }
+        // No more classes than items or than distinct keys: the table is at most half full.
         var tableSize = 1024
-        while tableSize < capacity && UInt64(tableSize) < bound * 2 { tableSize <<= 1 }
+        while UInt64(tableSize) < bound * 2 { tableSize <<= 1 }
+        if keys.count < tableSize {
+            keys = [UInt64](repeating: Self.empty, count: tableSize)
+            classOfKey = [Int32](repeating: 0, count: tableSize)
+        }
         let mask = tableSize - 1
-        var newClasses: [UInt32] = []
+        var newKeys: [UInt64] = []
         var sizes: [Int32] = []
         var filled: [Int32] = []
-        if classOfItem.count < items { classOfItem = [Int32](repeating: 0, count: items) }
         flat.withUnsafeBufferPointer { flat in
             offsets.withUnsafeBufferPointer { offsets in
                 multipliers.withUnsafeBufferPointer { multipliers in
@@ -311,9 +358,7 @@ final class ClassEvaluator {
                                                 classOfKey[slot] = id
                                                 filled.append(Int32(slot))
                                                 sizes.append(weights[item])
-                                                for column in 0..<q {
-                                                    newClasses.append(flat[offsets[column] &+ Int(input[base &+ column])])
-                                                }
+                                                newKeys.append(key)
                                             } else {
                                                 id = classOfKey[slot]
                                                 sizes[Int(id)] &+= weights[item]
@@ -329,9 +374,28 @@ final class ClassEvaluator {
                 }
             }
         }
-        classCodes = newClasses
+        classKeys = newKeys
         self.sizes = sizes
         self.filled = filled
+    }
+
+    /// Classes possible from which grouping is partitioned and spread over two cores.
+    var partitionFrom = 32_768
+    private let grouping = PartitionedGrouping()
+    /// Scratch of ``group(input:tables:multipliers:keySpace:weights:classOfItem:)``: each item's key.
+    private var itemKeys: [UInt64] = []
+
+    /// Each class's label codes (one per column, in class order), decoded from its key.
+    private func codes(ofClassKeys keys: [UInt64], levels: [Int], multipliers: [UInt64]) -> [UInt32] {
+        let domains = table.domainSizes(levels).map { UInt64(max($0, 1)) }
+        var codes: [UInt32] = []
+        codes.reserveCapacity(keys.count * levels.count)
+        for key in keys {
+            for column in levels.indices {
+                codes.append(UInt32(truncatingIfNeeded: key / multipliers[column] % domains[column]))
+            }
+        }
+        return codes
     }
 
     /// Size in subjects of a class of the last evaluation.
@@ -341,50 +405,68 @@ final class ClassEvaluator {
     var classCount: Int { sizes.count }
 
     /// Class sizes are sums of per-cell subject counts; a subject with records in several cells of
-    /// one class was counted once per cell, and is now counted once. Writes each spanning
-    /// subject's distinct classes, in ascending order, to `distinctClasses`.
-    private func countSpanningSubjectsOnce() {
+    /// one class was counted once per cell, and is now counted once. Writes each spanning entry's
+    /// class (`classOfItem` of its item) to `classOfEntry` when `writeClasses`, each spanning
+    /// subject's distinct classes to `distinctClasses` with the hash of their set, and (when the
+    /// subject is linked) counts per class the subjects of several classes in it, in `linkedInto`.
+    private func countSpanningSubjectsOnce(classOfItem: [Int32], itemOfEntry: [Int32], writeClasses: Bool) {
         let subjects = table.spanningSubjects.count
         guard subjects > 0 else { return }
         // The subjects in two halves, one per core: each reads its subjects' classes, writes their
-        // distinct classes (to its own entries) and lists the class sizes to correct; the
-        // corrections are applied afterwards, so the outcome is the same as in one pass.
+        // distinct classes (to its own entries) and counts per class in its own table; the counts
+        // are applied afterwards, so the outcome is the same as in one pass.
         let parts = subjects >= parallelFrom ? 2 : 1
-        let starts = table.spanningSubjects.starts
-        // Per part, per class: how many of its subjects' repeated entries fell into the class.
         let classes = sizes.count
-        if repeats.count < parts * classes { repeats = [Int32](repeating: 0, count: parts * classes) }
-        classOfEntry.withUnsafeBufferPointer { classesBuffer in
-            distinctClasses.withUnsafeMutableBufferPointer { distinctBuffer in
-                distinctCount.withUnsafeMutableBufferPointer { countBuffer in
-                    repeats.withUnsafeMutableBufferPointer { repeatsBuffer in
-                        starts.withUnsafeBufferPointer { startsBuffer in
-                            // Each part writes only its own subjects' entries and counts, and its own row of repeats.
-                            let shared = SpanningBuffers(classes: classesBuffer, starts: startsBuffer, distinct: distinctBuffer, counts: countBuffer,
-                                                         repeats: repeatsBuffer)
-                            DispatchQueue.concurrentPerform(iterations: parts) { part in
-                                shared.sortAndCount(subjects: (subjects * part / parts)..<(subjects * (part + 1) / parts),
-                                                    repeats: part * classes)
+        if setHashes.count != subjects { setHashes = [UInt64](repeating: 0, count: subjects) }
+        while classTallies.count < parts { classTallies.append([]) }
+        for part in 0..<parts where classTallies[part].count < classes * ClassTally.width {
+            classTallies[part] = [Int32](repeating: 0, count: classes * ClassTally.width)
+        }
+        // Each part's tallies are reached through its own buffer (the arrays stay where they are while both parts run).
+        var tallies: [UnsafeMutableBufferPointer<Int32>] = []
+        for part in 0..<parts {
+            classTallies[part].withUnsafeMutableBufferPointer { tallies.append($0) }
+        }
+        classOfEntry.withUnsafeMutableBufferPointer { classesBuffer in
+            classOfItem.withUnsafeBufferPointer { classOfItem in
+                itemOfEntry.withUnsafeBufferPointer { itemOfEntry in
+                    distinctClasses.withUnsafeMutableBufferPointer { distinctBuffer in
+                        distinctCount.withUnsafeMutableBufferPointer { countBuffer in
+                            table.spanningSubjects.starts.withUnsafeBufferPointer { startsBuffer in
+                                setHashes.withUnsafeMutableBufferPointer { hashesBuffer in
+                                    // Each part writes only its own subjects' entries, counts and hashes, and its own tallies.
+                                    let shared = SpanningBuffers(classOfItem: classOfItem, itemOfEntry: itemOfEntry, classes: classesBuffer, starts: startsBuffer,
+                                                                 distinct: distinctBuffer, counts: countBuffer, hashes: hashesBuffer, tallies: tallies)
+                                    DispatchQueue.concurrentPerform(iterations: parts) { part in
+                                        shared.countDistinct(subjects: (subjects * part / parts)..<(subjects * (part + 1) / parts),
+                                                             part: part, classCount: classes, writeClasses: writeClasses)
+                                    }
+                                }
                             }
                         }
                     }
                 }
             }
         }
+        let linking = linksSubjects
+        if linking && linkedInto.count < classes { linkedInto = [Int32](repeating: 0, count: classes) }
         sizes.withUnsafeMutableBufferPointer { sizes in
-            repeats.withUnsafeMutableBufferPointer { repeats in
-                for part in 0..<parts {
-                    for id in 0..<classes where repeats[part * classes + id] != 0 {
-                        sizes[id] &-= repeats[part * classes + id]
-                        repeats[part * classes + id] = 0
+            linkedInto.withUnsafeMutableBufferPointer { linkedInto in
+                for id in 0..<classes {
+                    var repeated: Int32 = 0, linked: Int32 = 0
+                    for part in 0..<parts {
+                        repeated &+= tallies[part][id * ClassTally.width + ClassTally.repeats]
+                        linked &+= tallies[part][id * ClassTally.width + ClassTally.linked]
                     }
+                    sizes[id] &-= repeated
+                    if linking { linkedInto[id] = linked }
                 }
             }
         }
     }
 
-    /// Scratch of ``countSpanningSubjectsOnce()``, left zero between calls.
-    private var repeats: [Int32] = []
+    /// Per part of the per-subject pass, per class: its ``ClassTally`` (scratch, reset by each pass).
+    private var classTallies: [[Int32]] = []
 
     /// Spanning subjects from which their classes are found on two cores.
     var parallelFrom = 4_096
@@ -439,14 +521,14 @@ final class ClassEvaluator {
     }
 
     private func reset() {
-        if filled.count > capacity / 8 {
+        if filled.count > keys.count / 8 {
             keys.withUnsafeMutableBufferPointer { $0.update(repeating: Self.empty) }
         } else {
             for slot in filled { keys[Int(slot)] = Self.empty }
         }
         filled.removeAll(keepingCapacity: true)
         sizes.removeAll(keepingCapacity: true)
-        classCodes.removeAll(keepingCapacity: true)
+        classKeys.removeAll(keepingCapacity: true)
         for slot in pairUsed {
             pairKeys[Int(slot)] = Self.empty
             pairCounts[Int(slot)] = 0
@@ -455,41 +537,105 @@ final class ClassEvaluator {
     }
 }
 
+/// What ``ClassEvaluator`` reads to compute items' keys on two cores, and the keys it writes.
+private struct KeyBuffers: @unchecked Sendable {
+    let flat: UnsafeBufferPointer<UInt32>
+    let offsets: UnsafeBufferPointer<Int>
+    let multipliers: UnsafeBufferPointer<UInt64>
+    let input: UnsafeBufferPointer<UInt32>
+    let keys: UnsafeMutableBufferPointer<UInt64>
+
+    /// Writes each item's key: its codes at the target levels in mixed radix.
+    func computeKeys(items: Range<Int>) {
+        let q = multipliers.count
+        var base = items.lowerBound * q
+        for item in items {
+            var key: UInt64 = 0
+            for column in 0..<q {
+                key &+= UInt64(flat[offsets[column] &+ Int(input[base &+ column])]) &* multipliers[column]
+            }
+            keys[item] = key
+            base &+= q
+        }
+    }
+}
+
+/// What the per-subject pass keeps per class, in one record of `width` counters: the last subject
+/// seen in the class, the repeated entries of subjects already counted in it, and the subjects of
+/// several classes with records in it.
+private enum ClassTally {
+    static let width = 3
+    static let lastSubject = 0
+    static let repeats = 1
+    static let linked = 2
+}
+
 /// What ``ClassEvaluator``'s per-subject pass reads and writes; workers take disjoint subjects.
 private struct SpanningBuffers: @unchecked Sendable {
-    let classes: UnsafeBufferPointer<Int32>
+    let classOfItem: UnsafeBufferPointer<Int32>
+    let itemOfEntry: UnsafeBufferPointer<Int32>
+    let classes: UnsafeMutableBufferPointer<Int32>
     let starts: UnsafeBufferPointer<Int>
     let distinct: UnsafeMutableBufferPointer<Int32>
     let counts: UnsafeMutableBufferPointer<Int32>
-    let repeats: UnsafeMutableBufferPointer<Int32>
+    let hashes: UnsafeMutableBufferPointer<UInt64>
+    /// Per part, per class: a ``ClassTally``.
+    let tallies: [UnsafeMutableBufferPointer<Int32>]
 
-    /// Writes each subject's distinct classes in ascending order from its first entry on, and
-    /// their number; counts every repeated class in `repeats` from `offset` on.
-    func sortAndCount(subjects: Range<Int>, repeats offset: Int) {
+    /// Writes each entry's class (when `writeClasses`), each subject's distinct classes from its
+    /// first entry on, their number and the hash of their set, and fills the part's tallies.
+    func countDistinct(subjects: Range<Int>, part: Int, classCount: Int, writeClasses: Bool) {
+        let tally = tallies[part]
+        for id in 0..<classCount {
+            tally[id * ClassTally.width + ClassTally.lastSubject] = -1
+            tally[id * ClassTally.width + ClassTally.repeats] = 0
+            tally[id * ClassTally.width + ClassTally.linked] = 0
+        }
         for subject in subjects {
             let start = starts[subject], end = starts[subject + 1]
+            let marker = Int32(truncatingIfNeeded: subject)
             var count = 0
+            var hash: UInt64 = 0
             for entry in start..<end {
-                let id = classes[entry]
-                // Insertion into the subject's short sorted list of classes.
-                var position = start + count
-                while position > start && distinct[position - 1] > id {
-                    distinct[position] = distinct[position - 1]
-                    position -= 1
-                }
-                if position > start && distinct[position - 1] == id {
-                    // Already listed: undo the shift and count the repeat.
-                    while position < start + count {
-                        distinct[position] = distinct[position + 1]
-                        position += 1
-                    }
-                    repeats[offset + Int(id)] &+= 1
-                    continue
-                }
-                distinct[position] = id
-                count += 1
+                let id = classOfItem[Int(itemOfEntry[entry])]
+                if writeClasses { classes[entry] = id }
+                let record = Int(id) &* ClassTally.width
+                let isNew = tally[record] != marker
+                tally[record] = marker
+                // Without branches: the class is written either way and kept only when new; every
+                // count is one record, in one cache line.
+                distinct[start + count] = id
+                count &+= isNew ? 1 : 0
+                hash &+= isNew ? mixed(id) : 0
+                tally[record + ClassTally.repeats] &+= isNew ? 0 : 1
+                tally[record + ClassTally.linked] &+= isNew ? 1 : 0
             }
             counts[subject] = Int32(count)
+            hashes[subject] = hash
+            // A subject whose records all fell into one class links nothing.
+            if count == 1 { tally[Int(distinct[start]) &* ClassTally.width + ClassTally.linked] &-= 1 }
         }
+    }
+
+    /// A class number spread over 64 bits (SplitMix64's finalizer), summed into a set's hash.
+    private func mixed(_ id: Int32) -> UInt64 {
+        var z = UInt64(UInt32(bitPattern: id)) &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Sorts `range` of `buffer` in ascending order (insertion: the lists are short, often sorted already).
+private func sortAscending(_ buffer: UnsafeMutableBufferPointer<Int32>, _ range: Range<Int>) {
+    guard range.count > 1 else { return }
+    for i in (range.lowerBound + 1)..<range.upperBound {
+        let value = buffer[i]
+        var position = i
+        while position > range.lowerBound && buffer[position - 1] > value {
+            buffer[position] = buffer[position - 1]
+            position -= 1
+        }
+        buffer[position] = value
     }
 }

@@ -98,7 +98,17 @@ struct EncodedTable {
             }
             span &*= radix
         }
-        let firstRow = Self.renumber(&rowKeys)
+        // Rows grouped by subject (a counting sort): each subject's distinct cells give the cells'
+        // weights in people and the subjects that span several cells. Cells are numbered in this
+        // order, so that a subject's cells have neighbouring numbers.
+        let bySubject = try subject.map { subject in
+            let subjectIndex = try table.index(of: subject)
+            if quasiIdentifiers.contains(where: { $0.column == subject }) || subject == sensitive {
+                throw PrivacyError(.invalidParameter, "column '\(subject)' names the subject and cannot be quasi-identifying or sensitive")
+            }
+            return Self.rowsBySubject(table.codes[subjectIndex], subjects: table.values[subjectIndex].count)
+        }
+        let firstRow = Self.renumber(&rowKeys, order: bySubject?.rows ?? [])
         let cellOfRow = rowKeys.map { Int32(truncatingIfNeeded: $0) }
         rowKeys = []
         var cellCount = [Int32](repeating: 0, count: firstRow.count)
@@ -119,26 +129,10 @@ struct EncodedTable {
         self.cellSensitive = cellSensitive
         self.cellCount = cellCount
         self.cellOfRow = cellOfRow
-        if let subject {
-            let subjectIndex = try table.index(of: subject)
-            if quasiIdentifiers.contains(where: { $0.column == subject }) || subject == sensitive {
-                throw PrivacyError(.invalidParameter, "column '\(subject)' names the subject and cannot be quasi-identifying or sensitive")
-            }
-            let subjectOfRow = table.codes[subjectIndex]
-            let subjects = table.values[subjectIndex].count
-            // Rows grouped by subject (a counting sort): each subject's distinct cells give the
-            // cells' weights in people and the subjects that span several cells.
-            var starts = [Int32](repeating: 0, count: subjects + 1)
-            for person in subjectOfRow { starts[Int(person) + 1] += 1 }
-            for person in 0..<subjects { starts[person + 1] += starts[person] }
-            var rowsBySubject = [Int32](repeating: 0, count: table.rowCount)
-            var next = starts
-            for r in 0..<table.rowCount {
-                let person = Int(subjectOfRow[r])
-                rowsBySubject[Int(next[person])] = Int32(r)
-                next[person] += 1
-            }
-            next = []
+        if let subject, let bySubject {
+            let subjectOfRow = table.codes[try table.index(of: subject)]
+            let subjects = bySubject.starts.count - 1
+            let starts = bySubject.starts, rowsBySubject = bySubject.rows
             var cellSubjects = [Int32](repeating: 0, count: cellCount.count)
             var spanning = Lists()
             var cells: [Int32] = []
@@ -190,19 +184,37 @@ struct EncodedTable {
         self.rollup = rollup
     }
 
-    /// Replaces every key by a dense number (0, 1, … in order of first appearance); returns the
-    /// first position of each number.
-    static func renumber(_ keys: inout [UInt64]) -> [Int32] {
+    /// The rows of each subject in turn (in row order within a subject), and where each subject's rows start.
+    static func rowsBySubject(_ subjectOfRow: [UInt32], subjects: Int) -> (rows: [Int32], starts: [Int32]) {
+        var starts = [Int32](repeating: 0, count: subjects + 1)
+        for person in subjectOfRow { starts[Int(person) + 1] += 1 }
+        for person in 0..<subjects { starts[person + 1] += starts[person] }
+        var rows = [Int32](repeating: 0, count: subjectOfRow.count)
+        var next = starts
+        for r in 0..<subjectOfRow.count {
+            let person = Int(subjectOfRow[r])
+            rows[Int(next[person])] = Int32(r)
+            next[person] += 1
+        }
+        return (rows, starts)
+    }
+
+    /// Replaces every key by a dense number (0, 1, … in order of first appearance, the keys taken
+    /// in `order` when it lists their positions); returns the first position of each number.
+    static func renumber(_ keys: inout [UInt64], order: [Int32] = []) -> [Int32] {
         var capacity = 1024
         while capacity < keys.count * 2 { capacity <<= 1 }
         let mask = capacity - 1
         var slotKeys = [UInt64](repeating: 0, count: capacity)
         var slotNumbers = [Int32](repeating: -1, count: capacity)
         var first: [Int32] = []
+        let ordered = !order.isEmpty
         keys.withUnsafeMutableBufferPointer { keys in
+          order.withUnsafeBufferPointer { order in
             slotKeys.withUnsafeMutableBufferPointer { slotKeys in
                 slotNumbers.withUnsafeMutableBufferPointer { slotNumbers in
-                    for r in 0..<keys.count {
+                    for i in 0..<keys.count {
+                        let r = ordered ? Int(order[i]) : i
                         let key = keys[r]
                         var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
                         while slotNumbers[slot] >= 0 && slotKeys[slot] != key { slot = (slot &+ 1) & mask }
@@ -215,6 +227,7 @@ struct EncodedTable {
                     }
                 }
             }
+          }
         }
         return first
     }

@@ -121,7 +121,7 @@ public struct OptimalSearch {
             let n = Double(encoded.subjectCount)
 
             func check(_ node: Int) throws -> Bool {
-                let outcome = try evaluator.evaluate(levels: lattice.levels(of: node))
+                let outcome = try evaluator.evaluate(levels: lattice.levels(of: node), stopAbove: maxSuppressed)
                 checked += 1
                 suppressedCache[node] = Int32(outcome.suppressed)
                 switch metric {
