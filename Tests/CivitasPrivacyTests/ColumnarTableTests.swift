@@ -34,6 +34,31 @@ struct ColumnarTableTests {
         #expect(bulk.values[3].contains(""), "short rows must give empty values, or the test shows nothing")
     }
 
+    @Test("The value index gives the codes of a dictionary of UTF-8 bytes, in order of first appearance, as it grows, for short, long and non-ASCII values")
+    func valueIndexMatchesDictionary() {
+        var index = ValueIndex()
+        var values: [String] = []
+        var oracle: [[UInt8]: UInt32] = [:]
+        var mismatches = 0
+        for i in 0..<60_000 {
+            // Repeats, values past the inline length, and two spellings of é (equal as Swift strings, not as bytes).
+            let n = (i &* 7_919) % 20_000
+            let value: String
+            switch i % 4 {
+            case 0: value = String(n)
+            case 1: value = "a longer value that is not stored inline \(n)"
+            case 2: value = "Montgomery caf\u{E9} \(n % 50)"
+            default: value = "Montgomery cafe\u{301} \(n % 50)"
+            }
+            let expected = oracle[Array(value.utf8)] ?? UInt32(oracle.count)
+            oracle[Array(value.utf8)] = expected
+            if index.code(of: value, in: &values) != expected { mismatches += 1 }
+        }
+        #expect(mismatches == 0)
+        #expect(values.count == oracle.count && values.count > 8_000, "the index must grow past many values, or the test shows nothing")
+        #expect(index.code(of: "caf\u{E9}", in: &values) != index.code(of: "cafe\u{301}", in: &values))
+    }
+
     @Test("A transform of the values keeps records apart that it maps to the same text")
     func transformKeepsCodes() throws {
         var columns = try ColumnarTable(CSVTable(columns: ["id"], rows: [["a1"], ["b1"], ["a1"]]))

@@ -1,3 +1,5 @@
+import Dispatch
+
 /// A table's quasi-identifiers encoded for fast search: every value becomes a
 /// leaf code, every label at every level a dense code; records with the same
 /// leaf codes and sensitive value are merged into weighted cells. Each cell also
@@ -50,34 +52,22 @@ struct EncodedTable {
         let q = quasiIdentifiers.count
         // Leaves are the table's distinct values; each is generalized once, not once per record.
         let leafOfRow = columnIndexes.map { table.codes[$0] }
-        var codes = quasiIdentifiers.map { [[UInt32]](repeating: [], count: $0.hierarchy.height) }
-        var labels = quasiIdentifiers.map { [[String]](repeating: [], count: $0.hierarchy.height) }
-        for (column, qi) in quasiIdentifiers.enumerated() {
-            var labelIndex = [[String: UInt32]](repeating: [:], count: qi.hierarchy.height)
-            // Level 0 is the value itself: while the table's values are distinct, its code is the leaf.
-            let values = table.values[columnIndexes[column]]
-            let leavesAreLabels = table.hasDistinctValues[columnIndexes[column]]
-            if leavesAreLabels {
-                labels[column][0] = values
-                codes[column][0] = (0..<UInt32(values.count)).map { $0 }
+        // Each column is labelled on its own (the columns spread over both cores); the first
+        // column's error in column order is the one reported.
+        let labelled = quasiIdentifiers.indices.map { _ in LabelledColumn() }
+        let columnIndexes = self.columnIndexes
+        DispatchQueue.concurrentPerform(iterations: q) { column in
+            labelled[column].result = Result {
+                try Self.label(quasiIdentifiers[column], values: table.values[columnIndexes[column]],
+                               leavesAreLabels: table.hasDistinctValues[columnIndexes[column]], leafOfRow: leafOfRow[column])
             }
-            for (leaf, value) in values.enumerated() {
-                let chain: [String]
-                do { chain = try qi.hierarchy.labels(for: value) } catch let error as PrivacyError {
-                    let row = (leafOfRow[column].firstIndex(of: UInt32(leaf)) ?? 0) + 1
-                    throw PrivacyError(.invalidValue, "row \(row), column '\(qi.column)': \(error.message)")
-                }
-                for level in (leavesAreLabels ? 1 : 0)..<qi.hierarchy.height {
-                    let label = chain[level]
-                    let code: UInt32
-                    if let known = labelIndex[level][label] { code = known } else {
-                        code = UInt32(labels[column][level].count)
-                        labelIndex[level][label] = code
-                        labels[column][level].append(label)
-                    }
-                    codes[column][level].append(code)
-                }
-            }
+        }
+        var codes: [[[UInt32]]] = [], labels: [[[String]]] = []
+        for column in labelled {
+            guard let result = column.result else { throw PrivacyError(.invalidParameter, "a column was not labelled") }
+            let (columnCodes, columnLabels) = try result.get()
+            codes.append(columnCodes)
+            labels.append(columnLabels)
         }
         let sensitiveOfRow = sensitiveIndex.map { table.codes[$0] } ?? [UInt32](repeating: 0, count: table.rowCount)
         let sensitiveValues = sensitiveIndex.map { table.values[$0] } ?? []
@@ -182,6 +172,36 @@ struct EncodedTable {
             rollup.append(byFrom)
         }
         self.rollup = rollup
+    }
+
+    /// One column's labels, handed back by the core that made them.
+    private final class LabelledColumn: @unchecked Sendable {
+        var result: Result<(codes: [[UInt32]], labels: [[String]]), any Error>?
+    }
+
+    /// Per level of `qi`'s hierarchy: each leaf's label code, and the labels in code order.
+    /// Level 0 is the value itself: while the table's values are distinct, its code is the leaf.
+    private static func label(_ qi: QuasiIdentifier, values: [String], leavesAreLabels: Bool, leafOfRow: [UInt32]) throws -> (codes: [[UInt32]], labels: [[String]]) {
+        let height = qi.hierarchy.height
+        var codes = [[UInt32]](repeating: [], count: height)
+        var labels = [[String]](repeating: [], count: height)
+        var labelIndex = [ValueIndex](repeating: ValueIndex(), count: height)
+        if leavesAreLabels {
+            labels[0] = values
+            codes[0] = (0..<UInt32(values.count)).map { $0 }
+        }
+        for level in codes.indices { codes[level].reserveCapacity(values.count) }
+        for (leaf, value) in values.enumerated() {
+            let chain: [String]
+            do { chain = try qi.hierarchy.labels(for: value) } catch let error as PrivacyError {
+                let row = (leafOfRow.firstIndex(of: UInt32(leaf)) ?? 0) + 1
+                throw PrivacyError(.invalidValue, "row \(row), column '\(qi.column)': \(error.message)")
+            }
+            for level in (leavesAreLabels ? 1 : 0)..<height {
+                codes[level].append(labelIndex[level].code(of: chain[level], in: &labels[level]))
+            }
+        }
+        return (codes, labels)
     }
 
     /// The rows of each subject in turn (in row order within a subject), and where each subject's rows start.

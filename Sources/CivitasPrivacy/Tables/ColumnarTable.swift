@@ -11,7 +11,7 @@ public struct ColumnarTable: Sendable {
     public private(set) var codes: [[UInt32]]
     /// Per column: code → value.
     public private(set) var values: [[String]]
-    private var index: [[String: UInt32]]
+    private var index: [ValueIndex]
     /// Per column: whether its values are still pairwise distinct (a transform may have merged some).
     public private(set) var hasDistinctValues: [Bool]
     /// Set once values were transformed or the look-up dropped: no more records may be appended.
@@ -21,7 +21,7 @@ public struct ColumnarTable: Sendable {
         self.columns = columns
         codes = Array(repeating: [], count: columns.count)
         values = Array(repeating: [], count: columns.count)
-        index = Array(repeating: [:], count: columns.count)
+        index = Array(repeating: ValueIndex(), count: columns.count)
         hasDistinctValues = Array(repeating: true, count: columns.count)
     }
 
@@ -58,14 +58,7 @@ public struct ColumnarTable: Sendable {
     public mutating func append(_ record: [String]) {
         precondition(!closed && record.count == columns.count, "a record appended to a closed table, or of the wrong width")
         for (c, value) in record.enumerated() {
-            if let code = index[c][value] {
-                codes[c].append(code)
-            } else {
-                let code = UInt32(values[c].count)
-                index[c][value] = code
-                values[c].append(value)
-                codes[c].append(code)
-            }
+            codes[c].append(index[c].code(of: value, in: &values[c]))
         }
         rowCount += 1
     }
@@ -88,14 +81,7 @@ public struct ColumnarTable: Sendable {
                             let position = positions[c]
                             for (r, row) in rows.enumerated() where keep[r] {
                                 let value = position.map { $0 < row.count ? row[$0] : "" } ?? ""
-                                if let code = columns.index[c][value] {
-                                    columns.codes[c].append(code)
-                                } else {
-                                    let code = UInt32(columns.values[c].count)
-                                    columns.index[c][value] = code
-                                    columns.values[c].append(value)
-                                    columns.codes[c].append(code)
-                                }
+                                columns.codes[c].append(columns.index[c].code(of: value, in: &columns.values[c]))
                             }
                         }
                     }
@@ -108,7 +94,7 @@ public struct ColumnarTable: Sendable {
     /// Drops the look-up kept for appending (about as large as the distinct values); the table
     /// takes no more records.
     public mutating func finishAppending() {
-        index = Array(repeating: [:], count: columns.count)
+        index = Array(repeating: ValueIndex(), count: columns.count)
         closed = true
     }
 
@@ -145,5 +131,5 @@ public struct ColumnarTable: Sendable {
 private struct ColumnBuffers: @unchecked Sendable {
     let codes: UnsafeMutableBufferPointer<[UInt32]>
     let values: UnsafeMutableBufferPointer<[String]>
-    let index: UnsafeMutableBufferPointer<[String: UInt32]>
+    let index: UnsafeMutableBufferPointer<ValueIndex>
 }
