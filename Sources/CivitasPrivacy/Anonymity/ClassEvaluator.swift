@@ -192,63 +192,43 @@ final class ClassEvaluator {
     private func linkedSubjectsBelowK() -> Int {
         let subjects = table.spanningSubjects.count
         guard subjects > 0 else { return 0 }
-        var tableSize = 16
-        while tableSize < subjects * 2 { tableSize <<= 1 }
-        if signatureSubject.count != tableSize {
-            signatureSubject = [Int32](repeating: -1, count: tableSize)
-            signatureCount = [Int32](repeating: 0, count: tableSize)
+        // Subjects are split by their set's hash between two cores: equal sets have equal
+        // hashes, so each core counts whole groups, in its own half of the table (each half
+        // large enough for every subject).
+        let parts = subjects >= parallelFrom ? 2 : 1
+        var halfSize = 16
+        while halfSize < subjects * 2 { halfSize <<= 1 }
+        if signatureSubject.count != parts * halfSize {
+            signatureSubject = [Int32](repeating: -1, count: parts * halfSize)
+            signatureCount = [Int32](repeating: 0, count: parts * halfSize)
         }
         let classes = sizes.count
-        let mask = tableSize - 1
-        var signatures: [Int32] = []
         let k = requirements.k
         var suppressed = 0
+        sizes.withUnsafeBufferPointer { sizes in
+            linkedInto.withUnsafeBufferPointer { linkedInto in
+                kept.withUnsafeBufferPointer { kept in
+                    for id in 0..<classes where linkedInto[id] > 0 && kept[id] {
+                        let alone = Int(sizes[id]) - Int(linkedInto[id])
+                        if alone > 0 && alone < k { suppressed += alone }
+                    }
+                }
+            }
+        }
+        let found = UnsafeMutableBufferPointer<Int>.allocate(capacity: parts)
+        defer { found.deallocate() }
         table.spanningSubjects.starts.withUnsafeBufferPointer { starts in
             distinctClasses.withUnsafeMutableBufferPointer { distinct in
                 distinctCount.withUnsafeBufferPointer { counts in
                     setHashes.withUnsafeBufferPointer { hashes in
                         signatureSubject.withUnsafeMutableBufferPointer { signatureSubject in
                             signatureCount.withUnsafeMutableBufferPointer { signatureCount in
-                                linkedInto.withUnsafeMutableBufferPointer { linkedInto in
-                                    kept.withUnsafeBufferPointer { kept in
-                                        /// Whether two subjects' sets of classes (of equal size) are equal; sorts both lists in place.
-                                        func sameClasses(_ one: Int, _ other: Int, count: Int) -> Bool {
-                                            let first = starts[one], second = starts[other]
-                                            sortAscending(distinct, first..<(first + count))
-                                            sortAscending(distinct, second..<(second + count))
-                                            for i in 0..<count where distinct[first + i] != distinct[second + i] { return false }
-                                            return true
-                                        }
-                                        for subject in 0..<subjects {
-                                            let count = Int(counts[subject])
-                                            guard count > 1 else { continue }
-                                            let hash = hashes[subject]
-                                            var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
-                                            while true {
-                                                let other = Int(signatureSubject[position])
-                                                if other < 0 {
-                                                    signatureSubject[position] = Int32(subject)
-                                                    signatures.append(Int32(position))
-                                                    break
-                                                }
-                                                if Int(counts[other]) == count && hashes[other] == hash && sameClasses(subject, other, count: count) { break }
-                                                position = (position &+ 1) & mask
-                                            }
-                                            signatureCount[position] &+= 1
-                                        }
-                                        for id in 0..<classes where linkedInto[id] > 0 && kept[id] {
-                                            let alone = Int(sizes[id]) - Int(linkedInto[id])
-                                            if alone > 0 && alone < k { suppressed += alone }
-                                        }
-                                        for position in signatures {
-                                            let count = Int(signatureCount[Int(position)])
-                                            let representative = Int(signatureSubject[Int(position)])
-                                            signatureSubject[Int(position)] = -1
-                                            signatureCount[Int(position)] = 0
-                                            guard count < k else { continue }
-                                            let start = starts[representative]
-                                            if (start..<(start + Int(counts[representative]))).allSatisfy({ kept[Int(distinct[$0])] }) { suppressed += count }
-                                        }
+                                kept.withUnsafeBufferPointer { kept in
+                                    let groups = SubjectGroups(starts: starts, distinct: distinct, counts: counts, hashes: hashes, kept: kept,
+                                                               representative: signatureSubject, members: signatureCount, found: found)
+                                    let tableSize = halfSize
+                                    DispatchQueue.concurrentPerform(iterations: parts) { part in
+                                        groups.suppressedBelow(k: k, part: part, of: parts, tableSize: tableSize)
                                     }
                                 }
                             }
@@ -257,7 +237,7 @@ final class ClassEvaluator {
                 }
             }
         }
-        return suppressed
+        return suppressed + found.reduce(0, +)
     }
 
     /// Scratch tables of ``linkedSubjectsBelowK()``, left empty between calls.
@@ -623,6 +603,68 @@ private struct SpanningBuffers: @unchecked Sendable {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// What the count of linked subjects reads and writes; each core takes the subjects whose
+/// set's hash falls in its part, and its own part of the table.
+private struct SubjectGroups: @unchecked Sendable {
+    let starts: UnsafeBufferPointer<Int>
+    let distinct: UnsafeMutableBufferPointer<Int32>
+    let counts: UnsafeBufferPointer<Int32>
+    let hashes: UnsafeBufferPointer<UInt64>
+    let kept: UnsafeBufferPointer<Bool>
+    /// Per slot of the table: a group's first subject (-1 when empty), and how many subjects share its set.
+    let representative: UnsafeMutableBufferPointer<Int32>
+    let members: UnsafeMutableBufferPointer<Int32>
+    /// Per part: the subjects it found suppressed.
+    let found: UnsafeMutableBufferPointer<Int>
+
+    /// Groups the part's subjects of several classes by their set of classes, and writes to
+    /// `found` how many are in groups of fewer than k whose classes are all kept; leaves the
+    /// part's table empty.
+    func suppressedBelow(k: Int, part: Int, of parts: Int, tableSize: Int) {
+        let base = part * tableSize
+        let mask = tableSize - 1
+        var used: [Int32] = []
+        for subject in 0..<(starts.count - 1) {
+            let count = Int(counts[subject])
+            let hash = hashes[subject]
+            guard count > 1, parts == 1 || Int(hash >> 63) == part else { continue }
+            var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+            while true {
+                let other = Int(representative[base + position])
+                if other < 0 {
+                    representative[base + position] = Int32(subject)
+                    used.append(Int32(position))
+                    break
+                }
+                if Int(counts[other]) == count && hashes[other] == hash && sameClasses(subject, other, count: count) { break }
+                position = (position &+ 1) & mask
+            }
+            members[base + position] &+= 1
+        }
+        var suppressed = 0
+        for position in used {
+            let slot = base + Int(position)
+            let count = Int(members[slot])
+            let first = Int(representative[slot])
+            representative[slot] = -1
+            members[slot] = 0
+            guard count < k else { continue }
+            let start = starts[first]
+            if (start..<(start + Int(counts[first]))).allSatisfy({ kept[Int(distinct[$0])] }) { suppressed += count }
+        }
+        found[part] = suppressed
+    }
+
+    /// Whether two subjects' sets of classes (of equal size) are equal; sorts both lists in place.
+    private func sameClasses(_ one: Int, _ other: Int, count: Int) -> Bool {
+        let first = starts[one], second = starts[other]
+        sortAscending(distinct, first..<(first + count))
+        sortAscending(distinct, second..<(second + count))
+        for i in 0..<count where distinct[first + i] != distinct[second + i] { return false }
+        return true
     }
 }
 
