@@ -2,13 +2,13 @@ import Foundation
 
 /// Groups weighted cells into equivalence classes for one generalization and
 /// decides which classes meet k (and l), counting distinct subjects: the inner
-/// loop of every search. Classes are numbered densely in the order they are
-/// found; an open-addressing table of their keys is reused across evaluations.
+/// loop of every search. Classes are numbered densely (in the order they are
+/// found, or partition by partition when there are many); the tables that
+/// number them are reused across evaluations.
 final class ClassEvaluator {
     let table: EncodedTable
     let requirements: AnonymityRequirements
-    private let capacity: Int
-    /// The open-addressing table: a generalized tuple's key and its class number.
+    /// The open-addressing table of groupings of few classes: a generalized tuple's key and its class number.
     private var keys: [UInt64] = []
     private var classOfKey: [Int32] = []
     /// Positions of `keys` filled by the last evaluation (to empty them again).
@@ -29,7 +29,6 @@ final class ClassEvaluator {
         self.requirements = requirements
         var capacity = 1024
         while capacity < table.cellCount.count * 2 { capacity <<= 1 }
-        self.capacity = capacity
         let pairCapacity = requirements.diversity == nil ? 1 : capacity * 2
         pairKeys = [UInt64](repeating: Self.empty, count: pairCapacity)
         pairCounts = [Int32](repeating: 0, count: pairCapacity)
