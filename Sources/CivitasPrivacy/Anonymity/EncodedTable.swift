@@ -64,8 +64,7 @@ struct EncodedTable {
         }
         var codes: [[[UInt32]]] = [], labels: [[[String]]] = []
         for column in labelled {
-            guard let result = column.result else { throw PrivacyError(.invalidParameter, "a column was not labelled") }
-            let (columnCodes, columnLabels) = try result.get()
+            let (columnCodes, columnLabels) = try column.result.get()
             codes.append(columnCodes)
             labels.append(columnLabels)
         }
@@ -96,9 +95,9 @@ struct EncodedTable {
             if quasiIdentifiers.contains(where: { $0.column == subject }) || subject == sensitive {
                 throw PrivacyError(.invalidParameter, "column '\(subject)' names the subject and cannot be quasi-identifying or sensitive")
             }
-            return Self.rowsBySubject(table.codes[subjectIndex], subjects: table.values[subjectIndex].count)
+            return table.recordsGrouped(by: subjectIndex)
         }
-        let firstRow = Self.renumber(&rowKeys, order: bySubject?.rows ?? [])
+        let firstRow = Self.renumber(&rowKeys, order: bySubject?.ordered ?? [])
         let cellOfRow = rowKeys.map { Int32(truncatingIfNeeded: $0) }
         rowKeys = []
         var cellCount = [Int32](repeating: 0, count: firstRow.count)
@@ -122,13 +121,13 @@ struct EncodedTable {
         if let subject, let bySubject {
             let subjectOfRow = table.codes[try table.index(of: subject)]
             let subjects = bySubject.starts.count - 1
-            let starts = bySubject.starts, rowsBySubject = bySubject.rows
+            let starts = bySubject.starts, rowsBySubject = bySubject.ordered
             var cellSubjects = [Int32](repeating: 0, count: cellCount.count)
             var spanning = Lists()
             var cells: [Int32] = []
             for person in 0..<subjects {
                 cells.removeAll(keepingCapacity: true)
-                for i in Int(starts[person])..<Int(starts[person + 1]) { cells.append(cellOfRow[Int(rowsBySubject[i])]) }
+                for i in starts[person]..<starts[person + 1] { cells.append(cellOfRow[Int(rowsBySubject[i])]) }
                 if cells.count > 1 { cells.sort() }
                 var distinct = 0
                 for (i, cell) in cells.enumerated() where i == 0 || cells[i - 1] != cell {
@@ -176,7 +175,7 @@ struct EncodedTable {
 
     /// One column's labels, handed back by the core that made them.
     private final class LabelledColumn: @unchecked Sendable {
-        var result: Result<(codes: [[UInt32]], labels: [[String]]), any Error>?
+        var result: Result<(codes: [[UInt32]], labels: [[String]]), any Error> = .success(([], []))
     }
 
     /// Per level of `qi`'s hierarchy: each leaf's label code, and the labels in code order.
@@ -202,21 +201,6 @@ struct EncodedTable {
             }
         }
         return (codes, labels)
-    }
-
-    /// The rows of each subject in turn (in row order within a subject), and where each subject's rows start.
-    static func rowsBySubject(_ subjectOfRow: [UInt32], subjects: Int) -> (rows: [Int32], starts: [Int32]) {
-        var starts = [Int32](repeating: 0, count: subjects + 1)
-        for person in subjectOfRow { starts[Int(person) + 1] += 1 }
-        for person in 0..<subjects { starts[person + 1] += starts[person] }
-        var rows = [Int32](repeating: 0, count: subjectOfRow.count)
-        var next = starts
-        for r in 0..<subjectOfRow.count {
-            let person = Int(subjectOfRow[r])
-            rows[Int(next[person])] = Int32(r)
-            next[person] += 1
-        }
-        return (rows, starts)
     }
 
     /// Replaces every key by a dense number (0, 1, … in order of first appearance, the keys taken
