@@ -202,9 +202,38 @@ struct BrokerClient {
 
     /// Sends a signed GET and streams the body into `sink` as it arrives (an envelope of any
     /// size is never held whole); returns the answer's headers.
+    func download(_ path: String, to sink: ByteSink) async throws -> [String: String] {
+        let download = try await startDownload(path)
+        try await download.stream(to: sink)
+        return download.headers
+    }
+
+    /// A successful answer to a signed GET whose headers have arrived and whose body is still to be read.
+    struct PendingDownload {
+        /// The answer's headers, by lowercased name.
+        let headers: [String: String]
+        fileprivate let response: HTTPClientResponse
+        fileprivate let baseURL: String
+
+        /// Streams the body into `sink` as it arrives.
+        func stream(to sink: ByteSink) async throws {
+            do {
+                for try await buffer in response.body {
+                    try buffer.withUnsafeReadableBytes { try sink.write($0) }
+                }
+            } catch let error as CLIError {
+                throw error
+            } catch {
+                throw TransportError(message: "the download from \(baseURL) broke off: \(error)")
+            }
+        }
+    }
+
+    /// Sends a signed GET and returns once the answer's headers arrive (so a command can start
+    /// other requests while the body downloads), or throws the broker's error as one line.
     /// A broker busy sending other envelopes (503 with Retry-After) is asked again after the time
     /// it names (1 to 10 s), with a fresh signature, up to ``busyAttempts`` times in all.
-    func download(_ path: String, to sink: ByteSink) async throws -> [String: String] {
+    func startDownload(_ path: String) async throws -> PendingDownload {
         var attempt = 1
         var (response, headers) = try await downloadResponse(path)
         while response.status == .serviceUnavailable, attempt < Self.busyAttempts, let wait = headers["retry-after"].flatMap(Int.init) {
@@ -216,18 +245,9 @@ struct BrokerClient {
         guard (200..<300).contains(Int(response.status.code)) else {
             let body = try await response.body.collect(upTo: 1 << 20)
             _ = try answer(Array(buffer: body), status: Int(response.status.code), headers: headers)
-            return headers
+            throw CLIError("the broker answered \(response.status.code) to GET \(path)")
         }
-        do {
-            for try await buffer in response.body {
-                try buffer.withUnsafeReadableBytes { try sink.write($0) }
-            }
-        } catch let error as CLIError {
-            throw error
-        } catch {
-            throw TransportError(message: "the download from \(baseURL) broke off: \(error)")
-        }
-        return headers
+        return PendingDownload(headers: headers, response: response, baseURL: baseURL)
     }
 
     /// Most times a download asks a busy broker.
@@ -404,7 +424,7 @@ struct ParticipantsCommand: AsyncParsableCommand {
     }
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Register a participant's public key with a role (operator only).")
+        static let configuration = CommandConfiguration(commandName: "add", abstract: "Register a participant's public key with a role (operator only).")
         @OptionGroup var options: BrokerOptions
         @OptionGroup var report: ReportFormat
         @Option(help: "operator, agency, partner, auditor or consent-service.") var role: String
@@ -419,7 +439,7 @@ struct ParticipantsCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the registered participants.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List the registered participants.")
         @OptionGroup var options: BrokerOptions
         @OptionGroup var report: ReportFormat
 
@@ -438,7 +458,7 @@ struct DatasetsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "datasets", abstract: "Register datasets.", subcommands: [Register.self])
 
     struct Register: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Register a dataset with its schema (agency).")
+        static let configuration = CommandConfiguration(commandName: "register", abstract: "Register a dataset with its schema (agency).")
         @OptionGroup var options: BrokerOptions
         @Option(help: "Dataset id: 1-128 of a-z 0-9 . _ -") var id: String
         @Option(help: "Dataset schema (JSON Schema with x-privacy), e.g. Schemas/datasets/emergency-call.schema.json.") var schema: String

@@ -61,7 +61,9 @@ enum EnvelopeFiles {
             return try opener.open(source, to: FileDescriptorSink(descriptor: 1, name: "standard output"))
         }
         let file = try Files.AtomicFile(path: output, mode: 0o600)
-        let verified = try opener.open(source, to: FileDescriptorSink(descriptor: file.descriptor, name: output))
+        let sink = FileDescriptorSink(descriptor: file.descriptor, name: output, flushingBehind: true)
+        let verified = try opener.open(source, to: sink)
+        try sink.finishFlushing()
         try file.commit(replacing: true)
         return verified
     }

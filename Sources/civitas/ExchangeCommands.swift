@@ -13,7 +13,7 @@ struct AgreementsCommand: AsyncParsableCommand {
         subcommands: [Draft.self, Offer.self, Accept.self, Revoke.self, Show.self, List.self])
 
     struct Draft: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
+        static let configuration = CommandConfiguration(commandName: "draft", 
             abstract: "Write a policy to edit and offer, from the dataset's schema (its publisher).",
             discussion: """
                 The draft names you as publisher and the partner by its key id, allows every field the schema does not \
@@ -101,7 +101,7 @@ struct AgreementsCommand: AsyncParsableCommand {
     }
 
     struct Offer: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
+        static let configuration = CommandConfiguration(commandName: "offer", 
             abstract: "Offer an agreement (the dataset's publisher): the policy is signed over its canonical hash.",
             discussion: "The policy format is in docs/exchanges.md; Schemas/agreement-policy.schema.json describes it.")
         @OptionGroup var options: BrokerOptions
@@ -121,7 +121,7 @@ struct AgreementsCommand: AsyncParsableCommand {
     }
 
     struct Accept: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
+        static let configuration = CommandConfiguration(commandName: "accept", 
             abstract: "Accept an agreement (its partner): the policy is fetched, hashed here and the hash signed.")
         @OptionGroup var options: BrokerOptions
         @OptionGroup var report: ReportFormat
@@ -148,7 +148,7 @@ struct AgreementsCommand: AsyncParsableCommand {
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke an agreement (either party); nothing is released under it afterwards.")
+        static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke an agreement (either party); nothing is released under it afterwards.")
         @OptionGroup var options: BrokerOptions
         @OptionGroup var report: ReportFormat
         @Argument(help: "Agreement id.") var agreement: String
@@ -160,7 +160,7 @@ struct AgreementsCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print an agreement (state, policy, signatures) or its ODRL form.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Print an agreement (state, policy, signatures) or its ODRL form.")
         @OptionGroup var options: BrokerOptions
         @Flag(help: "Print the policy as an ODRL 2.2 Agreement (JSON-LD).") var odrl = false
         @Argument(help: "Agreement id.") var agreement: String
@@ -172,7 +172,7 @@ struct AgreementsCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the agreements you are a party to.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List the agreements you are a party to.")
         @OptionGroup var options: BrokerOptions
         @OptionGroup var report: ReportFormat
 
@@ -369,7 +369,7 @@ struct RequestCommand: AsyncParsableCommand {
         subcommands: [Release.self, Aggregate.self, Synthetic.self, Feed.self])
 
     struct Release: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Request a privacy-treated release of the dataset; fetch it with `civitas pull --delivery`.")
+        static let configuration = CommandConfiguration(commandName: "release", abstract: "Request a privacy-treated release of the dataset; fetch it with `civitas pull --delivery`.")
         @OptionGroup var options: BrokerOptions
         @OptionGroup var report: ReportFormat
         @Option(help: "Purpose code.") var purpose: String
@@ -386,7 +386,7 @@ struct RequestCommand: AsyncParsableCommand {
     }
 
     struct Aggregate: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Request a differentially private count, sum or mean, charged to the agreement's ε budget.")
+        static let configuration = CommandConfiguration(commandName: "aggregate", abstract: "Request a differentially private count, sum or mean, charged to the agreement's ε budget.")
         @OptionGroup var options: BrokerOptions
         @Option(help: "Purpose code.") var purpose: String
         @Option(help: "count, sum or mean.") var statistic: String = "count"
@@ -409,7 +409,7 @@ struct RequestCommand: AsyncParsableCommand {
     }
 
     struct Synthetic: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
+        static let configuration = CommandConfiguration(commandName: "synthetic", 
             abstract: "Request differentially private synthetic rows, charged ρ to the agreement's zCDP budget; fetch them with `civitas pull --delivery`.")
         @OptionGroup var options: BrokerOptions
         @Option(help: "Purpose code.") var purpose: String
@@ -428,7 +428,7 @@ struct RequestCommand: AsyncParsableCommand {
     }
 
     struct Feed: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Subscribe to new records in windows; pull them with `civitas pull --feed`.")
+        static let configuration = CommandConfiguration(commandName: "feed", abstract: "Subscribe to new records in windows; pull them with `civitas pull --feed`.")
         @OptionGroup var options: BrokerOptions
         @Option(help: "Purpose code.") var purpose: String
         @Option(help: "Also push each window to this URL (POST, the envelope as body).") var webhook: String?
@@ -508,10 +508,23 @@ struct PullCommand: AsyncParsableCommand {
                     return try writer.write(payloadOf: id) { sink in try opener.open(channel, to: sink) }
                 }
             }
-            let headers: [String: String]
+            // The log evidence is asked for as soon as the headers say where the delivery is
+            // logged, and arrives while the envelope downloads; it is checked against the
+            // envelope once that has verified.
+            let logIndex: UInt64
+            let evidence: Task<JSONValue, Error>
             do {
                 let sink: ByteSink = envelope.map { TeeSink(channel, FileDescriptorSink(descriptor: $0, name: "envelope \(id)")) } ?? channel
-                headers = try await client.download("/deliveries/\(id)", to: sink)
+                let download = try await client.startDownload("/deliveries/\(id)")
+                guard let index = download.headers["civitas-log-index"].flatMap(UInt64.init) else {
+                    throw CLIError("the broker did not say where it logged delivery \(id)")
+                }
+                logIndex = index
+                evidence = Task { try await client.send("GET", "/log/entries/\(index)/proof").json }
+                do { try await download.stream(to: sink) } catch {
+                    evidence.cancel()
+                    throw error
+                }
                 channel.finish()
             } catch {
                 channel.finish(error: error)
@@ -519,11 +532,12 @@ struct PullCommand: AsyncParsableCommand {
                 _ = try await opening.value
                 throw error
             }
-            let summary = try await opening.value
-            guard let logIndex = headers["civitas-log-index"].flatMap(UInt64.init) else {
-                throw CLIError("the broker did not say where it logged delivery \(id)")
+            let summary: EnvelopeSummary
+            do { summary = try await opening.value } catch {
+                evidence.cancel()
+                throw error
             }
-            let (_, evidenceJSON) = try await client.send("GET", "/log/entries/\(logIndex)/proof")
+            let evidenceJSON = try await evidence.value
             let logged = try DeliveryText.checkLogged(evidenceJSON, delivery: id, summary: summary, broker: broker)
             guard let note = evidenceJSON["checkpoint"]?.stringValue else { throw CLIError("the broker's log evidence has no checkpoint") }
             try witnesses.require(on: note)
@@ -547,6 +561,7 @@ struct PullCommand: AsyncParsableCommand {
                            "checkpoint_size": .number(Double(logged.size))])
             Output.warn("\(id)\(sequence.map { " (window \($0))" } ?? ""): \(records) records, signed by the broker \(summary.manifest.issuer), ciphertext sha256 \(Hex.encode(summary.ciphertextSHA256).prefix(16))…; logged as entry \(logIndex), included in the broker's signed checkpoint of \(logged.size) entries, \(history.sentence(known.path))")
         }
+        try writer.output.finishFlushing()
         try file?.commit(replacing: true)
         if let feed, ack, let last = ids.last?.sequence {
             _ = try await client.send("POST", "/feeds/\(feed)/ack", body: try CanonicalJSON.encode(["through": .number(Double(last))]))
@@ -565,7 +580,8 @@ struct PullCommand: AsyncParsableCommand {
 /// with the same columns as the one before continues its table (its header is left out), or as
 /// JSON Lines, one object per record. A CSV payload bound for an output file is decrypted straight
 /// into it (the file appears only once everything verified); otherwise it goes through an
-/// owner-only temporary file first.
+/// owner-only temporary file first. An output file is flushed to disk behind the writing (call
+/// `output.finishFlushing()` before committing it).
 final class PayloadWriter: @unchecked Sendable {
     let format: String
     let output: FileDescriptorSink
@@ -574,7 +590,7 @@ final class PayloadWriter: @unchecked Sendable {
 
     init(format: String, output descriptor: Int32, name: String, direct: Bool) {
         self.format = format
-        output = FileDescriptorSink(descriptor: descriptor, name: name)
+        output = FileDescriptorSink(descriptor: descriptor, name: name, flushingBehind: direct)
         self.direct = direct
     }
 

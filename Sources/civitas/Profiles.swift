@@ -147,7 +147,7 @@ struct ProfileCommand: ParsableCommand {
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the settings a command would use, each with where it comes from.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Print the settings a command would use, each with where it comes from.")
         @OptionGroup var options: BrokerOptions
         @OptionGroup var report: ReportFormat
 
@@ -163,7 +163,7 @@ struct ProfileCommand: ParsableCommand {
     }
 
     struct Remove: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove a profile.")
+        static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a profile.")
         @OptionGroup var report: ReportFormat
         @Argument(help: "The profile's name.") var name: String
 

@@ -5,13 +5,17 @@
  * open the sealed stream key, pull and authenticate every chunk, and write the payload to a file,
  * flushed to disk. The yardstick for "raw libsodium throughput" in scripts/bench-pull.
  *
- * Build: cc -O2 -o pull_raw pull_raw.c -lsodium -lcrypto
- * Usage: pull_raw ENVELOPE RECIPIENT.secret ISSUER.pub OUTPUT   (plain secret key files only)
+ * With --flush-behind, a second thread flushes the output to disk (fdatasync) every 8 MiB written,
+ * as `civitas pull` does, so the final fsync has little left to wait for.
+ *
+ * Build: cc -O2 -pthread -o pull_raw pull_raw.c -lsodium -lcrypto
+ * Usage: pull_raw [--flush-behind] ENVELOPE RECIPIENT.secret ISSUER.pub OUTPUT   (plain secret key files only)
  * Prints {"bytes": N, "seconds": S} on success; exits 1 with a message on any refusal. */
 
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,8 +126,31 @@ static unsigned long long number_member(const char *json, size_t length, const c
     return strtoull(value, NULL, 10);
 }
 
+/* The flushing thread: one fdatasync per request, requests made during a flush merged into the next. */
+static pthread_mutex_t flush_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t flush_wanted = PTHREAD_COND_INITIALIZER;
+static int flush_requested = 0, flush_stopping = 0, flush_failed = 0, flush_fd = -1;
+
+static void *flush_behind(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&flush_lock);
+    while (1) {
+        while (!flush_requested && !flush_stopping) pthread_cond_wait(&flush_wanted, &flush_lock);
+        if (!flush_requested) break;
+        flush_requested = 0;
+        pthread_mutex_unlock(&flush_lock);
+        int failed = fdatasync(flush_fd) != 0;
+        pthread_mutex_lock(&flush_lock);
+        flush_failed |= failed;
+    }
+    pthread_mutex_unlock(&flush_lock);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 5) fail("usage: pull_raw ENVELOPE RECIPIENT.secret ISSUER.pub OUTPUT");
+    int flushing_behind = argc == 6 && strcmp(argv[1], "--flush-behind") == 0;
+    if (flushing_behind) argv++, argc--;
+    if (argc != 5) fail("usage: pull_raw [--flush-behind] ENVELOPE RECIPIENT.secret ISSUER.pub OUTPUT");
     if (sodium_init() < 0) fail("libsodium does not start");
     struct timespec started, ended;
     clock_gettime(CLOCK_MONOTONIC, &started);
@@ -191,6 +218,10 @@ int main(int argc, char **argv) {
     /* Every chunk: read, hash, pull, write. */
     int out = open(argv[4], O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (out < 0) fail("cannot create the output");
+    pthread_t flusher;
+    flush_fd = out;
+    if (flushing_behind && pthread_create(&flusher, NULL, flush_behind, NULL) != 0) fail("cannot start the flushing thread");
+    size_t unflushed = 0;
     unsigned char *cipher = malloc(chunk_size + crypto_secretstream_xchacha20poly1305_ABYTES), *plain = malloc(chunk_size);
     unsigned long long remaining = payload_length, chunks = payload_length == 0 ? 1 : (payload_length + chunk_size - 1) / chunk_size;
     for (unsigned long long index = 0; index < chunks; index++) {
@@ -206,6 +237,14 @@ int main(int argc, char **argv) {
         if ((tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) != (index == chunks - 1)) fail("final tag misplaced");
         write_all(out, plain, (size_t)plain_length);
         remaining -= length;
+        unflushed += (size_t)plain_length;
+        if (flushing_behind && unflushed >= (8u << 20)) {
+            pthread_mutex_lock(&flush_lock);
+            flush_requested = 1;
+            pthread_cond_signal(&flush_wanted);
+            pthread_mutex_unlock(&flush_lock);
+            unflushed = 0;
+        }
     }
     unsigned char extra;
     if (read(in, &extra, 1) != 0) fail("trailing data");
@@ -213,6 +252,14 @@ int main(int argc, char **argv) {
     EVP_DigestFinal_ex(hash, digest, &hash_length);
     sodium_bin2hex(digest_hex, sizeof digest_hex, digest, 32);
     if (strcmp(digest_hex, ciphertext_hex) != 0) fail("ciphertext hash mismatch");
+    if (flushing_behind) {
+        pthread_mutex_lock(&flush_lock);
+        flush_stopping = 1;
+        pthread_cond_signal(&flush_wanted);
+        pthread_mutex_unlock(&flush_lock);
+        pthread_join(flusher, NULL);
+        if (flush_failed) fail("cannot flush the output");
+    }
     if (fsync(out) != 0 || close(out) != 0) fail("cannot flush the output");
     close(in);
     clock_gettime(CLOCK_MONOTONIC, &ended);

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Dispatch
 
 /// A source of bytes read front to back: a file, a pipe, or memory.
 public protocol ByteSource: AnyObject {
@@ -57,14 +58,27 @@ public final class FileDescriptorSink: EnvelopeSink, ByteSink, @unchecked Sendab
     private let descriptor: Int32
     private let name: String
     private let startOffset: UInt64
+    private let flusher: BackgroundFlusher?
+    private let flushStep: Int
+    private var unflushed = 0
 
     /// Writes to `descriptor` from its current position; `name` identifies it in errors. The descriptor is not closed.
-    public init(descriptor: Int32, name: String) {
+    /// With `flushingBehind`, what is written is flushed to disk on another thread every
+    /// `flushStep` bytes (8 MiB unless given), so the caller's final flush has little left to
+    /// wait for; call ``finishFlushing()`` before that final flush and before closing the descriptor.
+    public init(descriptor: Int32, name: String, flushingBehind: Bool = false, flushStep: Int = 8 << 20) {
         self.descriptor = descriptor
         self.name = name
+        self.flushStep = flushStep
         let position = lseek(descriptor, 0, SEEK_CUR)
         self.startOffset = position > 0 ? UInt64(position) : 0
+        // Only a regular file is worth flushing (a pipe or a terminal refuses it).
+        var info = stat()
+        flusher = flushingBehind && fstat(descriptor, &info) == 0 && info.st_mode & S_IFMT == S_IFREG
+            ? BackgroundFlusher(descriptor: descriptor, name: name) : nil
     }
+
+    deinit { try? flusher?.finish() }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
         var written = 0
@@ -76,6 +90,20 @@ public final class FileDescriptorSink: EnvelopeSink, ByteSink, @unchecked Sendab
             }
             written += n
         }
+        guard let flusher else { return }
+        unflushed += bytes.count
+        if unflushed >= flushStep {
+            try flusher.request()
+            unflushed = 0
+        }
+    }
+
+    /// How many background flushes were started.
+    var backgroundFlushes: Int { flusher.map { flusher in flusher.lock.withLock { flusher.started } } ?? 0 }
+
+    /// Waits for the background flush under way, if any; throws the error a background flush met.
+    public func finishFlushing() throws {
+        try flusher?.finish()
     }
 
     public func overwrite(at offset: UInt64, with bytes: [UInt8]) throws {
@@ -139,6 +167,52 @@ public final class MemorySink: EnvelopeSink, ByteSink, @unchecked Sendable {
             }
             storage.replaceSubrange(start..<start + bytes.count, with: bytes)
         }
+    }
+}
+
+/// Flushes a file's written data to disk on a thread of its own, at most one flush at a time:
+/// a request made while a flush runs is left to the next one (or to the owner's final flush).
+final class BackgroundFlusher: @unchecked Sendable {
+    private let descriptor: Int32
+    private let name: String
+    private let queue = DispatchQueue(label: "civitas.file.flush")
+    private let group = DispatchGroup()
+    let lock = Mutex()
+    private var running = false
+    private var failure: (any Error)?
+    /// How many flushes were started.
+    private(set) var started = 0
+
+    init(descriptor: Int32, name: String) {
+        self.descriptor = descriptor
+        self.name = name
+    }
+
+    /// Starts a flush unless one is running; throws the error an earlier flush met (an error is
+    /// reported once by the kernel, so the owner's final flush would not see it again).
+    func request() throws {
+        let start: Bool = try lock.withLock {
+            if let failure { throw failure }
+            if running { return false }
+            running = true
+            started += 1
+            return true
+        }
+        guard start else { return }
+        queue.async(group: group) { [self] in
+            let result = fdatasync(descriptor)
+            let error = result == 0 ? nil : CryptoError(.io, "flushing \(name) failed: \(String(cString: strerror(errno)))")
+            lock.withLock {
+                running = false
+                if failure == nil, let error { failure = error }
+            }
+        }
+    }
+
+    /// Waits for the flush under way, then throws the error any flush met.
+    func finish() throws {
+        group.wait()
+        if let failure = lock.withLock({ failure }) { throw failure }
     }
 }
 
