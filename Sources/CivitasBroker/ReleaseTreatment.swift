@@ -215,10 +215,14 @@ public struct ReleaseTreatment: Sendable {
         // 7. Noise on bounded measures, then the CSV.
         var noise = try MeasureNoise(schema: schema, policy: policy, columns: release.columns, randomness: randomness)
         var writer = CSVWriter(columns: release.columns, expectedRows: release.count)
-        var row = 0
-        try release.forEachRow { values in
-            row += 1
-            writer.append(try noise.apply(to: values, record: row))
+        if noise.noised.isEmpty {
+            try release.write(to: &writer)
+        } else {
+            var row = 0
+            try release.forEachRow { values in
+                row += 1
+                writer.append(try noise.apply(to: values, record: row))
+            }
         }
         var mostPerSubject = 1
         if let subject = input.subject {
@@ -249,6 +253,22 @@ public struct ReleaseTreatment: Sendable {
             switch self {
             case .projected(let table, _): table.rowCount
             case .anonymized(let result): result.count
+            }
+        }
+
+        /// Appends every record to `writer`, each distinct value written once.
+        func write(to writer: inout CSVWriter) throws {
+            switch self {
+            case .projected(let table, let columns):
+                let positions = try columns.map { try table.index(of: $0) }
+                let fields = positions.map { writer.fields(table.values[$0]) }
+                var codes = [Int](repeating: 0, count: positions.count)
+                for r in 0..<table.rowCount {
+                    for (c, position) in positions.enumerated() { codes[c] = Int(table.codes[position][r]) }
+                    writer.append(codes: codes, of: fields)
+                }
+            case .anonymized(let result):
+                result.write(to: &writer)
             }
         }
 

@@ -39,6 +39,7 @@ enum Segments {
         } catch {
             throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) failed authentication")
         }
+        if let segment = SegmentText.rows(plaintext) { return segment }
         guard let object = (try? JSONParser.parse(plaintext))?.objectValue,
               case .array(let columnValues)? = object["columns"], case .array(let rowValues)? = object["rows"] else {
             throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) does not parse")

@@ -29,6 +29,19 @@ public struct AnonymizedColumns: Sendable {
         }
     }
 
+    /// Appends every released record to `writer`, in the source's order: the same bytes as
+    /// appending each row ``forEachRow(_:)`` gives, with each distinct value written once.
+    public func write(to writer: inout CSVWriter) {
+        let q = codeOfRow.count
+        let fields = (0..<q).map { writer.fields(labelTexts[$0]) } + passThrough.map { writer.fields(source.values[$0]) }
+        var codes = [Int](repeating: 0, count: columns.count)
+        for r in 0..<source.rowCount where keep[r] {
+            for column in 0..<q { codes[column] = Int(labelOfCode[column][Int(codeOfRow[column][r])]) }
+            for (offset, column) in passThrough.enumerated() { codes[q + offset] = Int(source.codes[column][r]) }
+            writer.append(codes: codes, of: fields)
+        }
+    }
+
     /// The released records as rows of strings.
     public var table: CSVTable {
         var rows: [[String]] = []

@@ -122,22 +122,59 @@ public struct CSVWriter: Sendable {
         records += 1
     }
 
-    private mutating func write(_ record: [String]) {
-        for (i, cell) in record.enumerated() {
-            if i > 0 { bytes.append(delimiter) }
-            let needsQuotes = cell.utf8.contains { $0 == delimiter || $0 == 0x22 || $0 == 0x0A || $0 == 0x0D }
-            if needsQuotes {
-                bytes.append(0x22)
-                for byte in cell.utf8 {
-                    if byte == 0x22 { bytes.append(0x22) }
-                    bytes.append(byte)
-                }
-                bytes.append(0x22)
-            } else {
-                bytes.append(contentsOf: cell.utf8)
+    /// Appends one record given as a code per column, each column's values already written as
+    /// fields by ``fields(_:)``: the same bytes as ``append(_:)`` of the values.
+    public mutating func append(codes: [Int], of columns: [Fields]) {
+        for (c, code) in codes.enumerated() {
+            if c > 0 { bytes.append(delimiter) }
+            let fields = columns[c]
+            fields.bytes.withUnsafeBufferPointer { all in
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: all[fields.starts[code]..<fields.starts[code + 1]]))
             }
         }
         bytes.append(0x0A)
+        records += 1
+    }
+
+    /// Distinct values written once each as CSV fields (quoted where they need it), to be
+    /// appended by code: value `i`'s field is `bytes[starts[i]..<starts[i + 1]]`.
+    public struct Fields: Sendable {
+        let bytes: [UInt8]
+        let starts: [Int]
+    }
+
+    /// The fields of `values`, with this writer's delimiter.
+    public func fields(_ values: [String]) -> Fields {
+        var bytes: [UInt8] = []
+        var starts = [0]
+        starts.reserveCapacity(values.count + 1)
+        for value in values {
+            Self.writeField(value, delimiter: delimiter, to: &bytes)
+            starts.append(bytes.count)
+        }
+        return Fields(bytes: bytes, starts: starts)
+    }
+
+    private mutating func write(_ record: [String]) {
+        for (i, cell) in record.enumerated() {
+            if i > 0 { bytes.append(delimiter) }
+            Self.writeField(cell, delimiter: delimiter, to: &bytes)
+        }
+        bytes.append(0x0A)
+    }
+
+    private static func writeField(_ cell: String, delimiter: UInt8, to bytes: inout [UInt8]) {
+        let needsQuotes = cell.utf8.contains { $0 == delimiter || $0 == 0x22 || $0 == 0x0A || $0 == 0x0D }
+        if needsQuotes {
+            bytes.append(0x22)
+            for byte in cell.utf8 {
+                if byte == 0x22 { bytes.append(0x22) }
+                bytes.append(byte)
+            }
+            bytes.append(0x22)
+        } else {
+            bytes.append(contentsOf: cell.utf8)
+        }
     }
 }
 
