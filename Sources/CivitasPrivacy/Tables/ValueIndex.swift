@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The code of every distinct value of one column, values being equal when their UTF-8 bytes
 /// are (as the released bytes are; two spellings of one character stay two values), found by a
 /// hash of those bytes
@@ -47,7 +53,14 @@ struct ValueIndex {
     }
 
     private static func sameBytes(_ one: String, _ other: String) -> Bool {
-        one.utf8.count == other.utf8.count && one.utf8.elementsEqual(other.utf8)
+        var one = one, other = other
+        return one.withUTF8 { first in
+            other.withUTF8 { second in
+                guard first.count == second.count else { return false }
+                guard let a = first.baseAddress, let b = second.baseAddress else { return true }
+                return memcmp(a, b, first.count) == 0
+            }
+        }
     }
 
     private static func hash(_ value: String) -> UInt64 {
