@@ -124,7 +124,7 @@ struct LogCommand: AsyncParsableCommand {
     )
 
     struct Fetch: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "fetch", 
+        static let configuration = CommandConfiguration(commandName: "fetch",
             abstract: "Fetch the broker's log export (any registered participant), checkpointed to its current size, for `civitas audit`."
         )
         @OptionGroup var options: BrokerOptions
@@ -149,7 +149,7 @@ struct LogCommand: AsyncParsableCommand {
     }
 
     struct Export: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "export", 
+        static let configuration = CommandConfiguration(commandName: "export",
             abstract: "Write the export an auditor takes away: entries and signed checkpoints, as JSON Lines."
         )
 

@@ -13,7 +13,7 @@ struct AgreementsCommand: AsyncParsableCommand {
         subcommands: [Draft.self, Offer.self, Accept.self, Revoke.self, Show.self, List.self])
 
     struct Draft: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "draft", 
+        static let configuration = CommandConfiguration(commandName: "draft",
             abstract: "Write a policy to edit and offer, from the dataset's schema (its publisher).",
             discussion: """
                 The draft names you as publisher and the partner by its key id, allows every field the schema does not \
@@ -101,7 +101,7 @@ struct AgreementsCommand: AsyncParsableCommand {
     }
 
     struct Offer: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "offer", 
+        static let configuration = CommandConfiguration(commandName: "offer",
             abstract: "Offer an agreement (the dataset's publisher): the policy is signed over its canonical hash.",
             discussion: "The policy format is in docs/exchanges.md; Schemas/agreement-policy.schema.json describes it.")
         @OptionGroup var options: BrokerOptions
@@ -121,7 +121,7 @@ struct AgreementsCommand: AsyncParsableCommand {
     }
 
     struct Accept: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "accept", 
+        static let configuration = CommandConfiguration(commandName: "accept",
             abstract: "Accept an agreement (its partner): the policy is fetched, hashed here and the hash signed.")
         @OptionGroup var options: BrokerOptions
         @OptionGroup var report: ReportFormat
@@ -409,7 +409,7 @@ struct RequestCommand: AsyncParsableCommand {
     }
 
     struct Synthetic: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "synthetic", 
+        static let configuration = CommandConfiguration(commandName: "synthetic",
             abstract: "Request differentially private synthetic rows, charged ρ to the agreement's zCDP budget; fetch them with `civitas pull --delivery`.")
         @OptionGroup var options: BrokerOptions
         @Option(help: "Purpose code.") var purpose: String

@@ -12,7 +12,7 @@ struct KeysCommand: ParsableCommand {
     )
 
     struct Generate: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "generate", 
+        static let configuration = CommandConfiguration(commandName: "generate",
             abstract: "Create NAME.secret (mode 0600) and NAME.pub in the key directory.",
             discussion: """
                 NAME.secret holds an Ed25519 signing key and an X25519 encryption key; NAME.pub

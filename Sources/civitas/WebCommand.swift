@@ -7,7 +7,7 @@ struct WebCommand: AsyncParsableCommand {
         commandName: "web", abstract: "The broker's web view.", subcommands: [Login.self])
 
     struct Login: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "login", 
+        static let configuration = CommandConfiguration(commandName: "login",
             abstract: "Print a one-time link that signs you in to the broker's web view, read-only.",
             discussion: """
                 The request is signed with your key; the link works once, within five minutes, and opens a session of \
