@@ -68,6 +68,87 @@ struct AnonymizationTests {
         if metric == .loss { #expect(solution.nodesChecked < lattice.size) }
     }
 
+    /// Every node of the lattice evaluated from the cells: its classes, and its score when it meets the limit.
+    private func everyNode(_ prepared: OptimalSearch.Prepared, requirements: AnonymityRequirements, metric: OptimalSearch.Metric)
+        throws -> [(node: Int, classes: Int, subjectsInClasses: Int, score: Double?)] {
+        let lattice = Lattice(heights: prepared.encoded.heights)
+        let evaluator = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let n = Double(prepared.encoded.subjectCount)
+        let limit = Int((requirements.maxSuppression * n).rounded(.down))
+        return try (0..<lattice.size).map { node in
+            let outcome = try evaluator.evaluate(levels: lattice.levels(of: node), fromCells: true)
+            guard outcome.suppressed <= limit else { return (node, outcome.classes, outcome.subjectsInClasses, nil) }
+            let sizes = (0..<Int32(evaluator.classCount)).filter { evaluator.kept[Int($0)] }.map { Double(evaluator.size(ofClass: $0)) }
+            let suppressed = Double(outcome.suppressed)
+            let score = switch metric {
+            case .loss: (n - suppressed) / n * lattice.precision(node) + suppressed / n
+            case .discernibility: sizes.reduce(0) { $0 + $1 * $1 } + suppressed * n
+            case .averageClassSize: n / Double(max(sizes.count, 1))
+            }
+            return (node, outcome.classes, outcome.subjectsInClasses, score)
+        }
+    }
+
+    @Test("With linked records protected, the search picks brute force's node: the least score, then the least precision, then the first node",
+          arguments: [2, 3, 5], OptimalSearch.Metric.allCases)
+    func boundedSearchMatchesBruteForce(k: Int, metric: OptimalSearch.Metric) throws {
+        let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.2, subject: "person", linking: ["person"])
+        let prepared = try OptimalSearch(metric: metric).prepare(linkedPeopleTable(), quasiIdentifiers: sampleQIs, requirements: requirements)
+        let lattice = Lattice(heights: prepared.encoded.heights)
+        let nodes = try everyNode(prepared, requirements: requirements, metric: metric)
+        let best = nodes.compactMap { node in node.score.map { (score: $0, precision: lattice.precision(node.node), node: node.node) } }.min { $0 < $1 }
+        let solution = try prepared.search()
+        #expect(solution.levels == best.map { lattice.levels(of: $0.node) })
+        #expect(abs(solution.score - (best?.score ?? .nan)) <= 1e-9 * solution.score)
+        #expect(nodes.filter { $0.score != nil }.count > 3, "several nodes must meet the limit, or the choice shows nothing")
+    }
+
+    @Test("No node that meets the limit scores below its metric's bound from its own classes and subjects; a bound half as large again would be broken",
+          arguments: OptimalSearch.Metric.allCases)
+    func scoreBoundHolds(metric: OptimalSearch.Metric) throws {
+        var broken = 0, brokenIfLarger = 0, scored = 0
+        for k in [2, 3, 5, 8] {
+            let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.2, subject: "person", linking: ["person"])
+            let prepared = try OptimalSearch(metric: metric).prepare(linkedPeopleTable(), quasiIdentifiers: sampleQIs, requirements: requirements)
+            let lattice = Lattice(heights: prepared.encoded.heights)
+            let n = Double(prepared.encoded.subjectCount)
+            let limit = (requirements.maxSuppression * n).rounded(.down)
+            for node in try everyNode(prepared, requirements: requirements, metric: metric) {
+                guard let score = node.score else { continue }
+                let bound = OptimalSearch.Prepared.scoreBound(metric: metric, subjects: n, maxSuppressed: limit, classes: Double(node.classes),
+                                                              subjectsInClasses: Double(node.subjectsInClasses), precision: lattice.precision(node.node))
+                scored += 1
+                if bound > score * (1 + OptimalSearch.Prepared.boundMargin) { broken += 1 }
+                if bound * 1.5 > score { brokenIfLarger += 1 }
+            }
+        }
+        #expect(broken == 0)
+        #expect(scored > 20)
+        // Positive control: the bound is close enough to some scores that a larger one would fail the check.
+        #expect(brokenIfLarger > 0)
+    }
+
+    @Test("On many linked people, the bound spares checks and leaves the choice unchanged")
+    func boundSparesChecks() throws {
+        var rows: [[String]] = []
+        var numbers = SeededNumbers(seed: 23)
+        for person in 0..<6_000 {
+            let zip = ["19401", "19403", "19406", "19422", "19446"][numbers.next(5)]
+            for _ in 0..<(1 + numbers.next(3)) {
+                rows.append([String(18 + numbers.next(60)), zip, ["F", "M"][person % 2], "P\(person)"])
+            }
+        }
+        let table = CSVTable(columns: ["age", "zip", "sex", "person"], rows: rows)
+        let requirements = try AnonymityRequirements(k: 5, maxSuppression: 0.1, subject: "person", linking: ["person"])
+        let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
+        let lattice = Lattice(heights: prepared.encoded.heights)
+        let nodes = try everyNode(prepared, requirements: requirements, metric: .discernibility)
+        let best = nodes.compactMap { node in node.score.map { (score: $0, precision: lattice.precision(node.node), node: node.node) } }.min { $0 < $1 }
+        let solution = try prepared.search()
+        #expect(solution.levels == best.map { lattice.levels(of: $0.node) })
+        #expect(solution.nodesChecked < nodes.filter { $0.score != nil }.count, "the search checked \(solution.nodesChecked) nodes")
+    }
+
     @Test("Subjects counted on two cores give every node the same outcome as counted on one", arguments: [3, 5])
     func subjectsCountedInTwoHalves(k: Int) throws {
         let table = linkedPeopleTable()

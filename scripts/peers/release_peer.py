@@ -221,7 +221,7 @@ def evaluate(encoded, levels, k):
     suppressed += int(alone[kept & (linked_into > 0) & (alone > 0) & (alone < k)].sum())
     for sets, counts, _, _ in class_sets(subj, cls, count, multi_only=True):
         suppressed += int(counts[(counts < k) & kept[sets].all(axis=1)].sum())
-    return suppressed, squares, classes, kept, count
+    return suppressed, squares, classes, kept, count, int(sizes.sum())
 
 
 class Lattice:
@@ -272,11 +272,35 @@ def search(encoded, k, limit, excluding):
     tags, suppressed, scores = [0] * lattice.size, [-1] * lattice.size, [None] * lattice.size
     n = float(encoded.subject_count)
     checked = 0
+    checked_levels, checked_classes = [], []
+    feasible_levels, feasible_incidences = [], []
+
+    def canonical(node):
+        """The node at each column's lowest level with as many labels (the same classes)."""
+        result = node
+        for q, level in enumerate(lattice.levels(node)):
+            lowest = level
+            while lowest > 0 and encoded.sizes[q][lowest - 1] == encoded.sizes[q][level]:
+                lowest -= 1
+            result -= (level - lowest) * lattice.strides[q]
+        return result
+
+    outcomes = {}
 
     def check(node):
         nonlocal checked
-        s, squares, _, _, _ = evaluate(encoded, lattice.levels(node), k)
-        checked += 1
+        levels = lattice.levels(node)
+        canonical_node = canonical(node)
+        if canonical_node not in outcomes:
+            s, squares, _, _, count, incidences = evaluate(encoded, lattice.levels(canonical_node), k)
+            outcomes[canonical_node] = (s, squares, count, incidences)
+            checked += 1
+        s, squares, count, incidences = outcomes[canonical_node]
+        checked_levels.append(levels)
+        checked_classes.append(count)
+        if s <= max_suppressed:
+            feasible_levels.append(levels)
+            feasible_incidences.append(incidences)
         suppressed[node], scores[node] = s, squares + s * n
         feasible = s <= max_suppressed
         if feasible:
@@ -303,16 +327,47 @@ def search(encoded, k, limit, excluding):
                 high = middle - 1
             else:
                 low = middle + 1
-    candidates = sorted((n for n in range(lattice.size) if tags[n] == 1), key=lambda n: (lattice.precision[n], n))
+    def score_bound(node):
+        """Discernibility's least value for a node of at most as many classes as its labels allow
+        and as any checked node below it has, and at least as many callers counted once per class
+        as any feasible checked node above it has (the broker's bound)."""
+        levels = lattice.levels(node)
+        classes = 1.0
+        for q, level in enumerate(levels):
+            classes *= float(max(encoded.sizes[q][level], 1))
+        for finer, count in zip(checked_levels, checked_classes):
+            if float(count) < classes and all(a <= b for a, b in zip(finer, levels)):
+                classes = float(count)
+        classes = max(classes, 1.0)
+        t = n
+        for coarser, incidences in zip(feasible_levels, feasible_incidences):
+            if float(incidences) > t and all(a <= b for a, b in zip(levels, coarser)):
+                t = float(incidences)
+        s = min(max(t - classes * n / 2, 0.0), float(max_suppressed))
+        kept = max(t - s, 0.0)
+        return kept * kept / classes + s * n
+
+    def beyond(bound, best):
+        return best is not None and bound > best[1] * (1 + 1e-9)
+
+    candidates = [n for n in range(lattice.size) if tags[n] == 1]
+    bounds = {node: score_bound(node) for node in candidates}
     best = None
-    for node in candidates:
+    for node in sorted(candidates, key=lambda n: (bounds[n], lattice.precision[n], n)):
+        if beyond(bounds[node], best):
+            break
         if tuple(lattice.levels(node)) in excluding:
             continue
+        canonical_node = canonical(node)
+        if canonical_node != node and tags[canonical_node] == 1 and tuple(lattice.levels(canonical_node)) not in excluding:
+            continue
         if suppressed[node] < 0 or scores[node] is None:
+            if beyond(score_bound(node), best):
+                continue
             check(node)
         if suppressed[node] > max_suppressed:
             continue
-        if best is None or scores[node] < best[1]:
+        if best is None or (scores[node], lattice.precision[node], node) < (best[1], lattice.precision[best[0]], best[0]):
             best = (node, scores[node])
     if best is None:
         raise SystemExit("no generalization meets the requirements")
@@ -322,7 +377,7 @@ def search(encoded, k, limit, excluding):
 def protect(encoded, levels, k, limit):
     """Drops records until every class holds k callers and every set of classes a caller's
     records fall into is shared by k callers; returns the records kept, or None over the limit."""
-    _, _, classes, kept, count = evaluate(encoded, levels, k)
+    _, _, classes, kept, count, _ = evaluate(encoded, levels, k)
     keep = kept[classes]
     subject, S = encoded.subject, encoded.subject_count
     changed = True

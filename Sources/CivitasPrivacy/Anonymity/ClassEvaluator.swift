@@ -47,6 +47,9 @@ final class ClassEvaluator {
         var keptClasses: Int
         /// Sum of squared sizes (in subjects) of the kept classes.
         var keptSquares: Double = 0
+        /// Sum of the sizes (in subjects) of all classes: each subject counted once per class it
+        /// has records in (0 when the evaluation stopped early).
+        var subjectsInClasses = 0
         /// False when the evaluation stopped early because more than its limit would certainly be
         /// suppressed: `suppressed` is then a lower bound above the limit, and the kept classes are not counted.
         var complete = true
@@ -155,12 +158,13 @@ final class ClassEvaluator {
         var outcome = Outcome(suppressed: 0, classes: classes, keptClasses: 0)
         let k = Int32(requirements.k)
         kept = [Bool](repeating: false, count: classes)
-        var suppressed = 0, keptClasses = 0
+        var suppressed = 0, keptClasses = 0, subjectsInClasses = 0
         var squares = 0.0
         sizes.withUnsafeBufferPointer { sizes in
             kept.withUnsafeMutableBufferPointer { kept in
                 for id in 0..<classes {
                     let size = sizes[id]
+                    subjectsInClasses += Int(size)
                     let ok = size >= k && (diversityOK.isEmpty || diversityOK[id])
                     kept[id] = ok
                     if ok {
@@ -175,6 +179,7 @@ final class ClassEvaluator {
         outcome.suppressed = suppressed
         outcome.keptClasses = keptClasses
         outcome.keptSquares = squares
+        outcome.subjectsInClasses = subjectsInClasses
         if linksSubjects { outcome.suppressed += linkedSubjectsBelowK() }
         return outcome
     }

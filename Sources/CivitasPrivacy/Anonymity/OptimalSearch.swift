@@ -7,9 +7,12 @@
 /// its generalizations feasible, and a node found infeasible tags all its
 /// specializations infeasible (predictive tagging); unknown nodes are resolved
 /// by binary search along upward paths, so only a fraction of the lattice is
-/// ever checked against the data. The loss is bounded below by the node's
-/// precision (which needs no data), so candidates are then scored in order of
-/// precision and the scan stops once no remaining node can do better.
+/// ever checked against the data. Every metric is bounded below without the
+/// node's own classes (the loss by the node's precision; discernibility and the
+/// average class size by the most classes the node can have, which its labels
+/// and the nodes already checked below it cap), so candidates are then scored
+/// from the lowest bound up and the scan stops once no remaining node can do
+/// better.
 public struct OptimalSearch {
     /// How generalizations are compared; lower is better (docs/privacy.md).
     public enum Metric: String, Sendable, CaseIterable {
@@ -120,9 +123,47 @@ public struct OptimalSearch {
             var checked = 0
             let n = Double(encoded.subjectCount)
 
+            // Per node checked: its levels and its number of classes (an upper bound on the classes
+            // of every generalization of it); per node checked that meets the limit: its levels and
+            // its subjects counted once per class (a lower bound for every specialization of it,
+            // since a subject's records fall into at least as many classes there).
+            var checkedLevels: [[Int]] = []
+            var checkedClasses: [Int] = []
+            var feasibleLevels: [[Int]] = []
+            var feasibleSubjectsInClasses: [Int] = []
+
+            // A level with as many labels as the level below it splits the records exactly as that
+            // one does (labels only merge going up), so a node is evaluated at its lowest such levels
+            // and nodes that differ only there share one evaluation.
+            let labelCounts = encoded.labels.map { $0.map(\.count) }
+            func canonical(_ node: Int) -> Int {
+                var result = node
+                for (q, level) in lattice.levels(of: node).enumerated() {
+                    var lowest = level
+                    while lowest > 0 && labelCounts[q][lowest - 1] == labelCounts[q][level] { lowest -= 1 }
+                    result -= (level - lowest) * lattice.strides[q]
+                }
+                return result
+            }
+            var outcomes: [Int: ClassEvaluator.Outcome] = [:]
+
             func check(_ node: Int) throws -> Bool {
-                let outcome = try evaluator.evaluate(levels: lattice.levels(of: node), stopAbove: maxSuppressed)
-                checked += 1
+                let levels = lattice.levels(of: node)
+                let canonicalNode = canonical(node)
+                let outcome: ClassEvaluator.Outcome
+                if let known = outcomes[canonicalNode] {
+                    outcome = known
+                } else {
+                    outcome = try evaluator.evaluate(levels: lattice.levels(of: canonicalNode), stopAbove: maxSuppressed)
+                    outcomes[canonicalNode] = outcome
+                    checked += 1
+                }
+                checkedLevels.append(levels)
+                checkedClasses.append(outcome.classes)
+                if outcome.suppressed <= maxSuppressed {
+                    feasibleLevels.append(levels)
+                    feasibleSubjectsInClasses.append(outcome.subjectsInClasses)
+                }
                 suppressedCache[node] = Int32(outcome.suppressed)
                 switch metric {
                 case .discernibility: scoreCache[node] = outcome.keptSquares + Double(outcome.suppressed) * n
@@ -149,7 +190,7 @@ public struct OptimalSearch {
                 }
             }
 
-            // Phase 2: score feasible nodes in order of precision, a lower bound of their loss.
+            // Phase 2: score the feasible nodes, skipping those whose bound shows they cannot win.
             let candidates = (0..<lattice.size).filter { tags[$0] == .feasible }.sorted {
                 (lattice.precision($0), $0) < (lattice.precision($1), $1)
             }
@@ -160,21 +201,89 @@ public struct OptimalSearch {
                 let suppressed = Double(suppressedCache[node])
                 return (n - suppressed) / n * lattice.precision(node) + suppressed / n
             }
+            // The most classes a node can have: no more than the label combinations its levels
+            // allow, or than any node checked that it generalizes.
+            func mostClasses(_ node: Int) -> Double {
+                let levels = lattice.levels(of: node)
+                var bound = encoded.domainSizes(levels).reduce(1.0) { $0 * Double(max($1, 1)) }
+                for (index, finer) in checkedLevels.enumerated() where Double(checkedClasses[index]) < bound {
+                    if zip(finer, levels).allSatisfy({ $0 <= $1 }) { bound = Double(checkedClasses[index]) }
+                }
+                return max(bound, 1)
+            }
+            // The fewest subjects counted once per class a node can have: every subject once, or
+            // as many as any node checked that generalizes it.
+            func leastSubjectsInClasses(_ node: Int) -> Double {
+                let levels = lattice.levels(of: node)
+                var bound = n
+                for (index, coarser) in feasibleLevels.enumerated() where Double(feasibleSubjectsInClasses[index]) > bound {
+                    if zip(levels, coarser).allSatisfy({ $0 <= $1 }) { bound = Double(feasibleSubjectsInClasses[index]) }
+                }
+                return bound
+            }
+            func scoreBound(_ node: Int) -> Double {
+                Self.scoreBound(metric: metric, subjects: n, maxSuppressed: Double(maxSuppressed), classes: mostClasses(node),
+                                subjectsInClasses: leastSubjectsInClasses(node), precision: lattice.precision(node))
+            }
+            // Candidates are scored from the lowest bound up; once the bound reaches the best score
+            // found, no later candidate can do better. Equal scores go to the lower precision, then
+            // the lower node, whatever the order they were scored in.
+            let bounds = candidates.map(scoreBound)
+            let order = candidates.indices.sorted { (bounds[$0], lattice.precision(candidates[$0]), candidates[$0]) < (bounds[$1], lattice.precision(candidates[$1]), candidates[$1]) }
             var best: (node: Int, score: Double)?
-            for node in candidates {
-                // Loss is at least the precision, so the scan stops early; the other metrics have
-                // no bound that needs no data, so every feasible node is scored.
-                if metric == .loss, let best, lattice.precision(node) >= best.score { break }
+            func better(_ node: Int, _ score: Double, than best: (node: Int, score: Double)?) -> Bool {
+                guard let best else { return true }
+                return (score, lattice.precision(node), node) < (best.score, lattice.precision(best.node), best.node)
+            }
+            func beyond(_ bound: Double, _ best: (node: Int, score: Double)?) -> Bool {
+                guard let best else { return false }
+                return bound > best.score * (1 + Self.boundMargin)
+            }
+            for position in order {
+                let node = candidates[position]
+                if beyond(bounds[position], best) { break }
                 if !excluding.isEmpty && excluding.contains(lattice.levels(of: node)) { continue }
-                if suppressedCache[node] < 0 || (metric != .loss && scoreCache[node].isNaN) { _ = try check(node) }
+                // A node that splits the records as a candidate of lower precision does ties with it at best.
+                let canonicalNode = canonical(node)
+                if canonicalNode != node && tags[canonicalNode] == .feasible
+                    && (excluding.isEmpty || !excluding.contains(lattice.levels(of: canonicalNode))) { continue }
+                if suppressedCache[node] < 0 || (metric != .loss && scoreCache[node].isNaN) {
+                    // Nodes checked since the bounds were sorted may have tightened this one.
+                    if beyond(scoreBound(node), best) { continue }
+                    _ = try check(node)
+                }
                 guard suppressedCache[node] <= maxSuppressed else { continue }
                 let score = metric == .loss ? loss(node) : scoreCache[node]
-                if score < (best?.score ?? .infinity) { best = (node, score) }
+                if better(node, score, than: best) { best = (node, score) }
             }
             guard let (node, score) = best else {
                 throw PrivacyError(.invalidParameter, "no generalization meets the requirements")
             }
             return Solution(levels: lattice.levels(of: node), loss: loss(node), score: score, nodesChecked: checked, latticeSize: lattice.size)
+        }
+
+        /// Relative slack under which a bound is not trusted to exceed a score (rounding).
+        static let boundMargin = 1e-9
+
+        /// The lowest score a node that meets the limit can have, knowing only that it has at most
+        /// `classes` classes, at least `subjectsInClasses` subjects counted once per class (T), and
+        /// `precision`. Under discernibility, suppressing S subjects leaves at least T − S of
+        /// those counts in kept classes, and Σ|C|² over at most `classes` classes is at least
+        /// (T − S)² / classes (Cauchy–Schwarz); the bound is the least of that plus S·N over S up
+        /// to the limit. The average class size is at least N / classes; the loss at least the precision.
+        static func scoreBound(metric: Metric, subjects n: Double, maxSuppressed: Double, classes: Double, subjectsInClasses t: Double,
+                               precision: Double) -> Double {
+            switch metric {
+            case .discernibility:
+                // Convex in S, least at T − classes·N/2, clamped to what the node may suppress.
+                let s = min(max(t - classes * n / 2, 0), maxSuppressed)
+                let kept = max(t - s, 0)
+                return kept * kept / classes + s * n
+            case .averageClassSize:
+                return n / classes
+            case .loss:
+                return precision
+            }
         }
 
         /// Builds the released table for a solution.
