@@ -22,42 +22,51 @@ struct SubjectProtection {
         var classSubjects: [Int] = []
     }
 
-    /// `classOfRow` names each record's class (equal labels, equal class); `keep` says which records
-    /// the generalization keeps, and is narrowed. Throws when the subjects suppressed exceed the limit.
+    /// `classOfRow` names each record's class (equal labels, equal class; classes numbered from 0);
+    /// `keep` says which records the generalization keeps, and is narrowed. Throws when the
+    /// subjects suppressed exceed the limit.
     func enforce(table: ColumnarTable, encoded: EncodedTable, classOfRow: [Int32], keep: inout [Bool]) throws -> Summary {
-        let subjectOfRow = encoded.subjectOfRow
-        let linking = try requirements.linking.map { try table.codes[table.index(of: $0)] }
+        let classCount = Int(classOfRow.max() ?? -1) + 1
+        let bySubject = recordsGroupedByCode(encoded.subjectOfRow, codeCount: encoded.subjectCount)
+        let linking = try requirements.linking.map { name in
+            let column = try table.index(of: name)
+            return (values: table.codes[column], grouped: recordsGroupedByCode(table.codes[column], codeCount: table.values[column].count))
+        }
         if !linking.isEmpty {
             var changed = true
             while changed {
-                changed = dropClassesBelowRequirements(classOfRow: classOfRow, subjectOfRow: subjectOfRow, encoded: encoded, keep: &keep)
-                for values in linking {
-                    changed = dropLinkedGroupsBelowK(values: values, classOfRow: classOfRow, subjectOfRow: subjectOfRow, keep: &keep) || changed
+                changed = dropClassesBelowRequirements(bySubject: bySubject, classOfRow: classOfRow, classCount: classCount, encoded: encoded, keep: &keep)
+                for column in linking {
+                    changed = dropLinkedGroupsBelowK(values: column.values, byValue: column.grouped, classOfRow: classOfRow, classCount: classCount,
+                                                     subjectOfRow: encoded.subjectOfRow, subjectCount: encoded.subjectCount, keep: &keep) || changed
                 }
             }
         }
         var summary = Summary()
         summary.records = table.rowCount
         summary.subjects = encoded.subjectCount
-        var released = [Bool](repeating: false, count: encoded.subjectCount)
-        var suppressed = [Bool](repeating: false, count: encoded.subjectCount)
-        var pairs = Set<UInt64>()
-        var subjectsOfClass: [Int32: Int] = [:]
-        for r in 0..<table.rowCount {
-            let person = Int(subjectOfRow[r])
-            guard keep[r] else {
-                suppressed[person] = true
-                continue
+        var subjectsOfClass = [Int](repeating: 0, count: classCount)
+        var lastSubject = [Int32](repeating: -1, count: classCount)
+        for subject in 0..<encoded.subjectCount {
+            var released = false, suppressed = false
+            for position in bySubject.starts[subject]..<bySubject.starts[subject + 1] {
+                let r = Int(bySubject.ordered[position])
+                guard keep[r] else {
+                    suppressed = true
+                    continue
+                }
+                released = true
+                summary.recordsReleased += 1
+                let id = Int(classOfRow[r])
+                if lastSubject[id] != Int32(subject) {
+                    lastSubject[id] = Int32(subject)
+                    subjectsOfClass[id] += 1
+                }
             }
-            summary.recordsReleased += 1
-            released[person] = true
-            if pairs.insert(UInt64(UInt32(bitPattern: classOfRow[r])) << 32 | UInt64(person)).inserted {
-                subjectsOfClass[classOfRow[r], default: 0] += 1
-            }
+            if released { summary.subjectsReleased += 1 }
+            if suppressed { summary.subjectsSuppressed += 1 }
         }
-        summary.subjectsReleased = released.lazy.filter { $0 }.count
-        summary.subjectsSuppressed = suppressed.lazy.filter { $0 }.count
-        summary.classSubjects = Array(subjectsOfClass.values)
+        summary.classSubjects = subjectsOfClass.filter { $0 > 0 }
         let limit = Int((requirements.maxSuppression * Double(encoded.subjectCount)).rounded(.down))
         guard summary.subjectsSuppressed <= limit else {
             throw PrivacyError(.invalidParameter, "records linked by \(requirements.linking.map { "'\($0)'" }.joined(separator: ", ")) would single out subjects across classes; protecting them suppresses \(summary.subjectsSuppressed) of \(encoded.subjectCount) subjects, above the limit of \(limit): release without the linking column or allow more suppression")
@@ -67,58 +76,120 @@ struct SubjectProtection {
 
     /// Drops every record of classes (among kept records) that hold fewer than k distinct subjects
     /// or fail l-diversity. Returns whether anything was dropped.
-    private func dropClassesBelowRequirements(classOfRow: [Int32], subjectOfRow: [UInt32], encoded: EncodedTable, keep: inout [Bool]) -> Bool {
-        var subjectPairs = Set<UInt64>()
-        var subjects: [Int32: Int] = [:]
-        var valuePairs = Set<ValueHolder>()
-        var holders: [UInt64: Int] = [:]
-        for r in keep.indices where keep[r] {
-            let cls = classOfRow[r]
-            if subjectPairs.insert(UInt64(UInt32(bitPattern: cls)) << 32 | UInt64(subjectOfRow[r])).inserted { subjects[cls, default: 0] += 1 }
-            if requirements.diversity != nil {
-                let value = encoded.sensitiveOfRow[r]
-                if valuePairs.insert(ValueHolder(cls: cls, value: value, subject: subjectOfRow[r])).inserted {
-                    holders[UInt64(UInt32(bitPattern: cls)) << 32 | UInt64(value), default: 0] += 1
+    private func dropClassesBelowRequirements(bySubject: (ordered: [Int32], starts: [Int]), classOfRow: [Int32], classCount: Int,
+                                              encoded: EncodedTable, keep: inout [Bool]) -> Bool {
+        var subjects = [Int](repeating: 0, count: classCount)
+        var lastSubject = [Int32](repeating: -1, count: classCount)
+        // With l-diversity: per (class, sensitive value), the subjects holding it, and the last one counted.
+        var holders: [UInt64: (count: Int, last: Int32)] = [:]
+        for subject in 0..<(bySubject.starts.count - 1) {
+            let marker = Int32(subject)
+            for position in bySubject.starts[subject]..<bySubject.starts[subject + 1] {
+                let r = Int(bySubject.ordered[position])
+                guard keep[r] else { continue }
+                let id = Int(classOfRow[r])
+                if lastSubject[id] != marker {
+                    lastSubject[id] = marker
+                    subjects[id] += 1
+                }
+                if requirements.diversity != nil {
+                    let key = UInt64(UInt32(id)) << 32 | UInt64(encoded.sensitiveOfRow[r])
+                    let known = holders[key] ?? (0, -1)
+                    if known.last != marker { holders[key] = (known.count + 1, marker) }
                 }
             }
         }
         var valueCounts: [Int32: [Int]] = [:]
-        for (key, count) in holders { valueCounts[Int32(truncatingIfNeeded: key >> 32), default: []].append(count) }
-        var failing = Set<Int32>()
-        for (cls, count) in subjects {
-            if count < requirements.k || !(requirements.diversity.map { $0.isMet(by: valueCounts[cls] ?? []) } ?? true) { failing.insert(cls) }
+        for (key, holder) in holders { valueCounts[Int32(truncatingIfNeeded: key >> 32), default: []].append(holder.count) }
+        var failing = [Bool](repeating: false, count: classCount)
+        var anyFailing = false
+        for id in 0..<classCount where subjects[id] > 0 {
+            if subjects[id] < requirements.k || !(requirements.diversity.map { $0.isMet(by: valueCounts[Int32(id)] ?? []) } ?? true) {
+                failing[id] = true
+                anyFailing = true
+            }
         }
-        guard !failing.isEmpty else { return false }
-        for r in keep.indices where keep[r] && failing.contains(classOfRow[r]) { keep[r] = false }
+        guard anyFailing else { return false }
+        for r in keep.indices where keep[r] && failing[Int(classOfRow[r])] { keep[r] = false }
         return true
     }
 
     /// Groups the kept records' linking values by the set of classes they appear in, and drops the
     /// records of groups that hold fewer than k distinct subjects. Returns whether anything was dropped.
-    private func dropLinkedGroupsBelowK(values: [UInt32], classOfRow: [Int32], subjectOfRow: [UInt32], keep: inout [Bool]) -> Bool {
-        var classesOf: [UInt32: Set<Int32>] = [:]
-        var subjectsOf: [UInt32: Set<UInt32>] = [:]
-        for r in keep.indices where keep[r] {
-            classesOf[values[r], default: []].insert(classOfRow[r])
-            subjectsOf[values[r], default: []].insert(subjectOfRow[r])
+    private func dropLinkedGroupsBelowK(values: [UInt32], byValue: (ordered: [Int32], starts: [Int]), classOfRow: [Int32], classCount: Int,
+                                        subjectOfRow: [UInt32], subjectCount: Int, keep: inout [Bool]) -> Bool {
+        let valueCount = byValue.starts.count - 1
+        // Per value: its distinct classes (sorted) and its distinct subjects, among the kept records.
+        var classStarts = [Int](repeating: 0, count: valueCount + 1), classList: [Int32] = []
+        var subjectStarts = [Int](repeating: 0, count: valueCount + 1), subjectList: [Int32] = []
+        var lastValueOfClass = [Int32](repeating: -1, count: classCount)
+        var lastValueOfSubject = [Int32](repeating: -1, count: subjectCount)
+        for value in 0..<valueCount {
+            let marker = Int32(value), first = classList.count
+            for position in byValue.starts[value]..<byValue.starts[value + 1] {
+                let r = Int(byValue.ordered[position])
+                guard keep[r] else { continue }
+                let id = Int(classOfRow[r]), subject = Int(subjectOfRow[r])
+                if lastValueOfClass[id] != marker {
+                    lastValueOfClass[id] = marker
+                    classList.append(Int32(id))
+                }
+                if lastValueOfSubject[subject] != marker {
+                    lastValueOfSubject[subject] = marker
+                    subjectList.append(Int32(subject))
+                }
+            }
+            classList[first...].sort()
+            classStarts[value + 1] = classList.count
+            subjectStarts[value + 1] = subjectList.count
         }
-        var groups: [[Int32]: Set<UInt32>] = [:]
-        var signatureOf: [UInt32: [Int32]] = [:]
-        for (value, classes) in classesOf {
-            let signature = classes.sorted()
-            signatureOf[value] = signature
-            groups[signature, default: []].formUnion(subjectsOf[value] ?? [])
+        // Values with the same set of classes form one group, found by the set's hash and compared exactly.
+        var tableSize = 16
+        while tableSize < valueCount * 2 { tableSize <<= 1 }
+        var representative = [Int32](repeating: -1, count: tableSize)
+        var groupOfSlot = [Int32](repeating: -1, count: tableSize)
+        var groupOfValue = [Int32](repeating: -1, count: valueCount)
+        var groups = 0
+        for value in 0..<valueCount where classStarts[value + 1] > classStarts[value] {
+            let classes = classList[classStarts[value]..<classStarts[value + 1]]
+            var hasher = Hasher()
+            for id in classes { hasher.combine(id) }
+            var slot = hasher.finalize() & (tableSize - 1)
+            while true {
+                let other = Int(representative[slot])
+                if other < 0 {
+                    representative[slot] = Int32(value)
+                    groupOfSlot[slot] = Int32(groups)
+                    groups += 1
+                    break
+                }
+                if classList[classStarts[other]..<classStarts[other + 1]].elementsEqual(classes) { break }
+                slot = (slot + 1) & (tableSize - 1)
+            }
+            groupOfValue[value] = groupOfSlot[slot]
         }
-        let dropped = Set(signatureOf.compactMap { value, signature in (groups[signature]?.count ?? 0) < requirements.k ? value : nil })
-        guard !dropped.isEmpty else { return false }
-        for r in keep.indices where keep[r] && dropped.contains(values[r]) { keep[r] = false }
+        // Each group's distinct subjects: its values' subjects, each counted once per group.
+        let byGroup = recordsGroupedByCode(groupOfValue.map { $0 < 0 ? UInt32(groups) : UInt32($0) }, codeCount: groups + 1)
+        var subjectsOfGroup = [Int](repeating: 0, count: groups)
+        var lastGroupOfSubject = [Int32](repeating: -1, count: subjectCount)
+        for group in 0..<groups {
+            for position in byGroup.starts[group]..<byGroup.starts[group + 1] {
+                let value = Int(byGroup.ordered[position])
+                for subject in subjectList[subjectStarts[value]..<subjectStarts[value + 1]] where lastGroupOfSubject[Int(subject)] != Int32(group) {
+                    lastGroupOfSubject[Int(subject)] = Int32(group)
+                    subjectsOfGroup[group] += 1
+                }
+            }
+        }
+        var dropped = [Bool](repeating: false, count: valueCount)
+        var anyDropped = false
+        for value in 0..<valueCount where groupOfValue[value] >= 0 && subjectsOfGroup[Int(groupOfValue[value])] < requirements.k {
+            dropped[value] = true
+            anyDropped = true
+        }
+        guard anyDropped else { return false }
+        for r in keep.indices where keep[r] && dropped[Int(values[r])] { keep[r] = false }
         return true
-    }
-
-    private struct ValueHolder: Hashable {
-        let cls: Int32
-        let value: UInt32
-        let subject: UInt32
     }
 }
 

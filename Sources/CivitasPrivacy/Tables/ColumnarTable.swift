@@ -37,17 +37,7 @@ public struct ColumnarTable: Sendable {
     /// The records grouped by their value of `column` (a counting sort over its codes): record
     /// numbers in `ordered`, the group of code c at `starts[c]..<starts[c + 1]`.
     func recordsGrouped(by column: Int) -> (ordered: [Int32], starts: [Int]) {
-        let codes = self.codes[column]
-        var starts = [Int](repeating: 0, count: values[column].count + 1)
-        for code in codes { starts[Int(code) + 1] += 1 }
-        for s in 1..<starts.count { starts[s] += starts[s - 1] }
-        var next = starts
-        var ordered = [Int32](repeating: 0, count: codes.count)
-        for (r, code) in codes.enumerated() {
-            ordered[next[Int(code)]] = Int32(r)
-            next[Int(code)] += 1
-        }
-        return (ordered, starts)
+        recordsGroupedByCode(codes[column], codeCount: values[column].count)
     }
 
     public mutating func reserveCapacity(_ records: Int) {
@@ -132,4 +122,19 @@ private struct ColumnBuffers: @unchecked Sendable {
     let codes: UnsafeMutableBufferPointer<[UInt32]>
     let values: UnsafeMutableBufferPointer<[String]>
     let index: UnsafeMutableBufferPointer<ValueIndex>
+}
+
+/// Records grouped by a code below `codeCount` (a counting sort): record numbers in `ordered`, in
+/// their order within each group, the group of code c at `starts[c]..<starts[c + 1]`.
+func recordsGroupedByCode(_ codes: [UInt32], codeCount: Int) -> (ordered: [Int32], starts: [Int]) {
+    var starts = [Int](repeating: 0, count: codeCount + 1)
+    for code in codes { starts[Int(code) + 1] += 1 }
+    for s in 1..<starts.count { starts[s] += starts[s - 1] }
+    var next = starts
+    var ordered = [Int32](repeating: 0, count: codes.count)
+    for (r, code) in codes.enumerated() {
+        ordered[next[Int(code)]] = Int32(r)
+        next[Int(code)] += 1
+    }
+    return (ordered, starts)
 }
