@@ -198,13 +198,12 @@ final class ClassEvaluator {
         guard subjects > 0 else { return 0 }
         // Subjects are split by their set's hash between two cores: equal sets have equal
         // hashes, so each core counts whole groups, in its own half of the table (each half
-        // large enough for every subject).
+        // larger than all the subjects, so never full, and a quarter full when split evenly).
         let parts = subjects >= parallelFrom ? 2 : 1
         var halfSize = 16
-        while halfSize < subjects * 2 { halfSize <<= 1 }
-        if signatureSubject.count != parts * halfSize {
-            signatureSubject = [Int32](repeating: -1, count: parts * halfSize)
-            signatureCount = [Int32](repeating: 0, count: parts * halfSize)
+        while halfSize <= subjects * 2 / parts { halfSize <<= 1 }
+        if signatureSlots.count != parts * halfSize {
+            signatureSlots = [SignatureSlot](repeating: SignatureSlot(), count: parts * halfSize)
         }
         let classes = sizes.count
         let k = requirements.k
@@ -225,15 +224,13 @@ final class ClassEvaluator {
             distinctClasses.withUnsafeMutableBufferPointer { distinct in
                 distinctCount.withUnsafeBufferPointer { counts in
                     setHashes.withUnsafeBufferPointer { hashes in
-                        signatureSubject.withUnsafeMutableBufferPointer { signatureSubject in
-                            signatureCount.withUnsafeMutableBufferPointer { signatureCount in
-                                kept.withUnsafeBufferPointer { kept in
-                                    let groups = SubjectGroups(starts: starts, distinct: distinct, counts: counts, hashes: hashes, kept: kept,
-                                                               representative: signatureSubject, members: signatureCount, found: found)
-                                    let tableSize = halfSize
-                                    DispatchQueue.concurrentPerform(iterations: parts) { part in
-                                        groups.suppressedBelow(k: k, part: part, of: parts, tableSize: tableSize)
-                                    }
+                        signatureSlots.withUnsafeMutableBufferPointer { slots in
+                            kept.withUnsafeBufferPointer { kept in
+                                let groups = SubjectGroups(starts: starts, distinct: distinct, counts: counts, hashes: hashes, kept: kept,
+                                                           slots: slots, found: found)
+                                let tableSize = halfSize
+                                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                                    groups.suppressedBelow(k: k, part: part, of: parts, tableSize: tableSize)
                                 }
                             }
                         }
@@ -244,15 +241,13 @@ final class ClassEvaluator {
         return suppressed + found.reduce(0, +)
     }
 
-    /// Scratch tables of ``linkedSubjectsBelowK()``, left empty between calls.
-    private var signatureSubject: [Int32] = []
-    private var signatureCount: [Int32] = []
+    /// Scratch table of ``linkedSubjectsBelowK()``, left empty between calls.
+    private var signatureSlots: [SignatureSlot] = []
 
     /// Per entry of the spanning subjects' cell lists, its cell's class (last evaluation).
     private var classOfEntry: [Int32]
-    /// Per spanning subject, its distinct classes, written from the subject's first entry on
-    /// (`distinctCount` of them), how many there are, and a hash of the set that does not depend
-    /// on their order.
+    /// Per spanning subject, its distinct classes in ascending order, written from the subject's
+    /// first entry on (`distinctCount` of them), how many there are, and a hash of the set.
     private var distinctClasses: [Int32]
     private var distinctCount: [Int32]
     private var setHashes: [UInt64] = []
@@ -566,8 +561,9 @@ private struct SpanningBuffers: @unchecked Sendable {
     /// Per part, per class: a ``ClassTally``.
     let tallies: [UnsafeMutableBufferPointer<Int32>]
 
-    /// Writes each entry's class (when `writeClasses`), each subject's distinct classes from its
-    /// first entry on, their number and the hash of their set, and fills the part's tallies.
+    /// Writes each entry's class (when `writeClasses`), each subject's distinct classes in
+    /// ascending order from its first entry on, their number and the hash of their set, and fills
+    /// the part's tallies.
     func countDistinct(subjects: Range<Int>, part: Int, classCount: Int, writeClasses: Bool) {
         let tally = tallies[part]
         for id in 0..<classCount {
@@ -596,6 +592,7 @@ private struct SpanningBuffers: @unchecked Sendable {
             }
             counts[subject] = Int32(count)
             hashes[subject] = hash
+            sortAscending(distinct, start..<(start + count))
             // A subject whose records all fell into one class links nothing.
             if count == 1 { tally[Int(distinct[start]) &* ClassTally.width + ClassTally.linked] &-= 1 }
         }
@@ -610,17 +607,24 @@ private struct SpanningBuffers: @unchecked Sendable {
     }
 }
 
+/// A slot of the table that groups subjects by their set of classes: the set's hash, the group's
+/// first subject (-1 when empty) and how many subjects share the set, read in one access.
+private struct SignatureSlot {
+    var hash: UInt64 = 0
+    var representative: Int32 = -1
+    var members: Int32 = 0
+}
+
 /// What the count of linked subjects reads and writes; each core takes the subjects whose
 /// set's hash falls in its part, and its own part of the table.
 private struct SubjectGroups: @unchecked Sendable {
     let starts: UnsafeBufferPointer<Int>
+    /// Per subject, from its first entry on: its distinct classes in ascending order.
     let distinct: UnsafeMutableBufferPointer<Int32>
     let counts: UnsafeBufferPointer<Int32>
     let hashes: UnsafeBufferPointer<UInt64>
     let kept: UnsafeBufferPointer<Bool>
-    /// Per slot of the table: a group's first subject (-1 when empty), and how many subjects share its set.
-    let representative: UnsafeMutableBufferPointer<Int32>
-    let members: UnsafeMutableBufferPointer<Int32>
+    let slots: UnsafeMutableBufferPointer<SignatureSlot>
     /// Per part: the subjects it found suppressed.
     let found: UnsafeMutableBufferPointer<Int>
 
@@ -637,42 +641,38 @@ private struct SubjectGroups: @unchecked Sendable {
             guard count > 1, parts == 1 || Int(hash >> 63) == part else { continue }
             var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
             while true {
-                let other = Int(representative[base + position])
-                if other < 0 {
-                    representative[base + position] = Int32(subject)
+                let slot = slots[base + position]
+                if slot.representative < 0 {
+                    slots[base + position] = SignatureSlot(hash: hash, representative: Int32(subject), members: 0)
                     used.append(Int32(position))
                     break
                 }
-                if Int(counts[other]) == count && hashes[other] == hash && sameClasses(subject, other, count: count) { break }
+                if slot.hash == hash && sameClasses(subject, Int(slot.representative), count: count) { break }
                 position = (position &+ 1) & mask
             }
-            members[base + position] &+= 1
+            slots[base + position].members &+= 1
         }
         var suppressed = 0
         for position in used {
-            let slot = base + Int(position)
-            let count = Int(members[slot])
-            let first = Int(representative[slot])
-            representative[slot] = -1
-            members[slot] = 0
-            guard count < k else { continue }
-            let start = starts[first]
-            if (start..<(start + Int(counts[first]))).allSatisfy({ kept[Int(distinct[$0])] }) { suppressed += count }
+            let slot = slots[base + Int(position)]
+            slots[base + Int(position)] = SignatureSlot()
+            guard Int(slot.members) < k else { continue }
+            let start = starts[Int(slot.representative)]
+            if (start..<(start + Int(counts[Int(slot.representative)]))).allSatisfy({ kept[Int(distinct[$0])] }) { suppressed += Int(slot.members) }
         }
         found[part] = suppressed
     }
 
-    /// Whether two subjects' sets of classes (of equal size) are equal; sorts both lists in place.
+    /// Whether two subjects' sets of classes are equal: the first has `count` classes, both lists are sorted.
     private func sameClasses(_ one: Int, _ other: Int, count: Int) -> Bool {
+        guard Int(counts[other]) == count else { return false }
         let first = starts[one], second = starts[other]
-        sortAscending(distinct, first..<(first + count))
-        sortAscending(distinct, second..<(second + count))
         for i in 0..<count where distinct[first + i] != distinct[second + i] { return false }
         return true
     }
 }
 
-/// Sorts `range` of `buffer` in ascending order (insertion: the lists are short, often sorted already).
+/// Sorts `range` of `buffer` in ascending order (insertion: the lists are short).
 private func sortAscending(_ buffer: UnsafeMutableBufferPointer<Int32>, _ range: Range<Int>) {
     guard range.count > 1 else { return }
     for i in (range.lowerBound + 1)..<range.upperBound {
