@@ -236,7 +236,7 @@ public struct OptimalSearch {
                 return (score, lattice.precision(node), node) < (best.score, lattice.precision(best.node), best.node)
             }
             func beyond(_ bound: Double, _ best: (node: Int, score: Double)?) -> Bool {
-                guard let best else { return false }
+                guard skipsBeyondBound, let best else { return false }
                 return bound > best.score * (1 + Self.boundMargin)
             }
             for position in order {
@@ -261,6 +261,10 @@ public struct OptimalSearch {
             }
             return Solution(levels: lattice.levels(of: node), loss: loss(node), score: score, nodesChecked: checked, latticeSize: lattice.size)
         }
+
+        /// Whether candidates whose bound exceeds the best score are left unchecked (turned off
+        /// only to show what the bound spares).
+        var skipsBeyondBound = true
 
         /// Relative slack under which a bound is not trusted to exceed a score (rounding).
         static let boundMargin = 1e-9
