@@ -222,8 +222,10 @@ public struct OptimalSearch {
                 return bound
             }
             func scoreBound(_ node: Int) -> Double {
-                Self.scoreBound(metric: metric, subjects: n, maxSuppressed: Double(maxSuppressed), classes: mostClasses(node),
-                                subjectsInClasses: leastSubjectsInClasses(node), precision: lattice.precision(node))
+                // The loss's bound needs neither count (and is taken for every candidate).
+                if metric == .loss { return lattice.precision(node) }
+                return Self.scoreBound(metric: metric, subjects: n, maxSuppressed: Double(maxSuppressed), classes: mostClasses(node),
+                                       subjectsInClasses: leastSubjectsInClasses(node), precision: lattice.precision(node))
             }
             // Candidates are scored from the lowest bound up; once the bound reaches the best score
             // found, no later candidate can do better. Equal scores go to the lower precision, then
