@@ -137,8 +137,14 @@ public struct SubjectDigest: Hashable, Sendable {
 
     /// The digest of exactly 32 bytes; nil for any other length.
     public init?(_ bytes: [UInt8]) {
+        guard let digest = bytes.withUnsafeBytes({ Self(bytes: $0) }) else { return nil }
+        self = digest
+    }
+
+    /// The digest of exactly 32 bytes; nil for any other length.
+    public init?(bytes: UnsafeRawBufferPointer) {
         guard bytes.count == 32 else { return nil }
-        func word(_ at: Int) -> UInt64 { bytes[at..<(at + 8)].reduce(0) { $0 << 8 | UInt64($1) } }
+        func word(_ at: Int) -> UInt64 { UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         a = word(0)
         b = word(8)
         c = word(16)

@@ -41,12 +41,15 @@ extension BrokerStore {
                 // Events in the order they were recorded: a subject's last one is its state.
                 let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent_event WHERE dataset = ? AND purpose = ? ORDER BY id",
                                                arguments: [dataset, purpose])
+                // Columns by position and the hash read in place: no copy and no name look-up per event.
                 while let row = try rows.next() {
-                    let subject: Data = try row.decode(forColumn: "subject")
-                    guard let digest = SubjectDigest(Array(subject)) else {
-                        throw StoreError(.corrupt, "a consent record of \(dataset) holds a subject hash of \(subject.count) bytes, not 32")
+                    let digest = try row.withUnsafeData(atIndex: 0) { subject in
+                        subject.flatMap { data in data.withUnsafeBytes { SubjectDigest(bytes: $0) } }
                     }
-                    states[digest] = try row.decode(forColumn: "granted")
+                    guard let digest else {
+                        throw StoreError(.corrupt, "a consent record of \(dataset) holds a subject hash that is not 32 bytes")
+                    }
+                    states[digest] = try row.decode(atIndex: 1)
                 }
                 return states
             }

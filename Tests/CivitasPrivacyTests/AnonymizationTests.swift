@@ -296,13 +296,15 @@ struct AnonymizationTests {
         #expect(mostClasses > 100, "some nodes must have many classes, or the test shows nothing")
     }
 
-    @Test("An evaluation that stops at the suppression limit decides feasibility as the whole evaluation does", arguments: [3, 5])
-    func stoppedEvaluationKeepsFeasibility(k: Int) throws {
+    @Test("An evaluation that stops at the suppression limit decides feasibility as the whole evaluation does, also when the linked people are counted slice by slice",
+          arguments: [3, 5], [Int.max, 0])
+    func stoppedEvaluationKeepsFeasibility(k: Int, slicedFrom: Int) throws {
         let table = linkedPeopleTable()
         let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.02, subject: "person", linking: ["person"])
         let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
         let whole = ClassEvaluator(table: prepared.encoded, requirements: requirements)
         let stopping = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        stopping.parallelFrom = slicedFrom
         let limit = Int(0.02 * Double(prepared.encoded.subjectCount))
         let lattice = Lattice(heights: prepared.encoded.heights)
         var disagreeing = 0, stopped = 0, feasible = 0
@@ -316,6 +318,7 @@ struct AnonymizationTests {
         }
         #expect(disagreeing == 0)
         #expect(stopped > 0 && feasible > 0, "some nodes must stop early and some be feasible, or the test shows nothing")
+        if slicedFrom == 0 { #expect(stopping.stoppedBeforeLastSlice > 0, "some counts of linked people must stop before their last slice, or the slices show nothing") }
     }
 
     @Test("Released tables are k-anonymous under plain equality; suppressed records leave entirely", arguments: ["optimal", "mondrian"])

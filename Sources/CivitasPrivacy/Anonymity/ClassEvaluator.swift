@@ -48,10 +48,10 @@ final class ClassEvaluator {
         /// Sum of squared sizes (in subjects) of the kept classes.
         var keptSquares: Double = 0
         /// Sum of the sizes (in subjects) of all classes: each subject counted once per class it
-        /// has records in (0 when the evaluation stopped early).
+        /// has records in (0 when the evaluation stopped before counting them).
         var subjectsInClasses = 0
         /// False when the evaluation stopped early because more than its limit would certainly be
-        /// suppressed: `suppressed` is then a lower bound above the limit, and the kept classes are not counted.
+        /// suppressed: `suppressed` is then a lower bound above the limit, and the kept classes may not be counted.
         var complete = true
     }
 
@@ -180,7 +180,11 @@ final class ClassEvaluator {
         outcome.keptClasses = keptClasses
         outcome.keptSquares = squares
         outcome.subjectsInClasses = subjectsInClasses
-        if linksSubjects { outcome.suppressed += linkedSubjectsBelowK() }
+        if linksSubjects {
+            let linked = linkedSubjectsBelowK(after: suppressed, stopAbove: limit)
+            outcome.suppressed += linked.suppressed
+            outcome.complete = linked.complete
+        }
         return outcome
     }
 
@@ -192,19 +196,11 @@ final class ClassEvaluator {
     /// suppressed for it: those whose set of classes is shared by fewer than k subjects.
     /// Sets of classes are counted in an open-addressing table of representatives, found by the
     /// sets' hashes and compared element by element (exact, whatever the hash), with no
-    /// allocation per subject.
-    private func linkedSubjectsBelowK() -> Int {
+    /// allocation per subject. With `limit`, the count stops once `earlier` subjects suppressed
+    /// plus those found exceed it (`complete` false: the count found so far is a lower bound).
+    private func linkedSubjectsBelowK(after earlier: Int, stopAbove limit: Int?) -> (suppressed: Int, complete: Bool) {
         let subjects = table.spanningSubjects.count
-        guard subjects > 0 else { return 0 }
-        // Subjects are split by their set's hash between two cores: equal sets have equal
-        // hashes, so each core counts whole groups, in its own half of the table (each half
-        // larger than all the subjects, so never full, and a quarter full when split evenly).
-        let parts = subjects >= parallelFrom ? 2 : 1
-        var halfSize = 16
-        while halfSize <= subjects * 2 / parts { halfSize <<= 1 }
-        if signatureSlots.count != parts * halfSize {
-            signatureSlots = [SignatureSlot](repeating: SignatureSlot(), count: parts * halfSize)
-        }
+        guard subjects > 0 else { return (0, true) }
         let classes = sizes.count
         let k = requirements.k
         var suppressed = 0
@@ -218,19 +214,71 @@ final class ClassEvaluator {
                 }
             }
         }
+        func over() -> Bool { limit.map { earlier + suppressed > $0 } ?? false }
+        if over() { return (suppressed, false) }
+        // Subjects are split into slices by their set's hash: equal sets have equal hashes, so a
+        // slice holds whole groups and what it finds suppressed is final. Slices are counted two
+        // at a time, one per core, each core in its own table sized for its slice (small enough
+        // to stay in the cache), and the count stops after the slices that take it over the limit.
+        let slices = subjects >= parallelFrom ? Self.linkedSlices : 1
+        let parts = min(slices, 2)
+        if sliceStarts.count != slices + 1 { sliceStarts = [Int](repeating: 0, count: slices + 1) }
+        if sliceOrder.count != subjects { sliceOrder = [Int32](repeating: 0, count: subjects) }
+        let shift = UInt64(64 - slices.trailingZeroBitCount)
+        distinctCount.withUnsafeBufferPointer { counts in
+            setHashes.withUnsafeBufferPointer { hashes in
+                sliceStarts.withUnsafeMutableBufferPointer { starts in
+                    sliceOrder.withUnsafeMutableBufferPointer { order in
+                        for slice in 0...slices { starts[slice] = 0 }
+                        // Only subjects of several classes link records.
+                        for subject in 0..<subjects where counts[subject] > 1 {
+                            starts[slices == 1 ? 1 : Int(hashes[subject] >> shift) + 1] += 1
+                        }
+                        for slice in 0..<slices { starts[slice + 1] += starts[slice] }
+                        var next = Array(starts.dropLast())
+                        for subject in 0..<subjects where counts[subject] > 1 {
+                            let slice = slices == 1 ? 0 : Int(hashes[subject] >> shift)
+                            order[next[slice]] = Int32(subject)
+                            next[slice] += 1
+                        }
+                    }
+                }
+            }
+        }
+        var largest = 0
+        for slice in 0..<slices { largest = max(largest, sliceStarts[slice + 1] - sliceStarts[slice]) }
+        var tableSize = 16
+        while tableSize <= largest * 2 { tableSize <<= 1 }
+        if signatureSlots.count < parts * tableSize {
+            signatureSlots = [SignatureSlot](repeating: SignatureSlot(), count: parts * tableSize)
+        }
         let found = UnsafeMutableBufferPointer<Int>.allocate(capacity: parts)
         defer { found.deallocate() }
+        var complete = true
         table.spanningSubjects.starts.withUnsafeBufferPointer { starts in
             distinctClasses.withUnsafeMutableBufferPointer { distinct in
                 distinctCount.withUnsafeBufferPointer { counts in
                     setHashes.withUnsafeBufferPointer { hashes in
                         signatureSlots.withUnsafeMutableBufferPointer { slots in
                             kept.withUnsafeBufferPointer { kept in
-                                let groups = SubjectGroups(starts: starts, distinct: distinct, counts: counts, hashes: hashes, kept: kept,
-                                                           slots: slots, found: found)
-                                let tableSize = halfSize
-                                DispatchQueue.concurrentPerform(iterations: parts) { part in
-                                    groups.suppressedBelow(k: k, part: part, of: parts, tableSize: tableSize)
+                                sliceOrder.withUnsafeBufferPointer { order in
+                                    sliceStarts.withUnsafeBufferPointer { sliceStarts in
+                                        let groups = SubjectGroups(starts: starts, distinct: distinct, counts: counts, hashes: hashes, kept: kept,
+                                                                   slots: slots, found: found, sliceOrder: order, sliceStarts: sliceStarts)
+                                        let size = tableSize
+                                        for first in stride(from: 0, to: slices, by: parts) {
+                                            let round = min(parts, slices - first)
+                                            DispatchQueue.concurrentPerform(iterations: round) { part in
+                                                groups.suppressedBelow(k: k, slice: first + part, part: part, tableSize: size)
+                                            }
+                                            for part in 0..<round { suppressed += found[part] }
+                                            if over() && first + round < slices {
+                                                complete = false
+                                                stoppedBeforeLastSlice += 1
+                                                break
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -238,10 +286,18 @@ final class ClassEvaluator {
                 }
             }
         }
-        return suppressed + found.reduce(0, +)
+        return (suppressed, complete)
     }
 
-    /// Scratch table of ``linkedSubjectsBelowK()``, left empty between calls.
+    /// Slices of the subjects of several classes counted in turn by ``linkedSubjectsBelowK(after:stopAbove:)``.
+    static let linkedSlices = 32
+    /// Evaluations whose count of linked subjects stopped at the limit before its last slice.
+    private(set) var stoppedBeforeLastSlice = 0
+    /// The subjects of several classes, slice by slice, and where each slice starts (scratch).
+    private var sliceOrder: [Int32] = []
+    private var sliceStarts: [Int] = []
+
+    /// Scratch table of ``linkedSubjectsBelowK(after:stopAbove:)``, left empty between calls.
     private var signatureSlots: [SignatureSlot] = []
 
     /// Per entry of the spanning subjects' cell lists, its cell's class (last evaluation).
@@ -615,8 +671,8 @@ private struct SignatureSlot {
     var members: Int32 = 0
 }
 
-/// What the count of linked subjects reads and writes; each core takes the subjects whose
-/// set's hash falls in its part, and its own part of the table.
+/// What the count of linked subjects reads and writes; each core takes one slice of the subjects
+/// at a time, in its own part of the table.
 private struct SubjectGroups: @unchecked Sendable {
     let starts: UnsafeBufferPointer<Int>
     /// Per subject, from its first entry on: its distinct classes in ascending order.
@@ -627,18 +683,21 @@ private struct SubjectGroups: @unchecked Sendable {
     let slots: UnsafeMutableBufferPointer<SignatureSlot>
     /// Per part: the subjects it found suppressed.
     let found: UnsafeMutableBufferPointer<Int>
+    /// The subjects of several classes, slice by slice, and where each slice starts.
+    let sliceOrder: UnsafeBufferPointer<Int32>
+    let sliceStarts: UnsafeBufferPointer<Int>
 
-    /// Groups the part's subjects of several classes by their set of classes, and writes to
+    /// Groups the subjects of `slice` by their set of classes in the part's table, and writes to
     /// `found` how many are in groups of fewer than k whose classes are all kept; leaves the
     /// part's table empty.
-    func suppressedBelow(k: Int, part: Int, of parts: Int, tableSize: Int) {
+    func suppressedBelow(k: Int, slice: Int, part: Int, tableSize: Int) {
         let base = part * tableSize
         let mask = tableSize - 1
         var used: [Int32] = []
-        for subject in 0..<(starts.count - 1) {
+        for member in sliceStarts[slice]..<sliceStarts[slice + 1] {
+            let subject = Int(sliceOrder[member])
             let count = Int(counts[subject])
             let hash = hashes[subject]
-            guard count > 1, parts == 1 || Int(hash >> 63) == part else { continue }
             var position = Int(truncatingIfNeeded: (hash &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
             while true {
                 let slot = slots[base + position]
