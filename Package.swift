@@ -61,7 +61,7 @@ let package = Package(
         // Pure: no I/O, no clock; randomness and keys are passed in.
         .target(
             name: "CivitasPrivacy",
-            dependencies: ["CivitasCrypto", "CivitasTime"]
+            dependencies: ["CivitasCrypto", "CivitasModel", "CivitasTime"]
         ),
 
         // Persistence: the broker's state on embedded SQLite (GRDB, WAL) or on PostgreSQL shared by
@@ -164,7 +164,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CivitasPrivacyTests",
-            dependencies: ["CivitasPrivacy", "CivitasCrypto"]
+            dependencies: ["CivitasPrivacy", "CivitasCrypto", "CivitasModel"]
         ),
     ]
 )

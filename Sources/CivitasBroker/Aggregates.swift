@@ -1,5 +1,6 @@
 import CivitasCrypto
 import CivitasLog
+import CivitasModel
 import CivitasPrivacy
 import CivitasStore
 import Foundation
@@ -96,9 +97,11 @@ extension Broker {
                           mayRelease: (String) -> Bool) throws -> (ColumnarTable, subject: String?) {
         var table: ColumnarTable?
         var subject: String?, read = 0
-        try forEachSegment(of: dataset, sequences: nil) { segmentColumns, rows in
+        // Each subject is asked once, by its code in the table being built.
+        var answers: [Bool] = []
+        try forEachSegment(of: dataset, sequences: nil) { chunk in
             if table == nil {
-                subject = try treatment.subjectField(in: segmentColumns, records: rows.count)
+                subject = try treatment.subjectField(in: chunk.columns, records: chunk.rowCount)
                 var names: [String] = []
                 for name in columns + [subject].compactMap({ $0 }) where !names.contains(name) { names.append(name) }
                 table = ColumnarTable(columns: names)
@@ -107,17 +110,15 @@ extension Broker {
             table = nil  // appended in place, without a copy
             defer { table = selected }
             let positions = try selected.columns.map { name in
-                guard let position = segmentColumns.firstIndex(of: name) else {
+                guard let position = chunk.columns.firstIndex(of: name) else {
                     throw BrokerError(.invalid, "the records have no column '\(name)'")
                 }
                 return position
             }
-            let subjectPosition = subject.flatMap { segmentColumns.firstIndex(of: $0) }
-            var record = [String](repeating: "", count: positions.count)
-            read += rows.count
-            for row in rows where subjectPosition.map({ mayRelease(row[$0]) }) ?? true {
-                for (c, position) in positions.enumerated() { record[c] = position < row.count ? row[position] : "" }
-                selected.append(record)
+            read += chunk.rowCount
+            selected.append(chunk, positions: positions, subject: subject.flatMap { selected.columns.firstIndex(of: $0) }) { code, newSubject in
+                if let newSubject { answers.append(mayRelease(newSubject)) }
+                return answers[code]
             }
         }
         var consented = table ?? ColumnarTable(columns: columns)

@@ -20,28 +20,23 @@ extension Broker {
         return (agreement, policy, dataset)
     }
 
-    /// Step 3's rule: basis consent releases subjects with an active grant; other bases drop subjects who objected.
+    /// Step 3's rule: basis consent releases subjects with an active grant; other bases drop
+    /// subjects who objected. Callers ask once per subject (a person with many records is hashed once).
     func consentRule(policy: AgreementPolicy, dataset: String, purpose: String) throws -> (String) -> Bool {
         let states = try mapStore { try store.consentStates(dataset: dataset, purpose: purpose) }
         let requireGrant = policy.legalBasis == .consent
-        // A subject's answer is kept once computed: a person with many records is hashed once.
-        final class Answers { var bySubject: [String: Bool] = [:] }
-        let answers = Answers()
         return { subject in
-            if let known = answers.bySubject[subject] { return known }
             let state = SubjectDigest(self.subjectHash(dataset: dataset, subject: subject)).flatMap { states[$0] }
-            let answer = requireGrant ? state == true : state != false
-            answers.bySubject[subject] = answer
-            return answer
+            return requireGrant ? state == true : state != false
         }
     }
 
     /// Step 2: the records of these batches of the dataset (nil: of every batch), decrypted one
     /// segment at a time and handed to `handle`.
-    func forEachSegment(of dataset: String, sequences: [Int64]?, _ handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
+    func forEachSegment(of dataset: String, sequences: [Int64]?, _ handle: (RecordChunk) throws -> Void) throws {
         let runs: [Range<Int64>?] = sequences.map { BatchRanges.runs($0).map(Optional.some) } ?? [nil]
         for run in runs {
-            try mapStore { try store.records(of: dataset, batches: run, handle: handle) }
+            try mapStore { try store.recordChunks(of: dataset, batches: run, handle: handle) }
         }
     }
 
@@ -72,8 +67,8 @@ extension Broker {
         let treatment = ReleaseTreatment(schema: try DatasetSchema.parse(dataset.schema), policy: policy)
         var input = treatment.input(mayRelease: try consentRule(policy: policy, dataset: dataset.id, purpose: purpose))
         // Segments are read and decrypted on another thread while the records of the last one are taken in.
-        try ChunkHandoff.overlap(produce: { emit in try forEachSegment(of: dataset.id, sequences: batches, emit) }) { columns, rows in
-            try input.add(columns: columns, rows: rows)
+        try ChunkHandoff.overlap(produce: { emit in try forEachSegment(of: dataset.id, sequences: batches, emit) }) { (chunk: RecordChunk) in
+            try input.add(chunk)
         }
         return try treatment.finish(input, pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit, randomness: randomness())
     }

@@ -1,4 +1,5 @@
 import CivitasCrypto
+import CivitasModel
 import CivitasPrivacy
 
 /// What the treatment did to one release, for the partner, the publisher and the log.
@@ -84,7 +85,9 @@ public struct ReleaseTreatment: Sendable {
         private(set) var recordsRead = 0
         private(set) var withoutConsent = 0
         private(set) var overCap = 0
-        private var perSubject: [String: Int] = [:]
+        /// Per subject code of the table being built: whether the subject may be released, and its records taken so far.
+        private var answers: [Bool] = []
+        private var recordsOfSubject: [Int] = []
 
         init(treatment: ReleaseTreatment, mayRelease: @escaping (String) -> Bool) {
             self.treatment = treatment
@@ -93,9 +96,14 @@ public struct ReleaseTreatment: Sendable {
 
         /// Takes a batch of records, `columns` naming their values.
         public mutating func add(columns: [String], rows: [[String]]) throws {
+            try add(RecordChunk(columns: columns, rows: rows))
+        }
+
+        /// Takes a chunk of records.
+        public mutating func add(_ chunk: RecordChunk) throws {
             if table == nil {
-                let subjectField = try treatment.subjectField(in: columns, records: rows.count)
-                released = treatment.policy.fields.filter { columns.contains($0) }
+                let subjectField = try treatment.subjectField(in: chunk.columns, records: chunk.rowCount)
+                released = treatment.policy.fields.filter { chunk.columns.contains($0) }
                 var names = released
                 if let subjectField, !names.contains(subjectField) { names.append(subjectField) }
                 subject = subjectField.flatMap { names.firstIndex(of: $0) }
@@ -104,33 +112,29 @@ public struct ReleaseTreatment: Sendable {
             guard var table else { return }
             self.table = nil  // appended in place, without a copy
             defer { self.table = table }
-            let positions = table.columns.map { columns.firstIndex(of: $0) }
+            let positions = table.columns.map { chunk.columns.firstIndex(of: $0) }
             let cap = treatment.policy.treatment.maxRecordsPerSubject
-            recordsRead += rows.count
-            // Which records may go (consent, the cap per subject), then the kept ones column by column.
-            var keep = [Bool](repeating: true, count: rows.count)
-            if let subject {
-                // A batch without the subject field has no subject to release: its records are checked as "".
-                let position = positions[subject]
-                for (r, row) in rows.enumerated() {
-                    let value = position.map { $0 < row.count ? row[$0] : "" } ?? ""
-                    guard mayRelease(value) else {
-                        withoutConsent += 1
-                        keep[r] = false
-                        continue
-                    }
-                    if let cap {
-                        let seen = perSubject[value, default: 0] + 1
-                        perSubject[value] = seen
-                        guard seen <= cap else {
-                            overCap += 1
-                            keep[r] = false
-                            continue
-                        }
+            recordsRead += chunk.rowCount
+            // Which records may go (consent, the cap per subject), asked once per subject; a
+            // batch without the subject field has no subject to release: its records are checked as "".
+            try table.append(chunk, positions: positions, subject: subject) { code, newSubject in
+                if let newSubject {
+                    answers.append(mayRelease(newSubject))
+                    recordsOfSubject.append(0)
+                }
+                guard answers[code] else {
+                    withoutConsent += 1
+                    return false
+                }
+                if let cap {
+                    recordsOfSubject[code] += 1
+                    guard recordsOfSubject[code] <= cap else {
+                        overCap += 1
+                        return false
                     }
                 }
+                return true
             }
-            table.append(rows: rows, positions: positions, keep: keep)
         }
 
         /// The collected records, handed over: the input no longer holds them.

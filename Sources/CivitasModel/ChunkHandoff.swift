@@ -5,16 +5,22 @@ import Foundation
 /// consuming this one (sealing, storing; taking records in). The producer's error, or the consumer's, ends both;
 /// the producer has always returned when this does.
 public enum ChunkHandoff {
-    public typealias Chunk = (columns: [String], rows: [[String]])
-
     public static func overlap(capacity: Int = 2, produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void,
                         consume: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
-        let queue = Queue(capacity: capacity)
+        try overlap(capacity: capacity, produce: { (emit: ((columns: [String], rows: [[String]])) throws -> Void) in
+            try withoutActuallyEscaping(emit) { emit in try produce { columns, rows in try emit((columns, rows)) } }
+        }, consume: { (chunk: (columns: [String], rows: [[String]])) in try consume(chunk.columns, chunk.rows) })
+    }
+
+    /// The same for chunks of any kind.
+    public static func overlap<Chunk>(capacity: Int = 2, produce: (_ emit: (Chunk) throws -> Void) throws -> Void,
+                                      consume: (Chunk) throws -> Void) throws {
+        let queue = Queue<Chunk>(capacity: capacity)
         try withoutActuallyEscaping(produce) { produce in
             let producer = Producer(run: produce)
             let thread = Thread {
                 do {
-                    try producer.run? { columns, rows in try queue.put((columns, rows)) }
+                    try producer.run? { chunk in try queue.put(chunk) }
                     queue.finish(nil)
                 } catch {
                     queue.finish(error)
@@ -29,22 +35,22 @@ public enum ChunkHandoff {
                 queue.waitForProducer()
                 producer.run = nil  // the thread object may outlive this call; the producer must not
             }
-            while let chunk = try queue.take() { try consume(chunk.columns, chunk.rows) }
+            while let chunk = try queue.take() { try consume(chunk) }
         }
     }
 
     /// The producer, handed to its thread; it runs only while `overlap` waits for it, which
     /// lets it go before returning.
-    private final class Producer: @unchecked Sendable {
-        var run: ((_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void)?
-        init(run: @escaping (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) { self.run = run }
+    private final class Producer<Chunk>: @unchecked Sendable {
+        var run: ((_ emit: (Chunk) throws -> Void) throws -> Void)?
+        init(run: @escaping (_ emit: (Chunk) throws -> Void) throws -> Void) { self.run = run }
     }
 
     /// Refused to a producer whose consumer has stopped.
     struct Cancelled: Error {}
 
     /// A bounded queue of chunks between the two threads, guarded by one condition.
-    private final class Queue: @unchecked Sendable {
+    private final class Queue<Chunk>: @unchecked Sendable {
         private let condition = NSCondition()
         private let capacity: Int
         private var chunks: [Chunk] = []

@@ -68,8 +68,9 @@ public protocol BrokerStorage: AnyObject, Sendable {
     /// The sequence of the dataset's batch stored under `idempotencyKey`, from whatever bytes; nil when none is.
     func batchSequence(dataset id: String, idempotencyKey: String) throws -> Int64?
     func batches(of dataset: String, from sequence: Int64) throws -> [BatchSummary]
-    /// The records of a dataset (or of some batches), segment by segment.
-    func records(of id: String, batches: Range<Int64>?, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws
+    /// The records of a dataset (or of some batches), batch by batch and segment by segment, each
+    /// segment decrypted and checked and handed over as one chunk read in place.
+    func recordChunks(of id: String, batches: Range<Int64>?, handle: (RecordChunk) throws -> Void) throws
 
     // MARK: Agreements and consent
     func agreement(_ id: String) throws -> StoredAgreement?
@@ -122,6 +123,11 @@ public protocol BrokerStorage: AnyObject, Sendable {
 extension BrokerStore: BrokerStorage {}
 
 extension BrokerStorage {
+    /// The records of a dataset (or of some batches), segment by segment, as rows of strings.
+    public func records(of id: String, batches: Range<Int64>? = nil, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
+        try recordChunks(of: id, batches: batches) { chunk in try handle(chunk.columns, chunk.rows) }
+    }
+
     /// Stores a batch handed over chunk by chunk, leaving the dataset's quality counts as they are.
     public func appendBatch(dataset id: String, idempotencyKey: String?, bodySHA256: [UInt8]?, now: UTCTime,
                             produce: (_ emit: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws -> Void) throws -> Batch {

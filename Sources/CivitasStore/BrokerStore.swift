@@ -177,9 +177,7 @@ public final class BrokerStore: Sendable {
         }
     }
 
-    /// The dataset's records, batch by batch, segment by segment, each segment decrypted and checked.
-    /// With `batches`, only those batches.
-    public func records(of id: String, batches: Range<Int64>? = nil, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
+    public func recordChunks(of id: String, batches: Range<Int64>?, handle: (RecordChunk) throws -> Void) throws {
         let datasetKey = try self.datasetKey(id)
         let range = batches ?? 0..<Int64.max
         // One segment in memory at a time: the cursor reads the next only after `handle` returns.
@@ -189,8 +187,7 @@ public final class BrokerStore: Sendable {
                                                    arguments: [id, range.lowerBound, range.upperBound])
                 while let row = try segments.next() {
                     let (sequence, position) = (try row.integer("sequence"), Int(try row.integer("position")))
-                    let (columns, rows) = try Segments.open(try row.bytes("sealed"), key: datasetKey, dataset: id, sequence: sequence, position: position)
-                    try handle(columns, rows)
+                    try handle(try Segments.open(try row.bytes("sealed"), key: datasetKey, dataset: id, sequence: sequence, position: position))
                 }
             }
         }

@@ -235,7 +235,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
     /// Segments read per statement: a few at a time, so a release holds little more than one.
     static let segmentsPerPage: Int64 = 4
 
-    public func records(of id: String, batches: Range<Int64>?, handle: (_ columns: [String], _ rows: [[String]]) throws -> Void) throws {
+    public func recordChunks(of id: String, batches: Range<Int64>?, handle: (RecordChunk) throws -> Void) throws {
         let datasetKey = try self.datasetKey(id)
         let range = batches ?? 0..<Int64.max
         // One snapshot: batches others commit meanwhile are not read half.
@@ -249,8 +249,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
                     """, [.text(id), .integer(after.sequence), .integer(after.position), .integer(range.upperBound), .integer(Self.segmentsPerPage)])
                 for row in page {
                     after = (try row.integer("sequence"), try row.integer("position"))
-                    let (columns, rows) = try Segments.open(try row.bytes("sealed"), key: datasetKey, dataset: id, sequence: after.sequence, position: Int(after.position))
-                    try handle(columns, rows)
+                    try handle(try Segments.open(try row.bytes("sealed"), key: datasetKey, dataset: id, sequence: after.sequence, position: Int(after.position)))
                 }
                 if page.count < Int(Self.segmentsPerPage) { return }
             }

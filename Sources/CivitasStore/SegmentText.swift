@@ -1,27 +1,35 @@
+import CivitasModel
+
 /// Reads a segment's plaintext, the canonical JSON `{"columns":[…],"rows":[[…],…]}` of strings
-/// that ``Segments/seal(dataset:sequence:key:produce:store:)`` writes, straight into rows of
-/// strings, without building a JSON value for every cell.
+/// that ``Segments/seal(dataset:sequence:key:produce:store:)`` writes, into a chunk whose values
+/// stay in the text where they are written, without building a JSON value or a string per cell.
 enum SegmentText {
     /// The columns and rows of `text`; nil when `text` is not in the exact form the sealing
     /// writes (the caller then parses it as any JSON), including a `\u` escape or bytes that
-    /// are not UTF-8.
-    static func rows(_ text: [UInt8]) -> (columns: [String], rows: [[String]])? {
-        text.withUnsafeBufferPointer { bytes in
+    /// are not UTF-8. Values with escapes are written unescaped after the text.
+    static func chunk(_ text: consuming [UInt8]) -> RecordChunk? {
+        var unescaped: [UInt8] = []
+        var bounds: [Int] = [], starts = [0]
+        let count = text.count
+        let columns: [String]? = text.withUnsafeBufferPointer { bytes in
             var reader = Reader(bytes: bytes)
             guard reader.skip(#"{"columns":"#), let columns = reader.stringArray(),
                   reader.skip(#","rows":["#) else { return nil }
-            var rows: [[String]] = []
-            rows.reserveCapacity(Segments.rows)
+            bounds.reserveCapacity(2 * columns.count * Segments.rows)
+            starts.reserveCapacity(Segments.rows + 1)
             if !reader.skip("]") {
                 repeat {
-                    guard let row = reader.stringArray() else { return nil }
-                    rows.append(row)
+                    guard reader.valueArray(bounds: &bounds, unescaped: &unescaped, unescapedFrom: count) else { return nil }
+                    starts.append(bounds.count / 2)
                 } while reader.skip(",")
                 guard reader.skip("]") else { return nil }
             }
             guard reader.skip("}"), reader.atEnd else { return nil }
-            return (columns, rows)
+            return columns
         }
+        guard let columns else { return nil }
+        text.append(contentsOf: unescaped)
+        return RecordChunk(columns: columns, bytes: text, valueBounds: bounds, rowStarts: starts)
     }
 
     private struct Reader {
@@ -53,6 +61,40 @@ enum SegmentText {
                 strings.append(string)
             } while skip(",")
             return skip("]") ? strings : nil
+        }
+
+        /// `[` strings separated by `,` `]`: appends each one's start and end to `bounds`, in the
+        /// text or, when it has escapes, in `unescaped` (placed after the text's `offset` bytes).
+        mutating func valueArray(bounds: inout [Int], unescaped: inout [UInt8], unescapedFrom offset: Int) -> Bool {
+            guard skip("[") else { return false }
+            if skip("]") { return true }
+            repeat {
+                guard skip("\"") else { return false }
+                let start = position
+                var bits: UInt8 = 0
+                var closed = false
+                while position < bytes.count {
+                    let byte = bytes[position]
+                    if byte == 0x22 { closed = true; break }
+                    if byte == 0x5C || byte < 0x20 { break }
+                    bits |= byte
+                    position += 1
+                }
+                if closed {
+                    // Bytes above 0x7F must be UTF-8, as a string made of them would keep them.
+                    if bits >= 0x80 && Self.text(UnsafeBufferPointer(rebasing: bytes[start..<position]), ascii: false) == nil { return false }
+                    bounds.append(start)
+                    bounds.append(position)
+                    position += 1
+                } else {
+                    // Stopped at an escape (read on from here), a control character or the end.
+                    guard position < bytes.count, bytes[position] == 0x5C, let string = escapedString(from: start) else { return false }
+                    bounds.append(offset + unescaped.count)
+                    unescaped.append(contentsOf: string.utf8)
+                    bounds.append(offset + unescaped.count)
+                }
+            } while skip(",")
+            return skip("]")
         }
 
         /// A string in quotes, with the escapes canonical JSON writes other than `\u`.

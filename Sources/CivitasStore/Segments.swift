@@ -32,14 +32,14 @@ enum Segments {
     }
 
     /// Opens and parses one stored segment; refuses one that fails authentication or does not parse.
-    static func open(_ sealed: [UInt8], key: SealedStorageKey, dataset id: String, sequence: Int64, position: Int) throws -> (columns: [String], rows: [[String]]) {
+    static func open(_ sealed: [UInt8], key: SealedStorageKey, dataset id: String, sequence: Int64, position: Int) throws -> RecordChunk {
         let plaintext: [UInt8]
         do {
             plaintext = try key.open(sealed, associatedData: binding(id, sequence, position))
         } catch {
             throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) failed authentication")
         }
-        if let segment = SegmentText.rows(plaintext) { return segment }
+        if let segment = SegmentText.chunk(plaintext) { return segment }
         guard let object = (try? JSONParser.parse(plaintext))?.objectValue,
               case .array(let columnValues)? = object["columns"], case .array(let rowValues)? = object["rows"] else {
             throw StoreError(.corrupt, "segment \(position) of batch \(sequence) of \(id) does not parse")
@@ -48,7 +48,7 @@ enum Segments {
             if case .array(let cells) = value { return cells.compactMap(\.stringValue) }
             return []
         }
-        return (columnValues.compactMap(\.stringValue), rows)
+        return RecordChunk(columns: columnValues.compactMap(\.stringValue), rows: rows)
     }
 
     /// Checks an idempotency key's form.

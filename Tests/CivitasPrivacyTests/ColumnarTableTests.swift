@@ -1,3 +1,4 @@
+import CivitasModel
 import Testing
 @testable import CivitasPrivacy
 
@@ -15,23 +16,51 @@ struct ColumnarTableTests {
         #expect(throws: PrivacyError.self) { try ColumnarTable(table, columns: ["name"]) }
     }
 
-    @Test("Records appended column by column on both cores are the records appended one by one")
-    func appendedInBulk() throws {
+    @Test("Records appended from chunks, column by column on both cores and admitted by subject, are the admitted records appended one by one",
+          arguments: [false, true])
+    func appendedInBulk(bySubject: Bool) throws {
         var numbers = SeededNumbers(seed: 9)
-        // Rows in the source's own order, some short; the table reads five columns, one of them absent.
-        let rows = (0..<2_000).map { _ in (0..<(3 + numbers.next(2))).map { _ in String(numbers.next(50)) } }
-        let positions: [Int?] = [2, 0, nil, 3, 1]
-        let keep = rows.map { _ in numbers.next(4) != 0 }
-        var bulk = ColumnarTable(columns: ["a", "b", "c", "d", "e"]), single = bulk
-        bulk.append(rows: Array(rows[..<700]), positions: positions, keep: Array(keep[..<700]))
-        bulk.append(rows: Array(rows[700...]), positions: positions, keep: Array(keep[700...]))
-        for (row, kept) in zip(rows, keep) where kept {
-            single.append(positions.map { position in position.map { $0 < row.count ? row[$0] : "" } ?? "" })
+        // Rows in the source's own order, some short; the table reads five columns, one of them
+        // absent, the last the subject (a long value, or a short row's empty one).
+        let rows = (0..<2_000).map { _ in
+            (0..<(4 + numbers.next(2))).map { column in column == 4 ? "subject number \(numbers.next(300)) of the city" : String(numbers.next(50)) }
         }
-        #expect(bulk.rowCount == keep.filter { $0 }.count)
+        let positions: [Int?] = [2, 0, nil, 3, 4]
+        func admitted(_ subject: String) -> Bool { subject.utf8.reduce(0) { $0 &+ Int($1) } % 3 != 1 }
+        var bulk = ColumnarTable(columns: ["a", "b", "c", "d", "subject"]), single = bulk
+        var asked: [String] = [], answers: [Bool] = []
+        for part in [rows[..<700], rows[700...]] {
+            bulk.append(RecordChunk(columns: ["x0", "x1", "x2", "x3", "x4"], rows: Array(part)), positions: positions,
+                        subject: bySubject ? 4 : nil) { code, newSubject in
+                if let newSubject {
+                    asked.append(newSubject)
+                    answers.append(admitted(newSubject))
+                }
+                return answers[code]
+            }
+        }
+        var kept = 0
+        for row in rows {
+            let record = positions.map { position in position.map { $0 < row.count ? row[$0] : "" } ?? "" }
+            guard !bySubject || admitted(record[4]) else { continue }
+            single.append(record)
+            kept += 1
+        }
+        bulk.finishAppending()
+        single.finishAppending()
+        #expect(bulk.rowCount == kept)
         #expect(bulk.codes == single.codes)
         #expect(bulk.values == single.values)
-        #expect(bulk.values[3].contains(""), "short rows must give empty values, or the test shows nothing")
+        #expect(bulk.values[4].contains(""), "short rows must give empty values, or the test shows nothing")
+        if bySubject {
+            // Each subject asked once, in order of first appearance; some left out, whose values leave the table.
+            var firstSeen: [String] = []
+            for row in rows { let subject = row.count > 4 ? row[4] : ""; if !firstSeen.contains(subject) { firstSeen.append(subject) } }
+            #expect(asked == firstSeen)
+            #expect(kept < rows.count && bulk.values[4].count < firstSeen.count, "some subjects must be left out, or the test shows nothing")
+        } else {
+            #expect(asked.isEmpty && kept == rows.count)
+        }
     }
 
     @Test("The value index gives the codes of a dictionary of UTF-8 bytes, in order of first appearance, as it grows, for short, long and non-ASCII values")

@@ -45,7 +45,7 @@ struct SegmentTextTests {
             }
             let text = segment(columns: columns, rows: rows)
             let shown = "trial \(trial): \(String(decoding: text, as: UTF8.self))"
-            let read = try #require(SegmentText.rows(text), "\(shown)")
+            let read = try #require(SegmentText.chunk(text).map { (columns: $0.columns, rows: $0.rows) }, "\(shown)")
             let expected = try parsed(text)
             #expect(read.columns == expected.columns && read.rows == expected.rows, "\(shown)")
             #expect(read.columns == columns && read.rows == rows, "\(shown)")
@@ -55,7 +55,7 @@ struct SegmentTextTests {
     @Test("Leaves to the JSON parser what the sealing does not write: \\u escapes, spaces, other values")
     func declinesOtherForms() throws {
         // Positive control: the plain form is read.
-        #expect(SegmentText.rows(Array(#"{"columns":["a"],"rows":[["x"]]}"#.utf8)) != nil)
+        #expect(SegmentText.chunk(Array(#"{"columns":["a"],"rows":[["x"]]}"#.utf8)) != nil)
         let others = [
             #"{"columns":["a"],"rows":[["\u0001"]]}"#,  // a control character, as canonical JSON escapes it
             #"{"columns": ["a"], "rows": [["x"]]}"#,
@@ -65,9 +65,9 @@ struct SegmentTextTests {
             #"{"columns":["a"],"rows":[["x"]"#,
         ]
         for other in others {
-            #expect(SegmentText.rows(Array(other.utf8)) == nil, "\(other)")
+            #expect(SegmentText.chunk(Array(other.utf8)) == nil, "\(other)")
         }
         // Bytes that are not UTF-8.
-        #expect(SegmentText.rows(Array(#"{"columns":["a"],"rows":[[""#.utf8) + [0xFF] + Array(#""]]}"#.utf8)) == nil)
+        #expect(SegmentText.chunk(Array(#"{"columns":["a"],"rows":[[""#.utf8) + [0xFF] + Array(#""]]}"#.utf8)) == nil)
     }
 }

@@ -1,3 +1,4 @@
+import CivitasModel
 import Dispatch
 
 /// A table held column by column: each column keeps every distinct value once and a code per
@@ -16,6 +17,8 @@ public struct ColumnarTable: Sendable {
     public private(set) var hasDistinctValues: [Bool]
     /// Set once values were transformed or the look-up dropped: no more records may be appended.
     private var closed = false
+    /// Per column: whether records left out may have added values no record kept holds.
+    private var mayHoldUnusedValues: [Bool]
 
     public init(columns: [String]) {
         self.columns = columns
@@ -23,6 +26,7 @@ public struct ColumnarTable: Sendable {
         values = Array(repeating: [], count: columns.count)
         index = Array(repeating: ValueIndex(), count: columns.count)
         hasDistinctValues = Array(repeating: true, count: columns.count)
+        mayHoldUnusedValues = Array(repeating: false, count: columns.count)
     }
 
     /// The named columns of a table of rows (all of them when `columns` is nil).
@@ -53,39 +57,79 @@ public struct ColumnarTable: Sendable {
         rowCount += 1
     }
 
-    /// Appends the records of `rows` that `keep` marks, in order: column `c` takes `row[positions[c]]`
-    /// (an empty value when the position is nil or past the row's end). Columns are filled on
-    /// both cores, each column by one of them, so the outcome is that of appending one by one.
-    public mutating func append(rows: [[String]], positions: [Int?], keep: [Bool]) {
-        precondition(!closed && positions.count == columns.count && keep.count == rows.count, "records appended to a closed table, or of the wrong width")
-        let added = keep.lazy.filter { $0 }.count
-        guard added > 0 else { return }
+    /// Appends the records of `chunk` that `admit` lets in, in order: column `c` takes value
+    /// `positions[c]` of the record (an empty value when the position is nil or past the row's
+    /// end). With `subject`, each record's value of that column is coded first and `admit` is
+    /// asked with its code and, the first time a code is seen, its value; without, every record is
+    /// let in. The other columns are filled on both cores, each column by one of them, so the
+    /// outcome is that of appending one by one.
+    public mutating func append(_ chunk: RecordChunk, positions: [Int?], subject: Int?,
+                                admit: (_ code: Int, _ newValue: String?) throws -> Bool) rethrows {
+        precondition(!closed && positions.count == columns.count, "records appended to a closed table, or of the wrong width")
         let width = columns.count
-        codes.withUnsafeMutableBufferPointer { codes in
-            values.withUnsafeMutableBufferPointer { values in
-                index.withUnsafeMutableBufferPointer { index in
-                    // Each worker touches only the columns it owns.
-                    let columns = ColumnBuffers(codes: codes, values: values, index: index)
-                    DispatchQueue.concurrentPerform(iterations: min(2, width)) { part in
-                        for c in stride(from: part, to: width, by: 2) {
-                            let position = positions[c]
-                            for (r, row) in rows.enumerated() where keep[r] {
-                                let value = position.map { $0 < row.count ? row[$0] : "" } ?? ""
-                                columns.codes[c].append(columns.index[c].code(of: value, in: &columns.values[c]))
+        try chunk.withValues { records in
+            var kept: [Int32] = []
+            kept.reserveCapacity(records.rowCount)
+            if let subject {
+                let position = positions[subject]
+                for row in 0..<records.rowCount {
+                    let known = values[subject].count
+                    let code = index[subject].code(of: records.bytes(row: row, position: position), in: &values[subject])
+                    if try admit(Int(code), Int(code) == known ? values[subject][Int(code)] : nil) {
+                        codes[subject].append(code)
+                        kept.append(Int32(row))
+                    } else {
+                        // A value only records left out hold is dropped when appending ends.
+                        mayHoldUnusedValues[subject] = true
+                    }
+                }
+            } else {
+                kept = (0..<Int32(records.rowCount)).map { $0 }
+            }
+            guard !kept.isEmpty else { return }
+            codes.withUnsafeMutableBufferPointer { codes in
+                values.withUnsafeMutableBufferPointer { values in
+                    index.withUnsafeMutableBufferPointer { index in
+                        kept.withUnsafeBufferPointer { kept in
+                            // Each worker touches only the columns it owns.
+                            let columns = ColumnBuffers(codes: codes, values: values, index: index)
+                            let keptRows = KeptRows(rows: kept)
+                            DispatchQueue.concurrentPerform(iterations: min(2, width)) { part in
+                                for c in stride(from: part, to: width, by: 2) where c != subject {
+                                    let position = positions[c]
+                                    for row in keptRows.rows {
+                                        columns.codes[c].append(columns.index[c].code(of: records.bytes(row: Int(row), position: position),
+                                                                                     in: &columns.values[c]))
+                                    }
+                                }
                             }
                         }
                     }
                 }
             }
+            rowCount += kept.count
         }
-        rowCount += added
     }
 
-    /// Drops the look-up kept for appending (about as large as the distinct values); the table
-    /// takes no more records.
+    /// Drops the look-up kept for appending (about as large as the distinct values), and the
+    /// values that only records left out held; the table takes no more records.
     public mutating func finishAppending() {
         index = Array(repeating: ValueIndex(), count: columns.count)
         closed = true
+        for c in columns.indices where mayHoldUnusedValues[c] {
+            mayHoldUnusedValues[c] = false
+            // Codes renumbered in the order of the values kept, which is their order of first appearance among the records kept.
+            var renumbered = [UInt32](repeating: UInt32.max, count: values[c].count)
+            for code in codes[c] { renumbered[Int(code)] = 0 }
+            var kept: [String] = []
+            for (code, value) in values[c].enumerated() where renumbered[code] == 0 {
+                renumbered[code] = UInt32(kept.count)
+                kept.append(value)
+            }
+            guard kept.count < values[c].count else { continue }
+            values[c] = kept
+            codes[c] = codes[c].map { renumbered[Int($0)] }
+        }
     }
 
     /// The position of a column, or an error naming it and listing the columns.
@@ -115,6 +159,11 @@ public struct ColumnarTable: Sendable {
 
     /// The whole table as rows of strings.
     public var table: CSVTable { rows(Array(0..<rowCount)) }
+}
+
+/// The records of a chunk kept, read by both workers.
+private struct KeptRows: @unchecked Sendable {
+    let rows: UnsafeBufferPointer<Int32>
 }
 
 /// The per-column storage of a table, shared by workers that each fill their own columns.

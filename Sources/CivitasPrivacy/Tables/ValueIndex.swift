@@ -18,7 +18,20 @@ struct ValueIndex {
 
     /// The code of `value` among `values`; a new value is appended to `values` and gets the next code.
     mutating func code(of value: String, in values: inout [String]) -> UInt32 {
-        let hash = Self.hash(value)
+        var contiguous = value
+        return contiguous.withUTF8 { bytes in code(of: UnsafeRawBufferPointer(bytes), in: &values, making: { _ in value }) }
+    }
+
+    /// The code of the value whose UTF-8 bytes are `bytes`; a new value is appended to `values`
+    /// (as `making` writes it from its bytes, which must be valid UTF-8) and gets the next code.
+    mutating func code(of bytes: UnsafeRawBufferPointer, in values: inout [String]) -> UInt32 {
+        code(of: bytes, in: &values, making: { String(decoding: $0, as: UTF8.self) })
+    }
+
+    private mutating func code(of bytes: UnsafeRawBufferPointer, in values: inout [String], making: (UnsafeRawBufferPointer) -> String) -> UInt32 {
+        var hasher = Hasher()
+        hasher.combine(bytes: bytes)
+        let hash = UInt64(bitPattern: Int64(hasher.finalize()))
         if (hashes.count + 1) * 2 > slots.count { grow() }
         let mask = slots.count - 1
         let tag = hash & 0xFFFF_FFFF_0000_0000
@@ -28,14 +41,14 @@ struct ValueIndex {
             if entry == 0 { break }
             if entry & 0xFFFF_FFFF_0000_0000 == tag {
                 let code = Int(entry & 0xFFFF_FFFF) - 1
-                if Self.sameBytes(values[code], value) { return UInt32(code) }
+                if Self.same(values[code], bytes) { return UInt32(code) }
             }
             slot = (slot &+ 1) & mask
         }
         let code = values.count
         slots[slot] = tag | UInt64(code + 1)
         hashes.append(hash)
-        values.append(value)
+        values.append(making(bytes))
         return UInt32(code)
     }
 
@@ -52,22 +65,13 @@ struct ValueIndex {
         }
     }
 
-    private static func sameBytes(_ one: String, _ other: String) -> Bool {
-        var one = one, other = other
-        return one.withUTF8 { first in
-            other.withUTF8 { second in
-                guard first.count == second.count else { return false }
-                guard let a = first.baseAddress, let b = second.baseAddress else { return true }
-                return memcmp(a, b, first.count) == 0
-            }
+    /// Whether `value`'s UTF-8 bytes are `bytes`.
+    private static func same(_ value: String, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        var value = value
+        return value.withUTF8 { stored in
+            guard stored.count == bytes.count else { return false }
+            guard let a = stored.baseAddress, let b = bytes.baseAddress else { return true }
+            return memcmp(a, b, bytes.count) == 0
         }
-    }
-
-    private static func hash(_ value: String) -> UInt64 {
-        var hasher = Hasher()
-        if value.utf8.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
-            for byte in value.utf8 { hasher.combine(byte) }
-        }
-        return UInt64(bitPattern: Int64(hasher.finalize()))
     }
 }
