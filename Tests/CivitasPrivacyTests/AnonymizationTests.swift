@@ -363,6 +363,26 @@ struct AnonymizationTests {
         #expect(String(decoding: byCodes.bytes, as: UTF8.self).contains("\"with, comma\""))
     }
 
+    @Test("Records written on two cores, each into its own part of the output, are the bytes of writing them one by one")
+    func recordsWrittenInParts() {
+        let values = [["a", "b,c", "", "say \"hi\""], ["1", "22", "333", "line\nbreak", "é"]]
+        // Several blocks per part, the last one short.
+        let count = max(CSVWriter.parallelFrom, CSVWriter.blockSize * 4) * 2 + 7
+        let code: @Sendable (Int, Int) -> Int = { record, column in (record &* 7_919 &+ column &* 31) % values[column].count }
+        var oneByOne = CSVWriter(columns: ["x", "y"]), inParts = oneByOne
+        let fields = values.map { oneByOne.fields($0) }
+        for record in 0..<count { oneByOne.append(codes: [code(record, 0), code(record, 1)], of: fields) }
+        inParts.append(records: count, of: fields) { block, codes in
+            for (i, record) in block.enumerated() {
+                codes[i * 2] = code(record, 0)
+                codes[i * 2 + 1] = code(record, 1)
+            }
+        }
+        #expect(inParts.records == count && oneByOne.records == count)
+        #expect(inParts.bytes == oneByOne.bytes)
+        #expect(oneByOne.bytes.contains(0x22), "some fields must be quoted, or the test shows nothing")
+    }
+
     @Test("An input '*' and a generalized '*' are one released value, counted as one class")
     func starsAreNotWildcards() throws {
         // Two records already '*' in zip, two generalized to '*': one class of four, not two of two.

@@ -110,6 +110,8 @@ final class PartitionedGrouping {
             var slotKeys = [UInt64](repeating: Self.empty, count: tableSize)
             var slotNumbers = [Int32](repeating: 0, count: tableSize)
             var filled: [Int] = []
+            // Kept in locals while numbering (a class's storage is checked for exclusive access on every use).
+            var keys: [UInt64] = [], sizes: [Int32] = []
             slotKeys.withUnsafeMutableBufferPointer { slotKeys in
                 slotNumbers.withUnsafeMutableBufferPointer { slotNumbers in
                     for partition in split[side]..<split[side + 1] {
@@ -117,7 +119,7 @@ final class PartitionedGrouping {
                         var size = 16
                         while size < range.count * 2 { size <<= 1 }
                         let mask = size - 1
-                        let first = result.value.keys.count
+                        let first = keys.count
                         for position in range {
                             let key = scatter.keys[position]
                             var slot = Int(truncatingIfNeeded: (key &* Self.golden) >> 32) & mask
@@ -125,23 +127,24 @@ final class PartitionedGrouping {
                             let number: Int32
                             if slotKeys[slot] == Self.empty {
                                 slotKeys[slot] = key
-                                number = Int32(truncatingIfNeeded: result.value.keys.count - first)
+                                number = Int32(truncatingIfNeeded: keys.count - first)
                                 slotNumbers[slot] = number
                                 filled.append(slot)
-                                result.value.keys.append(key)
-                                result.value.sizes.append(scatter.weights[position])
+                                keys.append(key)
+                                sizes.append(scatter.weights[position])
                             } else {
                                 number = slotNumbers[slot]
-                                result.value.sizes[first + Int(number)] &+= scatter.weights[position]
+                                sizes[first + Int(number)] &+= scatter.weights[position]
                             }
                             scatter.numbers[position] = number
                         }
-                        counts.buffer[partition] = result.value.keys.count - first
+                        counts.buffer[partition] = keys.count - first
                         for slot in filled { slotKeys[slot] = Self.empty }
                         filled.removeAll(keepingCapacity: true)
                     }
                 }
             }
+            result.value = Numbered(keys: keys, sizes: sizes)
         }
         var total = 0
         let offsets = (0..<partitions).map { partition in

@@ -1,3 +1,5 @@
+import Dispatch
+
 /// A released table kept as codes over the table it was made from: which records stay, each
 /// quasi-identifier's label per record, and the sensitive and kept columns passed through. Rows
 /// are produced one at a time, so a large release is written out without being held as strings.
@@ -33,12 +35,39 @@ public struct AnonymizedColumns: Sendable {
     /// appending each row ``forEachRow(_:)`` gives, with each distinct value written once.
     public func write(to writer: inout CSVWriter) {
         let q = codeOfRow.count
-        let fields = (0..<q).map { writer.fields(labelTexts[$0]) } + passThrough.map { writer.fields(source.values[$0]) }
-        var codes = [Int](repeating: 0, count: columns.count)
-        for r in 0..<source.rowCount where keep[r] {
-            for column in 0..<q { codes[column] = Int(labelOfCode[column][Int(codeOfRow[column][r])]) }
-            for (offset, column) in passThrough.enumerated() { codes[q + offset] = Int(source.codes[column][r]) }
-            writer.append(codes: codes, of: fields)
+        // Each column's fields on a core of its own, then the records on both.
+        let texts = labelTexts + passThrough.map { source.values[$0] }
+        let fields = FieldsMade(count: texts.count)
+        defer { fields.free() }
+        let maker = writer
+        DispatchQueue.concurrentPerform(iterations: texts.count) { column in
+            fields.values[column] = maker.fields(texts[column])
+        }
+        let rows = (0..<source.rowCount).filter { keep[$0] }
+        let width = columns.count
+        writer.append(records: rows.count, of: Array(fields.values)) { [self] block, codes in
+            // Column by column, each column's arrays taken once per block.
+            for column in 0..<q {
+                let labels = labelOfCode[column], rowCodes = codeOfRow[column]
+                for (i, record) in block.enumerated() { codes[i * width + column] = Int(labels[Int(rowCodes[rows[record]])]) }
+            }
+            for (offset, column) in passThrough.enumerated() {
+                let rowCodes = source.codes[column]
+                for (i, record) in block.enumerated() { codes[i * width + q + offset] = Int(rowCodes[rows[record]]) }
+            }
+        }
+    }
+
+    /// Each column's fields, made on several cores.
+    private struct FieldsMade: @unchecked Sendable {
+        let values: UnsafeMutableBufferPointer<CSVWriter.Fields>
+        init(count: Int) {
+            values = .allocate(capacity: count)
+            values.initialize(repeating: CSVWriter.Fields(bytes: [], starts: [0]))
+        }
+        func free() {
+            values.deinitialize()
+            values.deallocate()
         }
     }
 

@@ -61,7 +61,7 @@ public struct ColumnarTable: Sendable {
     /// `positions[c]` of the record (an empty value when the position is nil or past the row's
     /// end). With `subject`, each record's value of that column is coded first and `admit` is
     /// asked with its code and, the first time a code is seen, its value; without, every record is
-    /// let in. The other columns are filled on both cores, each column by one of them, so the
+    /// let in. The other columns are filled on all cores, each column by one of them, so the
     /// outcome is that of appending one by one.
     public mutating func append(_ chunk: RecordChunk, positions: [Int?], subject: Int?,
                                 admit: (_ code: Int, _ newValue: String?) throws -> Bool) rethrows {
@@ -94,13 +94,15 @@ public struct ColumnarTable: Sendable {
                             // Each worker touches only the columns it owns.
                             let columns = ColumnBuffers(codes: codes, values: values, index: index)
                             let keptRows = KeptRows(rows: kept)
-                            DispatchQueue.concurrentPerform(iterations: min(2, width)) { part in
-                                for c in stride(from: part, to: width, by: 2) where c != subject {
-                                    let position = positions[c]
-                                    for row in keptRows.rows {
-                                        columns.codes[c].append(columns.index[c].code(of: records.bytes(row: Int(row), position: position),
-                                                                                     in: &columns.values[c]))
-                                    }
+                            // One column per task, taken by whichever core is free, the columns with
+                            // the most values (the slowest to look up) first.
+                            let order = (0..<width).filter { $0 != subject }.sorted { (-columns.values[$0].count, $0) < (-columns.values[$1].count, $1) }
+                            DispatchQueue.concurrentPerform(iterations: order.count) { task in
+                                let c = order[task]
+                                let position = positions[c]
+                                for row in keptRows.rows {
+                                    columns.codes[c].append(columns.index[c].code(of: records.bytes(row: Int(row), position: position),
+                                                                                 in: &columns.values[c]))
                                 }
                             }
                         }
