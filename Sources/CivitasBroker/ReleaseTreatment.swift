@@ -186,7 +186,7 @@ public struct ReleaseTreatment: Sendable {
         let fields = input.released.compactMap { schema.field($0) }
         let pseudonymized = fields.filter { $0.privacy == .identifier || $0.privacy == .subject }
         for field in pseudonymized {
-            try table.transformValues(ofColumn: try table.index(of: field.name)) { try pseudonymizer.pseudonymize($0, as: field) }
+            try table.transformValuesConcurrently(ofColumn: try table.index(of: field.name)) { try pseudonymizer.pseudonymize($0, as: field) }
         }
         // 6. k-anonymity and l-diversity, counted in subjects (whether or not the subject is released).
         let quasiIdentifiers = fields.filter { $0.privacy == .quasiIdentifier }

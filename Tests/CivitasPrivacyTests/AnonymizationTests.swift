@@ -418,6 +418,35 @@ struct AnonymizationTests {
         #expect(throws: PrivacyError(.invalidValue, "")) { try Hierarchy.arx([["F", "*"], ["F", "*"]]) }
     }
 
+    @Test("A level's label made alone is that level of the whole chain, and the same values are refused with the same message")
+    func levelLabelsMatchChains() {
+        let hierarchies: [Hierarchy] = [
+            .intervals(widths: [5, 10, 20]), .dateTruncation(units: [.minute, .hour, .day, .month, .year]), .masking(steps: [1, 2, 9]),
+            .geoGrid(fractionDigits: [3, 2, 0]), .suppressionOnly,
+            .explicit(levels: ["a": ["ab", "*"], "b": ["ab", "*"], "c": ["c"]], height: 3),
+        ]
+        let values = ["", "7", "-12.5", "40.12345", "-75.9", "1e3", "abc", "19401", "1940", "é1", "2016-02-29 13:45:10", "2016-02-29T13:45:10",
+                      "2016-02-29T13:45:10\r", "2016-02-29 13:45:1é", "a", "b", "c", "+3.75", "٣"]
+        var differing: [String] = [], refused = 0
+        for hierarchy in hierarchies {
+            for value in values {
+                let chain = Result { try hierarchy.labels(for: value) }
+                for level in 0..<hierarchy.height {
+                    let alone = Result { try hierarchy.label(for: value, atLevel: level) }
+                    switch (chain, alone) {
+                    case (.success(let labels), .success(let label)) where labels[level] == label: continue
+                    case (.failure(let one as PrivacyError), .failure(let other as PrivacyError)) where one.message == other.message:
+                        refused += 1
+                        continue
+                    default: differing.append("\(hierarchy) \(value) level \(level)")
+                    }
+                }
+            }
+        }
+        #expect(differing.isEmpty, "\(differing.prefix(5))")
+        #expect(refused > 0, "some values must be refused, or the refusals are not compared")
+    }
+
     @Test("Decimals and timestamps generalized on their bytes get the labels read character by character")
     func byteLabelsMatchCharacterLabels() throws {
         var numbers = SeededNumbers(seed: 5)

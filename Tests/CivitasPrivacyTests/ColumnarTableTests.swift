@@ -101,6 +101,26 @@ struct ColumnarTableTests {
         #expect(columns.table.rows == [["same"], ["same"], ["same"]])
     }
 
+    @Test("Values transformed on both cores are the values transformed one by one, and the first refusal in code order is thrown")
+    func valuesTransformedConcurrently() throws {
+        let rows = (0..<(ColumnarTable.concurrentTransformFrom * 3)).map { ["v\($0 % 10_000)"] }
+        var one = ColumnarTable(columns: ["id"]), two = one
+        for row in rows { one.append(row); two.append(row) }
+        one.transformValues(ofColumn: 0) { $0 + "!" }
+        try two.transformValuesConcurrently(ofColumn: 0) { $0 + "!" }
+        #expect(one.values == two.values && one.codes == two.codes)
+        #expect(two.values[0].count > ColumnarTable.concurrentTransformFrom, "the values must be split, or the test shows nothing")
+        struct Refused: Error, Equatable { let value: String }
+        var three = ColumnarTable(columns: ["id"])
+        for row in rows { three.append(row) }
+        #expect(throws: Refused(value: "v7")) {
+            try three.transformValuesConcurrently(ofColumn: 0) { value in
+                if value == "v7" || value == "v9000" { throw Refused(value: value) }
+                return value
+            }
+        }
+    }
+
     @Test("The release kept as codes and the release as rows agree, for both algorithms")
     func codesAndTableAgree() throws {
         var rows: [[String]] = []

@@ -52,19 +52,46 @@ struct EncodedTable {
         let q = quasiIdentifiers.count
         // Leaves are the table's distinct values; each is generalized once, not once per record.
         let leafOfRow = columnIndexes.map { table.codes[$0] }
-        // Each column is labelled on its own (the columns spread over both cores); the first
-        // column's error in column order is the one reported.
-        let labelled = quasiIdentifiers.indices.map { _ in LabelledColumn() }
+        // Each level of each column is labelled on its own (the levels spread over both cores, the
+        // columns with the most values first); the first column's error in column order is the one reported.
         let columnIndexes = self.columnIndexes
-        DispatchQueue.concurrentPerform(iterations: q) { column in
-            labelled[column].result = Result {
-                try Self.label(quasiIdentifiers[column], values: table.values[columnIndexes[column]],
-                               leavesAreLabels: table.hasDistinctValues[columnIndexes[column]], leafOfRow: leafOfRow[column])
+        var tasks: [(column: Int, level: Int)] = []
+        for column in quasiIdentifiers.indices {
+            for level in (table.hasDistinctValues[columnIndexes[column]] ? 1 : 0)..<quasiIdentifiers[column].hierarchy.height {
+                tasks.append((column, level))
             }
         }
+        tasks.sort { (-table.values[columnIndexes[$0.column]].count, $0.column, $0.level) < (-table.values[columnIndexes[$1.column]].count, $1.column, $1.level) }
+        let labelled = tasks.map { _ in LabelledLevel() }
+        let levelTasks = tasks
+        DispatchQueue.concurrentPerform(iterations: levelTasks.count) { task in
+            let (column, level) = levelTasks[task]
+            labelled[task].result = Self.label(quasiIdentifiers[column], level: level, values: table.values[columnIndexes[column]])
+        }
         var codes: [[[UInt32]]] = [], labels: [[[String]]] = []
-        for column in labelled {
-            let (columnCodes, columnLabels) = try column.result.get()
+        for (column, qi) in quasiIdentifiers.enumerated() {
+            let values = table.values[columnIndexes[column]]
+            var columnCodes = [[UInt32]](repeating: [], count: qi.hierarchy.height)
+            var columnLabels = [[String]](repeating: [], count: qi.hierarchy.height)
+            if table.hasDistinctValues[columnIndexes[column]] {
+                columnLabels[0] = values
+                columnCodes[0] = (0..<UInt32(values.count)).map { $0 }
+            }
+            // The first value (in code order) that a level refuses.
+            var refused: (leaf: Int, error: PrivacyError)?
+            for (task, (taskColumn, level)) in tasks.enumerated() where taskColumn == column {
+                switch labelled[task].result {
+                case .success(let (levelCodes, levelLabels)):
+                    columnCodes[level] = levelCodes
+                    columnLabels[level] = levelLabels
+                case .failure(let failure):
+                    if refused.map({ failure.leaf < $0.leaf }) ?? true { refused = (failure.leaf, failure.error) }
+                }
+            }
+            if let refused {
+                let row = (leafOfRow[column].firstIndex(of: UInt32(refused.leaf)) ?? 0) + 1
+                throw PrivacyError(.invalidValue, "row \(row), column '\(qi.column)': \(refused.error.message)")
+            }
             codes.append(columnCodes)
             labels.append(columnLabels)
         }
@@ -173,34 +200,32 @@ struct EncodedTable {
         self.rollup = rollup
     }
 
-    /// One column's labels, handed back by the core that made them.
-    private final class LabelledColumn: @unchecked Sendable {
-        var result: Result<(codes: [[UInt32]], labels: [[String]]), any Error> = .success(([], []))
+    /// One level's labels, handed back by the core that made them.
+    private final class LabelledLevel: @unchecked Sendable {
+        var result: Result<(codes: [UInt32], labels: [String]), RefusedLeaf> = .success(([], []))
     }
 
-    /// Per level of `qi`'s hierarchy: each leaf's label code, and the labels in code order.
-    /// Level 0 is the value itself: while the table's values are distinct, its code is the leaf.
-    private static func label(_ qi: QuasiIdentifier, values: [String], leavesAreLabels: Bool, leafOfRow: [UInt32]) throws -> (codes: [[UInt32]], labels: [[String]]) {
-        let height = qi.hierarchy.height
-        var codes = [[UInt32]](repeating: [], count: height)
-        var labels = [[String]](repeating: [], count: height)
-        var labelIndex = [ValueIndex](repeating: ValueIndex(), count: height)
-        if leavesAreLabels {
-            labels[0] = values
-            codes[0] = (0..<UInt32(values.count)).map { $0 }
-        }
-        for level in codes.indices { codes[level].reserveCapacity(values.count) }
+    /// The first value of a column, in code order, that its hierarchy refuses.
+    private struct RefusedLeaf: Error {
+        let leaf: Int
+        let error: PrivacyError
+    }
+
+    /// At one level of `qi`'s hierarchy: each leaf's label code, and the labels in code order.
+    private static func label(_ qi: QuasiIdentifier, level: Int, values: [String]) -> Result<(codes: [UInt32], labels: [String]), RefusedLeaf> {
+        var codes: [UInt32] = [], labels: [String] = []
+        codes.reserveCapacity(values.count)
+        var index = ValueIndex()
         for (leaf, value) in values.enumerated() {
-            let chain: [String]
-            do { chain = try qi.hierarchy.labels(for: value) } catch let error as PrivacyError {
-                let row = (leafOfRow.firstIndex(of: UInt32(leaf)) ?? 0) + 1
-                throw PrivacyError(.invalidValue, "row \(row), column '\(qi.column)': \(error.message)")
-            }
-            for level in (leavesAreLabels ? 1 : 0)..<height {
-                codes[level].append(labelIndex[level].code(of: chain[level], in: &labels[level]))
+            do {
+                codes.append(index.code(of: try qi.hierarchy.label(for: value, atLevel: level), in: &labels))
+            } catch let error as PrivacyError {
+                return .failure(RefusedLeaf(leaf: leaf, error: error))
+            } catch {
+                return .failure(RefusedLeaf(leaf: leaf, error: PrivacyError(.invalidValue, "\(error)")))
             }
         }
-        return (codes, labels)
+        return .success((codes, labels))
     }
 
     /// Replaces every key by a dense number (0, 1, … in order of first appearance, the keys taken

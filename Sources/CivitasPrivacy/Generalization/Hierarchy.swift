@@ -98,6 +98,47 @@ public enum Hierarchy: Sendable, Equatable {
         return labels
     }
 
+    /// The value's label at one level: `labels(for: value)[level]`, with the same refusals, without
+    /// making the other levels' labels.
+    public func label(for value: String, atLevel level: Int) throws -> String {
+        if case .explicit(let levels, let height) = self {
+            guard let upper = levels[value] else {
+                throw PrivacyError(.invalidValue, "value '\(value.prefix(60))' is not in the hierarchy")
+            }
+            guard upper.count + 1 == height else {
+                throw PrivacyError(.invalidValue, "value '\(value.prefix(60))' has \(upper.count + 1) levels in the hierarchy, expected \(height)")
+            }
+            return level == 0 ? value : upper[level - 1]
+        }
+        if case .intervals = self, value.isEmpty == false, Self.floorOfDecimal(value) == nil {
+            throw PrivacyError(.invalidValue, "value '\(value.prefix(60))' is not a decimal number for an interval hierarchy")
+        }
+        if level == 0 { return value }
+        if level == height - 1 { return "*" }
+        switch self {
+        case .explicit, .suppressionOnly:
+            return "*"  // not reached: both answered above
+        case .intervals(let widths):
+            guard let (floor, whole) = Self.floorOfDecimal(value) else { return "" }
+            let w = Int64(widths[level - 1])
+            let low = floor >= 0 ? floor / w * w : -((-floor + w - 1) / w) * w
+            return whole ? "\(low)-\(low + w - 1)" : "[\(low),\(low + w))"
+        case .dateTruncation(let units):
+            var text = value
+            let plain = text.withUTF8 { $0.allSatisfy { $0 < 0x80 && $0 != 0x54 && $0 != 0x0D } }
+            return plain ? Self.truncateASCII(value, to: units[level - 1])
+                : Self.truncate(value.replacingOccurrences(of: "T", with: " "), to: units[level - 1])
+        case .masking(let steps):
+            let characters = Array(Self.maskable(value))
+            let masked = min(characters.count, steps[..<level].reduce(0, +))
+            return String(characters.prefix(characters.count - masked)) + String(repeating: "*", count: masked)
+        case .geoGrid(let digits):
+            var scratch: [UInt8] = [], text = value
+            return text.withUTF8 { Self.truncatePlainDecimal($0, fractionDigits: digits[level - 1], scratch: &scratch) }
+                ?? Self.truncateDecimalText(value, fractionDigits: digits[level - 1])
+        }
+    }
+
     /// The largest integer not above a decimal written `-12.5` or `7`, and whether the decimal is
     /// that integer; nil if the text is not a decimal.
     static func floorOfDecimal(_ value: String) -> (Int64, Bool)? {
@@ -137,7 +178,8 @@ public enum Hierarchy: Sendable, Equatable {
     }
 
     /// The same on a value's UTF-8 bytes, with a buffer reused between calls.
-    static func truncatePlainDecimal(_ bytes: [UInt8], fractionDigits: Int, scratch digits: inout [UInt8]) -> String? {
+    static func truncatePlainDecimal<Bytes: RandomAccessCollection<UInt8>>(_ bytes: Bytes, fractionDigits: Int, scratch digits: inout [UInt8]) -> String?
+        where Bytes.Index == Int {
         let negative = bytes.first == UInt8(ascii: "-")
         let wholeStart = negative ? 1 : 0
         var point = wholeStart

@@ -170,7 +170,8 @@ public struct CSVWriter: Sendable {
         bytes.append(contentsOf: repeatElement(0, count: lengths.values.reduce(0, +)))
         let delimiter = self.delimiter
         bytes.withUnsafeMutableBufferPointer { out in
-            let output = Output(bytes: out)
+          Self.withBuffers(columns) { fieldBytes, fieldStarts in
+            let output = Output(bytes: out, fieldBytes: fieldBytes, fieldStarts: fieldStarts)
             DispatchQueue.concurrentPerform(iterations: parts) { part in
                 var offset = start + lengths.values[..<part].reduce(0, +)
                 var blockCodes = [Int](repeating: 0, count: blockSize * width)
@@ -183,12 +184,10 @@ public struct CSVWriter: Sendable {
                                 output.bytes[offset] = delimiter
                                 offset += 1
                             }
-                            let fields = columns[c], code = blockCodes[i * width + c]
-                            let from = fields.starts[code], length = fields.starts[code + 1] - from
-                            fields.bytes.withUnsafeBufferPointer { all in
-                                if let source = all.baseAddress, let target = output.bytes.baseAddress, length > 0 {
-                                    (target + offset).update(from: source + from, count: length)
-                                }
+                            let code = blockCodes[i * width + c], starts = output.fieldStarts[c]
+                            let from = starts[code], length = starts[code + 1] - from
+                            if let source = output.fieldBytes[c].baseAddress, let target = output.bytes.baseAddress, length > 0 {
+                                (target + offset).update(from: source + from, count: length)
                             }
                             offset += length
                         }
@@ -197,8 +196,21 @@ public struct CSVWriter: Sendable {
                     }
                 }
             }
+          }
         }
         records += count
+    }
+
+    /// Calls `body` with every column's field bytes and starts in place (no reference counting per field written).
+    private static func withBuffers(_ columns: [Fields], from index: Int = 0, bytes: [UnsafeBufferPointer<UInt8>] = [],
+                                    starts: [UnsafeBufferPointer<Int>] = [],
+                                    _ body: ([UnsafeBufferPointer<UInt8>], [UnsafeBufferPointer<Int>]) -> Void) {
+        guard index < columns.count else { return body(bytes, starts) }
+        columns[index].bytes.withUnsafeBufferPointer { columnBytes in
+            columns[index].starts.withUnsafeBufferPointer { columnStarts in
+                withBuffers(columns, from: index + 1, bytes: bytes + [columnBytes], starts: starts + [columnStarts], body)
+            }
+        }
     }
 
     /// Records whose codes ``append(records:of:codes:)`` asks for at once.
@@ -214,9 +226,11 @@ public struct CSVWriter: Sendable {
         func free() { values.deallocate() }
     }
 
-    /// The output, written by both cores in disjoint places.
+    /// The output, written by both cores in disjoint places, and the fields they copy from.
     private struct Output: @unchecked Sendable {
         let bytes: UnsafeMutableBufferPointer<UInt8>
+        let fieldBytes: [UnsafeBufferPointer<UInt8>]
+        let fieldStarts: [UnsafeBufferPointer<Int>]
     }
 
     /// Distinct values written once each as CSV fields (quoted where they need it), to be

@@ -154,6 +154,27 @@ public struct ColumnarTable: Sendable {
         hasDistinctValues[column] = false
     }
 
+    /// ``transformValues(ofColumn:_:)`` with the values split between both cores; the first
+    /// value's error in code order is the one thrown.
+    public mutating func transformValuesConcurrently(ofColumn column: Int, _ transform: @Sendable (String) throws -> String) throws {
+        finishAppending()
+        let source = values[column]
+        let parts = source.count >= Self.concurrentTransformFrom ? 2 : 1
+        let halves = (0..<parts).map { _ in TransformedHalf() }
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let range = (source.count * part / parts)..<(source.count * (part + 1) / parts)
+            halves[part].result = Result { try source[range].map(transform) }
+        }
+        var transformed: [String] = []
+        transformed.reserveCapacity(source.count)
+        for half in halves { transformed += try half.result.get() }
+        values[column] = transformed
+        hasDistinctValues[column] = false
+    }
+
+    /// Values from which ``transformValuesConcurrently(ofColumn:_:)`` uses both cores.
+    static let concurrentTransformFrom = 4_096
+
     /// Keeps only the records at the given positions, in order.
     public func rows(_ positions: [Int]) -> CSVTable {
         CSVTable(columns: columns, rows: positions.map { r in columns.indices.map { value(row: r, column: $0) } })
@@ -161,6 +182,11 @@ public struct ColumnarTable: Sendable {
 
     /// The whole table as rows of strings.
     public var table: CSVTable { rows(Array(0..<rowCount)) }
+}
+
+/// One half of a column's values transformed, handed back by the core that made it.
+private final class TransformedHalf: @unchecked Sendable {
+    var result: Result<[String], any Error> = .success([])
 }
 
 /// The records of a chunk kept, read by both workers.
