@@ -4,6 +4,11 @@ import Foundation
 import GRDB
 import GRDBSQLite
 
+/// One half of the consent states, handed back by the core that read it.
+private final class ConsentHalf: @unchecked Sendable {
+    var result: Result<[SubjectDigest: Bool], any Error> = .success([:])
+}
+
 /// What the broker reads back of agreements, consent, batches, deliveries and feeds.
 extension BrokerStore {
     // MARK: Agreements
@@ -36,24 +41,57 @@ extension BrokerStore {
     /// subject's keyed hash.
     public func consentStates(dataset: String, purpose: String) throws -> [SubjectDigest: Bool] {
         try wrap {
-            try pool.read { db in
-                var states: [SubjectDigest: Bool] = [:]
-                // Events in the order they were recorded: a subject's last one is its state.
-                let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent_event WHERE dataset = ? AND purpose = ? ORDER BY id",
-                                               arguments: [dataset, purpose])
-                // Columns by position and the hash read in place: no copy and no name look-up per event.
-                while let row = try rows.next() {
-                    let digest = try row.withUnsafeData(atIndex: 0) { subject in
-                        subject.flatMap { data in data.withUnsafeBytes { SubjectDigest(bytes: $0) } }
-                    }
-                    guard let digest else {
-                        throw StoreError(.corrupt, "a consent record of \(dataset) holds a subject hash that is not 32 bytes")
-                    }
-                    states[digest] = try row.decode(atIndex: 1)
+            guard let (first, last, count) = try pool.read({ db in
+                try Row.fetchOne(db, sql: "SELECT MIN(id), MAX(id), COUNT(*) FROM consent_event WHERE dataset = ? AND purpose = ?",
+                                 arguments: [dataset, purpose]).flatMap { row -> (Int64, Int64, Int)? in
+                    guard let first: Int64 = row[0], let last: Int64 = row[1] else { return nil }
+                    return (first, last, row[2])
                 }
-                return states
+            }) else { return [:] }
+            // Events are only ever added, one writing transaction at a time, so every event up to
+            // the last one seen above was committed before it: reads of ranges of events up to it,
+            // each in its own transaction, see that one state. Two halves are read on two cores.
+            let parts = count >= Self.consentSplitFrom ? 2 : 1
+            let middle = first + (last - first) / 2
+            let ranges = parts == 1 ? [first...last] : [first...middle, (middle + 1)...last]
+            let halves = ranges.map { _ in ConsentHalf() }
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                halves[part].result = Result {
+                    try pool.read { db in
+                        try Self.consentStates(db, dataset: dataset, purpose: purpose, ids: ranges[part], expected: count / parts)
+                    }
+                }
             }
+            var states = try halves[0].result.get()
+            // The later half's events are the later ones: they decide.
+            if parts == 2 {
+                states.reserveCapacity(count)
+                for (subject, granted) in try halves[1].result.get() { states[subject] = granted }
+            }
+            return states
         }
+    }
+
+    /// Consent events from which ``consentStates(dataset:purpose:)`` reads two halves at once.
+    static let consentSplitFrom = 20_000
+
+    /// The states the events with ids in `ids` leave, the last event of a subject deciding.
+    private static func consentStates(_ db: Database, dataset: String, purpose: String, ids: ClosedRange<Int64>, expected: Int) throws -> [SubjectDigest: Bool] {
+        var states: [SubjectDigest: Bool] = [:]
+        states.reserveCapacity(expected)
+        let rows = try Row.fetchCursor(db, sql: "SELECT subject, granted FROM consent_event WHERE dataset = ? AND purpose = ? AND id >= ? AND id <= ? ORDER BY id",
+                                       arguments: [dataset, purpose, ids.lowerBound, ids.upperBound])
+        // Columns by position and the hash read in place: no copy and no name look-up per event.
+        while let row = try rows.next() {
+            let digest = try row.withUnsafeData(atIndex: 0) { subject in
+                subject.flatMap { data in data.withUnsafeBytes { SubjectDigest(bytes: $0) } }
+            }
+            guard let digest else {
+                throw StoreError(.corrupt, "a consent record of \(dataset) holds a subject hash that is not 32 bytes")
+            }
+            states[digest] = try row.decode(atIndex: 1)
+        }
+        return states
     }
 
     // MARK: Batches by range

@@ -243,6 +243,32 @@ struct StorageContractTests {
         #expect(try world.storage.consentStates(dataset: "calls", purpose: "research")[try #require(SubjectDigest(other))] == false)
     }
 
+    @Test("Consent states read in two halves: events of the later half decide, other purposes stay out", arguments: Implementation.allCases)
+    func consentInHalves(_ implementation: Implementation) throws {
+        let world = try World(implementation)
+        let subjects = (0..<12_000).map { SHA256Hasher.hash(Array("person \($0)".utf8)) }
+        var expected: [SubjectDigest: Bool] = [:]
+        try world.storage.transaction { transaction in
+            // Every subject grants, then every subject answers again in the order given: the later
+            // answers fall in the later half of the ids; another purpose's events come in between.
+            for (index, subject) in subjects.enumerated() {
+                try transaction.appendConsent(StoredConsent(dataset: "calls", subject: subject, purpose: "research", granted: true, record: []), now: Self.now)
+                if index % 100 == 0 {
+                    try transaction.appendConsent(StoredConsent(dataset: "calls", subject: subject, purpose: "other", granted: false, record: []), now: Self.now)
+                }
+            }
+            for (index, subject) in subjects.enumerated() {
+                let granted = index % 3 != 0
+                try transaction.appendConsent(StoredConsent(dataset: "calls", subject: subject, purpose: "research", granted: granted, record: []), now: Self.now)
+                expected[try #require(SubjectDigest(subject))] = granted
+            }
+        }
+        let states = try world.storage.consentStates(dataset: "calls", purpose: "research")
+        #expect(states.count == expected.count)
+        #expect(states == expected)
+        #expect(expected.values.contains(false) && 2 * subjects.count >= 20_000, "some later answers must withdraw, over enough events to be read in halves")
+    }
+
     @Test("Refusals are counted per agreement and reason, with the time of the last", arguments: Implementation.allCases)
     func refusalCounts(_ implementation: Implementation) throws {
         let world = try World(implementation)
