@@ -135,6 +135,11 @@ public struct StoredAgreement: Sendable, Equatable {
 public struct SubjectDigest: Hashable, Sendable {
     private let a: UInt64, b: UInt64, c: UInt64, d: UInt64
 
+    /// Hashed by its first eight bytes: a keyed hash's bytes are already uniform (equality still compares all 32).
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(a)
+    }
+
     /// The digest of exactly 32 bytes; nil for any other length.
     public init?(_ bytes: [UInt8]) {
         guard let digest = bytes.withUnsafeBytes({ Self(bytes: $0) }) else { return nil }

@@ -58,14 +58,14 @@ extension BrokerStore {
             DispatchQueue.concurrentPerform(iterations: parts) { part in
                 halves[part].result = Result {
                     try pool.read { db in
-                        try Self.consentStates(db, dataset: dataset, purpose: purpose, ids: ranges[part], expected: count / parts)
+                        // The first half takes in the second's states too.
+                        try Self.consentStates(db, dataset: dataset, purpose: purpose, ids: ranges[part], expected: part == 0 ? count : count / parts)
                     }
                 }
             }
             var states = try halves[0].result.get()
             // The later half's events are the later ones: they decide.
             if parts == 2 {
-                states.reserveCapacity(count)
                 for (subject, granted) in try halves[1].result.get() { states[subject] = granted }
             }
             return states

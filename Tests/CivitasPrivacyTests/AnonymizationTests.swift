@@ -265,15 +265,19 @@ struct AnonymizationTests {
         #expect(rolling.rolledUp > lattice.size / 2, "most nodes must be rolled up, or the test shows nothing")
     }
 
-    @Test("Classes numbered in partitions on two cores give every node the outcome and the classes of one table", arguments: [3, 5])
+    @Test("Classes numbered in partitions, or in two halves, on two cores give every node the outcome and the classes of one table", arguments: [3, 5])
     func partitionedGroupingMatchesOneTable(k: Int) throws {
         let table = linkedPeopleTable()
         let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.2, subject: "person", linking: ["person"])
         let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
         let one = ClassEvaluator(table: prepared.encoded, requirements: requirements)
         let partitioned = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let halved = ClassEvaluator(table: prepared.encoded, requirements: requirements)
         one.partitionFrom = .max
+        one.halvedGroupingFrom = .max
         partitioned.partitionFrom = 0
+        halved.partitionFrom = .max
+        halved.halvedGroupingFrom = 0
         let lattice = Lattice(heights: prepared.encoded.heights)
         var differing = 0, split = 0, mostClasses = 0
         for node in lattice.bottomUpOrder {
@@ -281,6 +285,10 @@ struct AnonymizationTests {
             // Rolled up from stored classes (numbered in partitions too), then from the cells.
             if try one.evaluate(levels: levels) != (try partitioned.evaluate(levels: levels)) { differing += 1 }
             if try one.evaluate(levels: levels, fromCells: true) != (try partitioned.evaluate(levels: levels, fromCells: true)) { differing += 1 }
+            // Numbered in two halves: the very numbers of one pass.
+            if try halved.evaluate(levels: levels, fromCells: true) != (try one.evaluate(levels: levels, fromCells: true)) || halved.classOfCell != one.classOfCell {
+                differing += 1
+            }
             // The same classes under other numbers: each class of one table is exactly one partitioned class.
             var renamed: [Int32: Int32] = [:], back: [Int32: Int32] = [:]
             for cell in one.classOfCell.indices {

@@ -23,6 +23,8 @@ final class ClassEvaluator {
     /// Per class, whether it was kept (meets k and l) in the last evaluation (empty if it stopped early).
     private(set) var kept: [Bool] = []
     private static let empty = UInt64.max
+    /// An empty slot of the grouping tables.
+    static let emptyKey = empty
 
     init(table: EncodedTable, requirements: AnonymityRequirements) {
         self.table = table
@@ -222,31 +224,29 @@ final class ClassEvaluator {
         // to stay in the cache), and the count stops after the slices that take it over the limit.
         let slices = subjects >= parallelFrom ? Self.linkedSlices : 1
         let parts = min(slices, 2)
-        if sliceStarts.count != slices + 1 { sliceStarts = [Int](repeating: 0, count: slices + 1) }
+        // Each core buckets half the subjects, in its own part of `sliceOrder` (from its first
+        // subject on) with its own starts: a slice is the first half's bucket, then the second's.
+        let width = slices + 1
+        if sliceStarts.count != parts * width { sliceStarts = [Int](repeating: 0, count: parts * width) }
         if sliceOrder.count != subjects { sliceOrder = [Int32](repeating: 0, count: subjects) }
         let shift = UInt64(64 - slices.trailingZeroBitCount)
         distinctCount.withUnsafeBufferPointer { counts in
             setHashes.withUnsafeBufferPointer { hashes in
                 sliceStarts.withUnsafeMutableBufferPointer { starts in
                     sliceOrder.withUnsafeMutableBufferPointer { order in
-                        for slice in 0...slices { starts[slice] = 0 }
-                        // Only subjects of several classes link records.
-                        for subject in 0..<subjects where counts[subject] > 1 {
-                            starts[slices == 1 ? 1 : Int(hashes[subject] >> shift) + 1] += 1
-                        }
-                        for slice in 0..<slices { starts[slice + 1] += starts[slice] }
-                        var next = Array(starts.dropLast())
-                        for subject in 0..<subjects where counts[subject] > 1 {
-                            let slice = slices == 1 ? 0 : Int(hashes[subject] >> shift)
-                            order[next[slice]] = Int32(subject)
-                            next[slice] += 1
+                        let buckets = SliceBuckets(counts: counts, hashes: hashes, starts: starts, order: order)
+                        DispatchQueue.concurrentPerform(iterations: parts) { part in
+                            buckets.fill(subjects: (subjects * part / parts)..<(subjects * (part + 1) / parts), part: part,
+                                         slices: slices, shift: shift)
                         }
                     }
                 }
             }
         }
         var largest = 0
-        for slice in 0..<slices { largest = max(largest, sliceStarts[slice + 1] - sliceStarts[slice]) }
+        for slice in 0..<slices {
+            largest = max(largest, (0..<parts).reduce(0) { $0 + sliceStarts[$1 * width + slice + 1] - sliceStarts[$1 * width + slice] })
+        }
         var tableSize = 16
         while tableSize <= largest * 2 { tableSize <<= 1 }
         if signatureSlots.count < parts * tableSize {
@@ -264,7 +264,8 @@ final class ClassEvaluator {
                                 sliceOrder.withUnsafeBufferPointer { order in
                                     sliceStarts.withUnsafeBufferPointer { sliceStarts in
                                         let groups = SubjectGroups(starts: starts, distinct: distinct, counts: counts, hashes: hashes, kept: kept,
-                                                                   slots: slots, found: found, sliceOrder: order, sliceStarts: sliceStarts)
+                                                                   slots: slots, found: found, sliceOrder: order, sliceStarts: sliceStarts,
+                                                                   bucketParts: parts)
                                         let size = tableSize
                                         for first in stride(from: 0, to: slices, by: parts) {
                                             let round = min(parts, slices - first)
@@ -293,7 +294,7 @@ final class ClassEvaluator {
     static let linkedSlices = 32
     /// Evaluations whose count of linked subjects stopped at the limit before its last slice.
     private(set) var stoppedBeforeLastSlice = 0
-    /// The subjects of several classes, slice by slice, and where each slice starts (scratch).
+    /// The subjects of several classes, slice by slice in each of two parts, and where each part's slice starts (scratch).
     private var sliceOrder: [Int32] = []
     private var sliceStarts: [Int] = []
 
@@ -362,14 +363,19 @@ final class ClassEvaluator {
         // No more classes than items or than distinct keys: the table is at most half full.
         var tableSize = 1024
         while UInt64(tableSize) < bound * 2 { tableSize <<= 1 }
+        let halves = items >= halvedGroupingFrom ? 2 : 1
         if keys.count < tableSize {
             keys = [UInt64](repeating: Self.empty, count: tableSize)
             classOfKey = [Int32](repeating: 0, count: tableSize)
         }
-        let mask = tableSize - 1
-        var newKeys: [UInt64] = []
-        var sizes: [Int32] = []
-        var filled: [Int32] = []
+        if halves == 2 && secondKeys.count < tableSize {
+            secondKeys = [UInt64](repeating: Self.empty, count: tableSize)
+            secondClassOfKey = [Int32](repeating: 0, count: tableSize)
+        }
+        // Each half of the items numbered in its own table (the second half on the other core);
+        // the second half's classes then take the first half's numbers, or the next ones in the
+        // order found: the numbers of one pass over all the items.
+        let numbered = (0..<halves).map { _ in NumberedHalf() }
         flat.withUnsafeBufferPointer { flat in
             offsets.withUnsafeBufferPointer { offsets in
                 multipliers.withUnsafeBufferPointer { multipliers in
@@ -377,29 +383,17 @@ final class ClassEvaluator {
                         weights.withUnsafeBufferPointer { weights in
                             keys.withUnsafeMutableBufferPointer { keys in
                                 classOfKey.withUnsafeMutableBufferPointer { classOfKey in
-                                    classOfItem.withUnsafeMutableBufferPointer { classOfItem in
-                                        var base = 0
-                                        for item in 0..<items {
-                                            var key: UInt64 = 0
-                                            for column in 0..<q {
-                                                key &+= UInt64(flat[offsets[column] &+ Int(input[base &+ column])]) &* multipliers[column]
+                                    secondKeys.withUnsafeMutableBufferPointer { secondKeys in
+                                        secondClassOfKey.withUnsafeMutableBufferPointer { secondClassOfKey in
+                                            classOfItem.withUnsafeMutableBufferPointer { classOfItem in
+                                                let shared = GroupingBuffers(flat: flat, offsets: offsets, multipliers: multipliers, input: input, weights: weights,
+                                                                             tables: [(keys, classOfKey), (secondKeys, secondClassOfKey)], classOfItem: classOfItem)
+                                                let mask = tableSize - 1
+                                                DispatchQueue.concurrentPerform(iterations: halves) { half in
+                                                    numbered[half].value = shared.number(items: (items * half / halves)..<(items * (half + 1) / halves),
+                                                                                         table: half, mask: mask, columns: q)
+                                                }
                                             }
-                                            var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
-                                            while keys[slot] != key && keys[slot] != Self.empty { slot = (slot &+ 1) & mask }
-                                            let id: Int32
-                                            if keys[slot] == Self.empty {
-                                                keys[slot] = key
-                                                id = Int32(sizes.count)
-                                                classOfKey[slot] = id
-                                                filled.append(Int32(slot))
-                                                sizes.append(weights[item])
-                                                newKeys.append(key)
-                                            } else {
-                                                id = classOfKey[slot]
-                                                sizes[Int(id)] &+= weights[item]
-                                            }
-                                            classOfItem[item] = id
-                                            base &+= q
                                         }
                                     }
                                 }
@@ -409,10 +403,36 @@ final class ClassEvaluator {
                 }
             }
         }
+        var newKeys = numbered[0].value.keys, sizes = numbered[0].value.sizes
+        if halves == 2 {
+            let second = numbered[1].value
+            let mask = tableSize - 1
+            var renumbered = [Int32](repeating: 0, count: second.keys.count)
+            for (local, key) in second.keys.enumerated() {
+                var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+                while keys[slot] != key && keys[slot] != Self.empty { slot = (slot &+ 1) & mask }
+                if keys[slot] == key {
+                    renumbered[local] = classOfKey[slot]
+                    sizes[Int(classOfKey[slot])] &+= second.sizes[local]
+                } else {
+                    renumbered[local] = Int32(newKeys.count)
+                    newKeys.append(key)
+                    sizes.append(second.sizes[local])
+                }
+            }
+            for item in (items / 2)..<items { classOfItem[item] = renumbered[Int(classOfItem[item])] }
+            for slot in second.filled { secondKeys[Int(slot)] = Self.empty }
+        }
         classKeys = newKeys
         self.sizes = sizes
-        self.filled = filled
+        self.filled = numbered[0].value.filled
     }
+
+    /// Items from which a grouping into few classes is done in two halves, one per core.
+    var halvedGroupingFrom = 65_536
+    /// The second half's table (empty between groupings).
+    private var secondKeys: [UInt64] = []
+    private var secondClassOfKey: [Int32] = []
 
     /// Classes possible from which grouping is partitioned and spread over two cores.
     var partitionFrom = 32_768
@@ -462,7 +482,13 @@ final class ClassEvaluator {
         for part in 0..<parts {
             classTallies[part].withUnsafeMutableBufferPointer { tallies.append($0) }
         }
-        classOfEntry.withUnsafeMutableBufferPointer { classesBuffer in
+        // The entries' classes are written only for a snapshot: otherwise the array (which the last
+        // snapshot may share) is left untouched, not copied.
+        var noClasses: [Int32] = []
+        func entryClasses<T>(_ body: (UnsafeMutableBufferPointer<Int32>) -> T) -> T {
+            writeClasses ? classOfEntry.withUnsafeMutableBufferPointer { body($0) } : noClasses.withUnsafeMutableBufferPointer { body($0) }
+        }
+        entryClasses { classesBuffer in
             classOfItem.withUnsafeBufferPointer { classOfItem in
                 itemOfEntry.withUnsafeBufferPointer { itemOfEntry in
                     distinctClasses.withUnsafeMutableBufferPointer { distinctBuffer in
@@ -572,6 +598,53 @@ final class ClassEvaluator {
     }
 }
 
+/// One half's classes: their keys and sizes in the order found, and the table slots it filled.
+private final class NumberedHalf: @unchecked Sendable {
+    var value: (keys: [UInt64], sizes: [Int32], filled: [Int32]) = ([], [], [])
+}
+
+/// What ``ClassEvaluator`` reads to group items into few classes on two cores, each half of the
+/// items in its own table, and the classes it writes.
+private struct GroupingBuffers: @unchecked Sendable {
+    let flat: UnsafeBufferPointer<UInt32>
+    let offsets: UnsafeBufferPointer<Int>
+    let multipliers: UnsafeBufferPointer<UInt64>
+    let input: UnsafeBufferPointer<UInt32>
+    let weights: UnsafeBufferPointer<Int32>
+    let tables: [(keys: UnsafeMutableBufferPointer<UInt64>, classes: UnsafeMutableBufferPointer<Int32>)]
+    let classOfItem: UnsafeMutableBufferPointer<Int32>
+
+    /// Numbers the classes of `items` in table `table` (0, 1, … in the order found), writing each item's class.
+    func number(items: Range<Int>, table: Int, mask: Int, columns q: Int) -> (keys: [UInt64], sizes: [Int32], filled: [Int32]) {
+        let keys = tables[table].keys, classOfKey = tables[table].classes
+        var newKeys: [UInt64] = [], sizes: [Int32] = [], filled: [Int32] = []
+        var base = items.lowerBound &* q
+        for item in items {
+            var key: UInt64 = 0
+            for column in 0..<q {
+                key &+= UInt64(flat[offsets[column] &+ Int(input[base &+ column])]) &* multipliers[column]
+            }
+            var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+            while keys[slot] != key && keys[slot] != ClassEvaluator.emptyKey { slot = (slot &+ 1) & mask }
+            let id: Int32
+            if keys[slot] == ClassEvaluator.emptyKey {
+                keys[slot] = key
+                id = Int32(sizes.count)
+                classOfKey[slot] = id
+                filled.append(Int32(slot))
+                sizes.append(weights[item])
+                newKeys.append(key)
+            } else {
+                id = classOfKey[slot]
+                sizes[Int(id)] &+= weights[item]
+            }
+            classOfItem[item] = id
+            base &+= q
+        }
+        return (newKeys, sizes, filled)
+    }
+}
+
 /// What ``ClassEvaluator`` reads to compute items' keys on two cores, and the keys it writes.
 private struct KeyBuffers: @unchecked Sendable {
     let flat: UnsafeBufferPointer<UInt32>
@@ -663,6 +736,34 @@ private struct SpanningBuffers: @unchecked Sendable {
     }
 }
 
+/// Where ``ClassEvaluator``'s count of linked subjects finds each slice's subjects; each core
+/// buckets its own subjects into its own part.
+private struct SliceBuckets: @unchecked Sendable {
+    let counts: UnsafeBufferPointer<Int32>
+    let hashes: UnsafeBufferPointer<UInt64>
+    let starts: UnsafeMutableBufferPointer<Int>
+    let order: UnsafeMutableBufferPointer<Int32>
+
+    /// Buckets `subjects` of several classes by their set's hash into `slices` (a counting sort),
+    /// written from the first of `subjects` on, with the part's starts.
+    func fill(subjects: Range<Int>, part: Int, slices: Int, shift: UInt64) {
+        let base = part * (slices + 1)
+        for slice in 0...slices { starts[base + slice] = 0 }
+        // Only subjects of several classes link records.
+        for subject in subjects where counts[subject] > 1 {
+            starts[base + (slices == 1 ? 1 : Int(hashes[subject] >> shift) + 1)] += 1
+        }
+        starts[base] = subjects.lowerBound
+        for slice in 0..<slices { starts[base + slice + 1] += starts[base + slice] }
+        var next = Array(starts[base..<(base + slices)])
+        for subject in subjects where counts[subject] > 1 {
+            let slice = slices == 1 ? 0 : Int(hashes[subject] >> shift)
+            order[next[slice]] = Int32(subject)
+            next[slice] += 1
+        }
+    }
+}
+
 /// A slot of the table that groups subjects by their set of classes: the set's hash, the group's
 /// first subject (-1 when empty) and how many subjects share the set, read in one access.
 private struct SignatureSlot {
@@ -683,9 +784,11 @@ private struct SubjectGroups: @unchecked Sendable {
     let slots: UnsafeMutableBufferPointer<SignatureSlot>
     /// Per part: the subjects it found suppressed.
     let found: UnsafeMutableBufferPointer<Int>
-    /// The subjects of several classes, slice by slice, and where each slice starts.
+    /// The subjects of several classes, slice by slice in each bucketing part, and where each
+    /// part's slice starts (`slices + 1` starts per part).
     let sliceOrder: UnsafeBufferPointer<Int32>
     let sliceStarts: UnsafeBufferPointer<Int>
+    let bucketParts: Int
 
     /// Groups the subjects of `slice` by their set of classes in the part's table, and writes to
     /// `found` how many are in groups of fewer than k whose classes are all kept; leaves the
@@ -694,7 +797,10 @@ private struct SubjectGroups: @unchecked Sendable {
         let base = part * tableSize
         let mask = tableSize - 1
         var used: [Int32] = []
-        for member in sliceStarts[slice]..<sliceStarts[slice + 1] {
+        let width = sliceStarts.count / bucketParts
+        // The slice's subjects in each bucketing part's order, the parts one after the other.
+        let members = (0..<bucketParts).lazy.flatMap { bucket in self.sliceStarts[bucket * width + slice]..<self.sliceStarts[bucket * width + slice + 1] }
+        for member in members {
             let subject = Int(sliceOrder[member])
             let count = Int(counts[subject])
             let hash = hashes[subject]
