@@ -338,7 +338,7 @@ final class ClassEvaluator {
                     multipliers.withUnsafeBufferPointer { multipliers in
                         input.withUnsafeBufferPointer { input in
                             itemKeys.withUnsafeMutableBufferPointer { itemKeys in
-                                let shared = KeyBuffers(flat: flat, offsets: offsets, multipliers: multipliers, input: input, keys: itemKeys)
+                                let shared = KeyBuffers(keysOf: ItemKeys(flat: flat, offsets: offsets, multipliers: multipliers, input: input), keys: itemKeys)
                                 DispatchQueue.concurrentPerform(iterations: 2) { half in
                                     shared.computeKeys(items: (items * half / 2)..<(items * (half + 1) / 2))
                                 }
@@ -386,7 +386,7 @@ final class ClassEvaluator {
                                     secondKeys.withUnsafeMutableBufferPointer { secondKeys in
                                         secondClassOfKey.withUnsafeMutableBufferPointer { secondClassOfKey in
                                             classOfItem.withUnsafeMutableBufferPointer { classOfItem in
-                                                let shared = GroupingBuffers(flat: flat, offsets: offsets, multipliers: multipliers, input: input, weights: weights,
+                                                let shared = GroupingBuffers(keysOf: ItemKeys(flat: flat, offsets: offsets, multipliers: multipliers, input: input), weights: weights,
                                                                              tables: [(keys, classOfKey), (secondKeys, secondClassOfKey)], classOfItem: classOfItem)
                                                 let mask = tableSize - 1
                                                 DispatchQueue.concurrentPerform(iterations: halves) { half in
@@ -606,10 +606,7 @@ private final class NumberedHalf: @unchecked Sendable {
 /// What ``ClassEvaluator`` reads to group items into few classes on two cores, each half of the
 /// items in its own table, and the classes it writes.
 private struct GroupingBuffers: @unchecked Sendable {
-    let flat: UnsafeBufferPointer<UInt32>
-    let offsets: UnsafeBufferPointer<Int>
-    let multipliers: UnsafeBufferPointer<UInt64>
-    let input: UnsafeBufferPointer<UInt32>
+    let keysOf: ItemKeys
     let weights: UnsafeBufferPointer<Int32>
     let tables: [(keys: UnsafeMutableBufferPointer<UInt64>, classes: UnsafeMutableBufferPointer<Int32>)]
     let classOfItem: UnsafeMutableBufferPointer<Int32>
@@ -620,10 +617,7 @@ private struct GroupingBuffers: @unchecked Sendable {
         var newKeys: [UInt64] = [], sizes: [Int32] = [], filled: [Int32] = []
         var base = items.lowerBound &* q
         for item in items {
-            var key: UInt64 = 0
-            for column in 0..<q {
-                key &+= UInt64(flat[offsets[column] &+ Int(input[base &+ column])]) &* multipliers[column]
-            }
+            let key = keysOf.key(at: base, columns: q)
             var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
             while keys[slot] != key && keys[slot] != ClassEvaluator.emptyKey { slot = (slot &+ 1) & mask }
             let id: Int32
@@ -645,24 +639,36 @@ private struct GroupingBuffers: @unchecked Sendable {
     }
 }
 
-/// What ``ClassEvaluator`` reads to compute items' keys on two cores, and the keys it writes.
-private struct KeyBuffers: @unchecked Sendable {
+/// What an item's key is made from: each column's code per item (`q` per item), each column's
+/// table of target-level codes (one after another, from `offsets`), and the mixed-radix multipliers.
+private struct ItemKeys {
     let flat: UnsafeBufferPointer<UInt32>
     let offsets: UnsafeBufferPointer<Int>
     let multipliers: UnsafeBufferPointer<UInt64>
     let input: UnsafeBufferPointer<UInt32>
+
+    /// The key of the item whose codes start at `base`: its codes at the target levels in mixed radix.
+    @inline(__always)
+    func key(at base: Int, columns q: Int) -> UInt64 {
+        var key: UInt64 = 0
+        for column in 0..<q {
+            key &+= UInt64(flat[offsets[column] &+ Int(input[base &+ column])]) &* multipliers[column]
+        }
+        return key
+    }
+}
+
+/// What ``ClassEvaluator`` reads to compute items' keys on two cores, and the keys it writes.
+private struct KeyBuffers: @unchecked Sendable {
+    let keysOf: ItemKeys
     let keys: UnsafeMutableBufferPointer<UInt64>
 
-    /// Writes each item's key: its codes at the target levels in mixed radix.
+    /// Writes each item's key.
     func computeKeys(items: Range<Int>) {
-        let q = multipliers.count
+        let q = keysOf.multipliers.count
         var base = items.lowerBound * q
         for item in items {
-            var key: UInt64 = 0
-            for column in 0..<q {
-                key &+= UInt64(flat[offsets[column] &+ Int(input[base &+ column])]) &* multipliers[column]
-            }
-            keys[item] = key
+            keys[item] = keysOf.key(at: base, columns: q)
             base &+= q
         }
     }
