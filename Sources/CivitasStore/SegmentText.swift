@@ -69,29 +69,16 @@ enum SegmentText {
             guard skip("[") else { return false }
             if skip("]") { return true }
             repeat {
-                guard skip("\"") else { return false }
-                let start = position
-                var bits: UInt8 = 0
-                var closed = false
-                while position < bytes.count {
-                    let byte = bytes[position]
-                    if byte == 0x22 { closed = true; break }
-                    if byte == 0x5C || byte < 0x20 { break }
-                    bits |= byte
-                    position += 1
-                }
-                if closed {
-                    // Bytes above 0x7F must be UTF-8, as a string made of them would keep them.
-                    if bits >= 0x80 && Self.text(UnsafeBufferPointer(rebasing: bytes[start..<position]), ascii: false) == nil { return false }
-                    bounds.append(start)
-                    bounds.append(position)
-                    position += 1
-                } else {
-                    // Stopped at an escape (read on from here), a control character or the end.
-                    guard position < bytes.count, bytes[position] == 0x5C, let string = escapedString(from: start) else { return false }
+                switch quoted() {
+                case .plain(let range)?:
+                    bounds.append(range.lowerBound)
+                    bounds.append(range.upperBound)
+                case .escaped(let string)?:
                     bounds.append(offset + unescaped.count)
                     unescaped.append(contentsOf: string.utf8)
                     bounds.append(offset + unescaped.count)
+                case nil:
+                    return false
                 }
             } while skip(",")
             return skip("]")
@@ -99,17 +86,35 @@ enum SegmentText {
 
         /// A string in quotes, with the escapes canonical JSON writes other than `\u`.
         mutating func string() -> String? {
+            switch quoted() {
+            case .plain(let range)?: String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+            case .escaped(let string)?: string
+            case nil: nil
+            }
+        }
+
+        /// A string in quotes: where its bytes lie in the text, or its unescaped text when it has escapes.
+        enum Quoted {
+            case plain(Range<Int>)
+            case escaped(String)
+        }
+
+        /// The next string in quotes, with the escapes canonical JSON writes other than `\u`; nil
+        /// for anything else, a control character or bytes that are not UTF-8 included.
+        mutating func quoted() -> Quoted? {
             guard skip("\"") else { return nil }
             let start = position
             var bits: UInt8 = 0
             while position < bytes.count {
                 let byte = bytes[position]
                 if byte == 0x22 {
-                    let text = Self.text(UnsafeBufferPointer(rebasing: bytes[start..<position]), ascii: bits < 0x80)
+                    let range = start..<position
+                    // Bytes above 0x7F must be UTF-8, as a string made of them would keep them.
+                    if bits >= 0x80 && Self.text(UnsafeBufferPointer(rebasing: bytes[range])) == nil { return nil }
                     position += 1
-                    return text
+                    return .plain(range)
                 }
-                if byte == 0x5C { return escapedString(from: start) }
+                if byte == 0x5C { return escapedString(from: start).map(Quoted.escaped) }
                 if byte < 0x20 { return nil }
                 bits |= byte
                 position += 1
@@ -117,11 +122,11 @@ enum SegmentText {
             return nil
         }
 
-        /// The string of `utf8`, or nil when it is not UTF-8 (`ascii`: every byte is below 0x80).
-        private static func text(_ utf8: UnsafeBufferPointer<UInt8>, ascii: Bool) -> String? {
+        /// The string of `utf8`, or nil when it is not UTF-8.
+        private static func text(_ utf8: UnsafeBufferPointer<UInt8>) -> String? {
             let text = String(decoding: utf8, as: UTF8.self)
             // Decoding replaces ill-formed bytes, so a string that re-encodes to other bytes was not UTF-8.
-            return ascii || text.utf8.elementsEqual(utf8) ? text : nil
+            return text.utf8.elementsEqual(utf8) ? text : nil
         }
 
         /// The rest of a string that has an escape, its plain start at `start`.
@@ -133,7 +138,7 @@ enum SegmentText {
                 position += 1
                 switch byte {
                 case 0x22:
-                    return scratch.withUnsafeBufferPointer { Self.text($0, ascii: false) }
+                    return scratch.withUnsafeBufferPointer { Self.text($0) }
                 case 0x5C:
                     guard position < bytes.count else { return nil }
                     let escaped = bytes[position]
