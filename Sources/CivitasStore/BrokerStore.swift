@@ -12,6 +12,8 @@ import Synchronization
 public final class BrokerStore: Sendable {
     let pool: DatabasePool
     let storageKey: SealedStorageKey
+    /// Envelopes of ``EnvelopeFiles/threshold`` bytes or more, as files beside the database.
+    let envelopes: EnvelopeFiles
     /// The exchange log's Merkle tree, mirrored in memory; changed only after its entries commit.
     let logState: LockedLog
     /// When expired nonces were last swept.
@@ -35,19 +37,30 @@ public final class BrokerStore: Sendable {
             throw StoreError(.database, "cannot make the store at \(path) owner-only: \(String(cString: strerror(errno)))")
         }
         let pool: DatabasePool
+        let envelopes = EnvelopeFiles(database: path)
         do {
             var configuration = Configuration()
             configuration.foreignKeysEnabled = true
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
+            try Self.sweepEnvelopes(pool, envelopes)
         } catch let error as DatabaseError {
             throw StoreError(.database, "cannot open the store at \(path): \(error.message ?? "\(error.resultCode)")")
         }
         self.pool = pool
         self.storageKey = storageKey
+        self.envelopes = envelopes
         self.logState = LockedLog(try Self.loadLog(pool, origin: logOrigin))
     }
 
+
+    /// Removes the envelope files no delivery names (those of transactions that never committed),
+    /// holding the write lock so that no transaction is between writing its file and committing.
+    private static func sweepEnvelopes(_ pool: DatabasePool, _ envelopes: EnvelopeFiles) throws {
+        _ = try pool.write { db in
+            try envelopes.sweep(keeping: Set(String.fetchAll(db, sql: "SELECT envelope_file FROM delivery WHERE envelope_file IS NOT NULL")))
+        }
+    }
 
     /// Names of the migrations applied to this database, in order.
     public func appliedMigrations() throws -> [String] {

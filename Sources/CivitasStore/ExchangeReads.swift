@@ -184,9 +184,14 @@ extension BrokerStore {
             try pool.read { db in
                 let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM delivery WHERE id = ?", arguments: [id])
                 // The row is valid only while its cursor is.
-                return try withExtendedLifetime(cursor) { try cursor.next().map(StoredRecords.delivery(from:)) }
+                return try withExtendedLifetime(cursor) { try cursor.next().map(delivery(from:)) }
             }
         }
+    }
+
+    /// A stored delivery, its envelope read from its file when it is kept outside the database.
+    private func delivery(from row: Row) throws -> Delivery {
+        try StoredRecords.delivery(from: row, envelope: try row.optionalText("envelope_file").map(envelopes.read))
     }
 
     /// How many deliveries of each kind were made.
@@ -208,29 +213,34 @@ extension BrokerStore {
         try wrap {
             try pool.read { db in
                 // length() of a BLOB reads its size from the record header, not its pages.
-                try Row.fetchOne(db.cachedStatement(sql: "SELECT partner, log_index, length(envelope) AS bytes FROM delivery WHERE id = ?"),
+                try Row.fetchOne(db.cachedStatement(sql: "SELECT partner, log_index, length(envelope) AS bytes, envelope_file FROM delivery WHERE id = ?"),
                                  arguments: [id]).map { row in
                     guard let partner = KeyID(hex: try row.decode(forColumn: "partner")) else {
                         throw StoreError(.corrupt, "delivery \(id) has a malformed partner")
                     }
+                    let file = try row.optionalText("envelope_file")
                     return DeliveryEnvelope(delivery: id, partner: partner, logIndex: UInt64(try row.decode(Int64.self, forColumn: "log_index")),
-                                            byteCount: try row.decode(forColumn: "bytes"))
+                                            byteCount: try file.map(envelopes.size(of:)) ?? row.decode(forColumn: "bytes"))
                 }
             }
         }
     }
 
     /// Reads delivery `id`'s envelope from its start, in pieces of at most `pieceSize` bytes handed
-    /// to `each` in order (each valid only during the call) within one read transaction, through
-    /// one incremental BLOB handle (so no piece walks the envelope's pages from the start again),
-    /// until the end or until `each` returns false.
+    /// to `each` in order (each valid only during the call), from its file or within one read
+    /// transaction through one incremental BLOB handle (so no piece walks the envelope's pages
+    /// from the start again), until the end or until `each` returns false.
     public func readEnvelope(of id: String, pieceSize: Int, _ each: (UnsafeRawBufferPointer) throws -> Bool) throws {
         guard pieceSize > 0 else { throw StoreError(.invalidArgument, "a piece of an envelope is at least one byte") }
         try wrap {
             try pool.read { db in
-                guard let rowID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT rowid FROM delivery WHERE id = ?"), arguments: [id]) else {
+                guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT rowid, envelope_file FROM delivery WHERE id = ?"), arguments: [id]) else {
                     throw StoreError(.notFound, "no delivery \(id)")
                 }
+                if let file = try row.optionalText("envelope_file") {
+                    return try envelopes.read(file, pieceSize: pieceSize, each)
+                }
+                let rowID = try row.integer("rowid")
                 var handle: OpaquePointer?
                 let opened = sqlite3_blob_open(db.sqliteConnection, "main", "delivery", "envelope", rowID, 0, &handle)
                 defer { sqlite3_blob_close(handle) }
@@ -259,7 +269,7 @@ extension BrokerStore {
         try wrap {
             try pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM delivery WHERE feed = ? AND feed_sequence > ? ORDER BY feed_sequence LIMIT ?",
-                                 arguments: [feed, sequence, limit]).map(StoredRecords.delivery(from:))
+                                 arguments: [feed, sequence, limit]).map(delivery(from:))
             }
         }
     }

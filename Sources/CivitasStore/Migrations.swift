@@ -166,6 +166,11 @@ extension BrokerStore {
                 t.column("counts", .blob).notNull()
             }
         }
+        migrator.registerMigration("2026-12-06 envelopes beside the database") { db in
+            // The file (in the envelope folder) of an envelope kept outside the database; NULL when
+            // the envelope is the row's BLOB.
+            try db.alter(table: "delivery") { t in t.add(column: "envelope_file", .text) }
+        }
         return migrator
     }
 

@@ -314,7 +314,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
     }
 
     public func delivery(_ id: String) throws -> Delivery? {
-        try withSession { try $0.row("SELECT * FROM delivery WHERE id = $1", [.text(id)]).map(StoredRecords.delivery(from:)) }
+        try withSession { try $0.row("SELECT * FROM delivery WHERE id = $1", [.text(id)]).map { try StoredRecords.delivery(from: $0) } }
     }
 
     public func deliveryCounts() throws -> [Delivery.Kind: Int] {
@@ -401,7 +401,7 @@ public final class PostgresStore: BrokerStorage, Sendable {
     public func deliveries(feed: String, after sequence: Int64, limit: Int) throws -> [Delivery] {
         try withSession {
             try $0.rows("SELECT * FROM delivery WHERE feed = $1 AND feed_sequence > $2 ORDER BY feed_sequence LIMIT $3",
-                        [.text(feed), .integer(sequence), .integer(Int64(limit))]).map(StoredRecords.delivery(from:))
+                        [.text(feed), .integer(sequence), .integer(Int64(limit))]).map { try StoredRecords.delivery(from: $0) }
         }
     }
 

@@ -85,10 +85,20 @@ extension BrokerStore {
     /// reads, writes and appends commits together, or nothing does. The store persists; the
     /// caller decides what may be written.
     public func transaction<T>(_ body: (any StorageTransaction) throws -> T) throws -> T {
-        try writeLogged { db, log in
-            let transaction = SQLiteTransaction(db: db, log: log, storageKey: storageKey)
-            defer { log = transaction.log }
-            return try body(transaction)
+        var written: [String] = []
+        do {
+            return try writeLogged { db, log in
+                let transaction = SQLiteTransaction(db: db, log: log, storageKey: storageKey, envelopes: envelopes)
+                defer {
+                    log = transaction.log
+                    written = transaction.writtenEnvelopes
+                }
+                return try body(transaction)
+            }
+        } catch {
+            // The transaction did not commit: no delivery names the envelope files it wrote.
+            written.forEach(envelopes.remove)
+            throw error
         }
     }
 }
@@ -98,11 +108,15 @@ final class SQLiteTransaction: StorageTransaction {
     let db: Database
     var log: LogWriter
     let storageKey: SealedStorageKey
+    let envelopes: EnvelopeFiles
+    /// The envelope files this transaction wrote (removed again if it does not commit).
+    private(set) var writtenEnvelopes: [String] = []
 
-    init(db: Database, log: LogWriter, storageKey: SealedStorageKey) {
+    init(db: Database, log: LogWriter, storageKey: SealedStorageKey, envelopes: EnvelopeFiles) {
         self.db = db
         self.log = log
         self.storageKey = storageKey
+        self.envelopes = envelopes
     }
 
     func participant(_ keyID: KeyID) throws -> Participant? {
@@ -233,15 +247,24 @@ final class SQLiteTransaction: StorageTransaction {
     }
 
     func insertDelivery(_ delivery: Delivery) throws {
+        var arguments: StatementArguments = [delivery.id, delivery.agreement, delivery.partner.hex, delivery.kind.rawValue, delivery.feed]
+        arguments += [delivery.feedSequence, Int64(delivery.logIndex), delivery.records, delivery.created]
+        let insert = """
+            INSERT INTO delivery (id, agreement, partner, kind, feed, feed_sequence, log_index, records, created, envelope, envelope_file)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """
+        guard delivery.envelope.count < EnvelopeFiles.threshold else {
+            // The row first: a second delivery with this id is refused before its file is written.
+            let name = EnvelopeFiles.name(of: delivery.id)
+            try db.execute(sql: insert, arguments: arguments + [Data(), name])
+            writtenEnvelopes.append(name)
+            try envelopes.write(delivery.envelope, name: name)
+            return
+        }
         // The envelope is bound without an intermediate copy (SQLite copies it once itself).
         try delivery.envelope.withUnsafeBytes { envelope in
             let blob = envelope.baseAddress.map { Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: $0), count: envelope.count, deallocator: .none) } ?? Data()
-            var arguments: StatementArguments = [delivery.id, delivery.agreement, delivery.partner.hex, delivery.kind.rawValue, delivery.feed]
-            arguments += [delivery.feedSequence, Int64(delivery.logIndex), delivery.records, blob, delivery.created]
-            try db.execute(sql: """
-                INSERT INTO delivery (id, agreement, partner, kind, feed, feed_sequence, log_index, records, envelope, created)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: arguments)
+            try db.execute(sql: insert, arguments: arguments + [blob, nil])
         }
     }
 

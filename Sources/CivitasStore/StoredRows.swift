@@ -118,12 +118,13 @@ enum StoredRecords {
         return agreement
     }
 
-    static func delivery(from row: some StoredRow) throws -> Delivery {
+    /// A stored delivery, with `envelope` when the row's own is kept elsewhere.
+    static func delivery(from row: some StoredRow, envelope: [UInt8]? = nil) throws -> Delivery {
         let id = try row.text("id")
         guard let kind = Delivery.Kind(rawValue: try row.text("kind")) else { throw StoreError(.corrupt, "delivery \(id) has an unknown kind") }
         return Delivery(id: id, agreement: try row.text("agreement"), partner: try row.keyID("partner"), kind: kind, feed: try row.optionalText("feed"),
                         feedSequence: try row.optionalInteger("feed_sequence"), logIndex: try unsigned(row.integer("log_index")),
-                        records: Int(try row.integer("records")), envelope: try row.bytes("envelope"), created: try row.time("created"))
+                        records: Int(try row.integer("records")), envelope: try envelope ?? row.bytes("envelope"), created: try row.time("created"))
     }
 
     static func deliverySummary(from row: some StoredRow) throws -> DeliverySummary {

@@ -32,7 +32,11 @@ struct StorageContractTests {
         let partner: SecretKeys
 
         init(_ implementation: Implementation) throws {
-            storage = try implementation.make()
+            try self.init(storage: implementation.make())
+        }
+
+        init(storage: any BrokerStorage) throws {
+            self.storage = storage
             agency = try SecretKeys.generate(name: "agency")
             partner = try SecretKeys.generate(name: "partner")
             let (agency, partner) = (agency, partner)
@@ -368,27 +372,31 @@ struct StorageContractTests {
         try world.storage.transaction { try $0.insertAgreement(world.agreement("ag-1")) }
         let size = world.storage.logSize
         struct Refused: Error {}
-        func deliver(_ id: String, batches: [Int64], fail: Bool = false) throws {
+        func deliver(_ id: String, batches: [Int64], envelope: [UInt8] = [9], fail: Bool = false) throws {
             try world.storage.transaction { transaction in
                 var agreement = try transaction.agreement("ag-1")
                 agreement.spentMicro += 10
                 try transaction.updateAgreement(agreement)
                 let index = try transaction.appendLog(time: Self.now, type: .agreementExpired, members: ["agreement": "ag-1"])
                 try transaction.insertDelivery(Delivery(id: id, agreement: "ag-1", partner: world.partner.keyID, kind: .release, feed: nil,
-                                                        feedSequence: nil, logIndex: index, records: 0, envelope: [9], created: Self.now))
+                                                        feedSequence: nil, logIndex: index, records: 0, envelope: envelope, created: Self.now))
                 try transaction.recordDrawnBatches(batches, dataset: "calls", partner: world.partner.keyID, delivery: id)
                 if fail { throw Refused() }
             }
         }
         #expect(throws: Refused.self) { try deliver("rel-0", batches: [1], fail: true) }
         #expect(try world.storage.delivery("rel-0") == nil)
+        // As with an envelope of several MiB (which a store may keep apart from its rows).
+        #expect(throws: Refused.self) { try deliver("rel-0", batches: [1], envelope: [UInt8](repeating: 7, count: 3 << 20), fail: true) }
+        #expect(try world.storage.delivery("rel-0") == nil)
+        #expect(try world.storage.deliveryEnvelope("rel-0") == nil)
         #expect(world.storage.logSize == size)
         #expect(try world.storage.agreement("ag-1")?.spentMicro == 0)
         try deliver("rel-1", batches: [1, 2])
         #expect(try world.storage.drawnBatches(partner: world.partner.keyID, dataset: "calls") == [1, 2])
         #expect(try world.storage.agreement("ag-1")?.spentMicro == 10)
         #expect(world.storage.logSize == size + 1)
-        #expect(throws: StoreError(.superseded, "")) { try deliver("rel-2", batches: [3, 2]) }
+        #expect(throws: StoreError(.superseded, "")) { try deliver("rel-2", batches: [3, 2], envelope: [UInt8](repeating: 8, count: 3 << 20)) }
         #expect(try world.storage.delivery("rel-2") == nil)
         #expect(world.storage.logSize == size + 1)
         #expect(try world.storage.delivery("rel-1")?.envelope == [9])
@@ -418,6 +426,7 @@ struct StorageContractTests {
         }
         let described = try #require(try world.storage.deliveryEnvelope("rel-1"))
         #expect(described.byteCount == envelope.count && described.partner == world.partner.keyID)
+        #expect(try world.storage.delivery("rel-1")?.envelope == envelope)
         #expect(described.logIndex == (try world.storage.delivery("rel-1"))?.logIndex)
         #expect(try world.storage.deliveryEnvelope("rel-2") == nil)
         for pieceSize in [1 << 20, 65_536, 999_983, 8 << 20] {
