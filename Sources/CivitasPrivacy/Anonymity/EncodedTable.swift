@@ -62,11 +62,27 @@ struct EncodedTable {
             }
         }
         tasks.sort { (-table.values[columnIndexes[$0.column]].count, $0.column, $0.level) < (-table.values[columnIndexes[$1.column]].count, $1.column, $1.level) }
+        let sensitiveOfRow = sensitiveIndex.map { table.codes[$0] } ?? [UInt32](repeating: 0, count: table.rowCount)
+        let sensitiveValues = sensitiveIndex.map { table.values[$0] } ?? []
+        let subjectIndex = try subject.map { subject in
+            if quasiIdentifiers.contains(where: { $0.column == subject }) || subject == sensitive {
+                throw PrivacyError(.invalidParameter, "column '\(subject)' names the subject and cannot be quasi-identifying or sensitive")
+            }
+            return try table.index(of: subject)
+        }
+        // The records are merged into cells on one core while the levels are labelled on the other
+        // (and then on both): the cells need only the leaf codes, not the labels.
         let labelled = tasks.map { _ in LabelledLevel() }
+        let merged = MergedCells()
         let levelTasks = tasks
-        DispatchQueue.concurrentPerform(iterations: levelTasks.count) { task in
-            let (column, level) = levelTasks[task]
-            labelled[task].result = Self.label(quasiIdentifiers[column], level: level, values: table.values[columnIndexes[column]])
+        let radixes = columnIndexes.map { table.values[$0].count } + [sensitiveValues.count]
+        DispatchQueue.concurrentPerform(iterations: levelTasks.count + 1) { task in
+            guard task > 0 else {
+                merged.cells = Cells(table: table, leafOfRow: leafOfRow + [sensitiveOfRow], radixes: radixes, subjectIndex: subjectIndex)
+                return
+            }
+            let (column, level) = levelTasks[task - 1]
+            labelled[task - 1].result = Self.label(quasiIdentifiers[column], level: level, values: table.values[columnIndexes[column]])
         }
         var codes: [[[UInt32]]] = [], labels: [[[String]]] = []
         for (column, qi) in quasiIdentifiers.enumerated() {
@@ -95,85 +111,20 @@ struct EncodedTable {
             codes.append(columnCodes)
             labels.append(columnLabels)
         }
-        let sensitiveOfRow = sensitiveIndex.map { table.codes[$0] } ?? [UInt32](repeating: 0, count: table.rowCount)
-        let sensitiveValues = sensitiveIndex.map { table.values[$0] } ?? []
-        // Merge identical (leaves, sensitive) records into weighted cells: rows are numbered column
-        // by column as mixed-radix keys, renumbered densely whenever the next column would overflow 64 bits.
-        var rowKeys = [UInt64](repeating: 0, count: table.rowCount)
-        var span: UInt64 = 1
-        // Each column's radix is the number of its leaf codes (its distinct values in the table).
-        for (column, radix) in zip(leafOfRow + [sensitiveOfRow], columnIndexes.map { table.values[$0].count } + [sensitiveValues.count]) {
-            let radix = UInt64(max(radix, 1))
-            if span.multipliedReportingOverflow(by: radix).overflow {
-                span = UInt64(Self.renumber(&rowKeys).count)
-            }
-            rowKeys.withUnsafeMutableBufferPointer { keys in
-                column.withUnsafeBufferPointer { leaves in
-                    for r in 0..<leaves.count { keys[r] = keys[r] &* radix &+ UInt64(leaves[r]) }
-                }
-            }
-            span &*= radix
-        }
-        // Rows grouped by subject (a counting sort): each subject's distinct cells give the cells'
-        // weights in people and the subjects that span several cells. Cells are numbered in this
-        // order, so that a subject's cells have neighbouring numbers.
-        let bySubject = try subject.map { subject in
-            let subjectIndex = try table.index(of: subject)
-            if quasiIdentifiers.contains(where: { $0.column == subject }) || subject == sensitive {
-                throw PrivacyError(.invalidParameter, "column '\(subject)' names the subject and cannot be quasi-identifying or sensitive")
-            }
-            return table.recordsGrouped(by: subjectIndex)
-        }
-        let firstRow = Self.renumber(&rowKeys, order: bySubject?.ordered ?? [])
-        let cellOfRow = rowKeys.map { Int32(truncatingIfNeeded: $0) }
-        rowKeys = []
-        var cellCount = [Int32](repeating: 0, count: firstRow.count)
-        for cell in cellOfRow { cellCount[Int(cell)] += 1 }
-        var cellLeaves = [UInt32](repeating: 0, count: firstRow.count * q)
-        for column in 0..<q {
-            leafOfRow[column].withUnsafeBufferPointer { leaves in
-                for (cell, row) in firstRow.enumerated() { cellLeaves[cell * q + column] = leaves[Int(row)] }
-            }
-        }
-        let cellSensitive = firstRow.map { sensitiveOfRow[Int($0)] }
+        let cells = merged.cells
         self.leafOfRow = leafOfRow
         self.codes = codes
         self.labels = labels
         self.sensitiveOfRow = sensitiveOfRow
         self.sensitiveValues = sensitiveValues
-        self.cellLeaves = cellLeaves
-        self.cellSensitive = cellSensitive
-        self.cellCount = cellCount
-        self.cellOfRow = cellOfRow
-        if let subject, let bySubject {
-            let subjectOfRow = table.codes[try table.index(of: subject)]
-            let subjects = bySubject.starts.count - 1
-            let starts = bySubject.starts, rowsBySubject = bySubject.ordered
-            var cellSubjects = [Int32](repeating: 0, count: cellCount.count)
-            var spanning = Lists()
-            var cells: [Int32] = []
-            for person in 0..<subjects {
-                cells.removeAll(keepingCapacity: true)
-                for i in starts[person]..<starts[person + 1] { cells.append(cellOfRow[Int(rowsBySubject[i])]) }
-                if cells.count > 1 { cells.sort() }
-                var distinct = 0
-                for (i, cell) in cells.enumerated() where i == 0 || cells[i - 1] != cell {
-                    cells[distinct] = cell
-                    distinct += 1
-                    cellSubjects[Int(cell)] += 1
-                }
-                if distinct > 1 { spanning.append(cells[0..<distinct]) }
-            }
-            self.subjectOfRow = subjectOfRow
-            subjectCount = subjects
-            self.cellSubjects = cellSubjects
-            spanningSubjects = spanning
-        } else {
-            subjectOfRow = (0..<table.rowCount).map { UInt32($0) }
-            subjectCount = table.rowCount
-            cellSubjects = cellCount
-            spanningSubjects = Lists()
-        }
+        cellLeaves = cells.leaves
+        cellSensitive = cells.sensitive
+        cellCount = cells.count
+        cellOfRow = cells.ofRow
+        subjectOfRow = cells.subjectOfRow
+        subjectCount = cells.subjectCount
+        cellSubjects = cells.subjects
+        spanningSubjects = cells.spanning
         var rollup: [[[[UInt32]]]] = []
         for (q, qi) in quasiIdentifiers.enumerated() {
             let height = qi.hierarchy.height
@@ -198,6 +149,89 @@ struct EncodedTable {
             rollup.append(byFrom)
         }
         self.rollup = rollup
+    }
+
+    /// The records merged into weighted cells, and the subjects that span several cells.
+    private struct Cells {
+        /// Per cell, its leaf code in each quasi-identifier (cell-major).
+        var leaves: [UInt32] = []
+        var sensitive: [UInt32] = []
+        /// Records per cell.
+        var count: [Int32] = []
+        var ofRow: [Int32] = []
+        var subjectOfRow: [UInt32] = []
+        var subjectCount = 0
+        /// Subjects per cell (records per cell when records are their own subjects).
+        var subjects: [Int32] = []
+        var spanning = Lists()
+
+        init() {}
+
+        /// Merges identical (leaves, sensitive) records into cells: rows are numbered column by
+        /// column as mixed-radix keys (`columns` the leaf codes, the sensitive codes last; `radixes`
+        /// the numbers of their codes), renumbered densely whenever the next column would overflow
+        /// 64 bits. With a subject column, rows are taken subject by subject (a counting sort), so
+        /// that a subject's cells have neighbouring numbers; each subject's distinct cells give the
+        /// cells' weights in people and the subjects that span several cells.
+        init(table: ColumnarTable, leafOfRow columns: [[UInt32]], radixes: [Int], subjectIndex: Int?) {
+            let q = columns.count - 1
+            var rowKeys = [UInt64](repeating: 0, count: table.rowCount)
+            var span: UInt64 = 1
+            for (column, radix) in zip(columns, radixes) {
+                let radix = UInt64(max(radix, 1))
+                if span.multipliedReportingOverflow(by: radix).overflow {
+                    span = UInt64(EncodedTable.renumber(&rowKeys).count)
+                }
+                rowKeys.withUnsafeMutableBufferPointer { keys in
+                    column.withUnsafeBufferPointer { leaves in
+                        for r in 0..<leaves.count { keys[r] = keys[r] &* radix &+ UInt64(leaves[r]) }
+                    }
+                }
+                span &*= radix
+            }
+            let bySubject = subjectIndex.map { table.recordsGrouped(by: $0) }
+            let firstRow = EncodedTable.renumber(&rowKeys, order: bySubject?.ordered ?? [])
+            ofRow = rowKeys.map { Int32(truncatingIfNeeded: $0) }
+            rowKeys = []
+            count = [Int32](repeating: 0, count: firstRow.count)
+            for cell in ofRow { count[Int(cell)] += 1 }
+            leaves = [UInt32](repeating: 0, count: firstRow.count * q)
+            for column in 0..<q {
+                columns[column].withUnsafeBufferPointer { columnLeaves in
+                    for (cell, row) in firstRow.enumerated() { leaves[cell * q + column] = columnLeaves[Int(row)] }
+                }
+            }
+            let sensitiveOfRow = columns[q]
+            sensitive = firstRow.map { sensitiveOfRow[Int($0)] }
+            guard let subjectIndex, let bySubject else {
+                subjectOfRow = (0..<table.rowCount).map { UInt32($0) }
+                subjectCount = table.rowCount
+                subjects = count
+                return
+            }
+            subjectOfRow = table.codes[subjectIndex]
+            subjectCount = bySubject.starts.count - 1
+            let starts = bySubject.starts, rowsBySubject = bySubject.ordered
+            subjects = [Int32](repeating: 0, count: count.count)
+            var cells: [Int32] = []
+            for person in 0..<subjectCount {
+                cells.removeAll(keepingCapacity: true)
+                for i in starts[person]..<starts[person + 1] { cells.append(ofRow[Int(rowsBySubject[i])]) }
+                if cells.count > 1 { cells.sort() }
+                var distinct = 0
+                for (i, cell) in cells.enumerated() where i == 0 || cells[i - 1] != cell {
+                    cells[distinct] = cell
+                    distinct += 1
+                    subjects[Int(cell)] += 1
+                }
+                if distinct > 1 { spanning.append(cells[0..<distinct]) }
+            }
+        }
+    }
+
+    /// The cells, handed back by the core that merged them.
+    private final class MergedCells: @unchecked Sendable {
+        var cells = Cells()
     }
 
     /// One level's labels, handed back by the core that made them.
