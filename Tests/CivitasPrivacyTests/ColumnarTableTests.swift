@@ -88,6 +88,51 @@ struct ColumnarTableTests {
         #expect(index.code(of: "caf\u{E9}", in: &values) != index.code(of: "cafe\u{301}", in: &values))
     }
 
+    @Test("Values coded in batches get the codes a dictionary of UTF-8 bytes gives one by one, repeats and new values mixed within a batch")
+    func batchedCodesMatchDictionary() {
+        var index = ValueIndex()
+        var values: [String] = []
+        var codes: [UInt32] = []
+        var oracle: [[UInt8]: UInt32] = [:]
+        var expected: [UInt32] = []
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D
+        var newAfterRepeatInABatch = 0
+        // Batches of every awkward length: shorter than, equal to and longer than the look-up's own batch.
+        for count in [0, 1, 15, 16, 17, 31, 1_000, 5_000, 20_000] {
+            var batch: [[UInt8]] = []
+            var seenInBatch = false
+            for _ in 0..<count {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                let n = Int(state >> 40) % 9_000
+                // Empty values, short and long values, and a value repeated right after it first appears.
+                let value: [UInt8] = n % 97 == 0 ? [] : Array((n % 3 == 0 ? "a value longer than fifteen bytes \(n)" : "v\(n)").utf8)
+                batch.append(value)
+                if n % 5 == 0 { batch.append(value) }
+            }
+            for value in batch {
+                if let code = oracle[value] {
+                    expected.append(code)
+                    seenInBatch = true
+                } else {
+                    if seenInBatch { newAfterRepeatInABatch += 1 }
+                    oracle[value] = UInt32(oracle.count)
+                    expected.append(oracle[value] ?? 0)
+                }
+            }
+            // The values one after another in one buffer, as a chunk of records holds them.
+            let joined = batch.flatMap { $0 }
+            var ends: [Int] = [0]
+            for value in batch { ends.append((ends.last ?? 0) + value.count) }
+            joined.withUnsafeBytes { joined in
+                index.appendCodes(count: batch.count, of: { i in UnsafeRawBufferPointer(rebasing: joined[ends[i]..<ends[i + 1]]) },
+                                  in: &values, to: &codes)
+            }
+        }
+        #expect(codes.count == expected.count && zip(codes, expected).filter { $0 != $1 }.count == 0)
+        #expect(values.map { Array($0.utf8) } == oracle.sorted { $0.value < $1.value }.map(\.key))
+        #expect(values.count > 4_000 && newAfterRepeatInABatch > 100, "the index must grow and meet new values among known ones, or the test shows nothing")
+    }
+
     @Test("A transform of the values keeps records apart that it maps to the same text")
     func transformKeepsCodes() throws {
         var columns = try ColumnarTable(CSVTable(columns: ["id"], rows: [["a1"], ["b1"], ["a1"]]))

@@ -72,10 +72,16 @@ public struct ColumnarTable: Sendable {
             kept.reserveCapacity(records.rowCount)
             if let subject {
                 let position = positions[subject]
-                for row in 0..<records.rowCount {
-                    let known = values[subject].count
-                    let code = index[subject].code(of: records.bytes(row: row, position: position), in: &values[subject])
-                    if try admit(Int(code), Int(code) == known ? values[subject][Int(code)] : nil) {
+                var chunkCodes: [UInt32] = []
+                chunkCodes.reserveCapacity(records.rowCount)
+                // New values get the next codes in the order their first records come.
+                var nextNew = values[subject].count
+                index[subject].appendCodes(count: records.rowCount, of: { records.bytes(row: $0, position: position) },
+                                           in: &values[subject], to: &chunkCodes)
+                for (row, code) in chunkCodes.enumerated() {
+                    let isNew = Int(code) == nextNew
+                    if isNew { nextNew += 1 }
+                    if try admit(Int(code), isNew ? values[subject][Int(code)] : nil) {
                         codes[subject].append(code)
                         kept.append(Int32(row))
                     } else {
@@ -100,10 +106,8 @@ public struct ColumnarTable: Sendable {
                             DispatchQueue.concurrentPerform(iterations: order.count) { task in
                                 let c = order[task]
                                 let position = positions[c]
-                                for row in keptRows.rows {
-                                    columns.codes[c].append(columns.index[c].code(of: records.bytes(row: Int(row), position: position),
-                                                                                 in: &columns.values[c]))
-                                }
+                                columns.index[c].appendCodes(count: keptRows.rows.count, of: { records.bytes(row: Int(keptRows.rows[$0]), position: position) },
+                                                             in: &columns.values[c], to: &columns.codes[c])
                             }
                         }
                     }

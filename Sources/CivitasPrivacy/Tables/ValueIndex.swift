@@ -28,18 +28,62 @@ struct ValueIndex {
         code(of: bytes, in: &values, making: { String(decoding: $0, as: UTF8.self) })
     }
 
-    private mutating func code(of bytes: UnsafeRawBufferPointer, in values: inout [String], making: (UnsafeRawBufferPointer) -> String) -> UInt32 {
+    /// Appends to `codes` the codes of `count` values, the i-th being `bytes(i)`, exactly as
+    /// ``code(of:in:)`` would give them one by one. The values are taken a batch at a time: their
+    /// hashes first, then their slots, then their stored values, so that the memory reads of
+    /// different values (most of them cache misses in a large column) overlap.
+    mutating func appendCodes(count: Int, of bytes: (Int) -> UnsafeRawBufferPointer, in values: inout [String], to codes: inout [UInt32]) {
+        let batch = 16
+        var batchHashes = (0..<batch).map { _ in UInt64(0) }, batchEntries = batchHashes
+        var start = 0
+        while start < count {
+            let size = min(batch, count - start)
+            for i in 0..<size { batchHashes[i] = Self.hash(bytes(start + i)) }
+            // Grown before the batch, so that no slot read below moves while the batch is coded.
+            if (hashes.count + size) * 2 > slots.count { grow(toHold: hashes.count + size) }
+            let mask = slots.count - 1
+            slots.withUnsafeBufferPointer { slots in
+                for i in 0..<size { batchEntries[i] = slots[Int(truncatingIfNeeded: batchHashes[i]) & mask] }
+            }
+            for i in 0..<size {
+                // A value found in its first slot is coded at once; any other goes the whole way
+                // (which sees the values this batch added).
+                let entry = batchEntries[i], value = bytes(start + i)
+                if entry & Self.tagMask == batchHashes[i] & Self.tagMask, entry != 0 {
+                    let code = Int(entry & 0xFFFF_FFFF) - 1
+                    if Self.same(values[code], value) {
+                        codes.append(UInt32(code))
+                        continue
+                    }
+                }
+                codes.append(code(of: value, hash: batchHashes[i], in: &values, making: { String(decoding: $0, as: UTF8.self) }))
+            }
+            start += size
+        }
+    }
+
+    private static let tagMask: UInt64 = 0xFFFF_FFFF_0000_0000
+
+    private static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var hasher = Hasher()
         hasher.combine(bytes: bytes)
-        let hash = UInt64(bitPattern: Int64(hasher.finalize()))
-        if (hashes.count + 1) * 2 > slots.count { grow() }
+        return UInt64(bitPattern: Int64(hasher.finalize()))
+    }
+
+    private mutating func code(of bytes: UnsafeRawBufferPointer, in values: inout [String], making: (UnsafeRawBufferPointer) -> String) -> UInt32 {
+        code(of: bytes, hash: Self.hash(bytes), in: &values, making: making)
+    }
+
+    private mutating func code(of bytes: UnsafeRawBufferPointer, hash: UInt64, in values: inout [String],
+                               making: (UnsafeRawBufferPointer) -> String) -> UInt32 {
+        if (hashes.count + 1) * 2 > slots.count { grow(toHold: hashes.count + 1) }
         let mask = slots.count - 1
-        let tag = hash & 0xFFFF_FFFF_0000_0000
+        let tag = hash & Self.tagMask
         var slot = Int(truncatingIfNeeded: hash) & mask
         while true {
             let entry = slots[slot]
             if entry == 0 { break }
-            if entry & 0xFFFF_FFFF_0000_0000 == tag {
+            if entry & Self.tagMask == tag {
                 let code = Int(entry & 0xFFFF_FFFF) - 1
                 if Self.same(values[code], bytes) { return UInt32(code) }
             }
@@ -52,16 +96,17 @@ struct ValueIndex {
         return UInt32(code)
     }
 
-    /// Doubles the table and places every code again by its kept hash.
-    private mutating func grow() {
+    /// At least doubles the table, to hold `count` values at most half full, and places every
+    /// code again by its kept hash.
+    private mutating func grow(toHold count: Int) {
         var size = max(slots.count * 2, 64)
-        while size < (hashes.count + 1) * 2 { size <<= 1 }
+        while size < count * 2 { size <<= 1 }
         slots = [UInt64](repeating: 0, count: size)
         let mask = size - 1
         for (code, hash) in hashes.enumerated() {
             var slot = Int(truncatingIfNeeded: hash) & mask
             while slots[slot] != 0 { slot = (slot &+ 1) & mask }
-            slots[slot] = hash & 0xFFFF_FFFF_0000_0000 | UInt64(code + 1)
+            slots[slot] = hash & Self.tagMask | UInt64(code + 1)
         }
     }
 
