@@ -483,7 +483,12 @@ final class ClassEvaluator {
             classTallies[part].withUnsafeMutableBufferPointer { tallies.append($0) }
         }
         // The entries' classes are written only for a snapshot: otherwise the array (which the last
-        // snapshot may share) is left untouched, not copied.
+        // snapshot may share) is left untouched, not copied. Every entry is written, so a snapshot's
+        // array is replaced by a new one rather than copied before it is overwritten.
+        if writeClasses {
+            let entries = classOfEntry.count
+            classOfEntry = [Int32](unsafeUninitializedCapacity: entries) { _, initialized in initialized = entries }
+        }
         var noClasses: [Int32] = []
         func entryClasses<T>(_ body: (UnsafeMutableBufferPointer<Int32>) -> T) -> T {
             writeClasses ? classOfEntry.withUnsafeMutableBufferPointer { body($0) } : noClasses.withUnsafeMutableBufferPointer { body($0) }
