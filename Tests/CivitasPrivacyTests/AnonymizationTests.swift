@@ -191,9 +191,10 @@ struct AnonymizationTests {
         return keep
     }
 
-    @Test("Linked records are protected exactly as a plain reading of the rule with sets protects them, at every node",
-          arguments: [3, 5], [false, true])
-    func subjectProtectionMatchesReference(k: Int, diverse: Bool) throws {
+    @Test("Linked records are protected exactly as a plain reading of the rule with sets protects them, at every node, on one core or two",
+          arguments: [3, 5], [(false, false), (true, false), (false, true)])
+    func subjectProtectionMatchesReference(k: Int, variant: (diverse: Bool, halved: Bool)) throws {
+        let diverse = variant.diverse
         var numbers = SeededNumbers(seed: UInt64(k))
         var rows: [[String]] = []
         for person in 0..<900 {
@@ -206,6 +207,8 @@ struct AnonymizationTests {
         let table = try ColumnarTable(CSVTable(columns: ["age", "zip", "sex", "disease", "person", "household"], rows: rows))
         let requirements = try AnonymityRequirements(k: k, sensitive: "disease", diversity: diverse ? .distinct(2) : nil, maxSuppression: 1,
                                                      subject: "person", linking: ["person", "household"])
+        var protection = SubjectProtection(requirements: requirements)
+        if variant.halved { protection.concurrentValuesFrom = 0 }
         let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: sampleQIs, requirements: requirements)
         let evaluator = ClassEvaluator(table: prepared.encoded, requirements: requirements)
         let lattice = Lattice(heights: prepared.encoded.heights)
@@ -216,7 +219,7 @@ struct AnonymizationTests {
             let classOfRow = prepared.encoded.cellOfRow.map { evaluator.classOfCell[Int($0)] }
             let start = classOfRow.map { evaluator.kept[Int($0)] }
             var keep = start
-            let summary = try SubjectProtection(requirements: requirements).enforce(table: table, encoded: prepared.encoded, classOfRow: classOfRow, keep: &keep)
+            let summary = try protection.enforce(table: table, encoded: prepared.encoded, classOfRow: classOfRow, keep: &keep)
             let expected = protectedByReference(k: k, l: diverse ? 2 : nil, classOfRow: classOfRow, subjectOfRow: prepared.encoded.subjectOfRow,
                                                 sensitive: sensitive, links: links, keep: start)
             if keep != expected || summary.recordsReleased != expected.filter({ $0 }).count { differing += 1 }

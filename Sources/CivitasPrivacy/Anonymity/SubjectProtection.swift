@@ -9,6 +9,8 @@ import Foundation
 /// group whole keeps every other group intact, so the loop ends when nothing changes.
 struct SubjectProtection {
     let requirements: AnonymityRequirements
+    /// Values of a linking column from which their sets are collected on both cores.
+    var concurrentValuesFrom = 50_000
 
     /// What the step released and suppressed, counted in records and in subjects.
     struct Summary {
@@ -119,29 +121,25 @@ struct SubjectProtection {
     private func dropLinkedGroupsBelowK(values: [UInt32], byValue: (ordered: [Int32], starts: [Int]), classOfRow: [Int32], classCount: Int,
                                         subjectOfRow: [UInt32], subjectCount: Int, keep: inout [Bool]) -> Bool {
         let valueCount = byValue.starts.count - 1
-        // Per value: its distinct classes (sorted) and its distinct subjects, among the kept records.
-        var classStarts = [Int](repeating: 0, count: valueCount + 1), classList: [Int32] = []
-        var subjectStarts = [Int](repeating: 0, count: valueCount + 1), subjectList: [Int32] = []
-        var lastValueOfClass = [Int32](repeating: -1, count: classCount)
-        var lastValueOfSubject = [Int32](repeating: -1, count: subjectCount)
-        for value in 0..<valueCount {
-            let marker = Int32(value), first = classList.count
-            for position in byValue.starts[value]..<byValue.starts[value + 1] {
-                let r = Int(byValue.ordered[position])
-                guard keep[r] else { continue }
-                let id = Int(classOfRow[r]), subject = Int(subjectOfRow[r])
-                if lastValueOfClass[id] != marker {
-                    lastValueOfClass[id] = marker
-                    classList.append(Int32(id))
-                }
-                if lastValueOfSubject[subject] != marker {
-                    lastValueOfSubject[subject] = marker
-                    subjectList.append(Int32(subject))
-                }
-            }
-            classList[first...].sort()
-            classStarts[value + 1] = classList.count
-            subjectStarts[value + 1] = subjectList.count
+        // Per value: its distinct classes (sorted) and its distinct subjects, among the kept records;
+        // the values in two halves, one per core, joined in order.
+        let parts = valueCount >= concurrentValuesFrom ? 2 : 1
+        let collected = (0..<parts).map { _ in CollectedSets() }
+        let kept = keep
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            collected[part].sets = ValueSets(values: (valueCount * part / parts)..<(valueCount * (part + 1) / parts), byValue: byValue,
+                                             keep: kept, classOfRow: classOfRow, classCount: classCount, subjectOfRow: subjectOfRow,
+                                             subjectCount: subjectCount)
+        }
+        var classStarts = [0], classList: [Int32] = [], subjectStarts = [0], subjectList: [Int32] = []
+        classStarts.reserveCapacity(valueCount + 1)
+        subjectStarts.reserveCapacity(valueCount + 1)
+        for part in collected {
+            let (classBase, subjectBase) = (classList.count, subjectList.count)
+            classStarts += part.sets.classEnds.map { $0 + classBase }
+            subjectStarts += part.sets.subjectEnds.map { $0 + subjectBase }
+            classList += part.sets.classes
+            subjectList += part.sets.subjects
         }
         // Values with the same set of classes form one group, found by the set's hash and compared exactly.
         var tableSize = 16
@@ -191,6 +189,47 @@ struct SubjectProtection {
         for r in keep.indices where keep[r] && dropped[Int(values[r])] { keep[r] = false }
         return true
     }
+}
+
+/// The distinct classes (sorted) and distinct subjects of a range of a linking column's values,
+/// among the kept records: each value's lists one after another, with where each ends.
+private struct ValueSets {
+    var classEnds: [Int] = [], classes: [Int32] = []
+    var subjectEnds: [Int] = [], subjects: [Int32] = []
+
+    init() {}
+
+    init(values: Range<Int>, byValue: (ordered: [Int32], starts: [Int]), keep: [Bool], classOfRow: [Int32], classCount: Int,
+         subjectOfRow: [UInt32], subjectCount: Int) {
+        var lastValueOfClass = [Int32](repeating: -1, count: classCount)
+        var lastValueOfSubject = [Int32](repeating: -1, count: subjectCount)
+        classEnds.reserveCapacity(values.count)
+        subjectEnds.reserveCapacity(values.count)
+        for value in values {
+            let marker = Int32(value), first = classes.count
+            for position in byValue.starts[value]..<byValue.starts[value + 1] {
+                let r = Int(byValue.ordered[position])
+                guard keep[r] else { continue }
+                let id = Int(classOfRow[r]), subject = Int(subjectOfRow[r])
+                if lastValueOfClass[id] != marker {
+                    lastValueOfClass[id] = marker
+                    classes.append(Int32(id))
+                }
+                if lastValueOfSubject[subject] != marker {
+                    lastValueOfSubject[subject] = marker
+                    subjects.append(Int32(subject))
+                }
+            }
+            classes[first...].sort()
+            classEnds.append(classes.count)
+            subjectEnds.append(subjects.count)
+        }
+    }
+}
+
+/// One half's sets, handed back by the core that collected them.
+private final class CollectedSets: @unchecked Sendable {
+    var sets = ValueSets()
 }
 
 extension DiversityRequirement {
