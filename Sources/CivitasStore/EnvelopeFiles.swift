@@ -14,6 +14,8 @@ struct EnvelopeFiles: Sendable {
     static let threshold = 1 << 20
     /// The folder of the files.
     let folder: String
+    /// Bytes written at a time (and flushed behind).
+    private static let piece = 8 << 20
 
     init(database path: String) {
         folder = path + "-envelopes"
@@ -35,7 +37,22 @@ struct EnvelopeFiles: Sendable {
         guard descriptor >= 0 else { throw failure("cannot create envelope file \(name)") }
         var closed = false
         defer { if !closed { close(descriptor); unlink(partial) } }
-        if let offset = writeAll(bytes, to: descriptor) { throw failure("cannot write envelope file \(name) at byte \(offset)") }
+        // Written a piece at a time, each flushed to disk on another thread while the next is
+        // written, so that the final flush has little left to wait for.
+        let sink = FileDescriptorSink(descriptor: descriptor, name: name, flushingBehind: true)
+        do {
+            try bytes.withUnsafeBytes { all in
+                var offset = 0
+                while offset < all.count {
+                    let end = min(all.count, offset + Self.piece)
+                    try sink.write(UnsafeRawBufferPointer(rebasing: all[offset..<end]))
+                    offset = end
+                }
+            }
+            try sink.finishFlushing()
+        } catch let error as CryptoError {
+            throw StoreError(.database, "cannot write envelope file \(name) in \(folder): \(error.message)")
+        }
         guard fsync(descriptor) == 0 else { throw failure("cannot make envelope file \(name) durable") }
         closed = true
         guard close(descriptor) == 0 else { unlink(partial); throw failure("cannot close envelope file \(name)") }
@@ -122,18 +139,3 @@ struct EnvelopeFiles: Sendable {
     }
 }
 
-/// Writes all of `bytes` to `descriptor`; nil when done, else the offset where writing failed.
-private func writeAll(_ bytes: [UInt8], to descriptor: Int32) -> Int? {
-    bytes.withUnsafeBytes { all in
-        var offset = 0
-        while offset < all.count {
-            let written = write(descriptor, all.baseAddress.map { $0 + offset }, all.count - offset)
-            if written < 0 {
-                if errno == EINTR { continue }
-                return offset
-            }
-            offset += written
-        }
-        return nil
-    }
-}
