@@ -65,9 +65,13 @@ extension Broker {
         let pseudonymizer = try Pseudonymizer(master: master, domain: PseudonymDomain(
             agreement: agreement.id, partner: agreement.partner.hex, purpose: purpose, epoch: epoch))
         let treatment = ReleaseTreatment(schema: try DatasetSchema.parse(dataset.schema), policy: policy)
-        var input = treatment.input(mayRelease: try consentRule(policy: policy, dataset: dataset.id, purpose: purpose))
-        // Segments are read and decrypted on another thread while the records of the last one are taken in.
-        try ChunkHandoff.overlap(produce: { emit in try forEachSegment(of: dataset.id, sequences: batches, emit) }) { (chunk: RecordChunk) in
+        // Segments are read and decrypted on another thread while the records of the last one are
+        // taken in; the consent states are read while the first segments are (no record is taken
+        // in before they are, and a subject would be refused without them).
+        var consent: ((String) -> Bool)?
+        var input = treatment.input(mayRelease: { subject in consent?(subject) ?? false })
+        try ChunkHandoff.overlap(produce: { emit in try forEachSegment(of: dataset.id, sequences: batches, emit) },
+                                 whileStarting: { consent = try consentRule(policy: policy, dataset: dataset.id, purpose: purpose) }) { (chunk: RecordChunk) in
             try input.add(chunk)
         }
         return try treatment.finish(input, pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit, randomness: randomness())

@@ -12,9 +12,10 @@ public enum ChunkHandoff {
         }, consume: { (chunk: (columns: [String], rows: [[String]])) in try consume(chunk.columns, chunk.rows) })
     }
 
-    /// The same for chunks of any kind.
+    /// The same for chunks of any kind; `whileStarting` runs on the caller's thread once the
+    /// producer has started, before the first chunk is consumed.
     public static func overlap<Chunk>(capacity: Int = 2, produce: (_ emit: (Chunk) throws -> Void) throws -> Void,
-                                      consume: (Chunk) throws -> Void) throws {
+                                      whileStarting: () throws -> Void = {}, consume: (Chunk) throws -> Void) throws {
         let queue = Queue<Chunk>(capacity: capacity)
         try withoutActuallyEscaping(produce) { produce in
             let producer = Producer(run: produce)
@@ -35,6 +36,7 @@ public enum ChunkHandoff {
                 queue.waitForProducer()
                 producer.run = nil  // the thread object may outlive this call; the producer must not
             }
+            try whileStarting()
             while let chunk = try queue.take() { try consume(chunk) }
         }
     }

@@ -59,4 +59,35 @@ struct ChunkHandoffTests {
         // The producer stopped when the consumer did: it emitted a few chunks past the failing one, not all.
         #expect(emitted.value < 10)
     }
+
+    @Test("Work done while the producer starts runs before the first chunk is consumed, as the producer makes chunks; its error stops the producer")
+    func whileStarting() throws {
+        let emitted = EmittedCount()
+        var received: [Int] = []
+        var emittedWhileStarting = 0
+        try ChunkHandoff.overlap(produce: { (emit: (Int) throws -> Void) in
+            for index in 0..<50 {
+                try emit(index)
+                emitted.value = index + 1
+            }
+        }, whileStarting: {
+            #expect(received.isEmpty)
+            // The producer fills the queue meanwhile: the caller's work and the first chunks overlap.
+            let deadline = Date().addingTimeInterval(5)
+            while emitted.value < 2 && Date() < deadline { usleep(1_000) }
+            emittedWhileStarting = emitted.value
+        }) { (chunk: Int) in received.append(chunk) }
+        #expect(received == Array(0..<50))
+        #expect(emittedWhileStarting >= 2)
+        emitted.value = 0
+        #expect(throws: Refused(at: -2)) {
+            try ChunkHandoff.overlap(produce: { (emit: (Int) throws -> Void) in
+                for index in 0..<100_000 {
+                    try emit(index)
+                    emitted.value = index + 1
+                }
+            }, whileStarting: { throw Refused(at: -2) }) { (_: Int) in Issue.record("nothing is consumed after the caller's work failed") }
+        }
+        #expect(emitted.value < 10)
+    }
 }
