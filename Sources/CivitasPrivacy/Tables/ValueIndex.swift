@@ -110,13 +110,12 @@ struct ValueIndex {
         }
     }
 
-    /// Whether `value`'s UTF-8 bytes are `bytes`.
+    /// Whether `value`'s UTF-8 bytes are `bytes` (read in place: the value is neither copied nor retained).
     private static func same(_ value: String, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        var value = value
-        return value.withUTF8 { stored in
+        value.utf8.withContiguousStorageIfAvailable { stored in
             guard stored.count == bytes.count else { return false }
             guard let a = stored.baseAddress, let b = bytes.baseAddress else { return true }
             return memcmp(a, b, bytes.count) == 0
-        }
+        } ?? value.utf8.elementsEqual(bytes)
     }
 }
