@@ -51,6 +51,8 @@ struct EnvelopeFiles: Sendable {
             }
             try sink.finishFlushing()
         } catch let error as CryptoError {
+            // The flush under way ends before the descriptor is closed.
+            try? sink.finishFlushing()
             throw StoreError(.database, "cannot write envelope file \(name) in \(folder): \(error.message)")
         }
         guard fsync(descriptor) == 0 else { throw failure("cannot make envelope file \(name) durable") }
