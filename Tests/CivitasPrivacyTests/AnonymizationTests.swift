@@ -332,6 +332,66 @@ struct AnonymizationTests {
         if slicedFrom == 0 { #expect(stopping.stoppedBeforeLastSlice > 0, "some counts of linked people must stop before their last slice, or the slices show nothing") }
     }
 
+    @Test("A column's labels whose records weigh fewer than k subjects never count more than a node suppresses, and a search stopped by them decides as a full evaluation",
+          arguments: [5, 8])
+    func failingLabelsBoundSuppression(k: Int) throws {
+        // People with one to three calls, each at its own minute: fine minutes fail, coarse ones pass.
+        var numbers = SeededNumbers(seed: 23)
+        var rows: [[String]] = []
+        for person in 0..<1_200 {
+            let zip = ["19401", "19403", "19406", "19422"][numbers.next(4)]
+            for _ in 0...(person % 3) {
+                let minute = String(format: "2016-%02d-%02d %02d:%02d:00", numbers.next(3) + 1, numbers.next(28) + 1, numbers.next(24), numbers.next(60))
+                rows.append([minute, zip, String(18 + numbers.next(40)), "P\(person)"])
+            }
+        }
+        let table = CSVTable(columns: ["time", "zip", "age", "person"], rows: rows)
+        let identifiers = [QuasiIdentifier(column: "time", hierarchy: .dateTruncation(units: [.hour, .day, .month, .year])),
+                           QuasiIdentifier(column: "zip", hierarchy: .masking(steps: [1, 1, 1])),
+                           QuasiIdentifier(column: "age", hierarchy: .intervals(widths: [10, 20]))]
+        let requirements = try AnonymityRequirements(k: k, maxSuppression: 0.05, subject: "person", linking: ["person"])
+        let prepared = try OptimalSearch().prepare(table, quasiIdentifiers: identifiers, requirements: requirements)
+        let whole = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let stopping = ClassEvaluator(table: prepared.encoded, requirements: requirements)
+        let limit = Int(0.05 * Double(prepared.encoded.subjectCount))
+        let lattice = Lattice(heights: prepared.encoded.heights)
+        var overcounting = 0, disagreeing = 0, feasible = 0
+        for node in 0..<lattice.size {
+            let levels = lattice.levels(of: node)
+            let full = try whole.evaluate(levels: levels, fromCells: true)
+            for (column, level) in levels.enumerated() where whole.failingLabels(column: column, level: level) > full.suppressed { overcounting += 1 }
+            let early = try stopping.evaluate(levels: levels, stopAbove: limit)
+            if (full.suppressed <= limit) != (early.suppressed <= limit) { disagreeing += 1 }
+            if full.suppressed <= limit { feasible += 1 }
+        }
+        #expect(overcounting == 0)
+        #expect(disagreeing == 0)
+        // Records as their own subjects: where one column is kept and the others fully generalized,
+        // the classes are that column's labels, and those below k are exactly the labels counted.
+        let records = try AnonymityRequirements(k: k, maxSuppression: 0.05)
+        let perRecord = ClassEvaluator(table: try OptimalSearch().prepare(table, quasiIdentifiers: identifiers, requirements: records).encoded, requirements: records)
+        var miscounted = 0, failingSeen = 0
+        for (column, height) in prepared.encoded.heights.enumerated() {
+            for level in 0..<height {
+                var levels = prepared.encoded.heights.map { $0 - 1 }
+                levels[column] = level
+                _ = try perRecord.evaluate(levels: levels, fromCells: true)
+                let failing = (0..<perRecord.classCount).filter { perRecord.size(ofClass: Int32($0)) < k }.count
+                if perRecord.failingLabels(column: column, level: level) != failing { miscounted += 1 }
+                failingSeen += failing
+            }
+        }
+        #expect(miscounted == 0)
+        #expect(failingSeen > 0)
+        #expect(stopping.labelBoundStops > 0 && feasible > 0, "some nodes must be decided by their labels and some be feasible, or the test shows nothing")
+        // The search finds the same generalization whether or not the labels decide some nodes.
+        let grouping = try OptimalSearch().prepare(table, quasiIdentifiers: identifiers, requirements: requirements)
+        grouping.evaluator.decidesByLabels = false
+        let searched = try prepared.search(), grouped = try grouping.search()
+        #expect(searched.levels == grouped.levels && searched.score == grouped.score)
+        #expect(prepared.evaluator.labelBoundStops > 0 && grouping.evaluator.labelBoundStops == 0)
+    }
+
     @Test("Released tables are k-anonymous under plain equality; suppressed records leave entirely", arguments: ["optimal", "mondrian"])
     func releasedTablesAreKAnonymous(algorithm: String) throws {
         for k in [2, 4, 10] {

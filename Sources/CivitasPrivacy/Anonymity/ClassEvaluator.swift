@@ -107,6 +107,17 @@ final class ClassEvaluator {
         let q = levels.count
         // Distinct generalized tuples possible: a bound on the classes.
         let keySpace = (multipliers.last ?? 1) &* UInt64(max(table.domainSizes(levels).last ?? 1, 1))
+        // Each label of a column whose records' subjects sum to fewer than k holds at least one
+        // class that fails (its classes lie within the label): with more such labels in one column
+        // than the limit, the generalization fails without grouping a record.
+        if let limit, decidesByLabels, requirements.diversity == nil {
+            let failing = levels.enumerated().map { failingLabels(column: $0.offset, level: $0.element) }.max() ?? 0
+            if failing > limit {
+                kept = []
+                labelBoundStops += 1
+                return Outcome(suppressed: failing, classes: Int(min(UInt64(table.cellCount.count), keySpace)), keptClasses: 0, complete: false)
+            }
+        }
         reset()
         // Where each spanning entry's class is found: the classes of the items grouped, and each entry's item.
         let entryClasses: (classOfItem: [Int32], itemOfEntry: [Int32])
@@ -188,6 +199,39 @@ final class ClassEvaluator {
             outcome.complete = linked.complete
         }
         return outcome
+    }
+
+    /// Whether an evaluation with a limit first asks ``failingLabels(column:level:)`` (turned off
+    /// only to show that the search finds the same generalization without it).
+    var decidesByLabels = true
+    /// Evaluations decided by ``failingLabels(column:level:)`` alone.
+    private(set) var labelBoundStops = 0
+
+    /// Per column, per level: the labels whose records' subjects, summed cell by cell, are fewer
+    /// than k (computed for a column when first asked).
+    private var failingLabelCounts: [[Int]?] = []
+
+    /// The labels of `column` at `level` whose cells' subject counts sum to fewer than k. Every
+    /// class of a generalization at this level lies within one label and weighs at most the sum
+    /// of its cells, so each of these labels holds at least one class below k.
+    func failingLabels(column: Int, level: Int) -> Int {
+        if failingLabelCounts.isEmpty { failingLabelCounts = Array(repeating: nil, count: table.quasiIdentifiers.count) }
+        if let counts = failingLabelCounts[column] { return counts[level] }
+        let q = table.quasiIdentifiers.count
+        var leafWeights = [Int](repeating: 0, count: table.codes[column][0].count)
+        table.cellLeaves.withUnsafeBufferPointer { leaves in
+            table.cellSubjects.withUnsafeBufferPointer { subjects in
+                for cell in 0..<subjects.count { leafWeights[Int(leaves[cell &* q &+ column])] &+= Int(subjects[cell]) }
+            }
+        }
+        let k = requirements.k
+        let counts = table.codes[column].enumerated().map { level, labelOfLeaf in
+            var labelWeights = [Int](repeating: 0, count: table.labels[column][level].count)
+            for (leaf, weight) in leafWeights.enumerated() { labelWeights[Int(labelOfLeaf[leaf])] &+= weight }
+            return labelWeights.reduce(0) { $0 + ($1 < k ? 1 : 0) }
+        }
+        failingLabelCounts[column] = counts
+        return counts[level]
     }
 
     /// Whether the released table carries the subject's pseudonym, which links a subject's records across classes.
