@@ -892,16 +892,34 @@ private struct SubjectGroups: @unchecked Sendable {
     }
 }
 
-/// Sorts `range` of `buffer` in ascending order (insertion: the lists are short).
+/// Sorts `range` of `buffer` in ascending order: two or three values by compare-exchanges
+/// without branches (most lists; their order is random, so branches would mispredict), longer
+/// lists by insertion (they are short).
 private func sortAscending(_ buffer: UnsafeMutableBufferPointer<Int32>, _ range: Range<Int>) {
-    guard range.count > 1 else { return }
-    for i in (range.lowerBound + 1)..<range.upperBound {
-        let value = buffer[i]
-        var position = i
-        while position > range.lowerBound && buffer[position - 1] > value {
-            buffer[position] = buffer[position - 1]
-            position -= 1
+    let first = range.lowerBound
+    switch range.count {
+    case 0, 1:
+        return
+    case 2:
+        let a = buffer[first], b = buffer[first + 1]
+        buffer[first] = min(a, b)
+        buffer[first + 1] = max(a, b)
+    case 3:
+        let a = buffer[first], b = buffer[first + 1], c = buffer[first + 2]
+        let low = min(a, b), high = max(a, b)
+        let top = max(high, c), middle = min(high, c)
+        buffer[first] = min(low, middle)
+        buffer[first + 1] = max(low, middle)
+        buffer[first + 2] = top
+    default:
+        for i in (first + 1)..<range.upperBound {
+            let value = buffer[i]
+            var position = i
+            while position > first && buffer[position - 1] > value {
+                buffer[position] = buffer[position - 1]
+                position -= 1
+            }
+            buffer[position] = value
         }
-        buffer[position] = value
     }
 }

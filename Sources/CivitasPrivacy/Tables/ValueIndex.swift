@@ -15,6 +15,9 @@ struct ValueIndex {
     private var hashes: [UInt64] = []
     /// Per slot: the hash's upper 32 bits, then the code + 1 (0 when the slot is empty).
     private var slots: [UInt64] = []
+    /// A hasher holding the process's seed and nothing else, copied for each value (the same
+    /// hash as a new `Hasher`, without reading the seed again).
+    private let seeded = Hasher()
 
     /// The code of `value` among `values`; a new value is appended to `values` and gets the next code.
     mutating func code(of value: String, in values: inout [String]) -> UInt32 {
@@ -38,7 +41,7 @@ struct ValueIndex {
         var start = 0
         while start < count {
             let size = min(batch, count - start)
-            for i in 0..<size { batchHashes[i] = Self.hash(bytes(start + i)) }
+            for i in 0..<size { batchHashes[i] = hash(bytes(start + i)) }
             // Grown before the batch, so that no slot read below moves while the batch is coded.
             if (hashes.count + size) * 2 > slots.count { grow(toHold: hashes.count + size) }
             let mask = slots.count - 1
@@ -64,14 +67,14 @@ struct ValueIndex {
 
     private static let tagMask: UInt64 = 0xFFFF_FFFF_0000_0000
 
-    private static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        var hasher = Hasher()
+    private func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var hasher = seeded
         hasher.combine(bytes: bytes)
         return UInt64(bitPattern: Int64(hasher.finalize()))
     }
 
     private mutating func code(of bytes: UnsafeRawBufferPointer, in values: inout [String], making: (UnsafeRawBufferPointer) -> String) -> UInt32 {
-        code(of: bytes, hash: Self.hash(bytes), in: &values, making: making)
+        code(of: bytes, hash: hash(bytes), in: &values, making: making)
     }
 
     private mutating func code(of bytes: UnsafeRawBufferPointer, hash: UInt64, in values: inout [String],
