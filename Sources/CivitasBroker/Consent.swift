@@ -49,7 +49,12 @@ public struct ConsentRequest: Sendable {
 extension Broker {
     /// The keyed hash under which a subject id of a dataset is stored (never the id itself).
     public func subjectHash(dataset: String, subject: String) -> [UInt8] {
-        subjects.mac(Array(dataset.utf8) + [0] + Array(subject.utf8))
+        var input: [UInt8] = []
+        input.reserveCapacity(dataset.utf8.count + 1 + subject.utf8.count)
+        input += dataset.utf8
+        input.append(0)
+        input += subject.utf8
+        return subjects.mac(input)
     }
 
     /// The text fields of a consent event, as the API names them.

@@ -22,7 +22,7 @@ extension Broker {
 
     /// Step 3's rule: basis consent releases subjects with an active grant; other bases drop
     /// subjects who objected. Callers ask once per subject (a person with many records is hashed once).
-    func consentRule(policy: AgreementPolicy, dataset: String, purpose: String) throws -> (String) -> Bool {
+    func consentRule(policy: AgreementPolicy, dataset: String, purpose: String) throws -> @Sendable (String) -> Bool {
         let states = try mapStore { try store.consentStates(dataset: dataset, purpose: purpose) }
         let requireGrant = policy.legalBasis == .consent
         return { subject in
@@ -68,10 +68,9 @@ extension Broker {
         // Segments are read and decrypted on another thread while the records of the last one are
         // taken in; the consent states are read while the first segments are (no record is taken
         // in before they are, and a subject would be refused without them).
-        var consent: ((String) -> Bool)?
-        var input = treatment.input(mayRelease: { subject in consent?(subject) ?? false })
+        var input = treatment.input(mayRelease: { _ in false })
         try ChunkHandoff.overlap(produce: { emit in try forEachSegment(of: dataset.id, sequences: batches, emit) },
-                                 whileStarting: { consent = try consentRule(policy: policy, dataset: dataset.id, purpose: purpose) }) { (chunk: RecordChunk) in
+                                 whileStarting: { input.mayRelease = try consentRule(policy: policy, dataset: dataset.id, purpose: purpose) }) { (chunk: RecordChunk) in
             try input.add(chunk)
         }
         return try treatment.finish(input, pseudonymizer: pseudonymizer, suppressionLimit: suppressionLimit, randomness: randomness())

@@ -1,4 +1,5 @@
 import CivitasCrypto
+import Dispatch
 import CivitasModel
 import CivitasPrivacy
 
@@ -44,6 +45,11 @@ public struct TreatmentOutcome: Sendable {
     }
 }
 
+/// One half of a chunk's consent decisions, handed back by the core that made them.
+private final class DecidedHalf: @unchecked Sendable {
+    var answers: [Bool] = []
+}
+
 /// The records as they leave, as CSV with a header (allowed fields only, pseudonymized,
 /// generalized), and what the treatment did.
 public struct TreatedRecords: Sendable {
@@ -76,7 +82,8 @@ public struct ReleaseTreatment: Sendable {
     /// fields (and the subject, counted whether or not it is released).
     public struct Input {
         let treatment: ReleaseTreatment
-        let mayRelease: (String) -> Bool
+        /// Whether a subject's records may be released; asked from several threads at once.
+        var mayRelease: @Sendable (String) -> Bool
         /// The allowed fields present in the records, in the policy's order.
         private(set) var released: [String] = []
         private(set) var table: ColumnarTable?
@@ -89,7 +96,7 @@ public struct ReleaseTreatment: Sendable {
         private var answers: [Bool] = []
         private var recordsOfSubject: [Int] = []
 
-        init(treatment: ReleaseTreatment, mayRelease: @escaping (String) -> Bool) {
+        init(treatment: ReleaseTreatment, mayRelease: @escaping @Sendable (String) -> Bool) {
             self.treatment = treatment
             self.mayRelease = mayRelease
         }
@@ -117,11 +124,10 @@ public struct ReleaseTreatment: Sendable {
             recordsRead += chunk.rowCount
             // Which records may go (consent, the cap per subject), asked once per subject; a
             // batch without the subject field has no subject to release: its records are checked as "".
-            try table.append(chunk, positions: positions, subject: subject) { code, newSubject in
-                if let newSubject {
-                    answers.append(mayRelease(newSubject))
-                    recordsOfSubject.append(0)
-                }
+            try table.append(chunk, positions: positions, subject: subject, announce: { newSubjects in
+                answers += decisions(newSubjects)
+            }) { code, newSubject in
+                if newSubject != nil { recordsOfSubject.append(0) }
                 guard answers[code] else {
                     withoutConsent += 1
                     return false
@@ -136,6 +142,22 @@ public struct ReleaseTreatment: Sendable {
                 return true
             }
         }
+
+        /// `mayRelease` of each subject, in order: on both cores when there are many (each
+        /// answer costs a keyed hash and a look-up among every subject's consent).
+        private func decisions(_ subjects: ArraySlice<String>) -> [Bool] {
+            guard subjects.count >= Self.concurrentDecisionsFrom else { return subjects.map(mayRelease) }
+            let halves = [DecidedHalf(), DecidedHalf()]
+            let rule = mayRelease
+            DispatchQueue.concurrentPerform(iterations: 2) { half in
+                let first = subjects.startIndex + subjects.count * half / 2, end = subjects.startIndex + subjects.count * (half + 1) / 2
+                halves[half].answers = subjects[first..<end].map(rule)
+            }
+            return halves[0].answers + halves[1].answers
+        }
+
+        /// New subjects in one chunk from which their decisions are split between both cores.
+        static let concurrentDecisionsFrom = 2_048
 
         /// The collected records, handed over: the input no longer holds them.
         mutating func takeTable() -> ColumnarTable? {
@@ -154,7 +176,7 @@ public struct ReleaseTreatment: Sendable {
     }
 
     /// An empty input for steps 3 and 4.
-    public func input(mayRelease: @escaping (String) -> Bool) -> Input {
+    public func input(mayRelease: @escaping @Sendable (String) -> Bool) -> Input {
         Input(treatment: self, mayRelease: mayRelease)
     }
 
@@ -166,7 +188,7 @@ public struct ReleaseTreatment: Sendable {
     }
 
     /// Treats a whole table at once (the same steps as `input` and `finish`).
-    public func apply(_ table: CSVTable, mayRelease: @escaping (String) -> Bool, pseudonymizer: Pseudonymizer,
+    public func apply(_ table: CSVTable, mayRelease: @escaping @Sendable (String) -> Bool, pseudonymizer: Pseudonymizer,
                       suppressionLimit: Double? = nil, randomness: AnyRandomWords = AnyRandomWords(SystemRandomness())) throws -> TreatedRecords {
         var records = input(mayRelease: mayRelease)
         try records.add(columns: table.columns, rows: table.rows)

@@ -64,6 +64,28 @@ struct ReleaseTreatmentTests {
         }
     }
 
+    @Test("Many new subjects in one batch are judged on both cores, each record by its own subject's consent")
+    func manyNewSubjectsJudgedTogether() throws {
+        // Far more new subjects in one batch than are judged on one core.
+        let many = BrokerFixture.records(people: 6_000, visitsEach: 2)
+        let treatment = ReleaseTreatment(schema: schema, policy: try policy(["k": 1]))
+        let pseudonymizer = try Pseudonymizer(master: master, domain: PseudonymDomain(agreement: "ag-1", partner: "b", purpose: "p", epoch: "2026"))
+        // Subjects refused by a rule that differs between the halves of the batch, so that answers
+        // given to the wrong half or in the wrong order show.
+        let refused: @Sendable (String) -> Bool = { subject in
+            let number = Int(subject.dropFirst()) ?? 0
+            return number < 13_000 ? number % 7 == 0 : number % 3 != 0
+        }
+        var input = treatment.input(mayRelease: { !refused($0) })
+        try input.add(columns: many.columns, rows: many.rows)
+        let treated = try treatment.finish(input, pseudonymizer: pseudonymizer, randomness: AnyRandomWords(SeededRandomness(state: 11)))
+        let expected = many.rows.filter { !refused($0[0]) }.map { [pseudonymizer.pseudonym($0[0])] + Array($0[1...5]) }
+        let released = try CSVTable.parse(treated.payload, delimiter: 0x2C)
+        #expect(treated.outcome.recordsWithoutConsent == many.rows.count - expected.count)
+        #expect(released.rows == expected)
+        #expect(expected.count > 1_000 && expected.count < many.rows.count - 1_000, "both answers must be common, or the test shows nothing")
+    }
+
     @Test("The released rows are the records' rows: consent, cap, projection and pseudonyms, in dataset order")
     func projectedRows() throws {
         let treatment = ReleaseTreatment(schema: schema, policy: try policy(["k": 1, "max_records_per_subject": 2]))

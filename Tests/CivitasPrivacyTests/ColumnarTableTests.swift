@@ -28,17 +28,21 @@ struct ColumnarTableTests {
         let positions: [Int?] = [2, 0, nil, 3, 4]
         func admitted(_ subject: String) -> Bool { subject.utf8.reduce(0) { $0 &+ Int($1) } % 3 != 1 }
         var bulk = ColumnarTable(columns: ["a", "b", "c", "d", "subject"]), single = bulk
-        var asked: [String] = [], answers: [Bool] = []
+        var asked: [String] = [], answers: [Bool] = [], announced: [String] = [], unannounced = 0
         for part in [rows[..<700], rows[700...]] {
             bulk.append(RecordChunk(columns: ["x0", "x1", "x2", "x3", "x4"], rows: Array(part)), positions: positions,
-                        subject: bySubject ? 4 : nil) { code, newSubject in
+                        subject: bySubject ? 4 : nil, announce: { announced += $0 }) { code, newSubject in
                 if let newSubject {
                     asked.append(newSubject)
                     answers.append(admitted(newSubject))
+                    // Every new subject was announced before it is asked about.
+                    if announced.count < asked.count || announced[asked.count - 1] != newSubject { unannounced += 1 }
                 }
                 return answers[code]
             }
         }
+        #expect(announced == asked)
+        #expect(unannounced == 0)
         var kept = 0
         for row in rows {
             let record = positions.map { position in position.map { $0 < row.count ? row[$0] : "" } ?? "" }

@@ -57,13 +57,22 @@ public struct ColumnarTable: Sendable {
         rowCount += 1
     }
 
+    /// ``append(_:positions:subject:announce:admit:)`` without announcing new subjects.
+    public mutating func append(_ chunk: RecordChunk, positions: [Int?], subject: Int?,
+                                admit: (_ code: Int, _ newValue: String?) throws -> Bool) rethrows {
+        try append(chunk, positions: positions, subject: subject, announce: { _ in }, admit: admit)
+    }
+
     /// Appends the records of `chunk` that `admit` lets in, in order: column `c` takes value
     /// `positions[c]` of the record (an empty value when the position is nil or past the row's
     /// end). With `subject`, each record's value of that column is coded first and `admit` is
     /// asked with its code and, the first time a code is seen, its value; without, every record is
-    /// let in. The other columns are filled on all cores, each column by one of them, so the
-    /// outcome is that of appending one by one.
+    /// let in. Before `admit` is first asked about a chunk, `announce` is given the chunk's new
+    /// subject values in code order (all at once, so that they can be judged together). The other
+    /// columns are filled on all cores, each column by one of them, so the outcome is that of
+    /// appending one by one.
     public mutating func append(_ chunk: RecordChunk, positions: [Int?], subject: Int?,
+                                announce: (_ newValues: ArraySlice<String>) throws -> Void,
                                 admit: (_ code: Int, _ newValue: String?) throws -> Bool) rethrows {
         precondition(!closed && positions.count == columns.count, "records appended to a closed table, or of the wrong width")
         let width = columns.count
@@ -78,6 +87,7 @@ public struct ColumnarTable: Sendable {
                 var nextNew = values[subject].count
                 index[subject].appendCodes(count: records.rowCount, of: { records.bytes(row: $0, position: position) },
                                            in: &values[subject], to: &chunkCodes)
+                try announce(values[subject][nextNew...])
                 for (row, code) in chunkCodes.enumerated() {
                     let isNew = Int(code) == nextNew
                     if isNew { nextNew += 1 }
