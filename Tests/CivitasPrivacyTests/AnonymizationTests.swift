@@ -569,6 +569,71 @@ struct AnonymizationTests {
         #expect(encoded.cellCount.reduce(0, +) == Int32(rows.count))
     }
 
+    @Test("Levels labelled from one value per finer label are the labels of every value, for each kind of hierarchy", arguments: [
+        Hierarchy.dateTruncation(units: [.hour, .day, .month, .year]), .dateTruncation(units: [.minute, .minute, .day]),
+        .geoGrid(fractionDigits: [3, 2, 1, 0]), .geoGrid(fractionDigits: [2, 2, 0]), .masking(steps: [1, 0, 2]),
+        .intervals(widths: [5, 10, 20, 40]), .intervals(widths: [1, 3, 6]),
+    ])
+    func derivedLevelsMatchEveryValue(_ hierarchy: Hierarchy) throws {
+        var numbers = SeededNumbers(seed: 41)
+        var values: [String] = []
+        for _ in 0..<4_000 {
+            switch hierarchy {
+            case .dateTruncation:
+                // Plain stamps, a `T`, a CR (one character with the LF after it) and letters beyond ASCII.
+                let stamp = String(format: "20%02d-%02d-%02d %02d:%02d:%02d", 15 + numbers.next(3), 1 + numbers.next(12), 1 + numbers.next(28),
+                                   numbers.next(24), numbers.next(60), numbers.next(60))
+                values.append([stamp, stamp.replacingOccurrences(of: " ", with: "T"), String(stamp.prefix(12)) + "\r\n" + "5",
+                               "é" + stamp, String(stamp.prefix(numbers.next(19)))][numbers.next(5)])
+            case .geoGrid:
+                // Plain decimals around carries, negatives and leading zeros.
+                let whole = [0, 9, 10, 75, 99, 100][numbers.next(6)]
+                let fraction = (0..<numbers.next(6)).map { _ in ["0", "9"][numbers.next(2)] }.joined()
+                let digits = numbers.next(3) == 0 ? String(numbers.next(1_000_000)) : fraction
+                values.append((numbers.next(2) == 0 ? "-" : "") + (numbers.next(5) == 0 ? "0" : "") + String(whole) + (digits.isEmpty && numbers.next(2) == 0 ? "" : "." + digits))
+            case .masking:
+                values.append([String(19_400 + numbers.next(100)), String(19_400 + numbers.next(100)) + ".0", "1" + String(numbers.next(10)),
+                               "A" + String(numbers.next(1_000)) + "*", ""][numbers.next(5)])
+            default:
+                values.append([String(numbers.next(200) - 100), String(numbers.next(200) - 100) + "." + String(numbers.next(10)), "", "7.0"][numbers.next(4)])
+            }
+        }
+        let table = try ColumnarTable(CSVTable(columns: ["q", "s"], rows: values.map { [$0, "x"] }))
+        let qi = [QuasiIdentifier(column: "q", hierarchy: hierarchy)]
+        #expect(hierarchy.coarserLevelsFollowFromFiner(values: table.values[0]), "the test must take the derived path")
+        let derived = try EncodedTable(table: table, quasiIdentifiers: qi, sensitive: nil)
+        let everyValue = try EncodedTable(table: table, quasiIdentifiers: qi, sensitive: nil, deriving: false)
+        #expect(derived.codes == everyValue.codes)
+        #expect(derived.labels == everyValue.labels)
+        // And each leaf's label at each level is the hierarchy's label of its value.
+        var wrong = 0
+        for (leaf, value) in table.values[0].enumerated() {
+            let expected = try hierarchy.labels(for: value)
+            for level in 0..<hierarchy.height where derived.labels[0][level][Int(derived.codes[0][level][leaf])] != expected[level] { wrong += 1 }
+        }
+        #expect(wrong == 0)
+        #expect(derived.labels[0][1].count > derived.labels[0][hierarchy.height - 2].count, "coarser levels must merge labels, or the test shows nothing")
+    }
+
+    @Test("Hierarchies whose coarser labels need not follow from finer ones are labelled value by value", arguments: [
+        Hierarchy.dateTruncation(units: [.day, .hour]), .intervals(widths: [5, 7]), .geoGrid(fractionDigits: [1, 2]), .masking(steps: [2, -1]),
+        .explicit(levels: ["a": ["x", "*"], "b": ["y", "*"]], height: 3),
+    ])
+    func nonNestedHierarchiesAreNotDerived(_ hierarchy: Hierarchy) throws {
+        #expect(!hierarchy.coarserLevelsFollowFromFiner(values: ["1.5", "a"]))
+        // Grid digits that decrease still need plain decimals.
+        #expect(!Hierarchy.geoGrid(fractionDigits: [2, 1]).coarserLevelsFollowFromFiner(values: ["1.25", "+1.25"]))
+        #expect(Hierarchy.geoGrid(fractionDigits: [2, 1]).coarserLevelsFollowFromFiner(values: ["1.25", "-01.", "7"]))
+    }
+
+    @Test("Date units that do not shorten still refuse as not a tree")
+    func unitsOutOfOrderAreRefused() throws {
+        let table = try ColumnarTable(CSVTable(columns: ["t", "s"], rows: [["2016-01-01 03:00:00", "a"], ["2016-01-01 04:00:00", "b"]]))
+        #expect(throws: PrivacyError.self) {
+            _ = try EncodedTable(table: table, quasiIdentifiers: [QuasiIdentifier(column: "t", hierarchy: .dateTruncation(units: [.day, .hour]))], sensitive: nil)
+        }
+    }
+
     @Test("Values a transform merged are one released value, counted as one class")
     func mergedValuesAreOneClass() throws {
         var table = try ColumnarTable(CSVTable(columns: ["zip", "sex"], rows: [["19401", "F"], ["19402", "F"], ["19403", "M"], ["19404", "M"]]))

@@ -37,7 +37,10 @@ struct EncodedTable {
     var heights: [Int] { quasiIdentifiers.map(\.hierarchy.height) }
 
     /// `columnIndexes` and `sensitiveIndex` are positions in `table`, whose codes are the leaf codes.
-    init(table: ColumnarTable, quasiIdentifiers: [QuasiIdentifier], sensitive: String?, subject: String? = nil) throws {
+    /// With `deriving`, a column whose hierarchy makes each coarser label a function of the finer
+    /// one (``Hierarchy/coarserLevelsFollowFromFiner(values:)``) has its levels above the first
+    /// labelled from one value per finer label; without, every level from every value.
+    init(table: ColumnarTable, quasiIdentifiers: [QuasiIdentifier], sensitive: String?, subject: String? = nil, deriving: Bool = true) throws {
         guard !quasiIdentifiers.isEmpty else { throw PrivacyError(.invalidParameter, "at least one quasi-identifier is needed") }
         guard Set(quasiIdentifiers.map(\.column)).count == quasiIdentifiers.count else {
             throw PrivacyError(.invalidParameter, "a quasi-identifier is named twice")
@@ -53,15 +56,22 @@ struct EncodedTable {
         // Leaves are the table's distinct values; each is generalized once, not once per record.
         let leafOfRow = columnIndexes.map { table.codes[$0] }
         // Each level of each column is labelled on its own (the levels spread over both cores, the
-        // columns with the most values first); the first column's error in column order is the one reported.
+        // columns with the most values first), or, where coarser labels follow from finer ones, a
+        // column's levels from the first up in one task; the first column's error in column order
+        // is the one reported.
         let columnIndexes = self.columnIndexes
-        var tasks: [(column: Int, level: Int)] = []
+        var tasks: [(column: Int, levels: Range<Int>)] = []
         for column in quasiIdentifiers.indices {
-            for level in (table.hasDistinctValues[columnIndexes[column]] ? 1 : 0)..<quasiIdentifiers[column].hierarchy.height {
-                tasks.append((column, level))
+            let hierarchy = quasiIdentifiers[column].hierarchy, values = table.values[columnIndexes[column]]
+            let first = table.hasDistinctValues[columnIndexes[column]] ? 1 : 0
+            if deriving && hierarchy.height > 2 && hierarchy.coarserLevelsFollowFromFiner(values: values) {
+                if first == 0 { tasks.append((column, 0..<1)) }
+                tasks.append((column, 1..<hierarchy.height))
+            } else {
+                for level in first..<hierarchy.height { tasks.append((column, level..<(level + 1))) }
             }
         }
-        tasks.sort { (-table.values[columnIndexes[$0.column]].count, $0.column, $0.level) < (-table.values[columnIndexes[$1.column]].count, $1.column, $1.level) }
+        tasks.sort { (-table.values[columnIndexes[$0.column]].count, $0.column, $0.levels.lowerBound) < (-table.values[columnIndexes[$1.column]].count, $1.column, $1.levels.lowerBound) }
         let sensitiveOfRow = sensitiveIndex.map { table.codes[$0] } ?? [UInt32](repeating: 0, count: table.rowCount)
         let sensitiveValues = sensitiveIndex.map { table.values[$0] } ?? []
         let subjectIndex = try subject.map { subject in
@@ -81,8 +91,8 @@ struct EncodedTable {
                 merged.cells = Cells(table: table, leafOfRow: leafOfRow + [sensitiveOfRow], radixes: radixes, subjectIndex: subjectIndex)
                 return
             }
-            let (column, level) = levelTasks[task - 1]
-            labelled[task - 1].result = Self.label(quasiIdentifiers[column], level: level, values: table.values[columnIndexes[column]])
+            let (column, levels) = levelTasks[task - 1]
+            labelled[task - 1].result = Self.label(quasiIdentifiers[column], levels: levels, values: table.values[columnIndexes[column]])
         }
         var codes: [[[UInt32]]] = [], labels: [[[String]]] = []
         for (column, qi) in quasiIdentifiers.enumerated() {
@@ -95,11 +105,13 @@ struct EncodedTable {
             }
             // The first value (in code order) that a level refuses.
             var refused: (leaf: Int, error: PrivacyError)?
-            for (task, (taskColumn, level)) in tasks.enumerated() where taskColumn == column {
+            for (task, (taskColumn, levels)) in tasks.enumerated() where taskColumn == column {
                 switch labelled[task].result {
-                case .success(let (levelCodes, levelLabels)):
-                    columnCodes[level] = levelCodes
-                    columnLabels[level] = levelLabels
+                case .success(let labelledLevels):
+                    for (level, labelled) in zip(levels, labelledLevels) {
+                        columnCodes[level] = labelled.codes
+                        columnLabels[level] = labelled.labels
+                    }
                 case .failure(let failure):
                     if refused.map({ failure.leaf < $0.leaf }) ?? true { refused = (failure.leaf, failure.error) }
                 }
@@ -234,15 +246,46 @@ struct EncodedTable {
         var cells = Cells()
     }
 
-    /// One level's labels, handed back by the core that made them.
+    /// Some levels' labels, handed back by the core that made them.
     private final class LabelledLevel: @unchecked Sendable {
-        var result: Result<(codes: [UInt32], labels: [String]), RefusedLeaf> = .success(([], []))
+        var result: Result<[(codes: [UInt32], labels: [String])], RefusedLeaf> = .success([])
     }
 
     /// The first value of a column, in code order, that its hierarchy refuses.
     private struct RefusedLeaf: Error {
         let leaf: Int
         let error: PrivacyError
+    }
+
+    /// At the first of `levels`, each leaf's label code and the labels in code order, from every
+    /// value; at each further level (only where coarser labels follow from finer ones), the same
+    /// from one value per label of the level below: the first leaf, in code order, that has it.
+    /// The codes are those that labelling every value would give (numbered in order of first leaf).
+    private static func label(_ qi: QuasiIdentifier, levels: Range<Int>, values: [String]) -> Result<[(codes: [UInt32], labels: [String])], RefusedLeaf> {
+        var labelled: [(codes: [UInt32], labels: [String])] = []
+        for level in levels {
+            guard let finer = labelled.last else {
+                switch label(qi, level: level, values: values) {
+                case .success(let first): labelled.append(first)
+                case .failure(let refused): return .failure(refused)
+                }
+                continue
+            }
+            var representative = [Int](repeating: -1, count: finer.labels.count)
+            for (leaf, code) in finer.codes.enumerated() where representative[Int(code)] < 0 { representative[Int(code)] = leaf }
+            var coarserOfFiner: [UInt32] = [], labels: [String] = []
+            coarserOfFiner.reserveCapacity(representative.count)
+            var index = ValueIndex()
+            for leaf in representative {
+                do {
+                    coarserOfFiner.append(index.code(of: try qi.hierarchy.label(for: values[leaf], atLevel: level), in: &labels))
+                } catch {
+                    return .failure(RefusedLeaf(leaf: leaf, error: error as? PrivacyError ?? PrivacyError(.invalidValue, "\(error)")))
+                }
+            }
+            labelled.append((finer.codes.map { coarserOfFiner[Int($0)] }, labels))
+        }
+        return .success(labelled)
     }
 
     /// At one level of `qi`'s hierarchy: each leaf's label code, and the labels in code order.

@@ -139,6 +139,43 @@ public enum Hierarchy: Sendable, Equatable {
         }
     }
 
+    /// Whether, for these values, each level's label above the first is a function of the label
+    /// one level below (values with equal labels at a level have equal labels at every coarser
+    /// one), so that a coarser level can be labelled from one value per finer label. Holds by
+    /// construction for truncations that only get coarser: date units whose prefixes shorten,
+    /// masking by non-negative steps, interval widths that each divide the next, and grid digits
+    /// that decrease on plain decimals (`-?[0-9]+(.[0-9]*)?`, where the label is the value rounded
+    /// down). Explicit trees are not assumed to be trees.
+    func coarserLevelsFollowFromFiner(values: [String]) -> Bool {
+        switch self {
+        case .explicit, .suppressionOnly:
+            return false
+        case .intervals(let widths):
+            return widths.allSatisfy { $0 > 0 } && zip(widths, widths.dropFirst()).allSatisfy { $1 % $0 == 0 }
+        case .dateTruncation(let units):
+            return zip(units, units.dropFirst()).allSatisfy { $0.prefixLength >= $1.prefixLength }
+        case .masking(let steps):
+            return steps.allSatisfy { $0 >= 0 }
+        case .geoGrid(let digits):
+            return digits.allSatisfy { $0 >= 0 } && zip(digits, digits.dropFirst()).allSatisfy { $0 >= $1 }
+                && values.allSatisfy(Self.isPlainDecimal)
+        }
+    }
+
+    /// Whether the text is a plain decimal: `-?[0-9]+(.[0-9]*)?`.
+    static func isPlainDecimal(_ value: String) -> Bool {
+        var text = value
+        return text.withUTF8 { bytes in
+            var i = bytes.first == UInt8(ascii: "-") ? 1 : 0
+            let wholeStart = i
+            while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 { i += 1 }
+            guard i > wholeStart else { return false }
+            guard i < bytes.count else { return true }
+            guard bytes[i] == UInt8(ascii: ".") else { return false }
+            return bytes[(i + 1)...].allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+        }
+    }
+
     /// The largest integer not above a decimal written `-12.5` or `7`, and whether the decimal is
     /// that integer; nil if the text is not a decimal.
     static func floorOfDecimal(_ value: String) -> (Int64, Bool)? {
