@@ -770,7 +770,7 @@ private struct SpanningBuffers: @unchecked Sendable {
                 // count is one record, in one cache line.
                 distinct[start + count] = id
                 count &+= isNew ? 1 : 0
-                hash &+= isNew ? mixed(id) : 0
+                hash &+= isNew ? spreadClassNumber(id) : 0
                 tally[record + ClassTally.repeats] &+= isNew ? 0 : 1
                 tally[record + ClassTally.linked] &+= isNew ? 1 : 0
             }
@@ -782,13 +782,6 @@ private struct SpanningBuffers: @unchecked Sendable {
         }
     }
 
-    /// A class number spread over 64 bits (SplitMix64's finalizer), summed into a set's hash.
-    private func mixed(_ id: Int32) -> UInt64 {
-        var z = UInt64(UInt32(bitPattern: id)) &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 /// Where ``ClassEvaluator``'s count of linked subjects finds each slice's subjects; each core
@@ -890,6 +883,16 @@ private struct SubjectGroups: @unchecked Sendable {
         for i in 0..<count where distinct[first + i] != distinct[second + i] { return false }
         return true
     }
+}
+
+/// A class number spread over 64 bits (SplitMix64's finalizer): summed over a set of classes, the
+/// set's hash, whatever the order the classes come in.
+@inline(__always)
+func spreadClassNumber(_ id: Int32) -> UInt64 {
+    var z = UInt64(UInt32(bitPattern: id)) &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
 }
 
 /// Sorts `range` of `buffer` in ascending order: two or three values by compare-exchanges

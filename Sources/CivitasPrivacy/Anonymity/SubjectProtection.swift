@@ -32,15 +32,18 @@ struct SubjectProtection {
         let bySubject = recordsGroupedByCode(encoded.subjectOfRow, codeCount: encoded.subjectCount)
         let linking = try requirements.linking.map { name in
             let column = try table.index(of: name)
-            return (values: table.codes[column], grouped: recordsGroupedByCode(table.codes[column], codeCount: table.values[column].count))
+            // The subject's own column (a pseudonym of it): each value is one subject, under the same code.
+            return (values: table.codes[column], grouped: recordsGroupedByCode(table.codes[column], codeCount: table.values[column].count),
+                    valuesAreSubjects: name == requirements.subject)
         }
         if !linking.isEmpty {
             var changed = true
             while changed {
                 changed = dropClassesBelowRequirements(bySubject: bySubject, classOfRow: classOfRow, classCount: classCount, encoded: encoded, keep: &keep)
                 for column in linking {
-                    changed = dropLinkedGroupsBelowK(values: column.values, byValue: column.grouped, classOfRow: classOfRow, classCount: classCount,
-                                                     subjectOfRow: encoded.subjectOfRow, subjectCount: encoded.subjectCount, keep: &keep) || changed
+                    changed = dropLinkedGroupsBelowK(values: column.values, byValue: column.grouped, valuesAreSubjects: column.valuesAreSubjects,
+                                                     classOfRow: classOfRow, classCount: classCount, subjectOfRow: encoded.subjectOfRow,
+                                                     subjectCount: encoded.subjectCount, keep: &keep) || changed
                 }
             }
         }
@@ -117,9 +120,11 @@ struct SubjectProtection {
     }
 
     /// Groups the kept records' linking values by the set of classes they appear in, and drops the
-    /// records of groups that hold fewer than k distinct subjects. Returns whether anything was dropped.
-    private func dropLinkedGroupsBelowK(values: [UInt32], byValue: (ordered: [Int32], starts: [Int]), classOfRow: [Int32], classCount: Int,
-                                        subjectOfRow: [UInt32], subjectCount: Int, keep: inout [Bool]) -> Bool {
+    /// records of groups that hold fewer than k distinct subjects (when `valuesAreSubjects`, each
+    /// value is the subject of that code, and a group's subjects are its values). Returns whether
+    /// anything was dropped.
+    private func dropLinkedGroupsBelowK(values: [UInt32], byValue: (ordered: [Int32], starts: [Int]), valuesAreSubjects: Bool, classOfRow: [Int32],
+                                        classCount: Int, subjectOfRow: [UInt32], subjectCount: Int, keep: inout [Bool]) -> Bool {
         let valueCount = byValue.starts.count - 1
         // Per value: its distinct classes (sorted) and its distinct subjects, among the kept records;
         // the values in two halves, one per core, joined in order.
@@ -129,17 +134,21 @@ struct SubjectProtection {
         DispatchQueue.concurrentPerform(iterations: parts) { part in
             collected[part].sets = ValueSets(values: (valueCount * part / parts)..<(valueCount * (part + 1) / parts), byValue: byValue,
                                              keep: kept, classOfRow: classOfRow, classCount: classCount, subjectOfRow: subjectOfRow,
-                                             subjectCount: subjectCount)
+                                             subjectCount: subjectCount, listingSubjects: !valuesAreSubjects)
         }
-        var classStarts = [0], classList: [Int32] = [], subjectStarts = [0], subjectList: [Int32] = []
+        var classStarts = [0], classList: [Int32] = [], subjectStarts = [0], subjectList: [Int32] = [], setHashes: [UInt64] = []
         classStarts.reserveCapacity(valueCount + 1)
-        subjectStarts.reserveCapacity(valueCount + 1)
+        setHashes.reserveCapacity(valueCount)
+        if !valuesAreSubjects { subjectStarts.reserveCapacity(valueCount + 1) }
         for part in collected {
             let (classBase, subjectBase) = (classList.count, subjectList.count)
             classStarts += part.sets.classEnds.map { $0 + classBase }
-            subjectStarts += part.sets.subjectEnds.map { $0 + subjectBase }
             classList += part.sets.classes
-            subjectList += part.sets.subjects
+            setHashes += part.sets.hashes
+            if !valuesAreSubjects {
+                subjectStarts += part.sets.subjectEnds.map { $0 + subjectBase }
+                subjectList += part.sets.subjects
+            }
         }
         // Values with the same set of classes form one group, found by the set's hash and compared exactly.
         var tableSize = 16
@@ -148,34 +157,40 @@ struct SubjectProtection {
         var groupOfSlot = [Int32](repeating: -1, count: tableSize)
         var groupOfValue = [Int32](repeating: -1, count: valueCount)
         var groups = 0
-        for value in 0..<valueCount where classStarts[value + 1] > classStarts[value] {
-            let classes = classList[classStarts[value]..<classStarts[value + 1]]
-            var hasher = Hasher()
-            for id in classes { hasher.combine(id) }
-            var slot = hasher.finalize() & (tableSize - 1)
-            while true {
-                let other = Int(representative[slot])
-                if other < 0 {
-                    representative[slot] = Int32(value)
-                    groupOfSlot[slot] = Int32(groups)
-                    groups += 1
-                    break
+        classList.withUnsafeBufferPointer { classList in
+            for value in 0..<valueCount where classStarts[value + 1] > classStarts[value] {
+                let first = classStarts[value], count = classStarts[value + 1] - first
+                var slot = Int(truncatingIfNeeded: (setHashes[value] &* 0x9E37_79B9_7F4A_7C15) >> 32) & (tableSize - 1)
+                while true {
+                    let other = Int(representative[slot])
+                    if other < 0 {
+                        representative[slot] = Int32(value)
+                        groupOfSlot[slot] = Int32(groups)
+                        groups += 1
+                        break
+                    }
+                    if setHashes[other] == setHashes[value] && classStarts[other + 1] - classStarts[other] == count
+                        && (0..<count).allSatisfy({ classList[classStarts[other] + $0] == classList[first + $0] }) { break }
+                    slot = (slot + 1) & (tableSize - 1)
                 }
-                if classList[classStarts[other]..<classStarts[other + 1]].elementsEqual(classes) { break }
-                slot = (slot + 1) & (tableSize - 1)
+                groupOfValue[value] = groupOfSlot[slot]
             }
-            groupOfValue[value] = groupOfSlot[slot]
         }
-        // Each group's distinct subjects: its values' subjects, each counted once per group.
-        let byGroup = recordsGroupedByCode(groupOfValue.map { $0 < 0 ? UInt32(groups) : UInt32($0) }, codeCount: groups + 1)
+        // Each group's distinct subjects: its values' subjects, each counted once per group (its
+        // values, when each value is its own subject).
         var subjectsOfGroup = [Int](repeating: 0, count: groups)
-        var lastGroupOfSubject = [Int32](repeating: -1, count: subjectCount)
-        for group in 0..<groups {
-            for position in byGroup.starts[group]..<byGroup.starts[group + 1] {
-                let value = Int(byGroup.ordered[position])
-                for subject in subjectList[subjectStarts[value]..<subjectStarts[value + 1]] where lastGroupOfSubject[Int(subject)] != Int32(group) {
-                    lastGroupOfSubject[Int(subject)] = Int32(group)
-                    subjectsOfGroup[group] += 1
+        if valuesAreSubjects {
+            for group in groupOfValue where group >= 0 { subjectsOfGroup[Int(group)] += 1 }
+        } else {
+            let byGroup = recordsGroupedByCode(groupOfValue.map { $0 < 0 ? UInt32(groups) : UInt32($0) }, codeCount: groups + 1)
+            var lastGroupOfSubject = [Int32](repeating: -1, count: subjectCount)
+            for group in 0..<groups {
+                for position in byGroup.starts[group]..<byGroup.starts[group + 1] {
+                    let value = Int(byGroup.ordered[position])
+                    for subject in subjectList[subjectStarts[value]..<subjectStarts[value + 1]] where lastGroupOfSubject[Int(subject)] != Int32(group) {
+                        lastGroupOfSubject[Int(subject)] = Int32(group)
+                        subjectsOfGroup[group] += 1
+                    }
                 }
             }
         }
@@ -192,37 +207,46 @@ struct SubjectProtection {
 }
 
 /// The distinct classes (sorted) and distinct subjects of a range of a linking column's values,
-/// among the kept records: each value's lists one after another, with where each ends.
+/// among the kept records: each value's lists one after another, with where each ends, and a hash
+/// of each value's set of classes.
 private struct ValueSets {
-    var classEnds: [Int] = [], classes: [Int32] = []
+    var classEnds: [Int] = [], classes: [Int32] = [], hashes: [UInt64] = []
     var subjectEnds: [Int] = [], subjects: [Int32] = []
 
     init() {}
 
+    /// Without `listingSubjects`, the subjects' lists stay empty.
     init(values: Range<Int>, byValue: (ordered: [Int32], starts: [Int]), keep: [Bool], classOfRow: [Int32], classCount: Int,
-         subjectOfRow: [UInt32], subjectCount: Int) {
+         subjectOfRow: [UInt32], subjectCount: Int, listingSubjects: Bool) {
         var lastValueOfClass = [Int32](repeating: -1, count: classCount)
-        var lastValueOfSubject = [Int32](repeating: -1, count: subjectCount)
+        var lastValueOfSubject = [Int32](repeating: -1, count: listingSubjects ? subjectCount : 0)
         classEnds.reserveCapacity(values.count)
-        subjectEnds.reserveCapacity(values.count)
+        hashes.reserveCapacity(values.count)
+        if listingSubjects { subjectEnds.reserveCapacity(values.count) }
         for value in values {
             let marker = Int32(value), first = classes.count
+            var hash: UInt64 = 0
             for position in byValue.starts[value]..<byValue.starts[value + 1] {
                 let r = Int(byValue.ordered[position])
                 guard keep[r] else { continue }
-                let id = Int(classOfRow[r]), subject = Int(subjectOfRow[r])
+                let id = Int(classOfRow[r])
                 if lastValueOfClass[id] != marker {
                     lastValueOfClass[id] = marker
                     classes.append(Int32(id))
+                    hash &+= spreadClassNumber(Int32(id))
                 }
-                if lastValueOfSubject[subject] != marker {
-                    lastValueOfSubject[subject] = marker
-                    subjects.append(Int32(subject))
+                if listingSubjects {
+                    let subject = Int(subjectOfRow[r])
+                    if lastValueOfSubject[subject] != marker {
+                        lastValueOfSubject[subject] = marker
+                        subjects.append(Int32(subject))
+                    }
                 }
             }
-            classes[first...].sort()
+            if classes.count - first > 1 { classes[first...].sort() }
             classEnds.append(classes.count)
-            subjectEnds.append(subjects.count)
+            hashes.append(hash)
+            if listingSubjects { subjectEnds.append(subjects.count) }
         }
     }
 }
