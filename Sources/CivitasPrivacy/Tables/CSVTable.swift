@@ -166,10 +166,15 @@ public struct CSVWriter: Sendable {
             }
             lengths.values[part] = total
         }
-        let start = bytes.count
-        bytes.append(contentsOf: repeatElement(0, count: lengths.values.reduce(0, +)))
+        let start = bytes.count, total = lengths.values.reduce(0, +)
         let delimiter = self.delimiter
-        bytes.withUnsafeMutableBufferPointer { out in
+        // The output is a new array whose bytes after those already written are first touched by
+        // the core that writes them (not zeroed beforehand on one); the parts write every one of
+        // them, since their lengths were counted from the same codes.
+        let written = bytes
+        bytes = []
+        bytes = [UInt8](unsafeUninitializedCapacity: start + total) { out, initialized in
+          _ = UnsafeMutableBufferPointer(rebasing: out[0..<start]).initialize(fromContentsOf: written)
           Self.withBuffers(columns) { fieldBytes, fieldStarts in
             let output = Output(bytes: out, fieldBytes: fieldBytes, fieldStarts: fieldStarts)
             DispatchQueue.concurrentPerform(iterations: parts) { part in
@@ -197,6 +202,7 @@ public struct CSVWriter: Sendable {
                 }
             }
           }
+          initialized = start + total
         }
         records += count
     }
@@ -261,16 +267,20 @@ public struct CSVWriter: Sendable {
     }
 
     private static func writeField(_ cell: String, delimiter: UInt8, to bytes: inout [UInt8]) {
-        let needsQuotes = cell.utf8.contains { $0 == delimiter || $0 == 0x22 || $0 == 0x0A || $0 == 0x0D }
-        if needsQuotes {
+        var cell = cell
+        cell.withUTF8 { utf8 in
+            var needsQuotes = false
+            for byte in utf8 where byte == delimiter || byte == 0x22 || byte == 0x0A || byte == 0x0D {
+                needsQuotes = true
+                break
+            }
+            guard needsQuotes else { return bytes.append(contentsOf: utf8) }
             bytes.append(0x22)
-            for byte in cell.utf8 {
+            for byte in utf8 {
                 if byte == 0x22 { bytes.append(0x22) }
                 bytes.append(byte)
             }
             bytes.append(0x22)
-        } else {
-            bytes.append(contentsOf: cell.utf8)
         }
     }
 }
