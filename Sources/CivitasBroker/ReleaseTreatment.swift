@@ -157,7 +157,7 @@ public struct ReleaseTreatment: Sendable {
         }
 
         /// New subjects in one chunk from which their decisions are split between both cores.
-        static let concurrentDecisionsFrom = 2_048
+        static let concurrentDecisionsFrom = 256
 
         /// The collected records, handed over: the input no longer holds them.
         mutating func takeTable() -> ColumnarTable? {
