@@ -1,7 +1,7 @@
 import CivitasCrypto
-import Dispatch
 import CivitasModel
 import CivitasPrivacy
+import Dispatch
 
 /// What the treatment did to one release, for the partner, the publisher and the log.
 public struct TreatmentOutcome: Sendable {
