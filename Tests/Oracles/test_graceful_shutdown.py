@@ -13,8 +13,10 @@ from conftest import start_broker
 def test_sigterm_finishes_the_release_in_flight(civitas_bin, tmp_path):
     clinic = ClinicBroker(civitas_bin, tmp_path)
     try:
-        clinic.publish(100_000)
-        clinic.consent(range(100_000))
+        # Enough records that the release is still being treated when the signal comes (a
+        # release of 200,000 records can answer within the 0.4 s waited).
+        clinic.publish(300_000)
+        clinic.consent(range(300_000))
         clinic.agree("ag-health", "health")
         release = subprocess.Popen([civitas_bin, "request", "release", "--key", clinic.secret("health"), "--purpose", clinic.purpose,
                                     "--broker", clinic.url, "ag-health"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
