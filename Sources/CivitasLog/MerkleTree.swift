@@ -94,6 +94,32 @@ public struct MerkleTree: Sendable {
         return MerkleFrontier(size: size, hashes: hashes)
     }
 
+    /// Every leaf's inclusion proof in the tree as it is now, for writing all of them at once:
+    /// the proofs name their hashes by position in one table, so that a hash shared by many
+    /// proofs is stored (and encoded by the caller) once.
+    public func allInclusionProofs() -> InclusionProofTable {
+        var hashes: [UInt8] = []
+        var firstNode: [Int] = []
+        for level in levels {
+            firstNode.append(hashes.count / MerkleHash.size)
+            hashes += level
+        }
+        // The subtrees that are not complete end at the right edge: one per set bit of the size, at most.
+        var rightEdge: [UInt64: Int32] = [:]
+        var start: UInt64 = 0
+        var count = size
+        while count > 1 {
+            let k = MerkleHash.split(count)
+            if (count - k) & (count - k - 1) != 0 {
+                rightEdge[start + k] = Int32(hashes.count / MerkleHash.size)
+                hashes += subtreeHash(start: start + k, count: count - k)
+            }
+            start += k
+            count -= k
+        }
+        return InclusionProofTable(size: size, hashes: hashes, firstNode: firstNode, rightEdge: rightEdge)
+    }
+
     // MARK: - Internals
 
     private func node(level: Int, index: UInt64) -> MerkleDigest {
@@ -136,5 +162,49 @@ public struct MerkleTree: Sendable {
             subproof(m: m - k, start: start + k, count: n - k, complete: false, into: &proof)
             proof.append(subtreeHash(start: start, count: k))
         }
+    }
+}
+
+/// The inclusion proofs of every leaf of a tree (``MerkleTree/allInclusionProofs()``): a table of
+/// node hashes, and each proof as positions in it.
+public struct InclusionProofTable: Sendable {
+    /// Number of leaves.
+    public let size: UInt64
+    /// The node hashes, 32 bytes each.
+    public let hashes: [UInt8]
+    let firstNode: [Int]
+    let rightEdge: [UInt64: Int32]
+
+    /// Number of node hashes in ``hashes``.
+    public var nodeCount: Int { hashes.count / MerkleHash.size }
+
+    /// Writes into `proof` the positions in ``hashes`` of leaf `index`'s inclusion proof, in
+    /// RFC 9162 order (from the leaf's sibling up); `proof` is emptied first.
+    public func proof(_ index: UInt64, into proof: inout [Int32]) {
+        precondition(index < size, "leaf \(index) is outside a tree of \(size) leaves")
+        proof.removeAll(keepingCapacity: true)
+        path(index: index, start: 0, count: size, into: &proof)
+    }
+
+    private func path(index m: UInt64, start: UInt64, count n: UInt64, into proof: inout [Int32]) {
+        guard n > 1 else { return }
+        let k = MerkleHash.split(n)
+        if m < k {
+            path(index: m, start: start, count: k, into: &proof)
+            proof.append(node(start: start + k, count: n - k))
+        } else {
+            path(index: m - k, start: start + k, count: n - k, into: &proof)
+            proof.append(node(start: start, count: k))
+        }
+    }
+
+    private func node(start: UInt64, count: UInt64) -> Int32 {
+        if count & (count - 1) == 0 {
+            let level = count.trailingZeroBitCount
+            return Int32(firstNode[level] + Int(start >> UInt64(level)))
+        }
+        // Not complete, so it ends at the right edge, where every such subtree was hashed.
+        guard let position = rightEdge[start] else { preconditionFailure("no subtree of \(count) leaves starts at \(start)") }
+        return position
     }
 }

@@ -113,6 +113,38 @@ struct MerkleTests {
         }
     }
 
+    @Test("The proofs of every leaf at once equal the proofs one by one, at sizes up to 300 and near powers of two")
+    func allInclusionProofsAtOnce() throws {
+        func hashes(_ table: InclusionProofTable, _ index: UInt64) -> [MerkleDigest] {
+            var positions: [Int32] = []
+            table.proof(index, into: &positions)
+            return positions.map { Array(table.hashes[(Int($0) * MerkleHash.size)..<((Int($0) + 1) * MerkleHash.size)]) }
+        }
+        var tree = MerkleTree()
+        var checked = 0
+        for size in Array(1...300) + [1_023, 1_024, 1_025, 8_193, 9_999, 10_000] {
+            while tree.size < UInt64(size) { tree.append(entry: Array("leaf \(tree.size)".utf8)) }
+            let table = tree.allInclusionProofs()
+            let root = try tree.root()
+            #expect(table.nodeCount < 2 * size + 64)
+            for index in 0..<UInt64(size) {
+                let proof = hashes(table, index)
+                #expect(proof == (try tree.inclusionProof(index: index)), "leaf \(index) of \(size)")
+                try MerkleVerifier.verifyInclusion(leafHash: tree.leafHash(at: index), index: index, treeSize: UInt64(size), proof: proof, root: root)
+                checked += 1
+            }
+            // Control: a neighbour's proof does not prove this leaf.
+            if size > 1 {
+                let index = UInt64(size - 1)
+                #expect(throws: MerkleProofError.self) {
+                    try MerkleVerifier.verifyInclusion(leafHash: tree.leafHash(at: index), index: index, treeSize: UInt64(size),
+                                                       proof: hashes(table, index - 1), root: root)
+                }
+            }
+        }
+        #expect(checked == 45_150 + 1_023 + 1_024 + 1_025 + 8_193 + 9_999 + 10_000)
+    }
+
     @Test("Mutated inclusion proofs are refused with evidence")
     func inclusionMutations() throws {
         var tree = MerkleTree()
