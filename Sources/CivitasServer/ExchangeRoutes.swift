@@ -264,12 +264,13 @@ extension BrokerAPI {
         let recorder = try require(context, roles: [.agency, .consentService])
         let contentType = Self.mediaType(request)
         let jsonLines = contentType == "application/jsonl" || contentType == "application/x-ndjson"
-        let items: [JSONValue]
+        let requests: [ConsentRequest]
         var single = false
         if jsonLines {
-            items = try Self.consentLines(context.body)
+            requests = try ConsentLines.requests(jsonLines: context.body)
         } else {
             let body = try jsonBody(context)
+            let items: [JSONValue]
             if body["events"] == nil {
                 single = true
                 items = [.object(body)]
@@ -277,15 +278,7 @@ extension BrokerAPI {
                 guard case .array(let events)? = body["events"] else { throw APIError.badRequest("events must be a list of consent events") }
                 items = events
             }
-        }
-        let requests = try items.enumerated().map { number, item -> ConsentRequest in
-            guard let dataset = item["dataset"]?.stringValue, let subject = item["subject"]?.stringValue, let purpose = item["purpose"]?.stringValue,
-                  let action = item["action"]?.stringValue, action == "grant" || action == "withdraw" else {
-                throw APIError.badRequest("\(single ? "" : "event \(number + 1): ")a consent event needs dataset, subject, purpose and action (grant or withdraw)")
-            }
-            return ConsentRequest(dataset: dataset, subject: subject, purpose: purpose, granted: action == "grant",
-                                  notice: item["notice"]?.stringValue ?? "", collectionMethod: item["collection_method"]?.stringValue ?? "",
-                                  jurisdiction: item["jurisdiction"]?.stringValue ?? "")
+            requests = try items.enumerated().map { number, item in try ConsentLines.request(item, label: single ? "" : "event \(number + 1): ") }
         }
         let key = Self.idempotencyKey(request)
         let receipts = try brokerCall { try broker.recordConsent(requests, by: recorder, now: now(), requestKey: key) }
@@ -305,22 +298,6 @@ extension BrokerAPI {
         }
         return JSONResponse.make(status: receipts.replayed ? .ok : .created, ["batch": try receipts.batchJSON(),
                                                     "receipts": .array(try (0..<receipts.count).map(receipts.receiptJSON))])
-    }
-
-    /// The events of a JSON Lines consent body, one object per non-empty line.
-    static func consentLines(_ body: [UInt8]) throws -> [JSONValue] {
-        var items: [JSONValue] = []
-        for (number, line) in body.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
-            guard line.contains(where: { $0 != 0x20 && $0 != 0x0D && $0 != 0x09 }) else { continue }
-            guard items.count < Broker.maximumConsentEvents else {
-                throw APIError.badRequest("send 1 to \(Broker.maximumConsentEvents) consent events at a time")
-            }
-            guard let item = try? JSONParser.parse(Array(line), limits: .init(maximumDepth: 4, maximumBytes: 8192)), item.objectValue != nil else {
-                throw APIError.badRequest("line \(number + 1) is not a JSON object of at most 8 KiB")
-            }
-            items.append(item)
-        }
-        return items
     }
 
     /// The whole log as an auditor's export (JSON Lines), checkpointed to its current size, streamed
