@@ -161,7 +161,20 @@ extension BrokerStore {
     public func consentRecords(logIndex: UInt64) throws -> [[UInt8]] {
         try wrap {
             try pool.read { db in
-                try Data.fetchAll(db, sql: "SELECT record FROM consent_event WHERE log_index = ? ORDER BY id", arguments: [Int64(logIndex)]).map { Array($0) }
+                var whole: [Int64: [UInt8]] = [:]
+                return try Row.fetchAll(db, sql: "SELECT id, record, record_base FROM consent_event WHERE log_index = ? ORDER BY id",
+                                        arguments: [Int64(logIndex)]).map { row -> [UInt8] in
+                    let id: Int64 = row["id"]
+                    let stored = Array(row["record"] as Data)
+                    guard let baseRow = row["record_base"] as Int64? else {
+                        whole[id] = stored
+                        return stored
+                    }
+                    guard let base = whole[baseRow], let record = RecordDifferences.decode(stored, onto: base) else {
+                        throw StoreError(.corrupt, "consent event \(id) of log entry \(logIndex) does not fit its base record (event \(baseRow))")
+                    }
+                    return record
+                }
             }
         }
     }

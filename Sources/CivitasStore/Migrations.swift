@@ -171,6 +171,11 @@ extension BrokerStore {
             // the envelope is the row's BLOB.
             try db.alter(table: "delivery") { t in t.add(column: "envelope_file", .text) }
         }
+        migrator.registerMigration("2026-12-06 consent records as differences") { db in
+            // A consent record after the first of its log entry may be stored as its differences
+            // from that first one (RecordDifferences), which this names; NULL for a whole record.
+            try db.alter(table: "consent_event") { t in t.add(column: "record_base", .integer) }
+        }
         return migrator
     }
 

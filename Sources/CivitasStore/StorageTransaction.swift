@@ -206,15 +206,28 @@ final class SQLiteTransaction: StorageTransaction {
 
     /// The text of the last time written by ``appendConsent(_:now:)``: a request's events share one.
     private var consentTime: (time: UTCTime, text: String)?
+    /// The first record written for the current log entry, whose row the entry's later records are
+    /// stored as differences from (``RecordDifferences``).
+    private var consentBase: (logIndex: UInt64, row: Int64, record: [UInt8])?
+    private var consentInsert: Statement?
 
     func appendConsent(_ consent: StoredConsent, now: UTCTime) throws {
         if consentTime?.time != now { consentTime = (now, now.rfc3339) }
+        var stored = consent.record
+        var baseRow: Int64?
+        if let base = consentBase, let logIndex = consent.logIndex, base.logIndex == logIndex,
+           let differences = RecordDifferences.encode(consent.record, from: base.record) {
+            stored = differences
+            baseRow = base.row
+        }
         var arguments: StatementArguments = [consent.dataset, Data(consent.subject), consent.purpose]
-        arguments += [consent.granted, Data(consent.record), consentTime?.text ?? now.rfc3339, consent.logIndex.map { Int64($0) }]
-        let statement = try db.cachedStatement(sql: """
-            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded, log_index) VALUES (?, ?, ?, ?, ?, ?, ?)
+        arguments += [consent.granted, Data(stored), consentTime?.text ?? now.rfc3339, consent.logIndex.map { Int64($0) }, baseRow]
+        let statement = try consentInsert ?? db.makeStatement(sql: """
+            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded, log_index, record_base) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
+        consentInsert = statement
         try statement.execute(arguments: arguments)
+        if baseRow == nil, let logIndex = consent.logIndex { consentBase = (logIndex, db.lastInsertedRowID, consent.record) }
     }
 
     func feed(_ id: String) throws -> Feed {

@@ -33,7 +33,7 @@ struct BrokerStoreTests {
                           "2026-11-28 dataset purposes", "2026-11-29 exchanges", "2026-12-02 drawn batches", "2026-12-04 request keys",
                           "2026-12-04 consent events", "2026-12-05 checkpoint times", "2026-12-05 work leases", "2026-12-05 participant keys",
                           "2026-12-05 resumable uploads and web sessions", "2026-12-05 synthetic data and dataset quality",
-                          "2026-12-06 envelopes beside the database"])
+                          "2026-12-06 envelopes beside the database", "2026-12-06 consent records as differences"])
         #expect(try temporary.reopen().appliedMigrations() == names)
     }
 

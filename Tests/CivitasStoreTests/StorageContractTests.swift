@@ -358,6 +358,18 @@ struct StorageContractTests {
         #expect(try world.storage.consentRecords(logIndex: 7) == (0..<5).map { Array("{\"n\":\($0)}".utf8) })
         #expect(try world.storage.consentRecords(logIndex: 8) == (5..<7).map { Array("{\"n\":\($0)}".utf8) })
         #expect(try world.storage.consentRecords(logIndex: 9).isEmpty)
+        // Records of one entry that are alike, equal, longer, shorter, empty or wholly different read back exactly.
+        let base = Array(#"{"pii_principal_id":"00aa","record_id":"cr-01","state":"active"}"#.utf8)
+        let records = [base, Array(#"{"pii_principal_id":"11bb","record_id":"cr-02","state":"active"}"#.utf8), base,
+                       base + [0x20], [], Array(base.dropLast()), base.map { $0 ^ 0xFF },
+                       Array(#"{"pii_principal_id":"00aa","record_id":"cr-01","state":"withdr"}"#.utf8)]
+        try world.storage.transaction { transaction in
+            for (number, record) in records.enumerated() {
+                try transaction.appendConsent(StoredConsent(dataset: "calls", subject: SHA256Hasher.hash([UInt8(number)]), purpose: "research",
+                                                            granted: true, record: record, logIndex: 10), now: Self.now)
+            }
+        }
+        #expect(try world.storage.consentRecords(logIndex: 10) == records)
         #expect(try world.storage.consentKey(recorder: recorder, key: "k-1")
                 == ConsentKey(recorder: recorder, key: "k-1", requestSHA256: [1, 2], logIndex: 7, created: Self.now))
         #expect(try world.storage.consentKey(recorder: recorder, key: "k-2") == nil)
