@@ -110,60 +110,85 @@ public struct ConsentReceipts: Sendable {
     /// JSON Lines, each line canonical JSON: `{"batch": …}` first, then one receipt per event in
     /// the order of the request, as ``receiptJSON(_:)`` gives it.
     public func jsonLines() throws -> [UInt8] {
+        var lines = try self.lines()
         var out: [UInt8] = []
-        try jsonLines(chunkBytes: .max) { out += $0 }
+        while lines.write(to: &out, atLeast: .max) {}
         return out
     }
 
-    /// The ``jsonLines()`` text handed to `emit` in pieces of whole lines, each a little over
-    /// `chunkBytes` at most, so no piece needs a large allocation.
-    public func jsonLines(chunkBytes: Int, _ emit: ([UInt8]) throws -> Void) throws {
-        var out: [UInt8] = []
-        out.reserveCapacity(min(chunkBytes, 1 << 20) + 4096)
-        out += Self.batchOpening
-        out += try CanonicalJSON.encode(try batchJSON())
-        out += Self.lineEnd
-        // Each node hash of the tree as a quoted base64 string, once: the proofs of ten thousand
-        // receipts hold 140,000 hashes, of some 20,000 nodes.
-        let proofs = tree.allInclusionProofs()
-        let quotedSize = 46
-        var quoted: [UInt8] = []
-        quoted.reserveCapacity(proofs.nodeCount * quotedSize)
-        proofs.hashes.withUnsafeBytes { hashes in
-            for node in 0..<proofs.nodeCount {
-                quoted.append(UInt8(ascii: "\""))
-                Base64.appendPublic(raw: UnsafeRawBufferPointer(rebasing: hashes[(node * MerkleHash.size)..<((node + 1) * MerkleHash.size)]), to: &quoted)
-                quoted.append(UInt8(ascii: "\""))
-            }
-        }
-        var proof: [Int32] = []
-        try quoted.withUnsafeBufferPointer { quoted in
-            for (index, record) in records.enumerated() {
-                out += Self.proofOpening
-                proofs.proof(UInt64(index), into: &proof)
-                for (number, node) in proof.enumerated() {
-                    if number > 0 { out.append(UInt8(ascii: ",")) }
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: quoted[(Int(node) * quotedSize)..<((Int(node) + 1) * quotedSize)]))
-                }
-                out += Self.receiptOpening
-                out += record
-                out += Self.indexOpening
-                out.append(contentsOf: String(index).utf8)
-                out += Self.lineEnd
-                if out.count >= chunkBytes {
-                    try emit(out)
-                    out.removeAll(keepingCapacity: true)
-                }
-            }
-        }
-        if !out.isEmpty { try emit(out) }
+    /// The ``jsonLines()`` text, to be written piece by piece (``Lines/write(to:atLeast:)``), so
+    /// that no piece needs a large allocation.
+    public func lines() throws -> Lines {
+        var batch = Self.batchOpening
+        batch += try CanonicalJSON.encode(try batchJSON())
+        batch += Self.lineEnd
+        return Lines(receipts: self, batchLine: batch)
     }
 
-    private static let batchOpening = Array(#"{"batch":"#.utf8)
-    private static let proofOpening = Array(#"{"inclusion_proof":["#.utf8)
-    private static let receiptOpening = Array(#"],"receipt":"#.utf8)
-    private static let indexOpening = Array(#","receipt_index":"#.utf8)
-    private static let lineEnd = Array("}\n".utf8)
+    /// The receipts' JSON Lines text, written a piece at a time.
+    public struct Lines: Sendable {
+        private let receipts: ConsentReceipts
+        private var batchLine: [UInt8]?
+        private let proofs: InclusionProofTable
+        /// Each node hash of the tree as a quoted base64 string, once: the proofs of ten thousand
+        /// receipts hold 140,000 hashes, of some 20,000 nodes.
+        private let quoted: [UInt8]
+        private static let quotedSize = 46
+        private var next = 0
+        private var proof: [Int32] = []
+
+        init(receipts: ConsentReceipts, batchLine: [UInt8]) {
+            self.receipts = receipts
+            self.batchLine = batchLine
+            let proofs = receipts.tree.allInclusionProofs()
+            var quoted: [UInt8] = []
+            quoted.reserveCapacity(proofs.nodeCount * Self.quotedSize)
+            proofs.hashes.withUnsafeBytes { hashes in
+                for node in 0..<proofs.nodeCount {
+                    quoted.append(UInt8(ascii: "\""))
+                    Base64.appendPublic(raw: UnsafeRawBufferPointer(rebasing: hashes[(node * MerkleHash.size)..<((node + 1) * MerkleHash.size)]), to: &quoted)
+                    quoted.append(UInt8(ascii: "\""))
+                }
+            }
+            self.proofs = proofs
+            self.quoted = quoted
+        }
+
+        /// Appends whole lines to `out` until it holds `atLeast` bytes or the text ends; false
+        /// when the text had already ended.
+        public mutating func write(to out: inout [UInt8], atLeast minimum: Int) -> Bool {
+            if let batchLine {
+                out += batchLine
+                self.batchLine = nil
+            } else if next == receipts.records.count {
+                return false
+            }
+            let records = receipts.records
+            quoted.withUnsafeBufferPointer { quoted in
+                while next < records.count && out.count < minimum {
+                    out += ConsentReceipts.proofOpening
+                    proofs.proof(UInt64(next), into: &proof)
+                    for (number, node) in proof.enumerated() {
+                        if number > 0 { out.append(UInt8(ascii: ",")) }
+                        out.append(contentsOf: UnsafeBufferPointer(rebasing: quoted[(Int(node) * Self.quotedSize)..<((Int(node) + 1) * Self.quotedSize)]))
+                    }
+                    out += ConsentReceipts.receiptOpening
+                    out += records[next]
+                    out += ConsentReceipts.indexOpening
+                    out.append(contentsOf: String(next).utf8)
+                    out += ConsentReceipts.lineEnd
+                    next += 1
+                }
+            }
+            return true
+        }
+    }
+
+    fileprivate static let batchOpening = Array(#"{"batch":"#.utf8)
+    fileprivate static let proofOpening = Array(#"{"inclusion_proof":["#.utf8)
+    fileprivate static let receiptOpening = Array(#"],"receipt":"#.utf8)
+    fileprivate static let indexOpening = Array(#","receipt_index":"#.utf8)
+    fileprivate static let lineEnd = Array("}\n".utf8)
 
     /// Checks one receipt against its batch: the broker's signature over the log entry, and the
     /// inclusion proof from the record to the entry's `receipts_root`. Returns the log entry.

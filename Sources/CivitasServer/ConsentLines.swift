@@ -72,8 +72,8 @@ enum ConsentLines {
         }
     }
 
-    /// The event of a line that is one flat object of known members, each a string without
-    /// escapes or control characters, in valid UTF-8, named once, with dataset, subject, purpose
+    /// The event of a line that is one flat object of known members, each an ASCII string without
+    /// escapes or control characters, named once, with dataset, subject, purpose
     /// and an action of grant or withdraw: read without building a JSON value. Any other line is
     /// nil, and the general parser reads it (and names what is wrong).
     static func plainEvent(_ line: UnsafeBufferPointer<UInt8>) -> ConsentRequest? {
@@ -106,9 +106,8 @@ enum ConsentLines {
         guard take(UInt8(ascii: "{")) else { return nil }
         repeat {
             guard let name = plainString(), let member = Member.named(name), values[member.rawValue] == nil,
-                  take(UInt8(ascii: ":")), let value = plainString(),
-                  let text = String(validating: value, as: UTF8.self) else { return nil }
-            values[member.rawValue] = text
+                  take(UInt8(ascii: ":")), let value = plainString(), value.allSatisfy({ $0 < 0x80 }) else { return nil }
+            values[member.rawValue] = String(decoding: value, as: UTF8.self)
         } while take(UInt8(ascii: ","))
         guard take(UInt8(ascii: "}")) else { return nil }
         skipSpace()

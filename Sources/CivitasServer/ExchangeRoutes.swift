@@ -283,11 +283,17 @@ extension BrokerAPI {
         let key = Self.idempotencyKey(request)
         let receipts = try brokerCall { try broker.recordConsent(requests, by: recorder, now: now(), requestKey: key) }
         if jsonLines {
-            // Pieces below the allocator's large-block threshold: ten thousand receipts are about 15 MB.
-            var pieces: [ByteBuffer] = []
-            try receipts.jsonLines(chunkBytes: 64 << 10) { pieces.append(ByteBuffer(bytes: $0)) }
-            let body = ResponseBody { [pieces] writer in
-                for piece in pieces { try await writer.write(piece) }
+            // Written as the socket takes it, in pieces below the allocator's large-block threshold:
+            // ten thousand receipts are about 12 MB.
+            let lines = try receipts.lines()
+            let body = ResponseBody { writer in
+                var lines = lines
+                var piece: [UInt8] = []
+                piece.reserveCapacity(72 << 10)
+                while lines.write(to: &piece, atLeast: 64 << 10) {
+                    try await writer.write(ByteBuffer(bytes: piece))
+                    piece.removeAll(keepingCapacity: true)
+                }
                 try await writer.finish(nil)
             }
             return Response(status: receipts.replayed ? .ok : .created, headers: [.contentType: "application/jsonl"], body: body)

@@ -12,10 +12,21 @@ enum RecordDifferences {
     /// differences would not be smaller than the record.
     static func encode(_ record: [UInt8], from base: [UInt8]) -> [UInt8]? {
         guard record.count == base.count else { return nil }
+        return record.withUnsafeBytes { record in base.withUnsafeBytes { base in encode(record, base) } }
+    }
+
+    private static func encode(_ record: UnsafeRawBufferPointer, _ base: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard let recordStart = record.baseAddress, let baseStart = base.baseAddress else { return [] }
         var out: [UInt8] = []
         var previousEnd = 0
         var index = 0
         while index < record.count {
+            // Equal bytes eight at a time.
+            while index + 8 <= record.count,
+                  recordStart.loadUnaligned(fromByteOffset: index, as: UInt64.self) == baseStart.loadUnaligned(fromByteOffset: index, as: UInt64.self) {
+                index += 8
+            }
+            guard index < record.count else { break }
             guard record[index] != base[index] else {
                 index += 1
                 continue

@@ -27,7 +27,7 @@ struct ConsentLinesTests {
         let plainLines = [
             #"{"action":"grant","collection_method":"web-form","dataset":"calls","jurisdiction":"US-PA","notice":"n-1","purpose":"research","subject":"215-0000000001"}"#,
             #"{"subject":"s","purpose":"p","dataset":"d","action":"withdraw"}"#,
-            #" { "dataset" : "d" ,"# + "\t" + #""subject":"Zürich 東京 🙂", "purpose":"p", "action":"grant" } "# + "\r",
+            #" { "dataset" : "d" ,"# + "\t" + #""subject":"Zurich-8001", "purpose":"p", "action":"grant" } "# + "\r",
             #"{"dataset":"d","subject":"a'b/c<d>","purpose":"p","action":"grant","notice":"","jurisdiction":"EU"}"#,
         ]
         for line in plainLines {
@@ -36,7 +36,8 @@ struct ConsentLinesTests {
             #expect(fast == parsed(bytes), "\(line)")
         }
         // Lines the plain reading leaves to the parser: escapes, other members, values that are
-        // not strings, a member named twice, nesting, a missing field, invalid UTF-8, trailing text.
+        // not strings, a member named twice, nesting, a missing field, text beyond ASCII (valid or
+        // not), trailing text.
         let otherLines: [[UInt8]] = [
             #"{"dataset":"d","subject":"A\u0042","purpose":"p","action":"grant"}"#,
             #"{"dataset":"d","subject":"a\"b","purpose":"p","action":"grant"}"#,
@@ -49,6 +50,7 @@ struct ConsentLinesTests {
             #"{"dataset":"d","subject":"s","purpose":"p","action":"grant"} x"#,
             #"{"dataset":"d","subject":"s","purpose":"p","action":"grant",}"#,
             #"["dataset","d"]"#,
+            #"{"dataset":"d","subject":"Zürich 東京 🙂","purpose":"p","action":"grant"}"#,
         ].map { Array($0.utf8) } + [
             Array(#"{"dataset":"d","subject":""#.utf8) + [0xC3, 0x28] + Array(#"","purpose":"p","action":"grant"}"#.utf8),
             Array(#"{"dataset":"d","subject":"a"#.utf8) + [0x09] + Array(#"b","purpose":"p","action":"grant"}"#.utf8),
@@ -77,12 +79,16 @@ struct ConsentLinesTests {
 
     @Test("A JSON Lines body: blank lines skipped, every line read in order, the wrong line named")
     func bodies() throws {
-        let body = Array((#"{"dataset":"d","subject":"one","purpose":"p","action":"grant"}"# + "\n\n  \n"
-            + #"{"dataset":"d","subject":"tw\u006F","purpose":"p","action":"withdraw"}"# + "\n"
-            + #"{"dataset":"d","subject":"three","purpose":"p","action":"grant"}"#).utf8)
+        let lines: [String] = [
+            #"{"dataset":"d","subject":"one","purpose":"p","action":"grant"}"#, "", "  ",
+            #"{"dataset":"d","subject":"tw\u006F","purpose":"p","action":"withdraw"}"#,
+            #"{"dataset":"d","subject":"three","purpose":"p","action":"grant"}"#,
+            #"{"dataset":"d","subject":"Zürich","purpose":"p","action":"grant"}"#,
+        ]
+        let body = Array(lines.joined(separator: "\n").utf8)
         let requests = try ConsentLines.requests(jsonLines: body)
-        #expect(requests.map(\.subject) == ["one", "two", "three"])
-        #expect(requests.map(\.granted) == [true, false, true])
+        #expect(requests.map(\.subject) == ["one", "two", "three", "Zürich"])
+        #expect(requests.map(\.granted) == [true, false, true, true])
 
         let wrong = Array((#"{"dataset":"d","subject":"one","purpose":"p","action":"grant"}"# + "\n\n" + #"{"dataset":"d","#).utf8)
         #expect(refusal(wrong) == "line 3 is not a JSON object of at most 8 KiB")
