@@ -312,7 +312,13 @@ enum SubjectsFile {
         var lineNumber = 0
         func emit(_ line: ArraySlice<UInt8>) async throws {
             lineNumber += 1
-            let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            // An ASCII line is trimmed of ASCII white space as bytes; any other by Foundation's
+            // white space and newlines, which beyond ASCII include more.
+            var trimmed = line
+            while let first = trimmed.first, first == 0x20 || (0x09...0x0D).contains(first) { trimmed.removeFirst() }
+            while let last = trimmed.last, last == 0x20 || (0x09...0x0D).contains(last) { trimmed.removeLast() }
+            let text = trimmed.allSatisfy { $0 < 0x80 } ? String(decoding: trimmed, as: UTF8.self)
+                : String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard !text.isEmpty else { return }
             guard text.utf8.count <= maximumLine else { throw CLIError("\(path) line \(lineNumber): a subject id is at most \(maximumLine) bytes") }
             try await body(text)

@@ -66,3 +66,23 @@ def test_consent_run_again_with_its_key_records_nothing_twice(clinic):
     fresh = grant()
     assert fresh["requests_recorded_before"] == 0 and fresh["idempotency_key"].startswith("consent-")
     assert set(fresh["log_entries"]).isdisjoint(first["log_entries"])
+
+
+def test_subject_lines_are_trimmed_of_white_space(clinic):
+    """A subjects file's lines are trimmed of white space (beyond ASCII too) before their keyed
+    hash: padded lines record the same subjects as bare ones; a changed subject (the positive
+    control) records another."""
+    publisher = clinic.secret(clinic.scenario["publisher"])
+
+    def principals(name, lines):
+        (clinic.folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        clinic.civitas("consent", "grant", "--key", publisher, "--dataset", clinic.dataset, "--subjects", name,
+                       "--purpose", clinic.purpose, "--notice", "n-1", "--jurisdiction", "EU", "--receipt", name + ".jsonl")
+        items = [json.loads(line) for line in (clinic.folder / (name + ".jsonl")).read_text().splitlines()]
+        return sorted(item["receipt"]["pii_principal_id"] for item in items if "receipt" in item)
+
+    bare = principals("bare.txt", ["trim-0", "trim-1", "trim-2", "trim-3", "Zürich-4"])
+    padded = principals("padded.txt", ["  trim-0 ", "\ttrim-1\r", "\u00a0trim-2\u00a0", "trim-3\x0b\x0c", "", "   ", "Zürich-4\u2003"])
+    assert len(bare) == 5 and padded == bare
+    changed = principals("changed.txt", ["trim-0.", "trim-1", "trim-2", "trim-3", "Zürich-4"])
+    assert changed != bare and len(set(changed) & set(bare)) == 4
