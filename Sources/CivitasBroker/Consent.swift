@@ -108,13 +108,8 @@ extension Broker {
 
     private func record(_ requests: [ConsentRequest], by recorder: Participant, now: UTCTime, keyed: KeyedRequest?) throws -> ConsentReceipts {
         var datasets: [String: Dataset] = [:]
-        var events: [StoredConsent] = []
-        var records: [[UInt8]] = []
-        events.reserveCapacity(requests.count)
-        records.reserveCapacity(requests.count)
-        let time = now.rfc3339
-        let recordIDs = Sodium.randomBytes(12 * requests.count)
         var granted = 0
+        // Every event checked first, in order, so that the first wrong one is named.
         for (number, request) in requests.enumerated() {
             // Written only into an error, so that a request of ten thousand events builds none.
             var label: String { requests.count == 1 ? "" : "event \(number + 1): " }
@@ -135,19 +130,17 @@ extension Broker {
                 where !(1...Self.maximumConsentFieldLength).contains(value.utf8.count) {
                 throw BrokerError(.invalid, "\(label)consent field '\(name)' must be 1 to \(Self.maximumConsentFieldLength) bytes")
             }
-            let subject = subjectHash(dataset: dataset.id, subject: request.subject)
-            let record = ConsentRecord(recordID: "cr-" + Hex.encode(recordIDs[(12 * number)..<(12 * number + 12)]), principal: subject,
-                                       controller: dataset.publisher, dataset: dataset.id, purpose: request.purpose, notice: request.notice,
-                                       collectionMethod: request.collectionMethod, jurisdiction: request.jurisdiction,
-                                       granted: request.granted, time: time, recordedBy: recorder.keys.keyID)
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(640)
-            record.appendCanonical(to: &bytes)
-            records.append(bytes)
             if request.granted { granted += 1 }
-            events.append(.init(dataset: dataset.id, subject: subject, purpose: request.purpose, granted: request.granted, record: bytes))
         }
-        let tree = ConsentReceipts.tree(of: records)
+        let built = ConsentRecords.build(requests, datasets: datasets, recorder: recorder.keys.keyID, time: now.rfc3339,
+                                         recordIDs: Sodium.randomBytes(12 * requests.count), subjectHash: subjectHash)
+        let records = built.records
+        let events = requests.indices.map { number in
+            StoredConsent(dataset: requests[number].dataset, subject: built.subjects[number], purpose: requests[number].purpose,
+                          granted: requests[number].granted, record: records[number])
+        }
+        var tree = MerkleTree()
+        for leaf in built.leaves { tree.append(leafHash: leaf) }
         let members = LogEvents.consentRecorded(datasets: datasets.keys.sorted(), recordedBy: recorder.keys.keyID, receipts: records.count,
                                                 receiptsRoot: try tree.root(), granted: granted, withdrawn: records.count - granted)
         let entry = try change { transaction in

@@ -209,7 +209,7 @@ final class SQLiteTransaction: StorageTransaction {
     /// The first record written for the current log entry, whose row the entry's later records are
     /// stored as differences from (``RecordDifferences``).
     private var consentBase: (logIndex: UInt64, row: Int64, record: [UInt8])?
-    private var consentInsert: Statement?
+    private var consentInsert: ConsentInsert?
 
     func appendConsent(_ consent: StoredConsent, now: UTCTime) throws {
         if consentTime?.time != now { consentTime = (now, now.rfc3339) }
@@ -220,13 +220,10 @@ final class SQLiteTransaction: StorageTransaction {
             stored = differences
             baseRow = base.row
         }
-        var arguments: StatementArguments = [consent.dataset, Data(consent.subject), consent.purpose]
-        arguments += [consent.granted, Data(stored), consentTime?.text ?? now.rfc3339, consent.logIndex.map { Int64($0) }, baseRow]
-        let statement = try consentInsert ?? db.makeStatement(sql: """
-            INSERT INTO consent_event (dataset, subject, purpose, granted, record, recorded, log_index, record_base) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        consentInsert = statement
-        try statement.execute(arguments: arguments)
+        let insert = try consentInsert ?? ConsentInsert(db)
+        consentInsert = insert
+        try insert.insert(dataset: consent.dataset, subject: consent.subject, purpose: consent.purpose, granted: consent.granted, record: stored,
+                          recorded: consentTime?.text ?? now.rfc3339, logIndex: consent.logIndex, base: baseRow)
         if baseRow == nil, let logIndex = consent.logIndex { consentBase = (logIndex, db.lastInsertedRowID, consent.record) }
     }
 

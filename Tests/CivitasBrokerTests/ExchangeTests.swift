@@ -219,6 +219,32 @@ struct ConsentTests {
         #expect(throws: BrokerError.self) { try ConsentReceipts.verify(receipt: try receipts.receiptJSON(0), batch: try later.batchJSON(), broker: broker) }
     }
 
+    @Test("A large request's records are built on every core, each its own subject's, in the order of the request")
+    func largeRequestBuiltInOrder() throws {
+        let fixture = try BrokerFixture()
+        let count = ConsentRecords.parallelFrom * 2 + 7
+        let requests = (0..<count).map {
+            ConsentRequest(dataset: BrokerFixture.dataset, subject: "L\($0)", purpose: BrokerFixture.purpose, granted: $0 % 3 != 0,
+                           notice: "n-\($0 % 4)", collectionMethod: "web-form", jurisdiction: "EU")
+        }
+        let receipts = try fixture.broker.recordConsent(requests, by: fixture.consentService, now: fixture.now)
+        let batch = try receipts.batchJSON()
+        var recordIDs = Set<String>()
+        func principal(_ index: Int) throws -> String? { try receipts.receiptJSON(index)["receipt"]?["pii_principal_id"]?.stringValue }
+        for index in 0..<count {
+            let receipt = try receipts.receiptJSON(index)
+            _ = try ConsentReceipts.verify(receipt: receipt, batch: batch, broker: fixture.brokerKeys.publicKeys)
+            let record = try #require(receipt["receipt"])
+            #expect(record["pii_principal_id"]?.stringValue == Hex.encode(fixture.broker.subjectHash(dataset: BrokerFixture.dataset, subject: "L\(index)")))
+            #expect(record["state"]?.stringValue == (index % 3 != 0 ? "active" : "withdrawn"))
+            #expect(record["notice"]?.stringValue == "n-\(index % 4)")
+            recordIDs.insert(record["record_id"]?.stringValue ?? "")
+        }
+        #expect(recordIDs.count == count)
+        // Control: a neighbour's subject is not this record's.
+        #expect(try principal(count / 2) != Hex.encode(fixture.broker.subjectHash(dataset: BrokerFixture.dataset, subject: "L\(count / 2 + 1)")))
+    }
+
     @Test("A record's canonical bytes are written directly, exactly as RFC 8785 encodes its JSON")
     func recordBytes() throws {
         let fixture = try BrokerFixture()
