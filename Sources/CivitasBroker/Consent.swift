@@ -31,14 +31,23 @@ public struct ConsentRequest: Sendable {
     static func digest(of requests: [ConsentRequest]) throws -> [UInt8] {
         let hasher = try SHA256Hasher()
         var buffer: [UInt8] = []
+        func append(_ field: String) {
+            let count = UInt32(field.utf8.count)
+            buffer.append(UInt8(count >> 24))
+            buffer.append(UInt8((count >> 16) & 0xFF))
+            buffer.append(UInt8((count >> 8) & 0xFF))
+            buffer.append(UInt8(count & 0xFF))
+            buffer += field.utf8
+        }
         for request in requests {
             buffer.removeAll(keepingCapacity: true)
-            for field in [request.dataset, request.subject, request.purpose, request.granted ? "grant" : "withdraw", request.notice,
-                          request.collectionMethod, request.jurisdiction] {
-                let count = UInt32(field.utf8.count)
-                buffer += [UInt8(count >> 24), UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF), UInt8(count & 0xFF)]
-                buffer += field.utf8
-            }
+            append(request.dataset)
+            append(request.subject)
+            append(request.purpose)
+            append(request.granted ? "grant" : "withdraw")
+            append(request.notice)
+            append(request.collectionMethod)
+            append(request.jurisdiction)
             buffer.withUnsafeBytes { hasher.update($0) }
         }
         return hasher.finish()
@@ -126,9 +135,13 @@ extension Broker {
             guard let dataset = datasets[request.dataset], dataset.purposes.contains(request.purpose) else {
                 throw BrokerError(.invalid, "\(label)dataset \(request.dataset) is not offered for purpose \(request.purpose)")
             }
-            for (name, value) in zip(Self.consentFieldNames, [request.subject, request.notice, request.collectionMethod, request.jurisdiction])
-                where !(1...Self.maximumConsentFieldLength).contains(value.utf8.count) {
-                throw BrokerError(.invalid, "\(label)consent field '\(name)' must be 1 to \(Self.maximumConsentFieldLength) bytes")
+            let lengths = 1...Self.maximumConsentFieldLength
+            if !lengths.contains(request.subject.utf8.count) || !lengths.contains(request.notice.utf8.count)
+                || !lengths.contains(request.collectionMethod.utf8.count) || !lengths.contains(request.jurisdiction.utf8.count) {
+                for (name, value) in zip(Self.consentFieldNames, [request.subject, request.notice, request.collectionMethod, request.jurisdiction])
+                    where !lengths.contains(value.utf8.count) {
+                    throw BrokerError(.invalid, "\(label)consent field '\(name)' must be 1 to \(Self.maximumConsentFieldLength) bytes")
+                }
             }
             if request.granted { granted += 1 }
         }
