@@ -162,8 +162,15 @@ extension BrokerStore {
         try wrap {
             try pool.read { db in
                 var whole: [Int64: [UInt8]] = [:]
-                return try Row.fetchAll(db, sql: "SELECT id, record, record_base FROM consent_event WHERE log_index = ? ORDER BY id",
-                                        arguments: [Int64(logIndex)]).map { row -> [UInt8] in
+                // The entry's events are the ids from its first whole record up to the next entry's
+                // (later entries have higher indexes), both found by the index of whole records.
+                return try Row.fetchAll(db, sql: """
+                    SELECT id, record, record_base FROM consent_event
+                    WHERE id >= (SELECT MIN(id) FROM consent_event WHERE log_index = ?1 AND record_base IS NULL)
+                      AND id < COALESCE((SELECT MIN(id) FROM consent_event WHERE log_index > ?1 AND record_base IS NULL), 9223372036854775807)
+                      AND log_index = ?1
+                    ORDER BY id
+                    """, arguments: [Int64(logIndex)]).map { row -> [UInt8] in
                     let id: Int64 = row["id"]
                     let stored = Array(row["record"] as Data)
                     guard let baseRow = row["record_base"] as Int64? else {

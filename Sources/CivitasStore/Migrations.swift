@@ -175,6 +175,10 @@ extension BrokerStore {
             // A consent record after the first of its log entry may be stored as its differences
             // from that first one (RecordDifferences), which this names; NULL for a whole record.
             try db.alter(table: "consent_event") { t in t.add(column: "record_base", .integer) }
+            // Only whole records are indexed by their entry: a request's events are one run of ids
+            // (one writer, one transaction), found from its first record to the next entry's.
+            try db.execute(sql: "DROP INDEX consent_event_by_entry")
+            try db.execute(sql: "CREATE INDEX consent_event_by_entry ON consent_event (log_index) WHERE record_base IS NULL")
         }
         return migrator
     }
