@@ -26,6 +26,21 @@ public enum MerkleHash {
         return SHA256Hasher.hash(input)
     }
 
+    /// Calls `visit` with each subtree (its first leaf and its number of leaves) whose hash is in
+    /// the inclusion proof of leaf `m` in the tree of leaves `start..<start + n`, in the proof's
+    /// order: from the leaf's sibling up (RFC 9162 section 2.1.3.1).
+    static func inclusionSiblings(of m: UInt64, start: UInt64 = 0, count n: UInt64, _ visit: (_ start: UInt64, _ count: UInt64) -> Void) {
+        guard n > 1 else { return }
+        let k = split(n)
+        if m < k {
+            inclusionSiblings(of: m, start: start, count: k, visit)
+            visit(start + k, n - k)
+        } else {
+            inclusionSiblings(of: m - k, start: start + k, count: n - k, visit)
+            visit(start, k)
+        }
+    }
+
     /// The largest power of two strictly less than `n` (n ≥ 2): where RFC 9162 splits a tree of n leaves.
     static func split(_ n: UInt64) -> UInt64 {
         precondition(n >= 2, "a tree of fewer than two leaves has no split")

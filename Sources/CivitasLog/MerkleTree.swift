@@ -67,7 +67,7 @@ public struct MerkleTree: Sendable {
         guard n <= size else { throw MerkleProofError(.invalidSizes, "the tree has \(size) leaves, not \(n)") }
         guard index < n else { throw MerkleProofError(.indexOutOfRange, "leaf index \(index) is outside a tree of \(n) leaves") }
         var proof: [MerkleDigest] = []
-        path(index: index, start: 0, count: n, into: &proof)
+        MerkleHash.inclusionSiblings(of: index, count: n) { start, count in proof.append(subtreeHash(start: start, count: count)) }
         return proof
     }
 
@@ -137,18 +137,6 @@ public struct MerkleTree: Sendable {
         return MerkleHash.node(subtreeHash(start: start, count: k), subtreeHash(start: start + k, count: count - k))
     }
 
-    private func path(index m: UInt64, start: UInt64, count n: UInt64, into proof: inout [MerkleDigest]) {
-        guard n > 1 else { return }
-        let k = MerkleHash.split(n)
-        if m < k {
-            path(index: m, start: start, count: k, into: &proof)
-            proof.append(subtreeHash(start: start + k, count: n - k))
-        } else {
-            path(index: m - k, start: start + k, count: n - k, into: &proof)
-            proof.append(subtreeHash(start: start, count: k))
-        }
-    }
-
     private func subproof(m: UInt64, start: UInt64, count n: UInt64, complete: Bool, into proof: inout [MerkleDigest]) {
         if m == n {
             if !complete { proof.append(subtreeHash(start: start, count: n)) }
@@ -183,19 +171,7 @@ public struct InclusionProofTable: Sendable {
     public func proof(_ index: UInt64, into proof: inout [Int32]) {
         precondition(index < size, "leaf \(index) is outside a tree of \(size) leaves")
         proof.removeAll(keepingCapacity: true)
-        path(index: index, start: 0, count: size, into: &proof)
-    }
-
-    private func path(index m: UInt64, start: UInt64, count n: UInt64, into proof: inout [Int32]) {
-        guard n > 1 else { return }
-        let k = MerkleHash.split(n)
-        if m < k {
-            path(index: m, start: start, count: k, into: &proof)
-            proof.append(node(start: start + k, count: n - k))
-        } else {
-            path(index: m - k, start: start + k, count: n - k, into: &proof)
-            proof.append(node(start: start, count: k))
-        }
+        MerkleHash.inclusionSiblings(of: index, count: size) { start, count in proof.append(node(start: start, count: count)) }
     }
 
     private func node(start: UInt64, count: UInt64) -> Int32 {
